@@ -1,0 +1,3 @@
+//! # openflume: one typed firehose of Discord, Slack, GitHub and cron events
+//!
+//! The smol drivers that run the sans-IO machines of [`openflume_proto`] against real sockets.

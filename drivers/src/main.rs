@@ -1,0 +1,5 @@
+//! The `openflume` command.
+
+fn main() {
+    std::process::exit(2);
+}

@@ -1,0 +1,88 @@
+//! Reconnect delays: exponential backoff with jitter from the machine's seeded RNG.
+
+use serde::{Deserialize, Serialize};
+
+/// How a source retries after losing its connection or after errors.
+///
+/// ```
+/// use openflume_proto::ReconnectPolicy;
+/// let policy = ReconnectPolicy::default();
+/// assert_eq!((policy.base_ms, policy.max_ms, policy.max_attempts), (1000, 30_000, None));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconnectPolicy {
+    /// Give up after this many consecutive failed attempts; `None` retries forever.
+    pub max_attempts: Option<u32>,
+    /// The first delay's upper bound, in ms.
+    pub base_ms: u64,
+    /// No delay exceeds this, in ms.
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            max_attempts: None,
+            base_ms: 1000,
+            max_ms: 30_000,
+        }
+    }
+}
+
+/// Counts consecutive failures and turns them into delays.
+///
+/// The delay for attempt `n` (0-based) is drawn uniformly from `[cap/2, cap]` where
+/// `cap = min(base · 2ⁿ, max)`: "equal jitter", which spreads a fleet of clients apart while
+/// never retrying sooner than half the nominal delay (full jitter can retry at once, a hot loop).
+///
+/// ```
+/// use openflume_proto::{Backoff, ReconnectPolicy};
+/// let mut rng = fastrand::Rng::with_seed(7);
+/// let mut backoff = Backoff::new(ReconnectPolicy { max_attempts: Some(2), base_ms: 100, max_ms: 1000 });
+/// let first = backoff.next_delay(&mut rng).unwrap();
+/// assert!((50..=100).contains(&first));
+/// let second = backoff.next_delay(&mut rng).unwrap();
+/// assert!((100..=200).contains(&second));
+/// assert_eq!(backoff.next_delay(&mut rng), None); // attempts exhausted
+/// backoff.reset();
+/// assert!(backoff.next_delay(&mut rng).is_some());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: ReconnectPolicy,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A fresh counter for `policy`.
+    pub fn new(policy: ReconnectPolicy) -> Backoff {
+        Backoff { policy, attempt: 0 }
+    }
+
+    /// The delay before the next attempt, or `None` once `max_attempts` is spent.
+    pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Option<u64> {
+        if self.policy.max_attempts.is_some_and(|max| self.attempt >= max) {
+            return None;
+        }
+        let max = self.policy.max_ms.max(1);
+        let nominal = u128::from(self.policy.base_ms.max(1)) << self.attempt.min(64);
+        let cap = nominal.min(u128::from(max)) as u64;
+        self.attempt = self.attempt.saturating_add(1);
+        Some(rng.u64(cap / 2..=cap))
+    }
+
+    /// Consecutive attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Starts over; call once a connection reached `connected`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> ReconnectPolicy {
+        self.policy
+    }
+}

@@ -1,0 +1,284 @@
+//! The firehose items: events from a source and logs about it, one JSON object per line.
+
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A JSON document kept as the exact text received, so the hot path never builds a `Value` tree.
+///
+/// ```
+/// use openflume_proto::RawJson;
+/// let raw = RawJson::from_str(r#"{"content":"hi"}"#).unwrap();
+/// assert_eq!(raw.get(), r#"{"content":"hi"}"#);
+/// assert_eq!(raw.parse().unwrap()["content"], "hi");
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Validates `json` and keeps it as given.
+    #[allow(clippy::should_implement_trait)] // fallible with serde_json's error, unlike FromStr's contract here
+    pub fn from_str(json: &str) -> Result<RawJson, serde_json::Error> {
+        RawValue::from_string(json.to_owned()).map(RawJson)
+    }
+
+    /// Takes a document that serde_json already validated (e.g. a `Box<RawValue>` field).
+    pub fn from_raw(raw: Box<RawValue>) -> RawJson {
+        RawJson(raw)
+    }
+
+    /// Serialises a value (for data the machine builds itself, such as a cron tick).
+    pub fn from_value<T: Serialize>(value: &T) -> RawJson {
+        // Serialising our own `Serialize` types into a string cannot fail; fall back to null if it ever did.
+        serde_json::value::to_raw_value(value)
+            .map(RawJson)
+            .unwrap_or_else(|_| RawJson::null())
+    }
+
+    /// The JSON `null`.
+    pub fn null() -> RawJson {
+        RawJson::from_str("null").unwrap_or_else(|_| unreachable!("null is valid JSON"))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses the text into a `Value` on demand.
+    pub fn parse(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+/// One event from a source: a Discord dispatch, a Slack envelope, a GitHub notification, a cron tick.
+///
+/// ```
+/// use openflume_proto::{Event, RawJson, UnixMillis};
+/// let event = Event::new("time", "tick", RawJson::from_str("{}").unwrap(), UnixMillis(0))
+///     .with_meta("cron", "* * * * *");
+/// assert_eq!(event.meta["cron"], "* * * * *");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Which source produced it: `discord`, `slack`, `github`, `time`, or a custom source's name.
+    pub source: String,
+    /// The event type: Discord's `t`, Slack's envelope type, `notification`, `tick`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The payload exactly as received.
+    pub data: RawJson,
+    /// Flat string facts pulled out of the payload for routing (`channel_id`, `user_id`, …).
+    pub meta: BTreeMap<String, String>,
+    /// When the source received it, Unix milliseconds.
+    #[serde(rename = "receivedAt")]
+    pub received_at: UnixMillis,
+}
+
+impl Event {
+    /// An event with empty meta.
+    pub fn new(
+        source: impl Into<String>,
+        event_type: impl Into<String>,
+        data: RawJson,
+        received_at: UnixMillis,
+    ) -> Event {
+        Event {
+            source: source.into(),
+            event_type: event_type.into(),
+            data,
+            meta: BTreeMap::new(),
+            received_at,
+        }
+    }
+
+    /// Adds one meta entry.
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Event {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Log severity.
+///
+/// ```
+/// use openflume_proto::Level;
+/// assert!(Level::Warn > Level::Info);
+/// assert_eq!("warn".parse::<Level>().unwrap(), Level::Warn);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Protocol detail: frames, idle polls, duplicates.
+    Debug,
+    /// Lifecycle: connected, resumed, bootstrap.
+    Info,
+    /// Something went wrong and was handled: reconnects, malformed frames, rate limits.
+    Warn,
+    /// Something failed: fatal closes, bad credentials.
+    Error,
+}
+
+impl Level {
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        match s {
+            "debug" => Ok(Level::Debug),
+            "info" => Ok(Level::Info),
+            "warn" => Ok(Level::Warn),
+            "error" => Ok(Level::Error),
+            other => Err(format!("unknown log level {other:?} (expected debug, info, warn or error)")),
+        }
+    }
+}
+
+/// A log line about a source, part of the same ordered firehose as its events.
+///
+/// ```
+/// use openflume_proto::{Level, Log, UnixMillis};
+/// let log = Log::new(Level::Warn, "github", "rate.limit", "waiting 60 s", UnixMillis(0))
+///     .with_detail(serde_json::json!({"waitMs": 60000}));
+/// assert_eq!(log.action, "rate.limit");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Log {
+    /// Severity.
+    pub level: Level,
+    /// The component: `discord`, `slack`, `github`, `time`, `flume`, or a custom source's name.
+    pub source: String,
+    /// A dotted name from a fixed vocabulary (`status`, `heartbeat.zombie`, `poll.idle`, …).
+    pub action: String,
+    /// Human text.
+    pub message: String,
+    /// The error's message, when the log reports one. Never contains a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Structured facts (`{from, to, reason}` for status logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// When it was logged, Unix milliseconds.
+    pub timestamp: UnixMillis,
+}
+
+impl Log {
+    /// A log without error or detail.
+    pub fn new(
+        level: Level,
+        source: impl Into<String>,
+        action: impl Into<String>,
+        message: impl Into<String>,
+        timestamp: UnixMillis,
+    ) -> Log {
+        Log {
+            level,
+            source: source.into(),
+            action: action.into(),
+            message: message.into(),
+            error: None,
+            detail: None,
+            timestamp,
+        }
+    }
+
+    /// Adds an error message.
+    pub fn with_error(mut self, error: impl Into<String>) -> Log {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Adds structured detail.
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Log {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// One firehose item, serialised as `{"kind":"event","event":{…}}` or `{"kind":"log","log":{…}}`.
+///
+/// ```
+/// use openflume_proto::{Item, Level, Log, UnixMillis};
+/// let item = Item::Log(Log::new(Level::Info, "flume", "flume.open", "open", UnixMillis(7)));
+/// let line = serde_json::to_string(&item).unwrap();
+/// assert_eq!(line, r#"{"kind":"log","log":{"level":"info","source":"flume","action":"flume.open","message":"open","timestamp":7}}"#);
+/// assert_eq!(serde_json::from_str::<Item>(&line).unwrap(), item);
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "ItemWire")]
+pub enum Item {
+    /// An event.
+    Event(Event),
+    /// A log.
+    Log(Log),
+}
+
+impl Item {
+    /// The source the item is about.
+    pub fn source(&self) -> &str {
+        match self {
+            Item::Event(event) => &event.source,
+            Item::Log(log) => &log.source,
+        }
+    }
+}
+
+impl Serialize for Item {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        match self {
+            Item::Event(event) => {
+                map.serialize_entry("kind", "event")?;
+                map.serialize_entry("event", event)?;
+            }
+            Item::Log(log) => {
+                map.serialize_entry("kind", "log")?;
+                map.serialize_entry("log", log)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The tagged shape on the wire, for deserialising.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum ItemWire {
+    Event { event: Event },
+    Log { log: Log },
+}
+
+impl From<ItemWire> for Item {
+    fn from(wire: ItemWire) -> Item {
+        match wire {
+            ItemWire::Event { event } => Item::Event(event),
+            ItemWire::Log { log } => Item::Log(log),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The one shape every protocol machine has: inputs in, outputs polled, deadlines exposed.
+
+use crate::{Bytes, Event, Log, Millis, Now, Status, StatusChange};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one WebSocket connection attempt. Fresh for every attempt, so input that arrives for
+/// an old connection is recognisably stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConnId(pub u64);
+
+/// Identifies one HTTP request. Fresh for every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReqId(pub u64);
+
+/// Identifies one emitted event that the machine waits to see confirmed before acknowledging it
+/// upstream (a Slack ack, GitHub validators).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub u64);
+
+/// Hands out increasing ids of one kind.
+///
+/// ```
+/// use openflume_proto::{ConnId, IdCounter};
+/// let mut ids = IdCounter::default();
+/// assert_eq!(ConnId(ids.next()), ConnId(1));
+/// assert_eq!(ConnId(ids.next()), ConnId(2));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct IdCounter(u64);
+
+impl IdCounter {
+    /// The next id, starting at 1.
+    #[allow(clippy::should_implement_trait)] // an endless counter, not an iterator
+    pub fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// A WebSocket message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    /// A text message.
+    Text(String),
+    /// A binary message (Discord's zlib-stream).
+    Binary(Bytes),
+    /// A ping (Slack liveness); the driver sends it, and reports received pings for visibility.
+    Ping(Bytes),
+    /// A pong: the peer's answer to a ping.
+    Pong(Bytes),
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frame::Text(text) => write!(f, "Text({:?})", crate::redact::json_secrets(text)),
+            Frame::Binary(bytes) => write!(f, "Binary({} bytes)", bytes.len()),
+            Frame::Ping(bytes) => write!(f, "Ping({bytes:?})"),
+            Frame::Pong(bytes) => write!(f, "Pong({bytes:?})"),
+        }
+    }
+}
+
+/// An HTTP request for the driver to send.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Header fields in order, without `Host` and `Content-Length` (the codec adds them).
+    pub headers: Vec<(String, String)>,
+    /// Request body; empty for none.
+    #[serde(default, skip_serializing_if = "Bytes::is_empty")]
+    pub body: Bytes,
+}
+
+impl HttpRequest {
+    /// A request with no headers and no body.
+    ///
+    /// ```
+    /// use openflume_proto::HttpRequest;
+    /// let req = HttpRequest::new("GET", "https://api.github.com/notifications")
+    ///     .header("Authorization", "Bearer secret");
+    /// assert!(!format!("{req:?}").contains("secret"));
+    /// ```
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Bytes::default(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpRequest {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> HttpRequest {
+        self.body = body.into();
+        self
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), crate::redact::header_value(name, value)))
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &crate::redact::url(&self.url))
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// An HTTP response as the driver received it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in order, names as received.
+    pub headers: Vec<(String, String)>,
+    /// The whole body, de-chunked.
+    #[serde(default)]
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The first header with this name, compared case-insensitively.
+    ///
+    /// ```
+    /// use openflume_proto::HttpResponse;
+    /// let res = HttpResponse { status: 200, headers: vec![("ETag".into(), "\"a\"".into())], body: Default::default() };
+    /// assert_eq!(res.header("etag"), Some("\"a\""));
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Something the world tells a machine. Owned and serialisable, so a session records as JSON Lines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// Begin: issue the first request or connection.
+    Start,
+    /// A deadline from `poll_timeout` passed (or the driver woke early: machines check).
+    Timer,
+    /// The WebSocket handshake on `conn` completed.
+    Opened {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// A message arrived on `conn`.
+    Frame {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        frame: Frame,
+    },
+    /// `conn` closed; `code` is absent when the transport dropped without a close frame.
+    Closed {
+        /// Connection.
+        conn: ConnId,
+        /// Close code from the peer's close frame.
+        #[serde(default)]
+        code: Option<u16>,
+        /// Close reason or transport error text.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Opening `conn` failed (DNS, TCP, TLS or the WebSocket handshake).
+    ConnectFailed {
+        /// Connection.
+        conn: ConnId,
+        /// Readable cause.
+        error: String,
+    },
+    /// The response to `req`.
+    Response {
+        /// Request.
+        req: ReqId,
+        /// The response.
+        response: HttpResponse,
+    },
+    /// `req` failed before a full response arrived.
+    RequestFailed {
+        /// Request.
+        req: ReqId,
+        /// Readable cause.
+        error: String,
+    },
+    /// The firehose accepted the event emitted with this delivery id; acknowledge it upstream now.
+    Delivered {
+        /// The id from `Output::Emit`.
+        delivery: DeliveryId,
+    },
+    /// Stop. `keep_session` asks to leave a resumable session behind (Discord closes with 4000).
+    Shutdown {
+        /// Keep the upstream session resumable.
+        #[serde(default)]
+        keep_session: bool,
+    },
+}
+
+/// Something a machine asks the driver to do, or reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Open a WebSocket to `url` and report it as `conn`.
+    Connect {
+        /// Connection id for every later input and output about it.
+        conn: ConnId,
+        /// `ws://` or `wss://` URL.
+        url: String,
+    },
+    /// Send a message on `conn`.
+    Send {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        frame: Frame,
+    },
+    /// Close `conn` with this code.
+    Close {
+        /// Connection.
+        conn: ConnId,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Send an HTTP request and report its outcome as `req`.
+    Request {
+        /// Request id.
+        req: ReqId,
+        /// The request.
+        request: HttpRequest,
+    },
+    /// Hand an event to the firehose. With `confirm`, feed `Input::Delivered` once the firehose
+    /// has accepted it; the machine acknowledges upstream only then.
+    Emit {
+        /// The event.
+        event: Event,
+        /// Delivery id to confirm, when the machine waits for confirmation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm: Option<DeliveryId>,
+    },
+    /// A log line for the firehose.
+    Log(Log),
+    /// The source's status changed; the driver reports it as a `status` log.
+    Status(StatusChange),
+}
+
+/// The caller used a machine wrongly. Remote faults are never this: they become logs and status changes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misuse {
+    /// Input after the machine finished.
+    #[error("the machine has finished and takes no more input")]
+    Finished,
+    /// Input other than `Start` before `Start`.
+    #[error("the machine has not been started: send Input::Start first")]
+    NotStarted,
+    /// `Start` twice.
+    #[error("the machine was already started")]
+    AlreadyStarted,
+    /// A `Delivered` for an id the machine never handed out.
+    #[error("unknown delivery id {0:?}")]
+    UnknownDelivery(DeliveryId),
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A sans-IO protocol machine. Discord, Slack, GitHub, cron and custom sources all implement it, so
+/// one driver loop and one test harness serve them all.
+///
+/// The drain rule: after every `handle_input`, call `poll_output` until it returns `None` before the
+/// next input. Then wait until `poll_timeout` (if any) or the next input, whichever comes first.
+///
+/// ```
+/// use openflume_proto::{Machine, Input, Output, Millis, Now, UnixMillis, Status, Misuse};
+/// use std::collections::VecDeque;
+///
+/// /// A source that emits nothing and finishes on shutdown.
+/// #[derive(Default)]
+/// struct Quiet { out: VecDeque<Output>, done: bool }
+///
+/// impl Machine for Quiet {
+///     fn source(&self) -> &str { "quiet" }
+///     fn handle_input(&mut self, _now: Now, input: Input) -> Result<(), Misuse> {
+///         if self.done { return Err(Misuse::Finished); }
+///         if let Input::Shutdown { .. } = input { self.done = true; }
+///         Ok(())
+///     }
+///     fn poll_output(&mut self) -> Option<Output> { self.out.pop_front() }
+///     fn poll_timeout(&self) -> Option<Millis> { None }
+///     fn is_finished(&self) -> bool { self.done }
+///     fn status(&self) -> Status { if self.done { Status::Disconnected } else { Status::Connected } }
+/// }
+///
+/// let mut m = Quiet::default();
+/// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+/// m.handle_input(now, Input::Shutdown { keep_session: false }).unwrap();
+/// assert!(m.is_finished());
+/// assert_eq!(m.handle_input(now, Input::Timer), Err(Misuse::Finished));
+/// ```
+pub trait Machine {
+    /// The source name stamped on this machine's items (`discord`, `slack`, …).
+    fn source(&self) -> &str;
+
+    /// Apply exactly one input. `Err` only for caller misuse, never for anything the peer did.
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse>;
+
+    /// The next queued output; call until `None` after every `handle_input`.
+    fn poll_output(&mut self) -> Option<Output>;
+
+    /// The earliest armed deadline on the monotonic clock; `None` when nothing is scheduled.
+    fn poll_timeout(&self) -> Option<Millis>;
+
+    /// True once no further output can come (shut down, or failed for good).
+    fn is_finished(&self) -> bool;
+
+    /// The current status.
+    fn status(&self) -> Status;
+}
+
+impl<M: Machine + ?Sized> Machine for Box<M> {
+    fn source(&self) -> &str {
+        (**self).source()
+    }
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        (**self).handle_input(now, input)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        (**self).poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        (**self).poll_timeout()
+    }
+    fn is_finished(&self) -> bool {
+        (**self).is_finished()
+    }
+    fn status(&self) -> Status {
+        (**self).status()
+    }
+}

@@ -1,0 +1,280 @@
+//! Fixture replay: run any machine over a scripted, timestamped list of inputs and record what it did.
+//!
+//! A fixture is JSON Lines. The first line is the header, every other line one input:
+//!
+//! ```text
+//! {"seed": 7, "start": {"mono": 0, "wall": 1764100000000}, "config": {…}, "until": 60000}
+//! {"at": 0, "input": "start"}
+//! {"at": 120, "input": {"opened": {"conn": 1}}}
+//! {"at": 500, "wall": 1764100900000, "input": "timer"}
+//! ```
+//!
+//! `wall` is optional: by default the wall clock keeps pace with `at`; a given `wall` steps it (to
+//! script an NTP step or a sleeping laptop) and later times keep pace from there. Between inputs
+//! the simulator fires every deadline the machine asks for, in order, the way a driver would; after
+//! the last input it keeps firing them until `until`. Each emitted event that asks for confirmation
+//! is confirmed right after the drain, as the in-memory firehose does, unless the header says
+//! `"auto_confirm": false`. Blank lines and lines starting with `//` are comments.
+
+use crate::{Input, Machine, Millis, Now, Output, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The first line of a fixture.
+#[derive(Clone, Debug, Deserialize)]
+pub struct FixtureHeader {
+    /// Seed for the machine's RNG.
+    #[serde(default)]
+    pub seed: u64,
+    /// Both clocks at the start.
+    #[serde(default)]
+    pub start: Now,
+    /// Machine configuration, read by the protocol's own test.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Keep firing timers until this monotonic instant after the last input.
+    #[serde(default)]
+    pub until: Option<Millis>,
+    /// Confirm deliveries automatically (default true).
+    #[serde(default = "yes")]
+    pub auto_confirm: bool,
+    /// What the fixture shows, for the reader.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One scripted input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Step {
+    /// Monotonic time.
+    pub at: Millis,
+    /// Wall-clock time, when the script steps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall: Option<UnixMillis>,
+    /// The input.
+    pub input: Input,
+}
+
+/// A parsed fixture.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    /// The header line.
+    pub header: FixtureHeader,
+    /// The inputs, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A fixture that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// The file could not be read.
+    #[error("cannot read fixture: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not valid.
+    #[error("fixture line {line}: {error}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        error: serde_json::Error,
+    },
+    /// No header line.
+    #[error("fixture is empty: the first line must be the header")]
+    Empty,
+    /// Inputs out of order.
+    #[error("fixture line {line}: time goes backwards")]
+    Backwards {
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+impl Fixture {
+    /// Reads a fixture file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Fixture, FixtureError> {
+        Fixture::parse(&std::fs::read_to_string(path)?)
+    }
+
+    /// Parses fixture text.
+    ///
+    /// ```
+    /// use openflume_proto::testing::Fixture;
+    /// let f = Fixture::parse("{\"seed\": 1}\n{\"at\": 0, \"input\": \"start\"}\n").unwrap();
+    /// assert_eq!(f.steps.len(), 1);
+    /// ```
+    pub fn parse(text: &str) -> Result<Fixture, FixtureError> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with("//"));
+        let (line, first) = lines.next().ok_or(FixtureError::Empty)?;
+        let header: FixtureHeader =
+            serde_json::from_str(first).map_err(|error| FixtureError::Line { line, error })?;
+        let mut steps: Vec<Step> = Vec::new();
+        for (line, text) in lines {
+            let step: Step =
+                serde_json::from_str(text).map_err(|error| FixtureError::Line { line, error })?;
+            if steps.last().is_some_and(|prev| prev.at > step.at) {
+                return Err(FixtureError::Backwards { line });
+            }
+            steps.push(step);
+        }
+        Ok(Fixture { header, steps })
+    }
+}
+
+/// One line of a transcript: an input the simulator fed, an output the machine produced, or a misuse error.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// Fed to the machine.
+    In(Input),
+    /// Produced by the machine.
+    Out(Output),
+    /// `handle_input` returned an error.
+    Misuse(String),
+}
+
+/// What a machine did over a fixture.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transcript {
+    /// `(monotonic time, entry)` in order.
+    pub entries: Vec<(Millis, Entry)>,
+}
+
+impl Transcript {
+    /// One JSON object per line: `{"at":…,"in":…}` / `{"at":…,"out":…}`, for insta snapshots.
+    pub fn to_jsonl(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            at: Millis,
+            #[serde(flatten)]
+            entry: &'a Entry,
+        }
+        let mut out = String::new();
+        for (at, entry) in &self.entries {
+            let line = serde_json::to_string(&Line { at: *at, entry })
+                .unwrap_or_else(|e| format!("{{\"unserialisable\":{:?}}}", e.to_string()));
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Just the outputs.
+    pub fn outputs(&self) -> impl Iterator<Item = (Millis, &Output)> {
+        self.entries.iter().filter_map(|(at, e)| match e {
+            Entry::Out(o) => Some((*at, o)),
+            _ => None,
+        })
+    }
+}
+
+/// Drives a machine the way a driver would, with scripted time.
+pub struct Simulator<M: Machine> {
+    /// The machine under test.
+    pub machine: M,
+    clock: Now,
+    auto_confirm: bool,
+    transcript: Transcript,
+}
+
+/// Timers fired back to back at one instant before the simulator decides the machine is looping.
+const MAX_FIRES_PER_GAP: usize = 10_000;
+
+impl<M: Machine> Simulator<M> {
+    /// A simulator starting at `start`.
+    pub fn new(machine: M, start: Now, auto_confirm: bool) -> Self {
+        Simulator {
+            machine,
+            clock: start,
+            auto_confirm,
+            transcript: Transcript::default(),
+        }
+    }
+
+    /// Runs `machine` over `fixture` and returns the transcript.
+    ///
+    /// # Panics
+    /// When the machine keeps re-arming a timer that is already due (a busy loop): a test failure.
+    pub fn run(machine: M, fixture: &Fixture) -> (M, Transcript) {
+        let mut sim = Simulator::new(machine, fixture.header.start, fixture.header.auto_confirm);
+        for step in &fixture.steps {
+            sim.advance_to(step.at);
+            if let Some(wall) = step.wall {
+                sim.clock.wall = wall;
+            }
+            sim.feed(step.input.clone());
+        }
+        if let Some(until) = fixture.header.until {
+            sim.advance_to(until);
+        }
+        (sim.machine, sim.transcript)
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Now {
+        self.clock
+    }
+
+    /// Fires every deadline up to `at`, in order, then sets the clock to `at`.
+    pub fn advance_to(&mut self, at: Millis) {
+        let mut fires = 0;
+        while let Some(deadline) = self.machine.poll_timeout() {
+            if deadline > at || self.machine.is_finished() {
+                break;
+            }
+            fires += 1;
+            assert!(
+                fires <= MAX_FIRES_PER_GAP,
+                "machine re-armed a due timer {MAX_FIRES_PER_GAP} times before {at:?}: busy loop"
+            );
+            self.set_mono(deadline.max(self.clock.mono));
+            self.feed(Input::Timer);
+        }
+        self.set_mono(at.max(self.clock.mono));
+    }
+
+    fn set_mono(&mut self, mono: Millis) {
+        self.clock = Now {
+            mono,
+            wall: self.clock.wall_at(mono),
+        };
+    }
+
+    /// Feeds one input at the current time and drains outputs, confirming deliveries when asked.
+    pub fn feed(&mut self, input: Input) {
+        let at = self.clock.mono;
+        self.transcript.entries.push((at, Entry::In(input.clone())));
+        if let Err(misuse) = self.machine.handle_input(self.clock, input) {
+            self.transcript.entries.push((at, Entry::Misuse(misuse.to_string())));
+            return;
+        }
+        let mut to_confirm = Vec::new();
+        while let Some(output) = self.machine.poll_output() {
+            if let Output::Emit {
+                confirm: Some(delivery),
+                ..
+            } = &output
+            {
+                to_confirm.push(*delivery);
+            }
+            self.transcript.entries.push((at, Entry::Out(output)));
+        }
+        if self.auto_confirm {
+            for delivery in to_confirm {
+                self.feed(Input::Delivered { delivery });
+            }
+        }
+    }
+
+    /// The transcript so far.
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
+    }
+}

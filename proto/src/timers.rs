@@ -1,0 +1,109 @@
+//! Deadlines as plain data: one optional instant per timer kind (quinn's timer table).
+
+use crate::Millis;
+use std::fmt::Debug;
+
+/// A machine's timer names. `ALL` fixes the order in which expired timers fire.
+///
+/// ```
+/// use openflume_proto::TimerKind;
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// enum Timer { Heartbeat, Reconnect }
+/// impl TimerKind for Timer {
+///     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+///     fn index(self) -> usize { self as usize }
+/// }
+/// ```
+pub trait TimerKind: Copy + Eq + Debug + 'static {
+    /// Every kind, in firing order.
+    const ALL: &'static [Self];
+    /// Position in `ALL`.
+    fn index(self) -> usize;
+}
+
+/// One optional deadline per kind. Arming replaces, cancelling clears.
+///
+/// ```
+/// use openflume_proto::{Millis, TimerKind, Timers};
+/// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// # enum Timer { Heartbeat, Reconnect }
+/// # impl TimerKind for Timer {
+/// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+/// #     fn index(self) -> usize { self as usize }
+/// # }
+/// let mut timers = Timers::<Timer>::new();
+/// timers.arm(Timer::Reconnect, Millis(50));
+/// timers.arm(Timer::Heartbeat, Millis(80));
+/// assert_eq!(timers.next_deadline(), Some(Millis(50)));
+/// assert_eq!(timers.take_expired(Millis(60)), vec![Timer::Reconnect]);
+/// assert_eq!(timers.next_deadline(), Some(Millis(80)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Timers<K: TimerKind> {
+    deadlines: Vec<Option<Millis>>,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<K: TimerKind> Default for Timers<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: TimerKind> Timers<K> {
+    /// All timers disarmed.
+    pub fn new() -> Self {
+        Timers {
+            deadlines: vec![None; K::ALL.len()],
+            _kind: std::marker::PhantomData,
+        }
+    }
+
+    /// Sets `kind` to fire at `at`, replacing any earlier setting.
+    pub fn arm(&mut self, kind: K, at: Millis) {
+        if let Some(slot) = self.deadlines.get_mut(kind.index()) {
+            *slot = Some(at);
+        }
+    }
+
+    /// Disarms `kind`.
+    pub fn cancel(&mut self, kind: K) {
+        if let Some(slot) = self.deadlines.get_mut(kind.index()) {
+            *slot = None;
+        }
+    }
+
+    /// Disarms every timer.
+    pub fn cancel_all(&mut self) {
+        self.deadlines.iter_mut().for_each(|slot| *slot = None);
+    }
+
+    /// When `kind` fires, if armed.
+    pub fn get(&self, kind: K) -> Option<Millis> {
+        self.deadlines.get(kind.index()).copied().flatten()
+    }
+
+    /// True when `kind` is armed.
+    pub fn is_armed(&self, kind: K) -> bool {
+        self.get(kind).is_some()
+    }
+
+    /// The earliest armed deadline.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    /// Disarms and returns every timer due at `now`, in `K::ALL` order. An early wake returns nothing.
+    pub fn take_expired(&mut self, now: Millis) -> Vec<K> {
+        let mut expired = Vec::new();
+        for &kind in K::ALL {
+            if let Some(slot) = self.deadlines.get_mut(kind.index())
+                && slot.is_some_and(|at| at <= now)
+            {
+                *slot = None;
+                expired.push(kind);
+            }
+        }
+        expired
+    }
+}
