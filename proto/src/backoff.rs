@@ -61,7 +61,11 @@ impl Backoff {
 
     /// The delay before the next attempt, or `None` once `max_attempts` is spent.
     pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Option<u64> {
-        if self.policy.max_attempts.is_some_and(|max| self.attempt >= max) {
+        if self
+            .policy
+            .max_attempts
+            .is_some_and(|max| self.attempt >= max)
+        {
             return None;
         }
         let max = self.policy.max_ms.max(1);

@@ -136,7 +136,9 @@ impl<'de> Deserialize<'de> for Bytes {
                     let text: String = map.next_value()?;
                     bytes = Some(from_hex(&text).ok_or_else(|| de::Error::custom("invalid hex"))?);
                 }
-                bytes.map(Bytes).ok_or_else(|| de::Error::missing_field("hex"))
+                bytes
+                    .map(Bytes)
+                    .ok_or_else(|| de::Error::missing_field("hex"))
             }
         }
         deserializer.deserialize_any(BytesVisitor)

@@ -154,7 +154,9 @@ impl std::str::FromStr for Level {
             "info" => Ok(Level::Info),
             "warn" => Ok(Level::Warn),
             "error" => Ok(Level::Error),
-            other => Err(format!("unknown log level {other:?} (expected debug, info, warn or error)")),
+            other => Err(format!(
+                "unknown log level {other:?} (expected debug, info, warn or error)"
+            )),
         }
     }
 }

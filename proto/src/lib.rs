@@ -43,14 +43,15 @@ mod status;
 pub mod testing;
 mod time;
 mod timers;
+pub mod url;
 
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
 pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
 pub use machine::{
-    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine, Misuse, Output,
-    ReqId,
+    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine, Misuse,
+    Output, ReqId,
 };
 pub use status::{Status, StatusChange, StatusTracker};
 pub use time::{Millis, MonotonicGuard, Now, UnixMillis};

@@ -30,7 +30,10 @@ pub fn url(url: &str) -> Cow<'_, str> {
         .split('&')
         .map(|pair| {
             let key = pair.split('=').next().unwrap_or("");
-            if SECRET_QUERY_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            if SECRET_QUERY_KEYS
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
+            {
                 changed = true;
                 Cow::Owned(format!("{key}={HIDDEN}"))
             } else {
@@ -57,9 +60,15 @@ pub fn url(url: &str) -> Cow<'_, str> {
 /// assert_eq!(redact::header_value("Accept", "application/json"), "application/json");
 /// ```
 pub fn header_value<'a>(name: &str, value: &'a str) -> &'a str {
-    let secret = ["authorization", "cookie", "set-cookie", "x-slack-signature", "x-hub-signature-256"]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name));
+    let secret = [
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "x-slack-signature",
+        "x-hub-signature-256",
+    ]
+    .iter()
+    .any(|h| h.eq_ignore_ascii_case(name));
     if secret { HIDDEN } else { value }
 }
 
@@ -118,13 +127,19 @@ mod tests {
 
     #[test]
     fn json_secrets_handles_escapes_and_unterminated_values() {
-        assert_eq!(json_secrets(r#"{"token" : "a\"b","x":1}"#), r#"{"token" : "[redacted]","x":1}"#);
+        assert_eq!(
+            json_secrets(r#"{"token" : "a\"b","x":1}"#),
+            r#"{"token" : "[redacted]","x":1}"#
+        );
         assert_eq!(json_secrets(r#"{"token":"abc"#), r#"{"token":"[redacted]""#);
         assert_eq!(json_secrets(r#"{"token":null}"#), r#"{"token":null}"#);
     }
 
     #[test]
     fn url_keeps_fragment_and_other_params() {
-        assert_eq!(url("ws://h/?a=1&TICKET=x#f"), "ws://h/?a=1&TICKET=[redacted]#f");
+        assert_eq!(
+            url("ws://h/?a=1&TICKET=x#f"),
+            "ws://h/?a=1&TICKET=[redacted]#f"
+        );
     }
 }

@@ -252,7 +252,9 @@ impl<M: Machine> Simulator<M> {
         let at = self.clock.mono;
         self.transcript.entries.push((at, Entry::In(input.clone())));
         if let Err(misuse) = self.machine.handle_input(self.clock, input) {
-            self.transcript.entries.push((at, Entry::Misuse(misuse.to_string())));
+            self.transcript
+                .entries
+                .push((at, Entry::Misuse(misuse.to_string())));
             return;
         }
         let mut to_confirm = Vec::new();

@@ -11,7 +11,9 @@ use std::ops::{Add, Sub};
 /// assert_eq!(t, Millis(1_500));
 /// assert_eq!(t - Millis(1_000), 500);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 
@@ -36,7 +38,9 @@ impl Sub for Millis {
 /// use openflume_proto::UnixMillis;
 /// assert_eq!(UnixMillis(1_764_100_000_000).as_secs(), 1_764_100_000);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct UnixMillis(pub i64);
 
