@@ -1,0 +1,230 @@
+//! The command line, as clap types. `--help` is generated from these doc comments.
+
+use super::output::Format;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Listen to Discord, Slack, GitHub and cron, and print one merged firehose of events and logs
+/// as JSON Lines (one item per line on stdout; diagnostics on stderr).
+///
+/// Exit codes: 0 after a clean stop (SIGINT/SIGTERM or --count reached), 1 when the sources
+/// could not start or all failed (the reason is printed on stderr), 2 for a usage or
+/// configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "openflume", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Listen to the sources enabled by their credentials and print the firehose.
+    Listen(Box<ListenArgs>),
+    /// Cron expression tools.
+    #[command(subcommand)]
+    Cron(CronCommand),
+    /// Run the local simulators and listen to them: a live demo with no credentials and no network.
+    Demo(DemoArgs),
+    /// Run local simulators of Discord, Slack and GitHub for manual testing and print their URLs.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CronCommand {
+    /// Print the next fire times of a cron expression, one RFC 3339 instant per line.
+    Next {
+        /// The expression: 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily.
+        expr: String,
+        /// Start after this instant (RFC 3339, e.g. 2025-11-02T01:40:00-05:00). Default: now.
+        #[arg(long)]
+        after: Option<String>,
+        /// How many fire times to print.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// IANA time zone to evaluate in (e.g. America/New_York). Default: the local zone.
+        #[arg(long)]
+        tz: Option<String>,
+    },
+}
+
+/// Log levels for `--log-level`, plus `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+/// Discord transport compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Compression {
+    /// zlib-stream transport compression (less bandwidth).
+    ZlibStream,
+    /// Plain JSON text frames.
+    None,
+}
+
+/// What the GitHub poller does with notifications that exist when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Bootstrap {
+    /// Record them without emitting; emit only what arrives later.
+    Skip,
+    /// Emit them as events.
+    Emit,
+}
+
+/// A Discord shard: `ID/COUNT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) id: u32,
+    pub(crate) count: u32,
+}
+
+pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (id, count) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected ID/COUNT (e.g. 0/1), got {text:?}"))?;
+    let id: u32 = id.trim().parse().map_err(|_| format!("shard id {id:?} is not a number"))?;
+    let count: u32 = count.trim().parse().map_err(|_| format!("shard count {count:?} is not a number"))?;
+    if count == 0 || id >= count {
+        return Err(format!("shard id must be below the shard count (got {id}/{count})"));
+    }
+    Ok(Shard { id, count })
+}
+
+/// `openflume listen`: a source is enabled by giving its credentials.
+///
+/// Prefer the environment variables for tokens: flags are visible to other users in the process list.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), or --cron. Secrets are never printed."
+)]
+pub(crate) struct ListenArgs {
+    /// Discord bot token (prefer the environment variable).
+    #[arg(long, env = "DISCORD_BOT_TOKEN", hide_env_values = true, help_heading = "Discord")]
+    pub(crate) discord_token: Option<String>,
+    /// Gateway intents bitmask. Default: GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT (37377).
+    #[arg(long, help_heading = "Discord")]
+    pub(crate) discord_intents: Option<u64>,
+    /// Shard as ID/COUNT.
+    #[arg(long, value_parser = parse_shard, default_value = "0/1", help_heading = "Discord")]
+    pub(crate) discord_shard: Shard,
+    /// Only emit these dispatch types (comma-separated, e.g. MESSAGE_CREATE,READY).
+    #[arg(long, value_delimiter = ',', help_heading = "Discord")]
+    pub(crate) discord_events: Option<Vec<String>>,
+    /// Transport compression.
+    #[arg(long, value_enum, default_value = "zlib-stream", help_heading = "Discord")]
+    pub(crate) discord_compress: Compression,
+    /// Discord REST API base.
+    #[arg(long, env = "OPENFLUME_DISCORD_API_URL", default_value = "https://discord.com/api/v10", help_heading = "Discord")]
+    pub(crate) discord_api_url: String,
+    /// Gateway URL to connect to directly (skips GET /gateway/bot).
+    #[arg(long, env = "OPENFLUME_DISCORD_GATEWAY_URL", help_heading = "Discord")]
+    pub(crate) discord_gateway_url: Option<String>,
+
+    /// Slack app-level token, xapp-… (prefer the environment variable).
+    #[arg(long, env = "SLACK_APP_TOKEN", hide_env_values = true, help_heading = "Slack")]
+    pub(crate) slack_app_token: Option<String>,
+    /// Slack bot token, xoxb-…, used once for auth.test (team and bot ids in event meta).
+    #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true, help_heading = "Slack")]
+    pub(crate) slack_bot_token: Option<String>,
+    /// Parallel Socket Mode connections (1-10).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10), help_heading = "Slack")]
+    pub(crate) slack_connections: u8,
+    /// Seconds between WebSocket pings; a connection silent for 3 intervals is replaced.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Slack")]
+    pub(crate) slack_ping_interval: u64,
+    /// Slack Web API base.
+    #[arg(long, env = "OPENFLUME_SLACK_API_URL", default_value = "https://slack.com/api", help_heading = "Slack")]
+    pub(crate) slack_api_url: String,
+
+    /// GitHub token (prefer the environment variable).
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, help_heading = "GitHub")]
+    pub(crate) github_token: Option<String>,
+    /// Seconds between notification polls (minimum 1; GitHub's X-Poll-Interval can raise it).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "GitHub")]
+    pub(crate) github_interval: u64,
+    /// Notifications present at start: skip (record only) or emit.
+    #[arg(long, value_enum, default_value = "skip", help_heading = "GitHub")]
+    pub(crate) github_bootstrap: Bootstrap,
+    /// Only notifications in which you are directly participating or mentioned.
+    #[arg(long, help_heading = "GitHub")]
+    pub(crate) github_participating: bool,
+    /// GitHub REST API base.
+    #[arg(long, env = "OPENFLUME_GITHUB_API_URL", default_value = "https://api.github.com", help_heading = "GitHub")]
+    pub(crate) github_api_url: String,
+
+    /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'.
+    #[arg(long, help_heading = "Time")]
+    pub(crate) cron: Vec<String>,
+    /// IANA time zone for --cron (default: the local zone).
+    #[arg(long, help_heading = "Time")]
+    pub(crate) tz: Option<String>,
+
+    /// Give up after this many consecutive failed reconnects (default: never).
+    #[arg(long, help_heading = "Reconnect")]
+    pub(crate) reconnect_max_attempts: Option<u32>,
+    /// First reconnect delay bound, ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
+    pub(crate) reconnect_base_ms: u64,
+    /// Largest reconnect delay, ms.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
+    pub(crate) reconnect_max_ms: u64,
+
+    /// Lowest log level printed (logs below it are dropped at the source).
+    #[arg(long, value_enum, default_value = "info", help_heading = "Output")]
+    pub(crate) log_level: LogLevel,
+    /// Output format. Default: pretty on a terminal, json otherwise.
+    #[arg(long, value_enum, help_heading = "Output")]
+    pub(crate) format: Option<Format>,
+    /// Exit 0 after this many events (every emitted event counts, READY included).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) count: Option<u64>,
+}
+
+/// `openflume demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Output format. Default: pretty on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
+    /// Exit 0 after this many events.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Lowest log level printed.
+    #[arg(long, value_enum, default_value = "info")]
+    pub(crate) log_level: LogLevel,
+}
+
+/// `openflume sim`.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Address to listen on. Anything but loopback must be asked for explicitly.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) bind: std::net::IpAddr,
+    /// Events per second each simulator sends once a client is connected.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(parse_shard("1/4"), Ok(Shard { id: 1, count: 4 }));
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("0/0").is_err());
+        assert!(parse_shard("x/1").is_err());
+        assert!(parse_shard("1").is_err());
+    }
+}

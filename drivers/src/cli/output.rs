@@ -1,0 +1,150 @@
+//! Writing the firehose to stdout: JSON Lines in batches, or one readable coloured line per item.
+
+use openflume_proto::{Item, Level};
+use std::io::{self, Write};
+
+/// How items are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// One JSON object per line (the stable, machine-readable format).
+    Json,
+    /// One human-readable line per item, coloured on a terminal.
+    Pretty,
+}
+
+/// Writes items to a buffered writer; the caller flushes when no further item is ready, so a
+/// burst costs a few large writes and a quiet stream still arrives line by line.
+pub(crate) struct ItemWriter<W: Write> {
+    out: io::BufWriter<W>,
+    format: Format,
+    colour: bool,
+    line: Vec<u8>,
+}
+
+impl<W: Write> ItemWriter<W> {
+    pub(crate) fn new(out: W, format: Format, colour: bool) -> Self {
+        ItemWriter {
+            out: io::BufWriter::with_capacity(64 * 1024, out),
+            format,
+            colour,
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    pub(crate) fn write(&mut self, item: &Item) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                self.line.clear();
+                serde_json::to_writer(&mut self.line, item).map_err(io::Error::other)?;
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            }
+            Format::Pretty => {
+                let line = pretty(item, self.colour);
+                self.out.write_all(line.as_bytes())
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `12:00:01.250 discord  MESSAGE_CREATE  channel=… user=…  {"content":…}` (data cut to 160 chars).
+pub(crate) fn pretty(item: &Item, colour: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    match item {
+        Item::Event(event) => {
+            let time = clock_time(event.received_at.0);
+            let meta: Vec<String> = event
+                .meta
+                .iter()
+                .filter(|(k, _)| k.as_str() != "event_type")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "{} {} {} {} {}\n",
+                paint("2", &time),
+                paint("1;36", &format!("{:<8}", event.source)),
+                paint("1", &event.event_type),
+                meta.join(" "),
+                paint("2", &cut(event.data.get(), 160)),
+            )
+        }
+        Item::Log(log) => {
+            let time = clock_time(log.timestamp.0);
+            let level_colour = match log.level {
+                Level::Debug => "2",
+                Level::Info => "32",
+                Level::Warn => "33",
+                Level::Error => "1;31",
+            };
+            let error = log.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+            format!(
+                "{} {} {} {} {}{}\n",
+                paint("2", &time),
+                paint(level_colour, &format!("{:<5}", log.level.as_str())),
+                paint("36", &format!("{:<8}", log.source)),
+                paint("2", &log.action),
+                log.message,
+                error,
+            )
+        }
+    }
+}
+
+fn clock_time(unix_ms: i64) -> String {
+    let ms = unix_ms.rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openflume_proto::{Event, Log, RawJson, UnixMillis};
+
+    #[test]
+    fn json_lines_match_the_documented_shape() {
+        let event = Event::new("discord", "MESSAGE_CREATE", RawJson::from_str(r#"{"content":"hi"}"#).unwrap(), UnixMillis(1764100000000))
+            .with_meta("event_type", "MESSAGE_CREATE");
+        let mut w = ItemWriter::new(Vec::new(), Format::Json, false);
+        w.write(&Item::Event(event)).unwrap();
+        w.flush().unwrap();
+        let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\"kind\":\"event\",\"event\":{\"source\":\"discord\",\"type\":\"MESSAGE_CREATE\",\"data\":{\"content\":\"hi\"},\"meta\":{\"event_type\":\"MESSAGE_CREATE\"},\"receivedAt\":1764100000000}}\n"
+        );
+    }
+
+    #[test]
+    fn pretty_lines_are_one_line_and_uncoloured_off_terminal() {
+        let log = Log::new(Level::Warn, "slack", "ws.reconnect", "reconnecting", UnixMillis(3_723_004)).with_error("boom");
+        let line = pretty(&Item::Log(log), false);
+        assert_eq!(line, "01:02:03.004 warn  slack    ws.reconnect reconnecting: boom\n");
+        let long = Event::new("x", "t", RawJson::from_str(&format!("\"{}\"", "é".repeat(300))).unwrap(), UnixMillis(0));
+        let line = pretty(&Item::Event(long), true);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains('…'));
+    }
+}

@@ -1,0 +1,143 @@
+//! Named groups of sources added and removed at run time, all feeding one firehose.
+
+use crate::flume::{FlumeBuilder, Settings};
+use crate::hub::{self, Dispatcher, Hub, ItemStream, Overflow, Subscribers};
+use crate::sources::{SourceSet, SourceStatus, StartError};
+use crate::{Closed, Source};
+use smol::lock::{Mutex as AsyncMutex, OnceCell};
+use smol::Task;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Why a group could not be added.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfluenceError {
+    /// A group with this name is running.
+    #[error("group {0:?} already exists")]
+    GroupExists(String),
+    /// `close_all` was called.
+    #[error("the confluence is closed")]
+    Closed,
+    /// The group's sources did not start; none of them is left running.
+    #[error("group {group:?}: {error}")]
+    Start {
+        /// The group's name.
+        group: String,
+        /// Which sources failed and why.
+        error: StartError,
+    },
+}
+
+/// Several named groups of sources with one merged firehose.
+///
+/// ```no_run
+/// use openflume::{Confluence, Flume, Overflow, Source};
+/// use openflume_proto::cron::{CronConfig, CronMachine};
+/// # smol::block_on(async {
+/// let confluence = Confluence::new(Flume::builder());
+/// let tick = |expr: &'static str| Source::custom("time", move |seed| {
+///     CronMachine::new(CronConfig::new(expr), jiff::tz::TimeZone::UTC, seed)
+/// });
+/// confluence.add("minutely", vec![tick("* * * * *")]).await?;
+/// confluence.add("hourly", vec![tick("@hourly")]).await?;
+/// let mut stream = confluence.stream(1000, Overflow::DropOldest);
+/// confluence.remove("hourly").await;
+/// let closed = confluence.close_all().await;
+/// # Ok::<(), openflume::ConfluenceError>(())
+/// # });
+/// ```
+pub struct Confluence {
+    settings: Settings,
+    hub: Mutex<Option<Hub>>,
+    dispatcher: Mutex<Option<Task<()>>>,
+    subscribers: Subscribers,
+    groups: AsyncMutex<BTreeMap<String, SourceSet>>,
+    closed: OnceCell<Closed>,
+}
+
+impl Confluence {
+    /// A confluence with the callbacks and settings of `builder`. Sources given to the builder are
+    /// ignored: add each group with [`add`](Self::add).
+    pub fn new(builder: FlumeBuilder) -> Confluence {
+        let (settings, on_item, on_error) = builder.into_parts();
+        let (hub, dispatcher, subscribers) = hub::hub(settings.min_level, on_item, on_error);
+        Confluence {
+            settings,
+            hub: Mutex::new(Some(hub)),
+            dispatcher: Mutex::new(Some(smol::spawn(Dispatcher::run(dispatcher)))),
+            subscribers,
+            groups: AsyncMutex::new(BTreeMap::new()),
+            closed: OnceCell::new(),
+        }
+    }
+
+    /// Starts `sources` as group `name`. If any fails to start, none is left running.
+    pub async fn add(&self, name: &str, sources: Vec<Source>) -> Result<(), ConfluenceError> {
+        let mut groups = self.groups.lock().await;
+        if groups.contains_key(name) {
+            return Err(ConfluenceError::GroupExists(name.to_owned()));
+        }
+        let hub = lock(&self.hub).clone().ok_or(ConfluenceError::Closed)?;
+        let set = SourceSet::start(sources, self.settings.env(hub), self.settings.start_timeout)
+            .await
+            .map_err(|error| ConfluenceError::Start {
+                group: name.to_owned(),
+                error,
+            })?;
+        groups.insert(name.to_owned(), set);
+        Ok(())
+    }
+
+    /// Stops group `name` and returns its final statuses; `None` if there is no such group.
+    pub async fn remove(&self, name: &str) -> Option<Closed> {
+        let mut set = self.groups.lock().await.remove(name)?;
+        set.stop(false).await;
+        Some(Closed::new(set.statuses()))
+    }
+
+    /// The running groups' names.
+    pub async fn groups(&self) -> Vec<String> {
+        self.groups.lock().await.keys().cloned().collect()
+    }
+
+    /// A pull view of the merged firehose (see [`Running::stream`](crate::Running::stream)).
+    pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
+        self.subscribers.subscribe(capacity, overflow)
+    }
+
+    /// Every source's status, with its group's name.
+    pub async fn statuses(&self) -> Vec<(String, SourceStatus)> {
+        let groups = self.groups.lock().await;
+        groups
+            .iter()
+            .flat_map(|(name, set)| set.statuses().into_iter().map(move |s| (name.clone(), s)))
+            .collect()
+    }
+
+    /// Stops every group, delivers what is in flight and ends every stream. Idempotent; no group
+    /// can be added afterwards.
+    pub async fn close_all(&self) -> Closed {
+        self.closed
+            .get_or_init(|| async {
+                let hub = lock(&self.hub).take();
+                drop(hub);
+                let mut groups = self.groups.lock().await;
+                let mut statuses = Vec::new();
+                for (_, mut set) in std::mem::take(&mut *groups) {
+                    set.stop(false).await;
+                    statuses.extend(set.statuses());
+                }
+                let dispatcher = lock(&self.dispatcher).take();
+                if let Some(dispatcher) = dispatcher {
+                    dispatcher.await;
+                }
+                Closed::new(statuses)
+            })
+            .await
+            .clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

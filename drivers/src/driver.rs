@@ -1,0 +1,259 @@
+//! The one driver loop every machine runs under: drain outputs, arm one timer, wait for the first of
+//! timer / socket input / shutdown, feed it, repeat.
+
+use crate::clock::Clock;
+use crate::http::HttpClient;
+use crate::hub::Hub;
+use crate::ws::{self, WsCommand, WsSettings};
+use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Output, ReqId, Status};
+use smol::channel::{Receiver, Sender};
+use smol::Task;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Frames queued for one connection before the driver gives up on it (the machines rate-limit
+/// far below this; a full queue means the socket is stuck).
+const OUTBOUND_QUEUE: usize = 256;
+/// Inputs queued from socket and HTTP tasks; a full queue makes readers wait (TCP back-pressure).
+const INPUT_QUEUE: usize = 256;
+/// A wake later than this after a deadline is reported: a blocked loop delays heartbeats.
+const LATE_WAKE_MS: u64 = 1000;
+
+/// Everything a driver needs besides its machine.
+#[derive(Clone)]
+pub(crate) struct DriverEnv {
+    pub(crate) hub: Hub,
+    pub(crate) http: HttpClient,
+    pub(crate) ws: WsSettings,
+    pub(crate) clock: Clock,
+    /// How long a shutting-down machine gets to finish its close handshakes.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// How a running source is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StopRequest {
+    pub(crate) keep_session: bool,
+}
+
+/// The live status of one source, shared with `Running::statuses`.
+pub(crate) type StatusCell = Arc<Mutex<(Status, Option<String>)>>;
+
+/// Sockets and requests in flight for one machine.
+struct Io {
+    env: DriverEnv,
+    inputs_tx: Sender<Input>,
+    connections: HashMap<ConnId, (Sender<WsCommand>, Task<()>)>,
+    requests: HashMap<ReqId, Task<()>>,
+    /// Inputs the driver itself produced during a drain (delivery confirmations, stuck sockets),
+    /// fed after the drain, one at a time.
+    synthesized: Vec<Input>,
+    changed: Sender<()>,
+}
+
+/// Runs `machine` until it finishes, or until `stop` fires and it has shut down (or the grace ran out).
+pub(crate) async fn drive(
+    mut machine: Box<dyn Machine + Send>,
+    env: DriverEnv,
+    stop: Receiver<StopRequest>,
+    status: StatusCell,
+    changed: Sender<()>,
+) {
+    let (inputs_tx, inputs_rx) = smol::channel::bounded(INPUT_QUEUE);
+    let clock = env.clock;
+    let source = machine.source().to_owned();
+    let mut io = Io {
+        env,
+        inputs_tx,
+        connections: HashMap::new(),
+        requests: HashMap::new(),
+        synthesized: Vec::new(),
+        changed: changed.clone(),
+    };
+    let mut pending = VecDeque::from([Input::Start]);
+    let mut stop_deadline = None;
+    loop {
+        // Feed queued inputs one at a time, draining after each (the drain rule).
+        while let Some(input) = pending.pop_front() {
+            io.forget_finished(&input);
+            if let Err(misuse) = machine.handle_input(clock.now(), input) {
+                io.log(Level::Error, &source, "driver.misuse", format!("driver bug: {misuse}")).await;
+                break;
+            }
+            while let Some(output) = machine.poll_output() {
+                io.perform(&source, output, &status).await;
+            }
+            pending.extend(io.synthesized.drain(..));
+        }
+        if machine.is_finished() {
+            break;
+        }
+        let deadline = machine.poll_timeout();
+        let next = wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await;
+        match next {
+            Wake::Input(input) => pending.push_back(input),
+            Wake::Timer { late_ms } => {
+                if late_ms > LATE_WAKE_MS {
+                    io.log(Level::Warn, &source, "driver.late", format!("timer fired {late_ms} ms late: the event loop was blocked")).await;
+                }
+                pending.push_back(Input::Timer);
+            }
+            Wake::Stop(request) => {
+                stop_deadline = Some(clock.now().mono + io.env.shutdown_grace.as_millis() as u64);
+                pending.push_back(Input::Shutdown {
+                    keep_session: request.keep_session,
+                });
+            }
+            Wake::GraceOver => {
+                io.log(Level::Warn, &source, "driver.shutdown.timeout", "shutdown grace period over; dropping connections").await;
+                break;
+            }
+        }
+    }
+    // Dropping the tasks cancels them: sockets close, requests are abandoned.
+    io.connections.clear();
+    io.requests.clear();
+    {
+        // A machine cut off by the grace period never reported its end: record one.
+        let mut cell = lock(&status);
+        if !cell.0.is_terminal() {
+            cell.0 = Status::Disconnected;
+        }
+    }
+    let _ = changed.try_send(());
+}
+
+enum Wake {
+    Input(Input),
+    Timer { late_ms: u64 },
+    Stop(StopRequest),
+    GraceOver,
+}
+
+async fn wait(
+    clock: &Clock,
+    deadline: Option<openflume_proto::Millis>,
+    stop_deadline: Option<openflume_proto::Millis>,
+    inputs: &Receiver<Input>,
+    stop: &Receiver<StopRequest>,
+) -> Wake {
+    let timer = async {
+        match deadline {
+            Some(at) => {
+                async_io::Timer::at(clock.instant_at(at)).await;
+                Wake::Timer {
+                    late_ms: clock.now().mono - at,
+                }
+            }
+            None => futures_lite::future::pending().await,
+        }
+    };
+    let grace = async {
+        match stop_deadline {
+            Some(at) => {
+                async_io::Timer::at(clock.instant_at(at)).await;
+                Wake::GraceOver
+            }
+            None => futures_lite::future::pending().await,
+        }
+    };
+    let stopping = stop_deadline.is_some();
+    let stop_requested = async {
+        match stop.recv().await {
+            Ok(request) if !stopping => Wake::Stop(request),
+            // Already stopping, or every handle is gone (treated as a plain stop once).
+            _ if !stopping => Wake::Stop(StopRequest { keep_session: false }),
+            _ => futures_lite::future::pending().await,
+        }
+    };
+    // Inputs first: a frame that is already here is handled before a timer that is also due.
+    let input = async {
+        match inputs.recv().await {
+            Ok(input) => Wake::Input(input),
+            // Cannot happen while `Io` holds a sender; wait for the other arms.
+            Err(_) => futures_lite::future::pending().await,
+        }
+    };
+    futures_lite::future::or(input, futures_lite::future::or(stop_requested, futures_lite::future::or(timer, grace))).await
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Io {
+    async fn perform(&mut self, source: &str, output: Output, status: &StatusCell) {
+        match output {
+            Output::Connect { conn, url } => {
+                let (commands_tx, commands_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
+                let task = smol::spawn(ws::run(conn, url, self.env.ws, commands_rx, self.inputs_tx.clone()));
+                self.connections.insert(conn, (commands_tx, task));
+            }
+            Output::Send { conn, frame } => self.command(source, conn, WsCommand::Send(frame)).await,
+            Output::Close { conn, code, reason } => self.command(source, conn, WsCommand::Close { code, reason }).await,
+            Output::Request { req, request } => {
+                let http = self.env.http.clone();
+                let inputs = self.inputs_tx.clone();
+                let task = smol::spawn(async move {
+                    let input = match http.send(request).await {
+                        Ok(response) => Input::Response { req, response },
+                        Err(error) => Input::RequestFailed { req, error: error.to_string() },
+                    };
+                    let _ = inputs.send(input).await;
+                });
+                self.requests.insert(req, task);
+            }
+            Output::Emit { event, confirm } => {
+                if self.env.hub.deliver(Item::Event(event)).await
+                    && let Some(delivery) = confirm
+                {
+                    self.synthesized.push(Input::Delivered { delivery });
+                }
+            }
+            Output::Log(log) => {
+                self.env.hub.deliver(Item::Log(log)).await;
+            }
+            Output::Status(change) => {
+                *lock(status) = (change.to, change.reason.clone());
+                let _ = self.changed.try_send(());
+                let log = change.to_log(source, self.env.clock.now().wall);
+                self.env.hub.deliver(Item::Log(log)).await;
+            }
+        }
+    }
+
+    async fn command(&mut self, source: &str, conn: ConnId, command: WsCommand) {
+        let Some((commands, _)) = self.connections.get(&conn) else {
+            self.log(Level::Debug, source, "driver.stale", format!("{command:?} for connection {} that is gone", conn.0)).await;
+            return;
+        };
+        if commands.try_send(command).is_err() {
+            // The socket is not draining its queue: give up on it and tell the machine.
+            self.connections.remove(&conn);
+            self.synthesized.push(Input::Closed {
+                conn,
+                code: None,
+                reason: format!("outbound queue of {OUTBOUND_QUEUE} frames full: socket stuck"),
+            });
+        }
+    }
+
+    /// Drops the handles of connections and requests that `input` reports as over.
+    fn forget_finished(&mut self, input: &Input) {
+        match input {
+            Input::Closed { conn, .. } | Input::ConnectFailed { conn, .. } => {
+                self.connections.remove(conn);
+            }
+            Input::Response { req, .. } | Input::RequestFailed { req, .. } => {
+                self.requests.remove(req);
+            }
+            _ => {}
+        }
+    }
+
+    async fn log(&self, level: Level, source: &str, action: &str, message: impl Into<String>) {
+        let log = Log::new(level, source, action, message, self.env.clock.now().wall);
+        self.env.hub.deliver(Item::Log(log)).await;
+    }
+}

@@ -1,0 +1,352 @@
+//! The public lifecycle: `Flume` (built) → `Running` (open) → `Closed`.
+
+use crate::clock::Clock;
+use crate::driver::DriverEnv;
+use crate::http::{HttpClient, HttpSettings};
+use crate::hub::{self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers};
+use crate::sources::{SourceSet, SourceStatus, StartError};
+use crate::ws::WsSettings;
+use crate::Source;
+use openflume_proto::{Item, Level, Log};
+use smol::channel::{Receiver, Sender};
+use smol::lock::{Mutex as AsyncMutex, OnceCell};
+use smol::Task;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings shared by `Flume` and `Confluence`.
+pub(crate) struct Settings {
+    pub(crate) min_level: Level,
+    pub(crate) start_timeout: Option<Duration>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) ws: WsSettings,
+    pub(crate) http: HttpSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            min_level: Level::Debug,
+            start_timeout: Some(Duration::from_secs(30)),
+            shutdown_grace: Duration::from_secs(5),
+            ws: WsSettings::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn env(&self, hub: Hub) -> DriverEnv {
+        DriverEnv {
+            hub,
+            http: HttpClient::new(self.http),
+            ws: self.ws,
+            clock: Clock::new(),
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// Configures a [`Flume`].
+///
+/// ```
+/// use openflume::{Flume, Source};
+/// use openflume_proto::cron::{CronConfig, CronMachine};
+/// let flume = Flume::builder()
+///     .source(Source::custom("time", |seed| CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)))
+///     .on_item(|item| println!("{}", serde_json::to_string(item).unwrap()))
+///     .build();
+/// assert_eq!(flume.source_names(), vec!["time"]);
+/// ```
+#[must_use]
+pub struct FlumeBuilder {
+    sources: Vec<Source>,
+    on_item: Option<ItemCallback>,
+    on_error: Option<ErrorCallback>,
+    settings: Settings,
+}
+
+impl FlumeBuilder {
+    /// Adds a source.
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Adds several sources.
+    pub fn sources(mut self, sources: impl IntoIterator<Item = Source>) -> Self {
+        self.sources.extend(sources);
+        self
+    }
+
+    /// Calls `callback` for every item, in order. A panic in it is caught and reported as an
+    /// `on_item.panic` error log; the sources keep running. A slow callback slows the sources
+    /// (back-pressure) rather than growing memory.
+    pub fn on_item(mut self, callback: impl FnMut(&Item) + Send + 'static) -> Self {
+        self.on_item = Some(Box::new(callback));
+        self
+    }
+
+    /// Calls `callback` for every error-level log.
+    pub fn on_error(mut self, callback: impl FnMut(&Log) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(callback));
+        self
+    }
+
+    /// Drops logs below `level` at the source, before they enter the firehose (default: debug, all).
+    pub fn min_log_level(mut self, level: Level) -> Self {
+        self.settings.min_level = level;
+        self
+    }
+
+    /// How long `open` waits for every source's first connection (default 30 s); `None` returns
+    /// as soon as the sources are started.
+    pub fn start_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.start_timeout = timeout;
+        self
+    }
+
+    /// How long `close` lets sources finish their close handshakes (default 5 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.settings.shutdown_grace = grace;
+        self
+    }
+
+    /// Largest WebSocket message accepted (default 16 MiB).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.settings.ws.max_message_bytes = bytes;
+        self
+    }
+
+    /// Connect/handshake timeout for WebSockets and HTTP (default 15 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.ws.connect_timeout = timeout;
+        self.settings.http.connect_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Settings, Option<ItemCallback>, Option<ErrorCallback>) {
+        (self.settings, self.on_item, self.on_error)
+    }
+
+    /// The configured flume.
+    pub fn build(self) -> Flume {
+        Flume {
+            sources: self.sources,
+            on_item: self.on_item,
+            on_error: self.on_error,
+            settings: self.settings,
+        }
+    }
+}
+
+/// A configured, not yet opened firehose. [`Flume::open`] consumes it.
+///
+/// ```no_run
+/// # use openflume::{Flume, Source};
+/// # smol::block_on(async {
+/// let running = Flume::builder() /* .source(…) */ .build().open().await?;
+/// let closed = running.close().await;
+/// println!("{:?}", closed.statuses());
+/// # Ok::<(), openflume::StartError>(())
+/// # });
+/// ```
+pub struct Flume {
+    sources: Vec<Source>,
+    on_item: Option<ItemCallback>,
+    on_error: Option<ErrorCallback>,
+    settings: Settings,
+}
+
+impl Flume {
+    /// Starts configuring a flume.
+    pub fn builder() -> FlumeBuilder {
+        FlumeBuilder {
+            sources: Vec::new(),
+            on_item: None,
+            on_error: None,
+            settings: Settings::default(),
+        }
+    }
+
+    /// The names of the configured sources.
+    pub fn source_names(&self) -> Vec<&str> {
+        self.sources.iter().map(Source::name).collect()
+    }
+
+    /// Starts every source and waits for each to connect (see [`FlumeBuilder::start_timeout`]).
+    /// If any fails, the others are stopped and the error names each failed source and why.
+    ///
+    /// Items produced while opening (status logs, a READY) are buffered for the first
+    /// [`Running::stream`] up to its capacity, and always reach the callbacks.
+    pub async fn open(self) -> Result<Running, StartError> {
+        let (hub, dispatcher, subscribers) = hub::hub(self.settings.min_level, self.on_item, self.on_error);
+        // The first stream subscribes before any source starts, so it sees the start.
+        let startup = subscribers.subscribe(STARTUP_BUFFER, Overflow::DropOldest);
+        let dispatcher_task = smol::spawn(Dispatcher::run(dispatcher));
+        let env = self.settings.env(hub.clone());
+        let started = SourceSet::start(self.sources, env, self.settings.start_timeout).await;
+        match started {
+            Ok(set) => Ok(Running::new(set, hub, dispatcher_task, subscribers, startup)),
+            Err(error) => {
+                drop(hub);
+                dispatcher_task.await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Items buffered for the first stream while the flume opens.
+const STARTUP_BUFFER: usize = 1000;
+
+/// An open flume: sources running, items flowing.
+///
+/// Cheap to share by reference between tasks: `close` is idempotent and may be called from several
+/// tasks at once; all of them get the same [`Closed`].
+pub struct Running {
+    set: AsyncMutex<SourceSet>,
+    statuses: Mutex<Vec<SourceStatus>>,
+    hub: Mutex<Option<Hub>>,
+    dispatcher: Mutex<Option<Task<()>>>,
+    subscribers: Subscribers,
+    startup: Mutex<Option<ItemStream>>,
+    closed: OnceCell<Closed>,
+    cancel: (Sender<bool>, Receiver<bool>),
+}
+
+impl Running {
+    fn new(set: SourceSet, hub: Hub, dispatcher: Task<()>, subscribers: Subscribers, startup: ItemStream) -> Running {
+        Running {
+            statuses: Mutex::new(set.statuses()),
+            set: AsyncMutex::new(set),
+            hub: Mutex::new(Some(hub)),
+            dispatcher: Mutex::new(Some(dispatcher)),
+            subscribers,
+            startup: Mutex::new(Some(startup)),
+            closed: OnceCell::new(),
+            cancel: smol::channel::bounded(1),
+        }
+    }
+
+    /// A pull view of the firehose with a buffer of `capacity` items and the given overflow policy.
+    /// The first stream also receives what happened while the flume opened.
+    pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
+        match lock(&self.startup).take() {
+            Some(startup) => self.subscribers.subscribe_after(startup, capacity, overflow),
+            None => self.subscribers.subscribe(capacity, overflow),
+        }
+    }
+
+    /// A live snapshot of every source's status.
+    pub fn statuses(&self) -> Vec<SourceStatus> {
+        match self.set.try_lock() {
+            Some(set) => {
+                let now = set.statuses();
+                *lock(&self.statuses) = now.clone();
+                now
+            }
+            // Closing right now: the last snapshot is the best answer.
+            None => lock(&self.statuses).clone(),
+        }
+    }
+
+    /// A handle that closes this flume from anywhere (a signal handler, another task).
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            tx: self.cancel.0.clone(),
+        }
+    }
+
+    /// Waits until the flume is cancelled through a [`CancelHandle`] or every source has ended on
+    /// its own (all failed, say), then closes it.
+    pub async fn wait(&self) -> Closed {
+        let keep_session = {
+            let cancelled = async { self.cancel.1.recv().await.unwrap_or(false) };
+            let ended = async {
+                self.set.lock().await.all_finished().await;
+                false
+            };
+            futures_lite::future::or(cancelled, ended).await
+        };
+        self.close_with(keep_session).await
+    }
+
+    /// Stops every source (Discord closes with 1000: the session ends), delivers the items still
+    /// in flight, and ends every stream. Idempotent.
+    pub async fn close(&self) -> Closed {
+        self.close_with(false).await
+    }
+
+    /// Like [`close`](Self::close), but leaves upstream sessions resumable where the protocol
+    /// allows (Discord closes with 4000).
+    pub async fn close_keeping_sessions(&self) -> Closed {
+        self.close_with(true).await
+    }
+
+    async fn close_with(&self, keep_session: bool) -> Closed {
+        self.closed
+            .get_or_init(|| async {
+                let mut set = self.set.lock().await;
+                set.stop(keep_session).await;
+                let statuses = set.statuses();
+                *lock(&self.statuses) = statuses.clone();
+                drop(lock(&self.hub).take());
+                lock(&self.startup).take();
+                let dispatcher = lock(&self.dispatcher).take();
+                if let Some(dispatcher) = dispatcher {
+                    dispatcher.await;
+                }
+                Closed::new(statuses)
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Closes a [`Running`] flume from anywhere. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(running: openflume::Running) {
+/// let cancel = running.cancel_handle();
+/// std::thread::spawn(move || cancel.cancel());
+/// let closed = running.wait().await;
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct CancelHandle {
+    tx: Sender<bool>,
+}
+
+impl CancelHandle {
+    /// Asks the flume to close. Returns at once; calling it again does nothing.
+    pub fn cancel(&self) {
+        let _ = self.tx.try_send(false);
+    }
+
+    /// Asks the flume to close, leaving upstream sessions resumable.
+    pub fn cancel_keeping_sessions(&self) {
+        let _ = self.tx.try_send(true);
+    }
+}
+
+/// A closed flume: what each source ended as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    statuses: Vec<SourceStatus>,
+}
+
+impl Closed {
+    pub(crate) fn new(statuses: Vec<SourceStatus>) -> Closed {
+        Closed { statuses }
+    }
+
+    /// Every source's final status.
+    pub fn statuses(&self) -> &[SourceStatus] {
+        &self.statuses
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

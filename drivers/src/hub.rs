@@ -1,0 +1,302 @@
+//! The firehose: every source's items go through one bounded channel to one dispatcher, which calls
+//! the callbacks and fills each stream's bounded buffer by its overflow policy.
+//!
+//! Sources hand items over with `Hub::deliver`, which waits while the channel is full: that wait is
+//! the back-pressure that keeps memory bounded when a callback is slow. A machine acknowledges an
+//! event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
+//! firehose accepted it; a durable sink would confirm at the same point, after its append.
+
+use openflume_proto::{Item, Level, Log, UnixMillis};
+use smol::channel::{Receiver, Sender, TrySendError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+/// What a stream does when its consumer falls behind and its buffer is full.
+///
+/// ```
+/// use openflume::Overflow;
+/// assert_eq!(Overflow::default(), Overflow::DropOldest);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Discard the oldest buffered item to make room (fresh data wins).
+    #[default]
+    DropOldest,
+    /// Discard the new item (buffered data wins).
+    DropNewest,
+    /// Wait for the consumer: slows every source down instead of dropping.
+    Backpressure,
+}
+
+/// A callback that receives every item.
+pub type ItemCallback = Box<dyn FnMut(&Item) + Send>;
+/// A callback that receives every error-level log.
+pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
+
+/// Items in flight between sources and the dispatcher.
+const HUB_CAPACITY: usize = 1024;
+
+/// The sending side, cloned into every source's driver.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    tx: Sender<Item>,
+    min_level: Level,
+}
+
+impl Hub {
+    /// Hands `item` to the firehose, waiting while it is full. False once the firehose is closed.
+    pub(crate) async fn deliver(&self, item: Item) -> bool {
+        if let Item::Log(log) = &item
+            && log.level < self.min_level
+        {
+            return true;
+        }
+        self.tx.send(item).await.is_ok()
+    }
+
+    /// The lowest log level that enters the firehose.
+    pub(crate) fn min_level(&self) -> Level {
+        self.min_level
+    }
+}
+
+/// One stream's buffer, shared by the dispatcher (writer) and the consumer (reader).
+struct StreamSlot {
+    tx: Sender<Item>,
+    /// A reader handle for the dispatcher, to discard the oldest item on `DropOldest`.
+    oldest: Receiver<Item>,
+    policy: Overflow,
+    dropped_since_report: u64,
+    dropped_total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving side: subscribers and callbacks, run by the dispatcher task.
+pub(crate) struct Dispatcher {
+    rx: Receiver<Item>,
+    on_item: Option<ItemCallback>,
+    on_error: Option<ErrorCallback>,
+    streams: Arc<Mutex<Vec<StreamSlot>>>,
+}
+
+/// Creates a hub and the dispatcher that drains it.
+pub(crate) fn hub(min_level: Level, on_item: Option<ItemCallback>, on_error: Option<ErrorCallback>) -> (Hub, Dispatcher, Subscribers) {
+    let (tx, rx) = smol::channel::bounded(HUB_CAPACITY);
+    let streams = Arc::new(Mutex::new(Vec::new()));
+    (
+        Hub { tx, min_level },
+        Dispatcher {
+            rx,
+            on_item,
+            on_error,
+            streams: streams.clone(),
+        },
+        Subscribers { streams },
+    )
+}
+
+/// Adds streams while the hub runs.
+#[derive(Clone)]
+pub(crate) struct Subscribers {
+    streams: Arc<Mutex<Vec<StreamSlot>>>,
+}
+
+impl Subscribers {
+    pub(crate) fn subscribe(&self, capacity: usize, policy: Overflow) -> ItemStream {
+        let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        let dropped_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slot = StreamSlot {
+            tx,
+            oldest: rx.clone(),
+            policy,
+            dropped_since_report: 0,
+            dropped_total: dropped_total.clone(),
+        };
+        lock(&self.streams).push(slot);
+        ItemStream {
+            prefix: None,
+            rx,
+            dropped_total,
+        }
+    }
+
+    /// A new stream that first yields what `earlier` buffered, then everything after. The swap
+    /// happens under the streams lock, so no item is lost or seen twice.
+    pub(crate) fn subscribe_after(&self, earlier: ItemStream, capacity: usize, policy: Overflow) -> ItemStream {
+        let mut streams = lock(&self.streams);
+        streams.retain(|slot| !slot.oldest.same_channel(&earlier.rx));
+        drop(streams);
+        let mut stream = self.subscribe(capacity, policy);
+        stream.prefix = Some(earlier.rx);
+        stream
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the Vec inconsistent; keep going.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Dispatcher {
+    /// Runs until every `Hub` clone is dropped and the channel is empty; then ends every stream.
+    pub(crate) async fn run(mut self) {
+        while let Ok(item) = self.rx.recv().await {
+            self.dispatch(item).await;
+        }
+        lock(&self.streams).clear();
+    }
+
+    async fn dispatch(&mut self, item: Item) {
+        if let Some(callback) = self.on_item.as_mut()
+            && catch_unwind(AssertUnwindSafe(|| callback(&item))).is_err()
+        {
+            let log = callback_panicked("on_item", &item);
+            self.to_streams(Item::Log(log)).await;
+        }
+        if let (Some(callback), Item::Log(log)) = (self.on_error.as_mut(), &item)
+            && log.level == Level::Error
+            && catch_unwind(AssertUnwindSafe(|| callback(log))).is_err()
+        {
+            let log = callback_panicked("on_error", &item);
+            self.to_streams(Item::Log(log)).await;
+        }
+        self.to_streams(item).await;
+    }
+
+    async fn to_streams(&mut self, item: Item) {
+        // Streams whose consumer is gone are removed as they are found.
+        let backpressured: Vec<Sender<Item>> = {
+            let mut streams = lock(&self.streams);
+            streams.retain(|slot| !slot.tx.is_closed());
+            let mut waiting = Vec::new();
+            for slot in streams.iter_mut() {
+                if slot.dropped_since_report > 0 && slot.tx.try_send(overflow_log(slot.dropped_since_report)).is_ok() {
+                    slot.dropped_since_report = 0;
+                }
+                match slot.policy {
+                    Overflow::Backpressure => waiting.push(slot.tx.clone()),
+                    Overflow::DropNewest => {
+                        if let Err(TrySendError::Full(_)) = slot.tx.try_send(item.clone()) {
+                            slot.count_drop();
+                        }
+                    }
+                    Overflow::DropOldest => {
+                        let mut next = item.clone();
+                        loop {
+                            match slot.tx.try_send(next) {
+                                Err(TrySendError::Full(back)) => {
+                                    if slot.oldest.try_recv().is_ok() {
+                                        slot.count_drop();
+                                    }
+                                    next = back;
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+            waiting
+        };
+        for tx in backpressured {
+            let _ = tx.send(item.clone()).await;
+        }
+    }
+}
+
+impl StreamSlot {
+    fn count_drop(&mut self) {
+        self.dropped_since_report += 1;
+        self.dropped_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn overflow_log(dropped: u64) -> Item {
+    Item::Log(
+        Log::new(
+            Level::Warn,
+            "flume",
+            "stream.overflow",
+            format!("stream buffer full: {dropped} item(s) dropped"),
+            wall_now(),
+        )
+        .with_detail(serde_json::json!({ "dropped": dropped })),
+    )
+}
+
+fn callback_panicked(callback: &str, item: &Item) -> Log {
+    let (kind, what) = match item {
+        Item::Event(e) => ("event", e.event_type.as_str()),
+        Item::Log(l) => ("log", l.action.as_str()),
+    };
+    Log::new(
+        Level::Error,
+        "flume",
+        format!("{callback}.panic"),
+        format!("the {callback} callback panicked on a {kind} ({what}) from {}; the source keeps running", item.source()),
+        wall_now(),
+    )
+    .with_detail(serde_json::json!({"callback": callback, "itemKind": kind, "itemSource": item.source()}))
+}
+
+pub(crate) fn wall_now() -> UnixMillis {
+    crate::clock::Clock::new().now().wall
+}
+
+/// A pull view of the firehose with its own bounded buffer.
+///
+/// Ends (yields `None`) once the flume is closed and everything in flight has been read.
+///
+/// ```no_run
+/// # async fn demo(running: &openflume::Running) {
+/// use openflume::Overflow;
+/// let mut stream = running.stream(1000, Overflow::DropOldest);
+/// while let Some(item) = stream.next().await {
+///     println!("{}", serde_json::to_string(&item).unwrap());
+/// }
+/// # }
+/// ```
+pub struct ItemStream {
+    /// Items buffered before this stream existed, yielded first.
+    prefix: Option<Receiver<Item>>,
+    rx: Receiver<Item>,
+    dropped_total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ItemStream {
+    /// The next item; `None` once the flume is closed and drained.
+    pub async fn next(&mut self) -> Option<Item> {
+        futures_lite::StreamExt::next(self).await
+    }
+
+    /// The next item if one is ready now, without waiting.
+    pub fn try_next(&mut self) -> Option<Item> {
+        if let Some(prefix) = &self.prefix {
+            match prefix.try_recv() {
+                Ok(item) => return Some(item),
+                Err(smol::channel::TryRecvError::Empty) => return None,
+                Err(smol::channel::TryRecvError::Closed) => self.prefix = None,
+            }
+        }
+        self.rx.try_recv().ok()
+    }
+
+    /// Items this stream dropped because its buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl futures_lite::Stream for ItemStream {
+    type Item = Item;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
+        use std::task::Poll;
+        if let Some(prefix) = self.prefix.as_mut() {
+            match std::pin::Pin::new(prefix).poll_next(cx) {
+                Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+                Poll::Ready(None) => self.prefix = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+    }
+}

@@ -1,0 +1,52 @@
+//! A source: a named recipe for a machine, built with a seed when the flume opens.
+
+use openflume_proto::{Machine, Misuse};
+
+type Build = Box<dyn FnOnce(u64) -> Result<Box<dyn Machine + Send>, Misuse> + Send>;
+
+/// One source of events for a [`Flume`](crate::Flume): a protocol machine to be built and driven.
+///
+/// The built-in constructors cover Discord, Slack, GitHub and cron; [`Source::custom`] runs any
+/// machine that implements [`openflume_proto::Machine`] under the same driver.
+///
+/// ```
+/// use openflume::Source;
+/// use openflume_proto::cron::{CronConfig, CronMachine};
+/// let source = Source::custom("time", |seed| {
+///     CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, seed)
+/// });
+/// assert_eq!(source.name(), "time");
+/// ```
+pub struct Source {
+    name: String,
+    build: Build,
+}
+
+impl Source {
+    /// A source built by `build` from a seed taken from the OS's entropy when the flume opens.
+    pub fn custom<M, F>(name: impl Into<String>, build: F) -> Source
+    where
+        M: Machine + Send + 'static,
+        F: FnOnce(u64) -> Result<M, Misuse> + Send + 'static,
+    {
+        Source {
+            name: name.into(),
+            build: Box::new(move |seed| build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)),
+        }
+    }
+
+    /// The name used in statuses and start errors.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn build(self, seed: u64) -> Result<Box<dyn Machine + Send>, Misuse> {
+        (self.build)(seed)
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("name", &self.name).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! A set of running sources: started together, watched together, stopped together. Both a
+//! [`Flume`](crate::Flume) and each group of a [`Confluence`](crate::Confluence) are one of these.
+
+use crate::clock::os_seed;
+use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
+use crate::Source;
+use openflume_proto::Status;
+use smol::channel::{Receiver, Sender};
+use smol::Task;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One source's status, as reported by `statuses()`.
+///
+/// ```
+/// use openflume::SourceStatus;
+/// use openflume_proto::Status;
+/// let s = SourceStatus { source: "github".into(), status: Status::Connected, reason: None };
+/// assert_eq!(s.to_string(), "github: connected");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub source: String,
+    /// Its status.
+    pub status: Status,
+    /// Why, for `failed`, `reconnecting` and the like.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => write!(f, "{}: {} ({reason})", self.source, self.status),
+            None => write!(f, "{}: {}", self.source, self.status),
+        }
+    }
+}
+
+/// Why `open` failed: every source that did not start, and why.
+///
+/// ```
+/// use openflume::{SourceFailure, StartError};
+/// let e = StartError { failures: vec![SourceFailure { source: "discord".into(), reason: "close 4004: authentication failed".into() }] };
+/// assert_eq!(e.to_string(), "1 source(s) failed to start: discord: close 4004: authentication failed");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} source(s) failed to start: {}", failures.len(), failures.iter().map(|f| format!("{}: {}", f.source, f.reason)).collect::<Vec<_>>().join("; "))]
+pub struct StartError {
+    /// The sources that failed, each with its reason.
+    pub failures: Vec<SourceFailure>,
+}
+
+/// One source that failed to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFailure {
+    /// The source's name.
+    pub source: String,
+    /// Why it failed, in words.
+    pub reason: String,
+}
+
+struct Member {
+    name: String,
+    status: StatusCell,
+    stop: Sender<StopRequest>,
+    task: Option<Task<()>>,
+}
+
+pub(crate) struct SourceSet {
+    members: Vec<Member>,
+    /// Pinged (coalesced) whenever a member's status changes or its driver ends.
+    changed: Receiver<()>,
+}
+
+impl SourceSet {
+    /// Builds and starts every source, then waits up to `start_timeout` for each to connect.
+    /// On any failure, stops the ones that started and names every failed source.
+    pub(crate) async fn start(sources: Vec<Source>, env: DriverEnv, start_timeout: Option<Duration>) -> Result<SourceSet, StartError> {
+        let (changed_tx, changed) = smol::channel::bounded(1);
+        let mut set = SourceSet {
+            members: Vec::new(),
+            changed,
+        };
+        let mut failures = Vec::new();
+        for source in sources {
+            let name = source.name().to_owned();
+            match source.build(os_seed()) {
+                Ok(machine) => set.members.push(spawn(name, machine, env.clone(), changed_tx.clone())),
+                Err(misuse) => failures.push(SourceFailure {
+                    source: name,
+                    reason: misuse.to_string(),
+                }),
+            }
+        }
+        drop(changed_tx);
+        if failures.is_empty()
+            && let Some(timeout) = start_timeout
+        {
+            set.wait_until_settled(timeout).await;
+            failures.extend(set.members.iter().filter_map(|m| {
+                let (status, reason) = lock(&m.status).clone();
+                let reason = reason.unwrap_or_else(|| status.to_string());
+                match status {
+                    Status::Connected => None,
+                    Status::Failed | Status::Disconnected => Some(reason),
+                    _ => Some(format!("not connected after {} ms (status {status}: {reason})", timeout.as_millis())),
+                }
+                .map(|reason| SourceFailure {
+                    source: m.name.clone(),
+                    reason,
+                })
+            }));
+        }
+        if failures.is_empty() {
+            Ok(set)
+        } else {
+            set.stop(false).await;
+            Err(StartError { failures })
+        }
+    }
+
+    async fn wait_until_settled(&self, timeout: Duration) {
+        let settled = |m: &Member| {
+            let status = lock(&m.status).0;
+            status == Status::Connected || status.is_terminal()
+        };
+        let wait = async {
+            while !self.members.iter().all(settled) {
+                if self.changed.recv().await.is_err() {
+                    break;
+                }
+            }
+        };
+        futures_lite::future::or(wait, async {
+            async_io::Timer::after(timeout).await;
+        })
+        .await;
+    }
+
+    /// Resolves once every member's driver has ended by itself (all failed, say).
+    pub(crate) async fn all_finished(&self) {
+        while !self.members.iter().all(|m| lock(&m.status).0.is_terminal()) {
+            if self.changed.recv().await.is_err() {
+                // Every driver ended: nothing left to wait for.
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn statuses(&self) -> Vec<SourceStatus> {
+        self.members
+            .iter()
+            .map(|m| {
+                let (status, reason) = lock(&m.status).clone();
+                SourceStatus {
+                    source: m.name.clone(),
+                    status,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    /// Asks every member to shut down and waits for their drivers to end.
+    pub(crate) async fn stop(&mut self, keep_session: bool) {
+        for member in &self.members {
+            let _ = member.stop.try_send(StopRequest { keep_session });
+        }
+        for member in &mut self.members {
+            if let Some(task) = member.task.take() {
+                task.await;
+            }
+        }
+    }
+}
+
+fn spawn(name: String, machine: Box<dyn openflume_proto::Machine + Send>, env: DriverEnv, changed: Sender<()>) -> Member {
+    let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
+    let (stop, stop_rx) = smol::channel::bounded(1);
+    let task = smol::spawn(driver::drive(machine, env, stop_rx, status.clone(), changed));
+    Member {
+        name,
+        status,
+        stop,
+        task: Some(task),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,174 @@
+//! One WebSocket connection as a task: opens it, reports every frame and the close to the driver
+//! loop as machine inputs, and performs the sends and closes the machine asks for.
+
+use crate::net;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
+use futures_lite::StreamExt;
+use openflume_proto::url::Url;
+use openflume_proto::{Bytes, ConnId, Frame, Input};
+use smol::channel::{Receiver, Sender};
+use std::time::Duration;
+
+/// What the driver asks of a live connection.
+#[derive(Debug)]
+pub(crate) enum WsCommand {
+    Send(Frame),
+    Close { code: u16, reason: String },
+}
+
+/// Limits and timeouts for WebSocket connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WsSettings {
+    /// Largest message accepted from the peer; a larger one closes the connection (1009).
+    pub(crate) max_message_bytes: usize,
+    /// TCP connect, TLS and WebSocket handshake, each.
+    pub(crate) connect_timeout: Duration,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            max_message_bytes: 16 << 20,
+            connect_timeout: Duration::from_secs(15),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs connection `conn` to `url` until it closes, reporting to `inputs`.
+pub(crate) async fn run(
+    conn: ConnId,
+    url: String,
+    settings: WsSettings,
+    commands: Receiver<WsCommand>,
+    inputs: Sender<Input>,
+) {
+    let input = match connect_and_serve(conn, &url, settings, &commands, &inputs).await {
+        Ok(closed) => closed,
+        Err(ConnectError(error)) => Input::ConnectFailed { conn, error },
+    };
+    // The driver may be gone during shutdown; nothing left to tell then.
+    let _ = inputs.send(input).await;
+}
+
+struct ConnectError(String);
+
+async fn connect_and_serve(
+    conn: ConnId,
+    url_text: &str,
+    settings: WsSettings,
+    commands: &Receiver<WsCommand>,
+    inputs: &Sender<Input>,
+) -> Result<Input, ConnectError> {
+    let url = Url::parse(url_text).map_err(|e| ConnectError(format!("invalid WebSocket URL: {e}")))?;
+    if !matches!(url.scheme.as_str(), "ws" | "wss") {
+        return Err(ConnectError(format!("not a WebSocket URL (scheme {})", url.scheme)));
+    }
+    let stream = net::connect(&url.host, url.port, url.tls(), settings.connect_timeout)
+        .await
+        .map_err(|e| ConnectError(e.to_string()))?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+    let handshake = async_tungstenite::client_async_with_config(url_text, stream, Some(config));
+    let (socket, _response) = futures_lite::future::or(async { handshake.await.map_err(|e| e.to_string()) }, async {
+        async_io::Timer::after(settings.connect_timeout).await;
+        Err(format!("WebSocket handshake timed out after {} ms", settings.connect_timeout.as_millis()))
+    })
+    .await
+    // Handshake errors can echo the request URL, which may carry a single-use ticket.
+    .map_err(|e| ConnectError(e.replace(url_text, &openflume_proto::redact::url(url_text))))?;
+
+    if inputs.send(Input::Opened { conn }).await.is_err() {
+        return Ok(closed(conn, None, "driver stopped"));
+    }
+    let (mut sender, mut receiver) = socket.split();
+
+    enum Next {
+        Inbound(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+        Command(Option<WsCommand>),
+    }
+    loop {
+        let next = futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
+            Next::Command(commands.recv().await.ok())
+        })
+        .await;
+        match next {
+            Next::Inbound(Some(Ok(message))) => {
+                let frame = match message {
+                    Message::Text(text) => Frame::Text(text.as_str().to_owned()),
+                    Message::Binary(bytes) => Frame::Binary(Bytes(bytes.to_vec())),
+                    Message::Ping(bytes) => Frame::Ping(Bytes(bytes.to_vec())),
+                    Message::Pong(bytes) => Frame::Pong(Bytes(bytes.to_vec())),
+                    Message::Close(frame) => {
+                        let (code, reason) = close_parts(frame);
+                        return Ok(closed(conn, code, &reason));
+                    }
+                    Message::Frame(_) => continue,
+                };
+                if inputs.send(Input::Frame { conn, frame }).await.is_err() {
+                    return Ok(closed(conn, None, "driver stopped"));
+                }
+            }
+            Next::Inbound(Some(Err(error))) => return Ok(closed(conn, None, &error.to_string())),
+            Next::Inbound(None) => return Ok(closed(conn, None, "connection closed without a close frame")),
+            Next::Command(Some(WsCommand::Send(frame))) => {
+                let message = match frame {
+                    Frame::Text(text) => Message::text(text),
+                    Frame::Binary(bytes) => Message::binary(bytes.0),
+                    Frame::Ping(bytes) => Message::Ping(WsBytes::from(bytes.0)),
+                    Frame::Pong(bytes) => Message::Pong(WsBytes::from(bytes.0)),
+                };
+                if let Err(error) = sender.send(message).await {
+                    return Ok(closed(conn, None, &format!("send failed: {error}")));
+                }
+            }
+            Next::Command(Some(WsCommand::Close { code, reason })) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.clone().into(),
+                };
+                let _ = sender.close(Some(frame)).await;
+                // Wait for the peer's close frame so the close handshake completes, but not forever.
+                let peer = futures_lite::future::or(
+                    async {
+                        while let Some(Ok(message)) = receiver.next().await {
+                            if let Message::Close(frame) = message {
+                                return Some(close_parts(frame));
+                            }
+                        }
+                        None
+                    },
+                    async {
+                        async_io::Timer::after(settings.close_timeout).await;
+                        None
+                    },
+                )
+                .await;
+                let (code, reason) = peer.unwrap_or((Some(code), reason));
+                return Ok(closed(conn, code, &reason));
+            }
+            // The driver dropped the connection: it is no longer wanted.
+            Next::Command(None) => return Ok(closed(conn, None, "abandoned by driver")),
+        }
+    }
+}
+
+fn close_parts(frame: Option<CloseFrame>) -> (Option<u16>, String) {
+    match frame {
+        Some(frame) => (Some(u16::from(frame.code)), frame.reason.as_str().to_owned()),
+        None => (None, String::new()),
+    }
+}
+
+fn closed(conn: ConnId, code: Option<u16>, reason: &str) -> Input {
+    Input::Closed {
+        conn,
+        code,
+        reason: reason.to_owned(),
+    }
+}
