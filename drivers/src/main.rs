@@ -1,5 +1,5 @@
-//! The `openflume` command.
+//! The `openflume` command: see `openflume --help`.
 
 fn main() {
-    std::process::exit(2);
+    std::process::exit(openflume::cli::main());
 }

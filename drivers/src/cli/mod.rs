@@ -1,0 +1,58 @@
+//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`.
+
+mod args;
+mod cron;
+mod demo;
+mod listen;
+mod output;
+mod sim;
+
+use args::{Cli, Command, CronCommand};
+use clap::Parser;
+
+/// A usage or configuration error: exit 2 with a message that names the flag.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl UsageError {
+    pub(crate) fn flag(flag: &str, error: impl std::fmt::Display) -> UsageError {
+        UsageError(format!("{flag}: {error}"))
+    }
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Listen(args) => listen::sources(&args).map(|sources| {
+            smol::block_on(listen::run(
+                sources,
+                listen::OutputOptions {
+                    format: args.format,
+                    log_level: args.log_level,
+                    count: args.count,
+                },
+            ))
+        }),
+        Command::Cron(CronCommand::Next { expr, after, count, tz }) => {
+            cron::next(&expr, after.as_deref(), count, tz.as_deref())
+        }
+        Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => sim::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(UsageError(message)) => {
+            eprintln!("openflume: {message}");
+            2
+        }
+    }
+}
+
+/// The zone named by `--tz`, or the system's local zone.
+pub(crate) fn resolve_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, UsageError> {
+    match name {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| UsageError::flag("--tz", e)),
+        None => Ok(jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)),
+    }
+}
