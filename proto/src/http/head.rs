@@ -219,7 +219,7 @@ pub(crate) fn interpret(
 }
 
 /// Non-empty, trimmed elements of a comma-separated field value.
-fn list_items(value: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value
         .split(',')
         .map(|item| item.trim_matches([' ', '\t']))

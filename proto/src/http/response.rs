@@ -1,7 +1,9 @@
 //! Reading one response on the client side, from whatever chunks the socket yields.
 
 use super::body::{BodyReader, Framing};
-use super::head::{DeclaredBody, HeadBuffer, ParseOutcome, head_error, interpret, owned_fields};
+use super::head::{
+    DeclaredBody, HeadBuffer, ParseOutcome, head_error, interpret, list_items, owned_fields,
+};
 use super::{HttpError, Limits, Persistence};
 use crate::{Bytes, HttpRequest, HttpResponse};
 
@@ -103,9 +105,7 @@ impl ResponseReader {
         let mut reader = ResponseReader::new(&request.method, limits);
         reader.request_close = request.headers.iter().any(|(name, value)| {
             name.eq_ignore_ascii_case("connection")
-                && value
-                    .split(',')
-                    .any(|option| option.trim().eq_ignore_ascii_case("close"))
+                && list_items(value).any(|option| option.eq_ignore_ascii_case("close"))
         });
         reader
     }

@@ -64,7 +64,8 @@ pub struct ReadRequest {
 /// Feed every chunk read from the socket until [`feed`](Self::feed) returns the request; then
 /// answer, and for the next request on a kept-alive connection start a new reader with the
 /// leftover bytes. Requests without `Content-Length` or `Transfer-Encoding` have no body. The
-/// result is the same however the bytes are split.
+/// result is the same however the bytes are split. `Expect: 100-continue` gets no interim answer:
+/// the caller can send one if it cares (openflume's client never asks).
 ///
 /// ```
 /// use openflume_proto::http::{Limits, RequestReader};
@@ -173,38 +174,9 @@ impl RequestReader {
                     let Some(head) = head else {
                         return Ok(None);
                     };
-                    let semantics = interpret(head.minor_version, &head.headers)?;
-                    if semantics.upgrade {
-                        if !matches!(
-                            semantics.body,
-                            DeclaredBody::Unspecified | DeclaredBody::Length(0)
-                        ) {
-                            return Err(HttpError::UpgradeWithBody);
-                        }
-                        let upgrade = head
-                            .headers
-                            .iter()
-                            .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
-                            .map(|(_, value)| value.clone());
-                        let body = BodyReader::new(Framing::Length(0), self.limits)?;
-                        return Ok(Some(complete(
-                            head,
-                            semantics.persistence,
-                            body,
-                            upgrade,
-                            input,
-                        )));
+                    if let Some(upgrade) = self.after_head(head, input)? {
+                        return Ok(Some(upgrade));
                     }
-                    let framing = match semantics.body {
-                        DeclaredBody::Length(length) => Framing::Length(length),
-                        DeclaredBody::Chunked => Framing::Chunked,
-                        DeclaredBody::Unspecified => Framing::Length(0),
-                    };
-                    self.state = State::Body {
-                        head,
-                        persistence: semantics.persistence,
-                        body: BodyReader::new(framing, self.limits)?,
-                    };
                 }
                 State::Body { body, .. } => {
                     let used = body.read(input)?;
@@ -220,21 +192,62 @@ impl RequestReader {
                     else {
                         return Err(HttpError::ReaderFinished);
                     };
-                    return Ok(Some(complete(head, persistence, body, None, input)));
+                    return Ok(Some(complete(
+                        head,
+                        persistence,
+                        body.into_parts(),
+                        None,
+                        input,
+                    )));
                 }
             }
         }
+    }
+
+    /// Starts the body, or returns an upgrade request whole: its head is all there is.
+    fn after_head(
+        &mut self,
+        head: RequestHead,
+        rest: &[u8],
+    ) -> Result<Option<ReadRequest>, HttpError> {
+        let semantics = interpret(head.minor_version, &head.headers)?;
+        if semantics.upgrade {
+            if !matches!(
+                semantics.body,
+                DeclaredBody::Unspecified | DeclaredBody::Length(0)
+            ) {
+                return Err(HttpError::UpgradeWithBody);
+            }
+            let protocol = head
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
+                .map(|(_, value)| value.clone());
+            let no_body = (Vec::new(), Vec::new());
+            let done = complete(head, semantics.persistence, no_body, protocol, rest);
+            return Ok(Some(done));
+        }
+        let framing = match semantics.body {
+            DeclaredBody::Length(length) => Framing::Length(length),
+            DeclaredBody::Chunked => Framing::Chunked,
+            DeclaredBody::Unspecified => Framing::Length(0),
+        };
+        self.state = State::Body {
+            head,
+            persistence: semantics.persistence,
+            body: BodyReader::new(framing, self.limits)?,
+        };
+        Ok(None)
     }
 }
 
 fn complete(
     head: RequestHead,
     persistence: Persistence,
-    body: BodyReader,
+    (body, trailers): (Vec<u8>, Vec<(String, String)>),
     upgrade: Option<String>,
     leftover: &[u8],
 ) -> ReadRequest {
-    let (body, trailers) = body.into_parts();
     ReadRequest {
         request: ReceivedRequest {
             method: head.method,
