@@ -38,6 +38,7 @@ mod dedup;
 mod item;
 mod machine;
 pub mod redact;
+pub mod slack;
 mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
