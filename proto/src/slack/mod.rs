@@ -267,8 +267,8 @@ impl SlackMachine {
                 self.update_status(|| cause);
             }
             None => {
-                let attempts = self.backoff.attempts();
-                self.fail(format!("gave up after {attempts} failed attempts: {cause}"));
+                let retries = self.backoff.attempts();
+                self.fail(format!("gave up after {retries} retries: {cause}"));
             }
         }
     }
@@ -343,17 +343,20 @@ impl SlackMachine {
     }
 
     fn authenticated(&mut self, now: Now, identity: Identity) {
-        let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "?".to_owned());
+        let facts: Vec<String> = [
+            ("bot user", &identity.bot_user_id),
+            ("team", &identity.team_id),
+            ("app", &identity.app_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name} {}", value.as_deref()?)))
+        .collect();
+        self.backoff.reset();
         self.log(
             now,
             Level::Info,
             "auth.ok",
-            format!(
-                "bot token belongs to user {} in team {} (app {})",
-                show(&identity.bot_user_id),
-                show(&identity.team_id),
-                show(&identity.app_id)
-            ),
+            format!("bot token accepted: {}", facts.join(", ")),
             json!({
                 "bot_user_id": identity.bot_user_id,
                 "team_id": identity.team_id,
@@ -387,7 +390,7 @@ impl SlackMachine {
             Level::Debug,
             "ws.stale",
             format!(
-                "ignored {what} on connection {}, which is no longer in use",
+                "ignored {what} on connection {}, which this source does not hold (closed already or never opened)",
                 conn.0
             ),
             json!({"conn": conn}),
@@ -395,8 +398,16 @@ impl SlackMachine {
     }
 
     fn on_opened(&mut self, now: Now, conn: ConnId) {
-        if !self.pool.on_opened(conn, now.mono) {
+        if self.pool.phase(conn).is_none() {
             self.stale_connection(now, conn, "an open");
+        } else if !self.pool.on_opened(conn, now.mono) {
+            self.log(
+                now,
+                Level::Debug,
+                "ws.open.repeat",
+                format!("ignored a repeated open of connection {}", conn.0),
+                json!({"conn": conn}),
+            );
         }
     }
 
@@ -538,7 +549,7 @@ impl SlackMachine {
                     SOURCE,
                     "frame.malformed",
                     format!(
-                        "ignored a text frame on connection {} that is not a JSON object",
+                        "ignored a text frame on connection {} that is not a well-formed JSON object",
                         conn.0
                     ),
                     now.wall,
@@ -718,13 +729,14 @@ impl SlackMachine {
             retry_attempt,
             retry_reason,
         } = envelope;
+        let missing = if payload.is_none() { "payload" } else { "type" };
         let (Some(kind), Some(payload)) = (kind, payload) else {
             self.log(
                 now,
                 Level::Warn,
                 "envelope.incomplete",
                 format!(
-                    "envelope {envelope_id} on connection {} lacks a type or a payload; acknowledged, not emitted",
+                    "envelope {envelope_id} on connection {} has no {missing}; acknowledged, not emitted",
                     conn.0
                 ),
                 json!({"conn": conn, "envelope_id": envelope_id}),
