@@ -1,6 +1,9 @@
 //! Replays every `fixtures/slack/*.jsonl` through the Slack machine, snapshots the transcript, and
 //! checks invariants that must hold in every scenario whatever the snapshot says.
 
+// Test helpers panic to fail the test; clippy's in-test allowance covers only #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::testing::{Entry, Fixture, Simulator, Transcript};
 use openflume_proto::{ConnId, DeliveryId, Frame, Input, Output, Status};

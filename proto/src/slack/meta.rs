@@ -145,7 +145,9 @@ mod tests {
 
     #[test]
     fn extraction_table() {
-        let cases: &[(&str, &str, Option<&str>, &[(&str, &str)])] = &[
+        /// Envelope type, payload, expected event id, expected meta.
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+        let cases: &[Case<'_>] = &[
             (
                 "events_api",
                 r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message","channel":"C1","user":"U1","text":"hi","thread_ts":"1.2"}}"#,
