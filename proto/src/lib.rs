@@ -39,6 +39,7 @@ pub mod http;
 mod item;
 mod machine;
 pub mod redact;
+pub mod slack;
 mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

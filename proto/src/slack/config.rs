@@ -1,0 +1,249 @@
+//! What a Slack source needs to know: tokens, where the Web API lives, and the timing knobs that
+//! Slack leaves undocumented (ping interval, hello timeout), kept configurable.
+
+use crate::ReconnectPolicy;
+use crate::url::Url;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The Web API base used when none is configured.
+pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// Slack accepts at most this many concurrent Socket Mode connections per app.
+pub const MAX_CONNECTIONS: u8 = 10;
+
+/// Configuration of a [`SlackMachine`](super::SlackMachine).
+///
+/// Every field but `app_token` has a default, so a fixture header or a config file can name only
+/// what it changes. `Debug` hides both tokens.
+///
+/// ```
+/// use openflume_proto::slack::SlackConfig;
+/// let config: SlackConfig = serde_json::from_str(r#"{"app_token": "xapp-1-secret"}"#).unwrap();
+/// assert_eq!(config.connections, 1);
+/// assert_eq!(config.ping_interval_ms, 10_000);
+/// assert_eq!(config.api_base, "https://slack.com/api");
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlackConfig {
+    /// App-level token (`xapp-…`, scope `connections:write`), sent as `Authorization: Bearer` to
+    /// `apps.connections.open`.
+    pub app_token: String,
+    /// Bot token (`xoxb-…`). When set, `auth.test` runs once at start: an invalid token fails the
+    /// source, a valid one adds `team_id` and `bot_user_id` to every event's meta.
+    pub bot_token: Option<String>,
+    /// Web API base URL, without the method name. Default [`DEFAULT_API_BASE`].
+    pub api_base: String,
+    /// How many Socket Mode connections to keep open at once, 1 to [`MAX_CONNECTIONS`]. Slack sends
+    /// each envelope on one of them; deduplication makes the merged stream exact. Default 1.
+    pub connections: u8,
+    /// Send a WebSocket ping on every connection this often; a connection with no inbound frame
+    /// or pong for three intervals is dead. At least 1000. Default 10 000.
+    pub ping_interval_ms: u64,
+    /// A connection that has not said `hello` this long after the machine asked to open it is
+    /// dropped. At least 1000. Default 15 000.
+    pub hello_timeout_ms: u64,
+    /// Delays between failed attempts (URL requests, connects, connections without hello).
+    pub reconnect: ReconnectPolicy,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            app_token: String::new(),
+            bot_token: None,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            connections: 1,
+            ping_interval_ms: 10_000,
+            hello_timeout_ms: 15_000,
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+impl SlackConfig {
+    /// A default configuration with this app-level token.
+    ///
+    /// ```
+    /// use openflume_proto::slack::SlackConfig;
+    /// let config = SlackConfig::new("xapp-1-A1-1-abc").with_bot_token("xoxb-1-abc");
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn new(app_token: impl Into<String>) -> SlackConfig {
+        SlackConfig {
+            app_token: app_token.into(),
+            ..SlackConfig::default()
+        }
+    }
+
+    /// Sets the bot token used for `auth.test`.
+    pub fn with_bot_token(mut self, bot_token: impl Into<String>) -> SlackConfig {
+        self.bot_token = Some(bot_token.into());
+        self
+    }
+
+    /// Checks that the configuration can work; the message says what to fix and never quotes a token.
+    ///
+    /// ```
+    /// use openflume_proto::slack::SlackConfig;
+    /// let err = SlackConfig::new("xoxb-1-abc").validate().unwrap_err();
+    /// assert!(err.contains("app-level token"));
+    /// assert!(!err.contains("abc"));
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        check_token("app_token", &self.app_token)?;
+        if self.app_token.starts_with("xox") {
+            return Err(
+                "app_token looks like a bot or user token (xox…): Socket Mode needs an \
+                        app-level token (xapp-…) with the connections:write scope"
+                    .to_owned(),
+            );
+        }
+        if let Some(bot_token) = &self.bot_token {
+            check_token("bot_token", bot_token)?;
+        }
+        match Url::parse(&self.api_base) {
+            Ok(url) if matches!(url.scheme.as_str(), "http" | "https") => {}
+            Ok(_) => return Err("api_base must be an http(s) URL".to_owned()),
+            Err(e) => return Err(format!("api_base: {e}")),
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!(
+                "connections must be between 1 and {MAX_CONNECTIONS} (Slack's limit per app), got {}",
+                self.connections
+            ));
+        }
+        if self.ping_interval_ms < 1000 {
+            return Err(format!(
+                "ping_interval_ms must be at least 1000, got {}",
+                self.ping_interval_ms
+            ));
+        }
+        if self.hello_timeout_ms < 1000 {
+            return Err(format!(
+                "hello_timeout_ms must be at least 1000, got {}",
+                self.hello_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// `api_base` joined with a Web API method name.
+    pub(crate) fn method_url(&self, method: &str) -> String {
+        format!("{}/{method}", self.api_base.trim_end_matches('/'))
+    }
+}
+
+fn check_token(field: &str, token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{field} contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("app_token", &"[redacted]")
+            .field("bot_token", &self.bot_token.as_ref().map(|_| "[redacted]"))
+            .field("api_base", &self.api_base)
+            .field("connections", &self.connections)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("hello_timeout_ms", &self.hello_timeout_ms)
+            .field("reconnect", &self.reconnect)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_table() {
+        let ok = SlackConfig::new("xapp-1-A1-1-tok");
+        let cases: Vec<(SlackConfig, Option<&str>)> = vec![
+            (ok.clone(), None),
+            (ok.clone().with_bot_token("xoxb-1"), None),
+            (SlackConfig::new(""), Some("app_token is empty")),
+            (SlackConfig::new("xapp 1"), Some("whitespace")),
+            (SlackConfig::new("xoxb-1-tok"), Some("app-level token")),
+            (ok.clone().with_bot_token(""), Some("bot_token is empty")),
+            (
+                SlackConfig {
+                    api_base: "ftp://x".into(),
+                    ..ok.clone()
+                },
+                Some("api_base"),
+            ),
+            (
+                SlackConfig {
+                    api_base: "wss://slack.com/api".into(),
+                    ..ok.clone()
+                },
+                Some("http(s)"),
+            ),
+            (
+                SlackConfig {
+                    connections: 0,
+                    ..ok.clone()
+                },
+                Some("between 1 and 10"),
+            ),
+            (
+                SlackConfig {
+                    connections: 11,
+                    ..ok.clone()
+                },
+                Some("between 1 and 10"),
+            ),
+            (
+                SlackConfig {
+                    connections: 10,
+                    ..ok.clone()
+                },
+                None,
+            ),
+            (
+                SlackConfig {
+                    ping_interval_ms: 999,
+                    ..ok.clone()
+                },
+                Some("ping_interval_ms"),
+            ),
+            (
+                SlackConfig {
+                    hello_timeout_ms: 0,
+                    ..ok.clone()
+                },
+                Some("hello_timeout_ms"),
+            ),
+        ];
+        for (config, expected) in cases {
+            match (config.validate(), expected) {
+                (Ok(()), None) => {}
+                (Err(e), Some(part)) => assert!(e.contains(part), "{e:?} lacks {part:?}"),
+                (got, want) => panic!("{config:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_hides_tokens_and_method_url_joins() {
+        let config = SlackConfig {
+            api_base: "http://127.0.0.1:9/api/".into(),
+            ..SlackConfig::new("xapp-SECRET").with_bot_token("xoxb-SECRET")
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert_eq!(
+            config.method_url("auth.test"),
+            "http://127.0.0.1:9/api/auth.test"
+        );
+    }
+}

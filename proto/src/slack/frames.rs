@@ -1,0 +1,338 @@
+//! What each inbound Socket Mode message does: `hello` makes a connection live (and retires the
+//! ones it replaces), `disconnect` starts a rotation or ends the source depending on its reason,
+//! envelopes become events (or duplicates acknowledged at once), and `Delivered` sends the ack.
+
+use super::acks::PendingAck;
+use super::connections::Phase;
+use super::wire::{self, DebugInfo, Envelope, Message};
+use super::{ACK_DEADLINE_MS, MAX_PENDING_ACKS, SOURCE, SlackMachine, TOO_MANY_WEBSOCKETS_WAIT_MS};
+use super::{config, meta, scrub};
+use crate::{ConnId, DeliveryId, Event, Frame, Level, Log, Misuse, Now, Output, RawJson};
+use serde_json::json;
+
+impl SlackMachine {
+    pub(super) fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) {
+        if self.pool.phase(conn).is_none() {
+            return self.stale_connection(now, conn, "a frame");
+        }
+        self.pool.on_inbound(conn, now.mono);
+        match frame {
+            Frame::Ping(_) | Frame::Pong(_) => {}
+            Frame::Binary(bytes) => self.log(
+                now,
+                Level::Warn,
+                "frame.binary",
+                format!("ignored a binary frame on connection {}", conn.0),
+                json!({"conn": conn, "bytes": bytes.len()}),
+            ),
+            Frame::Text(text) => self.on_text(now, conn, &text),
+        }
+    }
+
+    fn on_text(&mut self, now: Now, conn: ConnId, text: &str) {
+        match wire::parse(text) {
+            Err(error) => {
+                let log = Log::new(
+                    Level::Warn,
+                    SOURCE,
+                    "frame.malformed",
+                    format!(
+                        "ignored a text frame on connection {} that is not a well-formed JSON object",
+                        conn.0
+                    ),
+                    now.wall,
+                )
+                .with_error(scrub(&error.to_string()))
+                .with_detail(json!({"conn": conn, "bytes": text.len()}));
+                self.out.push_back(Output::Log(log));
+            }
+            Ok(Message::Hello {
+                num_connections,
+                debug_info,
+            }) => self.on_hello(now, conn, num_connections, debug_info),
+            Ok(Message::Disconnect { reason, debug_info }) => {
+                self.on_disconnect(now, conn, reason.as_deref(), debug_info)
+            }
+            Ok(Message::Envelope(envelope)) => self.on_envelope(now, conn, envelope),
+            Ok(Message::Other { kind }) => self.log(
+                now,
+                Level::Debug,
+                "frame.unknown",
+                format!(
+                    "ignored a frame of type {} on connection {}",
+                    kind.as_deref().unwrap_or("(none)"),
+                    conn.0
+                ),
+                json!({"conn": conn, "type": kind}),
+            ),
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        num_connections: Option<u64>,
+        debug_info: DebugInfo,
+    ) {
+        if !self.pool.on_hello(conn) {
+            return self.log(
+                now,
+                Level::Debug,
+                "socket.hello.repeat",
+                format!("ignored a repeated hello on connection {}", conn.0),
+                json!({"conn": conn}),
+            );
+        }
+        self.backoff.reset();
+        let registered = num_connections.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let lifetime = debug_info
+            .approximate_connection_time
+            .map_or_else(|| "?".to_owned(), |s| s.to_string());
+        self.log(
+            now,
+            Level::Info,
+            "socket.hello",
+            format!(
+                "connection {} ready; Slack counts {registered} connection(s) for this app, expected lifetime {lifetime} s",
+                conn.0
+            ),
+            json!({
+                "conn": conn,
+                "num_connections": num_connections,
+                "approximate_connection_time": debug_info.approximate_connection_time,
+                "host": debug_info.host,
+            }),
+        );
+        let held = self.pool.len() as u64;
+        if let Some(registered) = num_connections.filter(|&n| n > held) {
+            self.log(
+                now,
+                Level::Warn,
+                "connections.ghost",
+                format!(
+                    "Slack counts {registered} connections for this app but this source holds {held}: \
+                     other processes or stale registrations use the rest of the {} allowed",
+                    config::MAX_CONNECTIONS
+                ),
+                json!({"registered": registered, "held": held}),
+            );
+        }
+        self.update_status(String::new);
+        for old in self.pool.replaced() {
+            self.log(
+                now,
+                Level::Info,
+                "ws.rotated",
+                format!(
+                    "closing connection {}: connection {} took over",
+                    old.0, conn.0
+                ),
+                json!({"closed": old, "replacement": conn}),
+            );
+            self.close(old, format!("replaced by connection {}", conn.0));
+        }
+    }
+
+    fn on_disconnect(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        reason: Option<&str>,
+        debug_info: DebugInfo,
+    ) {
+        let detail = json!({"conn": conn, "reason": reason, "host": debug_info.host});
+        match reason {
+            Some("link_disabled") => self.fail(
+                "Slack turned Socket Mode off for this app (disconnect reason link_disabled): \
+                 enable Socket Mode in the app settings"
+                    .to_owned(),
+            ),
+            Some("too_many_websockets") => {
+                let wait_ms = self.rng.u64(TOO_MANY_WEBSOCKETS_WAIT_MS);
+                self.log(
+                    now,
+                    Level::Warn,
+                    "disconnect.too_many_websockets",
+                    format!(
+                        "Slack refused connection {}: this app has too many Socket Mode connections \
+                         (at most {}, other processes count too); opening none for {wait_ms} ms",
+                        conn.0,
+                        config::MAX_CONNECTIONS
+                    ),
+                    json!({"conn": conn, "waitMs": wait_ms, "host": debug_info.host}),
+                );
+                self.close(conn, "too_many_websockets".to_owned());
+                self.wait_until(now.mono + wait_ms);
+                self.update_status(|| "too_many_websockets".to_owned());
+            }
+            _ => {
+                let reason = reason.unwrap_or("(none)");
+                match self.pool.phase(conn) {
+                    Some(Phase::Live) => {
+                        let level = match reason {
+                            "warning" | "refresh_requested" => Level::Info,
+                            _ => Level::Warn,
+                        };
+                        self.pool.retire(conn, Phase::Draining);
+                        self.log(
+                            now,
+                            level,
+                            "disconnect.requested",
+                            format!(
+                                "Slack will close connection {} ({reason}); it keeps receiving while its replacement opens",
+                                conn.0
+                            ),
+                            detail,
+                        );
+                        self.reconcile();
+                    }
+                    Some(Phase::Connecting | Phase::AwaitingHello) => {
+                        self.close(conn, format!("disconnect {reason}"));
+                        self.failed_attempt(
+                            now,
+                            format!(
+                                "connection {} got disconnect ({reason}) before hello",
+                                conn.0
+                            ),
+                        );
+                    }
+                    Some(Phase::Draining | Phase::Stale) | None => self.log(
+                        now,
+                        Level::Debug,
+                        "disconnect.repeat",
+                        format!("connection {} is already being replaced ({reason})", conn.0),
+                        detail,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn on_envelope(&mut self, now: Now, conn: ConnId, envelope: Envelope<'_>) {
+        let Envelope {
+            envelope_id,
+            kind,
+            payload,
+            retry_attempt,
+            retry_reason,
+        } = envelope;
+        let missing = if payload.is_none() { "payload" } else { "type" };
+        let (Some(kind), Some(payload)) = (kind, payload) else {
+            self.log(
+                now,
+                Level::Warn,
+                "envelope.incomplete",
+                format!(
+                    "envelope {envelope_id} on connection {} has no {missing}; acknowledged, not emitted",
+                    conn.0
+                ),
+                json!({"conn": conn, "envelope_id": envelope_id}),
+            );
+            return self.send_ack(conn, &envelope_id);
+        };
+        let extracted = meta::extract(&kind, &payload);
+        if !self
+            .seen
+            .first_sighting(extracted.event_id.as_deref(), &envelope_id, now.mono)
+        {
+            self.log(
+                now,
+                Level::Debug,
+                "envelope.duplicate",
+                format!(
+                    "envelope {envelope_id} on connection {} repeats an emitted payload; acknowledged, not emitted",
+                    conn.0
+                ),
+                json!({
+                    "conn": conn,
+                    "envelope_id": envelope_id,
+                    "event_id": extracted.event_id,
+                    "retry_attempt": retry_attempt,
+                }),
+            );
+            return self.send_ack(conn, &envelope_id);
+        }
+        let mut event = Event::new(SOURCE, kind.as_ref(), RawJson::from_raw(payload), now.wall);
+        event.meta = extracted.meta;
+        event
+            .meta
+            .insert("event_type".to_owned(), kind.into_owned());
+        if let Some(attempt) = retry_attempt {
+            event
+                .meta
+                .insert("retry_attempt".to_owned(), attempt.to_string());
+        }
+        if let Some(reason) = retry_reason {
+            event
+                .meta
+                .insert("retry_reason".to_owned(), reason.into_owned());
+        }
+        if let Some(identity) = &self.identity {
+            for (key, value) in [
+                ("team_id", &identity.team_id),
+                ("bot_user_id", &identity.bot_user_id),
+            ] {
+                if let Some(value) = value {
+                    event.meta.insert(key.to_owned(), value.clone());
+                }
+            }
+        }
+        let (delivery, given_up) = self.acks.register(PendingAck {
+            conn,
+            envelope_id: envelope_id.into_owned(),
+            received_at: now.mono,
+        });
+        if let Some(given_up) = given_up {
+            self.log(
+                now,
+                Level::Warn,
+                "ack.dropped",
+                format!(
+                    "more than {MAX_PENDING_ACKS} events await confirmation: envelope {} will not be acknowledged (Slack redelivers it)",
+                    given_up.envelope_id
+                ),
+                json!({"conn": given_up.conn, "envelope_id": given_up.envelope_id}),
+            );
+        }
+        self.out.push_back(Output::Emit {
+            event,
+            confirm: Some(delivery),
+        });
+    }
+
+    pub(super) fn on_delivered(&mut self, now: Now, delivery: DeliveryId) -> Result<(), Misuse> {
+        let Some(pending) = self.acks.take(delivery)? else {
+            return Ok(());
+        };
+        if self.pool.phase(pending.conn).is_none() {
+            self.log(
+                now,
+                Level::Warn,
+                "ack.orphaned",
+                format!(
+                    "connection {} closed before envelope {} could be acknowledged; Slack will redeliver it \
+                     and the duplicate will be acknowledged without a second event",
+                    pending.conn.0, pending.envelope_id
+                ),
+                json!({"conn": pending.conn, "envelope_id": pending.envelope_id}),
+            );
+            return Ok(());
+        }
+        let waited_ms = now.mono - pending.received_at;
+        if waited_ms > ACK_DEADLINE_MS {
+            self.log(
+                now,
+                Level::Warn,
+                "ack.late",
+                format!(
+                    "acknowledging envelope {} {waited_ms} ms after it arrived; Slack may already have redelivered it",
+                    pending.envelope_id
+                ),
+                json!({"conn": pending.conn, "envelope_id": pending.envelope_id, "waitedMs": waited_ms}),
+            );
+        }
+        self.send_ack(pending.conn, &pending.envelope_id);
+        Ok(())
+    }
+}

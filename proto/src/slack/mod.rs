@@ -1,0 +1,606 @@
+//! Slack Socket Mode as a sans-IO machine: envelopes in, events out, acks only after the firehose
+//! has the event, and connections rotated without a gap.
+//!
+//! What it does that Slack's own SDKs do not:
+//! - **Make-before-break rotation.** On `disconnect` with `warning` or `refresh_requested` (or a
+//!   reason it does not know) the connection keeps receiving while a replacement is opened with a
+//!   fresh `apps.connections.open` call; it is closed only after the replacement said `hello`. A
+//!   replacement that stays silent past the hello timeout is dropped and retried with backoff,
+//!   the old connection kept meanwhile.
+//! - **Disconnect reasons that mean different things.** `link_disabled` (Socket Mode turned off)
+//!   fails the source; `too_many_websockets` closes that connection and waits
+//!   [`TOO_MANY_WEBSOCKETS_WAIT_MS`] before opening another.
+//! - **Exactly-once emission.** Envelopes are deduplicated by `payload.event_id` (else by
+//!   `envelope_id`) across redeliveries, rotations and parallel connections; duplicates are
+//!   acknowledged again and not emitted.
+//! - **Ack after delivery.** Each event is emitted with `confirm`; its `{"envelope_id":…}` ack goes
+//!   out on the connection it came on when `Input::Delivered` arrives.
+//! - **Own liveness.** Every connection pings every `ping_interval_ms`; one that hears nothing
+//!   (no frame, no pong) for three intervals is replaced.
+//!
+//! The drain rule of [`Machine`] applies: after each `handle_input`, call `poll_output` until
+//! `None`, then wait for the next input or `poll_timeout`.
+
+mod acks;
+mod api;
+mod config;
+mod connections;
+mod dedup;
+mod frames;
+mod liveness;
+mod meta;
+mod wire;
+
+pub use acks::{ACK_DEADLINE_MS, MAX_PENDING_ACKS};
+pub use api::{DEFAULT_RETRY_AFTER_MS, FATAL_ERRORS, MAX_RETRY_AFTER_MS};
+pub use config::{DEFAULT_API_BASE, MAX_CONNECTIONS, SlackConfig};
+pub use dedup::{DEDUP_CAPACITY, DEDUP_TTL_MS};
+pub use liveness::DEAD_AFTER_INTERVALS;
+
+use crate::{
+    Backoff, ConnId, Frame, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis, Misuse,
+    MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers,
+};
+use acks::PendingAcks;
+use api::{ApiOutcome, Identity};
+use connections::{Due, Phase, Pool};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+
+/// The source name on every event and log.
+pub const SOURCE: &str = "slack";
+
+/// After `too_many_websockets`, wait a random time in this range (ms) before opening another
+/// connection: long enough for ghost registrations to matter less, jittered so several
+/// processes of one app do not retry in step.
+pub const TOO_MANY_WEBSOCKETS_WAIT_MS: RangeInclusive<u64> = 60_000..=90_000;
+
+/// Close code for every close this machine starts: the ordinary "done with it".
+const CLOSE_NORMAL: u16 = 1000;
+
+/// The machine's deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlackTimer {
+    /// Backoff, rate-limit or `too_many_websockets` wait before the next Web API call.
+    Retry,
+    /// The earliest hello timeout, ping or death among the connections.
+    Connections,
+}
+
+impl TimerKind for SlackTimer {
+    const ALL: &'static [SlackTimer] = &[SlackTimer::Retry, SlackTimer::Connections];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Idle,
+    /// Waiting for `auth.test` (in flight, or between retries).
+    Authenticating,
+    Running,
+    Finished,
+}
+
+/// The Slack Socket Mode machine. See the [module docs](self) for the behaviour.
+///
+/// ```
+/// use openflume_proto::slack::{SlackConfig, SlackMachine};
+/// use openflume_proto::{Input, Machine, Millis, Now, Output, Status, UnixMillis};
+///
+/// let mut slack = SlackMachine::new(SlackConfig::new("xapp-1-A1-1-secret"), 7).unwrap();
+/// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+/// slack.handle_input(now, Input::Start).unwrap();
+/// let outputs: Vec<Output> = std::iter::from_fn(|| slack.poll_output()).collect();
+/// assert!(matches!(&outputs[0], Output::Status(change) if change.to == Status::Connecting));
+/// let Output::Request { request, .. } = &outputs[1] else { panic!() };
+/// assert_eq!(request.url, "https://slack.com/api/apps.connections.open");
+/// ```
+pub struct SlackMachine {
+    config: SlackConfig,
+    rng: fastrand::Rng,
+    out: VecDeque<Output>,
+    timers: Timers<SlackTimer>,
+    clock: MonotonicGuard,
+    status: StatusTracker,
+    lifecycle: Lifecycle,
+    backoff: Backoff,
+    req_ids: IdCounter,
+    conn_ids: IdCounter,
+    /// The `auth.test` call in flight.
+    auth_request: Option<ReqId>,
+    identity: Option<Identity>,
+    pool: Pool,
+    acks: PendingAcks,
+    seen: dedup::Seen,
+}
+
+impl SlackMachine {
+    /// A machine for `config`, with all randomness drawn from `seed`.
+    ///
+    /// ```
+    /// use openflume_proto::slack::{SlackConfig, SlackMachine};
+    /// use openflume_proto::Misuse;
+    /// let bad = SlackConfig { connections: 11, ..SlackConfig::new("xapp-1") };
+    /// assert!(matches!(SlackMachine::new(bad, 0), Err(Misuse::Config(_))));
+    /// ```
+    pub fn new(config: SlackConfig, seed: u64) -> Result<SlackMachine, Misuse> {
+        config.validate().map_err(Misuse::Config)?;
+        Ok(SlackMachine {
+            rng: fastrand::Rng::with_seed(seed),
+            out: VecDeque::new(),
+            timers: Timers::new(),
+            clock: MonotonicGuard::default(),
+            status: StatusTracker::default(),
+            lifecycle: Lifecycle::Idle,
+            backoff: Backoff::new(config.reconnect),
+            req_ids: IdCounter::default(),
+            conn_ids: IdCounter::default(),
+            auth_request: None,
+            identity: None,
+            pool: Pool::new(
+                usize::from(config.connections),
+                config.ping_interval_ms,
+                config.hello_timeout_ms,
+            ),
+            acks: PendingAcks::default(),
+            seen: dedup::Seen::default(),
+            config,
+        })
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    fn log(
+        &mut self,
+        now: Now,
+        level: Level,
+        action: &str,
+        message: String,
+        detail: serde_json::Value,
+    ) {
+        let mut log = Log::new(level, SOURCE, action, message, now.wall);
+        if !detail.is_null() {
+            log = log.with_detail(detail);
+        }
+        self.out.push_back(Output::Log(log));
+    }
+
+    fn set_status(&mut self, to: Status, reason: Option<String>) {
+        if let Some(change) = self.status.set(to, reason) {
+            self.out.push_back(Output::Status(change));
+        }
+    }
+
+    /// Connected while some connection receives; otherwise reconnecting once it had been connected.
+    fn update_status(&mut self, reason: impl FnOnce() -> String) {
+        if self.pool.is_receiving() {
+            self.set_status(Status::Connected, None);
+        } else if self.status.current() == Status::Connected {
+            self.set_status(Status::Reconnecting, Some(reason()));
+        }
+    }
+
+    fn send_ack(&mut self, conn: ConnId, envelope_id: &str) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame: Frame::Text(wire::ack(envelope_id)),
+        });
+    }
+
+    fn close(&mut self, conn: ConnId, reason: String) {
+        self.pool.remove(conn);
+        self.out.push_back(Output::Close {
+            conn,
+            code: CLOSE_NORMAL,
+            reason,
+        });
+    }
+
+    fn finish(&mut self, status: Status, reason: Option<String>, close_reason: &str) {
+        for conn in self.pool.drain() {
+            self.out.push_back(Output::Close {
+                conn,
+                code: CLOSE_NORMAL,
+                reason: close_reason.to_owned(),
+            });
+        }
+        self.auth_request = None;
+        self.timers.cancel_all();
+        self.set_status(status, reason);
+        self.lifecycle = Lifecycle::Finished;
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.finish(Status::Failed, Some(reason), "source failed");
+    }
+
+    // ----- Web API calls and retries -------------------------------------------------------
+
+    fn send_auth_test(&mut self) {
+        let Some(bot_token) = self.config.bot_token.as_deref() else {
+            return;
+        };
+        let request = api::auth_test(&self.config, bot_token);
+        let req = ReqId(self.req_ids.next());
+        self.auth_request = Some(req);
+        self.out.push_back(Output::Request { req, request });
+    }
+
+    /// Starts URL requests until the pool is at its target, unless a wait is running.
+    fn reconcile(&mut self) {
+        if self.lifecycle != Lifecycle::Running || self.timers.is_armed(SlackTimer::Retry) {
+            return;
+        }
+        for _ in 0..self.pool.deficit() {
+            let req = ReqId(self.req_ids.next());
+            self.pool.add_request(req);
+            let request = api::connections_open(&self.config);
+            self.out.push_back(Output::Request { req, request });
+        }
+    }
+
+    /// Holds every Web API call until `at` (a later wait already running wins).
+    fn wait_until(&mut self, at: Millis) {
+        let at = self
+            .timers
+            .get(SlackTimer::Retry)
+            .map_or(at, |armed| armed.max(at));
+        self.timers.arm(SlackTimer::Retry, at);
+    }
+
+    /// One more failed attempt: wait per the backoff policy, or fail once it is spent.
+    fn failed_attempt(&mut self, now: Now, cause: String) {
+        match self.backoff.next_delay(&mut self.rng) {
+            Some(delay_ms) => {
+                self.log(
+                    now,
+                    Level::Warn,
+                    "reconnect.scheduled",
+                    format!("{cause}; retrying in {delay_ms} ms"),
+                    json!({"attempt": self.backoff.attempts(), "delayMs": delay_ms, "cause": cause}),
+                );
+                self.wait_until(now.mono + delay_ms);
+                self.update_status(|| cause);
+            }
+            None => {
+                let retries = self.backoff.attempts();
+                self.fail(format!("gave up after {retries} retries: {cause}"));
+            }
+        }
+    }
+
+    fn rate_limited(&mut self, now: Now, method: &str, wait_ms: u64) {
+        self.log(
+            now,
+            Level::Warn,
+            "api.rate_limited",
+            format!("{method} is rate limited; calling again in {wait_ms} ms"),
+            json!({"method": method, "waitMs": wait_ms}),
+        );
+        self.wait_until(now.mono + wait_ms);
+    }
+
+    fn on_response(&mut self, now: Now, req: ReqId, response: HttpResponse) {
+        if self.auth_request == Some(req) {
+            self.auth_request = None;
+            match api::classify_auth_test(&response) {
+                ApiOutcome::Ok(identity) => self.authenticated(now, identity),
+                ApiOutcome::Fatal { code } => self.fail(format!(
+                    "auth.test: {code} ({}): check the bot token",
+                    api::explain(&code)
+                )),
+                ApiOutcome::RateLimited { wait_ms } => self.rate_limited(now, "auth.test", wait_ms),
+                ApiOutcome::Retryable { cause } => {
+                    self.failed_attempt(now, format!("auth.test failed: {cause}"))
+                }
+            }
+        } else if self.pool.take_request(req) {
+            match api::classify_connections_open(&response) {
+                ApiOutcome::Ok(url) => self.open_connection(now, url),
+                ApiOutcome::Fatal { code } => self.fail(format!(
+                    "apps.connections.open: {code} ({}): check the app-level token and its connections:write scope",
+                    api::explain(&code)
+                )),
+                ApiOutcome::RateLimited { wait_ms } => {
+                    self.rate_limited(now, "apps.connections.open", wait_ms)
+                }
+                ApiOutcome::Retryable { cause } => {
+                    self.failed_attempt(now, format!("apps.connections.open failed: {cause}"))
+                }
+            }
+        } else {
+            self.stale_request(now, req);
+        }
+    }
+
+    fn on_request_failed(&mut self, now: Now, req: ReqId, error: &str) {
+        let error = scrub(error);
+        if self.auth_request == Some(req) {
+            self.auth_request = None;
+            self.failed_attempt(now, format!("auth.test failed: {error}"));
+        } else if self.pool.take_request(req) {
+            self.failed_attempt(now, format!("apps.connections.open failed: {error}"));
+        } else {
+            self.stale_request(now, req);
+        }
+    }
+
+    fn stale_request(&mut self, now: Now, req: ReqId) {
+        self.log(
+            now,
+            Level::Debug,
+            "http.stale",
+            format!(
+                "ignored the outcome of request {}, which is no longer awaited",
+                req.0
+            ),
+            json!({"req": req}),
+        );
+    }
+
+    fn authenticated(&mut self, now: Now, identity: Identity) {
+        let facts: Vec<String> = [
+            ("bot user", &identity.bot_user_id),
+            ("team", &identity.team_id),
+            ("app", &identity.app_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name} {}", value.as_deref()?)))
+        .collect();
+        self.backoff.reset();
+        self.log(
+            now,
+            Level::Info,
+            "auth.ok",
+            format!("bot token accepted: {}", facts.join(", ")),
+            json!({
+                "bot_user_id": identity.bot_user_id,
+                "team_id": identity.team_id,
+                "bot_id": identity.bot_id,
+                "app_id": identity.app_id,
+            }),
+        );
+        self.identity = Some(identity);
+        self.lifecycle = Lifecycle::Running;
+        self.reconcile();
+    }
+
+    // ----- connections ---------------------------------------------------------------------
+
+    fn open_connection(&mut self, now: Now, url: String) {
+        let conn = ConnId(self.conn_ids.next());
+        self.pool.add_connecting(conn, now.mono);
+        self.log(
+            now,
+            Level::Debug,
+            "ws.connect",
+            format!("opening connection {}", conn.0),
+            json!({"conn": conn, "url": crate::redact::url(&url)}),
+        );
+        self.out.push_back(Output::Connect { conn, url });
+    }
+
+    fn stale_connection(&mut self, now: Now, conn: ConnId, what: &str) {
+        self.log(
+            now,
+            Level::Debug,
+            "ws.stale",
+            format!(
+                "ignored {what} on connection {}, which this source does not hold (closed already or never opened)",
+                conn.0
+            ),
+            json!({"conn": conn}),
+        );
+    }
+
+    fn on_opened(&mut self, now: Now, conn: ConnId) {
+        if self.pool.phase(conn).is_none() {
+            self.stale_connection(now, conn, "an open");
+        } else if !self.pool.on_opened(conn, now.mono) {
+            self.log(
+                now,
+                Level::Debug,
+                "ws.open.repeat",
+                format!("ignored a repeated open of connection {}", conn.0),
+                json!({"conn": conn}),
+            );
+        }
+    }
+
+    fn on_closed(&mut self, now: Now, conn: ConnId, what: String) {
+        let Some(phase) = self.pool.remove(conn) else {
+            return self.stale_connection(now, conn, "a close");
+        };
+        match phase {
+            Phase::Draining | Phase::Stale => {
+                self.log(
+                    now,
+                    Level::Info,
+                    "ws.closed",
+                    format!("retiring connection {} closed ({what})", conn.0),
+                    json!({"conn": conn}),
+                );
+                self.update_status(|| {
+                    format!(
+                        "connection {} closed before its replacement was ready",
+                        conn.0
+                    )
+                });
+            }
+            Phase::Live => {
+                self.failed_attempt(now, format!("connection {} closed ({what})", conn.0));
+            }
+            Phase::Connecting | Phase::AwaitingHello => {
+                self.failed_attempt(
+                    now,
+                    format!("connection {} closed before hello ({what})", conn.0),
+                );
+            }
+        }
+    }
+
+    fn on_connect_failed(&mut self, now: Now, conn: ConnId, error: &str) {
+        if self.pool.remove(conn).is_none() {
+            return self.stale_connection(now, conn, "a connect failure");
+        }
+        let error = scrub(error);
+        self.failed_attempt(
+            now,
+            format!("connection {} failed to open: {error}", conn.0),
+        );
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        for kind in self.timers.take_expired(now.mono) {
+            if kind == SlackTimer::Retry {
+                match self.lifecycle {
+                    Lifecycle::Authenticating if self.auth_request.is_none() => {
+                        self.send_auth_test()
+                    }
+                    _ => self.reconcile(),
+                }
+            }
+        }
+        for (conn, due) in self.pool.due(now.mono) {
+            match due {
+                Due::Ping(payload) => self.out.push_back(Output::Send {
+                    conn,
+                    frame: Frame::Ping(payload),
+                }),
+                Due::HelloTimeout => {
+                    self.close(conn, "no hello".to_owned());
+                    let timeout = self.config.hello_timeout_ms;
+                    self.failed_attempt(
+                        now,
+                        format!("connection {} sent no hello within {timeout} ms", conn.0),
+                    );
+                }
+                Due::Dead { silent_ms } => self.on_dead(now, conn, silent_ms),
+            }
+        }
+    }
+
+    fn on_dead(&mut self, now: Now, conn: ConnId, silent_ms: u64) {
+        let silence = format!(
+            "no frame or pong on connection {} for {silent_ms} ms",
+            conn.0
+        );
+        match self.pool.phase(conn) {
+            Some(Phase::Live) => {
+                self.pool.retire(conn, Phase::Stale);
+                self.log(
+                    now,
+                    Level::Warn,
+                    "liveness.stale",
+                    format!("{silence}; opening a replacement, then closing it"),
+                    json!({"conn": conn, "silentMs": silent_ms}),
+                );
+                self.update_status(|| silence);
+                self.reconcile();
+            }
+            Some(Phase::Draining) => {
+                self.pool.retire(conn, Phase::Stale);
+                self.log(
+                    now,
+                    Level::Warn,
+                    "liveness.stale",
+                    format!("{silence}; its replacement is already under way"),
+                    json!({"conn": conn, "silentMs": silent_ms}),
+                );
+                self.update_status(|| silence);
+            }
+            Some(Phase::Connecting | Phase::AwaitingHello) => {
+                self.close(conn, "silent".to_owned());
+                self.failed_attempt(now, format!("{silence} before hello"));
+            }
+            Some(Phase::Stale) | None => {}
+        }
+    }
+
+    fn start(&mut self) {
+        self.set_status(Status::Connecting, None);
+        if self.config.bot_token.is_some() {
+            self.lifecycle = Lifecycle::Authenticating;
+            self.send_auth_test();
+        } else {
+            self.lifecycle = Lifecycle::Running;
+            self.reconcile();
+        }
+    }
+}
+
+/// Text from the transport (close reasons, error messages) with credential query values hidden,
+/// in case it quotes the `wss://…?ticket=…` URL.
+fn scrub(text: &str) -> String {
+    text.split(' ')
+        .map(crate::redact::url)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe_close(code: Option<u16>, reason: &str) -> String {
+    let reason = scrub(reason);
+    match (code, reason.is_empty()) {
+        (Some(code), true) => format!("code {code}"),
+        (Some(code), false) => format!("code {code}: {reason}"),
+        (None, true) => "no close frame".to_owned(),
+        (None, false) => format!("no close frame: {reason}"),
+    }
+}
+
+impl Machine for SlackMachine {
+    fn source(&self) -> &str {
+        SOURCE
+    }
+
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        match (self.lifecycle, &input) {
+            (Lifecycle::Finished, _) => return Err(Misuse::Finished),
+            (Lifecycle::Idle, Input::Start) => {}
+            (Lifecycle::Idle, _) => return Err(Misuse::NotStarted),
+            (_, Input::Start) => return Err(Misuse::AlreadyStarted),
+            _ => {}
+        }
+        let now = self.clock.observe(now);
+        match input {
+            Input::Start => self.start(),
+            Input::Timer => self.on_timer(now),
+            Input::Opened { conn } => self.on_opened(now, conn),
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            Input::Closed { conn, code, reason } => {
+                self.on_closed(now, conn, describe_close(code, &reason))
+            }
+            Input::ConnectFailed { conn, error } => self.on_connect_failed(now, conn, &error),
+            Input::Response { req, response } => self.on_response(now, req, response),
+            Input::RequestFailed { req, error } => self.on_request_failed(now, req, &error),
+            Input::Delivered { delivery } => self.on_delivered(now, delivery)?,
+            Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
+        }
+        match self.pool.next_deadline() {
+            Some(at) if self.lifecycle != Lifecycle::Finished => {
+                self.timers.arm(SlackTimer::Connections, at.max(now.mono))
+            }
+            _ => self.timers.cancel(SlackTimer::Connections),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.lifecycle == Lifecycle::Finished
+    }
+
+    fn status(&self) -> Status {
+        self.status.current()
+    }
+}

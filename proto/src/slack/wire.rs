@@ -1,0 +1,328 @@
+//! Socket Mode frames as they travel: `hello`, `disconnect`, envelopes in, acks out.
+//!
+//! Parsing is lenient field by field: a field of an unexpected type reads as absent instead of
+//! failing the frame, because failing an envelope would leave it unacknowledged and Slack would
+//! redeliver it forever. Only text that is not a JSON object is malformed. The envelope `payload`
+//! stays a `Box<RawValue>`: it becomes the event's data byte for byte, without a `Value` tree.
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A string field that reads as `None` when the value is not a string. With `objects`, an object
+/// stands for its `"id"` (Slack sends `channel` and `user` both as `"C1"` and as `{"id":"C1",…}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Text<'a>(pub Option<Cow<'a, str>>);
+
+/// Like [`Text`], but an object `{"id": "…", …}` reads as its id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IdText<'a>(pub Option<Cow<'a, str>>);
+
+struct LooseVisitor {
+    objects: bool,
+}
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if self.objects && key == "id" && id.is_none() {
+                id = map.next_value::<Text<'de>>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(id)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(LooseVisitor { objects: false })
+            .map(Text)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(LooseVisitor { objects: true })
+            .map(IdText)
+    }
+}
+
+/// A non-negative integer from a raw field, `None` when absent or of another type.
+pub(crate) fn lenient_u64(raw: Option<&RawValue>) -> Option<u64> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The top-level fields of any inbound frame; unknown fields are skipped without being parsed.
+#[derive(Deserialize)]
+struct FrameFields<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    envelope_id: Text<'a>,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    reason: Text<'a>,
+    #[serde(default, borrow)]
+    num_connections: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    debug_info: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    retry_attempt: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    retry_reason: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct DebugInfoFields<'a> {
+    #[serde(default, borrow)]
+    host: Text<'a>,
+    #[serde(default, borrow)]
+    approximate_connection_time: Option<&'a RawValue>,
+}
+
+/// What Slack's `debug_info` says about a connection, when it says it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DebugInfo {
+    /// The Slack host serving the connection.
+    pub host: Option<String>,
+    /// Slack's estimate of the connection's lifetime, in seconds.
+    pub approximate_connection_time: Option<u64>,
+}
+
+impl DebugInfo {
+    fn parse(raw: Option<&RawValue>) -> DebugInfo {
+        raw.and_then(|raw| serde_json::from_str::<DebugInfoFields<'_>>(raw.get()).ok())
+            .map(|fields| DebugInfo {
+                host: fields.host.0.map(Cow::into_owned),
+                approximate_connection_time: lenient_u64(fields.approximate_connection_time),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// An envelope: something Slack wants acknowledged by its `envelope_id`.
+#[derive(Debug)]
+pub(crate) struct Envelope<'a> {
+    /// The id to acknowledge.
+    pub envelope_id: Cow<'a, str>,
+    /// `events_api`, `slash_commands`, `interactive`, or a type added later.
+    pub kind: Option<Cow<'a, str>>,
+    /// The payload, exactly as received.
+    pub payload: Option<Box<RawValue>>,
+    /// 0 on the first delivery, then 1, 2 … on redeliveries.
+    pub retry_attempt: Option<u64>,
+    /// Why Slack redelivered (`timeout`); empty on first delivery.
+    pub retry_reason: Option<Cow<'a, str>>,
+}
+
+/// One inbound text frame, classified.
+#[derive(Debug)]
+pub(crate) enum Message<'a> {
+    /// The connection is ready to receive envelopes.
+    Hello {
+        /// Slack's count of this app's registered connections.
+        num_connections: Option<u64>,
+        /// Host and expected lifetime.
+        debug_info: DebugInfo,
+    },
+    /// Slack is about to close (or wants us to close) this connection.
+    Disconnect {
+        /// `warning`, `refresh_requested`, `link_disabled`, `too_many_websockets`, …
+        reason: Option<Cow<'a, str>>,
+        /// Host, when given.
+        debug_info: DebugInfo,
+    },
+    /// A frame with an `envelope_id` (every type except `hello` and `disconnect`).
+    Envelope(Envelope<'a>),
+    /// Anything else; only its type is kept, for the log.
+    Other {
+        /// The `type` field, when it is a string.
+        kind: Option<Cow<'a, str>>,
+    },
+}
+
+/// Classifies one text frame; `Err` when it is not a JSON object.
+pub(crate) fn parse(text: &str) -> Result<Message<'_>, serde_json::Error> {
+    if !text.trim_start().starts_with('{') {
+        // serde's derived structs would also accept a JSON array, positionally.
+        return Err(de::Error::custom("expected a JSON object"));
+    }
+    let fields: FrameFields<'_> = serde_json::from_str(text)?;
+    let message = match fields.kind.0.as_deref() {
+        Some("hello") => Message::Hello {
+            num_connections: lenient_u64(fields.num_connections),
+            debug_info: DebugInfo::parse(fields.debug_info),
+        },
+        Some("disconnect") => Message::Disconnect {
+            reason: fields.reason.0,
+            debug_info: DebugInfo::parse(fields.debug_info),
+        },
+        _ => match fields.envelope_id.0 {
+            Some(envelope_id) => Message::Envelope(Envelope {
+                envelope_id,
+                kind: fields.kind.0,
+                payload: fields.payload,
+                retry_attempt: lenient_u64(fields.retry_attempt),
+                retry_reason: fields.retry_reason.0.filter(|r| !r.is_empty()),
+            }),
+            None => Message::Other {
+                kind: fields.kind.0,
+            },
+        },
+    };
+    Ok(message)
+}
+
+/// The acknowledgement frame `{"envelope_id":"…"}`.
+pub(crate) fn ack(envelope_id: &str) -> String {
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        envelope_id: &'a str,
+    }
+    // Serialising a struct of one string cannot fail; the fallback keeps the type honest.
+    serde_json::to_string(&Ack { envelope_id }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(text: &str) -> String {
+        match parse(text) {
+            Err(_) => "malformed".into(),
+            Ok(Message::Hello {
+                num_connections,
+                debug_info,
+            }) => format!("hello {num_connections:?} {debug_info:?}"),
+            Ok(Message::Disconnect { reason, debug_info }) => {
+                format!("disconnect {reason:?} {:?}", debug_info.host)
+            }
+            Ok(Message::Envelope(e)) => format!(
+                "envelope {} {:?} payload={:?} retry={:?}/{:?}",
+                e.envelope_id,
+                e.kind,
+                e.payload.map(|p| p.get().to_owned()),
+                e.retry_attempt,
+                e.retry_reason
+            ),
+            Ok(Message::Other { kind }) => format!("other {kind:?}"),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases = [
+            (
+                r#"{"type":"hello","num_connections":2,"debug_info":{"host":"h1","approximate_connection_time":18060}}"#,
+                r#"hello Some(2) DebugInfo { host: Some("h1"), approximate_connection_time: Some(18060) }"#,
+            ),
+            (
+                r#"{"type":"hello","num_connections":"2","debug_info":[1]}"#,
+                "hello None DebugInfo { host: None, approximate_connection_time: None }",
+            ),
+            (
+                r#"{"type":"disconnect","reason":"warning","debug_info":{"host":"h\u0031"}}"#,
+                r#"disconnect Some("warning") Some("h1")"#,
+            ),
+            (
+                r#"{"type":"disconnect","reason":7}"#,
+                "disconnect None None",
+            ),
+            (
+                r#"{"envelope_id":"e1","type":"events_api","payload":{"a":1},"retry_attempt":1,"retry_reason":"timeout"}"#,
+                r#"envelope e1 Some("events_api") payload=Some("{\"a\":1}") retry=Some(1)/Some("timeout")"#,
+            ),
+            (
+                r#"{"envelope_id":"e2","type":"slash_commands","payload":null,"retry_attempt":"x","retry_reason":""}"#,
+                r#"envelope e2 Some("slash_commands") payload=None retry=None/None"#,
+            ),
+            (
+                r#"{"envelope_id":"e3","payload":"text"}"#,
+                r#"envelope e3 None payload=Some("\"text\"") retry=None/None"#,
+            ),
+            (
+                r#"{"envelope_id":{"id":"x"},"type":"events_api"}"#,
+                r#"other Some("events_api")"#,
+            ),
+            (r#"{"type":"goodbye"}"#, r#"other Some("goodbye")"#),
+            (r#"{}"#, "other None"),
+            (r#"[1,2]"#, "malformed"),
+            (r#""hello""#, "malformed"),
+            (r#"{"type":"hello""#, "malformed"),
+            (r#"{"type":"hello","type":"hello"}"#, "malformed"),
+            ("", "malformed"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(summary(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn ack_escapes() {
+        assert_eq!(ack("a\"b"), r#"{"envelope_id":"a\"b"}"#);
+    }
+
+    #[test]
+    fn loose_text_reads_ids() {
+        #[derive(Deserialize)]
+        struct Probe<'a> {
+            #[serde(borrow)]
+            a: IdText<'a>,
+            #[serde(borrow)]
+            b: IdText<'a>,
+            #[serde(borrow)]
+            c: Text<'a>,
+            #[serde(borrow)]
+            d: IdText<'a>,
+        }
+        let probe: Probe<'_> = serde_json::from_str(
+            r#"{"a":"C1","b":{"name":"x","id":"C2","more":[1,{"id":"no"}]},"c":{"id":"C3"},"d":[true]}"#,
+        )
+        .unwrap();
+        assert_eq!(probe.a.0.as_deref(), Some("C1"));
+        assert_eq!(probe.b.0.as_deref(), Some("C2"));
+        assert_eq!(probe.c.0, None);
+        assert_eq!(probe.d.0, None);
+    }
+}
