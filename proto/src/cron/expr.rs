@@ -474,10 +474,20 @@ impl Schedule {
         let (Ok(month), Ok(day)) = (u8::try_from(date.month()), u8::try_from(date.day())) else {
             return false;
         };
-        self.months.contains(month) && self.day_mask(date).contains(day)
+        let weekday = date.weekday().to_sunday_zero_offset().max(0) as u8;
+        let (by_date, by_weekday) = (
+            self.days_of_month.contains(day),
+            self.days_of_week.contains(weekday),
+        );
+        self.months.contains(month)
+            && match self.day_rule {
+                DayRule::Both => by_date && by_weekday,
+                DayRule::Either => by_date || by_weekday,
+            }
     }
 
-    /// The days of `date`'s month (1-31) that the day rule selects.
+    /// The days of `date`'s month (1-31) that the day rule selects: [`Schedule::matches_day`]
+    /// for a whole month at once, so the search can jump to the next selected day.
     pub(crate) fn day_mask(&self, date: Date) -> Bits {
         let days_in_month = date.days_in_month().max(0) as u8;
         let first = date.first_of_month().weekday().to_sunday_zero_offset().max(0) as u8;

@@ -515,19 +515,22 @@ mod tests {
         assert!(compared > 2500, "compared {compared}, beyond the horizon {beyond}");
     }
 
-    /// Brute force for the DST property test: the policy written minute by minute on the time line.
-    fn brute_force_policy(schedule: &Schedule, after: Timestamp, tz: &TimeZone, horizon: Timestamp) -> Option<Timestamp> {
+    /// Brute force for the DST property test: cronie's policy written minute by minute on the
+    /// time line. Every fire in `(after, until)`.
+    fn policy_model(schedule: &Schedule, after: Timestamp, tz: &TimeZone, until: Timestamp) -> Vec<Timestamp> {
+        let mut fires = Vec::new();
         let mut at = Timestamp::from_second(after.as_second().div_euclid(60) * 60 + 60).unwrap();
-        while at < horizon {
+        while at < until {
             let local = tz.to_datetime(at);
             let offset = tz.to_offset(at);
             let runs = match schedule.dst_policy() {
                 DstPolicy::Wildcard => schedule.matches(local),
                 DstPolicy::FixedTime => {
-                    let first_pass = match tz.to_ambiguous_timestamp(local).offset() {
-                        AmbiguousOffset::Fold { before, .. } => offset == before,
-                        _ => true,
-                    };
+                    // On the second pass of an overlap, the earlier offset already ran this time.
+                    let second_pass = tz
+                        .to_offset(at.checked_sub(SignedDuration::from_hours(3)).unwrap())
+                        .to_timestamp(local)
+                        .is_ok_and(|earlier| earlier < at && tz.to_offset(earlier) != offset && tz.to_datetime(earlier) == local);
                     let previous = tz.to_offset(at.checked_sub(SignedDuration::from_secs(1)).unwrap());
                     // At the end of a gap: any selected minute inside it.
                     let gap_run = previous < offset && {
@@ -539,38 +542,69 @@ mod tests {
                         }
                         any
                     };
-                    (schedule.matches(local) && first_pass) || gap_run
+                    (schedule.matches(local) && !second_pass) || gap_run
                 }
             };
             if runs {
-                return Some(at);
+                fires.push(at);
             }
             at = at.checked_add(ONE_MINUTE).unwrap();
         }
-        None
+        fires
     }
 
     #[test]
     fn property_dst_policy_agrees_with_a_minute_by_minute_model_around_transitions() {
         let mut rng = fastrand::Rng::with_seed(0x_d57);
-        let zones = [zone("America/New_York"), zone("America/Sao_Paulo"), zone("Australia/Lord_Howe"), zone("Europe/London")];
-        // Starts within a day before a transition; the model scans two days.
+        let zones = [
+            zone("America/New_York"),
+            zone("America/Sao_Paulo"),
+            zone("Australia/Lord_Howe"), // 30-minute shifts
+            zone("Europe/London"),
+            zone("Africa/Cairo"),
+        ];
         let transitions: Vec<(usize, Timestamp)> = zones
             .iter()
             .enumerate()
-            .flat_map(|(i, tz)| tz.following(ts("2017-01-01T00:00:00Z")).take(6).map(move |t| (i, t.timestamp())))
+            .flat_map(|(i, tz)| tz.following(ts("2017-01-01T00:00:00Z")).take(8).map(move |t| (i, t.timestamp())))
             .collect();
+        let (mut fires, mut second_pass_skips, mut gap_runs) = (0, 0, 0);
         for _ in 0..1500 {
-            let hours = random_field(&mut rng, 0, 23, None);
-            let expr = format!("{} {} * * *", random_field(&mut rng, 0, 59, None), if rng.bool() { hours } else { format!("{},{}", rng.u8(0..24), rng.u8(0..24)) });
-            let schedule = Schedule::parse(&expr).unwrap();
             let (zone_index, transition) = transitions[rng.usize(0..transitions.len())];
             let tz = &zones[zone_index];
-            let after = transition.checked_sub(SignedDuration::from_secs(rng.i64(0..86_400))).unwrap();
-            let horizon = after.checked_add(SignedDuration::from_hours(48)).unwrap();
-            let expected = brute_force_policy(&schedule, after, tz, horizon);
-            let got = next_after(&schedule, after, tz).filter(|&t| t < horizon);
+            // Hours around the transition's local time, most of the time.
+            let around = [tz.to_datetime(transition.checked_sub(SignedDuration::from_secs(1)).unwrap()).hour(), tz.to_datetime(transition).hour()];
+            let hour = |rng: &mut fastrand::Rng| (around[rng.usize(0..2)] + rng.i8(-1..=1)).rem_euclid(24);
+            let hours = match rng.u8(0..4) {
+                0 => random_field(&mut rng, 0, 23, None),
+                1 => format!("{}", hour(&mut rng)),
+                2 => format!("{},{}", hour(&mut rng), hour(&mut rng)),
+                _ => format!("*/{}", rng.u8(1..5)),
+            };
+            let minutes = match rng.u8(0..3) {
+                0 => random_field(&mut rng, 0, 59, None),
+                1 => format!("{}", rng.u8(0..60)),
+                _ => format!("{},{}-59/{}", rng.u8(0..60), rng.u8(0..60), rng.u8(1..30)),
+            };
+            let expr = format!("{minutes} {hours} * * *");
+            let schedule = Schedule::parse(&expr).unwrap();
+            let after = transition.checked_sub(SignedDuration::from_secs(rng.i64(0..4 * 3600))).unwrap();
+            let until = transition.checked_add(SignedDuration::from_hours(4)).unwrap();
+            let expected = policy_model(&schedule, after, tz, until);
+            let got: Vec<Timestamp> = next_fire_times(&schedule, after, tz, usize::MAX).take_while(|&t| t < until).collect();
             assert_eq!(got, expected, "{expr} after {after} in {:?}", tz.iana_name());
+            fires += got.len();
+            if schedule.dst_policy() == DstPolicy::FixedTime {
+                // Matching instants that did not fire can only be second passes.
+                let mut at = got.first().copied().unwrap_or(until);
+                while at < until {
+                    second_pass_skips += usize::from(schedule.matches(tz.to_datetime(at)) && !got.contains(&at));
+                    at = at.checked_add(ONE_MINUTE).unwrap();
+                }
+                gap_runs += got.iter().filter(|&&t| t == transition && !schedule.matches(tz.to_datetime(t))).count();
+            }
         }
+        // The cases exercise what they are about.
+        assert!(fires > 10_000 && second_pass_skips > 100 && gap_runs > 50, "{fires} {second_pass_skips} {gap_runs}");
     }
 }
