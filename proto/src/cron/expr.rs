@@ -178,7 +178,9 @@ impl fmt::Display for ParseErrorKind {
                 "unknown macro \"@{name}\" (expected @yearly, @annually, @monthly, @weekly, \
                  @daily, @midnight or @hourly)"
             ),
-            ParseErrorKind::TextAfterMacro => f.write_str("a macro stands alone: unexpected text after it"),
+            ParseErrorKind::TextAfterMacro => {
+                f.write_str("a macro stands alone: unexpected text after it")
+            }
             ParseErrorKind::FieldCount { found } => write!(
                 f,
                 "expected 5 fields (minute hour day-of-month month day-of-week), found {found}"
@@ -205,7 +207,11 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::NeverFires { months, days } => {
                 let months: Vec<&str> = months
                     .iter()
-                    .filter_map(|&m| MONTH_FULL_NAMES.get(usize::from(m).wrapping_sub(1)).copied())
+                    .filter_map(|&m| {
+                        MONTH_FULL_NAMES
+                            .get(usize::from(m).wrapping_sub(1))
+                            .copied()
+                    })
                     .collect();
                 let days: Vec<String> = days.iter().map(u8::to_string).collect();
                 let verb = if months.len() == 1 { "has" } else { "have" };
@@ -263,7 +269,11 @@ pub struct ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.field {
-            Some(field) => write!(f, "{field} field, character {}: {}", self.position, self.kind),
+            Some(field) => write!(
+                f,
+                "{field} field, character {}: {}",
+                self.position, self.kind
+            ),
             None => write!(f, "character {}: {}", self.position, self.kind),
         }
     }
@@ -384,7 +394,12 @@ impl Schedule {
             }
             let Some((_, expansion)) = MACROS.iter().find(|(n, _)| *n == name) else {
                 let name = name.to_owned();
-                return Err(error(text, None, first_at, ParseErrorKind::UnknownMacro { name }));
+                return Err(error(
+                    text,
+                    None,
+                    first_at,
+                    ParseErrorKind::UnknownMacro { name },
+                ));
             };
             // A macro's expansion is a valid expression; its text stays what the user wrote.
             let mut schedule = Schedule::parse(expansion)?;
@@ -490,7 +505,11 @@ impl Schedule {
     /// for a whole month at once, so the search can jump to the next selected day.
     pub(crate) fn day_mask(&self, date: Date) -> Bits {
         let days_in_month = date.days_in_month().max(0) as u8;
-        let first = date.first_of_month().weekday().to_sunday_zero_offset().max(0) as u8;
+        let first = date
+            .first_of_month()
+            .weekday()
+            .to_sunday_zero_offset()
+            .max(0) as u8;
         let mut weekdays = Bits::default();
         for day in 1..=days_in_month {
             if self.days_of_week.contains((first + day - 1) % 7) {
@@ -547,7 +566,9 @@ impl fmt::Display for Schedule {
 
 /// Builds the error, turning a byte offset into a 1-based character position.
 fn error(text: &str, field: Option<Field>, byte: usize, kind: ParseErrorKind) -> ParseError {
-    let position = text.get(..byte).map_or(1, |before| before.chars().count() + 1);
+    let position = text
+        .get(..byte)
+        .map_or(1, |before| before.chars().count() + 1);
     ParseError {
         field,
         position,
@@ -643,7 +664,12 @@ fn parse_item(field: Field, item: &str, bits: &mut Bits) -> Result<(), FieldErro
 /// range's start is then the only value); huge ones saturate.
 fn parse_step(text: &str) -> Result<u32, FieldError> {
     if text.is_empty() {
-        return Err((0, ParseErrorKind::Missing { expected: "a step after '/'" }));
+        return Err((
+            0,
+            ParseErrorKind::Missing {
+                expected: "a step after '/'",
+            },
+        ));
     }
     if let Some((i, found)) = text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         return Err((i, ParseErrorKind::Unexpected { found }));
@@ -708,7 +734,14 @@ mod tests {
     fn fields_expand_to_the_values_cronie_sets() {
         // (expression, field index, expected values)
         let cases: &[(&str, usize, &[u8])] = &[
-            ("* * * * *", 1, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]),
+            (
+                "* * * * *",
+                1,
+                &[
+                    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                    22, 23,
+                ],
+            ),
             ("*/25 * * * *", 0, &[0, 25, 50]),
             ("*/7 * * * *", 0, &[0, 7, 14, 21, 28, 35, 42, 49, 56]),
             ("0 */23 * * *", 1, &[0, 23]),
@@ -764,14 +797,32 @@ mod tests {
             let b = Schedule::parse(expansion).unwrap();
             assert_eq!(a.as_str(), name);
             assert_eq!(
-                (a.minutes, a.hours, a.days_of_month, a.months, a.days_of_week),
-                (b.minutes, b.hours, b.days_of_month, b.months, b.days_of_week),
+                (
+                    a.minutes,
+                    a.hours,
+                    a.days_of_month,
+                    a.months,
+                    a.days_of_week
+                ),
+                (
+                    b.minutes,
+                    b.hours,
+                    b.days_of_month,
+                    b.months,
+                    b.days_of_week
+                ),
                 "{name}"
             );
             assert_eq!(a.day_rule, DayRule::Both, "{name}");
         }
-        assert_eq!(Schedule::parse("@hourly").unwrap().dst_policy(), DstPolicy::Wildcard);
-        assert_eq!(Schedule::parse("@daily").unwrap().dst_policy(), DstPolicy::FixedTime);
+        assert_eq!(
+            Schedule::parse("@hourly").unwrap().dst_policy(),
+            DstPolicy::Wildcard
+        );
+        assert_eq!(
+            Schedule::parse("@daily").unwrap().dst_policy(),
+            DstPolicy::FixedTime
+        );
         assert_eq!(Schedule::parse("  @daily\t").unwrap().as_str(), "@daily");
     }
 
@@ -802,12 +853,42 @@ mod tests {
         let cases: &[(&str, Option<Field>, usize, &str)] = &[
             ("", None, 1, "the expression is empty"),
             ("   ", None, 1, "the expression is empty"),
-            ("0\u{3000}99 * * *", Some(Hour), 3, "99 is out of range 0-23"),
-            ("* * * *", None, 8, "expected 5 fields (minute hour day-of-month month day-of-week), found 4"),
-            ("* * * * * *", None, 11, "expected 5 fields (minute hour day-of-month month day-of-week), found 6"),
-            ("@reboot", None, 1, "unknown macro \"@reboot\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"),
-            ("@DAILY", None, 1, "unknown macro \"@DAILY\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"),
-            ("@daily 5", None, 8, "a macro stands alone: unexpected text after it"),
+            (
+                "0\u{3000}99 * * *",
+                Some(Hour),
+                3,
+                "99 is out of range 0-23",
+            ),
+            (
+                "* * * *",
+                None,
+                8,
+                "expected 5 fields (minute hour day-of-month month day-of-week), found 4",
+            ),
+            (
+                "* * * * * *",
+                None,
+                11,
+                "expected 5 fields (minute hour day-of-month month day-of-week), found 6",
+            ),
+            (
+                "@reboot",
+                None,
+                1,
+                "unknown macro \"@reboot\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)",
+            ),
+            (
+                "@DAILY",
+                None,
+                1,
+                "unknown macro \"@DAILY\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)",
+            ),
+            (
+                "@daily 5",
+                None,
+                8,
+                "a macro stands alone: unexpected text after it",
+            ),
             ("60 * * * *", Some(Minute), 1, "60 is out of range 0-59"),
             ("* 24 * * *", Some(Hour), 3, "24 is out of range 0-23"),
             ("* * 0 * *", Some(DayOfMonth), 5, "0 is out of range 1-31"),
@@ -815,16 +896,66 @@ mod tests {
             ("* * * 13 *", Some(Month), 7, "13 is out of range 1-12"),
             ("* * * 0 *", Some(Month), 7, "0 is out of range 1-12"),
             ("* * * * 8", Some(DayOfWeek), 9, "8 is out of range 0-7"),
-            ("1,99999999999 * * * *", Some(Minute), 3, "99999999999 is out of range 0-59"),
-            ("30-20 * * * *", Some(Minute), 1, "range 30-20 is reversed: the start must not be after the end"),
-            ("0 22-2 * * *", Some(Hour), 3, "range 22-2 is reversed: the start must not be after the end"),
-            ("0 0 * * fri-mon", Some(DayOfWeek), 9, "range 5-1 is reversed: the start must not be after the end"),
-            ("0 0 * dec-jan *", Some(Month), 7, "range 12-1 is reversed: the start must not be after the end"),
-            ("*/0 * * * *", Some(Minute), 3, "the step must be at least 1"),
-            ("* 1-5/0 * * *", Some(Hour), 7, "the step must be at least 1"),
-            ("5/15 * * * *", Some(Minute), 2, "a step needs a range or `*`: did you mean 5-59/15?"),
-            ("0 3/2 * * *", Some(Hour), 4, "a step needs a range or `*`: did you mean 3-23/2?"),
-            ("0 0 * * mon/2", Some(DayOfWeek), 12, "a step needs a range or `*`: did you mean mon-7/2?"),
+            (
+                "1,99999999999 * * * *",
+                Some(Minute),
+                3,
+                "99999999999 is out of range 0-59",
+            ),
+            (
+                "30-20 * * * *",
+                Some(Minute),
+                1,
+                "range 30-20 is reversed: the start must not be after the end",
+            ),
+            (
+                "0 22-2 * * *",
+                Some(Hour),
+                3,
+                "range 22-2 is reversed: the start must not be after the end",
+            ),
+            (
+                "0 0 * * fri-mon",
+                Some(DayOfWeek),
+                9,
+                "range 5-1 is reversed: the start must not be after the end",
+            ),
+            (
+                "0 0 * dec-jan *",
+                Some(Month),
+                7,
+                "range 12-1 is reversed: the start must not be after the end",
+            ),
+            (
+                "*/0 * * * *",
+                Some(Minute),
+                3,
+                "the step must be at least 1",
+            ),
+            (
+                "* 1-5/0 * * *",
+                Some(Hour),
+                7,
+                "the step must be at least 1",
+            ),
+            (
+                "5/15 * * * *",
+                Some(Minute),
+                2,
+                "a step needs a range or `*`: did you mean 5-59/15?",
+            ),
+            (
+                "0 3/2 * * *",
+                Some(Hour),
+                4,
+                "a step needs a range or `*`: did you mean 3-23/2?",
+            ),
+            (
+                "0 0 * * mon/2",
+                Some(DayOfWeek),
+                12,
+                "a step needs a range or `*`: did you mean mon-7/2?",
+            ),
             ("1,,2 * * * *", Some(Minute), 3, "empty list element"),
             ("1, * * * *", Some(Minute), 3, "empty list element"),
             (",1 * * * *", Some(Minute), 1, "empty list element"),
@@ -836,22 +967,66 @@ mod tests {
             ("1-2-3 * * * *", Some(Minute), 4, "unexpected character '-'"),
             ("*/2/3 * * * *", Some(Minute), 4, "unexpected character '/'"),
             ("? * * * *", Some(Minute), 1, "unexpected character '?'"),
-            ("* * L * *", Some(DayOfMonth), 5, "\"L\": this field takes numbers only"),
-            ("mon * * * *", Some(Minute), 1, "\"mon\": this field takes numbers only"),
-            ("0 0 * * monday", Some(DayOfWeek), 9, "unknown name \"monday\""),
+            (
+                "* * L * *",
+                Some(DayOfMonth),
+                5,
+                "\"L\": this field takes numbers only",
+            ),
+            (
+                "mon * * * *",
+                Some(Minute),
+                1,
+                "\"mon\": this field takes numbers only",
+            ),
+            (
+                "0 0 * * monday",
+                Some(DayOfWeek),
+                9,
+                "unknown name \"monday\"",
+            ),
             ("0 0 * sept *", Some(Month), 7, "unknown name \"sept\""),
-            ("0 0 * * sun#2", Some(DayOfWeek), 12, "unexpected character '#'"),
+            (
+                "0 0 * * sun#2",
+                Some(DayOfWeek),
+                12,
+                "unexpected character '#'",
+            ),
             ("0 0 * * 1-frx", Some(DayOfWeek), 11, "unknown name \"frx\""),
-            ("0 0 30 2 *", Some(DayOfMonth), 5, "the expression never fires: February has no day 30"),
-            ("0 0 30,31 2 *", Some(DayOfMonth), 5, "the expression never fires: February has no day 30 or 31"),
-            ("0 0 31 2,4,jun * ", Some(DayOfMonth), 5, "the expression never fires: February, April and June have no day 31"),
-            ("0 0 31 2 */2", Some(DayOfMonth), 5, "the expression never fires: February has no day 31"),
+            (
+                "0 0 30 2 *",
+                Some(DayOfMonth),
+                5,
+                "the expression never fires: February has no day 30",
+            ),
+            (
+                "0 0 30,31 2 *",
+                Some(DayOfMonth),
+                5,
+                "the expression never fires: February has no day 30 or 31",
+            ),
+            (
+                "0 0 31 2,4,jun * ",
+                Some(DayOfMonth),
+                5,
+                "the expression never fires: February, April and June have no day 31",
+            ),
+            (
+                "0 0 31 2 */2",
+                Some(DayOfMonth),
+                5,
+                "the expression never fires: February has no day 31",
+            ),
             ("é 0 * * *", Some(Minute), 1, "unexpected character 'é'"),
             ("0 é * * *", Some(Hour), 3, "unexpected character 'é'"),
         ];
         for &(text, field, position, message) in cases {
             let err = Schedule::parse(text).expect_err(text);
-            assert_eq!((err.field, err.position), (field, position), "{text}: {err}");
+            assert_eq!(
+                (err.field, err.position),
+                (field, position),
+                "{text}: {err}"
+            );
             let prefix = match field {
                 Some(f) => format!("{f} field, character {position}: "),
                 None => format!("character {position}: "),

@@ -64,8 +64,14 @@ mod tests {
             let zone = TimeZone::get(name).unwrap();
             assert_eq!(format_fire_time(at, &zone), expected, "{name}");
         }
-        assert_eq!(format_fire_time(winter, &TimeZone::UTC), "2025-01-15T09:30:00Z");
+        assert_eq!(
+            format_fire_time(winter, &TimeZone::UTC),
+            "2025-01-15T09:30:00Z"
+        );
         let fixed = TimeZone::fixed(jiff::tz::offset(-3));
-        assert_eq!(format_fire_time(winter, &fixed), "2025-01-15T06:30:00-03:00");
+        assert_eq!(
+            format_fire_time(winter, &fixed),
+            "2025-01-15T06:30:00-03:00"
+        );
     }
 }

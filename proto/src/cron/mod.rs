@@ -163,7 +163,9 @@ impl CronMachine {
         })?;
         let template = config.template;
         if template.event_type.as_deref() == Some("") {
-            return Err(Misuse::Config("cron template: the event type is empty".into()));
+            return Err(Misuse::Config(
+                "cron template: the event type is empty".into(),
+            ));
         }
         let zone_label = config
             .zone
@@ -205,7 +207,12 @@ impl CronMachine {
     fn start(&mut self, now: Now) {
         self.set_status(Status::Connected);
         let Some(wall) = wall_instant(now) else {
-            self.log(now, Level::Error, "clock.invalid", "the wall clock is outside the years -9999 to 9999; nothing is scheduled");
+            self.log(
+                now,
+                Level::Error,
+                "clock.invalid",
+                "the wall clock is outside the years -9999 to 9999; nothing is scheduled",
+            );
             return;
         };
         self.handled_up_to = wall;
@@ -217,7 +224,10 @@ impl CronMachine {
                 self.zone_label,
                 format_fire_time(next, &self.zone)
             ),
-            None => format!("cron \"{}\" in {}: no fire time before the year 10000", self.schedule, self.zone_label),
+            None => format!(
+                "cron \"{}\" in {}: no fire time before the year 10000",
+                self.schedule, self.zone_label
+            ),
         };
         self.log(now, Level::Info, "scheduler.start", message);
         self.arm(now);
@@ -240,7 +250,12 @@ impl CronMachine {
         self.handled_up_to = latest;
         self.next_fire = next_after(&self.schedule, latest, &self.zone);
         if self.next_fire.is_none() {
-            self.log(now, Level::Info, "scheduler.exhausted", "no fire time before the year 10000; the schedule is done");
+            self.log(
+                now,
+                Level::Info,
+                "scheduler.exhausted",
+                "no fire time before the year 10000; the schedule is done",
+            );
         }
         self.arm(now);
     }
@@ -305,7 +320,9 @@ impl CronMachine {
             return;
         }
         let capped = at < latest;
-        let late_ms = wall.as_millisecond().saturating_sub(latest.as_millisecond());
+        let late_ms = wall
+            .as_millisecond()
+            .saturating_sub(latest.as_millisecond());
         let message = format!(
             "missed {}{missed} fire time{} since {}; firing once for the latest, {} ({late_ms} ms late)",
             if capped { "at least " } else { "" },
@@ -320,7 +337,8 @@ impl CronMachine {
             "firedAt": latest.as_millisecond(),
             "lateMs": late_ms,
         });
-        let log = Log::new(Level::Warn, SOURCE, "tick.missed", message, now.wall).with_detail(detail);
+        let log =
+            Log::new(Level::Warn, SOURCE, "tick.missed", message, now.wall).with_detail(detail);
         self.out.push_back(Output::Log(log));
     }
 
@@ -343,9 +361,10 @@ impl CronMachine {
     /// Arms the fire timer for `next_fire` on the monotonic clock (never in the past).
     fn arm(&mut self, now: Now) {
         match self.next_fire {
-            Some(next) => self
-                .timers
-                .arm(CronTimer::Fire, now.mono_at(UnixMillis(next.as_millisecond()))),
+            Some(next) => self.timers.arm(
+                CronTimer::Fire,
+                now.mono_at(UnixMillis(next.as_millisecond())),
+            ),
             None => self.timers.cancel(CronTimer::Fire),
         }
     }
@@ -363,8 +382,9 @@ impl CronMachine {
     }
 
     fn log(&mut self, now: Now, level: Level, action: &str, message: impl Into<String>) {
-        self.out
-            .push_back(Output::Log(Log::new(level, SOURCE, action, message, now.wall)));
+        self.out.push_back(Output::Log(Log::new(
+            level, SOURCE, action, message, now.wall,
+        )));
     }
 }
 
@@ -409,7 +429,10 @@ impl Machine for CronMachine {
             // Cron never asks for confirmation, so no delivery id is ours.
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             other => {
-                let message = format!("the cron source opens no connections or requests; ignored a {} input", input_name(&other));
+                let message = format!(
+                    "the cron source opens no connections or requests; ignored a {} input",
+                    input_name(&other)
+                );
                 self.log(now, Level::Debug, "input.unexpected", message);
             }
         }

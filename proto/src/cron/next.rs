@@ -56,7 +56,9 @@ pub fn next_fire_times<'a>(
     zone: &'a TimeZone,
     count: usize,
 ) -> impl Iterator<Item = Timestamp> + 'a {
-    let first = (count > 0).then(|| next_after(schedule, after, zone)).flatten();
+    let first = (count > 0)
+        .then(|| next_after(schedule, after, zone))
+        .flatten();
     std::iter::successors(first, move |&t| next_after(schedule, t, zone)).take(count)
 }
 
@@ -105,7 +107,10 @@ impl Search {
                 // run once, at the transition.
                 let gap_start = ceil_minute(offset.to_datetime(at))?;
                 let gap_end = next_offset.to_datetime(at);
-                if self.next_match(schedule, gap_start, Some(gap_end)).is_some() {
+                if self
+                    .next_match(schedule, gap_start, Some(gap_end))
+                    .is_some()
+                {
                     return Some(at);
                 }
             }
@@ -220,28 +225,118 @@ mod tests {
         let utc = TimeZone::UTC;
         // (expression, after, expected next fire times)
         let cases: &[(&str, &str, &[&str])] = &[
-            ("* * * * *", "2025-06-01T10:30:00Z", &["2025-06-01T10:31:00Z", "2025-06-01T10:32:00Z"]),
-            ("* * * * *", "2025-06-01T10:30:00.001Z", &["2025-06-01T10:31:00Z"]),
-            ("* * * * *", "2025-06-01T10:30:59.999Z", &["2025-06-01T10:31:00Z"]),
-            ("0 0 1 1 *", "2025-12-31T23:59:00Z", &["2026-01-01T00:00:00Z"]),
-            ("0 0 1 1 *", "2026-01-01T00:00:00Z", &["2027-01-01T00:00:00Z"]),
-            ("59 23 31 12 *", "2025-12-31T23:59:00Z", &["2026-12-31T23:59:00Z"]),
-            ("0 12 31 * *", "2025-01-31T12:00:00Z", &["2025-03-31T12:00:00Z", "2025-05-31T12:00:00Z", "2025-07-31T12:00:00Z"]),
-            ("0 0 29 2 *", "2025-01-01T00:00:00Z", &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]),
-            ("0 0 29 2 *", "2096-03-01T00:00:00Z", &["2104-02-29T00:00:00Z"]),
-            ("0 0 28 2 *", "2028-02-28T00:00:00Z", &["2029-02-28T00:00:00Z"]),
-            ("0 0 * * *", "2028-02-28T12:00:00Z", &["2028-02-29T00:00:00Z", "2028-03-01T00:00:00Z"]),
-            ("*/25 * * * *", "2025-06-01T10:50:00Z", &["2025-06-01T11:00:00Z", "2025-06-01T11:25:00Z"]),
-            ("0 */23 * * *", "2025-06-01T00:00:00Z", &["2025-06-01T23:00:00Z", "2025-06-02T00:00:00Z"]),
+            (
+                "* * * * *",
+                "2025-06-01T10:30:00Z",
+                &["2025-06-01T10:31:00Z", "2025-06-01T10:32:00Z"],
+            ),
+            (
+                "* * * * *",
+                "2025-06-01T10:30:00.001Z",
+                &["2025-06-01T10:31:00Z"],
+            ),
+            (
+                "* * * * *",
+                "2025-06-01T10:30:59.999Z",
+                &["2025-06-01T10:31:00Z"],
+            ),
+            (
+                "0 0 1 1 *",
+                "2025-12-31T23:59:00Z",
+                &["2026-01-01T00:00:00Z"],
+            ),
+            (
+                "0 0 1 1 *",
+                "2026-01-01T00:00:00Z",
+                &["2027-01-01T00:00:00Z"],
+            ),
+            (
+                "59 23 31 12 *",
+                "2025-12-31T23:59:00Z",
+                &["2026-12-31T23:59:00Z"],
+            ),
+            (
+                "0 12 31 * *",
+                "2025-01-31T12:00:00Z",
+                &[
+                    "2025-03-31T12:00:00Z",
+                    "2025-05-31T12:00:00Z",
+                    "2025-07-31T12:00:00Z",
+                ],
+            ),
+            (
+                "0 0 29 2 *",
+                "2025-01-01T00:00:00Z",
+                &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"],
+            ),
+            (
+                "0 0 29 2 *",
+                "2096-03-01T00:00:00Z",
+                &["2104-02-29T00:00:00Z"],
+            ),
+            (
+                "0 0 28 2 *",
+                "2028-02-28T00:00:00Z",
+                &["2029-02-28T00:00:00Z"],
+            ),
+            (
+                "0 0 * * *",
+                "2028-02-28T12:00:00Z",
+                &["2028-02-29T00:00:00Z", "2028-03-01T00:00:00Z"],
+            ),
+            (
+                "*/25 * * * *",
+                "2025-06-01T10:50:00Z",
+                &["2025-06-01T11:00:00Z", "2025-06-01T11:25:00Z"],
+            ),
+            (
+                "0 */23 * * *",
+                "2025-06-01T00:00:00Z",
+                &["2025-06-01T23:00:00Z", "2025-06-02T00:00:00Z"],
+            ),
             ("@hourly", "2025-06-01T10:00:00Z", &["2025-06-01T11:00:00Z"]),
             ("@weekly", "2025-06-01T10:00:00Z", &["2025-06-08T00:00:00Z"]), // 2025-06-01 is a Sunday
-            ("@monthly", "2025-06-01T00:00:00Z", &["2025-07-01T00:00:00Z"]),
+            (
+                "@monthly",
+                "2025-06-01T00:00:00Z",
+                &["2025-07-01T00:00:00Z"],
+            ),
             ("@yearly", "2025-06-01T00:00:00Z", &["2026-01-01T00:00:00Z"]),
-            ("0 9 * * mon-fri", "2025-06-06T09:00:00Z", &["2025-06-09T09:00:00Z"]),
-            ("0 0 * * 7", "2025-06-02T00:00:00Z", &["2025-06-08T00:00:00Z"]),
-            ("0 0 * * 1-7/2", "2025-06-01T12:00:00Z", &["2025-06-02T00:00:00Z", "2025-06-04T00:00:00Z", "2025-06-06T00:00:00Z", "2025-06-08T00:00:00Z"]),
-            ("0 0 * * 5-7", "2025-06-05T12:00:00Z", &["2025-06-06T00:00:00Z", "2025-06-07T00:00:00Z", "2025-06-08T00:00:00Z", "2025-06-13T00:00:00Z"]),
-            ("0 0 30 2 1", "2025-01-01T00:00:00Z", &["2025-02-03T00:00:00Z"]),
+            (
+                "0 9 * * mon-fri",
+                "2025-06-06T09:00:00Z",
+                &["2025-06-09T09:00:00Z"],
+            ),
+            (
+                "0 0 * * 7",
+                "2025-06-02T00:00:00Z",
+                &["2025-06-08T00:00:00Z"],
+            ),
+            (
+                "0 0 * * 1-7/2",
+                "2025-06-01T12:00:00Z",
+                &[
+                    "2025-06-02T00:00:00Z",
+                    "2025-06-04T00:00:00Z",
+                    "2025-06-06T00:00:00Z",
+                    "2025-06-08T00:00:00Z",
+                ],
+            ),
+            (
+                "0 0 * * 5-7",
+                "2025-06-05T12:00:00Z",
+                &[
+                    "2025-06-06T00:00:00Z",
+                    "2025-06-07T00:00:00Z",
+                    "2025-06-08T00:00:00Z",
+                    "2025-06-13T00:00:00Z",
+                ],
+            ),
+            (
+                "0 0 30 2 1",
+                "2025-01-01T00:00:00Z",
+                &["2025-02-03T00:00:00Z"],
+            ),
             ("59 23 * * *", "9999-12-30T21:00:00Z", &[]), // past jiff's last instant
         ];
         for (expr, after, expected) in cases {
@@ -299,28 +394,100 @@ mod tests {
         // 2025-03-09: 01:59:59 EST is followed by 03:00 EDT (07:00Z); 02:xx does not exist.
         let cases: &[(&str, &str, &[&str])] = &[
             // A fixed time in the gap runs once, at the first instant after it.
-            ("30 2 * * *", "2025-03-08T05:00:00Z", &["2025-03-08T02:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00"]),
-            ("15,45 2 * * *", "2025-03-09T05:00:00Z", &["2025-03-09T03:00:00-04:00", "2025-03-10T02:15:00-04:00"]),
-            ("0 2 * * *", "2025-03-09T05:00:00Z", &["2025-03-09T03:00:00-04:00", "2025-03-10T02:00:00-04:00"]),
+            (
+                "30 2 * * *",
+                "2025-03-08T05:00:00Z",
+                &[
+                    "2025-03-08T02:30:00-05:00",
+                    "2025-03-09T03:00:00-04:00",
+                    "2025-03-10T02:30:00-04:00",
+                ],
+            ),
+            (
+                "15,45 2 * * *",
+                "2025-03-09T05:00:00Z",
+                &["2025-03-09T03:00:00-04:00", "2025-03-10T02:15:00-04:00"],
+            ),
+            (
+                "0 2 * * *",
+                "2025-03-09T05:00:00Z",
+                &["2025-03-09T03:00:00-04:00", "2025-03-10T02:00:00-04:00"],
+            ),
             // A gap run and a regular 03:00 run are one run.
-            ("0 2,3 * * *", "2025-03-09T05:00:00Z", &["2025-03-09T03:00:00-04:00", "2025-03-10T02:00:00-04:00"]),
-            ("30 0-23 * * *", "2025-03-09T06:00:00Z", &["2025-03-09T01:30:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-09T03:30:00-04:00"]),
+            (
+                "0 2,3 * * *",
+                "2025-03-09T05:00:00Z",
+                &["2025-03-09T03:00:00-04:00", "2025-03-10T02:00:00-04:00"],
+            ),
+            (
+                "30 0-23 * * *",
+                "2025-03-09T06:00:00Z",
+                &[
+                    "2025-03-09T01:30:00-05:00",
+                    "2025-03-09T03:00:00-04:00",
+                    "2025-03-09T03:30:00-04:00",
+                ],
+            ),
             // Starting one minute before the gap.
-            ("30 2 * * *", "2025-03-09T06:59:00Z", &["2025-03-09T03:00:00-04:00"]),
-            ("30 2 * * *", "2025-03-09T01:59:59.999-05:00", &["2025-03-09T03:00:00-04:00"]),
+            (
+                "30 2 * * *",
+                "2025-03-09T06:59:00Z",
+                &["2025-03-09T03:00:00-04:00"],
+            ),
+            (
+                "30 2 * * *",
+                "2025-03-09T01:59:59.999-05:00",
+                &["2025-03-09T03:00:00-04:00"],
+            ),
             // Starting at the transition itself: strictly after, so the gap run is gone.
-            ("30 2 * * *", "2025-03-09T07:00:00Z", &["2025-03-10T02:30:00-04:00"]),
+            (
+                "30 2 * * *",
+                "2025-03-09T07:00:00Z",
+                &["2025-03-10T02:30:00-04:00"],
+            ),
             // Wildcard jobs skip the missing minutes.
-            ("*/15 * * * *", "2025-03-09T06:40:00Z", &["2025-03-09T01:45:00-05:00", "2025-03-09T03:00:00-04:00", "2025-03-09T03:15:00-04:00"]),
-            ("*/30 2 * * *", "2025-03-09T05:00:00Z", &["2025-03-10T02:00:00-04:00"]),
-            ("0 */2 * * *", "2025-03-09T06:30:00Z", &["2025-03-09T04:00:00-04:00"]),
-            ("30 * * * *", "2025-03-09T06:30:00Z", &["2025-03-09T03:30:00-04:00"]),
+            (
+                "*/15 * * * *",
+                "2025-03-09T06:40:00Z",
+                &[
+                    "2025-03-09T01:45:00-05:00",
+                    "2025-03-09T03:00:00-04:00",
+                    "2025-03-09T03:15:00-04:00",
+                ],
+            ),
+            (
+                "*/30 2 * * *",
+                "2025-03-09T05:00:00Z",
+                &["2025-03-10T02:00:00-04:00"],
+            ),
+            (
+                "0 */2 * * *",
+                "2025-03-09T06:30:00Z",
+                &["2025-03-09T04:00:00-04:00"],
+            ),
+            (
+                "30 * * * *",
+                "2025-03-09T06:30:00Z",
+                &["2025-03-09T03:30:00-04:00"],
+            ),
             // Local midnight of the change day, and a 23-hour day with daily jobs.
-            ("0 0 * * *", "2025-03-08T05:00:00Z", &["2025-03-09T00:00:00-05:00", "2025-03-10T00:00:00-04:00"]),
-            ("0 12 * * *", "2025-03-08T12:00:00-05:00", &["2025-03-09T12:00:00-04:00", "2025-03-10T12:00:00-04:00"]),
+            (
+                "0 0 * * *",
+                "2025-03-08T05:00:00Z",
+                &["2025-03-09T00:00:00-05:00", "2025-03-10T00:00:00-04:00"],
+            ),
+            (
+                "0 12 * * *",
+                "2025-03-08T12:00:00-05:00",
+                &["2025-03-09T12:00:00-04:00", "2025-03-10T12:00:00-04:00"],
+            ),
         ];
         for (expr, after, expected) in cases {
-            assert_eq!(next_n(expr, after, &ny, expected.len()), *expected, "{expr} after {after}");
+            assert_eq!(
+                next_n(expr, after, &ny, expected.len()),
+                *expected,
+                "{expr} after {after}"
+            );
         }
     }
 
@@ -330,29 +497,106 @@ mod tests {
         // 2025-11-02: 01:59:59 EDT (05:59:59Z) is followed by 01:00 EST (06:00Z); 01:xx repeats.
         let cases: &[(&str, &str, &[&str])] = &[
             // A fixed time runs on the first pass only.
-            ("30 1 * * *", "2025-11-01T04:00:00Z", &["2025-11-01T01:30:00-04:00", "2025-11-02T01:30:00-04:00", "2025-11-03T01:30:00-05:00"]),
+            (
+                "30 1 * * *",
+                "2025-11-01T04:00:00Z",
+                &[
+                    "2025-11-01T01:30:00-04:00",
+                    "2025-11-02T01:30:00-04:00",
+                    "2025-11-03T01:30:00-05:00",
+                ],
+            ),
             // From inside the repeated hour: 01:45 EDT already ran, so the next is tomorrow.
-            ("45 1 * * *", "2025-11-02T01:40:00-05:00", &["2025-11-03T01:45:00-05:00"]),
-            ("45 1 * * *", "2025-11-02T01:40:00-04:00", &["2025-11-02T01:45:00-04:00", "2025-11-03T01:45:00-05:00"]),
-            ("0-59 1 * * *", "2025-11-02T01:58:00-04:00", &["2025-11-02T01:59:00-04:00", "2025-11-03T01:00:00-05:00"]),
+            (
+                "45 1 * * *",
+                "2025-11-02T01:40:00-05:00",
+                &["2025-11-03T01:45:00-05:00"],
+            ),
+            (
+                "45 1 * * *",
+                "2025-11-02T01:40:00-04:00",
+                &["2025-11-02T01:45:00-04:00", "2025-11-03T01:45:00-05:00"],
+            ),
+            (
+                "0-59 1 * * *",
+                "2025-11-02T01:58:00-04:00",
+                &["2025-11-02T01:59:00-04:00", "2025-11-03T01:00:00-05:00"],
+            ),
             // Wildcard jobs run in both passes.
-            ("*/15 1 * * *", "2025-11-02T00:59:00-04:00", &[
-                "2025-11-02T01:00:00-04:00", "2025-11-02T01:15:00-04:00", "2025-11-02T01:30:00-04:00", "2025-11-02T01:45:00-04:00",
-                "2025-11-02T01:00:00-05:00", "2025-11-02T01:15:00-05:00", "2025-11-02T01:30:00-05:00", "2025-11-02T01:45:00-05:00",
-                "2025-11-03T01:00:00-05:00",
-            ]),
-            ("*/15 1 * * *", "2025-11-02T01:40:00-04:00", &["2025-11-02T01:45:00-04:00", "2025-11-02T01:00:00-05:00"]),
-            ("*/15 1 * * *", "2025-11-02T01:40:00-05:00", &["2025-11-02T01:45:00-05:00", "2025-11-03T01:00:00-05:00"]),
-            ("*/20 1 * * *", "2025-11-02T05:00:00Z", &["2025-11-02T01:20:00-04:00", "2025-11-02T01:40:00-04:00", "2025-11-02T01:00:00-05:00", "2025-11-02T01:20:00-05:00"]),
-            ("30 * * * *", "2025-11-02T01:40:00-04:00", &["2025-11-02T01:30:00-05:00", "2025-11-02T02:30:00-05:00"]),
-            ("*/30 * * * *", "2025-11-02T04:59:00Z", &["2025-11-02T01:00:00-04:00", "2025-11-02T01:30:00-04:00", "2025-11-02T01:00:00-05:00", "2025-11-02T01:30:00-05:00", "2025-11-02T02:00:00-05:00"]),
+            (
+                "*/15 1 * * *",
+                "2025-11-02T00:59:00-04:00",
+                &[
+                    "2025-11-02T01:00:00-04:00",
+                    "2025-11-02T01:15:00-04:00",
+                    "2025-11-02T01:30:00-04:00",
+                    "2025-11-02T01:45:00-04:00",
+                    "2025-11-02T01:00:00-05:00",
+                    "2025-11-02T01:15:00-05:00",
+                    "2025-11-02T01:30:00-05:00",
+                    "2025-11-02T01:45:00-05:00",
+                    "2025-11-03T01:00:00-05:00",
+                ],
+            ),
+            (
+                "*/15 1 * * *",
+                "2025-11-02T01:40:00-04:00",
+                &["2025-11-02T01:45:00-04:00", "2025-11-02T01:00:00-05:00"],
+            ),
+            (
+                "*/15 1 * * *",
+                "2025-11-02T01:40:00-05:00",
+                &["2025-11-02T01:45:00-05:00", "2025-11-03T01:00:00-05:00"],
+            ),
+            (
+                "*/20 1 * * *",
+                "2025-11-02T05:00:00Z",
+                &[
+                    "2025-11-02T01:20:00-04:00",
+                    "2025-11-02T01:40:00-04:00",
+                    "2025-11-02T01:00:00-05:00",
+                    "2025-11-02T01:20:00-05:00",
+                ],
+            ),
+            (
+                "30 * * * *",
+                "2025-11-02T01:40:00-04:00",
+                &["2025-11-02T01:30:00-05:00", "2025-11-02T02:30:00-05:00"],
+            ),
+            (
+                "*/30 * * * *",
+                "2025-11-02T04:59:00Z",
+                &[
+                    "2025-11-02T01:00:00-04:00",
+                    "2025-11-02T01:30:00-04:00",
+                    "2025-11-02T01:00:00-05:00",
+                    "2025-11-02T01:30:00-05:00",
+                    "2025-11-02T02:00:00-05:00",
+                ],
+            ),
             // A 25-hour day: daily jobs still run once per local day.
-            ("0 0 * * *", "2025-11-01T12:00:00Z", &["2025-11-02T00:00:00-04:00", "2025-11-03T00:00:00-05:00"]),
-            ("0 12 * * *", "2025-11-01T12:00:00-04:00", &["2025-11-02T12:00:00-05:00", "2025-11-03T12:00:00-05:00"]),
-            ("0 2 * * *", "2025-11-02T01:30:00-05:00", &["2025-11-02T02:00:00-05:00"]),
+            (
+                "0 0 * * *",
+                "2025-11-01T12:00:00Z",
+                &["2025-11-02T00:00:00-04:00", "2025-11-03T00:00:00-05:00"],
+            ),
+            (
+                "0 12 * * *",
+                "2025-11-01T12:00:00-04:00",
+                &["2025-11-02T12:00:00-05:00", "2025-11-03T12:00:00-05:00"],
+            ),
+            (
+                "0 2 * * *",
+                "2025-11-02T01:30:00-05:00",
+                &["2025-11-02T02:00:00-05:00"],
+            ),
         ];
         for (expr, after, expected) in cases {
-            assert_eq!(next_n(expr, after, &ny, expected.len()), *expected, "{expr} after {after}");
+            assert_eq!(
+                next_n(expr, after, &ny, expected.len()),
+                *expected,
+                "{expr} after {after}"
+            );
         }
     }
 
@@ -410,16 +654,26 @@ mod tests {
     }
 
     /// Brute force for the UTC property test: every minute of the days the day rule selects.
-    fn brute_force_utc(schedule: &Schedule, after: Timestamp, horizon_days: i64) -> Option<Timestamp> {
+    fn brute_force_utc(
+        schedule: &Schedule,
+        after: Timestamp,
+        horizon_days: i64,
+    ) -> Option<Timestamp> {
         let start = TimeZone::UTC.to_datetime(after);
         let mut minute = ceil_minute(start).unwrap();
         if minute == start {
             minute = minute.checked_add(ONE_MINUTE).unwrap();
         }
-        let end = start.checked_add(SignedDuration::from_hours(24 * horizon_days)).unwrap();
+        let end = start
+            .checked_add(SignedDuration::from_hours(24 * horizon_days))
+            .unwrap();
         while minute < end {
             if !schedule.matches_day(minute.date()) {
-                minute = minute.date().tomorrow().unwrap().to_datetime(jiff::civil::Time::midnight());
+                minute = minute
+                    .date()
+                    .tomorrow()
+                    .unwrap()
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if schedule.matches(minute) {
@@ -432,11 +686,22 @@ mod tests {
 
     /// A random valid field for the property test: lists of `*`, `*/n`, `a`, `a-b`, `a-b/n`,
     /// with names where allowed.
-    fn random_field(rng: &mut fastrand::Rng, min: u8, max: u8, names: Option<(&[&str], u8)>) -> String {
+    fn random_field(
+        rng: &mut fastrand::Rng,
+        min: u8,
+        max: u8,
+        names: Option<(&[&str], u8)>,
+    ) -> String {
         let value = |rng: &mut fastrand::Rng, v: u8| match names {
-            Some((names, first)) if rng.u8(0..3) == 0 && v >= first && usize::from(v - first) < names.len() => {
+            Some((names, first))
+                if rng.u8(0..3) == 0 && v >= first && usize::from(v - first) < names.len() =>
+            {
                 let name = names[usize::from(v - first)];
-                if rng.bool() { name.to_uppercase() } else { name.to_owned() }
+                if rng.bool() {
+                    name.to_uppercase()
+                } else {
+                    name.to_owned()
+                }
             }
             _ => v.to_string(),
         };
@@ -468,7 +733,9 @@ mod tests {
         out.join(",")
     }
 
-    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
     const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
     #[test]
@@ -482,9 +749,21 @@ mod tests {
             let expr = [
                 random_field(&mut rng, 0, 59, None),
                 random_field(&mut rng, 0, 23, None),
-                if rng.u8(0..3) == 0 { random_field(&mut rng, 1, 31, None) } else { "*".into() },
-                if rng.u8(0..3) == 0 { random_field(&mut rng, 1, 12, Some((&MONTHS, 1))) } else { "*".into() },
-                if rng.u8(0..3) == 0 { random_field(&mut rng, 0, 7, Some((&WEEKDAYS, 0))) } else { "*".into() },
+                if rng.u8(0..3) == 0 {
+                    random_field(&mut rng, 1, 31, None)
+                } else {
+                    "*".into()
+                },
+                if rng.u8(0..3) == 0 {
+                    random_field(&mut rng, 1, 12, Some((&MONTHS, 1)))
+                } else {
+                    "*".into()
+                },
+                if rng.u8(0..3) == 0 {
+                    random_field(&mut rng, 0, 7, Some((&WEEKDAYS, 0)))
+                } else {
+                    "*".into()
+                },
             ]
             .join(" ");
             let Ok(schedule) = Schedule::parse(&expr) else {
@@ -506,18 +785,31 @@ mod tests {
                 }
                 None => {
                     // Beyond the scan horizon: only check that it is indeed beyond.
-                    let horizon = after.checked_add(SignedDuration::from_hours(24 * HORIZON_DAYS)).unwrap();
-                    assert!(got.is_none_or(|t| t >= horizon), "{expr} after {after}: {got:?}");
+                    let horizon = after
+                        .checked_add(SignedDuration::from_hours(24 * HORIZON_DAYS))
+                        .unwrap();
+                    assert!(
+                        got.is_none_or(|t| t >= horizon),
+                        "{expr} after {after}: {got:?}"
+                    );
                     beyond += 1;
                 }
             }
         }
-        assert!(compared > 2500, "compared {compared}, beyond the horizon {beyond}");
+        assert!(
+            compared > 2500,
+            "compared {compared}, beyond the horizon {beyond}"
+        );
     }
 
     /// Brute force for the DST property test: cronie's policy written minute by minute on the
     /// time line. Every fire in `(after, until)`.
-    fn policy_model(schedule: &Schedule, after: Timestamp, tz: &TimeZone, until: Timestamp) -> Vec<Timestamp> {
+    fn policy_model(
+        schedule: &Schedule,
+        after: Timestamp,
+        tz: &TimeZone,
+        until: Timestamp,
+    ) -> Vec<Timestamp> {
         let mut fires = Vec::new();
         let mut at = Timestamp::from_second(after.as_second().div_euclid(60) * 60 + 60).unwrap();
         while at < until {
@@ -530,8 +822,13 @@ mod tests {
                     let second_pass = tz
                         .to_offset(at.checked_sub(SignedDuration::from_hours(3)).unwrap())
                         .to_timestamp(local)
-                        .is_ok_and(|earlier| earlier < at && tz.to_offset(earlier) != offset && tz.to_datetime(earlier) == local);
-                    let previous = tz.to_offset(at.checked_sub(SignedDuration::from_secs(1)).unwrap());
+                        .is_ok_and(|earlier| {
+                            earlier < at
+                                && tz.to_offset(earlier) != offset
+                                && tz.to_datetime(earlier) == local
+                        });
+                    let previous =
+                        tz.to_offset(at.checked_sub(SignedDuration::from_secs(1)).unwrap());
                     // At the end of a gap: any selected minute inside it.
                     let gap_run = previous < offset && {
                         let mut gap_minute = previous.to_datetime(at);
@@ -566,15 +863,28 @@ mod tests {
         let transitions: Vec<(usize, Timestamp)> = zones
             .iter()
             .enumerate()
-            .flat_map(|(i, tz)| tz.following(ts("2017-01-01T00:00:00Z")).take(8).map(move |t| (i, t.timestamp())))
+            .flat_map(|(i, tz)| {
+                tz.following(ts("2017-01-01T00:00:00Z"))
+                    .take(8)
+                    .map(move |t| (i, t.timestamp()))
+            })
             .collect();
         let (mut fires, mut second_pass_skips, mut gap_runs) = (0, 0, 0);
         for _ in 0..1500 {
             let (zone_index, transition) = transitions[rng.usize(0..transitions.len())];
             let tz = &zones[zone_index];
             // Hours around the transition's local time, most of the time.
-            let around = [tz.to_datetime(transition.checked_sub(SignedDuration::from_secs(1)).unwrap()).hour(), tz.to_datetime(transition).hour()];
-            let hour = |rng: &mut fastrand::Rng| (around[rng.usize(0..2)] + rng.i8(-1..=1)).rem_euclid(24);
+            let around = [
+                tz.to_datetime(
+                    transition
+                        .checked_sub(SignedDuration::from_secs(1))
+                        .unwrap(),
+                )
+                .hour(),
+                tz.to_datetime(transition).hour(),
+            ];
+            let hour =
+                |rng: &mut fastrand::Rng| (around[rng.usize(0..2)] + rng.i8(-1..=1)).rem_euclid(24);
             let hours = match rng.u8(0..4) {
                 0 => random_field(&mut rng, 0, 23, None),
                 1 => format!("{}", hour(&mut rng)),
@@ -588,23 +898,41 @@ mod tests {
             };
             let expr = format!("{minutes} {hours} * * *");
             let schedule = Schedule::parse(&expr).unwrap();
-            let after = transition.checked_sub(SignedDuration::from_secs(rng.i64(0..4 * 3600))).unwrap();
-            let until = transition.checked_add(SignedDuration::from_hours(4)).unwrap();
+            let after = transition
+                .checked_sub(SignedDuration::from_secs(rng.i64(0..4 * 3600)))
+                .unwrap();
+            let until = transition
+                .checked_add(SignedDuration::from_hours(4))
+                .unwrap();
             let expected = policy_model(&schedule, after, tz, until);
-            let got: Vec<Timestamp> = next_fire_times(&schedule, after, tz, usize::MAX).take_while(|&t| t < until).collect();
-            assert_eq!(got, expected, "{expr} after {after} in {:?}", tz.iana_name());
+            let got: Vec<Timestamp> = next_fire_times(&schedule, after, tz, usize::MAX)
+                .take_while(|&t| t < until)
+                .collect();
+            assert_eq!(
+                got,
+                expected,
+                "{expr} after {after} in {:?}",
+                tz.iana_name()
+            );
             fires += got.len();
             if schedule.dst_policy() == DstPolicy::FixedTime {
                 // Matching instants that did not fire can only be second passes.
                 let mut at = got.first().copied().unwrap_or(until);
                 while at < until {
-                    second_pass_skips += usize::from(schedule.matches(tz.to_datetime(at)) && !got.contains(&at));
+                    second_pass_skips +=
+                        usize::from(schedule.matches(tz.to_datetime(at)) && !got.contains(&at));
                     at = at.checked_add(ONE_MINUTE).unwrap();
                 }
-                gap_runs += got.iter().filter(|&&t| t == transition && !schedule.matches(tz.to_datetime(t))).count();
+                gap_runs += got
+                    .iter()
+                    .filter(|&&t| t == transition && !schedule.matches(tz.to_datetime(t)))
+                    .count();
             }
         }
         // The cases exercise what they are about.
-        assert!(fires > 10_000 && second_pass_skips > 100 && gap_runs > 50, "{fires} {second_pass_skips} {gap_runs}");
+        assert!(
+            fires > 10_000 && second_pass_skips > 100 && gap_runs > 50,
+            "{fires} {second_pass_skips} {gap_runs}"
+        );
     }
 }
