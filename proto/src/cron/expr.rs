@@ -580,18 +580,15 @@ fn error(text: &str, field: Option<Field>, byte: usize, kind: ParseErrorKind) ->
 fn split_fields(text: &str) -> Vec<(usize, &str)> {
     let mut fields = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices() {
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
         match (c.is_whitespace(), start) {
             (true, Some(s)) => {
-                fields.push((s, &text[s..i]));
+                fields.extend(text.get(s..i).map(|field| (s, field)));
                 start = None;
             }
             (false, None) => start = Some(i),
             _ => {}
         }
-    }
-    if let Some(s) = start {
-        fields.push((s, &text[s..]));
     }
     fields
 }

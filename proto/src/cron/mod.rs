@@ -134,6 +134,7 @@ impl TimerKind for CronTimer {
 /// assert_eq!(event.data.get(), r#"{"firedAt":1764100020000,"cron":"* * * * *"}"#);
 /// assert_eq!(cron.poll_timeout(), Some(Millis(80_000)));
 /// ```
+#[derive(Debug)]
 pub struct CronMachine {
     schedule: Schedule,
     zone: TimeZone,
