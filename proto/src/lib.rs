@@ -34,6 +34,7 @@
 
 mod backoff;
 mod bytes;
+pub mod cron;
 mod dedup;
 pub mod http;
 mod item;

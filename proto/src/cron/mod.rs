@@ -1,0 +1,458 @@
+//! The cron source, `time`: a `tick` event at every time a cron expression selects.
+//!
+//! Expressions follow cronie, the cron Linux distributions run ([`Schedule`]), evaluated in a time
+//! zone with cronie's daylight saving time policy ([`next_after`]). The machine owns no clock:
+//! it turns the next fire time into a monotonic deadline through [`Now`], and whenever the driver
+//! wakes it re-reads the wall clock. That one comparison handles early wakes (re-arm), late wakes,
+//! suspended laptops and NTP steps forward (fire once, for the latest scheduled time, and log
+//! `tick.missed`), and the wall clock stepping back (a scheduled time never fires twice).
+//!
+//! The zone comes in resolved: finding the system's local zone or reading the tz database is IO,
+//! which belongs to the driver.
+
+mod expr;
+mod format;
+mod next;
+
+pub use expr::{DayRule, DstPolicy, Field, ParseError, ParseErrorKind, Schedule};
+pub use format::format_fire_time;
+pub use next::{next_after, next_fire_times};
+
+use crate::{
+    Event, Input, Level, Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson,
+    Status, StatusTracker, TimerKind, Timers, UnixMillis,
+};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The source name on every cron event and log.
+pub const SOURCE: &str = "time";
+
+/// How many skipped fire times a late wake counts one by one before reporting "at least" that many.
+const MISSED_COUNT_CAP: u64 = 1000;
+
+/// What to schedule and what each tick looks like.
+///
+/// ```
+/// use openflume_proto::cron::CronConfig;
+/// let config: CronConfig = serde_json::from_str(r#"{"expression": "*/5 9-17 * * mon-fri", "zone": "Europe/Paris"}"#).unwrap();
+/// assert_eq!(config.zone.as_deref(), Some("Europe/Paris"));
+/// assert_eq!(config.template.event_type, None); // "tick"
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CronConfig {
+    /// The cron expression: five fields or an `@` macro.
+    pub expression: String,
+    /// The zone's name, for logs and the `zone` meta key only: the machine is handed the
+    /// resolved [`TimeZone`]. Default: none (no `zone` meta key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Overrides for the emitted events. Default: type `tick`, data `{"firedAt", "cron"}`, meta `{"cron"}`.
+    #[serde(default)]
+    pub template: TickTemplate,
+}
+
+impl CronConfig {
+    /// A configuration with the default event shape.
+    pub fn new(expression: impl Into<String>) -> CronConfig {
+        CronConfig {
+            expression: expression.into(),
+            zone: None,
+            template: TickTemplate::default(),
+        }
+    }
+}
+
+/// Overrides for the shape of tick events (open-flume's `message()`).
+///
+/// ```
+/// use openflume_proto::cron::TickTemplate;
+/// let template: TickTemplate = serde_json::from_str(r#"{"type": "backup", "meta": {"team": "ops"}}"#).unwrap();
+/// assert_eq!(template.event_type.as_deref(), Some("backup"));
+/// assert_eq!(template.data, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TickTemplate {
+    /// The event type instead of `tick`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The event data instead of `{"firedAt": <scheduled Unix ms>, "cron": "<expression>"}`,
+    /// emitted as given on every tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Meta entries added to `{"cron": "<expression>"}` (and `zone` when configured); a key
+    /// given here replaces the default one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// The default event data.
+#[derive(Serialize)]
+struct TickData<'a> {
+    #[serde(rename = "firedAt")]
+    fired_at: i64,
+    cron: &'a str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CronTimer {
+    /// The next scheduled time.
+    Fire,
+}
+
+impl TimerKind for CronTimer {
+    const ALL: &'static [CronTimer] = &[CronTimer::Fire];
+    fn index(self) -> usize {
+        0
+    }
+}
+
+/// The cron machine: emits a tick at each scheduled time, judged by the wall clock in [`Now`].
+///
+/// Drain rule: after every `handle_input`, call `poll_output` until `None`; then sleep until
+/// `poll_timeout` and feed [`Input::Timer`].
+///
+/// ```
+/// use jiff::tz::TimeZone;
+/// use openflume_proto::cron::{CronConfig, CronMachine};
+/// use openflume_proto::{Input, Machine, Millis, Now, Output, UnixMillis};
+///
+/// let mut cron = CronMachine::new(CronConfig::new("* * * * *"), TimeZone::UTC, 0).unwrap();
+/// // 2025-11-25T19:46:40Z: the next minute starts in 20 s.
+/// let start = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+/// cron.handle_input(start, Input::Start).unwrap();
+/// while cron.poll_output().is_some() {}
+/// assert_eq!(cron.poll_timeout(), Some(Millis(20_000)));
+///
+/// let wake = Now { mono: Millis(20_000), wall: UnixMillis(1_764_100_020_000) };
+/// cron.handle_input(wake, Input::Timer).unwrap();
+/// let Some(Output::Emit { event, confirm: None }) = cron.poll_output() else { panic!() };
+/// assert_eq!(event.event_type, "tick");
+/// assert_eq!(event.data.get(), r#"{"firedAt":1764100020000,"cron":"* * * * *"}"#);
+/// assert_eq!(cron.poll_timeout(), Some(Millis(80_000)));
+/// ```
+#[derive(Debug)]
+pub struct CronMachine {
+    schedule: Schedule,
+    zone: TimeZone,
+    zone_label: String,
+    event_type: String,
+    /// The template's data, serialised once.
+    data: Option<RawJson>,
+    meta: BTreeMap<String, String>,
+    status: StatusTracker,
+    clock: MonotonicGuard,
+    timers: Timers<CronTimer>,
+    /// Nothing at or before this instant fires (again): the latest fired time, or the start.
+    handled_up_to: Timestamp,
+    /// The first fire time after `handled_up_to`; `None` past the year 9999.
+    next_fire: Option<Timestamp>,
+    out: VecDeque<Output>,
+}
+
+impl CronMachine {
+    /// Validates the expression and the template. `zone` is the resolved time zone the expression
+    /// is evaluated in. `seed` is unused (cron involves no randomness) and accepted so that every
+    /// machine is built the same way.
+    pub fn new(config: CronConfig, zone: TimeZone, seed: u64) -> Result<CronMachine, Misuse> {
+        let _ = seed;
+        let schedule = Schedule::parse(&config.expression).map_err(|error| {
+            Misuse::Config(format!("cron expression {:?}: {error}", config.expression))
+        })?;
+        let template = config.template;
+        if template.event_type.as_deref() == Some("") {
+            return Err(Misuse::Config(
+                "cron template: the event type is empty".into(),
+            ));
+        }
+        let zone_label = config
+            .zone
+            .clone()
+            .or_else(|| zone.iana_name().map(str::to_owned))
+            .unwrap_or_else(|| "the given time zone".to_owned());
+        let mut meta = BTreeMap::from([("cron".to_owned(), schedule.as_str().to_owned())]);
+        if let Some(name) = config.zone {
+            meta.insert("zone".to_owned(), name);
+        }
+        meta.extend(template.meta);
+        Ok(CronMachine {
+            zone,
+            zone_label,
+            event_type: template.event_type.unwrap_or_else(|| "tick".to_owned()),
+            data: template.data.as_ref().map(RawJson::from_value),
+            meta,
+            status: StatusTracker::default(),
+            clock: MonotonicGuard::default(),
+            timers: Timers::new(),
+            handled_up_to: Timestamp::UNIX_EPOCH,
+            next_fire: None,
+            out: VecDeque::new(),
+            schedule,
+        })
+    }
+
+    /// The parsed expression.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The next scheduled fire time, once started; `None` before `Start`, after shutdown, or past
+    /// the year 9999.
+    pub fn next_fire(&self) -> Option<Timestamp> {
+        self.next_fire
+    }
+
+    fn start(&mut self, now: Now) {
+        self.set_status(Status::Connected);
+        let Some(wall) = wall_instant(now) else {
+            self.log(
+                now,
+                Level::Error,
+                "clock.invalid",
+                "the wall clock is outside the years -9999 to 9999; nothing is scheduled",
+            );
+            return;
+        };
+        self.handled_up_to = wall;
+        self.next_fire = next_after(&self.schedule, wall, &self.zone);
+        let message = match self.next_fire {
+            Some(next) => format!(
+                "cron \"{}\" in {}: first fire at {}",
+                self.schedule,
+                self.zone_label,
+                format_fire_time(next, &self.zone)
+            ),
+            None => format!(
+                "cron \"{}\" in {}: no fire time before the year 10000",
+                self.schedule, self.zone_label
+            ),
+        };
+        self.log(now, Level::Info, "scheduler.start", message);
+        self.arm(now);
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        // The wall clock decides, not the deadline: the monotonic clock may have stood still
+        // while the machine slept, and the wall clock may have been stepped.
+        self.timers.take_expired(now.mono);
+        let (Some(due), Some(wall)) = (self.next_fire, wall_instant(now)) else {
+            return;
+        };
+        if due > wall {
+            self.too_early(now, due, wall);
+            return;
+        }
+        let latest = self.latest_due(due, wall);
+        self.report_missed(now, due, latest, wall);
+        self.emit_tick(now, latest);
+        self.handled_up_to = latest;
+        self.next_fire = next_after(&self.schedule, latest, &self.zone);
+        if self.next_fire.is_none() {
+            self.log(
+                now,
+                Level::Info,
+                "scheduler.exhausted",
+                "no fire time before the year 10000; the schedule is done",
+            );
+        }
+        self.arm(now);
+    }
+
+    /// Woken before the fire time: re-arm from the current clocks.
+    fn too_early(&mut self, now: Now, due: Timestamp, wall: Timestamp) {
+        let ahead_ms = due.as_millisecond().saturating_sub(wall.as_millisecond());
+        let detail = serde_json::json!({"nextAt": due.as_millisecond(), "aheadMs": ahead_ms});
+        let log = if wall < self.handled_up_to {
+            let message = format!(
+                "the wall clock went back to {}, before {} which was already handled; waiting for {} without firing again",
+                format_fire_time(wall, &self.zone),
+                format_fire_time(self.handled_up_to, &self.zone),
+                format_fire_time(due, &self.zone)
+            );
+            Log::new(Level::Warn, SOURCE, "clock.backwards", message, now.wall)
+        } else {
+            let message = format!("woke {ahead_ms} ms before the fire time; re-armed");
+            Log::new(Level::Debug, SOURCE, "tick.early", message, now.wall)
+        };
+        self.out.push_back(Output::Log(log.with_detail(detail)));
+        self.arm(now);
+    }
+
+    /// The latest fire time at or before `wall`, given that `first` is one. A binary search over
+    /// milliseconds (fire times are whole seconds): about 40 `next_after` calls for any span.
+    fn latest_due(&self, first: Timestamp, wall: Timestamp) -> Timestamp {
+        let next_is_due = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .ok()
+                .and_then(|at| next_after(&self.schedule, at, &self.zone))
+                .is_some_and(|next| next <= wall)
+        };
+        // Invariant: the fire after `low` is due, the fire after `high` is not.
+        let (mut low, mut high) = (first.as_millisecond() - 1, wall.as_millisecond());
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if next_is_due(middle) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        Timestamp::from_millisecond(low)
+            .ok()
+            .and_then(|at| next_after(&self.schedule, at, &self.zone))
+            .unwrap_or(first)
+    }
+
+    /// Logs `tick.missed` when fire times before `latest` were skipped.
+    fn report_missed(&mut self, now: Now, first: Timestamp, latest: Timestamp, wall: Timestamp) {
+        let mut missed = 0;
+        let mut at = first;
+        while at < latest && missed < MISSED_COUNT_CAP {
+            missed += 1;
+            match next_after(&self.schedule, at, &self.zone) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        if missed == 0 {
+            return;
+        }
+        let capped = at < latest;
+        let late_ms = wall
+            .as_millisecond()
+            .saturating_sub(latest.as_millisecond());
+        let message = format!(
+            "missed {}{missed} fire time{} since {}; firing once for the latest, {} ({late_ms} ms late)",
+            if capped { "at least " } else { "" },
+            if missed == 1 { "" } else { "s" },
+            format_fire_time(first, &self.zone),
+            format_fire_time(latest, &self.zone),
+        );
+        let detail = serde_json::json!({
+            "missed": missed,
+            "capped": capped,
+            "firstMissedAt": first.as_millisecond(),
+            "firedAt": latest.as_millisecond(),
+            "lateMs": late_ms,
+        });
+        let log =
+            Log::new(Level::Warn, SOURCE, "tick.missed", message, now.wall).with_detail(detail);
+        self.out.push_back(Output::Log(log));
+    }
+
+    fn emit_tick(&mut self, now: Now, fired_at: Timestamp) {
+        let data = match &self.data {
+            Some(data) => data.clone(),
+            None => RawJson::from_value(&TickData {
+                fired_at: fired_at.as_millisecond(),
+                cron: self.schedule.as_str(),
+            }),
+        };
+        let mut event = Event::new(SOURCE, self.event_type.clone(), data, now.wall);
+        event.meta = self.meta.clone();
+        self.out.push_back(Output::Emit {
+            event,
+            confirm: None,
+        });
+    }
+
+    /// Arms the fire timer for `next_fire` on the monotonic clock (never in the past).
+    fn arm(&mut self, now: Now) {
+        match self.next_fire {
+            Some(next) => self.timers.arm(
+                CronTimer::Fire,
+                now.mono_at(UnixMillis(next.as_millisecond())),
+            ),
+            None => self.timers.cancel(CronTimer::Fire),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.timers.cancel_all();
+        self.next_fire = None;
+        self.set_status(Status::Disconnected);
+    }
+
+    fn set_status(&mut self, status: Status) {
+        if let Some(change) = self.status.set(status, None) {
+            self.out.push_back(Output::Status(change));
+        }
+    }
+
+    fn log(&mut self, now: Now, level: Level, action: &str, message: impl Into<String>) {
+        self.out.push_back(Output::Log(Log::new(
+            level, SOURCE, action, message, now.wall,
+        )));
+    }
+}
+
+/// The wall clock as a jiff instant; `None` outside jiff's years -9999 to 9999.
+fn wall_instant(now: Now) -> Option<Timestamp> {
+    Timestamp::from_millisecond(now.wall.0).ok()
+}
+
+/// The input's name, for the log about an input cron has no use for.
+fn input_name(input: &Input) -> &'static str {
+    match input {
+        Input::Start => "start",
+        Input::Timer => "timer",
+        Input::Opened { .. } => "opened",
+        Input::Frame { .. } => "frame",
+        Input::Closed { .. } => "closed",
+        Input::ConnectFailed { .. } => "connect_failed",
+        Input::Response { .. } => "response",
+        Input::RequestFailed { .. } => "request_failed",
+        Input::Delivered { .. } => "delivered",
+        Input::Shutdown { .. } => "shutdown",
+    }
+}
+
+impl Machine for CronMachine {
+    fn source(&self) -> &str {
+        SOURCE
+    }
+
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        if self.status.current().is_terminal() {
+            return Err(Misuse::Finished);
+        }
+        let started = self.status.current() != Status::Idle;
+        let now = self.clock.observe(now);
+        match input {
+            Input::Start if started => return Err(Misuse::AlreadyStarted),
+            Input::Start => self.start(now),
+            _ if !started => return Err(Misuse::NotStarted),
+            Input::Timer => self.on_timer(now),
+            Input::Shutdown { .. } => self.shutdown(),
+            // Cron never asks for confirmation, so no delivery id is ours.
+            Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            other => {
+                let message = format!(
+                    "the cron source opens no connections or requests; ignored a {} input",
+                    input_name(&other)
+                );
+                self.log(now, Level::Debug, "input.unexpected", message);
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.status.current().is_terminal()
+    }
+
+    fn status(&self) -> Status {
+        self.status.current()
+    }
+}
