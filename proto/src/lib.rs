@@ -35,6 +35,8 @@
 mod backoff;
 mod bytes;
 pub mod cron;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 mod dedup;
 pub mod http;
 mod item;

@@ -1,0 +1,242 @@
+//! Fuzz target bodies. The `fuzz/` crate (cargo fuzz) calls them with arbitrary bytes, and the
+//! normal test suite replays every file of `fuzz/corpus/<target>/` through them once, so a crash
+//! found by fuzzing becomes a regression test by adding its input to the corpus.
+//!
+//! Each body panics only when an invariant breaks: a machine or parser panicking, a buffer growing
+//! past its limit, a timer armed in the past, an output queue that never drains, a secret in a log.
+
+use crate::http::{Limits, RequestReader, ResponseReader};
+use crate::testing::Simulator;
+use crate::{
+    Bytes, ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Now, Output, ReqId, UnixMillis,
+};
+
+/// A token no fuzz input contains by chance, so finding it in a log means the machine leaked it.
+pub const FUZZ_TOKEN: &str = "FUZZTOKEN-b0d9e2";
+
+/// Reads fuzz bytes as a little program: each call takes what it needs, zeros when exhausted.
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&b, rest)) => {
+                self.data = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from(self.byte()) << 8 | u16::from(self.byte())
+    }
+
+    fn bytes(&mut self, max: usize) -> &'a [u8] {
+        let n = (usize::from(self.byte()) | usize::from(self.byte()) << 8).min(max).min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// Feeds `data` to an HTTP response reader in chunks whose sizes come from the data itself, and
+/// checks the buffer bound after every feed.
+pub fn http_response(data: &[u8]) {
+    let limits = Limits {
+        max_head_bytes: 2048,
+        max_headers: 16,
+        max_body_bytes: 4096,
+        max_chunk_line_bytes: 64,
+    };
+    let Some((&method, rest)) = data.split_first() else { return };
+    let method = ["GET", "HEAD", "POST"][usize::from(method % 3)];
+    let mut reader = ResponseReader::new(method, limits);
+    let bound = limits.max_head_bytes + limits.max_body_bytes + limits.max_chunk_line_bytes + 64;
+    for chunk in chunks(rest) {
+        match reader.feed(chunk) {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => assert!(reader.buffered_bytes() <= bound, "response reader buffered {}", reader.buffered_bytes()),
+        }
+    }
+    let _ = reader.eof();
+}
+
+/// The same for the server-side request reader.
+pub fn http_request(data: &[u8]) {
+    let limits = Limits {
+        max_head_bytes: 2048,
+        max_headers: 16,
+        max_body_bytes: 4096,
+        max_chunk_line_bytes: 64,
+    };
+    let mut reader = RequestReader::new(limits);
+    let bound = limits.max_head_bytes + limits.max_body_bytes + limits.max_chunk_line_bytes + 64;
+    for chunk in chunks(data) {
+        match reader.feed(chunk) {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => assert!(reader.buffered_bytes() <= bound, "request reader buffered {}", reader.buffered_bytes()),
+        }
+    }
+    let _ = reader.eof();
+}
+
+/// Splits `data` at offsets its first byte derives, so both whole and tiny chunks occur.
+fn chunks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let step = data.first().map_or(1, |&b| usize::from(b % 17) + 1);
+    data.get(1..).unwrap_or_default().chunks(step)
+}
+
+/// Runs `machine` over the inputs `data` describes, as a driver would (timers fired in order), and
+/// checks the invariants after every step.
+pub fn whole_machine<M: Machine>(machine: M, data: &[u8]) {
+    let start = Now {
+        mono: Millis(0),
+        wall: UnixMillis(1_764_100_000_000),
+    };
+    let mut sim = Simulator::new(machine, start, true);
+    sim.feed(Input::Start);
+    let mut reader = Reader { data };
+    let mut at = Millis(0);
+    let mut steps = 0;
+    let mut checked = 0;
+    while !reader.is_empty() && steps < 512 {
+        steps += 1;
+        at = at + delay(&mut reader);
+        sim.advance_to(at);
+        let input = input(&mut reader, &sim);
+        sim.feed(input);
+        checked = check(&sim, checked);
+    }
+    sim.advance_to(at + 3_600_000);
+    check(&sim, checked);
+}
+
+/// Time between inputs: mostly short, sometimes long jumps past every timer.
+fn delay(reader: &mut Reader<'_>) -> u64 {
+    match reader.byte() {
+        0..=199 => u64::from(reader.byte()) * 10,
+        200..=249 => u64::from(reader.u16()) * 10,
+        _ => u64::from(reader.u16()) * 1000,
+    }
+}
+
+/// The ids the machine asked for so far, so inputs mostly hit live connections and requests.
+fn live_ids<M: Machine>(sim: &Simulator<M>) -> (Vec<ConnId>, Vec<ReqId>, Vec<DeliveryId>) {
+    let (mut conns, mut reqs, mut deliveries) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, out) in sim.transcript().outputs() {
+        match out {
+            Output::Connect { conn, .. } => conns.push(*conn),
+            Output::Request { req, .. } => reqs.push(*req),
+            Output::Emit { confirm: Some(d), .. } => deliveries.push(*d),
+            _ => {}
+        }
+    }
+    (conns, reqs, deliveries)
+}
+
+fn pick<T: Copy>(reader: &mut Reader<'_>, ids: &[T], fallback: T) -> T {
+    let i = usize::from(reader.byte());
+    ids.get(ids.len().saturating_sub(1 + i % 4)).copied().unwrap_or(fallback)
+}
+
+fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
+    let (conns, reqs, _) = live_ids(sim);
+    let conn = pick(reader, &conns, ConnId(1));
+    let req = pick(reader, &reqs, ReqId(1));
+    match reader.byte() % 10 {
+        0 => Input::Timer,
+        1 => Input::Opened { conn },
+        2 | 3 => Input::Frame {
+            conn,
+            frame: Frame::Text(String::from_utf8_lossy(reader.bytes(8192)).into_owned()),
+        },
+        4 => Input::Frame {
+            conn,
+            frame: match reader.byte() % 3 {
+                0 => Frame::Binary(Bytes::from(reader.bytes(8192))),
+                1 => Frame::Ping(Bytes::from(reader.bytes(16))),
+                _ => Frame::Pong(Bytes::from(reader.bytes(16))),
+            },
+        },
+        5 => Input::Closed {
+            conn,
+            code: Some(reader.u16()).filter(|c| *c != 0),
+            reason: String::from_utf8_lossy(reader.bytes(64)).into_owned(),
+        },
+        6 => Input::ConnectFailed {
+            conn,
+            error: "connection refused".to_owned(),
+        },
+        7 | 8 => Input::Response {
+            req,
+            response: response(reader),
+        },
+        _ => Input::RequestFailed {
+            req,
+            error: "network error".to_owned(),
+        },
+    }
+}
+
+/// An HTTP response with a plausible status and headers drawn from the ones the machines read.
+fn response(reader: &mut Reader<'_>) -> HttpResponse {
+    const STATUSES: &[u16] = &[200, 200, 200, 304, 301, 302, 401, 403, 404, 422, 429, 500, 502, 503];
+    const HEADERS: &[&str] = &[
+        "retry-after",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-poll-interval",
+        "link",
+        "location",
+        "etag",
+        "last-modified",
+        "content-type",
+    ];
+    let status = match reader.byte() {
+        b if usize::from(b) < STATUSES.len() * 16 => STATUSES[usize::from(b) % STATUSES.len()],
+        _ => reader.u16() % 1000,
+    };
+    let mut headers = Vec::new();
+    for _ in 0..reader.byte() % 4 {
+        let name = HEADERS[usize::from(reader.byte()) % HEADERS.len()];
+        headers.push((name.to_owned(), String::from_utf8_lossy(reader.bytes(128)).into_owned()));
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: Bytes::from(reader.bytes(16_384)),
+    }
+}
+
+/// Invariants that hold after every step, whatever the peer did. Checks the transcript entries
+/// from `from` on and returns where the next check starts.
+fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
+    let now = sim.now().mono;
+    if let Some(deadline) = sim.machine.poll_timeout() {
+        assert!(
+            deadline >= now || sim.machine.is_finished(),
+            "timer armed in the past: {deadline:?} < {now:?}"
+        );
+    }
+    let entries = &sim.transcript().entries;
+    let outputs = entries.get(from..).unwrap_or_default().iter().filter_map(|(_, e)| match e {
+        crate::testing::Entry::Out(out) => Some(out),
+        _ => None,
+    });
+    for out in outputs {
+        let text = match out {
+            Output::Log(log) => serde_json::to_string(log).unwrap_or_default(),
+            Output::Status(change) => serde_json::to_string(change).unwrap_or_default(),
+            other => format!("{other:?}"),
+        };
+        assert!(!text.contains(FUZZ_TOKEN), "secret leaked: {text}");
+    }
+    entries.len()
+}
