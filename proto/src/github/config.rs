@@ -191,7 +191,9 @@ impl GithubConfig {
 
 /// Printable ASCII or tab, so the value cannot split or smuggle header lines.
 fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use crate::url::Url;
 /// The target of the first link whose `rel` includes `rel` (ASCII case-insensitive), from one
 /// or more `Link` header values. A value that stops parsing part-way yields the links read
 /// before the fault.
-pub(crate) fn find_rel<'a>(values: impl IntoIterator<Item = &'a str>, rel: &str) -> Option<&'a str> {
+pub(crate) fn find_rel<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    rel: &str,
+) -> Option<&'a str> {
     values.into_iter().find_map(|value| {
         Links { rest: value }.find_map(|(target, rels)| {
             rels.split_ascii_whitespace()
@@ -128,7 +131,10 @@ mod tests {
             // Unquoted token, other case, no spaces.
             (r#"<https://a/?page=2>;REL=Next"#, Some("https://a/?page=2")),
             // Several relation types in one rel.
-            (r#"<https://a/?p=2>; rel="last next""#, Some("https://a/?p=2")),
+            (
+                r#"<https://a/?p=2>; rel="last next""#,
+                Some("https://a/?p=2"),
+            ),
             // Extra parameters, before and after rel, one with a comma and semicolon inside quotes.
             (
                 r#"<https://a/?p=2>; title="a, b; c"; rel="next"; type="application/json""#,
@@ -140,7 +146,10 @@ mod tests {
                 Some("https://a/?ids=1,2&page=2"),
             ),
             // A parameter without a value.
-            (r#"<https://a/2>; crossorigin; rel=next"#, Some("https://a/2")),
+            (
+                r#"<https://a/2>; crossorigin; rel=next"#,
+                Some("https://a/2"),
+            ),
             // Only the first rel counts.
             (r#"<https://a/2>; rel="prev"; rel="next""#, None),
             // rel containing "next" as a substring is not next.
@@ -151,10 +160,19 @@ mod tests {
             (r#"https://a/2; rel="next""#, None),
             (r#"<https://a/2; rel="next""#, None),
             // An unterminated quote stops parsing; earlier links still count.
-            (r#"<https://a/1>; rel="next", <https://a/2>; rel="la"#, Some("https://a/1")),
-            (r#"<https://a/1>; rel="prev", <https://a/2>; rel="next"#, None),
+            (
+                r#"<https://a/1>; rel="next", <https://a/2>; rel="la"#,
+                Some("https://a/1"),
+            ),
+            (
+                r#"<https://a/1>; rel="prev", <https://a/2>; rel="next"#,
+                None,
+            ),
             // Junk between links stops parsing.
-            (r#"<https://a/1>; rel="prev" junk, <https://a/2>; rel="next""#, None),
+            (
+                r#"<https://a/1>; rel="prev" junk, <https://a/2>; rel="next""#,
+                None,
+            ),
         ];
         for (value, expected) in cases {
             assert_eq!(find_rel([*value], "next"), *expected, "{value}");
@@ -163,7 +181,10 @@ mod tests {
 
     #[test]
     fn next_link_across_header_values() {
-        let values = [r#"<https://a/1>; rel="prev""#, r#"<https://a/3>; rel="next""#];
+        let values = [
+            r#"<https://a/1>; rel="prev""#,
+            r#"<https://a/3>; rel="next""#,
+        ];
         assert_eq!(find_rel(values, "next"), Some("https://a/3"));
         assert_eq!(find_rel(values, "prev"), Some("https://a/1"));
         assert_eq!(find_rel(Vec::<&str>::new(), "next"), None);
@@ -174,7 +195,10 @@ mod tests {
         let base = Url::parse("https://api.github.com:8443/notifications?page=1").unwrap();
         let cases: &[(&str, Option<&str>)] = &[
             ("https://evil.example/x", Some("https://evil.example/x")),
-            ("  https://api.github.com/x ", Some("https://api.github.com/x")),
+            (
+                "  https://api.github.com/x ",
+                Some("https://api.github.com/x"),
+            ),
             ("//other.example/x", Some("https://other.example/x")),
             (
                 "/notifications?page=2",

@@ -67,7 +67,7 @@ use crate::{
     Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status,
     StatusTracker, TimerKind, Timers,
 };
-use rate_limit::{Budget, Verdict};
+use rate_limit::{Budget, Verdict, WaitRule};
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::{HashSet, VecDeque};
@@ -286,30 +286,7 @@ impl GithubMachine {
                 self.on_redirect(now, flight, response.status, &location)
             }
             Verdict::RateLimited { wait_ms, rule } => {
-                self.rate_strikes = self.rate_strikes.saturating_add(1);
-                self.cycle = None;
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "rate.limit",
-                        format!(
-                            "rate limited (HTTP {}, {}); next poll in {}",
-                            response.status,
-                            rule.describe(),
-                            seconds(wait_ms)
-                        ),
-                        now.wall,
-                    )
-                    .with_detail(json!({
-                        "status": response.status,
-                        "waitMs": wait_ms,
-                        "rule": rule.describe(),
-                        "message": rate_limit::error_message(&response),
-                    })),
-                );
-                self.set_status(Status::Reconnecting, Some("rate limited".into()));
-                self.timers.arm(Timer::Poll, now.mono + wait_ms);
+                self.on_rate_limited(now, &response, wait_ms, rule)
             }
             Verdict::Transient { reason } => {
                 let message = format!("{reason} for page {}", flight.page);
@@ -318,6 +295,34 @@ impl GithubMachine {
             }
             Verdict::Fatal(fatal) => self.fail(fatal.to_string()),
         }
+    }
+
+    /// Abandons the cycle and sends nothing until the wait GitHub asked for is over.
+    fn on_rate_limited(&mut self, now: Now, response: &HttpResponse, wait_ms: u64, rule: WaitRule) {
+        self.rate_strikes = self.rate_strikes.saturating_add(1);
+        self.cycle = None;
+        self.push_log(
+            Log::new(
+                Level::Warn,
+                SOURCE,
+                "rate.limit",
+                format!(
+                    "rate limited (HTTP {}, {}); next poll in {}",
+                    response.status,
+                    rule.describe(),
+                    seconds(wait_ms)
+                ),
+                now.wall,
+            )
+            .with_detail(json!({
+                "status": response.status,
+                "waitMs": wait_ms,
+                "rule": rule.describe(),
+                "message": rate_limit::error_message(response),
+            })),
+        );
+        self.set_status(Status::Reconnecting, Some("rate limited".into()));
+        self.timers.arm(Timer::Poll, now.mono + wait_ms);
     }
 
     fn on_request_failed(&mut self, now: Now, req: ReqId, error: String) {
@@ -376,7 +381,10 @@ impl GithubMachine {
                 Level::Debug,
                 SOURCE,
                 "http.stale",
-                format!("ignored the outcome of request {}, no longer awaited", req.0),
+                format!(
+                    "ignored the outcome of request {}, no longer awaited",
+                    req.0
+                ),
                 now.wall,
             )
             .with_detail(json!({ "req": req.0 })),
@@ -520,7 +528,7 @@ impl GithubMachine {
                         Level::Warn,
                         SOURCE,
                         "poll.malformed",
-                        format!("skipped item {index} of page {page}: {malformed}"),
+                        format!("skipped the item at index {index} of page {page}: {malformed}"),
                         now.wall,
                     )
                     .with_detail(json!({
@@ -538,7 +546,11 @@ impl GithubMachine {
             ("thread_id", key.0.clone()),
         ];
         meta.extend(thread.reason.map(|v| ("reason", v.into_owned())));
-        meta.extend(thread.subject_type.map(|v| ("subject_type", v.into_owned())));
+        meta.extend(
+            thread
+                .subject_type
+                .map(|v| ("subject_type", v.into_owned())),
+        );
         meta.extend(thread.repository.map(|v| ("repository", v.into_owned())));
 
         if !self.seen.insert(key, now.mono) {
@@ -568,7 +580,10 @@ impl GithubMachine {
             self.retry_later(
                 now,
                 "redirect refused",
-                format!("more than {MAX_REDIRECTS} redirects for page {}", flight.page),
+                format!(
+                    "more than {MAX_REDIRECTS} redirects for page {}",
+                    flight.page
+                ),
                 None,
             );
             return;
@@ -593,7 +608,10 @@ impl GithubMachine {
                         Level::Warn,
                         SOURCE,
                         "poll.redirect_refused",
-                        format!("not following HTTP {status} for page {}: {refusal}", flight.page),
+                        format!(
+                            "not following HTTP {status} for page {}: {refusal}",
+                            flight.page
+                        ),
                         now.wall,
                     )
                     .with_detail(json!({
@@ -604,7 +622,10 @@ impl GithubMachine {
                 self.retry_later(
                     now,
                     "redirect refused",
-                    format!("HTTP {status} for page {} could not be followed", flight.page),
+                    format!(
+                        "HTTP {status} for page {} could not be followed",
+                        flight.page
+                    ),
                     None,
                 );
             }
@@ -744,7 +765,7 @@ impl GithubMachine {
         self.timers.cancel(Timer::RequestTimeout);
         let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
             self.fail(format!(
-                "gave up after {} attempts ({reason})",
+                "gave up after {} retries ({reason})",
                 self.backoff.attempts()
             ));
             return;

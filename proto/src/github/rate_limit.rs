@@ -106,7 +106,10 @@ impl fmt::Display for Fatal {
             Fatal::BadCredentials => f.write_str("bad credentials"),
             Fatal::Forbidden { message } => write!(f, "forbidden: {message}"),
             Fatal::Unprocessable { message } => {
-                write!(f, "request rejected as invalid (check the configuration): {message}")
+                write!(
+                    f,
+                    "request rejected as invalid (check the configuration): {message}"
+                )
             }
             Fatal::Status { status, message } => write!(f, "HTTP {status}: {message}"),
         }
@@ -550,7 +553,12 @@ mod tests {
             ),
             ("408", response(408, &[], ""), 0, transient("HTTP 408")),
             ("500", response(500, &[], ""), 0, transient("HTTP 500")),
-            ("502", response(502, &[], "<html>"), 0, transient("HTTP 502")),
+            (
+                "502",
+                response(502, &[], "<html>"),
+                0,
+                transient("HTTP 502"),
+            ),
             ("503", response(503, &[], ""), 0, transient("HTTP 503")),
             ("100", response(100, &[], ""), 0, transient("HTTP 100")),
             ("999", response(999, &[], ""), 0, transient("HTTP 999")),
@@ -604,7 +612,10 @@ mod tests {
             response(200, &[("x-ratelimit-reset", &reset)], ""),
             response(
                 200,
-                &[("x-ratelimit-remaining", "-1"), ("x-ratelimit-reset", &reset)],
+                &[
+                    ("x-ratelimit-remaining", "-1"),
+                    ("x-ratelimit-reset", &reset),
+                ],
                 "",
             ),
             response(

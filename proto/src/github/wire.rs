@@ -90,7 +90,11 @@ pub(crate) fn thread(raw: &RawValue) -> Result<Thread<'_>, Malformed> {
         Ok(Element::Other(found)) => return Err(Malformed::NotObject { found }),
         // The text was already validated as JSON, so this is unreachable in practice; report it
         // as the whole element being unusable rather than panicking.
-        Err(_) => return Err(Malformed::NotObject { found: "unreadable" }),
+        Err(_) => {
+            return Err(Malformed::NotObject {
+                found: "unreadable",
+            });
+        }
     };
     let id = match fields.id {
         None => return Err(Malformed::Missing { field: "id" }),
@@ -104,7 +108,11 @@ pub(crate) fn thread(raw: &RawValue) -> Result<Thread<'_>, Malformed> {
         }
     };
     let updated_at = match fields.updated_at {
-        None => return Err(Malformed::Missing { field: "updated_at" }),
+        None => {
+            return Err(Malformed::Missing {
+                field: "updated_at",
+            });
+        }
         Some(Scalar::Str(at)) if !at.is_empty() => at,
         Some(other) => {
             return Err(Malformed::Invalid {
@@ -174,7 +182,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Int(i128::from(v)))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other("a fractional number"))
+        Ok(Scalar::Other("a number outside the 64-bit integers"))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Scalar::Other("a boolean"))
@@ -335,7 +343,13 @@ mod tests {
         })
     }
 
-    fn ok(id: &str, updated_at: &str, reason: Option<&str>, subject_type: Option<&str>, repository: Option<&str>) -> Result<Thread<'static>, Malformed> {
+    fn ok(
+        id: &str,
+        updated_at: &str,
+        reason: Option<&str>,
+        subject_type: Option<&str>,
+        repository: Option<&str>,
+    ) -> Result<Thread<'static>, Malformed> {
         let own = |s: &str| Cow::Owned(s.to_owned());
         Ok(Thread {
             id: own(id),
@@ -408,31 +422,51 @@ mod tests {
             ),
             (
                 r#"{"id":"1"}"#,
-                Err(Malformed::Missing { field: "updated_at" }),
+                Err(Malformed::Missing {
+                    field: "updated_at",
+                }),
             ),
             (
                 r#"{"id":null,"updated_at":"t"}"#,
-                Err(Malformed::Invalid { field: "id", found: "null" }),
+                Err(Malformed::Invalid {
+                    field: "id",
+                    found: "null",
+                }),
             ),
             (
                 r#"{"id":1.5,"updated_at":"t"}"#,
-                Err(Malformed::Invalid { field: "id", found: "a fractional number" }),
+                Err(Malformed::Invalid {
+                    field: "id",
+                    found: "a number outside the 64-bit integers",
+                }),
             ),
             (
                 r#"{"id":"","updated_at":"t"}"#,
-                Err(Malformed::Invalid { field: "id", found: "an empty string" }),
+                Err(Malformed::Invalid {
+                    field: "id",
+                    found: "an empty string",
+                }),
             ),
             (
                 r#"{"id":{"v":1},"updated_at":"t"}"#,
-                Err(Malformed::Invalid { field: "id", found: "an object" }),
+                Err(Malformed::Invalid {
+                    field: "id",
+                    found: "an object",
+                }),
             ),
             (
                 r#"{"id":"1","updated_at":1764000000}"#,
-                Err(Malformed::Invalid { field: "updated_at", found: "an integer" }),
+                Err(Malformed::Invalid {
+                    field: "updated_at",
+                    found: "an integer",
+                }),
             ),
             (
                 r#"{"id":"1","updated_at":["t"]}"#,
-                Err(Malformed::Invalid { field: "updated_at", found: "an array" }),
+                Err(Malformed::Invalid {
+                    field: "updated_at",
+                    found: "an array",
+                }),
             ),
         ];
         for (json, expected) in cases {
@@ -443,11 +477,18 @@ mod tests {
     #[test]
     fn malformed_messages_name_the_field() {
         assert_eq!(
-            Malformed::Missing { field: "updated_at" }.to_string(),
+            Malformed::Missing {
+                field: "updated_at"
+            }
+            .to_string(),
             "`updated_at` is missing"
         );
         assert_eq!(
-            Malformed::Invalid { field: "id", found: "null" }.to_string(),
+            Malformed::Invalid {
+                field: "id",
+                found: "null"
+            }
+            .to_string(),
             "`id` is null, not a string or an integer"
         );
         assert_eq!(
@@ -466,7 +507,15 @@ mod tests {
         assert_eq!(items[0].get(), FULL);
         assert_eq!(items[1].get(), "1");
         assert!(page_items(b"[]").unwrap().is_empty());
-        for bad in [&b"{}"[..], b"", b"[1,", b"null", b"\"[]\"", b"[1] x", b"\xff"] {
+        for bad in [
+            &b"{}"[..],
+            b"",
+            b"[1,",
+            b"null",
+            b"\"[]\"",
+            b"[1] x",
+            b"\xff",
+        ] {
             assert!(page_items(bad).is_err(), "{bad:?}");
         }
     }
