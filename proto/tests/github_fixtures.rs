@@ -521,7 +521,7 @@ fn garbage_responses_never_panic_or_break_the_contract() {
             wall: UnixMillis(1_764_100_000_000),
         };
         let mut outputs = Vec::new();
-        let mut step = |machine: &mut GithubMachine, now: Now, input: Input| {
+        let step = |machine: &mut GithubMachine, now: Now, input: Input| {
             let result = machine.handle_input(now, input);
             assert!(result.is_ok() || machine.is_finished(), "{result:?}");
             let drained: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
