@@ -30,6 +30,16 @@
 //! already emitted threads from repeating. The token goes only to the API's origin: a `Link` or
 //! `Location` elsewhere is not followed.
 //!
+//! ## Limits, on purpose
+//!
+//! - A cycle whose pagination stops at a refused `Link` still emits what it read, but keeps the
+//!   previous validators, so every poll stays a (paid) 200 until the server's links are fixed.
+//! - A cycle that reaches `page_cap` counts as complete: older threads are read again only once
+//!   they change and move up.
+//! - A 304 never replaces the stored validators; only a complete 200 cycle does.
+//! - The dedup cache holds four cycles' worth of keys (at least 1 000) and forgets the oldest
+//!   first; an unchanged thread that outlives that many newer ones is emitted again once.
+//!
 //! ## Driving it
 //!
 //! The usual drain rule applies: after each `handle_input`, call `poll_output` until `None`.
