@@ -1,0 +1,906 @@
+//! GitHub notifications polling that spends no rate limit when nothing changed and never
+//! hammers the API.
+//!
+//! [`GithubMachine`] polls `GET {api}/notifications` in *cycles*: page 1, then every
+//! `Link: rel="next"` page up to the page cap, one request in flight at a time. Page 1 carries
+//! the validators of the last good cycle (`If-Modified-Since` byte for byte, `If-None-Match`), so
+//! an unchanged inbox costs a free 304. The next cycle starts after
+//! `max(interval_ms, X-Poll-Interval)`, stretched when the rate-limit budget runs low.
+//!
+//! Each new or changed thread (keyed by `(id, updated_at)` in a bounded [`DedupCache`]) becomes
+//! one `notification` event whose data is the thread's JSON exactly as received. By default the
+//! first cycle only records what already exists ([`Bootstrap::Skip`]).
+//!
+//! ## Why validators wait for confirmations
+//!
+//! Storing new validators means "everything up to here was delivered": the next poll may be a
+//! 304 and the same threads will not be listed as news again. So events are emitted with
+//! `confirm: Some(DeliveryId)`, and the validators of a complete cycle are committed only once
+//! every event of that cycle came back as [`Input::Delivered`]. A poll that falls due before then
+//! waits for the confirmations instead of going out. Today the firehose confirms on acceptance;
+//! a durable log can later confirm on fsync without any change here.
+//!
+//! ## Errors
+//!
+//! Responses are classified by one pure function (`rate_limit::classify`): 401, 422, a 403 that
+//! is not a rate limit, and other 4xx stop the machine (`failed`); rate limits wait exactly as
+//! GitHub's headers say (status `reconnecting`, reason `rate limited`); 5xx, transport errors,
+//! timeouts and unusable bodies back off with jitter (reason `HTTP 502`, `network error`, …).
+//! Any failure abandons the cycle; the next attempt starts again from page 1, and dedup keeps
+//! already emitted threads from repeating. The token goes only to the API's origin: a `Link` or
+//! `Location` elsewhere is not followed.
+//!
+//! ## Limits, on purpose
+//!
+//! - A cycle whose pagination stops at a refused `Link` still emits what it read, but keeps the
+//!   previous validators, so every poll stays a (paid) 200 until the server's links are fixed.
+//! - A cycle that reaches `page_cap` counts as complete: older threads are read again only once
+//!   they change and move up.
+//! - A 304 never replaces the stored validators; only a complete 200 cycle does.
+//! - The dedup cache holds four cycles' worth of keys (at least 1 000) and forgets the oldest
+//!   first; an unchanged thread that outlives that many newer ones is emitted again once.
+//!
+//! ## Driving it
+//!
+//! The usual drain rule applies: after each `handle_input`, call `poll_output` until `None`.
+//!
+//! ```
+//! use openflume_proto::github::{GithubConfig, GithubMachine};
+//! use openflume_proto::{Input, Machine, Millis, Now, Output, UnixMillis};
+//!
+//! let config = GithubConfig { token: "ghp_example".into(), ..GithubConfig::default() };
+//! let mut machine = GithubMachine::new(config, 7).unwrap();
+//! let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+//! machine.handle_input(now, Input::Start).unwrap();
+//! let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
+//! let request = outputs.iter().find_map(|o| match o {
+//!     Output::Request { request, .. } => Some(request),
+//!     _ => None,
+//! });
+//! assert_eq!(
+//!     request.unwrap().url,
+//!     "https://api.github.com/notifications?all=false&participating=false&per_page=50"
+//! );
+//! ```
+
+mod config;
+mod interval;
+mod link;
+mod rate_limit;
+mod wire;
+
+pub use config::{Bootstrap, GithubConfig};
+
+use crate::url::Url;
+use crate::{
+    Backoff, DedupCache, DeliveryId, Event, HttpRequest, HttpResponse, IdCounter, Input, Level,
+    Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status,
+    StatusTracker, TimerKind, Timers,
+};
+use rate_limit::{Budget, Verdict, WaitRule};
+use serde_json::json;
+use serde_json::value::RawValue;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+
+/// The source name on every item.
+const SOURCE: &str = "github";
+
+/// The API version the request and response shapes were written against.
+const API_VERSION: &str = "2022-11-28";
+
+/// Redirects followed for one request before giving up on it.
+const MAX_REDIRECTS: u8 = 5;
+
+/// The dedup cache never holds fewer keys than this.
+const MIN_DEDUP_CAPACITY: usize = 1_000;
+
+/// The machine's deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Start the next cycle (after the interval, a backoff or a rate-limit wait).
+    Poll,
+    /// The request in flight took too long.
+    RequestTimeout,
+}
+
+impl TimerKind for Timer {
+    const ALL: &'static [Timer] = &[Timer::Poll, Timer::RequestTimeout];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The request the machine waits on.
+#[derive(Clone, Debug)]
+struct InFlight {
+    req: ReqId,
+    /// 1-based page of the cycle.
+    page: u32,
+    url: String,
+    redirects: u8,
+}
+
+/// `Last-Modified` and `ETag` of page 1, sent back verbatim.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Validators {
+    last_modified: Option<String>,
+    etag: Option<String>,
+}
+
+/// What one cycle gathered so far.
+#[derive(Clone, Debug, Default)]
+struct Cycle {
+    /// Pages read.
+    pages: u32,
+    /// From page 1; committed only when the cycle completes and its events are confirmed.
+    validators: Option<Validators>,
+    emitted: usize,
+    recorded: usize,
+    /// The largest `X-Poll-Interval` seen in the cycle.
+    server_interval_ms: Option<u64>,
+    /// The latest rate-limit budget seen in the cycle.
+    budget: Option<Budget>,
+}
+
+/// How a cycle ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CycleEnd {
+    /// Page 1 was a 304.
+    NotModified,
+    /// Every page up to the last (or the cap) was read: the validators may be stored.
+    Complete,
+    /// Pagination stopped early (a `Link` that may not be followed): keep the old validators.
+    Incomplete,
+}
+
+/// The GitHub notifications poller.
+///
+/// Construct with [`GithubMachine::new`], feed [`Input::Start`], then responses, timer expiries
+/// and delivery confirmations; see the [module docs](self) for the behaviour.
+pub struct GithubMachine {
+    config: GithubConfig,
+    /// Pages and redirects may only go to this origin.
+    origin: Url,
+    /// Page 1 of the polled list.
+    first_page: String,
+    rng: fastrand::Rng,
+    out: VecDeque<Output>,
+    timers: Timers<Timer>,
+    clock: MonotonicGuard,
+    status: StatusTracker,
+    req_ids: IdCounter,
+    delivery_ids: IdCounter,
+    /// The highest delivery id handed out.
+    last_delivery: u64,
+    started: bool,
+    finished: bool,
+    in_flight: Option<InFlight>,
+    cycle: Option<Cycle>,
+    /// Sent on page 1.
+    validators: Validators,
+    /// Emitted events not yet confirmed.
+    unconfirmed: HashSet<DeliveryId>,
+    /// Validators of a complete cycle, waiting for `unconfirmed` to drain.
+    validators_to_commit: Option<Validators>,
+    /// A poll fell due while events were unconfirmed: start it on the last confirmation.
+    poll_waiting: bool,
+    seen: DedupCache<(String, String)>,
+    bootstrapped: bool,
+    backoff: Backoff,
+    /// Rate-limited responses in a row.
+    rate_strikes: u32,
+    /// `max(interval_ms, X-Poll-Interval)` of the last successful cycle, to log changes.
+    base_interval_ms: u64,
+}
+
+impl GithubMachine {
+    /// A poller for `config`, its backoff jitter drawn from `seed`.
+    ///
+    /// Fails with [`Misuse::Config`] when the configuration cannot work (empty token, interval
+    /// under one second, `per_page` outside 1..=50, an `api_url` that is not http(s), …).
+    ///
+    /// ```
+    /// use openflume_proto::github::{GithubConfig, GithubMachine};
+    /// use openflume_proto::{Machine, Misuse, Status};
+    ///
+    /// let machine = GithubMachine::new(GithubConfig { token: "ghp_x".into(), ..Default::default() }, 1).unwrap();
+    /// assert_eq!(machine.source(), "github");
+    /// assert_eq!(machine.status(), Status::Idle);
+    /// assert!(matches!(GithubMachine::new(GithubConfig::default(), 1), Err(Misuse::Config(_))));
+    /// ```
+    pub fn new(config: GithubConfig, seed: u64) -> Result<GithubMachine, Misuse> {
+        let checked = config.check()?;
+        let visible_per_cycle = (config.page_cap as usize).saturating_mul(config.per_page as usize);
+        let capacity = visible_per_cycle.saturating_mul(4).max(MIN_DEDUP_CAPACITY);
+        Ok(GithubMachine {
+            origin: checked.origin,
+            first_page: checked.first_page,
+            rng: fastrand::Rng::with_seed(seed),
+            out: VecDeque::new(),
+            timers: Timers::new(),
+            clock: MonotonicGuard::default(),
+            status: StatusTracker::default(),
+            req_ids: IdCounter::default(),
+            delivery_ids: IdCounter::default(),
+            last_delivery: 0,
+            started: false,
+            finished: false,
+            in_flight: None,
+            cycle: None,
+            validators: Validators::default(),
+            unconfirmed: HashSet::new(),
+            validators_to_commit: None,
+            poll_waiting: false,
+            // Threads stay listed for weeks, so keys expire by count only: an age limit would
+            // re-emit an unchanged thread whenever a later 200 lists it again.
+            seen: DedupCache::new(capacity, u64::MAX),
+            bootstrapped: false,
+            backoff: Backoff::new(config.reconnect),
+            rate_strikes: 0,
+            base_interval_ms: config.interval_ms,
+            config,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &GithubConfig {
+        &self.config
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    fn on_timer(&mut self, now: Now) {
+        for timer in self.timers.take_expired(now.mono) {
+            match timer {
+                Timer::Poll => {
+                    if self.in_flight.is_none() {
+                        self.start_cycle(now);
+                    }
+                }
+                Timer::RequestTimeout => {
+                    if let Some(flight) = self.in_flight.take() {
+                        self.retry_later(
+                            now,
+                            "network error",
+                            format!("request for page {} timed out", flight.page),
+                            Some(format!(
+                                "no response within {} ms",
+                                self.config.request_timeout_ms
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Now, req: ReqId, response: HttpResponse) {
+        let Some(flight) = self.take_flight(now, req) else {
+            return;
+        };
+        match rate_limit::classify(&response, now.wall, self.rate_strikes) {
+            Verdict::Page => self.on_page(now, flight, &response),
+            Verdict::NotModified if flight.page == 1 => {
+                let cycle = self.cycle.get_or_insert_with(Cycle::default);
+                note_pacing(cycle, &response);
+                self.finish_cycle(now, CycleEnd::NotModified);
+            }
+            Verdict::NotModified => self.retry_later(
+                now,
+                "HTTP 304",
+                format!("unexpected 304 for unconditional page {}", flight.page),
+                None,
+            ),
+            Verdict::Redirect { location } => {
+                self.on_redirect(now, flight, response.status, &location)
+            }
+            Verdict::RateLimited { wait_ms, rule } => {
+                self.on_rate_limited(now, &response, wait_ms, rule)
+            }
+            Verdict::Transient { reason } => {
+                let message = format!("{reason} for page {}", flight.page);
+                let error = rate_limit::error_message(&response);
+                self.retry_later(now, &reason, message, Some(error));
+            }
+            Verdict::Fatal(fatal) => self.fail(fatal.to_string()),
+        }
+    }
+
+    /// Abandons the cycle and sends nothing until the wait GitHub asked for is over.
+    fn on_rate_limited(&mut self, now: Now, response: &HttpResponse, wait_ms: u64, rule: WaitRule) {
+        self.rate_strikes = self.rate_strikes.saturating_add(1);
+        self.cycle = None;
+        self.push_log(
+            Log::new(
+                Level::Warn,
+                SOURCE,
+                "rate.limit",
+                format!(
+                    "rate limited (HTTP {}, {}); next poll in {}",
+                    response.status,
+                    rule.describe(),
+                    seconds(wait_ms)
+                ),
+                now.wall,
+            )
+            .with_detail(json!({
+                "status": response.status,
+                "waitMs": wait_ms,
+                "rule": rule.describe(),
+                "message": rate_limit::error_message(response),
+            })),
+        );
+        self.set_status(Status::Reconnecting, Some("rate limited".into()));
+        self.timers.arm(Timer::Poll, now.mono + wait_ms);
+    }
+
+    fn on_request_failed(&mut self, now: Now, req: ReqId, error: String) {
+        let Some(flight) = self.take_flight(now, req) else {
+            return;
+        };
+        self.retry_later(
+            now,
+            "network error",
+            format!("request for page {} failed", flight.page),
+            Some(error),
+        );
+    }
+
+    fn on_delivered(&mut self, now: Now, delivery: DeliveryId) -> Result<(), Misuse> {
+        if delivery.0 == 0 || delivery.0 > self.last_delivery {
+            return Err(Misuse::UnknownDelivery(delivery));
+        }
+        if !self.unconfirmed.remove(&delivery) {
+            self.push_log(Log::new(
+                Level::Debug,
+                SOURCE,
+                "delivery.duplicate",
+                format!("delivery {} was already confirmed", delivery.0),
+                now.wall,
+            ));
+            return Ok(());
+        }
+        if self.unconfirmed.is_empty() {
+            if let Some(validators) = self.validators_to_commit.take() {
+                self.validators = validators;
+            }
+            if self.poll_waiting {
+                self.start_cycle(now);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_shutdown(&mut self) {
+        self.timers.cancel_all();
+        self.in_flight = None;
+        self.cycle = None;
+        self.set_status(Status::Disconnected, None);
+        self.finished = true;
+    }
+
+    /// The in-flight request if `req` is it; otherwise logs the stale id.
+    fn take_flight(&mut self, now: Now, req: ReqId) -> Option<InFlight> {
+        if self.in_flight.as_ref().is_some_and(|f| f.req == req) {
+            self.timers.cancel(Timer::RequestTimeout);
+            return self.in_flight.take();
+        }
+        self.push_log(
+            Log::new(
+                Level::Debug,
+                SOURCE,
+                "http.stale",
+                format!(
+                    "ignored the outcome of request {}, no longer awaited",
+                    req.0
+                ),
+                now.wall,
+            )
+            .with_detail(json!({ "req": req.0 })),
+        );
+        None
+    }
+
+    // ---- the cycle ----------------------------------------------------------------------
+
+    fn start_cycle(&mut self, now: Now) {
+        self.timers.cancel(Timer::Poll);
+        if !self.unconfirmed.is_empty() {
+            if !self.poll_waiting {
+                self.poll_waiting = true;
+                self.push_log(Log::new(
+                    Level::Debug,
+                    SOURCE,
+                    "poll.wait_delivery",
+                    format!(
+                        "poll due, waiting for {} emitted events to be confirmed first",
+                        self.unconfirmed.len()
+                    ),
+                    now.wall,
+                ));
+            }
+            return;
+        }
+        self.poll_waiting = false;
+        self.cycle = Some(Cycle::default());
+        self.send(now, self.first_page.clone(), 1, 0);
+    }
+
+    fn send(&mut self, now: Now, url: String, page: u32, redirects: u8) {
+        let req = ReqId(self.req_ids.next());
+        let mut request = HttpRequest::new("GET", url.clone())
+            .header("Authorization", format!("Bearer {}", self.config.token))
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .header("User-Agent", self.config.user_agent.clone());
+        if page == 1 {
+            if let Some(last_modified) = &self.validators.last_modified {
+                request = request.header("If-Modified-Since", last_modified.clone());
+            }
+            if let Some(etag) = &self.validators.etag {
+                request = request.header("If-None-Match", etag.clone());
+            }
+        }
+        self.in_flight = Some(InFlight {
+            req,
+            page,
+            url,
+            redirects,
+        });
+        self.timers.arm(
+            Timer::RequestTimeout,
+            now.mono + self.config.request_timeout_ms,
+        );
+        self.out.push_back(Output::Request { req, request });
+    }
+
+    fn on_page(&mut self, now: Now, flight: InFlight, response: &HttpResponse) {
+        let items = match wire::page_items(response.body.as_slice()) {
+            Ok(items) => items,
+            Err(error) => {
+                self.retry_later(
+                    now,
+                    "invalid response",
+                    format!("page {} is not a JSON array of notifications", flight.page),
+                    Some(error),
+                );
+                return;
+            }
+        };
+        let cycle = self.cycle.get_or_insert_with(Cycle::default);
+        note_pacing(cycle, response);
+        if flight.page == 1 {
+            cycle.validators = Some(Validators {
+                last_modified: response.header("last-modified").map(str::to_owned),
+                etag: response.header("etag").map(str::to_owned),
+            });
+        }
+        cycle.pages = flight.page;
+        for (index, raw) in items.into_iter().enumerate() {
+            self.take_item(now, flight.page, index, raw);
+        }
+
+        let links = response
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("link"))
+            .map(|(_, value)| value.as_str());
+        let Some(next) = link::find_rel(links, "next") else {
+            self.finish_cycle(now, CycleEnd::Complete);
+            return;
+        };
+        if flight.page >= self.config.page_cap {
+            self.push_log(
+                Log::new(
+                    Level::Info,
+                    SOURCE,
+                    "poll.page_cap",
+                    format!(
+                        "read the first {} pages; older notifications wait until they change",
+                        self.config.page_cap
+                    ),
+                    now.wall,
+                )
+                .with_detail(json!({ "pageCap": self.config.page_cap })),
+            );
+            self.finish_cycle(now, CycleEnd::Complete);
+            return;
+        }
+        match self.same_origin_target(&flight.url, next) {
+            Ok(url) => self.send(now, url, flight.page + 1, 0),
+            Err(refusal) => {
+                self.push_log(
+                    Log::new(
+                        Level::Warn,
+                        SOURCE,
+                        "poll.link_refused",
+                        format!(
+                            "not following the next-page link of page {}: {refusal}",
+                            flight.page
+                        ),
+                        now.wall,
+                    )
+                    .with_detail(json!({ "link": crate::redact::url(next) })),
+                );
+                self.finish_cycle(now, CycleEnd::Incomplete);
+            }
+        }
+    }
+
+    /// Records or emits one page element.
+    fn take_item(&mut self, now: Now, page: u32, index: usize, raw: Box<RawValue>) {
+        let thread = match wire::thread(&raw) {
+            Ok(thread) => thread,
+            Err(malformed) => {
+                self.push_log(
+                    Log::new(
+                        Level::Warn,
+                        SOURCE,
+                        "poll.malformed",
+                        format!("skipped the item at index {index} of page {page}: {malformed}"),
+                        now.wall,
+                    )
+                    .with_detail(json!({
+                        "page": page,
+                        "index": index,
+                        "field": malformed.field(),
+                    })),
+                );
+                return;
+            }
+        };
+        let key = (thread.id.to_string(), thread.updated_at.to_string());
+        let mut meta = vec![
+            ("event_type", "notification".to_owned()),
+            ("thread_id", key.0.clone()),
+        ];
+        meta.extend(thread.reason.map(|v| ("reason", v.into_owned())));
+        meta.extend(
+            thread
+                .subject_type
+                .map(|v| ("subject_type", v.into_owned())),
+        );
+        meta.extend(thread.repository.map(|v| ("repository", v.into_owned())));
+
+        if !self.seen.insert(key, now.mono) {
+            return;
+        }
+        let cycle = self.cycle.get_or_insert_with(Cycle::default);
+        if !self.bootstrapped && self.config.bootstrap == Bootstrap::Skip {
+            cycle.recorded += 1;
+            return;
+        }
+        cycle.emitted += 1;
+        let mut event = Event::new(SOURCE, "notification", RawJson::from_raw(raw), now.wall);
+        for (key, value) in meta {
+            event = event.with_meta(key, value);
+        }
+        let delivery = DeliveryId(self.delivery_ids.next());
+        self.last_delivery = delivery.0;
+        self.unconfirmed.insert(delivery);
+        self.out.push_back(Output::Emit {
+            event,
+            confirm: Some(delivery),
+        });
+    }
+
+    fn on_redirect(&mut self, now: Now, flight: InFlight, status: u16, location: &str) {
+        if flight.redirects >= MAX_REDIRECTS {
+            self.retry_later(
+                now,
+                "redirect refused",
+                format!(
+                    "more than {MAX_REDIRECTS} redirects for page {}",
+                    flight.page
+                ),
+                None,
+            );
+            return;
+        }
+        match self.same_origin_target(&flight.url, location) {
+            Ok(url) => {
+                self.push_log(
+                    Log::new(
+                        Level::Debug,
+                        SOURCE,
+                        "poll.redirect",
+                        format!("HTTP {status}: following to {}", crate::redact::url(&url)),
+                        now.wall,
+                    )
+                    .with_detail(json!({ "status": status, "page": flight.page })),
+                );
+                self.send(now, url, flight.page, flight.redirects + 1);
+            }
+            Err(refusal) => {
+                self.push_log(
+                    Log::new(
+                        Level::Warn,
+                        SOURCE,
+                        "poll.redirect_refused",
+                        format!(
+                            "not following HTTP {status} for page {}: {refusal}",
+                            flight.page
+                        ),
+                        now.wall,
+                    )
+                    .with_detail(json!({
+                        "status": status,
+                        "location": crate::redact::url(location),
+                    })),
+                );
+                self.retry_later(
+                    now,
+                    "redirect refused",
+                    format!(
+                        "HTTP {status} for page {} could not be followed",
+                        flight.page
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+
+    /// `reference` as an absolute URL on the API's origin, or why it may not be requested
+    /// (the token must never leave the origin).
+    fn same_origin_target(&self, current: &str, reference: &str) -> Result<String, String> {
+        let base = Url::parse(current).unwrap_or_else(|_| self.origin.clone());
+        let Some(absolute) = link::resolve(&base, reference) else {
+            return Err(format!(
+                "{} is not an absolute URL",
+                crate::redact::url(reference)
+            ));
+        };
+        match Url::parse(&absolute) {
+            Ok(url) if url.scheme == self.origin.scheme && url.same_origin(&self.origin) => {
+                Ok(absolute)
+            }
+            Ok(url) => Err(format!(
+                "{}://{} is not the API's origin {}://{}",
+                url.scheme,
+                url.host_header(),
+                self.origin.scheme,
+                self.origin.host_header()
+            )),
+            Err(error) => Err(format!("{}: {error}", crate::redact::url(&absolute))),
+        }
+    }
+
+    /// The cycle worked: log its outcome, keep its validators for commit, schedule the next.
+    fn finish_cycle(&mut self, now: Now, end: CycleEnd) {
+        let cycle = self.cycle.take().unwrap_or_default();
+        if !self.bootstrapped {
+            self.bootstrapped = true;
+            let (count, message) = match self.config.bootstrap {
+                Bootstrap::Skip => (
+                    cycle.recorded,
+                    format!(
+                        "recorded {} existing notifications without emitting them",
+                        cycle.recorded
+                    ),
+                ),
+                Bootstrap::Emit => (
+                    cycle.emitted,
+                    format!("emitted {} existing notifications", cycle.emitted),
+                ),
+            };
+            self.push_log(
+                Log::new(Level::Info, SOURCE, "poll.bootstrap", message, now.wall).with_detail(
+                    json!({ "count": count, "pages": cycle.pages, "bootstrap": self.config.bootstrap }),
+                ),
+            );
+        } else if end == CycleEnd::NotModified {
+            self.push_log(Log::new(
+                Level::Debug,
+                SOURCE,
+                "poll.idle",
+                "304 Not Modified: no new notifications",
+                now.wall,
+            ));
+        } else if cycle.emitted == 0 {
+            self.push_log(
+                Log::new(
+                    Level::Debug,
+                    SOURCE,
+                    "poll.idle",
+                    "no new notifications",
+                    now.wall,
+                )
+                .with_detail(json!({ "pages": cycle.pages })),
+            );
+        }
+        if end == CycleEnd::Complete
+            && let Some(validators) = cycle.validators
+        {
+            if self.unconfirmed.is_empty() {
+                self.validators = validators;
+            } else {
+                self.validators_to_commit = Some(validators);
+            }
+        }
+
+        self.backoff.reset();
+        self.rate_strikes = 0;
+        self.set_status(Status::Connected, None);
+        self.schedule_next(now, cycle.server_interval_ms, cycle.budget);
+    }
+
+    fn schedule_next(&mut self, now: Now, server_ms: Option<u64>, budget: Option<Budget>) {
+        let configured = self.config.interval_ms;
+        let base = server_ms.map_or(configured, |server| server.max(configured));
+        if base != self.base_interval_ms {
+            let message = if base > configured {
+                format!("server asks for {} between polls", seconds(base))
+            } else {
+                format!("back to the configured {} between polls", seconds(base))
+            };
+            self.push_log(
+                Log::new(Level::Info, SOURCE, "poll.interval", message, now.wall)
+                    .with_detail(json!({ "intervalMs": base, "configuredMs": configured })),
+            );
+            self.base_interval_ms = base;
+        }
+        let next = interval::next_poll(configured, server_ms, budget, now.wall);
+        if next.stretched
+            && let Some(budget) = budget
+        {
+            self.push_log(
+                Log::new(
+                    Level::Info,
+                    SOURCE,
+                    "rate.budget",
+                    format!(
+                        "{} requests left until the rate-limit reset; next poll in {}",
+                        budget.remaining,
+                        seconds(next.delay_ms)
+                    ),
+                    now.wall,
+                )
+                .with_detail(json!({
+                    "remaining": budget.remaining,
+                    "resetAt": budget.reset,
+                    "delayMs": next.delay_ms,
+                })),
+            );
+        }
+        self.timers.arm(Timer::Poll, now.mono + next.delay_ms);
+    }
+
+    /// Abandons the cycle and schedules a retry after a jittered backoff, or fails once the
+    /// reconnect policy's attempts are spent.
+    fn retry_later(&mut self, now: Now, reason: &str, message: String, error: Option<String>) {
+        self.cycle = None;
+        self.in_flight = None;
+        self.timers.cancel(Timer::RequestTimeout);
+        let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
+            self.fail(format!(
+                "gave up after {} retries ({reason})",
+                self.backoff.attempts()
+            ));
+            return;
+        };
+        let mut log = Log::new(
+            Level::Warn,
+            SOURCE,
+            "poll.retry",
+            format!("{message}; retrying in {}", seconds(delay)),
+            now.wall,
+        )
+        .with_detail(json!({ "delayMs": delay, "attempt": self.backoff.attempts() }));
+        if let Some(error) = error {
+            log = log.with_error(error);
+        }
+        self.push_log(log);
+        self.set_status(Status::Reconnecting, Some(reason.to_owned()));
+        self.timers.arm(Timer::Poll, now.mono + delay);
+    }
+
+    /// Stops for good.
+    fn fail(&mut self, reason: String) {
+        self.timers.cancel_all();
+        self.in_flight = None;
+        self.cycle = None;
+        self.set_status(Status::Failed, Some(reason));
+        self.finished = true;
+    }
+
+    fn set_status(&mut self, to: Status, reason: Option<String>) {
+        if let Some(change) = self.status.set(to, reason) {
+            self.out.push_back(Output::Status(change));
+        }
+    }
+
+    fn push_log(&mut self, log: Log) {
+        self.out.push_back(Output::Log(log));
+    }
+}
+
+/// Records a response's `X-Poll-Interval` and rate-limit budget in the cycle.
+fn note_pacing(cycle: &mut Cycle, response: &HttpResponse) {
+    if let Some(server) = interval::server_interval_ms(response.header("x-poll-interval")) {
+        cycle.server_interval_ms = Some(cycle.server_interval_ms.map_or(server, |s| s.max(server)));
+    }
+    if let Some(budget) = Budget::from_response(response) {
+        cycle.budget = Some(budget);
+    }
+}
+
+/// `90 s`, `1.5 s`: milliseconds for log messages.
+fn seconds(ms: u64) -> String {
+    if ms % 1_000 == 0 {
+        format!("{} s", ms / 1_000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    }
+}
+
+impl Machine for GithubMachine {
+    fn source(&self) -> &str {
+        SOURCE
+    }
+
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        if self.finished {
+            return Err(Misuse::Finished);
+        }
+        let now = self.clock.observe(now);
+        if !self.started {
+            if input != Input::Start {
+                return Err(Misuse::NotStarted);
+            }
+            self.started = true;
+            self.set_status(Status::Connecting, None);
+            self.start_cycle(now);
+            return Ok(());
+        }
+        match input {
+            Input::Start => return Err(Misuse::AlreadyStarted),
+            Input::Timer => self.on_timer(now),
+            Input::Response { req, response } => self.on_response(now, req, response),
+            Input::RequestFailed { req, error } => self.on_request_failed(now, req, error),
+            Input::Delivered { delivery } => return self.on_delivered(now, delivery),
+            Input::Shutdown { .. } => self.on_shutdown(),
+            Input::Opened { .. }
+            | Input::Frame { .. }
+            | Input::Closed { .. }
+            | Input::ConnectFailed { .. } => self.push_log(Log::new(
+                Level::Debug,
+                SOURCE,
+                "input.unexpected",
+                "ignored a WebSocket input: the GitHub poller opens no connections",
+                now.wall,
+            )),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn status(&self) -> Status {
+        self.status.current()
+    }
+}
+
+impl fmt::Debug for GithubMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GithubMachine")
+            .field("config", &self.config)
+            .field("status", &self.status.current())
+            .field("bootstrapped", &self.bootstrapped)
+            .field("in_flight", &self.in_flight.as_ref().map(|f| f.req))
+            .field("unconfirmed", &self.unconfirmed.len())
+            .field("next_timeout", &self.timers.next_deadline())
+            .finish_non_exhaustive()
+    }
+}
