@@ -1301,12 +1301,16 @@ impl DiscordShard {
         };
         if heartbeat.is_zombie(liveness) {
             let interval = heartbeat.interval_ms();
+            let silence = match liveness {
+                Liveness::Ack => "the last heartbeat got no ACK",
+                Liveness::AnyFrame => "nothing arrived since the last heartbeat",
+            };
             self.log(
                 now,
                 Level::Warn,
                 "heartbeat.zombie",
                 format!(
-                    "the last heartbeat got no ACK within {interval} ms: dropping the zombie connection to resume"
+                    "{silence} within {interval} ms: dropping the zombie connection to resume"
                 ),
             );
             self.abandon(
@@ -1424,7 +1428,14 @@ impl DiscordShard {
                 match verdict.action {
                     CloseAction::Fatal => {
                         self.leave_connection();
-                        self.fail(now, "ws.close.fatal", why);
+                        self.log_with(
+                            now,
+                            Level::Error,
+                            "ws.close.fatal",
+                            format!("connection closed ({why}): not reconnecting"),
+                            Some(detail),
+                        );
+                        self.finish(Status::Failed, why);
                     }
                     CloseAction::NewSession => {
                         self.log_with(
@@ -1486,14 +1497,16 @@ impl DiscordShard {
         self.set_status(Status::Reconnecting, Some(reason));
         let attempt = self.backoff.attempts();
         let resume = self.session.is_resumable();
+        let next = match (&self.gateway_url, resume) {
+            (None, _) => "to ask /gateway/bot again",
+            (Some(_), true) => "to resume",
+            (Some(_), false) => "to identify",
+        };
         self.log_with(
             now,
             Level::Info,
             "reconnect.scheduled",
-            format!(
-                "reconnecting in {delay} ms to {}",
-                if resume { "resume" } else { "identify" }
-            ),
+            format!("reconnecting in {delay} ms {next}"),
             Some(serde_json::json!({ "attempt": attempt, "delayMs": delay, "resume": resume })),
         );
         self.phase = Phase::Waiting;
