@@ -38,6 +38,7 @@ pub mod cron;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
 mod dedup;
+pub mod discord;
 pub mod github;
 pub mod http;
 mod item;

@@ -1,0 +1,38 @@
+//! Replays every Discord fixture and snapshots the transcript. Each snapshot was reviewed against
+//! the Gateway documentation; `fixtures/discord/generate.py` writes the fixtures.
+
+use openflume_proto::discord::{DiscordConfig, DiscordShard};
+use openflume_proto::testing::{Fixture, Simulator, Transcript};
+use openflume_proto::{Machine, Output};
+
+/// No log line and no `Debug` rendering may contain the token.
+fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript: &Transcript) {
+    assert!(token.len() > 10, "fixtures use a distinctive token");
+    for (at, output) in transcript.outputs() {
+        if let Output::Log(log) = output {
+            let line = serde_json::to_string(log).unwrap();
+            assert!(!line.contains(token), "token in a log at {at:?}: {line}");
+        }
+        if let Output::Status(change) = output {
+            assert!(!format!("{change:?}").contains(token));
+        }
+        let debug = format!("{output:?}");
+        assert!(!debug.contains(token), "token in Debug at {at:?}: {debug}");
+    }
+    let debug = format!("{machine:?}");
+    assert!(!debug.contains(token), "token in the machine's Debug");
+}
+
+#[test]
+fn shard_fixtures() {
+    insta::glob!("../../fixtures/discord", "*.jsonl", |path| {
+        let fixture = Fixture::load(path).unwrap();
+        let config: DiscordConfig =
+            serde_json::from_value(fixture.header.config.clone()).unwrap();
+        let token = config.token.clone();
+        let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
+        let (machine, transcript) = Simulator::run(machine, &fixture);
+        assert_token_hidden(&token, &machine, &transcript);
+        insta::assert_snapshot!(transcript.to_jsonl());
+    });
+}
