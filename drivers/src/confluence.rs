@@ -4,8 +4,8 @@ use crate::flume::{FlumeBuilder, Settings};
 use crate::hub::{self, Dispatcher, Hub, ItemStream, Overflow, Subscribers};
 use crate::sources::{SourceSet, SourceStatus, StartError};
 use crate::{Closed, Source};
-use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use smol::Task;
+use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -139,5 +139,7 @@ impl Confluence {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

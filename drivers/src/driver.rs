@@ -5,9 +5,9 @@ use crate::clock::Clock;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::ws::{self, WsCommand, WsSettings};
-use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Output, ReqId, Status};
-use smol::channel::{Receiver, Sender};
+use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Now, Output, ReqId, Status};
 use smol::Task;
+use smol::channel::{Receiver, Sender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,12 +77,19 @@ pub(crate) async fn drive(
         // Feed queued inputs one at a time, draining after each (the drain rule).
         while let Some(input) = pending.pop_front() {
             io.forget_finished(&input);
-            if let Err(misuse) = machine.handle_input(clock.now(), input) {
-                io.log(Level::Error, &source, "driver.misuse", format!("driver bug: {misuse}")).await;
+            let now = clock.now();
+            if let Err(misuse) = machine.handle_input(now, input) {
+                io.log(
+                    Level::Error,
+                    &source,
+                    "driver.misuse",
+                    format!("driver bug: {misuse}"),
+                )
+                .await;
                 break;
             }
             while let Some(output) = machine.poll_output() {
-                io.perform(&source, output, &status).await;
+                io.perform(&source, output, now, &status).await;
             }
             pending.extend(io.synthesized.drain(..));
         }
@@ -95,7 +102,13 @@ pub(crate) async fn drive(
             Wake::Input(input) => pending.push_back(input),
             Wake::Timer { late_ms } => {
                 if late_ms > LATE_WAKE_MS {
-                    io.log(Level::Warn, &source, "driver.late", format!("timer fired {late_ms} ms late: the event loop was blocked")).await;
+                    io.log(
+                        Level::Warn,
+                        &source,
+                        "driver.late",
+                        format!("timer fired {late_ms} ms late: the event loop was blocked"),
+                    )
+                    .await;
                 }
                 pending.push_back(Input::Timer);
             }
@@ -106,7 +119,13 @@ pub(crate) async fn drive(
                 });
             }
             Wake::GraceOver => {
-                io.log(Level::Warn, &source, "driver.shutdown.timeout", "shutdown grace period over; dropping connections").await;
+                io.log(
+                    Level::Warn,
+                    &source,
+                    "driver.shutdown.timeout",
+                    "shutdown grace period over; dropping connections",
+                )
+                .await;
                 break;
             }
         }
@@ -163,7 +182,9 @@ async fn wait(
         match stop.recv().await {
             Ok(request) if !stopping => Wake::Stop(request),
             // Already stopping, or every handle is gone (treated as a plain stop once).
-            _ if !stopping => Wake::Stop(StopRequest { keep_session: false }),
+            _ if !stopping => Wake::Stop(StopRequest {
+                keep_session: false,
+            }),
             _ => futures_lite::future::pending().await,
         }
     };
@@ -175,30 +196,51 @@ async fn wait(
             Err(_) => futures_lite::future::pending().await,
         }
     };
-    futures_lite::future::or(input, futures_lite::future::or(stop_requested, futures_lite::future::or(timer, grace))).await
+    futures_lite::future::or(
+        input,
+        futures_lite::future::or(stop_requested, futures_lite::future::or(timer, grace)),
+    )
+    .await
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Io {
-    async fn perform(&mut self, source: &str, output: Output, status: &StatusCell) {
+    /// Carries out one output of the input handled at `now`.
+    async fn perform(&mut self, source: &str, output: Output, now: Now, status: &StatusCell) {
         match output {
             Output::Connect { conn, url } => {
                 let (commands_tx, commands_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
-                let task = smol::spawn(ws::run(conn, url, self.env.ws, commands_rx, self.inputs_tx.clone()));
+                let task = smol::spawn(ws::run(
+                    conn,
+                    url,
+                    self.env.ws,
+                    commands_rx,
+                    self.inputs_tx.clone(),
+                ));
                 self.connections.insert(conn, (commands_tx, task));
             }
-            Output::Send { conn, frame } => self.command(source, conn, WsCommand::Send(frame)).await,
-            Output::Close { conn, code, reason } => self.command(source, conn, WsCommand::Close { code, reason }).await,
+            Output::Send { conn, frame } => {
+                self.command(source, conn, WsCommand::Send(frame)).await
+            }
+            Output::Close { conn, code, reason } => {
+                self.command(source, conn, WsCommand::Close { code, reason })
+                    .await
+            }
             Output::Request { req, request } => {
                 let http = self.env.http.clone();
                 let inputs = self.inputs_tx.clone();
                 let task = smol::spawn(async move {
                     let input = match http.send(request).await {
                         Ok(response) => Input::Response { req, response },
-                        Err(error) => Input::RequestFailed { req, error: error.to_string() },
+                        Err(error) => Input::RequestFailed {
+                            req,
+                            error: error.to_string(),
+                        },
                     };
                     let _ = inputs.send(input).await;
                 });
@@ -217,7 +259,7 @@ impl Io {
             Output::Status(change) => {
                 *lock(status) = (change.to, change.reason.clone());
                 let _ = self.changed.try_send(());
-                let log = change.to_log(source, self.env.clock.now().wall);
+                let log = change.to_log(source, now.wall);
                 self.env.hub.deliver(Item::Log(log)).await;
             }
         }
@@ -225,7 +267,13 @@ impl Io {
 
     async fn command(&mut self, source: &str, conn: ConnId, command: WsCommand) {
         let Some((commands, _)) = self.connections.get(&conn) else {
-            self.log(Level::Debug, source, "driver.stale", format!("{command:?} for connection {} that is gone", conn.0)).await;
+            self.log(
+                Level::Debug,
+                source,
+                "driver.stale",
+                format!("{command:?} for connection {} that is gone", conn.0),
+            )
+            .await;
             return;
         };
         if commands.try_send(command).is_err() {

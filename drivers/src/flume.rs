@@ -1,17 +1,19 @@
 //! The public lifecycle: `Flume` (built) → `Running` (open) → `Closed`.
 
+use crate::Source;
 use crate::clock::Clock;
 use crate::driver::DriverEnv;
 use crate::http::{HttpClient, HttpSettings};
-use crate::hub::{self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers};
+use crate::hub::{
+    self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers,
+};
 use crate::sources::{SourceSet, SourceStatus, StartError};
 use crate::ws::WsSettings;
-use crate::Source;
 use openflume_proto::{Item, Level, Log};
+use smol::Task;
 use smol::channel::{Receiver, Sender};
 use smol::lock::{Mutex as AsyncMutex, OnceCell};
-use smol::Task;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Settings shared by `Flume` and `Confluence`.
@@ -180,14 +182,21 @@ impl Flume {
     /// Items produced while opening (status logs, a READY) are buffered for the first
     /// [`Running::stream`] up to its capacity, and always reach the callbacks.
     pub async fn open(self) -> Result<Running, StartError> {
-        let (hub, dispatcher, subscribers) = hub::hub(self.settings.min_level, self.on_item, self.on_error);
+        let (hub, dispatcher, subscribers) =
+            hub::hub(self.settings.min_level, self.on_item, self.on_error);
         // The first stream subscribes before any source starts, so it sees the start.
         let startup = subscribers.subscribe(STARTUP_BUFFER, Overflow::DropOldest);
         let dispatcher_task = smol::spawn(Dispatcher::run(dispatcher));
         let env = self.settings.env(hub.clone());
         let started = SourceSet::start(self.sources, env, self.settings.start_timeout).await;
         match started {
-            Ok(set) => Ok(Running::new(set, hub, dispatcher_task, subscribers, startup)),
+            Ok(set) => Ok(Running::new(
+                set,
+                hub,
+                dispatcher_task,
+                subscribers,
+                startup,
+            )),
             Err(error) => {
                 drop(hub);
                 dispatcher_task.await;
@@ -216,7 +225,13 @@ pub struct Running {
 }
 
 impl Running {
-    fn new(set: SourceSet, hub: Hub, dispatcher: Task<()>, subscribers: Subscribers, startup: ItemStream) -> Running {
+    fn new(
+        set: SourceSet,
+        hub: Hub,
+        dispatcher: Task<()>,
+        subscribers: Subscribers,
+        startup: ItemStream,
+    ) -> Running {
         Running {
             statuses: Mutex::new(set.statuses()),
             set: AsyncMutex::new(set),
@@ -233,7 +248,9 @@ impl Running {
     /// The first stream also receives what happened while the flume opened.
     pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
         match lock(&self.startup).take() {
-            Some(startup) => self.subscribers.subscribe_after(startup, capacity, overflow),
+            Some(startup) => self
+                .subscribers
+                .subscribe_after(startup, capacity, overflow),
             None => self.subscribers.subscribe(capacity, overflow),
         }
     }
@@ -348,5 +365,7 @@ impl Closed {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

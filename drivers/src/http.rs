@@ -55,12 +55,14 @@ pub(crate) enum HttpClientError {
 }
 
 type Origin = (String, u16, bool);
+/// Idle connections per origin, each with the time it was put back.
+type IdlePool = HashMap<Origin, Vec<(Stream, Instant)>>;
 
 /// A cheap-to-clone client sharing one pool of idle connections.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
     settings: HttpSettings,
-    idle: Arc<Mutex<HashMap<Origin, Vec<(Stream, Instant)>>>>,
+    idle: Arc<Mutex<IdlePool>>,
 }
 
 impl HttpClient {
@@ -85,9 +87,14 @@ impl HttpClient {
                 other => return other,
             }
         }
-        let stream = net::connect(&url.host, url.port, url.tls(), self.settings.connect_timeout)
-            .await
-            .map_err(HttpClientError::Connect)?;
+        let stream = net::connect(
+            &url.host,
+            url.port,
+            url.tls(),
+            self.settings.connect_timeout,
+        )
+        .await
+        .map_err(HttpClientError::Connect)?;
         self.exchange(stream, &bytes, &request, &origin).await
     }
 
@@ -151,5 +158,7 @@ impl HttpClient {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

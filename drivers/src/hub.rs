@@ -9,6 +9,7 @@
 use openflume_proto::{Item, Level, Log, UnixMillis};
 use smol::channel::{Receiver, Sender, TrySendError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 /// What a stream does when its consumer falls behind and its buffer is full.
@@ -53,11 +54,6 @@ impl Hub {
         }
         self.tx.send(item).await.is_ok()
     }
-
-    /// The lowest log level that enters the firehose.
-    pub(crate) fn min_level(&self) -> Level {
-        self.min_level
-    }
 }
 
 /// One stream's buffer, shared by the dispatcher (writer) and the consumer (reader).
@@ -79,7 +75,11 @@ pub(crate) struct Dispatcher {
 }
 
 /// Creates a hub and the dispatcher that drains it.
-pub(crate) fn hub(min_level: Level, on_item: Option<ItemCallback>, on_error: Option<ErrorCallback>) -> (Hub, Dispatcher, Subscribers) {
+pub(crate) fn hub(
+    min_level: Level,
+    on_item: Option<ItemCallback>,
+    on_error: Option<ErrorCallback>,
+) -> (Hub, Dispatcher, Subscribers) {
     let (tx, rx) = smol::channel::bounded(HUB_CAPACITY);
     let streams = Arc::new(Mutex::new(Vec::new()));
     (
@@ -114,14 +114,19 @@ impl Subscribers {
         lock(&self.streams).push(slot);
         ItemStream {
             prefix: None,
-            rx,
+            rx: Box::pin(rx),
             dropped_total,
         }
     }
 
     /// A new stream that first yields what `earlier` buffered, then everything after. The swap
     /// happens under the streams lock, so no item is lost or seen twice.
-    pub(crate) fn subscribe_after(&self, earlier: ItemStream, capacity: usize, policy: Overflow) -> ItemStream {
+    pub(crate) fn subscribe_after(
+        &self,
+        earlier: ItemStream,
+        capacity: usize,
+        policy: Overflow,
+    ) -> ItemStream {
         let mut streams = lock(&self.streams);
         streams.retain(|slot| !slot.oldest.same_channel(&earlier.rx));
         drop(streams);
@@ -133,7 +138,9 @@ impl Subscribers {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding this lock cannot leave the Vec inconsistent; keep going.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Dispatcher {
@@ -150,26 +157,31 @@ impl Dispatcher {
             && catch_unwind(AssertUnwindSafe(|| callback(&item))).is_err()
         {
             let log = callback_panicked("on_item", &item);
-            self.to_streams(Item::Log(log)).await;
+            self.fan_out(Item::Log(log)).await;
         }
         if let (Some(callback), Item::Log(log)) = (self.on_error.as_mut(), &item)
             && log.level == Level::Error
             && catch_unwind(AssertUnwindSafe(|| callback(log))).is_err()
         {
             let log = callback_panicked("on_error", &item);
-            self.to_streams(Item::Log(log)).await;
+            self.fan_out(Item::Log(log)).await;
         }
-        self.to_streams(item).await;
+        self.fan_out(item).await;
     }
 
-    async fn to_streams(&mut self, item: Item) {
+    async fn fan_out(&mut self, item: Item) {
         // Streams whose consumer is gone are removed as they are found.
         let backpressured: Vec<Sender<Item>> = {
             let mut streams = lock(&self.streams);
             streams.retain(|slot| !slot.tx.is_closed());
             let mut waiting = Vec::new();
             for slot in streams.iter_mut() {
-                if slot.dropped_since_report > 0 && slot.tx.try_send(overflow_log(slot.dropped_since_report)).is_ok() {
+                if slot.dropped_since_report > 0
+                    && slot
+                        .tx
+                        .try_send(overflow_log(slot.dropped_since_report))
+                        .is_ok()
+                {
                     slot.dropped_since_report = 0;
                 }
                 match slot.policy {
@@ -181,16 +193,11 @@ impl Dispatcher {
                     }
                     Overflow::DropOldest => {
                         let mut next = item.clone();
-                        loop {
-                            match slot.tx.try_send(next) {
-                                Err(TrySendError::Full(back)) => {
-                                    if slot.oldest.try_recv().is_ok() {
-                                        slot.count_drop();
-                                    }
-                                    next = back;
-                                }
-                                _ => break,
+                        while let Err(TrySendError::Full(back)) = slot.tx.try_send(next) {
+                            if slot.oldest.try_recv().is_ok() {
+                                slot.count_drop();
                             }
+                            next = back;
                         }
                     }
                 }
@@ -206,7 +213,8 @@ impl Dispatcher {
 impl StreamSlot {
     fn count_drop(&mut self) {
         self.dropped_since_report += 1;
-        self.dropped_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dropped_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -257,15 +265,15 @@ pub(crate) fn wall_now() -> UnixMillis {
 /// ```
 pub struct ItemStream {
     /// Items buffered before this stream existed, yielded first.
-    prefix: Option<Receiver<Item>>,
-    rx: Receiver<Item>,
+    prefix: Option<Pin<Box<Receiver<Item>>>>,
+    rx: Pin<Box<Receiver<Item>>>,
     dropped_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ItemStream {
     /// The next item; `None` once the flume is closed and drained.
     pub async fn next(&mut self) -> Option<Item> {
-        futures_lite::StreamExt::next(self).await
+        std::future::poll_fn(|cx| futures_lite::Stream::poll_next(Pin::new(&mut *self), cx)).await
     }
 
     /// The next item if one is ready now, without waiting.
@@ -282,21 +290,25 @@ impl ItemStream {
 
     /// Items this stream dropped because its buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped_total.load(std::sync::atomic::Ordering::Relaxed)
+        self.dropped_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl futures_lite::Stream for ItemStream {
     type Item = Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Item>> {
         use std::task::Poll;
         if let Some(prefix) = self.prefix.as_mut() {
-            match std::pin::Pin::new(prefix).poll_next(cx) {
+            match prefix.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
                 Poll::Ready(None) => self.prefix = None,
                 Poll::Pending => return Poll::Pending,
             }
         }
-        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+        self.rx.as_mut().poll_next(cx)
     }
 }

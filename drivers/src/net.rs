@@ -1,8 +1,8 @@
 //! TCP and TLS streams behind one type, with connect timeouts and readable errors.
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
+use futures_rustls::client::TlsStream;
 use rustls::pki_types::ServerName;
 use smol::net::TcpStream;
 use std::io;
@@ -42,7 +42,12 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 }
 
 /// Resolves, connects and (for `tls`) handshakes, each within `timeout`.
-pub(crate) async fn connect(host: &str, port: u16, tls: bool, timeout: Duration) -> io::Result<Stream> {
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    tls: bool,
+    timeout: Duration,
+) -> io::Result<Stream> {
     let tcp = with_timeout(timeout, "connect", TcpStream::connect((host, port)))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("connect to {host}:{port}: {e}")))?;
@@ -50,8 +55,12 @@ pub(crate) async fn connect(host: &str, port: u16, tls: bool, timeout: Duration)
     if !tls {
         return Ok(Stream::Plain(tcp));
     }
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid TLS server name {host:?}")))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid TLS server name {host:?}"),
+        )
+    })?;
     let connector = TlsConnector::from(tls_config());
     let stream = with_timeout(timeout, "TLS handshake", connector.connect(name, tcp))
         .await
@@ -76,7 +85,11 @@ pub(crate) async fn with_timeout<T>(
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -85,7 +98,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

@@ -31,7 +31,9 @@ impl Source {
     {
         Source {
             name: name.into(),
-            build: Box::new(move |seed| build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)),
+            build: Box::new(move |seed| {
+                build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)
+            }),
         }
     }
 
@@ -47,6 +49,8 @@ impl Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }

@@ -1,12 +1,12 @@
 //! A set of running sources: started together, watched together, stopped together. Both a
 //! [`Flume`](crate::Flume) and each group of a [`Confluence`](crate::Confluence) are one of these.
 
+use crate::Source;
 use crate::clock::os_seed;
 use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
-use crate::Source;
 use openflume_proto::Status;
-use smol::channel::{Receiver, Sender};
 use smol::Task;
+use smol::channel::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,7 +76,11 @@ pub(crate) struct SourceSet {
 impl SourceSet {
     /// Builds and starts every source, then waits up to `start_timeout` for each to connect.
     /// On any failure, stops the ones that started and names every failed source.
-    pub(crate) async fn start(sources: Vec<Source>, env: DriverEnv, start_timeout: Option<Duration>) -> Result<SourceSet, StartError> {
+    pub(crate) async fn start(
+        sources: Vec<Source>,
+        env: DriverEnv,
+        start_timeout: Option<Duration>,
+    ) -> Result<SourceSet, StartError> {
         let (changed_tx, changed) = smol::channel::bounded(1);
         let mut set = SourceSet {
             members: Vec::new(),
@@ -86,7 +90,10 @@ impl SourceSet {
         for source in sources {
             let name = source.name().to_owned();
             match source.build(os_seed()) {
-                Ok(machine) => set.members.push(spawn(name, machine, env.clone(), changed_tx.clone())),
+                Ok(machine) => {
+                    set.members
+                        .push(spawn(name, machine, env.clone(), changed_tx.clone()))
+                }
                 Err(misuse) => failures.push(SourceFailure {
                     source: name,
                     reason: misuse.to_string(),
@@ -104,7 +111,10 @@ impl SourceSet {
                 match status {
                     Status::Connected => None,
                     Status::Failed | Status::Disconnected => Some(reason),
-                    _ => Some(format!("not connected after {} ms (status {status}: {reason})", timeout.as_millis())),
+                    _ => Some(format!(
+                        "not connected after {} ms (status {status}: {reason})",
+                        timeout.as_millis()
+                    )),
                 }
                 .map(|reason| SourceFailure {
                     source: m.name.clone(),
@@ -175,10 +185,21 @@ impl SourceSet {
     }
 }
 
-fn spawn(name: String, machine: Box<dyn openflume_proto::Machine + Send>, env: DriverEnv, changed: Sender<()>) -> Member {
+fn spawn(
+    name: String,
+    machine: Box<dyn openflume_proto::Machine + Send>,
+    env: DriverEnv,
+    changed: Sender<()>,
+) -> Member {
     let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
     let (stop, stop_rx) = smol::channel::bounded(1);
-    let task = smol::spawn(driver::drive(machine, env, stop_rx, status.clone(), changed));
+    let task = smol::spawn(driver::drive(
+        machine,
+        env,
+        stop_rx,
+        status.clone(),
+        changed,
+    ));
     Member {
         name,
         status,
@@ -188,5 +209,7 @@ fn spawn(name: String, machine: Box<dyn openflume_proto::Machine + Send>, env: D
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

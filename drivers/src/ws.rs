@@ -64,9 +64,13 @@ async fn connect_and_serve(
     commands: &Receiver<WsCommand>,
     inputs: &Sender<Input>,
 ) -> Result<Input, ConnectError> {
-    let url = Url::parse(url_text).map_err(|e| ConnectError(format!("invalid WebSocket URL: {e}")))?;
+    let url =
+        Url::parse(url_text).map_err(|e| ConnectError(format!("invalid WebSocket URL: {e}")))?;
     if !matches!(url.scheme.as_str(), "ws" | "wss") {
-        return Err(ConnectError(format!("not a WebSocket URL (scheme {})", url.scheme)));
+        return Err(ConnectError(format!(
+            "not a WebSocket URL (scheme {})",
+            url.scheme
+        )));
     }
     let stream = net::connect(&url.host, url.port, url.tls(), settings.connect_timeout)
         .await
@@ -75,10 +79,16 @@ async fn connect_and_serve(
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
     let handshake = async_tungstenite::client_async_with_config(url_text, stream, Some(config));
-    let (socket, _response) = futures_lite::future::or(async { handshake.await.map_err(|e| e.to_string()) }, async {
-        async_io::Timer::after(settings.connect_timeout).await;
-        Err(format!("WebSocket handshake timed out after {} ms", settings.connect_timeout.as_millis()))
-    })
+    let (socket, _response) = futures_lite::future::or(
+        async { handshake.await.map_err(|e| e.to_string()) },
+        async {
+            async_io::Timer::after(settings.connect_timeout).await;
+            Err(format!(
+                "WebSocket handshake timed out after {} ms",
+                settings.connect_timeout.as_millis()
+            ))
+        },
+    )
     .await
     // Handshake errors can echo the request URL, which may carry a single-use ticket.
     .map_err(|e| ConnectError(e.replace(url_text, &openflume_proto::redact::url(url_text))))?;
@@ -93,10 +103,11 @@ async fn connect_and_serve(
         Command(Option<WsCommand>),
     }
     loop {
-        let next = futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
-            Next::Command(commands.recv().await.ok())
-        })
-        .await;
+        let next =
+            futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
+                Next::Command(commands.recv().await.ok())
+            })
+            .await;
         match next {
             Next::Inbound(Some(Ok(message))) => {
                 let frame = match message {
@@ -115,7 +126,13 @@ async fn connect_and_serve(
                 }
             }
             Next::Inbound(Some(Err(error))) => return Ok(closed(conn, None, &error.to_string())),
-            Next::Inbound(None) => return Ok(closed(conn, None, "connection closed without a close frame")),
+            Next::Inbound(None) => {
+                return Ok(closed(
+                    conn,
+                    None,
+                    "connection closed without a close frame",
+                ));
+            }
             Next::Command(Some(WsCommand::Send(frame))) => {
                 let message = match frame {
                     Frame::Text(text) => Message::text(text),
@@ -160,7 +177,10 @@ async fn connect_and_serve(
 
 fn close_parts(frame: Option<CloseFrame>) -> (Option<u16>, String) {
     match frame {
-        Some(frame) => (Some(u16::from(frame.code)), frame.reason.as_str().to_owned()),
+        Some(frame) => (
+            Some(u16::from(frame.code)),
+            frame.reason.as_str().to_owned(),
+        ),
         None => (None, String::new()),
     }
 }

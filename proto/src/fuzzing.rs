@@ -8,7 +8,8 @@
 use crate::http::{Limits, RequestReader, ResponseReader};
 use crate::testing::Simulator;
 use crate::{
-    Bytes, ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Now, Output, ReqId, UnixMillis,
+    Bytes, ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Now, Output, ReqId,
+    UnixMillis,
 };
 
 /// A token no fuzz input contains by chance, so finding it in a log means the machine leaked it.
@@ -35,7 +36,9 @@ impl<'a> Reader<'a> {
     }
 
     fn bytes(&mut self, max: usize) -> &'a [u8] {
-        let n = (usize::from(self.byte()) | usize::from(self.byte()) << 8).min(max).min(self.data.len());
+        let n = (usize::from(self.byte()) | usize::from(self.byte()) << 8)
+            .min(max)
+            .min(self.data.len());
         let (head, rest) = self.data.split_at(n);
         self.data = rest;
         head
@@ -55,14 +58,20 @@ pub fn http_response(data: &[u8]) {
         max_body_bytes: 4096,
         max_chunk_line_bytes: 64,
     };
-    let Some((&method, rest)) = data.split_first() else { return };
+    let Some((&method, rest)) = data.split_first() else {
+        return;
+    };
     let method = ["GET", "HEAD", "POST"][usize::from(method % 3)];
     let mut reader = ResponseReader::new(method, limits);
     let bound = limits.max_head_bytes + limits.max_body_bytes + limits.max_chunk_line_bytes + 64;
     for chunk in chunks(rest) {
         match reader.feed(chunk) {
             Ok(Some(_)) | Err(_) => return,
-            Ok(None) => assert!(reader.buffered_bytes() <= bound, "response reader buffered {}", reader.buffered_bytes()),
+            Ok(None) => assert!(
+                reader.buffered_bytes() <= bound,
+                "response reader buffered {}",
+                reader.buffered_bytes()
+            ),
         }
     }
     let _ = reader.eof();
@@ -81,7 +90,11 @@ pub fn http_request(data: &[u8]) {
     for chunk in chunks(data) {
         match reader.feed(chunk) {
             Ok(Some(_)) | Err(_) => return,
-            Ok(None) => assert!(reader.buffered_bytes() <= bound, "request reader buffered {}", reader.buffered_bytes()),
+            Ok(None) => assert!(
+                reader.buffered_bytes() <= bound,
+                "request reader buffered {}",
+                reader.buffered_bytes()
+            ),
         }
     }
     let _ = reader.eof();
@@ -134,7 +147,9 @@ fn live_ids<M: Machine>(sim: &Simulator<M>) -> (Vec<ConnId>, Vec<ReqId>, Vec<Del
         match out {
             Output::Connect { conn, .. } => conns.push(*conn),
             Output::Request { req, .. } => reqs.push(*req),
-            Output::Emit { confirm: Some(d), .. } => deliveries.push(*d),
+            Output::Emit {
+                confirm: Some(d), ..
+            } => deliveries.push(*d),
             _ => {}
         }
     }
@@ -143,7 +158,9 @@ fn live_ids<M: Machine>(sim: &Simulator<M>) -> (Vec<ConnId>, Vec<ReqId>, Vec<Del
 
 fn pick<T: Copy>(reader: &mut Reader<'_>, ids: &[T], fallback: T) -> T {
     let i = usize::from(reader.byte());
-    ids.get(ids.len().saturating_sub(1 + i % 4)).copied().unwrap_or(fallback)
+    ids.get(ids.len().saturating_sub(1 + i % 4))
+        .copied()
+        .unwrap_or(fallback)
 }
 
 fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
@@ -187,7 +204,9 @@ fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
 
 /// An HTTP response with a plausible status and headers drawn from the ones the machines read.
 fn response(reader: &mut Reader<'_>) -> HttpResponse {
-    const STATUSES: &[u16] = &[200, 200, 200, 304, 301, 302, 401, 403, 404, 422, 429, 500, 502, 503];
+    const STATUSES: &[u16] = &[
+        200, 200, 200, 304, 301, 302, 401, 403, 404, 422, 429, 500, 502, 503,
+    ];
     const HEADERS: &[&str] = &[
         "retry-after",
         "x-ratelimit-remaining",
@@ -206,7 +225,10 @@ fn response(reader: &mut Reader<'_>) -> HttpResponse {
     let mut headers = Vec::new();
     for _ in 0..reader.byte() % 4 {
         let name = HEADERS[usize::from(reader.byte()) % HEADERS.len()];
-        headers.push((name.to_owned(), String::from_utf8_lossy(reader.bytes(128)).into_owned()));
+        headers.push((
+            name.to_owned(),
+            String::from_utf8_lossy(reader.bytes(128)).into_owned(),
+        ));
     }
     HttpResponse {
         status,
@@ -226,10 +248,14 @@ fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
         );
     }
     let entries = &sim.transcript().entries;
-    let outputs = entries.get(from..).unwrap_or_default().iter().filter_map(|(_, e)| match e {
-        crate::testing::Entry::Out(out) => Some(out),
-        _ => None,
-    });
+    let outputs = entries
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            crate::testing::Entry::Out(out) => Some(out),
+            _ => None,
+        });
     for out in outputs {
         let text = match out {
             Output::Log(log) => serde_json::to_string(log).unwrap_or_default(),

@@ -35,10 +35,10 @@
 mod backoff;
 mod bytes;
 pub mod cron;
-#[cfg(feature = "testing")]
-pub mod fuzzing;
 mod dedup;
 pub mod discord;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 pub mod github;
 pub mod http;
 mod item;

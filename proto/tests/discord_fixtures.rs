@@ -27,8 +27,7 @@ fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript:
 fn shard_fixtures() {
     insta::glob!("../../fixtures/discord", "*.jsonl", |path| {
         let fixture = Fixture::load(path).unwrap();
-        let config: DiscordConfig =
-            serde_json::from_value(fixture.header.config.clone()).unwrap();
+        let config: DiscordConfig = serde_json::from_value(fixture.header.config.clone()).unwrap();
         let token = config.token.clone();
         let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);

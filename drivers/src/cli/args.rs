@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// could not start or all failed (the reason is printed on stderr), 2 for a usage or
 /// configuration error.
 #[derive(Debug, Parser)]
-#[command(name = "openflume", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "openflume",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -86,10 +91,18 @@ pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
     let (id, count) = text
         .split_once('/')
         .ok_or_else(|| format!("expected ID/COUNT (e.g. 0/1), got {text:?}"))?;
-    let id: u32 = id.trim().parse().map_err(|_| format!("shard id {id:?} is not a number"))?;
-    let count: u32 = count.trim().parse().map_err(|_| format!("shard count {count:?} is not a number"))?;
+    let id: u32 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard id {id:?} is not a number"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count {count:?} is not a number"))?;
     if count == 0 || id >= count {
-        return Err(format!("shard id must be below the shard count (got {id}/{count})"));
+        return Err(format!(
+            "shard id must be below the shard count (got {id}/{count})"
+        ));
     }
     Ok(Shard { id, count })
 }
@@ -103,7 +116,12 @@ pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
 )]
 pub(crate) struct ListenArgs {
     /// Discord bot token (prefer the environment variable).
-    #[arg(long, env = "DISCORD_BOT_TOKEN", hide_env_values = true, help_heading = "Discord")]
+    #[arg(
+        long,
+        env = "DISCORD_BOT_TOKEN",
+        hide_env_values = true,
+        help_heading = "Discord"
+    )]
     pub(crate) discord_token: Option<String>,
     /// Gateway intents bitmask. Default: GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT (37377).
     #[arg(long, help_heading = "Discord")]
@@ -115,20 +133,40 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_delimiter = ',', help_heading = "Discord")]
     pub(crate) discord_events: Option<Vec<String>>,
     /// Transport compression.
-    #[arg(long, value_enum, default_value = "zlib-stream", help_heading = "Discord")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "zlib-stream",
+        help_heading = "Discord"
+    )]
     pub(crate) discord_compress: Compression,
     /// Discord REST API base.
-    #[arg(long, env = "OPENFLUME_DISCORD_API_URL", default_value = "https://discord.com/api/v10", help_heading = "Discord")]
+    #[arg(
+        long,
+        env = "OPENFLUME_DISCORD_API_URL",
+        default_value = "https://discord.com/api/v10",
+        help_heading = "Discord"
+    )]
     pub(crate) discord_api_url: String,
     /// Gateway URL to connect to directly (skips GET /gateway/bot).
     #[arg(long, env = "OPENFLUME_DISCORD_GATEWAY_URL", help_heading = "Discord")]
     pub(crate) discord_gateway_url: Option<String>,
 
     /// Slack app-level token, xapp-… (prefer the environment variable).
-    #[arg(long, env = "SLACK_APP_TOKEN", hide_env_values = true, help_heading = "Slack")]
+    #[arg(
+        long,
+        env = "SLACK_APP_TOKEN",
+        hide_env_values = true,
+        help_heading = "Slack"
+    )]
     pub(crate) slack_app_token: Option<String>,
     /// Slack bot token, xoxb-…, used once for auth.test (team and bot ids in event meta).
-    #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true, help_heading = "Slack")]
+    #[arg(
+        long,
+        env = "SLACK_BOT_TOKEN",
+        hide_env_values = true,
+        help_heading = "Slack"
+    )]
     pub(crate) slack_bot_token: Option<String>,
     /// Parallel Socket Mode connections (1-10).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10), help_heading = "Slack")]
@@ -137,11 +175,21 @@ pub(crate) struct ListenArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Slack")]
     pub(crate) slack_ping_interval: u64,
     /// Slack Web API base.
-    #[arg(long, env = "OPENFLUME_SLACK_API_URL", default_value = "https://slack.com/api", help_heading = "Slack")]
+    #[arg(
+        long,
+        env = "OPENFLUME_SLACK_API_URL",
+        default_value = "https://slack.com/api",
+        help_heading = "Slack"
+    )]
     pub(crate) slack_api_url: String,
 
     /// GitHub token (prefer the environment variable).
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, help_heading = "GitHub")]
+    #[arg(
+        long,
+        env = "GITHUB_TOKEN",
+        hide_env_values = true,
+        help_heading = "GitHub"
+    )]
     pub(crate) github_token: Option<String>,
     /// Seconds between notification polls (minimum 1; GitHub's X-Poll-Interval can raise it).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "GitHub")]
@@ -153,7 +201,12 @@ pub(crate) struct ListenArgs {
     #[arg(long, help_heading = "GitHub")]
     pub(crate) github_participating: bool,
     /// GitHub REST API base.
-    #[arg(long, env = "OPENFLUME_GITHUB_API_URL", default_value = "https://api.github.com", help_heading = "GitHub")]
+    #[arg(
+        long,
+        env = "OPENFLUME_GITHUB_API_URL",
+        default_value = "https://api.github.com",
+        help_heading = "GitHub"
+    )]
     pub(crate) github_api_url: String,
 
     /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'.

@@ -27,14 +27,20 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         }
         config.shard_id = args.discord_shard.id;
         config.shard_count = args.discord_shard.count;
-        config.events = args.discord_events.as_ref().map(|events| events.iter().map(|e| e.trim().to_owned()).collect());
+        config.events = args
+            .discord_events
+            .as_ref()
+            .map(|events| events.iter().map(|e| e.trim().to_owned()).collect());
         config.compress = args.discord_compress == Compression::ZlibStream;
         config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
         config.gateway_url = args.discord_gateway_url.clone();
         config.reconnect = reconnect;
-        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| UsageError::flag("--discord-*", e))?;
+        let probe =
+            DiscordShard::new(config.clone(), 0).map_err(|e| UsageError::flag("--discord-*", e))?;
         drop(probe);
-        sources.push(Source::custom("discord", move |seed| DiscordShard::new(config, seed)));
+        sources.push(Source::custom("discord", move |seed| {
+            DiscordShard::new(config, seed)
+        }));
     }
     if let Some(token) = non_empty(&args.slack_app_token) {
         let mut config = SlackConfig::new(token);
@@ -43,8 +49,12 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
         config.reconnect = reconnect;
-        config.validate().map_err(|e| UsageError::flag("--slack-*", e))?;
-        sources.push(Source::custom("slack", move |seed| SlackMachine::new(config, seed)));
+        config
+            .validate()
+            .map_err(|e| UsageError::flag("--slack-*", e))?;
+        sources.push(Source::custom("slack", move |seed| {
+            SlackMachine::new(config, seed)
+        }));
     }
     if let Some(token) = non_empty(&args.github_token) {
         let mut config = GithubConfig {
@@ -59,9 +69,12 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         };
         config.api_url = args.github_api_url.trim_end_matches('/').to_owned();
         config.reconnect.max_attempts = args.reconnect_max_attempts;
-        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| UsageError::flag("--github-*", e))?;
+        let probe =
+            GithubMachine::new(config.clone(), 0).map_err(|e| UsageError::flag("--github-*", e))?;
         drop(probe);
-        sources.push(Source::custom("github", move |seed| GithubMachine::new(config, seed)));
+        sources.push(Source::custom("github", move |seed| {
+            GithubMachine::new(config, seed)
+        }));
     }
     if !args.cron.is_empty() {
         let zone = resolve_zone(args.tz.as_deref())?;
@@ -69,7 +82,9 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
             Schedule::parse(expr).map_err(|e| UsageError::flag("--cron", e))?;
             let config = CronConfig::new(expr.clone());
             let zone = zone.clone();
-            sources.push(Source::custom("time", move |seed| CronMachine::new(config, zone, seed)));
+            sources.push(Source::custom("time", move |seed| {
+                CronMachine::new(config, zone, seed)
+            }));
         }
     }
     if sources.is_empty() {
@@ -105,10 +120,17 @@ pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
     let print_logs = options.log_level != LogLevel::Off;
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
-    let format = options.format.unwrap_or(if terminal { Format::Pretty } else { Format::Json });
+    let format = options.format.unwrap_or(if terminal {
+        Format::Pretty
+    } else {
+        Format::Json
+    });
     let colour = terminal && std::env::var_os("NO_COLOR").is_none();
 
-    let flume = Flume::builder().sources(sources).min_log_level(min_level).build();
+    let flume = Flume::builder()
+        .sources(sources)
+        .min_log_level(min_level)
+        .build();
     let running = match flume.open().await {
         Ok(running) => Arc::new(running),
         Err(error) => {
@@ -123,7 +145,10 @@ pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
     let mut writer = ItemWriter::new(stdout.lock(), format, colour);
     let mut events = 0u64;
     let mut broken_pipe = false;
-    'read: while let Some(first) = stream.next().await {
+    let done = |events: u64| options.count.is_some_and(|count| events >= count);
+    'read: while !done(events)
+        && let Some(first) = stream.next().await
+    {
         let mut next = Some(first);
         while let Some(item) = next {
             let is_event = matches!(item, Item::Event(_));
@@ -133,7 +158,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
             }
             if is_event {
                 events += 1;
-                if options.count.is_some_and(|count| events >= count) {
+                if done(events) {
                     break 'read;
                 }
             }

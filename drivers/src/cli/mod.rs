@@ -34,9 +34,12 @@ pub fn main() -> i32 {
                 },
             ))
         }),
-        Command::Cron(CronCommand::Next { expr, after, count, tz }) => {
-            cron::next(&expr, after.as_deref(), count, tz.as_deref())
-        }
+        Command::Cron(CronCommand::Next {
+            expr,
+            after,
+            count,
+            tz,
+        }) => cron::next(&expr, after.as_deref(), count, tz.as_deref()),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
     };

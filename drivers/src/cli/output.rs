@@ -70,8 +70,9 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             format!(
-                "{} {} {} {} {}\n",
+                "{} {} {} {} {} {}\n",
                 paint("2", &time),
+                paint("1;35", "event"),
                 paint("1;36", &format!("{:<8}", event.source)),
                 paint("1", &event.event_type),
                 meta.join(" "),
@@ -86,7 +87,11 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
                 Level::Warn => "33",
                 Level::Error => "1;31",
             };
-            let error = log.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+            let error = log
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             format!(
                 "{} {} {} {} {}{}\n",
                 paint("2", &time),
@@ -125,8 +130,13 @@ mod tests {
 
     #[test]
     fn json_lines_match_the_documented_shape() {
-        let event = Event::new("discord", "MESSAGE_CREATE", RawJson::from_str(r#"{"content":"hi"}"#).unwrap(), UnixMillis(1764100000000))
-            .with_meta("event_type", "MESSAGE_CREATE");
+        let event = Event::new(
+            "discord",
+            "MESSAGE_CREATE",
+            RawJson::from_str(r#"{"content":"hi"}"#).unwrap(),
+            UnixMillis(1764100000000),
+        )
+        .with_meta("event_type", "MESSAGE_CREATE");
         let mut w = ItemWriter::new(Vec::new(), Format::Json, false);
         w.write(&Item::Event(event)).unwrap();
         w.flush().unwrap();
@@ -139,10 +149,25 @@ mod tests {
 
     #[test]
     fn pretty_lines_are_one_line_and_uncoloured_off_terminal() {
-        let log = Log::new(Level::Warn, "slack", "ws.reconnect", "reconnecting", UnixMillis(3_723_004)).with_error("boom");
+        let log = Log::new(
+            Level::Warn,
+            "slack",
+            "ws.reconnect",
+            "reconnecting",
+            UnixMillis(3_723_004),
+        )
+        .with_error("boom");
         let line = pretty(&Item::Log(log), false);
-        assert_eq!(line, "01:02:03.004 warn  slack    ws.reconnect reconnecting: boom\n");
-        let long = Event::new("x", "t", RawJson::from_str(&format!("\"{}\"", "é".repeat(300))).unwrap(), UnixMillis(0));
+        assert_eq!(
+            line,
+            "01:02:03.004 warn  slack    ws.reconnect reconnecting: boom\n"
+        );
+        let long = Event::new(
+            "x",
+            "t",
+            RawJson::from_str(&format!("\"{}\"", "é".repeat(300))).unwrap(),
+            UnixMillis(0),
+        );
         let line = pretty(&Item::Event(long), true);
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.contains('…'));

@@ -445,19 +445,11 @@ impl DiscordShard {
 
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let url = format!(
-            "{}/gateway/bot",
-            self.config.api_base.trim_end_matches('/')
-        );
+        let url = format!("{}/gateway/bot", self.config.api_base.trim_end_matches('/'));
         let request = HttpRequest::new("GET", url.as_str())
             .header("Authorization", format!("Bot {}", self.config.bare_token()))
             .header("User-Agent", USER_AGENT);
-        self.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {url}"),
-        );
+        self.log(now, Level::Debug, "gateway.request", format!("GET {url}"));
         self.phase = Phase::Requesting { req };
         self.emit(Output::Request { req, request });
     }
@@ -563,7 +555,11 @@ impl DiscordShard {
             None => match wire::connect_url(gateway_url, self.config.compress) {
                 Ok(url) => (url, false),
                 Err(error) => {
-                    self.fail(now, "connect.failed", format!("unusable gateway URL: {error}"));
+                    self.fail(
+                        now,
+                        "connect.failed",
+                        format!("unusable gateway URL: {error}"),
+                    );
                     return;
                 }
             },
@@ -983,8 +979,8 @@ impl DiscordShard {
                 .d
                 .map_or_else(RawJson::null, |d| RawJson::from_raw(d.to_owned()));
             let meta = DispatchMeta::extract(data.get());
-            let mut event = Event::new(SOURCE, event_type, data, now.wall)
-                .with_meta("event_type", event_type);
+            let mut event =
+                Event::new(SOURCE, event_type, data, now.wall).with_meta("event_type", event_type);
             for (key, value) in [
                 ("channel_id", meta.channel_id),
                 ("guild_id", meta.guild_id),
@@ -1003,7 +999,8 @@ impl DiscordShard {
 
     fn on_ready(&mut self, now: Now, d: &str) {
         let ready: wire::Ready = serde_json::from_str(d).unwrap_or_default();
-        self.session.ready(ready.session_id, ready.resume_gateway_url);
+        self.session
+            .ready(ready.session_id, ready.resume_gateway_url);
         self.connected(now);
         if self.session.is_resumable() {
             self.log(now, Level::Info, "gateway.ready", "ready".to_owned());
@@ -1123,7 +1120,12 @@ impl DiscordShard {
         } else {
             "the server asked to reconnect (op 7) before a resumable session: identifying again"
         };
-        self.log(now, Level::Info, "ws.reconnect.requested", message.to_owned());
+        self.log(
+            now,
+            Level::Info,
+            "ws.reconnect.requested",
+            message.to_owned(),
+        );
         self.close(
             now,
             CLOSE_RESUMABLE,
@@ -1160,7 +1162,9 @@ impl DiscordShard {
                 now,
                 Level::Warn,
                 "session.invalid",
-                format!("invalid session (op 9): starting a new session in {wait} ms at the earliest"),
+                format!(
+                    "invalid session (op 9): starting a new session in {wait} ms at the earliest"
+                ),
                 Some(serde_json::json!({ "resumable": resumable, "waitMs": wait })),
             );
             self.close(
@@ -1231,7 +1235,9 @@ impl DiscordShard {
     }
 
     fn on_hello_timeout(&mut self, now: Now) {
-        let stage = self.conn().map(|conn| matches!(conn.stage, Stage::Connecting));
+        let stage = self
+            .conn()
+            .map(|conn| matches!(conn.stage, Stage::Connecting));
         let timeout = self.config.hello_timeout_ms;
         match stage {
             Some(true) => {
@@ -1278,7 +1284,12 @@ impl DiscordShard {
         }
         let timeout = self.config.ready_timeout_ms;
         let why = format!("no {what} within {timeout} ms");
-        self.log(now, Level::Warn, "ready.timeout", format!("{why}: reconnecting"));
+        self.log(
+            now,
+            Level::Warn,
+            "ready.timeout",
+            format!("{why}: reconnecting"),
+        );
         self.close(
             now,
             CLOSE_RESUMABLE,
@@ -1309,9 +1320,7 @@ impl DiscordShard {
                 now,
                 Level::Warn,
                 "heartbeat.zombie",
-                format!(
-                    "{silence} within {interval} ms: dropping the zombie connection to resume"
-                ),
+                format!("{silence} within {interval} ms: dropping the zombie connection to resume"),
             );
             self.abandon(
                 now,
@@ -1408,7 +1417,10 @@ impl DiscordShard {
             return;
         }
         let Some(conn) = self.conn() else { return };
-        let code_text = code.map_or_else(|| "no close code".to_owned(), |code| format!("close {code}"));
+        let code_text = code.map_or_else(
+            || "no close code".to_owned(),
+            |code| format!("close {code}"),
+        );
         let detail = serde_json::json!({ "code": code, "reason": reason });
         match std::mem::replace(&mut conn.stage, Stage::Connecting) {
             Stage::Closing { then } => {
@@ -1421,7 +1433,9 @@ impl DiscordShard {
                 );
                 self.after_close(now, then);
             }
-            Stage::Connecting => self.connect_failed(now, &format!("closed before opening ({code_text})")),
+            Stage::Connecting => {
+                self.connect_failed(now, &format!("closed before opening ({code_text})"))
+            }
             _ => {
                 let verdict = close_action(code);
                 let why = format!("{code_text}: {}", verdict.cause);

@@ -287,7 +287,13 @@ mod tests {
                 None,
             ),
             (r#"{"d":{}}"#, None, "{}", None, None),
-            (r#"{"t":"A\u0042","op":0}"#, Some(0), "null", None, Some("AB")),
+            (
+                r#"{"t":"A\u0042","op":0}"#,
+                Some(0),
+                "null",
+                None,
+                Some("AB"),
+            ),
         ];
         for &(text, op, d, s, t) in cases {
             let envelope = Envelope::parse(text).unwrap();
@@ -296,7 +302,14 @@ mod tests {
             assert_eq!(envelope.s, s, "{text}");
             assert_eq!(envelope.t.as_deref(), t, "{text}");
         }
-        for bad in ["", "not json", "[1]", r#"{"op":"1"}"#, r#"{"op":1,"op":2}"#, "{\"op\":1"] {
+        for bad in [
+            "",
+            "not json",
+            "[1]",
+            r#"{"op":"1"}"#,
+            r#"{"op":1,"op":2}"#,
+            "{\"op\":1",
+        ] {
             assert!(Envelope::parse(bad).is_err(), "{bad}");
         }
     }
@@ -382,7 +395,11 @@ mod tests {
                 false,
                 Ok("wss://gateway-us-east1-b.discord.gg/path?v=10&encoding=json&x=1"),
             ),
-            ("ws://127.0.0.1:9000", false, Ok("ws://127.0.0.1:9000/?v=10&encoding=json")),
+            (
+                "ws://127.0.0.1:9000",
+                false,
+                Ok("ws://127.0.0.1:9000/?v=10&encoding=json"),
+            ),
             ("https://discord.com", false, Err(())),
             ("gateway.discord.gg", false, Err(())),
         ];
