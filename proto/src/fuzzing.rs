@@ -266,3 +266,93 @@ fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
     }
     entries.len()
 }
+
+/// The Discord shard over arbitrary inputs; the first byte picks compression and whether a
+/// gateway URL skips `/gateway/bot`.
+pub fn discord_machine(data: &[u8]) {
+    use crate::discord::{DiscordConfig, DiscordShard};
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let mut config = DiscordConfig::new(FUZZ_TOKEN);
+    config.compress = flags & 1 == 1;
+    config.gateway_url = (flags & 2 == 2).then(|| "wss://gateway.example".to_owned());
+    config.api_base = "https://discord.example/api/v10".to_owned();
+    config.max_message_bytes = 1 << 20;
+    if let Ok(machine) = DiscordShard::new(config, u64::from(flags)) {
+        whole_machine(machine, rest);
+    }
+}
+
+/// The Slack machine over arbitrary inputs; the first byte picks the connection count and
+/// whether a bot token triggers `auth.test`.
+pub fn slack_machine(data: &[u8]) {
+    use crate::slack::{SlackConfig, SlackMachine};
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let mut config = SlackConfig::new(format!("xapp-{FUZZ_TOKEN}"));
+    config.connections = flags % 3 + 1;
+    config.api_base = "https://slack.example/api".to_owned();
+    if flags & 0x80 != 0 {
+        config.bot_token = Some(format!("xoxb-{FUZZ_TOKEN}"));
+    }
+    if let Ok(machine) = SlackMachine::new(config, u64::from(flags)) {
+        whole_machine(machine, rest);
+    }
+}
+
+/// The GitHub poller over arbitrary inputs (statuses, headers and bodies from the data).
+pub fn github_machine(data: &[u8]) {
+    use crate::github::{Bootstrap, GithubConfig, GithubMachine};
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let config = GithubConfig {
+        token: FUZZ_TOKEN.to_owned(),
+        api_url: "https://api.github.example".to_owned(),
+        interval_ms: 1000,
+        bootstrap: if flags & 1 == 1 { Bootstrap::Emit } else { Bootstrap::Skip },
+        ..GithubConfig::default()
+    };
+    if let Ok(machine) = GithubMachine::new(config, u64::from(flags)) {
+        whole_machine(machine, rest);
+    }
+}
+
+/// The cron parser on arbitrary text; an expression that parses must fire strictly later each
+/// time, in UTC and in a zone with DST.
+pub fn cron_expression(data: &[u8]) {
+    use crate::cron::{Schedule, next_after};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(schedule) = Schedule::parse(text) else { return };
+    let zones = [jiff::tz::TimeZone::UTC, jiff::tz::TimeZone::fixed(jiff::tz::offset(-5))];
+    for zone in &zones {
+        let mut at = jiff::Timestamp::from_second(1_741_500_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        for _ in 0..3 {
+            match next_after(&schedule, at, zone) {
+                Some(next) => {
+                    assert!(next > at, "next_after went backwards for {text:?}");
+                    at = next;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// The cron machine over arbitrary inputs, including long sleeps.
+pub fn cron_machine(data: &[u8]) {
+    use crate::cron::{CronConfig, CronMachine};
+    const EXPRESSIONS: &[&str] = &["* * * * *", "*/7 3-5 * * 1-5", "0 0 29 2 *", "@hourly", "30 2 * * *"];
+    let Some((&pick, rest)) = data.split_first() else { return };
+    let expression = EXPRESSIONS[usize::from(pick) % EXPRESSIONS.len()];
+    if let Ok(machine) = CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, 0) {
+        whole_machine(machine, rest);
+    }
+}
+
+/// Every fuzz target by name, for the corpus regression test and the `fuzz/` crate.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("http_response", http_response),
+    ("http_request", http_request),
+    ("discord_machine", discord_machine),
+    ("slack_machine", slack_machine),
+    ("github_machine", github_machine),
+    ("cron_expression", cron_expression),
+    ("cron_machine", cron_machine),
+];
