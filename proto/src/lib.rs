@@ -35,6 +35,7 @@
 mod backoff;
 mod bytes;
 mod dedup;
+pub mod http;
 mod item;
 mod machine;
 pub mod redact;

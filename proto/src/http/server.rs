@@ -1,0 +1,329 @@
+//! The server side, for the local simulators of Discord, Slack and GitHub: reading requests
+//! (including WebSocket upgrade requests on the same port) and writing responses.
+
+use super::body::{BodyReader, Framing};
+use super::field::{is_field_value, write_field, write_fields};
+use super::head::{DeclaredBody, HeadBuffer, ParseOutcome, head_error, interpret, owned_fields};
+use super::{HttpError, Limits, Persistence};
+use crate::Bytes;
+
+/// A request as a server received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The request target as sent, usually origin-form (`/api/v10/gateway?x=1`).
+    pub target: String,
+    /// Header fields in order, names as received.
+    pub headers: Vec<(String, String)>,
+    /// The whole body, de-chunked.
+    pub body: Bytes,
+}
+
+impl ReceivedRequest {
+    /// The first header with this name, compared case-insensitively.
+    ///
+    /// ```
+    /// use openflume_proto::http::ReceivedRequest;
+    /// let request = ReceivedRequest {
+    ///     method: "GET".into(),
+    ///     target: "/".into(),
+    ///     headers: vec![("authorization".into(), "Bot t".into())],
+    ///     body: Default::default(),
+    /// };
+    /// assert_eq!(request.header("Authorization"), Some("Bot t"));
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A complete request, as returned by [`RequestReader::feed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// The request.
+    pub request: ReceivedRequest,
+    /// Trailer fields of a chunked body, in order (usually none).
+    pub trailers: Vec<(String, String)>,
+    /// Whether the connection may carry another request after the response.
+    pub persistence: Persistence,
+    /// The `Upgrade` value (`websocket`) when the request asks to switch protocols
+    /// (`Connection: upgrade` and `Upgrade`, HTTP/1.1). Such a request is returned as soon as its
+    /// head is in, and `leftover` holds the first bytes of the new protocol. A server that declines
+    /// answers normally and goes on reading requests from `leftover` per `persistence`.
+    pub upgrade: Option<String>,
+    /// Bytes received after this request: the next request, or the upgraded protocol's bytes.
+    pub leftover: Vec<u8>,
+}
+
+/// Reads one request, incrementally.
+///
+/// Feed every chunk read from the socket until [`feed`](Self::feed) returns the request; then
+/// answer, and for the next request on a kept-alive connection start a new reader with the
+/// leftover bytes. Requests without `Content-Length` or `Transfer-Encoding` have no body. The
+/// result is the same however the bytes are split. `Expect: 100-continue` gets no interim answer:
+/// the caller can send one if it cares (openflume's client never asks).
+///
+/// ```
+/// use openflume_proto::http::{Limits, RequestReader};
+///
+/// let mut reader = RequestReader::new(Limits::default());
+/// let wire = b"GET /?v=10 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+/// let done = reader.feed(wire)?.expect("complete");
+/// assert_eq!(done.request.target, "/?v=10");
+/// assert_eq!(done.upgrade.as_deref(), Some("websocket"));
+/// assert_eq!(done.leftover, b"\x81\x05hello");
+/// # Ok::<(), openflume_proto::http::HttpError>(())
+/// ```
+#[derive(Debug)]
+pub struct RequestReader {
+    limits: Limits,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Head(HeadBuffer),
+    Body {
+        head: RequestHead,
+        persistence: Persistence,
+        body: BodyReader,
+    },
+    Finished,
+    Failed(HttpError),
+}
+
+/// A parsed request line and header fields.
+#[derive(Debug)]
+struct RequestHead {
+    minor_version: u8,
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestReader {
+    /// A reader for one request.
+    pub fn new(limits: Limits) -> RequestReader {
+        RequestReader {
+            limits,
+            state: State::Head(HeadBuffer::default()),
+        }
+    }
+
+    /// Feeds received bytes. Returns the request once it is complete (an upgrade request once its
+    /// head is), with the bytes after it in [`ReadRequest::leftover`]; `None` while more are needed.
+    /// After a result or an error the reader is spent.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<ReadRequest>, HttpError> {
+        let result = self.advance(input);
+        match &result {
+            Err(error) => self.state = State::Failed(error.clone()),
+            Ok(Some(_)) => self.state = State::Finished,
+            Ok(None) => {}
+        }
+        result
+    }
+
+    /// The client closed the connection. `Ok` when that happened between requests (nothing but
+    /// blank lines received), an error when it cut a request short.
+    ///
+    /// ```
+    /// use openflume_proto::http::{HttpError, Limits, RequestReader};
+    /// assert_eq!(RequestReader::new(Limits::default()).eof(), Ok(()));
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed(b"GET / HT").unwrap();
+    /// assert_eq!(reader.eof(), Err(HttpError::ClosedInHead));
+    /// ```
+    pub fn eof(&mut self) -> Result<(), HttpError> {
+        let state = std::mem::replace(&mut self.state, State::Finished);
+        let result = match state {
+            State::Head(buffer) if buffer.is_empty() => Ok(()),
+            State::Head(_) => Err(HttpError::ClosedInHead),
+            State::Body { .. } => Err(HttpError::ClosedInBody),
+            State::Finished => Err(HttpError::ReaderFinished),
+            State::Failed(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            self.state = State::Failed(error.clone());
+        }
+        result
+    }
+
+    /// Bytes held right now (partial head, body so far); never more than the limits allow.
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.state {
+            State::Head(buffer) => buffer.len(),
+            State::Body { body, .. } => body.buffered(),
+            State::Finished | State::Failed(_) => 0,
+        }
+    }
+
+    fn advance(&mut self, mut input: &[u8]) -> Result<Option<ReadRequest>, HttpError> {
+        loop {
+            match &mut self.state {
+                State::Finished => return Err(HttpError::ReaderFinished),
+                State::Failed(error) => return Err(error.clone()),
+                State::Head(buffer) => {
+                    let limits = self.limits;
+                    let (used, head) =
+                        buffer.advance(input, &limits, |bytes| parse_head(bytes, &limits))?;
+                    input = input.get(used..).unwrap_or_default();
+                    let Some(head) = head else {
+                        return Ok(None);
+                    };
+                    if let Some(upgrade) = self.after_head(head, input)? {
+                        return Ok(Some(upgrade));
+                    }
+                }
+                State::Body { body, .. } => {
+                    let used = body.read(input)?;
+                    input = input.get(used..).unwrap_or_default();
+                    if !body.is_complete() {
+                        return Ok(None);
+                    }
+                    let State::Body {
+                        head,
+                        persistence,
+                        body,
+                    } = std::mem::replace(&mut self.state, State::Finished)
+                    else {
+                        return Err(HttpError::ReaderFinished);
+                    };
+                    return Ok(Some(complete(
+                        head,
+                        persistence,
+                        body.into_parts(),
+                        None,
+                        input,
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Starts the body, or returns an upgrade request whole: its head is all there is.
+    fn after_head(
+        &mut self,
+        head: RequestHead,
+        rest: &[u8],
+    ) -> Result<Option<ReadRequest>, HttpError> {
+        let semantics = interpret(head.minor_version, &head.headers)?;
+        if semantics.upgrade {
+            if !matches!(
+                semantics.body,
+                DeclaredBody::Unspecified | DeclaredBody::Length(0)
+            ) {
+                return Err(HttpError::UpgradeWithBody);
+            }
+            let protocol = head
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
+                .map(|(_, value)| value.clone());
+            let no_body = (Vec::new(), Vec::new());
+            let done = complete(head, semantics.persistence, no_body, protocol, rest);
+            return Ok(Some(done));
+        }
+        let framing = match semantics.body {
+            DeclaredBody::Length(length) => Framing::Length(length),
+            DeclaredBody::Chunked => Framing::Chunked,
+            DeclaredBody::Unspecified => Framing::Length(0),
+        };
+        self.state = State::Body {
+            head,
+            persistence: semantics.persistence,
+            body: BodyReader::new(framing, self.limits)?,
+        };
+        Ok(None)
+    }
+}
+
+fn complete(
+    head: RequestHead,
+    persistence: Persistence,
+    (body, trailers): (Vec<u8>, Vec<(String, String)>),
+    upgrade: Option<String>,
+    leftover: &[u8],
+) -> ReadRequest {
+    ReadRequest {
+        request: ReceivedRequest {
+            method: head.method,
+            target: head.target,
+            headers: head.headers,
+            body: Bytes(body),
+        },
+        trailers,
+        persistence,
+        upgrade,
+        leftover: leftover.to_vec(),
+    }
+}
+
+fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<RequestHead> {
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(head_error(error, limits)),
+    };
+    let (Some(method), Some(target), Some(minor_version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(HttpError::MalformedHead(httparse::Error::Token));
+    };
+    let head = RequestHead {
+        minor_version,
+        method: method.to_owned(),
+        target: target.to_owned(),
+        headers: owned_fields(request.headers),
+    };
+    Ok(Some((len, head)))
+}
+
+/// Writes a response with `Content-Length` (none for 1xx, 204 and 304, which cannot have a body).
+///
+/// `headers` must not contain `Content-Length` or `Transfer-Encoding`; names and values are checked
+/// like the client's, so a simulator cannot emit a malformed response by accident.
+///
+/// ```
+/// use openflume_proto::http::encode_response;
+/// let bytes = encode_response(200, "OK", &[("Content-Type", "application/json")], b"{}")?;
+/// assert_eq!(bytes, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+/// let switch = encode_response(101, "Switching Protocols", &[("Upgrade", "websocket"), ("Connection", "Upgrade")], b"")?;
+/// assert!(!switch.windows(14).any(|w| w == b"Content-Length"));
+/// # Ok::<(), openflume_proto::http::HttpError>(())
+/// ```
+pub fn encode_response(
+    status: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<u8>, HttpError> {
+    if !(100..=999).contains(&status) {
+        return Err(HttpError::InvalidStatus { status });
+    }
+    if !is_field_value(reason) {
+        return Err(HttpError::InvalidReason);
+    }
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    if bodiless && !body.is_empty() {
+        return Err(HttpError::BodyNotAllowed { status });
+    }
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    write_fields(
+        &mut out,
+        headers.iter().copied(),
+        &["Content-Length", "Transfer-Encoding"],
+    )?;
+    if !bodiless {
+        write_field(&mut out, "Content-Length", &body.len().to_string());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(out)
+}
