@@ -7,6 +7,7 @@ mod fake;
 mod records;
 mod scenario;
 mod server;
+mod slack;
 #[cfg(test)]
 mod testkit;
 
@@ -14,8 +15,18 @@ pub use discord::{
     Control, ControlRecord, DiscordAction, DiscordConfig, DiscordRecords, DiscordSim, DispatchRecord,
     GatewayConnection, HeartbeatRecord, IdentifyOutcome, IdentifyRecord, ResumeOutcome, ResumeRecord,
 };
+pub use slack::{
+    AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord, GivenUpRecord, SlackAction,
+    SlackConfig, SlackRecords, SlackSim, SocketConnection,
+};
 pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
 pub use scenario::{HttpFault, Rate, Scenario, Timed};
 
 /// The bot token the Discord simulator accepts by default.
 pub const DISCORD_TOKEN: &str = "sim-discord-bot-token.openflume";
+
+/// The app-level token the Slack simulator accepts by default.
+pub const SLACK_APP_TOKEN: &str = "xapp-1-A0SIMAPP01-0000000000-simulated";
+
+/// The bot token the Slack simulator accepts by default.
+pub const SLACK_BOT_TOKEN: &str = "xoxb-0000000000-0000000000-simulated";
