@@ -73,10 +73,6 @@ impl<T> Records<T> {
     pub fn last(&self) -> Option<&T> {
         self.items.back()
     }
-
-    pub(crate) fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut T> {
-        self.items.iter_mut()
-    }
 }
 
 impl<'a, T> IntoIterator for &'a Records<T> {

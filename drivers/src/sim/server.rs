@@ -152,11 +152,6 @@ impl Signal {
         self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
-    /// True once fired.
-    pub(crate) fn is_fired(&self) -> bool {
-        self.receiver.is_closed()
-    }
-
     /// A waiter that can outlive a borrow of the signal.
     pub(crate) fn waiter(&self) -> Shutdown {
         Shutdown(self.receiver.clone())
@@ -172,11 +167,6 @@ impl Shutdown {
     pub(crate) async fn wait(&self) {
         // Nothing is ever sent: `recv` ends with `Closed` when the sender is dropped.
         let _ = self.0.recv().await;
-    }
-
-    /// True once the signal fired.
-    pub(crate) fn is_fired(&self) -> bool {
-        self.0.is_closed()
     }
 }
 
