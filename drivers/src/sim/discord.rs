@@ -21,7 +21,9 @@
 use super::fake;
 use super::records::{CloseRecord, HttpRecord, Records, WaitTimedOut, wait_until};
 use super::scenario::{HttpFault, HttpFaults, Pacer, Rate, Scenario, run_schedule};
-use super::server::{Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target};
+use super::server::{
+    Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target,
+};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message, Utf8Bytes};
@@ -534,7 +536,9 @@ struct Discord {
 
 impl fmt::Debug for Discord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Discord").field("gateway_url", &self.gateway_url).finish_non_exhaustive()
+        f.debug_struct("Discord")
+            .field("gateway_url", &self.gateway_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -588,7 +592,8 @@ impl Session {
     }
 
     fn expired(&self, now: Instant, window: Duration) -> bool {
-        self.detached_at.is_some_and(|at| now.duration_since(at) > window)
+        self.detached_at
+            .is_some_and(|at| now.duration_since(at) > window)
     }
 
     /// Whether a message in `guild` goes to this session's shard.
@@ -753,17 +758,32 @@ impl Discord {
         let rng = &mut state.rng;
         let guild = self.guilds.get(rng.usize(..self.guilds.len().max(1)));
         let (guild_id, channel_id, role_id) = match guild {
-            Some(g) => (g.id, g.channels.get(rng.usize(..2)).copied().unwrap_or(g.id), g.role),
+            Some(g) => (
+                g.id,
+                g.channels.get(rng.usize(..2)).copied().unwrap_or(g.id),
+                g.role,
+            ),
             None => (0, id, 0),
         };
-        let (username, global_name) = AUTHORS.get(rng.usize(..AUTHORS.len())).copied().unwrap_or(("ada", "Ada"));
-        let author_id = self.author_ids.get(rng.usize(..self.author_ids.len())).copied().unwrap_or(id);
+        let (username, global_name) = AUTHORS
+            .get(rng.usize(..AUTHORS.len()))
+            .copied()
+            .unwrap_or(("ada", "Ada"));
+        let author_id = self
+            .author_ids
+            .get(rng.usize(..self.author_ids.len()))
+            .copied()
+            .unwrap_or(id);
         let content = serde_json::to_string(fake::text(rng)).unwrap_or_else(|_| "\"\"".to_owned());
         let embed = serde_json::to_string(fake::text(rng)).unwrap_or_else(|_| "\"\"".to_owned());
         let avatar = fake::hex(rng, 32);
         let nonce = id.wrapping_sub(rng.u64(..1_000_000));
         let timestamp = fake::discord_time(now);
-        let guild_field = if guild_id == 0 { String::new() } else { format!(r#","guild_id":"{guild_id}""#) };
+        let guild_field = if guild_id == 0 {
+            String::new()
+        } else {
+            format!(r#","guild_id":"{guild_id}""#)
+        };
         let data = format!(
             concat!(
                 r#"{{"type":0,"tts":false,"timestamp":"{timestamp}","pinned":false,"nonce":"{nonce}","#,
@@ -874,7 +894,10 @@ impl Discord {
             .header("X-RateLimit-Scope", "user")
         } else {
             let reason = super::server::reason_phrase(status);
-            Reply::json(status, format!(r#"{{"message": "{status}: {reason}", "code": 0}}"#))
+            Reply::json(
+                status,
+                format!(r#"{{"message": "{status}: {reason}", "code": 0}}"#),
+            )
         };
         match retry_after {
             Some(seconds) => reply.header("Retry-After", seconds.to_string()),
@@ -908,7 +931,10 @@ impl Service for Discord {
         let (path, _) = split_target(&request.target);
         let path = path.trim_end_matches('/').to_owned();
         match self.http_faults.take() {
-            Some(HttpFault::Status { status, retry_after }) => {
+            Some(HttpFault::Status {
+                status,
+                retry_after,
+            }) => {
                 self.record_http(&request.method, &path, Some(status));
                 return Answer::Reply(Discord::error_reply(status, retry_after));
             }
@@ -926,7 +952,9 @@ impl Service for Discord {
             .or_else(|| path.strip_prefix("/api/v9"))
             .or_else(|| path.strip_prefix("/api"));
         let reply = match (request.method.as_str(), route) {
-            ("GET", Some("/gateway")) => Reply::json(200, json!({ "url": self.gateway_url }).to_string()),
+            ("GET", Some("/gateway")) => {
+                Reply::json(200, json!({ "url": self.gateway_url }).to_string())
+            }
             ("GET", Some("/gateway/bot")) => {
                 let token = bearer(&request, &["Bot"]);
                 if token == Some(self.config.token.as_str()) {
@@ -993,7 +1021,9 @@ impl Service for Discord {
         if version.is_some_and(|v| v != "10" && v != "9") {
             gateway.close(4012, "Invalid API version.").await;
         } else if encoding.is_some_and(|e| e != "json") {
-            gateway.close(4002, "The simulator speaks encoding=json only.").await;
+            gateway
+                .close(4002, "The simulator speaks encoding=json only.")
+                .await;
         } else {
             gateway.run(shutdown).await;
         }
@@ -1046,7 +1076,9 @@ impl Gateway<'_> {
         let interval = self.sim.config.heartbeat_interval.as_millis();
         let hello = control(
             10,
-            &format!(r#"{{"heartbeat_interval":{interval},"_trace":["[\"gateway-sim-1\",{{\"micros\":0.0}}]"]}}"#),
+            &format!(
+                r#"{{"heartbeat_interval":{interval},"_trace":["[\"gateway-sim-1\",{{\"micros\":0.0}}]"]}}"#
+            ),
         );
         if self.send_text(hello).await.is_err() {
             return;
@@ -1062,21 +1094,24 @@ impl Gateway<'_> {
                 let ws = &mut self.ws;
                 let commands = &self.commands;
                 futures_lite::future::or(async { Next::Inbound(ws.next().await) }, async {
-                    futures_lite::future::or(async { Next::Command(commands.recv().await.ok()) }, async {
-                        futures_lite::future::or(
-                            async {
-                                shutdown.wait().await;
-                                Next::Shutdown
-                            },
-                            async {
-                                if !blast {
-                                    futures_lite::future::pending::<()>().await;
-                                }
-                                Next::Blast
-                            },
-                        )
-                        .await
-                    })
+                    futures_lite::future::or(
+                        async { Next::Command(commands.recv().await.ok()) },
+                        async {
+                            futures_lite::future::or(
+                                async {
+                                    shutdown.wait().await;
+                                    Next::Shutdown
+                                },
+                                async {
+                                    if !blast {
+                                        futures_lite::future::pending::<()>().await;
+                                    }
+                                    Next::Blast
+                                },
+                            )
+                            .await
+                        },
+                    )
                     .await
                 })
                 .await
@@ -1122,10 +1157,15 @@ impl Gateway<'_> {
     async fn on_message(&mut self, message: Message) -> Flow {
         let text = match message {
             Message::Text(text) => text,
-            Message::Binary(_) => return self.close_flow(4002, "Error while decoding payload.").await,
+            Message::Binary(_) => {
+                return self.close_flow(4002, "Error while decoding payload.").await;
+            }
             Message::Close(frame) => {
                 let (code, reason) = match &frame {
-                    Some(frame) => (Some(u16::from(frame.code)), frame.reason.as_str().to_owned()),
+                    Some(frame) => (
+                        Some(u16::from(frame.code)),
+                        frame.reason.as_str().to_owned(),
+                    ),
                     None => (None, String::new()),
                 };
                 self.record_client_close(code.or(Some(1005)), &reason);
@@ -1139,7 +1179,11 @@ impl Gateway<'_> {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Flow::Continue,
         };
         let now = Instant::now();
-        while self.received.front().is_some_and(|at| now.duration_since(*at) >= RATE_WINDOW) {
+        while self
+            .received
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= RATE_WINDOW)
+        {
             self.received.pop_front();
         }
         self.received.push_back(now);
@@ -1161,7 +1205,9 @@ impl Gateway<'_> {
             1 => self.on_heartbeat(data).await,
             2 => self.on_identify(data).await,
             6 => self.on_resume(data).await,
-            3 | 4 | 8 | 31 | 43 if self.session.is_none() => self.close_flow(4003, "Not authenticated.").await,
+            3 | 4 | 8 | 31 | 43 if self.session.is_none() => {
+                self.close_flow(4003, "Not authenticated.").await
+            }
             3 | 4 | 8 | 31 | 43 => Flow::Continue,
             _ => self.close_flow(4001, "Unknown opcode.").await,
         }
@@ -1183,7 +1229,10 @@ impl Gateway<'_> {
     }
 
     fn token_ok(&self, data: &Value) -> bool {
-        let token = data.get("token").and_then(Value::as_str).unwrap_or_default();
+        let token = data
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let token = token.strip_prefix("Bot ").unwrap_or(token);
         token == self.sim.config.token
     }
@@ -1213,7 +1262,9 @@ impl Gateway<'_> {
             Some((4004, "Authentication failed."))
         } else if intents.is_none_or(|bits| bits & !KNOWN_INTENTS != 0) {
             Some((4013, "Invalid intent(s)."))
-        } else if intents.is_some_and(|bits| bits & PRIVILEGED_INTENTS & !self.sim.config.privileged_intents != 0) {
+        } else if intents.is_some_and(|bits| {
+            bits & PRIVILEGED_INTENTS & !self.sim.config.privileged_intents != 0
+        }) {
             Some((4014, "Disallowed intent(s)."))
         } else if matches!(shard, Some(None)) {
             Some((4010, "Invalid shard."))
@@ -1234,41 +1285,46 @@ impl Gateway<'_> {
             let bucket = shard.map_or(0, |[id, _]| id % buckets);
             let spacing = self.sim.config.identify_spacing;
             let too_soon = !spacing.is_zero()
-                && state.last_identify.get(&bucket).is_some_and(|at| now.duration_since(*at) < spacing);
+                && state
+                    .last_identify
+                    .get(&bucket)
+                    .is_some_and(|at| now.duration_since(*at) < spacing);
             if too_soon {
                 state.records.identifies.push(record);
                 None
             } else {
-            state.last_identify.insert(bucket, now);
-            state.session_start_remaining = state.session_start_remaining.saturating_sub(1);
-            let id: Arc<str> = fake::hex(&mut state.rng, 32).into();
-            let window = self.sim.config.resume_window;
-            state.sessions.retain(|_, s| !s.expired(now, window));
-            evict_sessions(&mut state.sessions);
-            let mut session = Session {
-                shard,
-                last_seq: 0,
-                log: VecDeque::new(),
-                attached: Some(self.conn),
-                detached_at: None,
-            };
-            let capacity = self.sim.config.resume_buffer;
-            session.push("READY", &self.sim.ready_data(&id, shard), capacity);
-            for guild in &self.sim.guilds {
-                if session.receives(guild.id) {
-                    session.push("GUILD_CREATE", &self.sim.guild_create_data(guild), capacity);
+                state.last_identify.insert(bucket, now);
+                state.session_start_remaining = state.session_start_remaining.saturating_sub(1);
+                let id: Arc<str> = fake::hex(&mut state.rng, 32).into();
+                let window = self.sim.config.resume_window;
+                state.sessions.retain(|_, s| !s.expired(now, window));
+                evict_sessions(&mut state.sessions);
+                let mut session = Session {
+                    shard,
+                    last_seq: 0,
+                    log: VecDeque::new(),
+                    attached: Some(self.conn),
+                    detached_at: None,
+                };
+                let capacity = self.sim.config.resume_buffer;
+                session.push("READY", &self.sim.ready_data(&id, shard), capacity);
+                for guild in &self.sim.guilds {
+                    if session.receives(guild.id) {
+                        session.push("GUILD_CREATE", &self.sim.guild_create_data(guild), capacity);
+                    }
                 }
-            }
-            state.sessions.insert(id.clone(), session);
-            record.outcome = IdentifyOutcome::Ready {
-                session_id: id.to_string(),
-            };
-            state.records.identifies.push(record);
-            Some(id)
+                state.sessions.insert(id.clone(), session);
+                record.outcome = IdentifyOutcome::Ready {
+                    session_id: id.to_string(),
+                };
+                state.records.identifies.push(record);
+                Some(id)
             }
         };
         let Some(session_id) = session_id else {
-            return self.send_control(control(9, "false"), Control::InvalidSession(false)).await;
+            return self
+                .send_control(control(9, "false"), Control::InvalidSession(false))
+                .await;
         };
         self.session = Some(session_id);
         self.sent_seq = 0;
@@ -1277,7 +1333,11 @@ impl Gateway<'_> {
     }
 
     async fn on_resume(&mut self, data: &Value) -> Flow {
-        let session_id = data.get("session_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let session_id = data
+            .get("session_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let seq = data.get("seq").and_then(Value::as_u64);
         let mut record = ResumeRecord {
             conn: self.conn,
@@ -1312,11 +1372,16 @@ impl Gateway<'_> {
             let state = &mut *guard;
             let window = self.sim.config.resume_window;
             state.sessions.retain(|_, s| !s.expired(now, window));
-            let key = state.sessions.get_key_value(session_id.as_str()).map(|(k, _)| k.clone());
+            let key = state
+                .sessions
+                .get_key_value(session_id.as_str())
+                .map(|(k, _)| k.clone());
             let verdict = match key.as_ref().and_then(|k| state.sessions.get_mut(k)) {
                 None => Verdict::Invalid,
                 Some(session) if seq > session.last_seq => Verdict::FutureSeq,
-                Some(session) if seq + 1 < session.log.front().map_or(session.last_seq + 1, |l| l.seq) => {
+                Some(session)
+                    if seq + 1 < session.log.front().map_or(session.last_seq + 1, |l| l.seq) =>
+                {
                     Verdict::Invalid
                 }
                 Some(session) => {
@@ -1324,7 +1389,10 @@ impl Gateway<'_> {
                     session.detached_at = None;
                     let last = session.last_seq;
                     session.push("RESUMED", RESUMED_DATA, self.sim.config.resume_buffer);
-                    if let Some(tx) = previous.filter(|c| *c != self.conn).and_then(|c| state.connections.get(&c)) {
+                    if let Some(tx) = previous
+                        .filter(|c| *c != self.conn)
+                        .and_then(|c| state.connections.get(&c))
+                    {
                         let _ = tx.try_send(Command::Superseded);
                     }
                     match key.clone() {
@@ -1334,7 +1402,9 @@ impl Gateway<'_> {
                 }
             };
             record.outcome = match &verdict {
-                Verdict::Resumed { last, .. } => ResumeOutcome::Resumed { replayed: last - seq },
+                Verdict::Resumed { last, .. } => ResumeOutcome::Resumed {
+                    replayed: last - seq,
+                },
                 Verdict::Invalid => ResumeOutcome::InvalidSession,
                 Verdict::FutureSeq => ResumeOutcome::Closed { code: 4007 },
             };
@@ -1354,7 +1424,10 @@ impl Gateway<'_> {
                 self.replay_until = last;
                 Flow::Continue
             }
-            Verdict::Invalid => self.send_control(control(9, "false"), Control::InvalidSession(false)).await,
+            Verdict::Invalid => {
+                self.send_control(control(9, "false"), Control::InvalidSession(false))
+                    .await
+            }
             Verdict::FutureSeq => self.close_flow(4007, "Invalid seq.").await,
         }
     }
@@ -1380,11 +1453,13 @@ impl Gateway<'_> {
                 Flow::Continue
             }
             DiscordAction::RequestHeartbeat => {
-                self.send_control(control(1, "null"), Control::HeartbeatRequest).await
+                self.send_control(control(1, "null"), Control::HeartbeatRequest)
+                    .await
             }
             DiscordAction::Reconnect => {
                 self.detach();
-                self.send_control(control(7, "null"), Control::Reconnect).await
+                self.send_control(control(7, "null"), Control::Reconnect)
+                    .await
             }
             DiscordAction::InvalidSession { resumable } => {
                 if resumable {
@@ -1393,19 +1468,28 @@ impl Gateway<'_> {
                     self.end_session();
                 }
                 let data = if resumable { "true" } else { "false" };
-                self.send_control(control(9, data), Control::InvalidSession(resumable)).await
+                self.send_control(control(9, data), Control::InvalidSession(resumable))
+                    .await
             }
             DiscordAction::Close { code, reason } => {
                 let mut end = reason.len().min(123);
                 while !reason.is_char_boundary(end) {
                     end -= 1;
                 }
-                self.close_flow(code, reason.get(..end).unwrap_or_default()).await
+                self.close_flow(code, reason.get(..end).unwrap_or_default())
+                    .await
             }
             DiscordAction::GarbageText => {
-                let sent = self.ws.send(Message::text("this is not json {\"op\":")).await;
+                let sent = self
+                    .ws
+                    .send(Message::text("this is not json {\"op\":"))
+                    .await;
                 self.record_control(Control::GarbageText);
-                if sent.is_ok() { Flow::Continue } else { Flow::End }
+                if sent.is_ok() {
+                    Flow::Continue
+                } else {
+                    Flow::End
+                }
             }
             DiscordAction::GarbageBinary => {
                 let junk: Vec<u8> = {
@@ -1414,16 +1498,20 @@ impl Gateway<'_> {
                 };
                 let sent = self.ws.send(Message::binary(junk)).await;
                 self.record_control(Control::GarbageBinary);
-                if sent.is_ok() { Flow::Continue } else { Flow::End }
+                if sent.is_ok() {
+                    Flow::Continue
+                } else {
+                    Flow::End
+                }
             }
             DiscordAction::Oversized { bytes } => {
                 let filler = bytes.saturating_sub(control(11, "\"\"").len());
                 let payload = control(11, &format!("\"{}\"", "x".repeat(filler)));
                 self.send_control(payload, Control::Oversized(bytes)).await
             }
-            DiscordAction::Messages(_) | DiscordAction::Http { .. } | DiscordAction::RefuseResume { .. } => {
-                Flow::Continue
-            }
+            DiscordAction::Messages(_)
+            | DiscordAction::Http { .. }
+            | DiscordAction::RefuseResume { .. } => Flow::Continue,
         }
     }
 
@@ -1450,13 +1538,21 @@ impl Gateway<'_> {
     /// Whether the benchmark blast should produce more now: a session is attached, everything
     /// buffered was written, and events are left.
     fn blast_due(&self) -> bool {
-        let Some(id) = &self.session else { return false };
+        let Some(id) = &self.session else {
+            return false;
+        };
         let state = self.sim.lock();
-        state.blast_left > 0 && state.sessions.get(id).is_some_and(|s| s.last_seq == self.sent_seq)
+        state.blast_left > 0
+            && state
+                .sessions
+                .get(id)
+                .is_some_and(|s| s.last_seq == self.sent_seq)
     }
 
     fn blast(&mut self) {
-        let Some(id) = self.session.clone() else { return };
+        let Some(id) = self.session.clone() else {
+            return;
+        };
         let mut guard = self.sim.lock();
         let state = &mut *guard;
         let count = state.blast_left.min(64);
@@ -1472,10 +1568,16 @@ impl Gateway<'_> {
     /// Writes every buffered dispatch of the attached session not yet written here.
     async fn flush(&mut self) -> Result<(), ()> {
         loop {
-            let Some(id) = self.session.clone() else { return Ok(()) };
+            let Some(id) = self.session.clone() else {
+                return Ok(());
+            };
             let batch: Vec<(u64, &'static str, Utf8Bytes)> = {
                 let state = self.sim.lock();
-                let Some(session) = state.sessions.get(&id).filter(|s| s.attached == Some(self.conn)) else {
+                let Some(session) = state
+                    .sessions
+                    .get(&id)
+                    .filter(|s| s.attached == Some(self.conn))
+                else {
                     drop(state);
                     self.session = None;
                     return Ok(());
@@ -1522,7 +1624,9 @@ impl Gateway<'_> {
     async fn send_text(&mut self, payload: impl Into<Utf8Bytes>) -> Result<(), ()> {
         let payload: Utf8Bytes = payload.into();
         let message = match &mut self.compressor {
-            Some(compressor) => Message::Binary(WsBytes::from(deflate_sync(compressor, payload.as_bytes()).ok_or(())?)),
+            Some(compressor) => Message::Binary(WsBytes::from(
+                deflate_sync(compressor, payload.as_bytes()).ok_or(())?,
+            )),
             None => Message::Text(payload),
         };
         self.ws.send(message).await.map_err(|_| ())
@@ -1531,7 +1635,11 @@ impl Gateway<'_> {
     async fn send_control(&mut self, payload: String, what: Control) -> Flow {
         let sent = self.send_text(payload).await;
         self.record_control(what);
-        if sent.is_ok() { Flow::Continue } else { Flow::End }
+        if sent.is_ok() {
+            Flow::Continue
+        } else {
+            Flow::End
+        }
     }
 
     async fn close_flow(&mut self, code: u16, reason: &str) -> Flow {
@@ -1659,9 +1767,19 @@ mod tests {
         assert_eq!(hello["d"]["heartbeat_interval"], 1000);
         send_json(&mut ws, identify(sim.token())).await;
         let ready = next_json(&mut ws).await;
-        assert_eq!((ready["op"].as_u64(), ready["t"].as_str(), ready["s"].as_u64()), (Some(0), Some("READY"), Some(1)));
+        assert_eq!(
+            (
+                ready["op"].as_u64(),
+                ready["t"].as_str(),
+                ready["s"].as_u64()
+            ),
+            (Some(0), Some("READY"), Some(1))
+        );
         let guild = next_json(&mut ws).await;
-        assert_eq!((guild["t"].as_str(), guild["s"].as_u64()), (Some("GUILD_CREATE"), Some(2)));
+        assert_eq!(
+            (guild["t"].as_str(), guild["s"].as_u64()),
+            (Some("GUILD_CREATE"), Some(2))
+        );
         (ws, ready["d"].clone())
     }
 
@@ -1670,7 +1788,11 @@ mod tests {
         smol::block_on(async {
             let sim = start(DiscordConfig::default()).await;
             let url = format!("{}/gateway/bot", sim.api_url());
-            let ok = http(HttpRequest::new("GET", &url).header("Authorization", format!("Bot {}", sim.token()))).await;
+            let ok = http(
+                HttpRequest::new("GET", &url)
+                    .header("Authorization", format!("Bot {}", sim.token())),
+            )
+            .await;
             assert_eq!(ok.status, 200);
             let body = json(&ok);
             assert_eq!(body["url"], sim.gateway_url());
@@ -1679,7 +1801,8 @@ mod tests {
             assert_eq!(body["session_start_limit"]["max_concurrency"], 1);
             assert!(body["session_start_limit"]["reset_after"].as_u64().unwrap() > 86_000_000);
             for auth in ["Bot wrong", "Bearer sim-discord-bot-token.openflume", ""] {
-                let refused = http(HttpRequest::new("GET", &url).header("Authorization", auth)).await;
+                let refused =
+                    http(HttpRequest::new("GET", &url).header("Authorization", auth)).await;
                 assert_eq!(refused.status, 401, "{auth}");
                 assert_eq!(json(&refused)["message"], "401: Unauthorized");
             }
@@ -1702,7 +1825,10 @@ mod tests {
 
             assert_eq!(sim.inject(DiscordAction::Messages(1)), 1);
             let message = next_json(&mut ws).await;
-            assert_eq!((message["t"].as_str(), message["s"].as_u64()), (Some("MESSAGE_CREATE"), Some(3)));
+            assert_eq!(
+                (message["t"].as_str(), message["s"].as_u64()),
+                (Some("MESSAGE_CREATE"), Some(3))
+            );
             let d = &message["d"];
             for field in ["id", "channel_id", "guild_id", "content", "timestamp"] {
                 assert!(d[field].is_string(), "{field} in {d}");
@@ -1710,7 +1836,10 @@ mod tests {
             assert!(d["author"]["id"].is_string() && d["author"]["username"].is_string());
             assert_eq!(d["embeds"][0]["type"], "rich");
             let size = message.to_string().len();
-            assert!((1000..1500).contains(&size), "MESSAGE_CREATE is {size} bytes");
+            assert!(
+                (1000..1500).contains(&size),
+                "MESSAGE_CREATE is {size} bytes"
+            );
 
             send_json(&mut ws, json!({"op": 1, "d": 3})).await;
             let ack = next_json(&mut ws).await;
@@ -1720,14 +1849,21 @@ mod tests {
             let beat = records.heartbeats.last().unwrap();
             assert_eq!((beat.seq, beat.acked), (Some(3), true));
             assert_eq!(records.sessions(), vec![session_id]);
-            assert_eq!(records.controls.iter().next().map(|c| &c.control), Some(&Control::Hello));
+            assert_eq!(
+                records.controls.iter().next().map(|c| &c.control),
+                Some(&Control::Hello)
+            );
 
             // A zombie: heartbeats are no longer acknowledged on this connection.
             sim.inject(DiscordAction::StopHeartbeatAcks);
             sim.inject(DiscordAction::RequestHeartbeat);
             assert_eq!(next_json(&mut ws).await["op"], 1);
             send_json(&mut ws, json!({"op": 1, "d": 3})).await;
-            sim.wait_for(STEP_WAIT, |r| r.heartbeats.iter().find(|h| !h.acked).map(|_| ())).await.unwrap();
+            sim.wait_for(STEP_WAIT, |r| {
+                r.heartbeats.iter().find(|h| !h.acked).map(|_| ())
+            })
+            .await
+            .unwrap();
             sim.inject(DiscordAction::Messages(1));
             assert_eq!(next_json(&mut ws).await["s"], 4, "the dispatch, not an ACK");
         });
@@ -1742,40 +1878,82 @@ mod tests {
             let (mut ws, ready) = ready(&sim).await;
             let session_id = ready["session_id"].as_str().unwrap().to_owned();
             // The client leaves with a resumable close code; three messages arrive meanwhile.
-            ws.close(Some(CloseFrame { code: CloseCode::from(4000), reason: "zombie".into() })).await.unwrap();
-            sim.wait_for(STEP_WAIT, |r| r.client_closes.last().and_then(|c| c.code)).await.unwrap();
+            ws.close(Some(CloseFrame {
+                code: CloseCode::from(4000),
+                reason: "zombie".into(),
+            }))
+            .await
+            .unwrap();
+            sim.wait_for(STEP_WAIT, |r| r.client_closes.last().and_then(|c| c.code))
+                .await
+                .unwrap();
             assert_eq!(sim.records().client_closes.last().unwrap().code, Some(4000));
             assert_eq!(sim.inject(DiscordAction::Messages(3)), 1);
 
-            let mut ws = ws_connect(&format!("{}?v=10&encoding=json", ready["resume_gateway_url"].as_str().unwrap())).await;
+            let mut ws = ws_connect(&format!(
+                "{}?v=10&encoding=json",
+                ready["resume_gateway_url"].as_str().unwrap()
+            ))
+            .await;
             assert_eq!(next_json(&mut ws).await["op"], 10);
-            send_json(&mut ws, json!({"op": 6, "d": {"token": sim.token(), "session_id": session_id, "seq": 2}})).await;
+            send_json(
+                &mut ws,
+                json!({"op": 6, "d": {"token": sim.token(), "session_id": session_id, "seq": 2}}),
+            )
+            .await;
             for seq in 3..=5 {
                 let replayed = next_json(&mut ws).await;
-                assert_eq!((replayed["t"].as_str(), replayed["s"].as_u64()), (Some("MESSAGE_CREATE"), Some(seq)));
+                assert_eq!(
+                    (replayed["t"].as_str(), replayed["s"].as_u64()),
+                    (Some("MESSAGE_CREATE"), Some(seq))
+                );
             }
             let resumed = next_json(&mut ws).await;
-            assert_eq!((resumed["t"].as_str(), resumed["s"].as_u64()), (Some("RESUMED"), Some(6)));
+            assert_eq!(
+                (resumed["t"].as_str(), resumed["s"].as_u64()),
+                (Some("RESUMED"), Some(6))
+            );
             sim.inject(DiscordAction::Messages(1));
             assert_eq!(next_json(&mut ws).await["s"], 7);
 
             let records = sim.records();
-            assert_eq!(records.resumes.last().unwrap().outcome, ResumeOutcome::Resumed { replayed: 3 });
+            assert_eq!(
+                records.resumes.last().unwrap().outcome,
+                ResumeOutcome::Resumed { replayed: 3 }
+            );
             assert_eq!(records.connections.last().unwrap().path, "/resume");
             assert_eq!(records.seqs(&session_id), vec![1, 2, 3, 4, 5, 6, 7]);
-            let replayed: Vec<_> = records.dispatches.iter().filter(|d| d.replayed).map(|d| d.seq).collect();
+            let replayed: Vec<_> = records
+                .dispatches
+                .iter()
+                .filter(|d| d.replayed)
+                .map(|d| d.seq)
+                .collect();
             assert_eq!(replayed, vec![3, 4, 5]);
 
             // A RESUME of an unknown session gets op 9 false; a seq from the future 4007.
             let mut other = ws_connect(&sim.gateway_url()).await;
             next_json(&mut other).await;
-            send_json(&mut other, json!({"op": 6, "d": {"token": sim.token(), "session_id": "nope", "seq": 1}})).await;
-            assert_eq!(next_json(&mut other).await, json!({"t": null, "s": null, "op": 9, "d": false}));
+            send_json(
+                &mut other,
+                json!({"op": 6, "d": {"token": sim.token(), "session_id": "nope", "seq": 1}}),
+            )
+            .await;
+            assert_eq!(
+                next_json(&mut other).await,
+                json!({"t": null, "s": null, "op": 9, "d": false})
+            );
             send_json(&mut ws, json!({"op": 1, "d": 7})).await;
             assert_eq!(next_json(&mut ws).await["op"], 11);
             drop(ws);
-            sim.wait_for(STEP_WAIT, |r| (r.client_closes.len() == 2).then_some(())).await.unwrap();
-            send_json(&mut other, json!({"op": 6, "d": {"token": sim.token(), "session_id": session_id, "seq": 99}})).await;
+            sim.wait_for(STEP_WAIT, |r| (r.client_closes.len() == 2).then_some(()))
+                .await
+                .unwrap();
+            send_json(
+                &mut other,
+                json!({"op": 6, "d": {"token": sim.token(), "session_id": session_id, "seq": 99}}),
+            )
+            .await;
             match next_message(&mut other).await {
                 Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4007),
                 other => panic!("expected close 4007, got {other:?}"),
@@ -1798,7 +1976,10 @@ mod tests {
                 other => panic!("expected close 4004, got {other:?}"),
             }
             let records = sim.records();
-            assert_eq!(records.identifies.last().unwrap().outcome, IdentifyOutcome::Closed { code: 4004 });
+            assert_eq!(
+                records.identifies.last().unwrap().outcome,
+                IdentifyOutcome::Closed { code: 4004 }
+            );
             assert!(records.sessions().is_empty());
         });
     }
@@ -1814,23 +1995,36 @@ mod tests {
             let cases = [
                 (json!({"op": 8, "d": {"guild_id": "1"}}), 4003),
                 (json!({"op": 99, "d": null}), 4001),
-                (json!({"op": 2, "d": {"token": sim.token(), "intents": 1u64 << 40}}), 4013),
-                (json!({"op": 2, "d": {"token": sim.token(), "intents": 1 << 15}}), 4014),
-                (json!({"op": 2, "d": {"token": sim.token(), "intents": 1, "shard": [2, 2]}}), 4010),
+                (
+                    json!({"op": 2, "d": {"token": sim.token(), "intents": 1u64 << 40}}),
+                    4013,
+                ),
+                (
+                    json!({"op": 2, "d": {"token": sim.token(), "intents": 1 << 15}}),
+                    4014,
+                ),
+                (
+                    json!({"op": 2, "d": {"token": sim.token(), "intents": 1, "shard": [2, 2]}}),
+                    4010,
+                ),
             ];
             for (payload, code) in cases {
                 let mut ws = ws_connect(&sim.gateway_url()).await;
                 next_json(&mut ws).await;
                 send_json(&mut ws, payload.clone()).await;
                 match next_message(&mut ws).await {
-                    Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), code, "{payload}"),
+                    Some(Message::Close(Some(frame))) => {
+                        assert_eq!(u16::from(frame.code), code, "{payload}")
+                    }
                     other => panic!("{payload}: expected close {code}, got {other:?}"),
                 }
             }
             let mut ws = ws_connect(&sim.gateway_url()).await;
             next_json(&mut ws).await;
             ws.send(Message::text("{not json")).await.unwrap();
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 4002));
+            assert!(
+                matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 4002)
+            );
         });
     }
 
@@ -1838,13 +2032,24 @@ mod tests {
     fn zlib_stream_frames_inflate_to_the_payloads() {
         smol::block_on(async {
             let sim = start(DiscordConfig::default()).await;
-            let mut ws = ws_connect(&format!("{}/?v=10&encoding=json&compress=zlib-stream", sim.gateway_url())).await;
+            let mut ws = ws_connect(&format!(
+                "{}/?v=10&encoding=json&compress=zlib-stream",
+                sim.gateway_url()
+            ))
+            .await;
             let mut inflate = flate2::Decompress::new(true);
             let mut next = async |ws: &mut crate::sim::testkit::Ws| -> Value {
-                let Some(Message::Binary(bytes)) = next_message(ws).await else { panic!("expected a binary frame") };
-                assert!(bytes.ends_with(&[0, 0, 0xff, 0xff]), "each message ends with a sync flush");
+                let Some(Message::Binary(bytes)) = next_message(ws).await else {
+                    panic!("expected a binary frame")
+                };
+                assert!(
+                    bytes.ends_with(&[0, 0, 0xff, 0xff]),
+                    "each message ends with a sync flush"
+                );
                 let mut out = Vec::with_capacity(bytes.len() * 8 + 1024);
-                inflate.decompress_vec(&bytes, &mut out, flate2::FlushDecompress::Sync).unwrap();
+                inflate
+                    .decompress_vec(&bytes, &mut out, flate2::FlushDecompress::Sync)
+                    .unwrap();
                 serde_json::from_slice(&out).unwrap()
             };
             assert_eq!(next(&mut ws).await["op"], 10);
@@ -1854,11 +2059,22 @@ mod tests {
             sim.inject(DiscordAction::Messages(2));
             for seq in [3, 4] {
                 let message = next(&mut ws).await;
-                assert_eq!((message["t"].as_str(), message["s"].as_u64()), (Some("MESSAGE_CREATE"), Some(seq)));
+                assert_eq!(
+                    (message["t"].as_str(), message["s"].as_u64()),
+                    (Some("MESSAGE_CREATE"), Some(seq))
+                );
             }
             send_json(&mut ws, json!({"op": 1, "d": 4})).await;
             assert_eq!(next(&mut ws).await["op"], 11);
-            assert_eq!(sim.records().connections.last().unwrap().compress.as_deref(), Some("zlib-stream"));
+            assert_eq!(
+                sim.records()
+                    .connections
+                    .last()
+                    .unwrap()
+                    .compress
+                    .as_deref(),
+                Some("zlib-stream")
+            );
         });
     }
 
@@ -1868,32 +2084,72 @@ mod tests {
             let sim = start(DiscordConfig::default()).await;
             let (mut ws, _) = ready(&sim).await;
             sim.inject(DiscordAction::Reconnect);
-            assert_eq!(next_json(&mut ws).await, json!({"t": null, "s": null, "op": 7, "d": null}));
+            assert_eq!(
+                next_json(&mut ws).await,
+                json!({"t": null, "s": null, "op": 7, "d": null})
+            );
             sim.inject(DiscordAction::GarbageText);
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err()));
+            assert!(
+                matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err())
+            );
             sim.inject(DiscordAction::Oversized { bytes: 100_000 });
-            let Some(Message::Text(big)) = next_message(&mut ws).await else { panic!("expected text") };
+            let Some(Message::Text(big)) = next_message(&mut ws).await else {
+                panic!("expected text")
+            };
             assert_eq!(big.len(), 100_000);
-            sim.inject(DiscordAction::Close { code: 4009, reason: "Session timed out.".into() });
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 4009));
+            sim.inject(DiscordAction::Close {
+                code: 4009,
+                reason: "Session timed out.".into(),
+            });
+            assert!(
+                matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 4009)
+            );
             let records = sim.records();
             let controls: Vec<_> = records.controls.iter().map(|c| c.control.clone()).collect();
             assert_eq!(
                 controls,
-                vec![Control::Hello, Control::Reconnect, Control::GarbageText, Control::Oversized(100_000), Control::Close(4009)]
+                vec![
+                    Control::Hello,
+                    Control::Reconnect,
+                    Control::GarbageText,
+                    Control::Oversized(100_000),
+                    Control::Close(4009)
+                ]
             );
 
             let (mut ws, _) = ready(&sim).await;
             sim.inject(DiscordAction::DropConnection);
-            assert!(within("the drop", next_message(&mut ws)).await.is_none(), "no close frame");
-            sim.inject(DiscordAction::Http { fault: HttpFault::Status { status: 429, retry_after: Some(3) }, times: 1 });
-            let limited = http(HttpRequest::new("GET", format!("{}/gateway", sim.api_url()))).await;
-            assert_eq!((limited.status, limited.header("retry-after")), (429, Some("3")));
+            assert!(
+                within("the drop", next_message(&mut ws)).await.is_none(),
+                "no close frame"
+            );
+            sim.inject(DiscordAction::Http {
+                fault: HttpFault::Status {
+                    status: 429,
+                    retry_after: Some(3),
+                },
+                times: 1,
+            });
+            let limited = http(HttpRequest::new(
+                "GET",
+                format!("{}/gateway", sim.api_url()),
+            ))
+            .await;
+            assert_eq!(
+                (limited.status, limited.header("retry-after")),
+                (429, Some("3"))
+            );
             assert_eq!(json(&limited)["retry_after"], 3.0);
             sim.inject(DiscordAction::RefuseResume { times: 1 });
             let parsed = openflume_proto::url::Url::parse(&sim.resume_url()).unwrap();
-            let tcp = smol::net::TcpStream::connect((parsed.host.as_str(), parsed.port)).await.unwrap();
-            assert!(async_tungstenite::client_async(sim.resume_url(), tcp).await.is_err());
+            let tcp = smol::net::TcpStream::connect((parsed.host.as_str(), parsed.port))
+                .await
+                .unwrap();
+            assert!(
+                async_tungstenite::client_async(sim.resume_url(), tcp)
+                    .await
+                    .is_err()
+            );
         });
     }
 }

@@ -25,19 +25,26 @@ const TEXTS: &[&str] = &[
 
 /// One of the message texts.
 pub(crate) fn text(rng: &mut Rng) -> &'static str {
-    TEXTS.get(rng.usize(..TEXTS.len())).copied().unwrap_or("hello")
+    TEXTS
+        .get(rng.usize(..TEXTS.len()))
+        .copied()
+        .unwrap_or("hello")
 }
 
 /// `len` lowercase hex digits.
 pub(crate) fn hex(rng: &mut Rng, len: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..len).map(|_| char::from(DIGITS[rng.usize(..16)])).collect()
+    (0..len)
+        .map(|_| char::from(DIGITS[rng.usize(..16)]))
+        .collect()
 }
 
 /// `len` characters from `A–Z0–9`, as in Slack ids.
 pub(crate) fn upper_alnum(rng: &mut Rng, len: usize) -> String {
     const CHARS: &[u8; 36] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..len).map(|_| char::from(CHARS[rng.usize(..36)])).collect()
+    (0..len)
+        .map(|_| char::from(CHARS[rng.usize(..36)]))
+        .collect()
 }
 
 /// A random UUID in the 8-4-4-4-12 form (version 4 bits set).
@@ -73,7 +80,11 @@ pub(crate) fn github_time(at: Timestamp) -> String {
 /// Slack's message timestamp: Unix seconds with six decimals, `1764100000.000100`.
 pub(crate) fn slack_ts(at: Timestamp) -> String {
     let micros = at.as_microsecond();
-    format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000))
+    format!(
+        "{}.{:06}",
+        micros.div_euclid(1_000_000),
+        micros.rem_euclid(1_000_000)
+    )
 }
 
 /// An HTTP date (RFC 9110 IMF-fixdate): `Mon, 24 Nov 2025 09:14:03 GMT`.
@@ -124,7 +135,11 @@ mod tests {
         let id = uuid(&mut rng);
         assert_eq!(id.len(), 36);
         assert_eq!(id.chars().nth(14), Some('4'));
-        assert!(upper_alnum(&mut rng, 9).chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
+        assert!(
+            upper_alnum(&mut rng, 9)
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        );
         let at: Timestamp = "2025-11-24T09:14:03Z".parse().unwrap();
         let flake = snowflake(at, 5);
         assert_eq!((flake >> 22) as i64 + DISCORD_EPOCH_MS, at.as_millisecond());

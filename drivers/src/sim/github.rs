@@ -18,7 +18,9 @@
 use super::fake;
 use super::records::{Records, WaitTimedOut, wait_until};
 use super::scenario::{HttpFault, HttpFaults, Pacer, Rate, Scenario, run_schedule};
-use super::server::{Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target};
+use super::server::{
+    Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target,
+};
 use fastrand::Rng;
 use jiff::Timestamp;
 use openflume_proto::http::ReceivedRequest;
@@ -276,6 +278,11 @@ impl GithubSim {
         self.shared.inject(action)
     }
 
+    /// The `X-Poll-Interval` it sends now, in seconds.
+    pub fn poll_interval(&self) -> u64 {
+        self.shared.lock().poll_interval
+    }
+
     /// Adds one new thread and returns its id.
     pub fn add_notification(&self) -> String {
         let mut state = self.shared.lock();
@@ -462,7 +469,10 @@ impl State {
         let thread = Thread {
             id,
             unread: true,
-            reason: REASONS.get(rng.usize(..REASONS.len())).copied().unwrap_or("subscribed"),
+            reason: REASONS
+                .get(rng.usize(..REASONS.len()))
+                .copied()
+                .unwrap_or("subscribed"),
             updated_at: Timestamp::from_second(at.as_second()).unwrap_or(at),
             last_read_at: None,
             subject,
@@ -487,7 +497,11 @@ impl State {
 
     /// Moves `Last-Modified` for a change now, strictly forward at one-second resolution.
     fn changed(&mut self, now: Timestamp) {
-        let next = self.last_modified.as_second().saturating_add(1).max(now.as_second());
+        let next = self
+            .last_modified
+            .as_second()
+            .saturating_add(1)
+            .max(now.as_second());
         self.last_modified = Timestamp::from_second(next).unwrap_or(now);
     }
 }
@@ -504,7 +518,9 @@ struct Github {
 
 impl fmt::Debug for Github {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Github").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Github")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -524,12 +540,15 @@ impl Query {
         let flag = |key: &str| query_value(pairs, key) == Some("true");
         let time = |key: &str| match query_value(pairs, key) {
             None => Ok(None),
-            Some(text) => text
-                .parse::<Timestamp>()
-                .map(Some)
-                .map_err(|_| format!("Invalid value for `{key}`: {text:?} is not an ISO 8601 timestamp")),
+            Some(text) => text.parse::<Timestamp>().map(Some).map_err(|_| {
+                format!("Invalid value for `{key}`: {text:?} is not an ISO 8601 timestamp")
+            }),
         };
-        let number = |key: &str| query_value(pairs, key).and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+        let number = |key: &str| {
+            query_value(pairs, key)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+        };
         Ok(Query {
             all: flag("all"),
             participating: flag("participating"),
@@ -560,8 +579,12 @@ impl Github {
         // Existing threads were updated over the past hours, oldest first.
         let count = config.initial_notifications.min(config.max_notifications);
         for index in 0..count {
-            let age = jiff::SignedDuration::from_secs(i64::try_from((count - index) * 600).unwrap_or(0));
-            state.add_at(now.checked_sub(age).unwrap_or(now), config.max_notifications);
+            let age =
+                jiff::SignedDuration::from_secs(i64::try_from((count - index) * 600).unwrap_or(0));
+            state.add_at(
+                now.checked_sub(age).unwrap_or(now),
+                config.max_notifications,
+            );
         }
         state.last_modified = Timestamp::from_second(now.as_second()).unwrap_or(now);
         Github {
@@ -634,7 +657,9 @@ impl Github {
         let Some(index) = index else { return false };
         state.changed(now);
         let rng_comment = state.rng.u64(2_000_000_000..3_000_000_000);
-        let Some(thread) = state.threads.get_mut(index) else { return false };
+        let Some(thread) = state.threads.get_mut(index) else {
+            return false;
+        };
         if !thread.unread {
             thread.last_read_at = Some(thread.updated_at);
         }
@@ -681,9 +706,20 @@ impl Github {
         })
     }
 
-    fn record(&self, request: &ReceivedRequest, authorized: bool, status: Option<u16>, counted: bool, remaining: Option<u32>) {
+    fn record(
+        &self,
+        request: &ReceivedRequest,
+        authorized: bool,
+        status: Option<u16>,
+        counted: bool,
+        remaining: Option<u32>,
+    ) {
         let (path, _) = split_target(&request.target);
-        let query = request.target.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+        let query = request
+            .target
+            .split_once('?')
+            .map(|(_, q)| q.to_owned())
+            .unwrap_or_default();
         let record = GithubRequest {
             at: self.started.elapsed(),
             method: request.method.clone(),
@@ -703,7 +739,8 @@ impl Github {
     fn error(status: u16, message: &str) -> Reply {
         Reply::json(
             status,
-            json!({"message": message, "documentation_url": DOCS, "status": status.to_string()}).to_string(),
+            json!({"message": message, "documentation_url": DOCS, "status": status.to_string()})
+                .to_string(),
         )
     }
 
@@ -738,12 +775,16 @@ impl Github {
         state.unauthenticated.refresh(window, now);
         let Some(token) = bearer(request, &["Bearer", "token"]) else {
             state.unauthenticated.used = state.unauthenticated.used.saturating_add(1);
-            let reply = state.unauthenticated.headers(Github::error(401, "Requires authentication"));
+            let reply = state
+                .unauthenticated
+                .headers(Github::error(401, "Requires authentication"));
             return (reply, false, false);
         };
         if token != self.config.token {
             state.unauthenticated.used = state.unauthenticated.used.saturating_add(1);
-            let reply = state.unauthenticated.headers(Github::error(401, "Bad credentials"));
+            let reply = state
+                .unauthenticated
+                .headers(Github::error(401, "Bad credentials"));
             return (reply, false, false);
         }
         if let Some((retry_after, times)) = state.secondary.first_mut() {
@@ -761,14 +802,22 @@ impl Github {
         }
         if state.budget.remaining() == 0 {
             let message = "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.";
-            return (state.budget.headers(Github::error(403, message)), false, true);
+            return (
+                state.budget.headers(Github::error(403, message)),
+                false,
+                true,
+            );
         }
         let (_, pairs) = split_target(&request.target);
         let query = match Query::parse(&pairs) {
             Ok(query) => query,
             Err(message) => {
                 state.budget.used += 1;
-                return (state.budget.headers(Github::error(422, &message)), true, true);
+                return (
+                    state.budget.headers(Github::error(422, &message)),
+                    true,
+                    true,
+                );
             }
         };
         let selected: Vec<&Thread> = state
@@ -788,7 +837,11 @@ impl Github {
             .map(|t| self.render(t))
             .collect();
         let body = Value::Array(items).to_string();
-        let etag = format!("W/\"{:016x}{:016x}\"", fake::fnv1a(body.as_bytes()), fake::fnv1a(request.target.as_bytes()));
+        let etag = format!(
+            "W/\"{:016x}{:016x}\"",
+            fake::fnv1a(body.as_bytes()),
+            fake::fnv1a(request.target.as_bytes())
+        );
         let last_modified = fake::http_date(state.last_modified);
         let not_modified = match request.header("If-None-Match") {
             Some(tags) => tags.split(',').any(|tag| {
@@ -827,7 +880,10 @@ impl Github {
         if pages <= 1 && page <= 1 {
             return None;
         }
-        let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
+        let (path, query) = request
+            .target
+            .split_once('?')
+            .unwrap_or((&request.target, ""));
         let kept: Vec<&str> = query
             .split('&')
             .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("page"))
@@ -841,7 +897,10 @@ impl Github {
         };
         let mut links = Vec::new();
         if page > 1 {
-            links.push(format!("{}; rel=\"prev\"", url(page.saturating_sub(1).min(pages))));
+            links.push(format!(
+                "{}; rel=\"prev\"",
+                url(page.saturating_sub(1).min(pages))
+            ));
         }
         if page < pages {
             links.push(format!("{}; rel=\"next\"", url(page + 1)));
@@ -865,20 +924,41 @@ fn repository(base: &str, repo: &Repo) -> Value {
     for (key, value) in [
         ("login", json!(repo.owner)),
         ("id", json!(repo.owner_id)),
-        ("node_id", json!(format!("O_kgDO{:08}", repo.owner_id % 100_000_000))),
-        ("avatar_url", json!(format!("https://avatars.githubusercontent.com/u/{}?v=4", repo.owner_id))),
+        (
+            "node_id",
+            json!(format!("O_kgDO{:08}", repo.owner_id % 100_000_000)),
+        ),
+        (
+            "avatar_url",
+            json!(format!(
+                "https://avatars.githubusercontent.com/u/{}?v=4",
+                repo.owner_id
+            )),
+        ),
         ("gravatar_id", json!("")),
         ("url", json!(user)),
-        ("html_url", json!(format!("https://github.com/{}", repo.owner))),
+        (
+            "html_url",
+            json!(format!("https://github.com/{}", repo.owner)),
+        ),
         ("followers_url", json!(format!("{user}/followers"))),
-        ("following_url", json!(format!("{user}/following{{/other_user}}"))),
+        (
+            "following_url",
+            json!(format!("{user}/following{{/other_user}}")),
+        ),
         ("gists_url", json!(format!("{user}/gists{{/gist_id}}"))),
-        ("starred_url", json!(format!("{user}/starred{{/owner}}{{/repo}}"))),
+        (
+            "starred_url",
+            json!(format!("{user}/starred{{/owner}}{{/repo}}")),
+        ),
         ("subscriptions_url", json!(format!("{user}/subscriptions"))),
         ("organizations_url", json!(format!("{user}/orgs"))),
         ("repos_url", json!(format!("{user}/repos"))),
         ("events_url", json!(format!("{user}/events{{/privacy}}"))),
-        ("received_events_url", json!(format!("{user}/received_events"))),
+        (
+            "received_events_url",
+            json!(format!("{user}/received_events")),
+        ),
         ("type", json!(repo.owner_type)),
         ("user_view_type", json!("public")),
         ("site_admin", json!(false)),
@@ -888,13 +968,23 @@ fn repository(base: &str, repo: &Repo) -> Value {
     let mut object = Map::new();
     for (key, value) in [
         ("id", json!(repo.id)),
-        ("node_id", json!(format!("R_kgDO{:08}", repo.id % 100_000_000))),
+        (
+            "node_id",
+            json!(format!("R_kgDO{:08}", repo.id % 100_000_000)),
+        ),
         ("name", json!(repo.name)),
         ("full_name", json!(full_name)),
         ("private", json!(false)),
         ("owner", Value::Object(owner)),
         ("html_url", json!(format!("https://github.com/{full_name}"))),
-        ("description", if repo.description.is_empty() { Value::Null } else { json!(repo.description) }),
+        (
+            "description",
+            if repo.description.is_empty() {
+                Value::Null
+            } else {
+                json!(repo.description)
+            },
+        ),
         ("fork", json!(false)),
         ("url", json!(api)),
     ] {
@@ -933,7 +1023,10 @@ fn repository(base: &str, repo: &Repo) -> Value {
         ("issues_url", "/issues{/number}"),
         ("pulls_url", "/pulls{/number}"),
         ("milestones_url", "/milestones{/number}"),
-        ("notifications_url", "/notifications{?since,all,participating}"),
+        (
+            "notifications_url",
+            "/notifications{?since,all,participating}",
+        ),
         ("labels_url", "/labels{/name}"),
         ("releases_url", "/releases{/id}"),
         ("deployments_url", "/deployments"),
@@ -947,9 +1040,13 @@ impl Service for Github {
     async fn http(&self, request: ReceivedRequest) -> Answer {
         self.first_client.fire();
         match self.http_faults.take() {
-            Some(HttpFault::Status { status, retry_after }) => {
+            Some(HttpFault::Status {
+                status,
+                retry_after,
+            }) => {
                 let reply = self.fault_reply(status, retry_after);
-                let authorized = bearer(&request, &["Bearer", "token"]) == Some(self.config.token.as_str());
+                let authorized =
+                    bearer(&request, &["Bearer", "token"]) == Some(self.config.token.as_str());
                 self.record(&request, authorized, Some(status), false, None);
                 return Answer::Reply(reply);
             }
@@ -963,10 +1060,11 @@ impl Service for Github {
             None => {}
         }
         let (path, _) = split_target(&request.target);
-        let (reply, counted, authorized) = match (request.method.as_str(), path.trim_end_matches('/')) {
-            ("GET", "/notifications") => self.notifications(&request),
-            _ => (Github::error(404, "Not Found"), false, false),
-        };
+        let (reply, counted, authorized) =
+            match (request.method.as_str(), path.trim_end_matches('/')) {
+                ("GET", "/notifications") => self.notifications(&request),
+                _ => (Github::error(404, "Not Found"), false, false),
+            };
         let request_id = {
             let mut state = self.lock();
             format!(
@@ -984,7 +1082,11 @@ impl Service for Github {
             .find(|(name, _)| name == "x-ratelimit-remaining")
             .and_then(|(_, value)| value.parse().ok());
         self.record(&request, authorized, Some(reply.status), counted, remaining);
-        Answer::Reply(reply.header("X-GitHub-Request-Id", request_id).header("Server", "github.com"))
+        Answer::Reply(
+            reply
+                .header("X-GitHub-Request-Id", request_id)
+                .header("Server", "github.com"),
+        )
     }
 
     fn check_upgrade(&self, _request: &ReceivedRequest) -> Result<(), Reply> {
@@ -1021,13 +1123,20 @@ mod tests {
             .filter(|l| !l.is_empty())
             .map(|link| {
                 let (url, rel) = link.split_once("; rel=").unwrap();
-                (rel.trim_matches('"').to_owned(), url.trim_matches(['<', '>']).to_owned())
+                (
+                    rel.trim_matches('"').to_owned(),
+                    url.trim_matches(['<', '>']).to_owned(),
+                )
             })
             .collect()
     }
 
     fn remaining(response: &HttpResponse) -> u32 {
-        response.header("x-ratelimit-remaining").unwrap().parse().unwrap()
+        response
+            .header("x-ratelimit-remaining")
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -1039,7 +1148,10 @@ mod tests {
                 ..GithubConfig::default()
             })
             .await;
-            let first = format!("{}/notifications?all=false&participating=false&per_page=50", sim.api_url());
+            let first = format!(
+                "{}/notifications?all=false&participating=false&per_page=50",
+                sim.api_url()
+            );
             let mut client = HttpClient::connect(&first).await;
 
             let page1 = client.send(&get(&sim, &first)).await;
@@ -1053,28 +1165,69 @@ mod tests {
             for field in ["title", "type"] {
                 assert!(item["subject"][field].is_string(), "{field}");
             }
-            assert!(item["subject"].get("url").is_some() && item["subject"].get("latest_comment_url").is_some());
-            assert!(item["repository"]["full_name"].as_str().unwrap().contains('/'));
+            assert!(
+                item["subject"].get("url").is_some()
+                    && item["subject"].get("latest_comment_url").is_some()
+            );
+            assert!(
+                item["repository"]["full_name"]
+                    .as_str()
+                    .unwrap()
+                    .contains('/')
+            );
             assert!(item["repository"]["owner"]["login"].is_string());
             let id = item["id"].as_str().unwrap();
-            assert_eq!(item["url"], format!("{}/notifications/threads/{id}", sim.api_url()));
-            assert_eq!(item["subscription_url"], format!("{}/notifications/threads/{id}/subscription", sim.api_url()));
-            let times: Vec<_> = items.as_array().unwrap().iter().map(|i| i["updated_at"].as_str().unwrap().to_owned()).collect();
+            assert_eq!(
+                item["url"],
+                format!("{}/notifications/threads/{id}", sim.api_url())
+            );
+            assert_eq!(
+                item["subscription_url"],
+                format!("{}/notifications/threads/{id}/subscription", sim.api_url())
+            );
+            let times: Vec<_> = items
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["updated_at"].as_str().unwrap().to_owned())
+                .collect();
             assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
 
             let rels = links(&page1);
-            let next = format!("{}/notifications?all=false&participating=false&per_page=50&page=2", sim.api_url());
+            let next = format!(
+                "{}/notifications?all=false&participating=false&per_page=50&page=2",
+                sim.api_url()
+            );
             let last = next.replace("page=2", "page=3");
-            assert_eq!(rels, vec![("next".to_owned(), next.clone()), ("last".to_owned(), last.clone())]);
+            assert_eq!(
+                rels,
+                vec![
+                    ("next".to_owned(), next.clone()),
+                    ("last".to_owned(), last.clone())
+                ]
+            );
             let page2 = client.send(&get(&sim, &next)).await;
             assert_eq!(json(&page2).as_array().unwrap().len(), 50);
-            assert_eq!(links(&page2).iter().map(|(rel, _)| rel.as_str()).collect::<Vec<_>>(), vec!["prev", "next", "last", "first"]);
+            assert_eq!(
+                links(&page2)
+                    .iter()
+                    .map(|(rel, _)| rel.as_str())
+                    .collect::<Vec<_>>(),
+                vec!["prev", "next", "last", "first"]
+            );
             let page3 = client.send(&get(&sim, &last)).await;
             assert_eq!(json(&page3).as_array().unwrap().len(), 20);
             assert!(links(&page3).iter().all(|(rel, _)| rel != "next"));
             let mut ids: Vec<String> = [&page1, &page2, &page3]
                 .iter()
-                .flat_map(|p| json(p).as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>())
+                .flat_map(|p| {
+                    json(p)
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i["id"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             ids.sort();
             ids.dedup();
@@ -1094,7 +1247,11 @@ mod tests {
                 request
             };
             let before = remaining(&page3);
-            for (ims, inm) in [(Some(modified.as_str()), Some(etag.as_str())), (Some(&modified), None), (None, Some(&etag))] {
+            for (ims, inm) in [
+                (Some(modified.as_str()), Some(etag.as_str())),
+                (Some(&modified), None),
+                (None, Some(&etag)),
+            ] {
                 let cached = client.send(&conditional(ims, inm)).await;
                 assert_eq!(cached.status, 304, "{ims:?} {inm:?}");
                 assert!(cached.body.is_empty());
@@ -1105,17 +1262,36 @@ mod tests {
             }
 
             let new_id = sim.add_notification();
-            let fresh = client.send(&conditional(Some(&modified), Some(&etag))).await;
+            let fresh = client
+                .send(&conditional(Some(&modified), Some(&etag)))
+                .await;
             assert_eq!(fresh.status, 200);
             assert_eq!(json(&fresh)[0]["id"], new_id.as_str());
             assert_ne!(fresh.header("Last-Modified"), Some(modified.as_str()));
             assert_eq!(remaining(&fresh), before - 1);
 
             let records = sim.records();
-            assert_eq!(records.statuses(), vec![Some(200), Some(200), Some(200), Some(304), Some(304), Some(304), Some(200)]);
+            assert_eq!(
+                records.statuses(),
+                vec![
+                    Some(200),
+                    Some(200),
+                    Some(200),
+                    Some(304),
+                    Some(304),
+                    Some(304),
+                    Some(200)
+                ]
+            );
             let conditional_record = records.requests.iter().nth(3).unwrap();
-            assert_eq!(conditional_record.if_modified_since.as_deref(), Some(modified.as_str()));
-            assert_eq!(conditional_record.if_none_match.as_deref(), Some(etag.as_str()));
+            assert_eq!(
+                conditional_record.if_modified_since.as_deref(),
+                Some(modified.as_str())
+            );
+            assert_eq!(
+                conditional_record.if_none_match.as_deref(),
+                Some(etag.as_str())
+            );
             assert!(!conditional_record.counted && records.requests.iter().next().unwrap().counted);
         });
     }
@@ -1131,18 +1307,37 @@ mod tests {
                 let response = client.send(&get(&sim, &url)).await;
                 assert_eq!(response.header("x-ratelimit-limit"), Some("5000"));
                 assert_eq!(response.header("x-ratelimit-resource"), Some("core"));
-                let reset: i64 = response.header("x-ratelimit-reset").unwrap().parse().unwrap();
+                let reset: i64 = response
+                    .header("x-ratelimit-reset")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!(reset > Timestamp::now().as_second());
-                seen.push((remaining(&response), response.header("x-ratelimit-used").unwrap().to_owned(), reset));
+                seen.push((
+                    remaining(&response),
+                    response.header("x-ratelimit-used").unwrap().to_owned(),
+                    reset,
+                ));
             }
-            assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![4999, 4998, 4997]);
-            assert_eq!(seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), vec!["1", "2", "3"]);
+            assert_eq!(
+                seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+                vec![4999, 4998, 4997]
+            );
+            assert_eq!(
+                seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+                vec!["1", "2", "3"]
+            );
             assert!(seen.iter().all(|s| s.2 == seen[0].2), "one window");
 
             sim.inject(GithubAction::ExhaustRateLimit);
             let spent = client.send(&get(&sim, &url)).await;
             assert_eq!((spent.status, remaining(&spent)), (403, 0));
-            assert!(json(&spent)["message"].as_str().unwrap().starts_with("API rate limit exceeded"));
+            assert!(
+                json(&spent)["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("API rate limit exceeded")
+            );
         });
     }
 
@@ -1152,33 +1347,84 @@ mod tests {
             let sim = start(GithubConfig::default()).await;
             let url = format!("{}/notifications", sim.api_url());
             let mut client = HttpClient::connect(&url).await;
-            let bad = client.send(&HttpRequest::new("GET", &url).header("Authorization", "Bearer ghp_wrong")).await;
+            let bad = client
+                .send(&HttpRequest::new("GET", &url).header("Authorization", "Bearer ghp_wrong"))
+                .await;
             assert_eq!(bad.status, 401);
             assert_eq!(json(&bad)["message"], "Bad credentials");
             assert_eq!(bad.header("x-ratelimit-limit"), Some("60"));
             let anonymous = client.send(&HttpRequest::new("GET", &url)).await;
-            assert_eq!((anonymous.status, json(&anonymous)["message"].as_str()), (401, Some("Requires authentication")));
+            assert_eq!(
+                (anonymous.status, json(&anonymous)["message"].as_str()),
+                (401, Some("Requires authentication"))
+            );
 
-            sim.inject(GithubAction::Http { fault: HttpFault::Status { status: 429, retry_after: Some(2) }, times: 1 });
+            sim.inject(GithubAction::Http {
+                fault: HttpFault::Status {
+                    status: 429,
+                    retry_after: Some(2),
+                },
+                times: 1,
+            });
             let limited = client.send(&get(&sim, &url)).await;
-            assert_eq!((limited.status, limited.header("retry-after")), (429, Some("2")));
-            assert!(json(&limited)["message"].as_str().unwrap().contains("secondary rate limit"));
+            assert_eq!(
+                (limited.status, limited.header("retry-after")),
+                (429, Some("2"))
+            );
+            assert!(
+                json(&limited)["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("secondary rate limit")
+            );
 
-            sim.inject(GithubAction::SecondaryRateLimit { retry_after: None, times: 1 });
+            sim.inject(GithubAction::SecondaryRateLimit {
+                retry_after: None,
+                times: 1,
+            });
             let secondary = client.send(&get(&sim, &url)).await;
-            assert_eq!((secondary.status, secondary.header("retry-after")), (403, None));
-            assert!(json(&secondary)["message"].as_str().unwrap().contains("secondary rate limit"));
+            assert_eq!(
+                (secondary.status, secondary.header("retry-after")),
+                (403, None)
+            );
+            assert!(
+                json(&secondary)["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("secondary rate limit")
+            );
 
-            sim.inject(GithubAction::Http { fault: HttpFault::Status { status: 502, retry_after: None }, times: 1 });
+            sim.inject(GithubAction::Http {
+                fault: HttpFault::Status {
+                    status: 502,
+                    retry_after: None,
+                },
+                times: 1,
+            });
             assert_eq!(client.send(&get(&sim, &url)).await.status, 502);
             let since = format!("{url}?since=yesterday");
             assert_eq!(client.send(&get(&sim, &since)).await.status, 422);
-            sim.inject(GithubAction::Http { fault: HttpFault::Drop, times: 1 });
+            sim.inject(GithubAction::Http {
+                fault: HttpFault::Drop,
+                times: 1,
+            });
             assert!(client.try_send(&get(&sim, &url)).await.is_none());
             let ok = HttpClient::connect(&url).await.send(&get(&sim, &url)).await;
             assert_eq!(ok.status, 200);
             let statuses = sim.records().statuses();
-            assert_eq!(statuses, vec![Some(401), Some(401), Some(429), Some(403), Some(502), Some(422), None, Some(200)]);
+            assert_eq!(
+                statuses,
+                vec![
+                    Some(401),
+                    Some(401),
+                    Some(429),
+                    Some(403),
+                    Some(502),
+                    Some(422),
+                    None,
+                    Some(200)
+                ]
+            );
         });
     }
 
@@ -1197,15 +1443,39 @@ mod tests {
             assert!(sim.touch(&oldest.id));
             assert!(!sim.touch("404"));
             let page = json(&client.send(&get(&sim, &url)).await);
-            assert_eq!(page[0]["id"], oldest.id.as_str(), "the touched thread is the newest");
+            assert_eq!(
+                page[0]["id"],
+                oldest.id.as_str(),
+                "the touched thread is the newest"
+            );
             assert!(page[0]["updated_at"].as_str().unwrap() > oldest.updated_at.as_str());
 
-            let participating = json(&client.send(&get(&sim, &format!("{url}?participating=true"))).await);
-            let reasons: Vec<_> = participating.as_array().unwrap().iter().map(|i| i["reason"].as_str().unwrap().to_owned()).collect();
-            assert!(!reasons.is_empty() && reasons.iter().all(|r| PARTICIPATING.contains(&r.as_str())), "{reasons:?}");
+            let participating = json(
+                &client
+                    .send(&get(&sim, &format!("{url}?participating=true")))
+                    .await,
+            );
+            let reasons: Vec<_> = participating
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["reason"].as_str().unwrap().to_owned())
+                .collect();
+            assert!(
+                !reasons.is_empty() && reasons.iter().all(|r| PARTICIPATING.contains(&r.as_str())),
+                "{reasons:?}"
+            );
             let newest = sim.threads()[1].updated_at.clone();
-            let since = json(&client.send(&get(&sim, &format!("{url}?since={newest}"))).await);
-            assert_eq!(since.as_array().unwrap().len(), 1, "only the touched thread is newer");
+            let since = json(
+                &client
+                    .send(&get(&sim, &format!("{url}?since={newest}")))
+                    .await,
+            );
+            assert_eq!(
+                since.as_array().unwrap().len(),
+                1,
+                "only the touched thread is newer"
+            );
         });
     }
 }

@@ -180,10 +180,16 @@ mod tests {
     fn waits_end_with_the_value_or_a_timeout() {
         smol::block_on(async {
             let state = Mutex::new(7);
-            let found = wait_until(&state, Duration::from_millis(100), |n| (*n == 7).then_some("seven")).await;
+            let found = wait_until(&state, Duration::from_millis(100), |n| {
+                (*n == 7).then_some("seven")
+            })
+            .await;
             assert_eq!(found, Ok("seven"));
             let started = Instant::now();
-            let missing = wait_until(&state, Duration::from_millis(30), |n| (*n == 8).then_some(())).await;
+            let missing = wait_until(&state, Duration::from_millis(30), |n| {
+                (*n == 8).then_some(())
+            })
+            .await;
             assert!(missing.is_err());
             assert!(started.elapsed() >= Duration::from_millis(30));
         });

@@ -41,9 +41,12 @@ impl Rate {
     /// Checks the numbers, so a bad rate is a start error instead of a panic later.
     pub(crate) fn validate(&self) -> std::io::Result<()> {
         match self {
-            Rate::Steady { per_second, .. } if !(per_second.is_finite() && *per_second > 0.0) => Err(
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the event rate must be a positive number"),
-            ),
+            Rate::Steady { per_second, .. } if !(per_second.is_finite() && *per_second > 0.0) => {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the event rate must be a positive number",
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -214,7 +217,8 @@ impl Pacer {
                 if self.produced >= limit {
                     return None;
                 }
-                let next_at = Duration::try_from_secs_f64((self.produced + 1) as f64 / per_second).ok()?;
+                let next_at =
+                    Duration::try_from_secs_f64((self.produced + 1) as f64 / per_second).ok()?;
                 async_io::Timer::at(self.start.checked_add(next_at)?).await;
                 let elapsed = self.start.elapsed().as_secs_f64();
                 // Float to integer casts saturate; at least one event is due after the wait.
@@ -228,7 +232,11 @@ impl Pacer {
 }
 
 /// Runs `schedule` against a clock that started at `start`, applying each action at its time.
-pub(crate) async fn run_schedule<A>(start: Instant, mut schedule: Vec<Timed<A>>, mut apply: impl FnMut(A)) {
+pub(crate) async fn run_schedule<A>(
+    start: Instant,
+    mut schedule: Vec<Timed<A>>,
+    mut apply: impl FnMut(A),
+) {
     schedule.sort_by_key(|timed| timed.after);
     for timed in schedule {
         if let Some(at) = start.checked_add(timed.after) {
@@ -268,8 +276,14 @@ mod tests {
             2,
         );
         faults.push(HttpFault::Drop, 1);
-        assert!(matches!(faults.take(), Some(HttpFault::Status { status: 429, .. })));
-        assert!(matches!(faults.take(), Some(HttpFault::Status { status: 429, .. })));
+        assert!(matches!(
+            faults.take(),
+            Some(HttpFault::Status { status: 429, .. })
+        ));
+        assert!(matches!(
+            faults.take(),
+            Some(HttpFault::Status { status: 429, .. })
+        ));
         assert_eq!(faults.take(), Some(HttpFault::Drop));
         assert_eq!(faults.take(), None);
     }

@@ -14,7 +14,9 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use openflume_proto::http::{HttpError, Limits, ReadRequest, ReceivedRequest, RequestReader, encode_response};
+use openflume_proto::http::{
+    HttpError, Limits, ReadRequest, ReceivedRequest, RequestReader, encode_response,
+};
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
 use std::future::Future;
@@ -60,7 +62,10 @@ impl Reply {
     pub(crate) fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
-            headers: vec![("Content-Type".to_owned(), "application/json; charset=utf-8".to_owned())],
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "application/json; charset=utf-8".to_owned(),
+            )],
             body: body.into(),
         }
     }
@@ -85,7 +90,11 @@ impl Reply {
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 1);
         headers.push(("Date", date.as_str()));
         headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let body: &[u8] = if matches!(self.status, 100..=199 | 204 | 304) { &[] } else { &self.body };
+        let body: &[u8] = if matches!(self.status, 100..=199 | 204 | 304) {
+            &[]
+        } else {
+            &self.body
+        };
         encode_response(self.status, reason_phrase(self.status), &headers, body)
     }
 }
@@ -127,7 +136,12 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn check_upgrade(&self, request: &ReceivedRequest) -> Result<(), Reply>;
 
     /// Serves an accepted WebSocket until it ends. `shutdown` resolves when the simulator stops.
-    fn websocket(&self, request: ReceivedRequest, ws: Ws, shutdown: Shutdown) -> impl Future<Output = ()> + Send;
+    fn websocket(
+        &self,
+        request: ReceivedRequest,
+        ws: Ws,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// A one-shot broadcast: every waiter wakes once [`Signal::fire`] was called (or the signal was
@@ -149,7 +163,10 @@ impl Signal {
 
     /// Wakes every waiter, now and later. Idempotent.
     pub(crate) fn fire(&self) {
-        self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// A waiter that can outlive a borrow of the signal.
@@ -233,7 +250,9 @@ async fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, stoppin
                 connections.retain(|task| !task.is_finished());
                 let service = service.clone();
                 let stopping = stopping.clone();
-                connections.push(smol::spawn(async move { serve_connection(service, stream, stopping).await }));
+                connections.push(smol::spawn(async move {
+                    serve_connection(service, stream, stopping).await
+                }));
             }
             // Out of file descriptors and the like: wait a little instead of spinning.
             Err(_) => {
@@ -263,7 +282,9 @@ async fn serve_connection<S: Service>(service: Arc<S>, tcp: TcpStream, stopping:
     };
     let mut pending = Vec::new();
     loop {
-        let read = match read_request(&mut stream, std::mem::take(&mut pending), limits, &stopping).await {
+        let read = match read_request(&mut stream, std::mem::take(&mut pending), limits, &stopping)
+            .await
+        {
             Ok(Some(read)) => read,
             Ok(None) => return,
             Err(error) => {
@@ -271,16 +292,21 @@ async fn serve_connection<S: Service>(service: Arc<S>, tcp: TcpStream, stopping:
                 return;
             }
         };
-        if read.upgrade.as_deref().is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        if read
+            .upgrade
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
             upgrade(&*service, stream, read, stopping).await;
             return;
         }
         let keep_alive = read.persistence.is_keep_alive();
-        let answer = futures_lite::future::or(async { Some(service.http(read.request).await) }, async {
-            stopping.wait().await;
-            None
-        })
-        .await;
+        let answer =
+            futures_lite::future::or(async { Some(service.http(read.request).await) }, async {
+                stopping.wait().await;
+                None
+            })
+            .await;
         match answer {
             Some(Answer::Reply(reply)) => {
                 if write_reply(&mut stream, &reply).await.is_err() || !keep_alive {
@@ -300,7 +326,11 @@ fn refusal(error: &HttpError) -> Reply {
         HttpError::BodyTooLarge { .. } => 413,
         _ => 400,
     };
-    Reply::json(status, format!(r#"{{"message":"{}"}}"#, reason_phrase(status))).header("Connection", "close")
+    Reply::json(
+        status,
+        format!(r#"{{"message":"{}"}}"#, reason_phrase(status)),
+    )
+    .header("Connection", "close")
 }
 
 /// Reads one request, starting with bytes already received. `Ok(None)` when the client closed
@@ -351,14 +381,25 @@ async fn write_reply(stream: &mut SimStream, reply: &Reply) -> io::Result<()> {
 }
 
 /// Completes a WebSocket handshake (RFC 6455 §4.2.2) and hands the socket to the service.
-async fn upgrade<S: Service>(service: &S, mut stream: SimStream, read: ReadRequest, stopping: Shutdown) {
+async fn upgrade<S: Service>(
+    service: &S,
+    mut stream: SimStream,
+    read: ReadRequest,
+    stopping: Shutdown,
+) {
     let request = read.request;
-    let key = request.header("Sec-WebSocket-Key").map(str::trim).unwrap_or_default();
+    let key = request
+        .header("Sec-WebSocket-Key")
+        .map(str::trim)
+        .unwrap_or_default();
     let version_ok = request.header("Sec-WebSocket-Version").map(str::trim) == Some("13");
     let refused = if request.method != "GET" || key.is_empty() {
         Some(Reply::json(400, r#"{"message":"Bad WebSocket handshake"}"#))
     } else if !version_ok {
-        Some(Reply::json(426, r#"{"message":"Upgrade Required"}"#).header("Sec-WebSocket-Version", "13"))
+        Some(
+            Reply::json(426, r#"{"message":"Upgrade Required"}"#)
+                .header("Sec-WebSocket-Version", "13"),
+        )
     } else {
         service.check_upgrade(&request).err()
     };
@@ -376,7 +417,9 @@ async fn upgrade<S: Service>(service: &S, mut stream: SimStream, read: ReadReque
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
-    let ws = WebSocketStream::from_partially_read(stream, read.leftover, Role::Server, Some(config)).await;
+    let ws =
+        WebSocketStream::from_partially_read(stream, read.leftover, Role::Server, Some(config))
+            .await;
     service.websocket(request, ws, stopping).await;
 }
 
@@ -431,20 +474,29 @@ impl SimStream {
 }
 
 impl AsyncRead for SimStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for SimStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.out.len() >= WRITE_BUFFER {
             ready!(this.poll_drain(cx))?;
         }
         let room = WRITE_BUFFER - this.out.len();
         let taken = buf.len().min(room);
-        this.out.extend_from_slice(buf.get(..taken).unwrap_or_default());
+        this.out
+            .extend_from_slice(buf.get(..taken).unwrap_or_default());
         Poll::Ready(Ok(taken))
     }
 
@@ -480,7 +532,10 @@ pub(crate) fn split_target(target: &str) -> (&str, Vec<(String, String)>) {
 
 /// The first value of `key` among decoded query pairs.
 pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding); invalid escapes are kept as they are.
@@ -491,7 +546,9 @@ pub(crate) fn percent_decode(text: &str) -> String {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(decoded) => {
                         out.push(decoded);
@@ -526,7 +583,8 @@ mod tests {
 
     #[test]
     fn targets_split_and_decode() {
-        let (path, pairs) = split_target("/notifications?all=false&since=2025-11-24T09%3A14%3A03Z&q=a+b&x");
+        let (path, pairs) =
+            split_target("/notifications?all=false&since=2025-11-24T09%3A14%3A03Z&q=a+b&x");
         assert_eq!(path, "/notifications");
         assert_eq!(query_value(&pairs, "all"), Some("false"));
         assert_eq!(query_value(&pairs, "since"), Some("2025-11-24T09:14:03Z"));
@@ -547,19 +605,29 @@ mod tests {
         };
         assert_eq!(bearer(&request("Bearer abc"), &["Bearer"]), Some("abc"));
         assert_eq!(bearer(&request("bearer  abc "), &["Bearer"]), Some("abc"));
-        assert_eq!(bearer(&request("token abc"), &["Bearer", "token"]), Some("abc"));
+        assert_eq!(
+            bearer(&request("token abc"), &["Bearer", "token"]),
+            Some("abc")
+        );
         assert_eq!(bearer(&request("Bot abc"), &["Bearer"]), None);
         assert_eq!(bearer(&request("abc"), &["Bearer"]), None);
     }
 
     #[test]
     fn replies_encode_with_a_date() {
-        let bytes = Reply::json(200, "{}").header("X-Test", "1").encode().unwrap();
+        let bytes = Reply::json(200, "{}")
+            .header("X-Test", "1")
+            .encode()
+            .unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{text}");
         assert!(text.contains("X-Test: 1\r\n"));
         assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"));
         let not_modified = Reply::json(304, "ignored").encode().unwrap();
-        assert!(String::from_utf8(not_modified).unwrap().ends_with("\r\n\r\n"));
+        assert!(
+            String::from_utf8(not_modified)
+                .unwrap()
+                .ends_with("\r\n\r\n")
+        );
     }
 }

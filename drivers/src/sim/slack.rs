@@ -22,7 +22,9 @@
 use super::fake;
 use super::records::{CloseRecord, HttpRecord, Records, WaitTimedOut, wait_until};
 use super::scenario::{HttpFault, HttpFaults, Pacer, Rate, Scenario, run_schedule};
-use super::server::{Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target};
+use super::server::{
+    Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target,
+};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
@@ -136,7 +138,10 @@ impl fmt::Debug for SlackConfig {
             .field("ack_deadline", &self.ack_deadline)
             .field("max_retries", &self.max_retries)
             .field("disconnect_close_after", &self.disconnect_close_after)
-            .field("approximate_connection_time", &self.approximate_connection_time)
+            .field(
+                "approximate_connection_time",
+                &self.approximate_connection_time,
+            )
             .field("max_connections", &self.max_connections)
             .field("ping_interval", &self.ping_interval)
             .field("max_records", &self.max_records)
@@ -394,7 +399,10 @@ impl SlackRecords {
 
     /// Envelopes written and never acked.
     pub fn unacked(&self) -> Vec<&EnvelopeRecord> {
-        self.envelopes.iter().filter(|e| !self.acked(&e.envelope_id)).collect()
+        self.envelopes
+            .iter()
+            .filter(|e| !self.acked(&e.envelope_id))
+            .collect()
     }
 }
 
@@ -581,7 +589,12 @@ impl State {
     /// Picks the next ready connection after the last one used, avoiding `avoid` when another
     /// is open.
     fn pick(&mut self, avoid: Option<u64>) -> Option<u64> {
-        let ready: Vec<u64> = self.conns.iter().filter(|(_, e)| e.ready).map(|(id, _)| *id).collect();
+        let ready: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.ready)
+            .map(|(id, _)| *id)
+            .collect();
         let next_after = |after: u64, skip: Option<u64>| {
             ready
                 .iter()
@@ -590,7 +603,8 @@ impl State {
                 .find(|id| *id > after)
                 .or_else(|| ready.iter().copied().find(|id| Some(*id) != skip))
         };
-        let chosen = next_after(self.last_conn, avoid).or_else(|| next_after(self.last_conn, None))?;
+        let chosen =
+            next_after(self.last_conn, avoid).or_else(|| next_after(self.last_conn, None))?;
         self.last_conn = chosen;
         Some(chosen)
     }
@@ -604,10 +618,12 @@ impl State {
             self.enqueue(envelope);
             return;
         };
-        let sent = self
-            .conns
-            .get(&conn)
-            .is_some_and(|entry| entry.tx.try_send(Outbound::Envelope(envelope.clone())).is_ok());
+        let sent = self.conns.get(&conn).is_some_and(|entry| {
+            entry
+                .tx
+                .try_send(Outbound::Envelope(envelope.clone()))
+                .is_ok()
+        });
         if sent {
             self.track(envelope, conn, now);
         } else {
@@ -651,12 +667,18 @@ struct Slack {
 
 impl fmt::Debug for Slack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slack").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Slack")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
 const CHANNELS: &[(&str, &str)] = &[("C0SIMGEN01", "general"), ("C0SIMDEP01", "deploys")];
-const USERS: &[(&str, &str)] = &[("U0SIMADA01", "ada"), ("U0SIMGRC01", "grace"), ("U0SIMLIN01", "linus")];
+const USERS: &[(&str, &str)] = &[
+    ("U0SIMADA01", "ada"),
+    ("U0SIMGRC01", "grace"),
+    ("U0SIMLIN01", "linus"),
+];
 
 impl Slack {
     fn new(config: SlackConfig, addr: SocketAddr) -> Slack {
@@ -713,7 +735,9 @@ impl Slack {
             }
             SlackAction::Duplicate { new_envelope_id } => {
                 let mut state = self.lock();
-                let Some(mut copy) = state.last_events_api.clone() else { return 0 };
+                let Some(mut copy) = state.last_events_api.clone() else {
+                    return 0;
+                };
                 copy.duplicate = true;
                 if new_envelope_id {
                     copy.envelope_id = fake::uuid(&mut state.rng);
@@ -747,8 +771,14 @@ impl Slack {
     fn events_api(&self, rng: &mut Rng) -> Envelope {
         let now = Timestamp::now();
         let ts = fake::slack_ts(now);
-        let (channel, _) = CHANNELS.get(rng.usize(..CHANNELS.len())).copied().unwrap_or(CHANNELS[0]);
-        let (user, _) = USERS.get(rng.usize(..USERS.len())).copied().unwrap_or(USERS[0]);
+        let (channel, _) = CHANNELS
+            .get(rng.usize(..CHANNELS.len()))
+            .copied()
+            .unwrap_or(CHANNELS[0]);
+        let (user, _) = USERS
+            .get(rng.usize(..USERS.len()))
+            .copied()
+            .unwrap_or(USERS[0]);
         let text = fake::text(rng);
         let event_id = format!("Ev{}", fake::upper_alnum(rng, 9));
         let team = &self.config.team_id;
@@ -790,7 +820,10 @@ impl Slack {
 
     fn slash_command(&self, rng: &mut Rng) -> Envelope {
         let (channel, channel_name) = CHANNELS.get(1).copied().unwrap_or(CHANNELS[0]);
-        let (user, user_name) = USERS.get(rng.usize(..USERS.len())).copied().unwrap_or(USERS[0]);
+        let (user, user_name) = USERS
+            .get(rng.usize(..USERS.len()))
+            .copied()
+            .unwrap_or(USERS[0]);
         let team = &self.config.team_id;
         let payload = json!({
             "token": "simulatedverificationtoken",
@@ -821,7 +854,10 @@ impl Slack {
 
     fn interactive(&self, rng: &mut Rng) -> Envelope {
         let (channel, channel_name) = CHANNELS.get(1).copied().unwrap_or(CHANNELS[0]);
-        let (user, user_name) = USERS.get(rng.usize(..USERS.len())).copied().unwrap_or(USERS[0]);
+        let (user, user_name) = USERS
+            .get(rng.usize(..USERS.len()))
+            .copied()
+            .unwrap_or(USERS[0]);
         let team = &self.config.team_id;
         let ts = fake::slack_ts(Timestamp::now());
         let payload = json!({
@@ -889,11 +925,13 @@ impl Slack {
             return Slack::api_error("not_authed");
         };
         if token != self.config.app_token {
-            return Slack::api_error(if token.starts_with("xoxb-") || token.starts_with("xoxp-") {
-                "not_allowed_token_type"
-            } else {
-                "invalid_auth"
-            });
+            return Slack::api_error(
+                if token.starts_with("xoxb-") || token.starts_with("xoxp-") {
+                    "not_allowed_token_type"
+                } else {
+                    "invalid_auth"
+                },
+            );
         }
         let mut state = self.lock();
         if let Some((error, times)) = state.api_errors.front_mut() {
@@ -909,7 +947,10 @@ impl Slack {
         }
         let ticket = fake::uuid(&mut state.rng);
         state.tickets.insert(ticket.clone(), false);
-        let url = format!("ws://{}/link/?ticket={ticket}&app_id={}", self.addr, self.config.app_id);
+        let url = format!(
+            "ws://{}/link/?ticket={ticket}&app_id={}",
+            self.addr, self.config.app_id
+        );
         Reply::json(200, json!({"ok": true, "url": url}).to_string())
     }
 
@@ -940,7 +981,10 @@ impl Service for Slack {
         let (path, _) = split_target(&request.target);
         let path = path.to_owned();
         match self.http_faults.take() {
-            Some(HttpFault::Status { status, retry_after }) => {
+            Some(HttpFault::Status {
+                status,
+                retry_after,
+            }) => {
                 self.record_http(&request.method, &path, Some(status));
                 return Answer::Reply(Slack::error_reply(status, retry_after));
             }
@@ -976,7 +1020,10 @@ impl Service for Slack {
                     *used = true;
                     None
                 }
-                Some(_) => Some(Reply::json(409, r#"{"ok":false,"error":"ticket_already_used"}"#)),
+                Some(_) => Some(Reply::json(
+                    409,
+                    r#"{"ok":false,"error":"ticket_already_used"}"#,
+                )),
                 None => Some(Reply::json(401, r#"{"ok":false,"error":"invalid_ticket"}"#)),
             }
         };
@@ -1012,7 +1059,9 @@ impl Service for Slack {
                 at: self.since_start(),
                 num_connections: None,
             });
-            socket.disconnect(&DisconnectReason::TooManyWebsockets).await;
+            socket
+                .disconnect(&DisconnectReason::TooManyWebsockets)
+                .await;
             socket.close(1000, "").await;
         } else {
             socket.run(open, shutdown).await;
@@ -1032,7 +1081,9 @@ async fn produce(sim: Arc<Slack>) {
         while blast && sim.lock().queue.len() > MAX_QUEUED / 2 {
             async_io::Timer::after(Duration::from_millis(5)).await;
         }
-        sim.inject(SlackAction::Messages(u32::try_from(count).unwrap_or(u32::MAX)));
+        sim.inject(SlackAction::Messages(
+            u32::try_from(count).unwrap_or(u32::MAX),
+        ));
     }
 }
 
@@ -1048,7 +1099,10 @@ async fn redeliver(sim: Arc<Slack>) {
         let state = &mut *guard;
         let mut due: Vec<(Envelope, u64)> = Vec::new();
         for outstanding in state.outstanding.values_mut() {
-            if !outstanding.acked && !outstanding.settled && now.duration_since(outstanding.sent_at) >= deadline {
+            if !outstanding.acked
+                && !outstanding.settled
+                && now.duration_since(outstanding.sent_at) >= deadline
+            {
                 outstanding.settled = true;
                 due.push((outstanding.envelope.clone(), outstanding.conn));
             }
@@ -1058,7 +1112,9 @@ async fn redeliver(sim: Arc<Slack>) {
             .outstanding
             .retain(|_, o| !(o.acked || o.settled) || now.duration_since(o.sent_at) < forget);
         for (envelope, conn) in due {
-            if envelope.kind == EnvelopeKind::EventsApi && envelope.retry_attempt < sim.config.max_retries {
+            if envelope.kind == EnvelopeKind::EventsApi
+                && envelope.retry_attempt < sim.config.max_retries
+            {
                 let retry = Envelope {
                     envelope_id: fake::uuid(&mut state.rng),
                     retry_attempt: envelope.retry_attempt + 1,
@@ -1114,7 +1170,12 @@ impl Socket<'_> {
             },
             "connection_info": {"app_id": self.sim.config.app_id}
         });
-        if self.ws.send(Message::text(hello.to_string())).await.is_err() {
+        if self
+            .ws
+            .send(Message::text(hello.to_string()))
+            .await
+            .is_err()
+        {
             return;
         }
         let queued: Vec<Envelope> = {
@@ -1139,39 +1200,46 @@ impl Socket<'_> {
                 return;
             }
         }
-        let mut next_ping = self.sim.config.ping_interval.map(|every| Instant::now() + every);
+        let mut next_ping = self
+            .sim
+            .config
+            .ping_interval
+            .map(|every| Instant::now() + every);
         loop {
             let next = {
                 let ws = &mut self.ws;
                 let outbound = &self.outbound;
                 let close_at = self.close_at;
                 futures_lite::future::or(async { Next::Inbound(ws.next().await) }, async {
-                    futures_lite::future::or(async { Next::Outbound(outbound.recv().await.ok()) }, async {
-                        futures_lite::future::or(
-                            async {
-                                shutdown.wait().await;
-                                Next::Shutdown
-                            },
-                            async {
-                                match (close_at, next_ping) {
-                                    (Some(close), Some(ping)) if ping < close => {
-                                        async_io::Timer::at(ping).await;
-                                        Next::Ping
+                    futures_lite::future::or(
+                        async { Next::Outbound(outbound.recv().await.ok()) },
+                        async {
+                            futures_lite::future::or(
+                                async {
+                                    shutdown.wait().await;
+                                    Next::Shutdown
+                                },
+                                async {
+                                    match (close_at, next_ping) {
+                                        (Some(close), Some(ping)) if ping < close => {
+                                            async_io::Timer::at(ping).await;
+                                            Next::Ping
+                                        }
+                                        (Some(close), _) => {
+                                            async_io::Timer::at(close).await;
+                                            Next::CloseDue
+                                        }
+                                        (None, Some(ping)) => {
+                                            async_io::Timer::at(ping).await;
+                                            Next::Ping
+                                        }
+                                        (None, None) => futures_lite::future::pending().await,
                                     }
-                                    (Some(close), _) => {
-                                        async_io::Timer::at(close).await;
-                                        Next::CloseDue
-                                    }
-                                    (None, Some(ping)) => {
-                                        async_io::Timer::at(ping).await;
-                                        Next::Ping
-                                    }
-                                    (None, None) => futures_lite::future::pending().await,
-                                }
-                            },
-                        )
-                        .await
-                    })
+                                },
+                            )
+                            .await
+                        },
+                    )
                     .await
                 })
                 .await
@@ -1182,12 +1250,22 @@ impl Socket<'_> {
                     self.record_client_close(None, "");
                     Flow::End
                 }
-                Next::Outbound(Some(Outbound::Envelope(envelope))) => self.write_envelope(envelope).await,
+                Next::Outbound(Some(Outbound::Envelope(envelope))) => {
+                    self.write_envelope(envelope).await
+                }
                 Next::Outbound(Some(Outbound::Act(action))) => self.act(action).await,
                 Next::Outbound(None) => Flow::End,
                 Next::Ping => {
-                    next_ping = self.sim.config.ping_interval.map(|every| Instant::now() + every);
-                    match self.ws.send(Message::Ping(WsBytes::from_static(b"ping"))).await {
+                    next_ping = self
+                        .sim
+                        .config
+                        .ping_interval
+                        .map(|every| Instant::now() + every);
+                    match self
+                        .ws
+                        .send(Message::Ping(WsBytes::from_static(b"ping")))
+                        .await
+                    {
                         Ok(()) => Flow::Continue,
                         Err(_) => Flow::End,
                     }
@@ -1233,7 +1311,12 @@ impl Socket<'_> {
     }
 
     async fn write_envelope(&mut self, envelope: Envelope) -> Flow {
-        if self.ws.send(Message::text(envelope.to_json())).await.is_err() {
+        if self
+            .ws
+            .send(Message::text(envelope.to_json()))
+            .await
+            .is_err()
+        {
             return Flow::End;
         }
         let record = EnvelopeRecord {
@@ -1269,7 +1352,9 @@ impl Socket<'_> {
                 let _ = self.ws.close(None).await;
                 Flow::End
             }
-            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
+            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                Flow::Continue
+            }
         }
     }
 
@@ -1311,7 +1396,10 @@ impl Socket<'_> {
                 if let Flow::End = flow {
                     return Flow::End;
                 }
-                if matches!(reason, DisconnectReason::LinkDisabled | DisconnectReason::TooManyWebsockets) {
+                if matches!(
+                    reason,
+                    DisconnectReason::LinkDisabled | DisconnectReason::TooManyWebsockets
+                ) {
                     self.close(1000, "").await;
                     return Flow::End;
                 }
@@ -1326,10 +1414,15 @@ impl Socket<'_> {
                 while !reason.is_char_boundary(end) {
                     end -= 1;
                 }
-                self.close(code, reason.get(..end).unwrap_or_default()).await;
+                self.close(code, reason.get(..end).unwrap_or_default())
+                    .await;
                 return Flow::End;
             }
-            SlackAction::GarbageText => self.ws.send(Message::text("<html>502 Bad Gateway</html>")).await,
+            SlackAction::GarbageText => {
+                self.ws
+                    .send(Message::text("<html>502 Bad Gateway</html>"))
+                    .await
+            }
             SlackAction::GarbageBinary => {
                 let junk: Vec<u8> = {
                     let mut state = self.sim.lock();
@@ -1341,7 +1434,9 @@ impl Socket<'_> {
                 let skeleton = r#"{"type":"oversized","filler":""}"#;
                 let filler = "x".repeat(bytes.saturating_sub(skeleton.len()));
                 self.ws
-                    .send(Message::text(format!(r#"{{"type":"oversized","filler":"{filler}"}}"#)))
+                    .send(Message::text(format!(
+                        r#"{{"type":"oversized","filler":"{filler}"}}"#
+                    )))
                     .await
             }
             SlackAction::Messages(_)
@@ -1351,12 +1446,22 @@ impl Socket<'_> {
             | SlackAction::Http { .. }
             | SlackAction::ApiError { .. } => Ok(()),
         };
-        if sent.is_ok() { Flow::Continue } else { Flow::End }
+        if sent.is_ok() {
+            Flow::Continue
+        } else {
+            Flow::End
+        }
     }
 
     async fn disconnect(&mut self, reason: &DisconnectReason) -> Flow {
-        let message = json!({"type": "disconnect", "reason": reason.as_str(), "debug_info": {"host": HOST}});
-        if self.ws.send(Message::text(message.to_string())).await.is_err() {
+        let message =
+            json!({"type": "disconnect", "reason": reason.as_str(), "debug_info": {"host": HOST}});
+        if self
+            .ws
+            .send(Message::text(message.to_string()))
+            .await
+            .is_err()
+        {
             return Flow::End;
         }
         let record = DisconnectRecord {
@@ -1380,9 +1485,10 @@ impl Socket<'_> {
                 Read(usize),
                 Outbound(Option<Outbound>),
             }
-            let next = futures_lite::future::or(async { Silent::Read(tcp.read(&mut buf).await.unwrap_or(0)) }, async {
-                Silent::Outbound(outbound.recv().await.ok())
-            })
+            let next = futures_lite::future::or(
+                async { Silent::Read(tcp.read(&mut buf).await.unwrap_or(0)) },
+                async { Silent::Outbound(outbound.recv().await.ok()) },
+            )
             .await;
             match next {
                 Silent::Read(0) => {
@@ -1390,7 +1496,8 @@ impl Socket<'_> {
                     return Flow::End;
                 }
                 Silent::Read(_) => {}
-                Silent::Outbound(None) | Silent::Outbound(Some(Outbound::Act(SlackAction::DropConnection))) => {
+                Silent::Outbound(None)
+                | Silent::Outbound(Some(Outbound::Act(SlackAction::DropConnection))) => {
                     return Flow::End;
                 }
                 Silent::Outbound(Some(_)) => {}
@@ -1500,23 +1607,63 @@ mod tests {
             };
             let open = "apps.connections.open";
             assert_eq!(call(open, None).await["error"], "not_authed");
-            assert_eq!(call(open, Some("Bearer xapp-wrong".into())).await["error"], "invalid_auth");
+            assert_eq!(
+                call(open, Some("Bearer xapp-wrong".into())).await["error"],
+                "invalid_auth"
+            );
             let bot = Some(format!("Bearer {}", sim.bot_token()));
-            assert_eq!(call(open, bot.clone()).await["error"], "not_allowed_token_type");
-            let url = call(open, Some(format!("Bearer {}", sim.app_token()))).await["url"].as_str().unwrap().to_owned();
-            assert!(url.starts_with(&format!("ws://{}/link/?ticket=", sim.local_addr())), "{url}");
+            assert_eq!(
+                call(open, bot.clone()).await["error"],
+                "not_allowed_token_type"
+            );
+            let url = call(open, Some(format!("Bearer {}", sim.app_token()))).await["url"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                url.starts_with(&format!("ws://{}/link/?ticket=", sim.local_addr())),
+                "{url}"
+            );
             assert!(url.ends_with("&app_id=A0SIMAPP01"));
 
             let me = call("auth.test", bot).await;
-            assert_eq!((me["ok"].as_bool(), me["team_id"].as_str()), (Some(true), Some("T0SIMTEAM1")));
-            assert_eq!((me["user_id"].as_str(), me["bot_id"].as_str()), (Some("U0SIMBOT01"), Some("B0SIMBOT01")));
-            assert_eq!(call("auth.test", Some("Bearer xoxb-nope".into())).await["error"], "invalid_auth");
+            assert_eq!(
+                (me["ok"].as_bool(), me["team_id"].as_str()),
+                (Some(true), Some("T0SIMTEAM1"))
+            );
+            assert_eq!(
+                (me["user_id"].as_str(), me["bot_id"].as_str()),
+                (Some("U0SIMBOT01"), Some("B0SIMBOT01"))
+            );
+            assert_eq!(
+                call("auth.test", Some("Bearer xoxb-nope".into())).await["error"],
+                "invalid_auth"
+            );
 
-            sim.inject(SlackAction::ApiError { error: "account_inactive".into(), times: 1 });
-            assert_eq!(call(open, Some(format!("Bearer {}", sim.app_token()))).await["error"], "account_inactive");
-            sim.inject(SlackAction::Http { fault: HttpFault::Status { status: 429, retry_after: Some(7) }, times: 1 });
-            let limited = http(HttpRequest::new("POST", format!("{}/{open}", sim.api_url()))).await;
-            assert_eq!((limited.status, limited.header("Retry-After")), (429, Some("7")));
+            sim.inject(SlackAction::ApiError {
+                error: "account_inactive".into(),
+                times: 1,
+            });
+            assert_eq!(
+                call(open, Some(format!("Bearer {}", sim.app_token()))).await["error"],
+                "account_inactive"
+            );
+            sim.inject(SlackAction::Http {
+                fault: HttpFault::Status {
+                    status: 429,
+                    retry_after: Some(7),
+                },
+                times: 1,
+            });
+            let limited = http(HttpRequest::new(
+                "POST",
+                format!("{}/{open}", sim.api_url()),
+            ))
+            .await;
+            assert_eq!(
+                (limited.status, limited.header("Retry-After")),
+                (429, Some("7"))
+            );
             assert_eq!(json(&limited)["error"], "ratelimited");
         });
     }
@@ -1533,7 +1680,13 @@ mod tests {
             sim.inject(SlackAction::Messages(1));
             let event = next_json(&mut ws).await;
             assert_eq!(event["type"], "events_api");
-            assert_eq!((event["retry_attempt"].as_u64(), event["retry_reason"].as_str()), (Some(0), Some("")));
+            assert_eq!(
+                (
+                    event["retry_attempt"].as_u64(),
+                    event["retry_reason"].as_str()
+                ),
+                (Some(0), Some(""))
+            );
             assert_eq!(event["accepts_response_payload"], false);
             let payload = &event["payload"];
             assert_eq!(payload["type"], "event_callback");
@@ -1546,17 +1699,33 @@ mod tests {
 
             sim.inject(SlackAction::SlashCommand);
             let command = next_json(&mut ws).await;
-            assert_eq!((command["type"].as_str(), command["payload"]["command"].as_str()), (Some("slash_commands"), Some("/deploy")));
+            assert_eq!(
+                (
+                    command["type"].as_str(),
+                    command["payload"]["command"].as_str()
+                ),
+                (Some("slash_commands"), Some("/deploy"))
+            );
             assert_eq!(command["accepts_response_payload"], true);
             assert!(command.get("retry_attempt").is_none());
-            send_json(&mut ws, json!({"envelope_id": command["envelope_id"], "payload": {"text": "deploying"}})).await;
+            send_json(
+                &mut ws,
+                json!({"envelope_id": command["envelope_id"], "payload": {"text": "deploying"}}),
+            )
+            .await;
 
             sim.inject(SlackAction::Interactive);
             let click = next_json(&mut ws).await;
-            assert_eq!((click["type"].as_str(), click["payload"]["type"].as_str()), (Some("interactive"), Some("block_actions")));
+            assert_eq!(
+                (click["type"].as_str(), click["payload"]["type"].as_str()),
+                (Some("interactive"), Some("block_actions"))
+            );
             ack(&mut ws, &click).await;
 
-            let records = sim.wait_for(WAIT, |r| (r.acks.len() == 3).then(|| r.clone())).await.unwrap();
+            let records = sim
+                .wait_for(WAIT, |r| (r.acks.len() == 3).then(|| r.clone()))
+                .await
+                .unwrap();
             let conn = records.connections.last().unwrap().conn;
             for (ack, envelope) in records.acks.iter().zip([&event, &command, &click]) {
                 assert_eq!(ack.envelope_id, envelope["envelope_id"].as_str().unwrap());
@@ -1565,7 +1734,14 @@ mod tests {
             assert!(records.acks.iter().nth(1).unwrap().with_payload);
             assert!(records.unacked().is_empty());
             let kinds: Vec<_> = records.envelopes.iter().map(|e| e.kind).collect();
-            assert_eq!(kinds, vec![EnvelopeKind::EventsApi, EnvelopeKind::SlashCommands, EnvelopeKind::Interactive]);
+            assert_eq!(
+                kinds,
+                vec![
+                    EnvelopeKind::EventsApi,
+                    EnvelopeKind::SlashCommands,
+                    EnvelopeKind::Interactive
+                ]
+            );
         });
     }
 
@@ -1584,19 +1760,42 @@ mod tests {
             sim.inject(SlackAction::Messages(1));
             let original = next_json(&mut first).await;
             let retry = next_json(&mut second).await;
-            assert_eq!(retry["payload"]["event_id"], original["payload"]["event_id"]);
+            assert_eq!(
+                retry["payload"]["event_id"],
+                original["payload"]["event_id"]
+            );
             assert_ne!(retry["envelope_id"], original["envelope_id"]);
-            assert_eq!((retry["retry_attempt"].as_u64(), retry["retry_reason"].as_str()), (Some(1), Some("timeout")));
+            assert_eq!(
+                (
+                    retry["retry_attempt"].as_u64(),
+                    retry["retry_reason"].as_str()
+                ),
+                (Some(1), Some("timeout"))
+            );
             ack(&mut second, &retry).await;
             // A late ack of the first delivery is recorded as late.
             ack(&mut first, &original).await;
-            let records = sim.wait_for(WAIT, |r| (r.acks.len() == 2).then(|| r.clone())).await.unwrap();
-            let acks: Vec<_> = records.acks.iter().map(|a| (a.envelope_id.as_str(), a.late)).collect();
+            let records = sim
+                .wait_for(WAIT, |r| (r.acks.len() == 2).then(|| r.clone()))
+                .await
+                .unwrap();
+            let acks: Vec<_> = records
+                .acks
+                .iter()
+                .map(|a| (a.envelope_id.as_str(), a.late))
+                .collect();
             assert_eq!(
                 acks,
-                vec![(retry["envelope_id"].as_str().unwrap(), false), (original["envelope_id"].as_str().unwrap(), true)]
+                vec![
+                    (retry["envelope_id"].as_str().unwrap(), false),
+                    (original["envelope_id"].as_str().unwrap(), true)
+                ]
             );
-            let attempts: Vec<_> = records.envelopes.iter().map(|e| (e.conn, e.retry_attempt)).collect();
+            let attempts: Vec<_> = records
+                .envelopes
+                .iter()
+                .map(|e| (e.conn, e.retry_attempt))
+                .collect();
             assert_eq!(attempts, vec![(1, 0), (2, 1)]);
             assert!(records.given_up.is_empty());
 
@@ -1607,7 +1806,10 @@ mod tests {
                 other => panic!("{other:?}"),
             };
             assert!(command.as_str().contains("slash_commands"));
-            let given_up = sim.wait_for(WAIT, |r| r.given_up.last().cloned()).await.unwrap();
+            let given_up = sim
+                .wait_for(WAIT, |r| r.given_up.last().cloned())
+                .await
+                .unwrap();
             assert_eq!(given_up.kind, EnvelopeKind::SlashCommands);
         });
     }
@@ -1619,11 +1821,18 @@ mod tests {
             let url = open_url(&sim).await;
             let mut ws = ws_connect(&url).await;
             assert_eq!(next_json(&mut ws).await["type"], "hello");
-            for (url, status) in [(url.clone(), 409), (url.replace("ticket=", "ticket=x"), 401)] {
+            for (url, status) in [
+                (url.clone(), 409),
+                (url.replace("ticket=", "ticket=x"), 401),
+            ] {
                 let parsed = openflume_proto::url::Url::parse(&url).unwrap();
-                let tcp = smol::net::TcpStream::connect((parsed.host.as_str(), parsed.port)).await.unwrap();
+                let tcp = smol::net::TcpStream::connect((parsed.host.as_str(), parsed.port))
+                    .await
+                    .unwrap();
                 match async_tungstenite::client_async(url.as_str(), tcp).await {
-                    Err(async_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), status),
+                    Err(async_tungstenite::tungstenite::Error::Http(response)) => {
+                        assert_eq!(response.status(), status)
+                    }
                     other => panic!("expected HTTP {status}, got {:?}", other.map(|_| ())),
                 }
             }
@@ -1643,28 +1852,47 @@ mod tests {
             let (mut ws, _) = connect(&sim).await;
             sim.inject(SlackAction::Disconnect(DisconnectReason::Warning));
             let warning = next_json(&mut ws).await;
-            assert_eq!((warning["type"].as_str(), warning["reason"].as_str()), (Some("disconnect"), Some("warning")));
+            assert_eq!(
+                (warning["type"].as_str(), warning["reason"].as_str()),
+                (Some("disconnect"), Some("warning"))
+            );
             // Still served until the close.
             sim.inject(SlackAction::Messages(1));
             let event = next_json(&mut ws).await;
             ack(&mut ws, &event).await;
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 1000));
+            assert!(
+                matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 1000)
+            );
 
             let (mut ws, _) = connect(&sim).await;
             sim.inject(SlackAction::Messages(1));
             let event = next_json(&mut ws).await;
-            sim.inject(SlackAction::Duplicate { new_envelope_id: false });
+            sim.inject(SlackAction::Duplicate {
+                new_envelope_id: false,
+            });
             assert_eq!(next_json(&mut ws).await, event);
-            sim.inject(SlackAction::Duplicate { new_envelope_id: true });
+            sim.inject(SlackAction::Duplicate {
+                new_envelope_id: true,
+            });
             let copy = next_json(&mut ws).await;
             assert_eq!(copy["payload"], event["payload"]);
             assert_ne!(copy["envelope_id"], event["envelope_id"]);
             sim.inject(SlackAction::GarbageText);
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err()));
+            assert!(
+                matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err())
+            );
             sim.inject(SlackAction::Disconnect(DisconnectReason::LinkDisabled));
             assert_eq!(next_json(&mut ws).await["reason"], "link_disabled");
-            assert!(matches!(next_message(&mut ws).await, Some(Message::Close(_))));
-            let reasons: Vec<_> = sim.records().disconnects.iter().map(|d| d.reason.clone()).collect();
+            assert!(matches!(
+                next_message(&mut ws).await,
+                Some(Message::Close(_))
+            ));
+            let reasons: Vec<_> = sim
+                .records()
+                .disconnects
+                .iter()
+                .map(|d| d.reason.clone())
+                .collect();
             assert_eq!(reasons, vec!["warning", "link_disabled"]);
         });
     }
@@ -1675,19 +1903,30 @@ mod tests {
             let sim = start(SlackConfig::default()).await;
             let (mut ws, _) = connect(&sim).await;
             sim.inject(SlackAction::Silent);
-            sim.wait_for(WAIT, |r| r.applied.last().filter(|a| a.action == SlackAction::Silent).map(|_| ()))
+            sim.wait_for(WAIT, |r| {
+                r.applied
+                    .last()
+                    .filter(|a| a.action == SlackAction::Silent)
+                    .map(|_| ())
+            })
+            .await
+            .unwrap();
+            sim.inject(SlackAction::Messages(1));
+            ws.send(Message::Ping(WsBytes::from_static(b"anyone?")))
                 .await
                 .unwrap();
-            sim.inject(SlackAction::Messages(1));
-            ws.send(Message::Ping(WsBytes::from_static(b"anyone?"))).await.unwrap();
-            let quiet = futures_lite::future::or(async { ws.next().await.map(|m| m.is_ok()) }, async {
-                async_io::Timer::after(Duration::from_millis(300)).await;
-                None
-            })
-            .await;
+            let quiet =
+                futures_lite::future::or(async { ws.next().await.map(|m| m.is_ok()) }, async {
+                    async_io::Timer::after(Duration::from_millis(300)).await;
+                    None
+                })
+                .await;
             assert_eq!(quiet, None, "no pong, no envelope");
             drop(ws);
-            let close = sim.wait_for(WAIT, |r| r.client_closes.last().cloned()).await.unwrap();
+            let close = sim
+                .wait_for(WAIT, |r| r.client_closes.last().cloned())
+                .await
+                .unwrap();
             assert_eq!(close.code, None);
         });
     }
@@ -1703,7 +1942,10 @@ mod tests {
             let (_first, _) = connect(&sim).await;
             let mut second = ws_connect(&open_url(&sim).await).await;
             let message = next_json(&mut second).await;
-            assert_eq!((message["type"].as_str(), message["reason"].as_str()), (Some("disconnect"), Some("too_many_websockets")));
+            assert_eq!(
+                (message["type"].as_str(), message["reason"].as_str()),
+                (Some("disconnect"), Some("too_many_websockets"))
+            );
         });
     }
 }

@@ -34,7 +34,9 @@ pub(crate) struct HttpClient {
 impl HttpClient {
     pub(crate) async fn connect(url: &str) -> HttpClient {
         let url = Url::parse(url).unwrap();
-        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await.unwrap();
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .unwrap();
         HttpClient {
             tcp,
             leftover: Vec::new(),
@@ -43,7 +45,10 @@ impl HttpClient {
 
     /// Sends `request` and reads its response; `None` when the server closed without answering.
     pub(crate) async fn try_send(&mut self, request: &HttpRequest) -> Option<HttpResponse> {
-        self.tcp.write_all(&encode_request(request).unwrap()).await.unwrap();
+        self.tcp
+            .write_all(&encode_request(request).unwrap())
+            .await
+            .unwrap();
         let mut reader = ResponseReader::for_request(request, Limits::default());
         let pending = std::mem::take(&mut self.leftover);
         if !pending.is_empty() {
@@ -54,7 +59,9 @@ impl HttpClient {
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = within("HTTP response", self.tcp.read(&mut buf)).await.unwrap_or(0);
+            let n = within("HTTP response", self.tcp.read(&mut buf))
+                .await
+                .unwrap_or(0);
             if n == 0 {
                 return reader.eof().ok().map(|done| done.response);
             }
@@ -85,11 +92,16 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 /// Opens a WebSocket to `url`.
 pub(crate) async fn ws_connect(url: &str) -> Ws {
     let parsed = Url::parse(url).unwrap();
-    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port)).await.unwrap();
-    within("WebSocket handshake", async_tungstenite::client_async(url, tcp))
+    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port))
         .await
-        .unwrap()
-        .0
+        .unwrap();
+    within(
+        "WebSocket handshake",
+        async_tungstenite::client_async(url, tcp),
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 /// The next data or close message, skipping pings and pongs; `None` when the stream ended.
