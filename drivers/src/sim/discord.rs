@@ -530,6 +530,9 @@ struct Discord {
     author_ids: [u64; 4],
     joined_at: Timestamp,
     first_client: Signal,
+    /// Fired by the first READY: the steady rate starts then, so no event is produced before a
+    /// session exists to receive it.
+    first_session: Signal,
     http_faults: HttpFaults,
     state: Mutex<State>,
 }
@@ -672,6 +675,7 @@ impl Discord {
             author_ids,
             joined_at: now,
             first_client: Signal::new(),
+            first_session: Signal::new(),
             http_faults: HttpFaults::default(),
             state: Mutex::new(state),
             config,
@@ -1031,9 +1035,9 @@ impl Service for Discord {
     }
 }
 
-/// Steady rate: MESSAGE_CREATE to every live session, from the first client on.
+/// Steady rate: MESSAGE_CREATE to every live session, from the first READY on.
 async fn produce_steadily(sim: Arc<Discord>) {
-    sim.first_client.waiter().wait().await;
+    sim.first_session.waiter().wait().await;
     let mut pacer = Pacer::new(sim.config.scenario.rate);
     while let Some(count) = pacer.next().await {
         sim.produce(count);
@@ -1329,6 +1333,7 @@ impl Gateway<'_> {
         self.session = Some(session_id);
         self.sent_seq = 0;
         self.replay_until = 0;
+        self.sim.first_session.fire();
         Flow::Continue
     }
 
@@ -2150,6 +2155,59 @@ mod tests {
                     .await
                     .is_err()
             );
+        });
+    }
+
+    #[test]
+    fn blast_sends_exactly_the_count_as_fast_as_read() {
+        smol::block_on(async {
+            let sim = start(DiscordConfig {
+                scenario: Scenario::blast(3000),
+                ..DiscordConfig::default()
+            })
+            .await;
+            let (mut ws, ready) = ready(&sim).await;
+            let session_id = ready["session_id"].as_str().unwrap().to_owned();
+            for seq in 3..3003 {
+                let message = next_json(&mut ws).await;
+                assert_eq!(
+                    (message["t"].as_str(), message["s"].as_u64()),
+                    (Some("MESSAGE_CREATE"), Some(seq))
+                );
+            }
+            // Heartbeats are still read and answered after the blast.
+            send_json(&mut ws, json!({"op": 1, "d": 3002})).await;
+            assert_eq!(next_json(&mut ws).await["op"], 11);
+            let seqs = sim.records().seqs(&session_id);
+            assert_eq!(seqs, (1..3003).collect::<Vec<_>>());
+        });
+    }
+
+    #[test]
+    fn scenario_rate_and_schedule_start_with_the_first_client() {
+        smol::block_on(async {
+            let sim = start(DiscordConfig {
+                scenario: Scenario {
+                    rate: Rate::Steady {
+                        per_second: 50.0,
+                        limit: Some(5),
+                    },
+                    schedule: Vec::new(),
+                }
+                .at(Duration::from_millis(300), DiscordAction::Reconnect),
+                ..DiscordConfig::default()
+            })
+            .await;
+            let (mut ws, _) = ready(&sim).await;
+            let mut seen = Vec::new();
+            loop {
+                let payload = next_json(&mut ws).await;
+                if payload["op"] == 7 {
+                    break;
+                }
+                seen.push(payload["s"].as_u64().unwrap());
+            }
+            assert_eq!(seen, vec![3, 4, 5, 6, 7], "five messages, then op 7");
         });
     }
 }

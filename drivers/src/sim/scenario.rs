@@ -22,7 +22,8 @@ pub enum Rate {
     #[default]
     Manual,
     /// `per_second` events a second (fractions allowed: 0.2 is one every five seconds), starting
-    /// when the first client connects, until `limit` events (forever when `None`).
+    /// when the first client connects (for Discord, when the first session is READY), until
+    /// `limit` events (forever when `None`).
     Steady {
         /// Events per second; must be finite and positive.
         per_second: f64,

@@ -1948,4 +1948,27 @@ mod tests {
             );
         });
     }
+
+    #[test]
+    fn envelopes_wait_for_a_connection() {
+        smol::block_on(async {
+            let sim = start(SlackConfig::default()).await;
+            assert_eq!(sim.inject(SlackAction::Messages(2)), 1);
+            let (mut ws, _) = connect(&sim).await;
+            let first = next_json(&mut ws).await;
+            let second = next_json(&mut ws).await;
+            assert_eq!(
+                (first["type"].as_str(), second["type"].as_str()),
+                (Some("events_api"), Some("events_api"))
+            );
+            assert_ne!(first["payload"]["event_id"], second["payload"]["event_id"]);
+            ack(&mut ws, &first).await;
+            ack(&mut ws, &second).await;
+            sim.wait_for(WAIT, |r| {
+                (r.acks.len() == 2 && r.acks.iter().all(|a| !a.late)).then_some(())
+            })
+            .await
+            .unwrap();
+        });
+    }
 }
