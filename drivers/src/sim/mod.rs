@@ -1,0 +1,261 @@
+//! # Local simulators of Discord, Slack and GitHub
+//!
+//! Nobody can test a Discord, Slack and GitHub listener without accounts, tokens and a live
+//! network, and neither can CI. These simulators speak the real protocols on loopback, so the
+//! README's demo, the end-to-end tests and the benchmark run anywhere, and every fault the real
+//! services show (zombie connections, reconnect requests, invalid sessions, redeliveries,
+//! disconnect warnings, 304s, rate limits, garbage frames) can be produced on command.
+//!
+//! - [`DiscordSim`]: `GET /api/v10/gateway/bot` and the Gateway v10 WebSocket (HELLO, IDENTIFY,
+//!   READY, dispatches, heartbeats, RESUME with replay, op 7/9, close codes, zlib-stream).
+//! - [`SlackSim`]: `apps.connections.open`, `auth.test` and Socket Mode (hello, envelopes of the
+//!   three types, ack tracking, redelivery, `disconnect` reasons).
+//! - [`GithubSim`]: `GET /notifications` (pagination, conditional requests and 304,
+//!   `X-Poll-Interval`, rate limits).
+//!
+//! Each listens on its own port and serves plain HTTP and plain `ws://` there; each binds
+//! `127.0.0.1:0` (a free loopback port) unless its configuration names another address. Each
+//! takes a [`Scenario`] (an event [`Rate`] and actions scheduled after the first client
+//! connects) and also does any action on command (`inject`). Handles expose what the tests
+//! assert on as [`Records`], with `wait_for` to wait for a record instead of sleeping, and stop
+//! the simulator when dropped.
+//!
+//! ```
+//! use openflume::sim::{self, AllConfig};
+//!
+//! smol::block_on(async {
+//!     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+//!     for (name, value) in sims.env() {
+//!         println!("{name}={value}");
+//!     }
+//!     assert!(sims.discord.gateway_url().starts_with("ws://127.0.0.1:"));
+//!     sims.stop().await;
+//!     Ok::<(), std::io::Error>(())
+//! });
+//! ```
+
+mod discord;
+mod fake;
+mod github;
+mod records;
+mod scenario;
+mod server;
+mod slack;
+#[cfg(test)]
+mod testkit;
+
+pub use discord::{
+    Control, ControlRecord, DiscordAction, DiscordConfig, DiscordRecords, DiscordSim,
+    DispatchRecord, GatewayConnection, HeartbeatRecord, IdentifyOutcome, IdentifyRecord,
+    ResumeOutcome, ResumeRecord,
+};
+pub use github::{
+    GithubAction, GithubConfig, GithubRecords, GithubRequest, GithubSim, GithubThread,
+};
+pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
+pub use scenario::{HttpFault, Rate, Scenario, Timed};
+pub use slack::{
+    AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord,
+    GivenUpRecord, SlackAction, SlackConfig, SlackRecords, SlackSim, SocketConnection,
+};
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The bot token the Discord simulator accepts by default.
+pub const DISCORD_TOKEN: &str = "sim-discord-bot-token.openflume";
+
+/// The app-level token the Slack simulator accepts by default.
+pub const SLACK_APP_TOKEN: &str = "xapp-1-A0SIMAPP01-0000000000-simulated";
+
+/// The bot token the Slack simulator accepts by default.
+pub const SLACK_BOT_TOKEN: &str = "xoxb-0000000000-0000000000-simulated";
+
+/// The token the GitHub simulator accepts by default.
+pub const GITHUB_TOKEN: &str = "ghp_simulatedOpenflumeToken000000000000";
+
+/// The configuration of all three simulators, for [`start_all`].
+///
+/// ```
+/// use openflume::sim::{AllConfig, Rate};
+/// let config = AllConfig::steady([127, 0, 0, 1].into(), 2.0);
+/// assert_eq!(config.discord.scenario.rate, Rate::Steady { per_second: 2.0, limit: None });
+/// assert_eq!(config.github.bind.port(), 0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AllConfig {
+    /// The Discord simulator.
+    pub discord: DiscordConfig,
+    /// The Slack simulator.
+    pub slack: SlackConfig,
+    /// The GitHub simulator.
+    pub github: GithubConfig,
+}
+
+impl AllConfig {
+    /// The defaults, each simulator on a free port of `bind`, with no events of their own.
+    pub fn new(bind: IpAddr) -> AllConfig {
+        let bind = SocketAddr::new(bind, 0);
+        AllConfig {
+            discord: DiscordConfig {
+                bind,
+                ..DiscordConfig::default()
+            },
+            slack: SlackConfig {
+                bind,
+                ..SlackConfig::default()
+            },
+            github: GithubConfig {
+                bind,
+                ..GithubConfig::default()
+            },
+        }
+    }
+
+    /// `per_second` events a second from each simulator (Discord messages, Slack message events,
+    /// GitHub notifications), for `openflume sim`.
+    pub fn steady(bind: IpAddr, per_second: f64) -> AllConfig {
+        let mut config = AllConfig::new(bind);
+        config.discord.scenario = Scenario::steady(per_second);
+        config.slack.scenario = Scenario::steady(per_second);
+        config.github.scenario = Scenario::steady(per_second);
+        config
+    }
+
+    /// A lively demo over the first minute: Discord messages every two seconds and an op 7
+    /// RECONNECT at 20 s; Slack message events, a slash command at 5 s, a button click at 9 s
+    /// and a `refresh_requested` disconnect at 25 s; a GitHub notification at 3 s and then one
+    /// every 12 s, with `X-Poll-Interval: 5`.
+    pub fn lively_demo(bind: IpAddr) -> AllConfig {
+        let mut config = AllConfig::new(bind);
+        let secs = Duration::from_secs;
+        config.discord.scenario = Scenario::steady(0.5).at(secs(20), DiscordAction::Reconnect);
+        config.slack.scenario = Scenario::steady(0.3)
+            .at(secs(5), SlackAction::SlashCommand)
+            .at(secs(9), SlackAction::Interactive)
+            .at(
+                secs(25),
+                SlackAction::Disconnect(DisconnectReason::RefreshRequested),
+            );
+        config.github.poll_interval = 5;
+        config.github.scenario =
+            Scenario::steady(1.0 / 12.0).at(secs(3), GithubAction::Notifications(1));
+        config
+    }
+}
+
+/// The three running simulators. Dropping it stops them.
+#[derive(Debug)]
+pub struct Handles {
+    /// Discord.
+    pub discord: DiscordSim,
+    /// Slack.
+    pub slack: SlackSim,
+    /// GitHub.
+    pub github: GithubSim,
+}
+
+impl Handles {
+    /// The environment variables that point `openflume listen` at the simulators: the API and
+    /// gateway URLs and the tokens they accept.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPENFLUME_DISCORD_API_URL", self.discord.api_url()),
+            ("OPENFLUME_DISCORD_GATEWAY_URL", self.discord.gateway_url()),
+            ("DISCORD_BOT_TOKEN", self.discord.token().to_owned()),
+            ("OPENFLUME_SLACK_API_URL", self.slack.api_url()),
+            ("SLACK_APP_TOKEN", self.slack.app_token().to_owned()),
+            ("SLACK_BOT_TOKEN", self.slack.bot_token().to_owned()),
+            ("OPENFLUME_GITHUB_API_URL", self.github.api_url()),
+            ("GITHUB_TOKEN", self.github.token().to_owned()),
+        ]
+    }
+
+    /// The same as `openflume listen` flags, plus `--github-interval` set to the GitHub
+    /// simulator's `X-Poll-Interval` so polls are not slower than it allows.
+    ///
+    /// The tokens are test values; real tokens belong in the environment, not in flags.
+    pub fn listen_args(&self) -> Vec<String> {
+        let poll_interval = self.github.poll_interval();
+        [
+            ("--discord-api-url", self.discord.api_url()),
+            ("--discord-gateway-url", self.discord.gateway_url()),
+            ("--discord-token", self.discord.token().to_owned()),
+            ("--slack-api-url", self.slack.api_url()),
+            ("--slack-app-token", self.slack.app_token().to_owned()),
+            ("--slack-bot-token", self.slack.bot_token().to_owned()),
+            ("--github-api-url", self.github.api_url()),
+            ("--github-token", self.github.token().to_owned()),
+            ("--github-interval", poll_interval.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
+    /// Stops all three (open connections get a close frame first).
+    pub async fn stop(self) {
+        self.discord.stop().await;
+        self.slack.stop().await;
+        self.github.stop().await;
+    }
+}
+
+/// Starts the three simulators; returns once all listen.
+pub async fn start_all(config: AllConfig) -> io::Result<Handles> {
+    Ok(Handles {
+        discord: DiscordSim::start(config.discord).await?,
+        slack: SlackSim::start(config.slack).await?,
+        github: GithubSim::start(config.github).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn start_all_points_listen_at_the_simulators() {
+        smol::block_on(async {
+            let sims = start_all(AllConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
+                .await
+                .unwrap();
+            let env = sims.env();
+            let value = |name: &str| {
+                env.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
+            assert_eq!(value("OPENFLUME_DISCORD_API_URL"), sims.discord.api_url());
+            assert!(value("OPENFLUME_DISCORD_GATEWAY_URL").starts_with("ws://127.0.0.1:"));
+            assert!(value("OPENFLUME_SLACK_API_URL").ends_with("/api"));
+            assert_eq!(value("GITHUB_TOKEN"), GITHUB_TOKEN);
+            let ports = [
+                sims.discord.local_addr(),
+                sims.slack.local_addr(),
+                sims.github.local_addr(),
+            ];
+            assert!(ports.iter().all(|a| a.ip().is_loopback() && a.port() != 0));
+            assert!(ports[0] != ports[1] && ports[1] != ports[2]);
+            let args = sims.listen_args();
+            let github_interval = args.iter().position(|a| a == "--github-interval").unwrap();
+            assert_eq!(args[github_interval + 1], "5");
+            assert_eq!(args.len(), 18);
+            sims.stop().await;
+        });
+    }
+
+    #[test]
+    fn bad_rates_are_start_errors() {
+        smol::block_on(async {
+            let config = AllConfig::steady(Ipv4Addr::LOCALHOST.into(), f64::NAN);
+            assert_eq!(
+                start_all(config).await.unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
+        });
+    }
+}
