@@ -1,6 +1,45 @@
 //! # openflume: one typed firehose of Discord, Slack, GitHub and cron events
 //!
 //! The smol drivers that run the sans-IO machines of [`openflume_proto`] against real sockets,
-//! the `Flume` API around them, and the local simulators used by the demo and the tests.
+//! the [`Flume`] API around them, and the local simulators ([`sim`]) used by the demo, the
+//! end-to-end tests and the benchmark.
+//!
+//! ```no_run
+//! use openflume::{Flume, Overflow, Source};
+//! use openflume_proto::cron::{CronConfig, CronMachine};
+//!
+//! smol::block_on(async {
+//!     let running = Flume::builder()
+//!         .source(Source::custom("time", |seed| {
+//!             CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, seed)
+//!         }))
+//!         .build()
+//!         .open()
+//!         .await?;
+//!     let mut items = running.stream(1000, Overflow::DropOldest);
+//!     while let Some(item) = items.next().await {
+//!         println!("{}", serde_json::to_string(&item).unwrap());
+//!     }
+//!     Ok::<(), openflume::StartError>(())
+//! });
+//! ```
 
+#[doc(hidden)]
+pub mod cli;
+mod clock;
+mod confluence;
+mod driver;
+mod flume;
+mod http;
+mod hub;
+mod net;
 pub mod sim;
+mod source;
+mod sources;
+mod ws;
+
+pub use confluence::{Confluence, ConfluenceError};
+pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
+pub use hub::{ErrorCallback, ItemCallback, ItemStream, Overflow};
+pub use source::Source;
+pub use sources::{SourceFailure, SourceStatus, StartError};

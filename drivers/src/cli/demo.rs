@@ -1,8 +1,42 @@
-//! `openflume demo`: the simulators with a lively scenario, listened to.
+//! `openflume demo`: the three simulators with a lively scenario, listened to with a cron tick
+//! every minute. No credentials, no network.
 
 use super::UsageError;
-use super::args::DemoArgs;
+use super::args::{Cli, Command, DemoArgs};
+use super::listen;
+use crate::sim::{self, AllConfig};
+use clap::Parser;
+use std::net::Ipv4Addr;
 
-pub(crate) fn run(_args: DemoArgs) -> Result<i32, UsageError> {
-    Err(UsageError("demo: not built yet".into()))
+pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
+    smol::block_on(async {
+        let sims = sim::start_all(AllConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
+            .await
+            .map_err(|e| UsageError(format!("cannot start the simulators: {e}")))?;
+        eprintln!(
+            "openflume demo: simulators on {}, {}, {}; Ctrl-C to stop",
+            sims.discord.api_url(),
+            sims.slack.api_url(),
+            sims.github.api_url()
+        );
+        // The same path as `openflume listen`, pointed at the simulators.
+        let mut argv = vec!["openflume".to_owned(), "listen".to_owned()];
+        argv.extend(sims.listen_args());
+        argv.extend(["--cron".to_owned(), "* * * * *".to_owned()]);
+        let Ok(Cli { command: Command::Listen(listen_args) }) = Cli::try_parse_from(argv) else {
+            return Err(UsageError("demo: internal argument error".to_owned()));
+        };
+        let sources = listen::sources(&listen_args)?;
+        let code = listen::run(
+            sources,
+            listen::OutputOptions {
+                format: args.format,
+                log_level: args.log_level,
+                count: args.count,
+            },
+        )
+        .await;
+        sims.stop().await;
+        Ok(code)
+    })
 }

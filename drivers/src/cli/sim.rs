@@ -1,8 +1,36 @@
-//! `openflume sim`: the simulators alone, for manual testing.
+//! `openflume sim`: the simulators alone, for manual testing against `openflume listen` or any
+//! other client.
 
 use super::UsageError;
 use super::args::SimArgs;
+use crate::sim::{self, AllConfig};
+use std::io::Write;
 
-pub(crate) fn run(_args: SimArgs) -> Result<i32, UsageError> {
-    Err(UsageError("sim: not built yet".into()))
+pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        return Err(UsageError::flag("--rate", "must be a positive number of events per second"));
+    }
+    smol::block_on(async {
+        let sims = sim::start_all(AllConfig::steady(args.bind, args.rate))
+            .await
+            .map_err(|e| UsageError(format!("cannot start the simulators: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "# Discord gateway: {}", sims.discord.gateway_url());
+        let _ = writeln!(out, "# Slack API:       {}", sims.slack.api_url());
+        let _ = writeln!(out, "# GitHub API:      {}", sims.github.api_url());
+        let _ = writeln!(out, "# Point `openflume listen` at them (test tokens, not secrets):");
+        for (name, value) in sims.env() {
+            let _ = writeln!(out, "export {name}={value}");
+        }
+        let _ = out.flush();
+        drop(out);
+        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
+            Ok(mut signals) => {
+                futures_lite::StreamExt::next(&mut signals).await;
+            }
+            Err(e) => return Err(UsageError(format!("cannot watch signals: {e}"))),
+        }
+        sims.stop().await;
+        Ok(0)
+    })
 }

@@ -1,0 +1,341 @@
+//! Throughput of the Discord pipeline against the local simulator, beside the floors it is
+//! measured against, all in one run:
+//!
+//! 1. transport floor: a bare tungstenite client that reads the frames and drops them;
+//! 2. decode floor: the same plus `serde_json::from_str::<serde_json::Value>` per frame;
+//! 3. openflume (library): driver → machine → firehose → a consumer counting events;
+//! 4. openflume listen: the binary writing JSON Lines to /dev/null.
+//!
+//! The simulator runs in a child process (this binary, re-executed), so the CPU figures are the
+//! client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
+//!
+//! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000).
+
+use openflume::sim::{DiscordConfig, DiscordSim, Scenario};
+use openflume::{Flume, Overflow, Source};
+use openflume_proto::discord::{DiscordConfig as ShardConfig, DiscordShard};
+use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
+use openflume_proto::{HttpResponse, Input, Item, Machine, Millis, Now, Output, UnixMillis};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "OPENFLUME_BENCH_ROLE";
+
+fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("sim") {
+        return run_simulator();
+    }
+    let events: u64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    println!("Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames");
+    let rows = vec![
+        measure("transport floor (tungstenite, drop)", events, |url| tungstenite_client(url, events, false)),
+        measure("decode floor (+ serde_json::Value)", events, |url| tungstenite_client(url, events, true)),
+        measure("openflume library (Flume stream)", events, |url| library_pipeline(url, events)),
+        measure_listen(events),
+    ];
+    print_table(&rows);
+    github_pages();
+}
+
+struct Row {
+    name: String,
+    events: u64,
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kb: u64,
+}
+
+/// Runs one client case against a fresh simulator process and measures this process.
+fn measure(name: &str, events: u64, client: impl FnOnce(&str)) -> Row {
+    let (mut sim, url) = start_simulator(events);
+    reset_peak_rss();
+    let cpu_before = cpu_time(false);
+    let start = Instant::now();
+    client(&url);
+    let wall = start.elapsed();
+    let cpu = cpu_time(false) - cpu_before;
+    let peak_rss_kb = status_kb("/proc/self/status", "VmHWM:");
+    stop_simulator(&mut sim);
+    Row {
+        name: name.to_owned(),
+        events,
+        wall,
+        cpu,
+        peak_rss_kb,
+    }
+}
+
+/// `openflume listen --format json > /dev/null`, measured as a child process.
+fn measure_listen(events: u64) -> Row {
+    let (mut sim, url) = start_simulator(events);
+    let cpu_before = cpu_time(true);
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
+        .args(["listen", "--format", "json", "--log-level", "warn", "--discord-compress", "none"])
+        .args(["--discord-events", "MESSAGE_CREATE", "--count", &events.to_string()])
+        .env("DISCORD_BOT_TOKEN", openflume::sim::DISCORD_TOKEN)
+        .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn openflume listen");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kb = 0;
+    let status = loop {
+        peak_rss_kb = peak_rss_kb.max(status_kb(&status_path, "VmHWM:"));
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = start.elapsed();
+    assert!(status.success(), "openflume listen failed: {status}");
+    let cpu = cpu_time(true) - cpu_before;
+    stop_simulator(&mut sim);
+    Row {
+        name: "openflume listen --format json > /dev/null".to_owned(),
+        events,
+        wall,
+        cpu,
+        peak_rss_kb,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let decode_floor = rows.get(1).map(|r| per_event_us(r)).unwrap_or(1.0);
+    println!();
+    println!(
+        "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} | {:>13} |",
+        "case", "events/s", "CPU µs/event", "× decode", "peak RSS MB", "wall s"
+    );
+    println!("|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|{:->15}|", "", "", "", "", "", "");
+    for row in rows {
+        let us = per_event_us(row);
+        println!(
+            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12.1} | {:>13.2} |",
+            row.name,
+            row.events as f64 / row.wall.as_secs_f64(),
+            us,
+            us / decode_floor,
+            row.peak_rss_kb as f64 / 1024.0,
+            row.wall.as_secs_f64(),
+        );
+    }
+}
+
+fn per_event_us(row: &Row) -> f64 {
+    row.cpu.as_secs_f64() * 1e6 / row.events as f64
+}
+
+// ---- the clients -------------------------------------------------------------------------
+
+/// Identifies like a real client (the simulator only blasts to a READY session) and reads
+/// `events` dispatches, optionally decoding each into a `Value`.
+fn tungstenite_client(url: &str, events: u64, decode: bool) {
+    let (mut socket, _) = tungstenite::connect(url).expect("connect");
+    let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
+        "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
+    socket.send(tungstenite::Message::text(identify.to_string())).expect("identify");
+    let mut seen = 0;
+    while seen < events {
+        match socket.read().expect("read") {
+            tungstenite::Message::Text(text) => {
+                // Count dispatches of the blast; HELLO, READY and GUILD_CREATE are not events here.
+                if text.as_str().contains("\"MESSAGE_CREATE\"") {
+                    seen += 1;
+                }
+                if decode {
+                    let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                    std::hint::black_box(value);
+                }
+            }
+            tungstenite::Message::Close(_) => panic!("simulator closed after {seen} events"),
+            _ => {}
+        }
+    }
+}
+
+fn library_pipeline(url: &str, events: u64) {
+    let mut config = ShardConfig::new(openflume::sim::DISCORD_TOKEN);
+    config.gateway_url = Some(url.to_owned());
+    config.compress = false;
+    config.events = Some(["MESSAGE_CREATE".to_owned()].into());
+    smol::block_on(async {
+        let running = Flume::builder()
+            .source(Source::custom("discord", move |seed| DiscordShard::new(config, seed)))
+            .min_log_level(openflume_proto::Level::Warn)
+            .build()
+            .open()
+            .await
+            .expect("open");
+        let mut stream = running.stream(4096, Overflow::Backpressure);
+        let mut seen = 0;
+        while seen < events {
+            match stream.next().await {
+                Some(Item::Event(event)) => {
+                    std::hint::black_box(&event);
+                    seen += 1;
+                }
+                Some(Item::Log(_)) => {}
+                None => panic!("stream ended after {seen} events"),
+            }
+        }
+        drop(stream);
+        running.close().await;
+    });
+}
+
+// ---- GitHub: parse + dedup of notification pages -----------------------------------------
+
+fn github_pages() {
+    const PAGES: u64 = 2000;
+    let pages: Vec<String> = (0..PAGES).map(notification_page).collect();
+    let start_cpu = cpu_time(false);
+    for page in &pages {
+        let value: serde_json::Value = serde_json::from_str(page).expect("json");
+        std::hint::black_box(value);
+    }
+    let baseline = cpu_time(false) - start_cpu;
+
+    let config = GithubConfig {
+        token: "bench".into(),
+        api_url: "https://api.github.com".into(),
+        interval_ms: 1000,
+        bootstrap: Bootstrap::Emit,
+        page_cap: 1,
+        ..GithubConfig::default()
+    };
+    let mut machine = GithubMachine::new(config, 1).expect("github machine");
+    let mut now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    let mut events = 0;
+    let mut req = step(&mut machine, now, Input::Start, &mut events);
+    let start_cpu = cpu_time(false);
+    for page in &pages {
+        let id = req.take().expect("a poll request pending");
+        let response = HttpResponse { status: 200, headers: Vec::new(), body: page.as_str().into() };
+        req = step(&mut machine, now, Input::Response { req: id, response }, &mut events);
+        now.mono = now.mono + 1000;
+        now.wall = UnixMillis(now.wall.0 + 1000);
+        req = req.or(step(&mut machine, now, Input::Timer, &mut events));
+    }
+    let machine_cpu = cpu_time(false) - start_cpu;
+    println!();
+    println!("GitHub: {PAGES} pages of 50 notifications ({events} events emitted)");
+    println!(
+        "| serde_json::Value parse (baseline) | {:>9.0} pages/s |\n| GithubMachine parse + dedup + emit | {:>9.0} pages/s |",
+        PAGES as f64 / baseline.as_secs_f64(),
+        PAGES as f64 / machine_cpu.as_secs_f64()
+    );
+}
+
+/// Feeds one input and drains, confirming every delivery as the firehose would; returns the
+/// request the machine sent, if any.
+fn step(machine: &mut GithubMachine, now: Now, input: Input, events: &mut u64) -> Option<openflume_proto::ReqId> {
+    let mut pending = vec![input];
+    let mut request = None;
+    while let Some(input) = pending.pop() {
+        machine.handle_input(now, input).expect("input");
+        while let Some(out) = machine.poll_output() {
+            match out {
+                Output::Request { req, .. } => request = Some(req),
+                Output::Emit { confirm, .. } => {
+                    *events += 1;
+                    pending.extend(confirm.map(|delivery| Input::Delivered { delivery }));
+                }
+                _ => {}
+            }
+        }
+    }
+    request
+}
+
+fn notification_page(page: u64) -> String {
+    let items: Vec<String> = (0..50)
+        .map(|i| {
+            let id = page * 50 + i;
+            format!(
+                r#"{{"id":"{id}","unread":true,"reason":"mention","updated_at":"2025-11-25T10:{:02}:00Z","last_read_at":null,"subject":{{"title":"Fix the flux capacitor #{id}","url":"https://api.github.com/repos/octo/repo/issues/{id}","latest_comment_url":null,"type":"Issue"}},"repository":{{"id":1296269,"name":"repo","full_name":"octo/repo","private":false,"owner":{{"login":"octo","id":1}}}},"url":"https://api.github.com/notifications/threads/{id}","subscription_url":"https://api.github.com/notifications/threads/{id}/subscription"}}"#,
+                i % 60
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+// ---- the simulator child process ----------------------------------------------------------
+
+fn start_simulator(events: u64) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .env(ROLE, "sim")
+        .env("BENCH_EVENTS", events.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn simulator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("simulator URL");
+    (child, line.trim().to_owned())
+}
+
+fn stop_simulator(child: &mut Child) {
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session, until
+/// stdin closes.
+fn run_simulator() {
+    let events: u64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    smol::block_on(async {
+        let sim = DiscordSim::start(DiscordConfig {
+            scenario: Scenario::blast(events),
+            max_records: 16,
+            resume_buffer: 16,
+            ..DiscordConfig::default()
+        })
+        .await
+        .expect("start simulator");
+        let mut out = std::io::stdout();
+        writeln!(out, "{}", sim.gateway_url()).expect("print URL");
+        out.flush().expect("flush");
+        let _ = smol::unblock(|| std::io::stdin().read_line(&mut String::new())).await;
+        sim.stop().await;
+    });
+}
+
+// ---- measuring this process ---------------------------------------------------------------
+
+/// User + system CPU of this process (or of its waited-for children), from /proc/self/stat.
+fn cpu_time(children: bool) -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 of the whole line.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let (user, system) = if children { (13, 14) } else { (11, 12) };
+    let ticks = fields.get(user).copied().unwrap_or(0) + fields.get(system).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn status_kb(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets this process's peak RSS (VmHWM) so each case reports its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
