@@ -36,6 +36,8 @@
 
 mod close_codes;
 mod config;
+mod gateway;
+mod gateway_bot;
 mod heartbeat;
 mod identify;
 mod inflate;
@@ -45,6 +47,7 @@ mod wire;
 
 pub use close_codes::{CloseAction, CloseVerdict, close_action};
 pub use config::{DiscordConfig, intents};
+pub use gateway::{DiscordGateway, DiscordGatewayConfig, MAX_SHARDS};
 pub use heartbeat::Liveness;
 pub use identify::{IDENTIFY_SPACING_MS, IdentifyLimiter, IdentifyWait, SessionStartLimit};
 pub use inflate::{InflateError, ZlibStream};
@@ -52,7 +55,7 @@ pub use ratelimit::{MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SendClass, SendLimiter,
 pub use session::ResumeState;
 
 use crate::{
-    Backoff, ConnId, Event, Frame, HttpRequest, HttpResponse, IdCounter, Input, Level, Log,
+    Backoff, ConnId, Event, Frame, HttpResponse, IdCounter, Input, Level, Log,
     Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status, StatusTracker,
     TimerKind, Timers, redact,
 };
@@ -63,13 +66,6 @@ use wire::{DispatchMeta, Envelope, op};
 
 /// The source name on every item a Discord machine produces.
 pub const SOURCE: &str = "discord";
-
-/// The `User-Agent` Discord asks REST clients to send.
-const USER_AGENT: &str = concat!(
-    "DiscordBot (https://github.com/openflume/openflume, ",
-    env!("CARGO_PKG_VERSION"),
-    ")"
-);
 
 /// Close code for every close that should leave the session resumable.
 const CLOSE_RESUMABLE: u16 = 4000;
@@ -445,19 +441,8 @@ impl DiscordShard {
 
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let url = format!(
-            "{}/gateway/bot",
-            self.config.api_base.trim_end_matches('/')
-        );
-        let request = HttpRequest::new("GET", url.as_str())
-            .header("Authorization", format!("Bot {}", self.config.bare_token()))
-            .header("User-Agent", USER_AGENT);
-        self.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {url}"),
-        );
+        let request = gateway_bot::request(&self.config.api_base, self.config.bare_token());
+        self.log(now, Level::Debug, "gateway.request", format!("GET {}", request.url));
         self.phase = Phase::Requesting { req };
         self.emit(Output::Request { req, request });
     }
@@ -478,62 +463,22 @@ impl DiscordShard {
             );
             return;
         }
-        match response.status {
-            200..=299 => {}
-            401 | 403 => {
-                let why = format!(
-                    "HTTP {} from /gateway/bot: the bot token was rejected",
-                    response.status
-                );
-                self.fail(now, "gateway.bot.error", why);
-                return;
+        match gateway_bot::outcome(&response, self.config.compress) {
+            gateway_bot::Outcome::Ready(body) => {
+                if let Some(limit) = body.session_start_limit {
+                    limiter.set_session_start_limit(limit, now.mono);
+                }
+                let (message, detail) = gateway_bot::describe(&body);
+                self.log_with(now, Level::Info, "gateway.bot", message, Some(detail));
+                self.gateway_url = Some(body.url);
+                self.open_next(now, limiter);
             }
-            status => {
-                let retry_after = response
-                    .header("retry-after")
-                    .and_then(|value| value.trim().parse::<f64>().ok())
-                    .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                    .map_or(0, |secs| (secs * 1000.0).ceil() as u64);
-                let why = format!("HTTP {status} from /gateway/bot");
+            gateway_bot::Outcome::Retry { why, after_ms } => {
                 self.log(now, Level::Warn, "gateway.bot.error", why.clone());
-                self.schedule_reconnect(now, why, retry_after);
-                return;
+                self.schedule_reconnect(now, why, after_ms);
             }
+            gateway_bot::Outcome::Fatal(why) => self.fail(now, "gateway.bot.error", why),
         }
-        let body = match serde_json::from_slice::<wire::GatewayBot>(response.body.as_slice()) {
-            Ok(body) => body,
-            Err(error) => {
-                let why = format!("invalid /gateway/bot body: {error}");
-                self.log(now, Level::Warn, "gateway.bot.error", why.clone());
-                self.schedule_reconnect(now, why, 0);
-                return;
-            }
-        };
-        if let Err(error) = wire::connect_url(&body.url, self.config.compress) {
-            let why = format!("unusable gateway URL from /gateway/bot: {error}");
-            self.log(now, Level::Warn, "gateway.bot.error", why.clone());
-            self.schedule_reconnect(now, why, 0);
-            return;
-        }
-        let mut message = format!("gateway {}", body.url);
-        if let Some(shards) = body.shards {
-            message.push_str(&format!(", {shards} shard(s) recommended"));
-        }
-        if let Some(limit) = body.session_start_limit {
-            limiter.set_session_start_limit(limit, now.mono);
-            message.push_str(&format!(
-                ", {}/{} session starts left (refill in {} ms), max_concurrency {}",
-                limit.remaining, limit.total, limit.reset_after, limit.max_concurrency
-            ));
-        }
-        let detail = serde_json::json!({
-            "url": body.url,
-            "shards": body.shards,
-            "sessionStartLimit": body.session_start_limit,
-        });
-        self.log_with(now, Level::Info, "gateway.bot", message, Some(detail));
-        self.gateway_url = Some(body.url);
-        self.open_next(now, limiter);
     }
 
     /// Opens a connection: to the resume URL when resuming, else to the gateway URL.
@@ -842,10 +787,7 @@ impl DiscordShard {
                     now,
                     Level::Info,
                     "gateway.identify",
-                    format!(
-                        "identifying as shard {}/{} with intents {}",
-                        self.config.shard_id, self.config.shard_count, self.config.intents
-                    ),
+                    format!("identifying with intents {}", self.config.intents),
                     Some(serde_json::json!({ "payload": preview })),
                 );
             }
@@ -1302,15 +1244,15 @@ impl DiscordShard {
         if heartbeat.is_zombie(liveness) {
             let interval = heartbeat.interval_ms();
             let silence = match liveness {
-                Liveness::Ack => "the last heartbeat got no ACK",
-                Liveness::AnyFrame => "nothing arrived since the last heartbeat",
+                Liveness::Ack => "no ACK",
+                Liveness::AnyFrame => "no ACK and no other frame",
             };
             self.log(
                 now,
                 Level::Warn,
                 "heartbeat.zombie",
                 format!(
-                    "{silence} within {interval} ms: dropping the zombie connection to resume"
+                    "{silence} within {interval} ms of the last heartbeat: dropping the zombie connection to resume"
                 ),
             );
             self.abandon(
@@ -1345,9 +1287,13 @@ impl DiscordShard {
 
     // ---- closing ----
 
-    /// Sends a close frame and waits, at most `close_timeout_ms`, for the server's.
+    /// Sends a close frame and waits, at most `close_timeout_ms`, for the server's. A connection
+    /// already closing keeps its first close (and its deadline).
     fn close(&mut self, now: Now, code: u16, reason: &str, then: AfterClose) {
         let Some(conn) = self.conn() else { return };
+        if matches!(conn.stage, Stage::Closing { .. }) {
+            return;
+        }
         let id = conn.id;
         conn.stage = Stage::Closing { then };
         conn.heartbeat = None;
