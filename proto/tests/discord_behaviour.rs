@@ -2,6 +2,9 @@
 //! session hand-over, heartbeat timing, send limits under a flood, zlib-stream re-feeding at every
 //! split, identify spacing across shards, and robustness against arbitrary frames.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use flate2::{Compress, Compression, FlushCompress};
 use openflume_proto::discord::{
     DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard, ResumeState,
@@ -121,8 +124,18 @@ fn misuse_is_an_error_and_nothing_else_is() {
             reason: String::new(),
         },
     );
-    assert_eq!(shard.status(), Status::Connecting, "a stale 4004 is ignored");
-    step(&mut shard, 4, Input::Shutdown { keep_session: false });
+    assert_eq!(
+        shard.status(),
+        Status::Connecting,
+        "a stale 4004 is ignored"
+    );
+    step(
+        &mut shard,
+        4,
+        Input::Shutdown {
+            keep_session: false,
+        },
+    );
     assert!(shard.is_finished());
     assert_eq!(shard.poll_timeout(), None);
     assert_eq!(
@@ -147,7 +160,10 @@ fn keep_session_hands_over_to_the_next_run() {
         ),
     );
     let out = step(&mut shard, 600, Input::Shutdown { keep_session: true });
-    assert!(out.iter().any(|o| matches!(o, Output::Close { code: 4000, .. })));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Close { code: 4000, .. }))
+    );
     step(
         &mut shard,
         650,
@@ -186,15 +202,26 @@ fn keep_session_hands_over_to_the_next_run() {
     let out = step(&mut next, 20, text(1, HELLO));
     assert_eq!(
         sent_texts(&out),
-        vec![format!(r#"{{"op":6,"d":{{"token":"{TOKEN}","session_id":"abc123","seq":2}}}}"#)]
+        vec![format!(
+            r#"{{"op":6,"d":{{"token":"{TOKEN}","session_id":"abc123","seq":2}}}}"#
+        )]
     );
 }
 
 #[test]
 fn clean_shutdown_ends_the_session() {
     let mut shard = ready_shard(config());
-    let out = step(&mut shard, 500, Input::Shutdown { keep_session: false });
-    assert!(out.iter().any(|o| matches!(o, Output::Close { code: 1000, .. })));
+    let out = step(
+        &mut shard,
+        500,
+        Input::Shutdown {
+            keep_session: false,
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Close { code: 1000, .. }))
+    );
     assert_eq!(shard.session(), None);
     // The server never answers: the close timeout finishes it.
     run_timers(&mut shard, 10_000);
@@ -278,7 +305,10 @@ fn an_op1_flood_never_breaks_120_sends_per_minute() {
             .iter()
             .take_while(|&&t| t < start + 60_000)
             .count();
-        assert!(in_window <= 120, "{in_window} sends in the minute from {start}");
+        assert!(
+            in_window <= 120,
+            "{in_window} sends in the minute from {start}"
+        );
     }
     // The limiter is the cap, not a trickle: close to 117 per minute went out.
     assert!(sends.len() > 5 * 110, "{} sends", sends.len());
@@ -335,8 +365,7 @@ fn replay_binary(messages: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn zlib_stream_gives_the_same_result_however_it_is_split() {
-    let message =
-        r#"{"t":"MESSAGE_CREATE","s":2,"op":0,"d":{"channel_id":"5","content":"hello"}}"#;
+    let message = r#"{"t":"MESSAGE_CREATE","s":2,"op":0,"d":{"channel_id":"5","content":"hello"}}"#;
     let big = format!(
         r#"{{"t":"GUILD_CREATE","s":3,"op":0,"d":{{"members":"{}"}}}}"#,
         "x".repeat(3000)
@@ -363,9 +392,30 @@ fn zlib_stream_gives_the_same_result_however_it_is_split() {
 fn arbitrary_frames_never_panic() {
     let mut rng = fastrand::Rng::with_seed(42);
     let pieces = [
-        "{", "}", "\"op\"", ":", "0", "1", "7", "9", "10", "11", "\"d\"", "\"t\"", "\"s\"",
-        "null", "true", "[", "]", ",", "\"READY\"", "\"RESUMED\"",
-        "{\"heartbeat_interval\":0}", "-1", "1e999", "\"\\u0000\"",
+        "{",
+        "}",
+        "\"op\"",
+        ":",
+        "0",
+        "1",
+        "7",
+        "9",
+        "10",
+        "11",
+        "\"d\"",
+        "\"t\"",
+        "\"s\"",
+        "null",
+        "true",
+        "[",
+        "]",
+        ",",
+        "\"READY\"",
+        "\"RESUMED\"",
+        "{\"heartbeat_interval\":0}",
+        "-1",
+        "1e999",
+        "\"\\u0000\"",
     ];
     for compress in [false, true] {
         let mut shard = ready_shard(DiscordConfig {
@@ -396,7 +446,10 @@ fn arbitrary_frames_never_panic() {
             }
         }
         assert!(!shard.is_finished(), "garbage is never fatal");
-        assert!(live.0 > 1, "garbage did force reconnects (compress {compress})");
+        assert!(
+            live.0 > 1,
+            "garbage did force reconnects (compress {compress})"
+        );
     }
 }
 
@@ -468,5 +521,8 @@ fn shards_of_one_gateway_share_identify_spacing() {
         })
         .collect();
     assert_eq!(reconnect, vec![5]);
-    assert_eq!(gateway.sessions().keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        gateway.sessions().keys().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
 }

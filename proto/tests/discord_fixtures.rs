@@ -1,9 +1,12 @@
 //! Replays every Discord fixture and snapshots the transcript. Each snapshot was reviewed against
 //! the Gateway documentation; `fixtures/discord/generate.py` writes the fixtures.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openflume_proto::Output;
 use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
 use openflume_proto::testing::{Fixture, Simulator, Transcript};
-use openflume_proto::{Machine, Output};
 
 /// No log line and no `Debug` rendering may contain the token.
 fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript: &Transcript) {
@@ -27,8 +30,7 @@ fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript:
 fn shard_fixtures() {
     insta::glob!("../../fixtures/discord", "*.jsonl", |path| {
         let fixture = Fixture::load(path).unwrap();
-        let config: DiscordConfig =
-            serde_json::from_value(fixture.header.config.clone()).unwrap();
+        let config: DiscordConfig = serde_json::from_value(fixture.header.config.clone()).unwrap();
         let token = config.token.clone();
         let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);

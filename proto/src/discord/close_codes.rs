@@ -51,7 +51,10 @@ pub fn close_action(code: Option<u16>) -> CloseVerdict {
         Some(1000) => (Resume, "server closed normally"),
         Some(1001) => (Resume, "server going away"),
         Some(4000) => (Resume, "unknown error"),
-        Some(4001) => (Resume, "unknown opcode or invalid payload sent (a client bug)"),
+        Some(4001) => (
+            Resume,
+            "unknown opcode or invalid payload sent (a client bug)",
+        ),
         Some(4002) => (Resume, "decode error: invalid payload sent (a client bug)"),
         Some(4003) => (NewSession, "not authenticated"),
         Some(4004) => (Fatal, "authentication failed: the bot token is invalid"),

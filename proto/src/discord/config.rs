@@ -242,8 +242,7 @@ impl DiscordConfig {
                 "max_message_bytes must be at least {MAX_PAYLOAD_BYTES}"
             ));
         }
-        if self.hello_timeout_ms == 0 || self.ready_timeout_ms == 0 || self.close_timeout_ms == 0
-        {
+        if self.hello_timeout_ms == 0 || self.ready_timeout_ms == 0 || self.close_timeout_ms == 0 {
             return bad("timeouts must be positive".into());
         }
         let identify = self.identify_frame().len();

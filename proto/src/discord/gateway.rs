@@ -67,7 +67,9 @@ impl DiscordGatewayConfig {
         if let (Some(count), Some(&id)) = (self.shard_count, self.resume.keys().next_back())
             && id >= count
         {
-            return bad(format!("resume has shard {id}, not below shard_count {count}"));
+            return bad(format!(
+                "resume has shard {id}, not below shard_count {count}"
+            ));
         }
         DiscordConfig {
             shard_id: 0,
@@ -94,7 +96,9 @@ impl TimerKind for GatewayTimer {
 #[derive(Debug)]
 enum Phase {
     Idle,
-    Requesting { req: ReqId },
+    Requesting {
+        req: ReqId,
+    },
     /// Waiting to retry `/gateway/bot`.
     Waiting,
     /// Shards exist.
@@ -183,8 +187,9 @@ impl DiscordGateway {
     }
 
     fn log(&mut self, now: Now, level: Level, action: &str, message: String) {
-        self.out
-            .push_back(Output::Log(Log::new(level, SOURCE, action, message, now.wall)));
+        self.out.push_back(Output::Log(Log::new(
+            level, SOURCE, action, message, now.wall,
+        )));
     }
 
     fn set_status(&mut self, to: Status, reason: Option<String>) {
@@ -197,7 +202,12 @@ impl DiscordGateway {
         let req = ReqId(self.req_ids.next());
         let request =
             gateway_bot::request(&self.config.shard.api_base, self.config.shard.bare_token());
-        self.log(now, Level::Debug, "gateway.request", format!("GET {}", request.url));
+        self.log(
+            now,
+            Level::Debug,
+            "gateway.request",
+            format!("GET {}", request.url),
+        );
         self.phase = Phase::Requesting { req };
         self.out.push_back(Output::Request { req, request });
     }
@@ -304,7 +314,11 @@ impl DiscordGateway {
                 format!("shard {index}: {misuse}"),
             );
         }
-        while let Some(output) = self.shards.get_mut(index).and_then(DiscordShard::poll_output) {
+        while let Some(output) = self
+            .shards
+            .get_mut(index)
+            .and_then(DiscordShard::poll_output)
+        {
             let output = match output {
                 Output::Connect { conn, url } => Output::Connect {
                     conn: self.global_conn(index, conn),
@@ -349,7 +363,10 @@ impl DiscordGateway {
         let reason_of = |gateway: &DiscordGateway, index: usize, fallback: &str| {
             let reason = gateway.reasons.get(index).cloned().flatten();
             let n = gateway.shards.len();
-            format!("shard {index}/{n}: {}", reason.unwrap_or_else(|| fallback.to_owned()))
+            format!(
+                "shard {index}/{n}: {}",
+                reason.unwrap_or_else(|| fallback.to_owned())
+            )
         };
         let statuses: Vec<Status> = self.shards.iter().map(DiscordShard::status).collect();
         if let Some(index) = statuses.iter().position(|&s| s == Status::Failed) {
@@ -362,7 +379,13 @@ impl DiscordGateway {
             );
             self.stopping = true;
             for other in 0..self.shards.len() {
-                self.feed(now, other, Input::Shutdown { keep_session: false });
+                self.feed(
+                    now,
+                    other,
+                    Input::Shutdown {
+                        keep_session: false,
+                    },
+                );
             }
             // Every close frame is out; a failed source takes no more input.
             self.finish(Status::Failed, reason);
@@ -450,10 +473,9 @@ impl Machine for DiscordGateway {
                             code,
                             reason,
                         },
-                        Input::ConnectFailed { error, .. } => Input::ConnectFailed {
-                            conn: local,
-                            error,
-                        },
+                        Input::ConnectFailed { error, .. } => {
+                            Input::ConnectFailed { conn: local, error }
+                        }
                         other => other,
                     };
                     self.feed(now, index, input);
@@ -481,7 +503,8 @@ impl Machine for DiscordGateway {
                             self.limiter.set_session_start_limit(limit, now.mono);
                         }
                         let (message, detail) = gateway_bot::describe(&body);
-                        let mut log = Log::new(Level::Info, SOURCE, "gateway.bot", message, now.wall);
+                        let mut log =
+                            Log::new(Level::Info, SOURCE, "gateway.bot", message, now.wall);
                         log.detail = Some(detail);
                         self.out.push_back(Output::Log(log));
                         let count = self.config.shard_count.or(body.shards).unwrap_or(1);

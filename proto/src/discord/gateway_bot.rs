@@ -109,12 +109,16 @@ mod tests {
     #[test]
     fn outcomes() {
         let ok = r#"{"url":"wss://gateway.discord.gg","shards":2,"session_start_limit":{"total":1000,"remaining":5,"reset_after":10,"max_concurrency":1}}"#;
-        assert!(matches!(outcome(&response(200, &[], ok), true), Outcome::Ready(b) if b.shards == Some(2)));
+        assert!(
+            matches!(outcome(&response(200, &[], ok), true), Outcome::Ready(b) if b.shards == Some(2))
+        );
         assert!(matches!(
             outcome(&response(200, &[], r#"{"url":"wss://g"}"#), true),
             Outcome::Ready(b) if b.session_start_limit.is_none()
         ));
-        let cases: &[(u16, &[(&str, &str)], &str, Option<u64>)] = &[
+        /// (status, headers, body, retry delay; `None` = fatal)
+        type Case<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, Option<u64>);
+        let cases: &[Case<'_>] = &[
             (401, &[], "", None),
             (403, &[], "", None),
             (500, &[], "", Some(0)),
@@ -139,7 +143,10 @@ mod tests {
     fn request_carries_the_token_and_hides_it_in_debug() {
         let req = request("https://discord.com/api/v10/", "abc.def");
         assert_eq!(req.url, "https://discord.com/api/v10/gateway/bot");
-        assert_eq!(req.headers[0], ("Authorization".into(), "Bot abc.def".into()));
+        assert_eq!(
+            req.headers[0],
+            ("Authorization".into(), "Bot abc.def".into())
+        );
         assert!(!format!("{req:?}").contains("abc.def"));
     }
 }

@@ -70,7 +70,7 @@ impl Heartbeat {
         };
         match liveness {
             Liveness::Ack => true,
-            Liveness::AnyFrame => !self.last_frame_at.is_some_and(|at| at >= sent),
+            Liveness::AnyFrame => self.last_frame_at.is_none_or(|at| at < sent),
         }
     }
 }
@@ -96,7 +96,11 @@ mod tests {
             (0, 0.5, 0),
         ];
         for &(interval, jitter, expected) in cases {
-            assert_eq!(first_delay(interval, jitter), expected, "{interval} × {jitter}");
+            assert_eq!(
+                first_delay(interval, jitter),
+                expected,
+                "{interval} × {jitter}"
+            );
         }
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..1000 {
@@ -117,9 +121,16 @@ mod tests {
         assert!(beat.is_zombie(Liveness::Ack), "a dispatch is not an ACK");
         assert!(!beat.is_zombie(Liveness::AnyFrame));
         assert_eq!(beat.acked(Millis(180)), Some(80));
-        assert_eq!(beat.acked(Millis(190)), None, "a second ACK acknowledges nothing");
+        assert_eq!(
+            beat.acked(Millis(190)),
+            None,
+            "a second ACK acknowledges nothing"
+        );
         assert!(!beat.is_zombie(Liveness::Ack));
         beat.sent(Millis(1_100));
-        assert!(beat.is_zombie(Liveness::AnyFrame), "the frame predates this beat");
+        assert!(
+            beat.is_zombie(Liveness::AnyFrame),
+            "the frame predates this beat"
+        );
     }
 }

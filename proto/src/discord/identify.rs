@@ -200,9 +200,11 @@ mod tests {
     #[test]
     fn buckets_space_identifies_five_seconds_apart() {
         type Step = (u32, u64, Result<(), IdentifyWait>);
-        let bucket = |until| Err(IdentifyWait::Bucket {
-            until: Millis(until),
-        });
+        let bucket = |until| {
+            Err(IdentifyWait::Bucket {
+                until: Millis(until),
+            })
+        };
         let cases: &[(u32, &[Step])] = &[
             (
                 1,
@@ -229,10 +231,7 @@ mod tests {
                     (8, 5_001, bucket(10_000)),
                 ],
             ),
-            (
-                0,
-                &[(0, 0, Ok(())), (0, 0, Ok(())), (9, 1, Ok(()))],
-            ),
+            (0, &[(0, 0, Ok(())), (0, 0, Ok(())), (9, 1, Ok(()))]),
         ];
         for (max_concurrency, steps) in cases {
             let mut limiter = IdentifyLimiter::new(*max_concurrency);

@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn payloads_share_one_context_and_may_span_messages() {
-        let big = format!(r#"{{"op":0,"t":"READY","d":{{"x":"{}"}}}}"#, "ab".repeat(50_000));
+        let big = format!(
+            r#"{{"op":0,"t":"READY","d":{{"x":"{}"}}}}"#,
+            "ab".repeat(50_000)
+        );
         let payloads: Vec<&[u8]> = vec![br#"{"op":10}"#, big.as_bytes(), br#"{"op":11}"#];
         let wire = deflate_stream(&payloads);
         // Whole messages, then every payload split at every position of its first 64 bytes.
@@ -214,7 +217,10 @@ mod tests {
     fn a_fresh_context_cannot_read_a_stream_midway() {
         let wire = deflate_stream(&[br#"{"op":10}"#, br#"{"op":11}"#]);
         let mut fresh = ZlibStream::new(1 << 10);
-        assert!(matches!(fresh.push(&wire[1]), Err(InflateError::Corrupt(_))));
+        assert!(matches!(
+            fresh.push(&wire[1]),
+            Err(InflateError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -231,7 +237,10 @@ mod tests {
         let exact = vec![b' '; 1 << 20];
         let wire = deflate_stream(&[&exact]);
         let mut inflate = ZlibStream::new(1 << 20);
-        assert_eq!(inflate.push(&wire[0]).unwrap().map(|p| p.len()), Some(1 << 20));
+        assert_eq!(
+            inflate.push(&wire[0]).unwrap().map(|p| p.len()),
+            Some(1 << 20)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! [`DiscordShard`] is one Gateway shard as a sans-IO [`Machine`]: it asks the driver for
 //! `GET /gateway/bot` (unless a gateway URL is configured), opens the WebSocket, heartbeats,
-//! identifies or resumes, emits every dispatch as an [`Event`](crate::Event), and recovers from
+//! identifies or resumes, emits every dispatch as an [`Event`], and recovers from
 //! everything the Gateway does: op 7 and op 9, zombie connections, each close code, compression
 //! errors and garbage frames. [`DiscordGateway`] runs several shards under one `/gateway/bot` call
 //! and one shared IDENTIFY limiter.
@@ -55,9 +55,9 @@ pub use ratelimit::{MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SendClass, SendLimiter,
 pub use session::ResumeState;
 
 use crate::{
-    Backoff, ConnId, Event, Frame, HttpResponse, IdCounter, Input, Level, Log,
-    Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status, StatusTracker,
-    TimerKind, Timers, redact,
+    Backoff, ConnId, Event, Frame, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis,
+    Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status, StatusTracker, TimerKind, Timers,
+    redact,
 };
 use heartbeat::Heartbeat;
 use session::Session;
@@ -442,7 +442,12 @@ impl DiscordShard {
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
         let request = gateway_bot::request(&self.config.api_base, self.config.bare_token());
-        self.log(now, Level::Debug, "gateway.request", format!("GET {}", request.url));
+        self.log(
+            now,
+            Level::Debug,
+            "gateway.request",
+            format!("GET {}", request.url),
+        );
         self.phase = Phase::Requesting { req };
         self.emit(Output::Request { req, request });
     }
@@ -508,7 +513,11 @@ impl DiscordShard {
             None => match wire::connect_url(gateway_url, self.config.compress) {
                 Ok(url) => (url, false),
                 Err(error) => {
-                    self.fail(now, "connect.failed", format!("unusable gateway URL: {error}"));
+                    self.fail(
+                        now,
+                        "connect.failed",
+                        format!("unusable gateway URL: {error}"),
+                    );
                     return;
                 }
             },
@@ -925,8 +934,8 @@ impl DiscordShard {
                 .d
                 .map_or_else(RawJson::null, |d| RawJson::from_raw(d.to_owned()));
             let meta = DispatchMeta::extract(data.get());
-            let mut event = Event::new(SOURCE, event_type, data, now.wall)
-                .with_meta("event_type", event_type);
+            let mut event =
+                Event::new(SOURCE, event_type, data, now.wall).with_meta("event_type", event_type);
             for (key, value) in [
                 ("channel_id", meta.channel_id),
                 ("guild_id", meta.guild_id),
@@ -945,7 +954,8 @@ impl DiscordShard {
 
     fn on_ready(&mut self, now: Now, d: &str) {
         let ready: wire::Ready = serde_json::from_str(d).unwrap_or_default();
-        self.session.ready(ready.session_id, ready.resume_gateway_url);
+        self.session
+            .ready(ready.session_id, ready.resume_gateway_url);
         self.connected(now);
         if self.session.is_resumable() {
             self.log(now, Level::Info, "gateway.ready", "ready".to_owned());
@@ -1065,7 +1075,12 @@ impl DiscordShard {
         } else {
             "the server asked to reconnect (op 7) before a resumable session: identifying again"
         };
-        self.log(now, Level::Info, "ws.reconnect.requested", message.to_owned());
+        self.log(
+            now,
+            Level::Info,
+            "ws.reconnect.requested",
+            message.to_owned(),
+        );
         self.close(
             now,
             CLOSE_RESUMABLE,
@@ -1102,7 +1117,9 @@ impl DiscordShard {
                 now,
                 Level::Warn,
                 "session.invalid",
-                format!("invalid session (op 9): starting a new session in {wait} ms at the earliest"),
+                format!(
+                    "invalid session (op 9): starting a new session in {wait} ms at the earliest"
+                ),
                 Some(serde_json::json!({ "resumable": resumable, "waitMs": wait })),
             );
             self.close(
@@ -1173,7 +1190,9 @@ impl DiscordShard {
     }
 
     fn on_hello_timeout(&mut self, now: Now) {
-        let stage = self.conn().map(|conn| matches!(conn.stage, Stage::Connecting));
+        let stage = self
+            .conn()
+            .map(|conn| matches!(conn.stage, Stage::Connecting));
         let timeout = self.config.hello_timeout_ms;
         match stage {
             Some(true) => {
@@ -1220,7 +1239,12 @@ impl DiscordShard {
         }
         let timeout = self.config.ready_timeout_ms;
         let why = format!("no {what} within {timeout} ms");
-        self.log(now, Level::Warn, "ready.timeout", format!("{why}: reconnecting"));
+        self.log(
+            now,
+            Level::Warn,
+            "ready.timeout",
+            format!("{why}: reconnecting"),
+        );
         self.close(
             now,
             CLOSE_RESUMABLE,
@@ -1354,7 +1378,10 @@ impl DiscordShard {
             return;
         }
         let Some(conn) = self.conn() else { return };
-        let code_text = code.map_or_else(|| "no close code".to_owned(), |code| format!("close {code}"));
+        let code_text = code.map_or_else(
+            || "no close code".to_owned(),
+            |code| format!("close {code}"),
+        );
         let detail = serde_json::json!({ "code": code, "reason": reason });
         match std::mem::replace(&mut conn.stage, Stage::Connecting) {
             Stage::Closing { then } => {
@@ -1367,7 +1394,9 @@ impl DiscordShard {
                 );
                 self.after_close(now, then);
             }
-            Stage::Connecting => self.connect_failed(now, &format!("closed before opening ({code_text})")),
+            Stage::Connecting => {
+                self.connect_failed(now, &format!("closed before opening ({code_text})"))
+            }
             _ => {
                 let verdict = close_action(code);
                 let why = format!("{code_text}: {}", verdict.cause);

@@ -70,11 +70,7 @@ impl SendLimiter {
 
     /// Records a send at `now` when `class` may send, or returns when it may.
     pub fn try_acquire(&mut self, class: SendClass, now: Millis) -> Result<(), Millis> {
-        while self
-            .sent
-            .front()
-            .is_some_and(|&at| at + WINDOW_MS <= now)
-        {
+        while self.sent.front().is_some_and(|&at| at + WINDOW_MS <= now) {
             self.sent.pop_front();
         }
         let limit = match class {
@@ -93,10 +89,7 @@ impl SendLimiter {
 
     /// Payloads sent in the window ending at `now`.
     pub fn in_window(&self, now: Millis) -> usize {
-        self.sent
-            .iter()
-            .filter(|&&at| at + WINDOW_MS > now)
-            .count()
+        self.sent.iter().filter(|&&at| at + WINDOW_MS > now).count()
     }
 }
 
@@ -132,7 +125,10 @@ mod tests {
     fn saturation_then_sliding() {
         let mut limiter = SendLimiter::new();
         for i in 0..117u64 {
-            assert_eq!(limiter.try_acquire(SendClass::Other, Millis(i * 100)), Ok(()));
+            assert_eq!(
+                limiter.try_acquire(SendClass::Other, Millis(i * 100)),
+                Ok(())
+            );
         }
         let steps: &[(SendClass, u64, Result<(), Millis>)] = &[
             // Others are full: the first send (at 0) has to leave the window.
@@ -171,8 +167,14 @@ mod tests {
             }
         }
         for (i, &start) in sends.iter().enumerate() {
-            let in_window = sends[i..].iter().take_while(|&&t| t < start + WINDOW_MS).count();
-            assert!(in_window <= SENDS_PER_WINDOW, "{in_window} sends from {start}");
+            let in_window = sends[i..]
+                .iter()
+                .take_while(|&&t| t < start + WINDOW_MS)
+                .count();
+            assert!(
+                in_window <= SENDS_PER_WINDOW,
+                "{in_window} sends from {start}"
+            );
         }
         assert!(sends.len() > 300);
     }

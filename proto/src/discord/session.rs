@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(session.resume_url(), Some("wss://r"));
         session.resume_url_failed();
         assert_eq!(session.resume_url(), None);
-        assert!(session.is_resumable(), "still resumable through the original URL");
+        assert!(
+            session.is_resumable(),
+            "still resumable through the original URL"
+        );
         for _ in 0..MAX_FAILED_RESUMES {
             assert!(!session.resumes_exhausted());
             session.resume_sent();

@@ -262,7 +262,9 @@ mod tests {
 
     #[test]
     fn envelope_in_any_order_with_missing_keys() {
-        let cases: &[(&str, Option<u64>, &str, Option<u64>, Option<&str>)] = &[
+        /// (frame, op, d, s, t)
+        type Case<'a> = (&'a str, Option<u64>, &'a str, Option<u64>, Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (r#"{"op":11}"#, Some(11), "null", None, None),
             (
                 r#"{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"a":1}}"#,
@@ -287,7 +289,13 @@ mod tests {
                 None,
             ),
             (r#"{"d":{}}"#, None, "{}", None, None),
-            (r#"{"t":"A\u0042","op":0}"#, Some(0), "null", None, Some("AB")),
+            (
+                r#"{"t":"A\u0042","op":0}"#,
+                Some(0),
+                "null",
+                None,
+                Some("AB"),
+            ),
         ];
         for &(text, op, d, s, t) in cases {
             let envelope = Envelope::parse(text).unwrap();
@@ -296,7 +304,14 @@ mod tests {
             assert_eq!(envelope.s, s, "{text}");
             assert_eq!(envelope.t.as_deref(), t, "{text}");
         }
-        for bad in ["", "not json", "[1]", r#"{"op":"1"}"#, r#"{"op":1,"op":2}"#, "{\"op\":1"] {
+        for bad in [
+            "",
+            "not json",
+            "[1]",
+            r#"{"op":"1"}"#,
+            r#"{"op":1,"op":2}"#,
+            "{\"op\":1",
+        ] {
             assert!(Envelope::parse(bad).is_err(), "{bad}");
         }
     }
@@ -382,7 +397,11 @@ mod tests {
                 false,
                 Ok("wss://gateway-us-east1-b.discord.gg/path?v=10&encoding=json&x=1"),
             ),
-            ("ws://127.0.0.1:9000", false, Ok("ws://127.0.0.1:9000/?v=10&encoding=json")),
+            (
+                "ws://127.0.0.1:9000",
+                false,
+                Ok("ws://127.0.0.1:9000/?v=10&encoding=json"),
+            ),
             ("https://discord.com", false, Err(())),
             ("gateway.discord.gg", false, Err(())),
         ];
