@@ -448,7 +448,7 @@ fn arbitrary_frames_never_panic() {
         assert!(!shard.is_finished(), "garbage is never fatal");
         assert!(
             live.0 > 1,
-            "garbage did force reconnects (compress {compress})"
+            "the garbage should have forced reconnects (compress {compress})"
         );
     }
 }
