@@ -1,9 +1,12 @@
 //! Replays every Discord fixture and snapshots the transcript. Each snapshot was reviewed against
 //! the Gateway documentation; `fixtures/discord/generate.py` writes the fixtures.
 
-use openflume_proto::discord::{DiscordConfig, DiscordShard};
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openflume_proto::Output;
+use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
 use openflume_proto::testing::{Fixture, Simulator, Transcript};
-use openflume_proto::{Machine, Output};
 
 /// No log line and no `Debug` rendering may contain the token.
 fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript: &Transcript) {
@@ -30,6 +33,20 @@ fn shard_fixtures() {
         let config: DiscordConfig = serde_json::from_value(fixture.header.config.clone()).unwrap();
         let token = config.token.clone();
         let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
+        let (machine, transcript) = Simulator::run(machine, &fixture);
+        assert_token_hidden(&token, &machine, &transcript);
+        insta::assert_snapshot!(transcript.to_jsonl());
+    });
+}
+
+#[test]
+fn gateway_fixtures() {
+    insta::glob!("../../fixtures/discord_gateway", "*.jsonl", |path| {
+        let fixture = Fixture::load(path).unwrap();
+        let config: DiscordGatewayConfig =
+            serde_json::from_value(fixture.header.config.clone()).unwrap();
+        let token = config.shard.token.clone();
+        let machine = DiscordGateway::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);
         assert_token_hidden(&token, &machine, &transcript);
         insta::assert_snapshot!(transcript.to_jsonl());

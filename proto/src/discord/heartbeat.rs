@@ -70,7 +70,7 @@ impl Heartbeat {
         };
         match liveness {
             Liveness::Ack => true,
-            Liveness::AnyFrame => !self.last_frame_at.is_some_and(|at| at >= sent),
+            Liveness::AnyFrame => self.last_frame_at.is_none_or(|at| at < sent),
         }
     }
 }

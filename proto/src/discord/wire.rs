@@ -262,7 +262,9 @@ mod tests {
 
     #[test]
     fn envelope_in_any_order_with_missing_keys() {
-        let cases: &[(&str, Option<u64>, &str, Option<u64>, Option<&str>)] = &[
+        /// (frame, op, d, s, t)
+        type Case<'a> = (&'a str, Option<u64>, &'a str, Option<u64>, Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (r#"{"op":11}"#, Some(11), "null", None, None),
             (
                 r#"{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"a":1}}"#,

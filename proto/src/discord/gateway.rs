@@ -1,0 +1,550 @@
+//! Several shards of one bot as one machine: one `GET /gateway/bot`, one IDENTIFY limiter shared
+//! by every shard (so a process never identifies faster than Discord allows, however many shards
+//! start at once), and connection ids that stay unique across shards.
+//!
+//! Each shard is a full [`DiscordShard`]; the gateway routes inputs to it by connection id,
+//! lends it the shared limiter, and merges its outputs in shard order. Shard status changes
+//! become `shard.status` logs; the gateway's own status is the aggregate (connected when every
+//! shard is). A fatal close on any shard is fatal for the bot (bad token, intents, shard
+//! layout), so the gateway then closes the other shards and fails.
+
+use super::{DiscordConfig, DiscordShard, IdentifyLimiter, ResumeState, SOURCE, gateway_bot};
+use crate::{
+    Backoff, ConnId, IdCounter, Input, Level, Log, Machine, Millis, Misuse, MonotonicGuard, Now,
+    Output, ReqId, Status, StatusTracker, TimerKind, Timers,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+/// Most shards one gateway runs; a larger count (from configuration or `/gateway/bot`) is refused.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// Configuration of a [`DiscordGateway`].
+///
+/// ```
+/// use openflume_proto::discord::DiscordGatewayConfig;
+/// let config: DiscordGatewayConfig =
+///     serde_json::from_str(r#"{"shard":{"token":"abc.def"},"shard_count":4}"#).unwrap();
+/// assert_eq!(config.shard_count, Some(4));
+/// assert!(!format!("{config:?}").contains("abc.def"));
+/// ```
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscordGatewayConfig {
+    /// Settings every shard shares (token, intents, compression, timeouts, …). Its `shard_id`,
+    /// `shard_count` and `resume` are replaced per shard; with `gateway_url` set, `/gateway/bot`
+    /// is skipped and `max_concurrency` paces IDENTIFYs.
+    pub shard: DiscordConfig,
+    /// Number of shards; default none = the count `/gateway/bot` recommends.
+    pub shard_count: Option<u32>,
+    /// Sessions kept from a previous run, by shard id; default none.
+    pub resume: BTreeMap<u32, ResumeState>,
+}
+
+impl fmt::Debug for DiscordGatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscordGatewayConfig")
+            .field("shard", &self.shard)
+            .field("shard_count", &self.shard_count)
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+impl DiscordGatewayConfig {
+    fn validate(&self) -> Result<(), Misuse> {
+        let bad = |why: String| Err(Misuse::Config(format!("discord gateway: {why}")));
+        match self.shard_count {
+            Some(count) if count == 0 || count > MAX_SHARDS => {
+                return bad(format!("shard_count {count} is not within 1–{MAX_SHARDS}"));
+            }
+            None if self.shard.gateway_url.is_some() => {
+                return bad("shard_count is required with gateway_url".into());
+            }
+            _ => {}
+        }
+        if let (Some(count), Some(&id)) = (self.shard_count, self.resume.keys().next_back())
+            && id >= count
+        {
+            return bad(format!(
+                "resume has shard {id}, not below shard_count {count}"
+            ));
+        }
+        DiscordConfig {
+            shard_id: 0,
+            shard_count: self.shard_count.unwrap_or(1),
+            ..self.shard.clone()
+        }
+        .validate()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GatewayTimer {
+    /// Ask `/gateway/bot` again.
+    Retry,
+}
+
+impl TimerKind for GatewayTimer {
+    const ALL: &'static [GatewayTimer] = &[GatewayTimer::Retry];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Requesting {
+        req: ReqId,
+    },
+    /// Waiting to retry `/gateway/bot`.
+    Waiting,
+    /// Shards exist.
+    Running,
+    Finished,
+}
+
+/// N shards of one bot behind one `/gateway/bot` call and one shared [`IdentifyLimiter`].
+///
+/// Connection ids are interleaved: shard `i` of `n` reports its `k`-th connection as
+/// `(k − 1) · n + i + 1`, so every id is unique and maps back without a table.
+///
+/// ```
+/// use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig};
+/// use openflume_proto::{Input, Machine, Millis, Now, Output, UnixMillis};
+///
+/// let config = DiscordGatewayConfig {
+///     shard: DiscordConfig { gateway_url: Some("wss://gateway.discord.gg".into()), ..DiscordConfig::new("my.bot.token") },
+///     shard_count: Some(2),
+///     ..DiscordGatewayConfig::default()
+/// };
+/// let mut gateway = DiscordGateway::new(config, 7).unwrap();
+/// gateway.handle_input(Now { mono: Millis(0), wall: UnixMillis(0) }, Input::Start).unwrap();
+/// let connects: Vec<u64> = std::iter::from_fn(|| gateway.poll_output())
+///     .filter_map(|out| match out { Output::Connect { conn, .. } => Some(conn.0), _ => None })
+///     .collect();
+/// assert_eq!(connects, vec![1, 2]);
+/// ```
+#[derive(Debug)]
+pub struct DiscordGateway {
+    config: DiscordGatewayConfig,
+    rng: fastrand::Rng,
+    out: VecDeque<Output>,
+    timers: Timers<GatewayTimer>,
+    clock: MonotonicGuard,
+    status: StatusTracker,
+    backoff: Backoff,
+    req_ids: IdCounter,
+    limiter: IdentifyLimiter,
+    phase: Phase,
+    shards: Vec<DiscordShard>,
+    /// Latest status reason per shard, for the aggregate status.
+    reasons: Vec<Option<String>>,
+    /// A shutdown (or a fatal shard) is closing the shards.
+    stopping: bool,
+}
+
+impl DiscordGateway {
+    /// A gateway for `config`, its RNG (and every shard's) seeded from `seed`.
+    pub fn new(config: DiscordGatewayConfig, seed: u64) -> Result<DiscordGateway, Misuse> {
+        config.validate()?;
+        Ok(DiscordGateway {
+            rng: fastrand::Rng::with_seed(seed),
+            out: VecDeque::new(),
+            timers: Timers::new(),
+            clock: MonotonicGuard::default(),
+            status: StatusTracker::default(),
+            backoff: Backoff::new(config.shard.reconnect),
+            req_ids: IdCounter::default(),
+            limiter: IdentifyLimiter::new(config.shard.max_concurrency),
+            phase: Phase::Idle,
+            shards: Vec::new(),
+            reasons: Vec::new(),
+            stopping: false,
+            config,
+        })
+    }
+
+    /// The shards, in id order (empty until `/gateway/bot` answered).
+    pub fn shards(&self) -> &[DiscordShard] {
+        &self.shards
+    }
+
+    /// The resumable session of every shard that has one, by shard id: after
+    /// `Shutdown { keep_session: true }`, what to put in [`DiscordGatewayConfig::resume`].
+    pub fn sessions(&self) -> BTreeMap<u32, ResumeState> {
+        self.shards
+            .iter()
+            .filter_map(|shard| Some((shard.shard()[0], shard.session()?)))
+            .collect()
+    }
+
+    /// The shared IDENTIFY limiter.
+    pub fn identify_limiter(&self) -> &IdentifyLimiter {
+        &self.limiter
+    }
+
+    fn log(&mut self, now: Now, level: Level, action: &str, message: String) {
+        self.out.push_back(Output::Log(Log::new(
+            level, SOURCE, action, message, now.wall,
+        )));
+    }
+
+    fn set_status(&mut self, to: Status, reason: Option<String>) {
+        if let Some(change) = self.status.set(to, reason) {
+            self.out.push_back(Output::Status(change));
+        }
+    }
+
+    fn request_gateway(&mut self, now: Now) {
+        let req = ReqId(self.req_ids.next());
+        let request =
+            gateway_bot::request(&self.config.shard.api_base, self.config.shard.bare_token());
+        self.log(
+            now,
+            Level::Debug,
+            "gateway.request",
+            format!("GET {}", request.url),
+        );
+        self.phase = Phase::Requesting { req };
+        self.out.push_back(Output::Request { req, request });
+    }
+
+    fn retry(&mut self, now: Now, why: String, after_ms: u64) {
+        self.log(now, Level::Warn, "gateway.bot.error", why.clone());
+        let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
+            let attempts = self.backoff.attempts();
+            self.fail(now, format!("gave up after {attempts} attempts ({why})"));
+            return;
+        };
+        let delay = delay.max(after_ms);
+        self.set_status(Status::Reconnecting, Some(why));
+        self.log(
+            now,
+            Level::Info,
+            "reconnect.scheduled",
+            format!("asking /gateway/bot again in {delay} ms"),
+        );
+        self.phase = Phase::Waiting;
+        self.timers.arm(GatewayTimer::Retry, now.mono + delay);
+    }
+
+    fn fail(&mut self, now: Now, why: String) {
+        self.log(now, Level::Error, "gateway.failed", why.clone());
+        self.finish(Status::Failed, why);
+    }
+
+    fn finish(&mut self, status: Status, reason: String) {
+        self.timers.cancel_all();
+        self.phase = Phase::Finished;
+        self.set_status(status, Some(reason));
+    }
+
+    /// Builds and starts the shards.
+    fn launch(&mut self, now: Now, url: String, count: u32) {
+        if count == 0 || count > MAX_SHARDS {
+            self.fail(now, format!("{count} shards is not within 1–{MAX_SHARDS}"));
+            return;
+        }
+        self.log(
+            now,
+            Level::Info,
+            "gateway.shards",
+            format!("starting {count} shard(s)"),
+        );
+        for shard_id in 0..count {
+            let config = DiscordConfig {
+                shard_id,
+                shard_count: count,
+                gateway_url: Some(url.clone()),
+                resume: self.config.resume.get(&shard_id).cloned(),
+                ..self.config.shard.clone()
+            };
+            match DiscordShard::new(config, self.rng.u64(..)) {
+                Ok(shard) => self.shards.push(shard),
+                Err(misuse) => {
+                    self.fail(now, format!("shard {shard_id}: {misuse}"));
+                    return;
+                }
+            }
+        }
+        self.reasons = vec![None; self.shards.len()];
+        self.phase = Phase::Running;
+        for index in 0..self.shards.len() {
+            self.feed(now, index, Input::Start);
+        }
+    }
+
+    /// The id the driver sees for shard `index`'s connection `local`.
+    fn global_conn(&self, index: usize, local: ConnId) -> ConnId {
+        let n = self.shards.len() as u64;
+        ConnId(
+            local
+                .0
+                .saturating_sub(1)
+                .saturating_mul(n)
+                .saturating_add(index as u64 + 1),
+        )
+    }
+
+    /// The shard and its own id for a driver-side connection id.
+    fn route(&self, conn: ConnId) -> Option<(usize, ConnId)> {
+        let n = self.shards.len() as u64;
+        let k = conn.0.checked_sub(1)?;
+        let index = usize::try_from(k.checked_rem(n)?).ok()?;
+        Some((index, ConnId(k / n + 1)))
+    }
+
+    /// Applies `input` to shard `index` with the shared limiter and forwards its outputs.
+    fn feed(&mut self, now: Now, index: usize, input: Input) {
+        let Some(shard) = self.shards.get_mut(index) else {
+            return;
+        };
+        if shard.is_finished() {
+            return;
+        }
+        let result = shard.handle(now, input, &mut self.limiter);
+        if let Err(misuse) = result {
+            self.log(
+                now,
+                Level::Debug,
+                "shard.misuse",
+                format!("shard {index}: {misuse}"),
+            );
+        }
+        while let Some(output) = self
+            .shards
+            .get_mut(index)
+            .and_then(DiscordShard::poll_output)
+        {
+            let output = match output {
+                Output::Connect { conn, url } => Output::Connect {
+                    conn: self.global_conn(index, conn),
+                    url,
+                },
+                Output::Send { conn, frame } => Output::Send {
+                    conn: self.global_conn(index, conn),
+                    frame,
+                },
+                Output::Close { conn, code, reason } => Output::Close {
+                    conn: self.global_conn(index, conn),
+                    code,
+                    reason,
+                },
+                Output::Status(change) => {
+                    let mut log = change.to_log(SOURCE, now.wall);
+                    log.action = "shard.status".to_owned();
+                    log.message = format!("shard {index}/{}: {}", self.shards.len(), log.message);
+                    if let Some(reason) = self.reasons.get_mut(index) {
+                        reason.clone_from(&change.reason);
+                    }
+                    Output::Log(log)
+                }
+                other => other,
+            };
+            self.out.push_back(output);
+        }
+        self.aggregate(now);
+    }
+
+    /// Derives the gateway's status from its shards'.
+    fn aggregate(&mut self, now: Now) {
+        if !matches!(self.phase, Phase::Running) {
+            return;
+        }
+        if self.stopping {
+            if self.shards.iter().all(DiscordShard::is_finished) {
+                self.finish(Status::Disconnected, "shutdown".to_owned());
+            }
+            return;
+        }
+        let reason_of = |gateway: &DiscordGateway, index: usize, fallback: &str| {
+            let reason = gateway.reasons.get(index).cloned().flatten();
+            let n = gateway.shards.len();
+            format!(
+                "shard {index}/{n}: {}",
+                reason.unwrap_or_else(|| fallback.to_owned())
+            )
+        };
+        let statuses: Vec<Status> = self.shards.iter().map(DiscordShard::status).collect();
+        if let Some(index) = statuses.iter().position(|&s| s == Status::Failed) {
+            let reason = reason_of(self, index, "failed");
+            self.log(
+                now,
+                Level::Error,
+                "gateway.failed",
+                format!("{reason}: closing every shard"),
+            );
+            self.stopping = true;
+            for other in 0..self.shards.len() {
+                self.feed(
+                    now,
+                    other,
+                    Input::Shutdown {
+                        keep_session: false,
+                    },
+                );
+            }
+            // Every close frame is out; a failed source takes no more input.
+            self.finish(Status::Failed, reason);
+        } else if statuses.iter().all(|&s| s == Status::Connected) {
+            self.set_status(Status::Connected, None);
+        } else if let Some(index) = statuses.iter().position(|&s| s == Status::Reconnecting) {
+            let reason = reason_of(self, index, "reconnecting");
+            self.set_status(Status::Reconnecting, Some(reason));
+        } else {
+            self.set_status(Status::Connecting, None);
+        }
+    }
+
+    fn on_shutdown(&mut self, now: Now, keep_session: bool) {
+        if !matches!(self.phase, Phase::Running) {
+            self.finish(Status::Disconnected, "shutdown".to_owned());
+            return;
+        }
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for index in 0..self.shards.len() {
+            self.feed(now, index, Input::Shutdown { keep_session });
+        }
+        self.aggregate(now);
+    }
+}
+
+impl Machine for DiscordGateway {
+    fn source(&self) -> &str {
+        SOURCE
+    }
+
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        if matches!(self.phase, Phase::Finished) {
+            return Err(Misuse::Finished);
+        }
+        let now = self.clock.observe(now);
+        match input {
+            Input::Start => {
+                if !matches!(self.phase, Phase::Idle) {
+                    return Err(Misuse::AlreadyStarted);
+                }
+                self.set_status(Status::Connecting, None);
+                match (&self.config.shard.gateway_url, self.config.shard_count) {
+                    (Some(url), Some(count)) => {
+                        let url = url.clone();
+                        self.launch(now, url, count);
+                    }
+                    _ => self.request_gateway(now),
+                }
+            }
+            _ if matches!(self.phase, Phase::Idle) => return Err(Misuse::NotStarted),
+            Input::Timer => {
+                for timer in self.timers.take_expired(now.mono) {
+                    match timer {
+                        GatewayTimer::Retry if matches!(self.phase, Phase::Waiting) => {
+                            self.request_gateway(now);
+                        }
+                        GatewayTimer::Retry => {}
+                    }
+                }
+                for index in 0..self.shards.len() {
+                    let due = self
+                        .shards
+                        .get(index)
+                        .and_then(DiscordShard::poll_timeout)
+                        .is_some_and(|at| at <= now.mono);
+                    if due {
+                        self.feed(now, index, Input::Timer);
+                    }
+                }
+            }
+            Input::Opened { conn }
+            | Input::Frame { conn, .. }
+            | Input::Closed { conn, .. }
+            | Input::ConnectFailed { conn, .. } => match self.route(conn) {
+                Some((index, local)) => {
+                    let input = match input {
+                        Input::Opened { .. } => Input::Opened { conn: local },
+                        Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
+                        Input::Closed { code, reason, .. } => Input::Closed {
+                            conn: local,
+                            code,
+                            reason,
+                        },
+                        Input::ConnectFailed { error, .. } => {
+                            Input::ConnectFailed { conn: local, error }
+                        }
+                        other => other,
+                    };
+                    self.feed(now, index, input);
+                }
+                None => self.log(
+                    now,
+                    Level::Debug,
+                    "ws.stale",
+                    format!("ignored input for unknown connection {}", conn.0),
+                ),
+            },
+            Input::Response { req, response } => {
+                if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
+                    self.log(
+                        now,
+                        Level::Debug,
+                        "http.stale",
+                        format!("ignored the response to an old request {}", req.0),
+                    );
+                    return Ok(());
+                }
+                match gateway_bot::outcome(&response, self.config.shard.compress) {
+                    gateway_bot::Outcome::Ready(body) => {
+                        if let Some(limit) = body.session_start_limit {
+                            self.limiter.set_session_start_limit(limit, now.mono);
+                        }
+                        let (message, detail) = gateway_bot::describe(&body);
+                        let mut log =
+                            Log::new(Level::Info, SOURCE, "gateway.bot", message, now.wall);
+                        log.detail = Some(detail);
+                        self.out.push_back(Output::Log(log));
+                        let count = self.config.shard_count.or(body.shards).unwrap_or(1);
+                        self.launch(now, body.url, count);
+                    }
+                    gateway_bot::Outcome::Retry { why, after_ms } => self.retry(now, why, after_ms),
+                    gateway_bot::Outcome::Fatal(why) => self.fail(now, why),
+                }
+            }
+            Input::RequestFailed { req, error } => {
+                if matches!(self.phase, Phase::Requesting { req: current } if current == req) {
+                    self.retry(now, format!("GET /gateway/bot failed: {error}"), 0);
+                }
+            }
+            Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        if matches!(self.phase, Phase::Finished) {
+            return None;
+        }
+        self.shards
+            .iter()
+            .filter_map(DiscordShard::poll_timeout)
+            .chain(self.timers.next_deadline())
+            .min()
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished)
+    }
+
+    fn status(&self) -> Status {
+        self.status.current()
+    }
+}

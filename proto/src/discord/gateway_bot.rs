@@ -1,0 +1,152 @@
+//! `GET /gateway/bot`: where to connect, how many shards Discord recommends, and the IDENTIFY
+//! limits. One request serves a standalone shard or a whole [`DiscordGateway`](super::DiscordGateway).
+
+use super::wire::{self, GatewayBot};
+use crate::{HttpRequest, HttpResponse};
+
+/// The `User-Agent` Discord asks REST clients to send.
+const USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/openflume/openflume, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
+/// What a `/gateway/bot` answer means for the caller.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A usable answer.
+    Ready(GatewayBot),
+    /// Try again after at least `after_ms`.
+    Retry { why: String, after_ms: u64 },
+    /// The token was refused: retrying cannot help.
+    Fatal(String),
+}
+
+/// The request, for `api_base` (`https://discord.com/api/v10`) and a bare token.
+pub(crate) fn request(api_base: &str, token: &str) -> HttpRequest {
+    let url = format!("{}/gateway/bot", api_base.trim_end_matches('/'));
+    HttpRequest::new("GET", url)
+        .header("Authorization", format!("Bot {token}"))
+        .header("User-Agent", USER_AGENT)
+}
+
+/// Reads a response: 2xx with a usable URL is ready; 401 and 403 are fatal; anything else is
+/// retried (429 after its `Retry-After`).
+pub(crate) fn outcome(response: &HttpResponse, compress: bool) -> Outcome {
+    match response.status {
+        200..=299 => {}
+        401 | 403 => {
+            return Outcome::Fatal(format!(
+                "HTTP {} from /gateway/bot: the bot token was rejected",
+                response.status
+            ));
+        }
+        status => {
+            let after_ms = response
+                .header("retry-after")
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .filter(|secs| secs.is_finite() && *secs >= 0.0)
+                .map_or(0, |secs| (secs.min(86_400.0) * 1000.0).ceil() as u64);
+            return Outcome::Retry {
+                why: format!("HTTP {status} from /gateway/bot"),
+                after_ms,
+            };
+        }
+    }
+    let body = match serde_json::from_slice::<GatewayBot>(response.body.as_slice()) {
+        Ok(body) => body,
+        Err(error) => {
+            return Outcome::Retry {
+                why: format!("invalid /gateway/bot body: {error}"),
+                after_ms: 0,
+            };
+        }
+    };
+    if let Err(error) = wire::connect_url(&body.url, compress) {
+        return Outcome::Retry {
+            why: format!("unusable gateway URL from /gateway/bot: {error}"),
+            after_ms: 0,
+        };
+    }
+    Outcome::Ready(body)
+}
+
+/// The `gateway.bot` log line and its detail.
+pub(crate) fn describe(body: &GatewayBot) -> (String, serde_json::Value) {
+    let mut message = format!("gateway {}", body.url);
+    if let Some(shards) = body.shards {
+        message.push_str(&format!(", {shards} shard(s) recommended"));
+    }
+    if let Some(limit) = body.session_start_limit {
+        message.push_str(&format!(
+            ", {}/{} session starts left (refill in {} ms), max_concurrency {}",
+            limit.remaining, limit.total, limit.reset_after, limit.max_concurrency
+        ));
+    }
+    let detail = serde_json::json!({
+        "url": body.url,
+        "shards": body.shards,
+        "sessionStartLimit": body.session_start_limit,
+    });
+    (message, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        let ok = r#"{"url":"wss://gateway.discord.gg","shards":2,"session_start_limit":{"total":1000,"remaining":5,"reset_after":10,"max_concurrency":1}}"#;
+        assert!(
+            matches!(outcome(&response(200, &[], ok), true), Outcome::Ready(b) if b.shards == Some(2))
+        );
+        assert!(matches!(
+            outcome(&response(200, &[], r#"{"url":"wss://g"}"#), true),
+            Outcome::Ready(b) if b.session_start_limit.is_none()
+        ));
+        /// (status, headers, body, retry delay; `None` = fatal)
+        type Case<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, Option<u64>);
+        let cases: &[Case<'_>] = &[
+            (401, &[], "", None),
+            (403, &[], "", None),
+            (500, &[], "", Some(0)),
+            (429, &[("Retry-After", "2.5")], "", Some(2500)),
+            (429, &[("retry-after", "soon")], "", Some(0)),
+            (429, &[("retry-after", "1e300")], "", Some(86_400_000)),
+            (200, &[], "not json", Some(0)),
+            (200, &[], r#"{"url":"https://discord.com"}"#, Some(0)),
+            (200, &[], r#"{"shards":1}"#, Some(0)),
+        ];
+        for &(status, headers, body, expected) in cases {
+            let got = match outcome(&response(status, headers, body), false) {
+                Outcome::Fatal(_) => None,
+                Outcome::Retry { after_ms, .. } => Some(after_ms),
+                Outcome::Ready(_) => panic!("{status} {body}"),
+            };
+            assert_eq!(got, expected, "{status} {headers:?} {body}");
+        }
+    }
+
+    #[test]
+    fn request_carries_the_token_and_hides_it_in_debug() {
+        let req = request("https://discord.com/api/v10/", "abc.def");
+        assert_eq!(req.url, "https://discord.com/api/v10/gateway/bot");
+        assert_eq!(
+            req.headers[0],
+            ("Authorization".into(), "Bot abc.def".into())
+        );
+        assert!(!format!("{req:?}").contains("abc.def"));
+    }
+}

@@ -1,0 +1,567 @@
+//! [`DiscordShard`]: one Gateway session over one connection at a time.
+//!
+//! This file holds the state, the input dispatch and the opening of connections; `inbound`
+//! reads what arrives on a connection (HELLO, dispatches, op 1/7/9/11) and writes the handshake,
+//! `lifecycle` handles deadlines, closes, reconnects and shutdown.
+
+mod inbound;
+mod lifecycle;
+
+use super::heartbeat::Heartbeat;
+use super::session::Session;
+use super::{
+    DiscordConfig, IdentifyLimiter, IdentifyWait, ResumeState, SOURCE, SendLimiter, ZlibStream,
+    gateway_bot, wire,
+};
+use crate::{
+    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis, Misuse,
+    MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers, redact,
+};
+use std::collections::VecDeque;
+
+/// Close code for every close that should leave the session resumable.
+const CLOSE_RESUMABLE: u16 = 4000;
+/// Close code that ends the session: final shutdown only.
+const CLOSE_NORMAL: u16 = 1000;
+
+/// Random wait before a fresh IDENTIFY after op 9 `false`, in ms.
+const INVALID_SESSION_WAIT_MS: std::ops::RangeInclusive<u64> = 1_000..=5_000;
+
+/// The shard's deadlines, in firing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The server never answered our close frame.
+    CloseTimeout,
+    /// No HELLO (or no handshake) in time.
+    HelloTimeout,
+    /// No READY or RESUMED in time.
+    ReadyTimeout,
+    /// The next heartbeat is due.
+    Heartbeat,
+    /// A deferred answer to op 1 may go now.
+    SendRetry,
+    /// The identify limiter may have a permit now.
+    IdentifyPermit,
+    /// Open the next connection (or retry `/gateway/bot`).
+    Reconnect,
+}
+
+impl TimerKind for Timer {
+    const ALL: &'static [Timer] = &[
+        Timer::CloseTimeout,
+        Timer::HelloTimeout,
+        Timer::ReadyTimeout,
+        Timer::Heartbeat,
+        Timer::SendRetry,
+        Timer::IdentifyPermit,
+        Timer::Reconnect,
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a connection is in its handshake.
+#[derive(Debug)]
+enum Stage {
+    /// `Connect` sent, not opened yet.
+    Connecting,
+    /// Open, waiting for HELLO.
+    AwaitingHello,
+    /// HELLO seen; the IDENTIFY waits for the identify limiter.
+    WaitingPermit,
+    /// IDENTIFY sent, waiting for READY.
+    Identifying,
+    /// RESUME sent, waiting for RESUMED; counts replayed dispatches.
+    Resuming { replayed: u64 },
+    /// READY or RESUMED seen.
+    Ready,
+    /// Close frame sent; waiting for the server's.
+    Closing { then: AfterClose },
+}
+
+/// What follows the end of a connection the machine closed.
+#[derive(Debug)]
+enum AfterClose {
+    /// Reconnect, after at least `min_delay` ms.
+    Reconnect { reason: String, min_delay: u64 },
+    /// Finish as disconnected.
+    Stop { reason: String },
+}
+
+/// One WebSocket connection.
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    /// Opened on the session's resume URL (so a failure falls back to the original URL).
+    via_resume_url: bool,
+    stage: Stage,
+    /// Present from HELLO on.
+    heartbeat: Option<Heartbeat>,
+    limiter: SendLimiter,
+    /// An answer to the server's op 1 waits for a send permit.
+    reply_pending: bool,
+    /// The zlib-stream context when compression is on.
+    inflate: Option<ZlibStream>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Before `Start`.
+    Idle,
+    /// Waiting for `GET /gateway/bot`.
+    Requesting { req: ReqId },
+    /// No connection; the reconnect timer is armed.
+    Waiting,
+    /// A connection exists.
+    Live(Box<Conn>),
+    /// Shut down or failed.
+    Finished,
+}
+
+/// Why a frame was not sent.
+enum SendError {
+    TooLarge,
+    RateLimited(Millis),
+}
+
+/// One Discord Gateway shard: one session, one connection at a time. See the [module
+/// docs](crate::discord) for the behaviour.
+///
+/// ```
+/// use openflume_proto::discord::{DiscordConfig, DiscordShard};
+/// use openflume_proto::{ConnId, Frame, Input, Machine, Millis, Now, Output, UnixMillis};
+///
+/// let config = DiscordConfig {
+///     gateway_url: Some("wss://gateway.discord.gg".into()),
+///     compress: false,
+///     ..DiscordConfig::new("my.bot.token")
+/// };
+/// let mut shard = DiscordShard::new(config, 7).unwrap();
+/// let mut now = Now { mono: Millis(0), wall: UnixMillis(0) };
+/// let mut step = |shard: &mut DiscordShard, now: Now, input: Input| {
+///     shard.handle_input(now, input).unwrap();
+///     std::iter::from_fn(|| shard.poll_output()).collect::<Vec<_>>()
+/// };
+/// let out = step(&mut shard, now, Input::Start);
+/// assert!(out.iter().any(|o| matches!(o, Output::Connect { url, .. }
+///     if url == "wss://gateway.discord.gg/?v=10&encoding=json")));
+/// step(&mut shard, now, Input::Opened { conn: ConnId(1) });
+/// let hello = r#"{"op":10,"d":{"heartbeat_interval":41250}}"#;
+/// let out = step(&mut shard, now, Input::Frame { conn: ConnId(1), frame: Frame::Text(hello.into()) });
+/// assert!(out.iter().any(|o| matches!(o, Output::Send { frame: Frame::Text(text), .. } if text.contains(r#""op":2"#))));
+/// assert!(shard.poll_timeout().is_some()); // the first heartbeat
+/// ```
+#[derive(Debug)]
+pub struct DiscordShard {
+    config: DiscordConfig,
+    rng: fastrand::Rng,
+    out: VecDeque<Output>,
+    timers: Timers<Timer>,
+    clock: MonotonicGuard,
+    status: StatusTracker,
+    backoff: Backoff,
+    conn_ids: IdCounter,
+    req_ids: IdCounter,
+    /// The shard's own IDENTIFY limiter; a [`DiscordGateway`] lends a shared one instead.
+    limiter: IdentifyLimiter,
+    session: Session,
+    /// The Gateway URL without query, from the configuration or `/gateway/bot`.
+    gateway_url: Option<String>,
+    phase: Phase,
+    /// Round trip of the last acknowledged heartbeat, in ms.
+    heartbeat_rtt: Option<u64>,
+    /// `"shard 1/4: "` when there are several shards, so their logs stay apart.
+    log_prefix: String,
+}
+
+impl DiscordShard {
+    /// A shard for `config`, its RNG seeded with `seed`. Fails with [`Misuse::Config`] when the
+    /// configuration cannot work (no token, shard id out of range, …).
+    pub fn new(config: DiscordConfig, seed: u64) -> Result<DiscordShard, Misuse> {
+        config.validate()?;
+        let session = config
+            .resume
+            .clone()
+            .map(Session::restore)
+            .unwrap_or_default();
+        let log_prefix = if config.shard_count > 1 {
+            format!("shard {}/{}: ", config.shard_id, config.shard_count)
+        } else {
+            String::new()
+        };
+        Ok(DiscordShard {
+            rng: fastrand::Rng::with_seed(seed),
+            out: VecDeque::new(),
+            timers: Timers::new(),
+            clock: MonotonicGuard::default(),
+            status: StatusTracker::default(),
+            backoff: Backoff::new(config.reconnect),
+            conn_ids: IdCounter::default(),
+            req_ids: IdCounter::default(),
+            limiter: IdentifyLimiter::new(config.max_concurrency),
+            session,
+            gateway_url: config.gateway_url.clone(),
+            phase: Phase::Idle,
+            heartbeat_rtt: None,
+            log_prefix,
+            config,
+        })
+    }
+
+    /// The session as it stands: after `Shutdown { keep_session: true }` the one to put in
+    /// [`DiscordConfig::resume`] on the next start. `None` when there is nothing resumable
+    /// (no READY yet, a READY without `session_id`, or a shutdown that ended the session).
+    pub fn session(&self) -> Option<ResumeState> {
+        self.session.resume_state()
+    }
+
+    /// Round trip of the last acknowledged heartbeat, in ms.
+    pub fn heartbeat_rtt(&self) -> Option<u64> {
+        self.heartbeat_rtt
+    }
+
+    /// This shard's `[shard_id, shard_count]`.
+    pub fn shard(&self) -> [u32; 2] {
+        [self.config.shard_id, self.config.shard_count]
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DiscordConfig {
+        &self.config
+    }
+
+    /// Applies one input, taking IDENTIFY permits from `limiter`: the shard's own when it runs
+    /// alone, the shared one under a [`DiscordGateway`].
+    pub(crate) fn handle(
+        &mut self,
+        now: Now,
+        input: Input,
+        limiter: &mut IdentifyLimiter,
+    ) -> Result<(), Misuse> {
+        if matches!(self.phase, Phase::Finished) {
+            return Err(Misuse::Finished);
+        }
+        let now = self.clock.observe(now);
+        match input {
+            Input::Start => {
+                if !matches!(self.phase, Phase::Idle) {
+                    return Err(Misuse::AlreadyStarted);
+                }
+                self.set_status(Status::Connecting, None);
+                self.open_next(now, limiter);
+            }
+            _ if matches!(self.phase, Phase::Idle) => return Err(Misuse::NotStarted),
+            Input::Timer => self.on_timer(now, limiter),
+            Input::Opened { conn } => self.on_opened(now, conn),
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame, limiter),
+            Input::Closed { conn, code, reason } => self.on_closed(now, conn, code, &reason),
+            Input::ConnectFailed { conn, error } => {
+                if self.is_current(conn) {
+                    self.connect_failed(now, &error);
+                } else {
+                    self.stale(now, "connect.failed", conn);
+                }
+            }
+            Input::Response { req, response } => self.on_response(now, req, response, limiter),
+            Input::RequestFailed { req, error } => {
+                if matches!(self.phase, Phase::Requesting { req: current } if current == req) {
+                    self.log(
+                        now,
+                        Level::Warn,
+                        "gateway.bot.error",
+                        format!("GET /gateway/bot failed: {error}"),
+                    );
+                    self.schedule_reconnect(now, format!("GET /gateway/bot failed: {error}"), 0);
+                } else {
+                    self.log(
+                        now,
+                        Level::Debug,
+                        "http.stale",
+                        format!("ignored the failure of an old request {}", req.0),
+                    );
+                }
+            }
+            Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
+        }
+        Ok(())
+    }
+
+    // ---- output helpers ----
+
+    fn emit(&mut self, output: Output) {
+        self.out.push_back(output);
+    }
+
+    fn log(&mut self, now: Now, level: Level, action: &str, message: String) {
+        self.log_with(now, level, action, message, None);
+    }
+
+    fn log_with(
+        &mut self,
+        now: Now,
+        level: Level,
+        action: &str,
+        message: String,
+        detail: Option<serde_json::Value>,
+    ) {
+        let mut log = Log::new(
+            level,
+            SOURCE,
+            action,
+            format!("{}{message}", self.log_prefix),
+            now.wall,
+        );
+        log.detail = detail;
+        self.emit(Output::Log(log));
+    }
+
+    fn set_status(&mut self, to: Status, reason: Option<String>) {
+        if let Some(change) = self.status.set(to, reason) {
+            self.emit(Output::Status(change));
+        }
+    }
+
+    fn stale(&mut self, now: Now, what: &str, conn: ConnId) {
+        self.log(
+            now,
+            Level::Debug,
+            "ws.stale",
+            format!("ignored {what} for old connection {}", conn.0),
+        );
+    }
+
+    fn arm(&mut self, timer: Timer, now: Now, after_ms: u64) {
+        self.timers.arm(timer, now.mono + after_ms);
+    }
+
+    fn arm_at(&mut self, timer: Timer, now: Now, at: Millis) {
+        self.timers.arm(timer, at.max(now.mono));
+    }
+
+    fn conn(&mut self) -> Option<&mut Conn> {
+        match &mut self.phase {
+            Phase::Live(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn is_current(&self, id: ConnId) -> bool {
+        matches!(&self.phase, Phase::Live(conn) if conn.id == id)
+    }
+
+    // ---- opening connections ----
+
+    /// Fetches the gateway URL when unknown, else opens a connection, once IDENTIFY may go.
+    fn open_next(&mut self, now: Now, limiter: &IdentifyLimiter) {
+        let Some(gateway_url) = self.gateway_url.clone() else {
+            self.request_gateway(now);
+            return;
+        };
+        if !self.session.is_resumable()
+            && let Some(wait) = limiter.wait(self.config.shard_id, now.mono)
+        {
+            let ms = wait.until() - now.mono;
+            match wait {
+                IdentifyWait::Budget { .. } => self.log_with(
+                    now,
+                    Level::Warn,
+                    "identify.budget",
+                    format!(
+                        "the daily session-start budget is spent: waiting {ms} ms for Discord to refill it before identifying"
+                    ),
+                    Some(serde_json::json!({ "waitMs": ms })),
+                ),
+                _ => self.log_with(
+                    now,
+                    Level::Info,
+                    "identify.wait",
+                    format!(
+                        "waiting {ms} ms for identify bucket {} before connecting",
+                        limiter.bucket(self.config.shard_id)
+                    ),
+                    Some(serde_json::json!({ "waitMs": ms })),
+                ),
+            }
+            self.phase = Phase::Waiting;
+            self.arm_at(Timer::Reconnect, now, wait.until());
+            return;
+        }
+        self.connect(now, &gateway_url);
+    }
+
+    fn request_gateway(&mut self, now: Now) {
+        let req = ReqId(self.req_ids.next());
+        let request = gateway_bot::request(&self.config.api_base, self.config.bare_token());
+        self.log(
+            now,
+            Level::Debug,
+            "gateway.request",
+            format!("GET {}", request.url),
+        );
+        self.phase = Phase::Requesting { req };
+        self.emit(Output::Request { req, request });
+    }
+
+    fn on_response(
+        &mut self,
+        now: Now,
+        req: ReqId,
+        response: HttpResponse,
+        limiter: &mut IdentifyLimiter,
+    ) {
+        if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
+            self.log(
+                now,
+                Level::Debug,
+                "http.stale",
+                format!("ignored the response to an old request {}", req.0),
+            );
+            return;
+        }
+        match gateway_bot::outcome(&response, self.config.compress) {
+            gateway_bot::Outcome::Ready(body) => {
+                if let Some(limit) = body.session_start_limit {
+                    limiter.set_session_start_limit(limit, now.mono);
+                }
+                let (message, detail) = gateway_bot::describe(&body);
+                self.log_with(now, Level::Info, "gateway.bot", message, Some(detail));
+                self.gateway_url = Some(body.url);
+                self.open_next(now, limiter);
+            }
+            gateway_bot::Outcome::Retry { why, after_ms } => {
+                self.log(now, Level::Warn, "gateway.bot.error", why.clone());
+                self.schedule_reconnect(now, why, after_ms);
+            }
+            gateway_bot::Outcome::Fatal(why) => self.fail(now, "gateway.bot.error", why),
+        }
+    }
+
+    /// Opens a connection: to the resume URL when resuming, else to the gateway URL.
+    fn connect(&mut self, now: Now, gateway_url: &str) {
+        let resume_url = if self.session.is_resumable() {
+            self.session.resume_url().map(str::to_owned)
+        } else {
+            None
+        };
+        let mut target = None;
+        if let Some(resume_url) = resume_url {
+            match wire::connect_url(&resume_url, self.config.compress) {
+                Ok(url) => target = Some((url, true)),
+                Err(error) => {
+                    self.log(
+                        now,
+                        Level::Warn,
+                        "session.resume_url",
+                        format!("unusable resume_gateway_url ({error}): resuming through the gateway URL"),
+                    );
+                    self.session.resume_url_failed();
+                }
+            }
+        }
+        let (url, via_resume_url) = match target {
+            Some(target) => target,
+            None => match wire::connect_url(gateway_url, self.config.compress) {
+                Ok(url) => (url, false),
+                Err(error) => {
+                    self.fail(
+                        now,
+                        "connect.failed",
+                        format!("unusable gateway URL: {error}"),
+                    );
+                    return;
+                }
+            },
+        };
+        let id = ConnId(self.conn_ids.next());
+        let inflate = self
+            .config
+            .compress
+            .then(|| ZlibStream::new(self.config.max_message_bytes));
+        self.phase = Phase::Live(Box::new(Conn {
+            id,
+            via_resume_url,
+            stage: Stage::Connecting,
+            heartbeat: None,
+            limiter: SendLimiter::new(),
+            reply_pending: false,
+            inflate,
+        }));
+        self.arm(Timer::HelloTimeout, now, self.config.hello_timeout_ms);
+        self.log(
+            now,
+            Level::Info,
+            "connect.start",
+            format!("connecting to {}", redact::url(&url)),
+        );
+        self.emit(Output::Connect { conn: id, url });
+    }
+
+    fn on_opened(&mut self, now: Now, id: ConnId) {
+        if !self.is_current(id) {
+            self.stale(now, "open", id);
+            return;
+        }
+        let hello_timeout = self.config.hello_timeout_ms;
+        if let Some(conn) = self.conn()
+            && matches!(conn.stage, Stage::Connecting)
+        {
+            conn.stage = Stage::AwaitingHello;
+            self.arm(Timer::HelloTimeout, now, hello_timeout);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Now, error: &str) {
+        let via_resume_url = self.conn().is_some_and(|conn| conn.via_resume_url);
+        self.leave_connection();
+        if via_resume_url {
+            self.session.resume_url_failed();
+            self.log(
+                now,
+                Level::Warn,
+                "connect.failed",
+                format!(
+                    "could not connect to the resume URL ({error}): resuming through the gateway URL next"
+                ),
+            );
+        } else {
+            self.log(
+                now,
+                Level::Warn,
+                "connect.failed",
+                format!("could not connect: {error}"),
+            );
+        }
+        self.schedule_reconnect(now, format!("connect failed: {error}"), 0);
+    }
+}
+
+impl Machine for DiscordShard {
+    fn source(&self) -> &str {
+        SOURCE
+    }
+
+    fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
+        let mut limiter = std::mem::take(&mut self.limiter);
+        let result = self.handle(now, input, &mut limiter);
+        self.limiter = limiter;
+        result
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next_deadline()
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished)
+    }
+
+    fn status(&self) -> Status {
+        self.status.current()
+    }
+}
