@@ -1921,7 +1921,13 @@ mod tests {
             sim.inject(DiscordAction::Messages(1));
             assert_eq!(next_json(&mut ws).await["s"], 7);
 
-            let records = sim.records();
+            // A dispatch is recorded once written, which may be just after the client read it.
+            let records = sim
+                .wait_for(STEP_WAIT, |r| {
+                    (r.seqs(&session_id).len() == 7).then(|| r.clone())
+                })
+                .await
+                .unwrap();
             assert_eq!(
                 records.resumes.last().unwrap().outcome,
                 ResumeOutcome::Resumed { replayed: 3 }
@@ -2194,7 +2200,7 @@ mod tests {
                     },
                     schedule: Vec::new(),
                 }
-                .at(Duration::from_millis(300), DiscordAction::Reconnect),
+                .at(Duration::from_secs(1), DiscordAction::Reconnect),
                 ..DiscordConfig::default()
             })
             .await;
@@ -2208,6 +2214,34 @@ mod tests {
                 seen.push(payload["s"].as_u64().unwrap());
             }
             assert_eq!(seen, vec![3, 4, 5, 6, 7], "five messages, then op 7");
+        });
+    }
+
+    #[test]
+    fn stopping_closes_with_1001_and_dropping_cuts_the_connection() {
+        smol::block_on(async {
+            let sim = start(DiscordConfig::default()).await;
+            let (mut ws, _) = ready(&sim).await;
+            let stopping = smol::spawn(sim.stop());
+            match next_message(&mut ws).await {
+                Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+                other => panic!("expected close 1001, got {other:?}"),
+            }
+            drop(ws);
+            within("stop", stopping).await;
+
+            let sim = start(DiscordConfig::default()).await;
+            let addr = sim.local_addr();
+            let (mut ws, _) = ready(&sim).await;
+            drop(sim);
+            assert!(
+                next_message(&mut ws).await.is_none(),
+                "no close frame after a drop"
+            );
+            assert!(
+                smol::net::TcpStream::connect(addr).await.is_err(),
+                "no longer listening"
+            );
         });
     }
 }

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -144,46 +144,50 @@ pub(crate) trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
-/// A one-shot broadcast: every waiter wakes once [`Signal::fire`] was called (or the signal was
-/// dropped). Used for "the simulator is stopping" and "the first client connected".
+/// A one-shot broadcast: every waiter wakes once [`Signal::fire`] was called. Used for "the
+/// simulator is stopping" and "the first client connected".
+///
+/// Dropping a signal does not fire it: a simulator that is dropped cancels its connections
+/// without telling them, so they end without a close frame.
 #[derive(Debug)]
 pub(crate) struct Signal {
-    sender: Mutex<Option<Sender<()>>>,
+    sender: Sender<()>,
     receiver: Receiver<()>,
 }
 
 impl Signal {
     pub(crate) fn new() -> Signal {
         let (sender, receiver) = smol::channel::bounded(1);
-        Signal {
-            sender: Mutex::new(Some(sender)),
-            receiver,
-        }
+        Signal { sender, receiver }
     }
 
     /// Wakes every waiter, now and later. Idempotent.
     pub(crate) fn fire(&self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.sender.close();
     }
 
     /// A waiter that can outlive a borrow of the signal.
     pub(crate) fn waiter(&self) -> Shutdown {
-        Shutdown(self.receiver.clone())
+        Shutdown {
+            receiver: self.receiver.clone(),
+            _keep_open: self.sender.clone(),
+        }
     }
 }
 
 /// Resolves once a [`Signal`] fired.
 #[derive(Clone, Debug)]
-pub(crate) struct Shutdown(Receiver<()>);
+pub(crate) struct Shutdown {
+    receiver: Receiver<()>,
+    /// Keeps the channel open when the signal itself is dropped.
+    _keep_open: Sender<()>,
+}
 
 impl Shutdown {
     /// Waits for the signal (at once when it already fired).
     pub(crate) async fn wait(&self) {
-        // Nothing is ever sent: `recv` ends with `Closed` when the sender is dropped.
-        let _ = self.0.recv().await;
+        // Nothing is ever sent: `recv` ends with `Closed` when the signal fires.
+        let _ = self.receiver.recv().await;
     }
 }
 
@@ -229,9 +233,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stopping.fire();
-        // Dropping the task cancels the accept loop, which drops (and so cancels) every
-        // connection task it owns.
+        // Cancels the accept loop, which drops (and so cancels) every connection task it owns:
+        // the sockets close without a WebSocket close frame.
         self.task.take();
     }
 }

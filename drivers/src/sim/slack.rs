@@ -944,6 +944,10 @@ impl Slack {
         }
         if state.tickets.len() >= MAX_TICKETS {
             state.tickets.retain(|_, used| !*used);
+            if state.tickets.len() >= MAX_TICKETS {
+                // A client that asks for URLs it never uses: the old tickets expire.
+                state.tickets.clear();
+            }
         }
         let ticket = fake::uuid(&mut state.rng);
         state.tickets.insert(ticket.clone(), false);
@@ -1052,6 +1056,7 @@ impl Service for Slack {
             ws,
             outbound: rx,
             close_at: None,
+            shutdown: shutdown.clone(),
         };
         if open > self.config.max_connections {
             self.lock().records.connections.push(SocketConnection {
@@ -1064,7 +1069,7 @@ impl Service for Slack {
                 .await;
             socket.close(1000, "").await;
         } else {
-            socket.run(open, shutdown).await;
+            socket.run(open).await;
         }
         socket.retire();
         self.lock().conns.remove(&conn);
@@ -1156,10 +1161,12 @@ struct Socket<'a> {
     outbound: Receiver<Outbound>,
     /// When a `disconnect` was sent: the close it announced.
     close_at: Option<Instant>,
+    shutdown: Shutdown,
 }
 
 impl Socket<'_> {
-    async fn run(&mut self, num_connections: usize, shutdown: Shutdown) {
+    async fn run(&mut self, num_connections: usize) {
+        let shutdown = self.shutdown.clone();
         let hello = json!({
             "type": "hello",
             "num_connections": num_connections,
@@ -1204,7 +1211,7 @@ impl Socket<'_> {
             .sim
             .config
             .ping_interval
-            .map(|every| Instant::now() + every);
+            .and_then(|every| Instant::now().checked_add(every));
         loop {
             let next = {
                 let ws = &mut self.ws;
@@ -1260,7 +1267,7 @@ impl Socket<'_> {
                         .sim
                         .config
                         .ping_interval
-                        .map(|every| Instant::now() + every);
+                        .and_then(|every| Instant::now().checked_add(every));
                     match self
                         .ws
                         .send(Message::Ping(WsBytes::from_static(b"ping")))
@@ -1403,8 +1410,11 @@ impl Socket<'_> {
                     self.close(1000, "").await;
                     return Flow::End;
                 }
-                let close_at = Instant::now() + self.sim.config.disconnect_close_after;
-                self.close_at = Some(self.close_at.map_or(close_at, |at| at.min(close_at)));
+                if let Some(close_at) =
+                    Instant::now().checked_add(self.sim.config.disconnect_close_after)
+                {
+                    self.close_at = Some(self.close_at.map_or(close_at, |at| at.min(close_at)));
+                }
                 return Flow::Continue;
             }
             SlackAction::DropConnection => return Flow::End,
@@ -1481,13 +1491,21 @@ impl Socket<'_> {
         loop {
             let tcp = self.ws.get_mut().tcp();
             let outbound = &self.outbound;
+            let shutdown = &self.shutdown;
             enum Silent {
                 Read(usize),
                 Outbound(Option<Outbound>),
+                Shutdown,
             }
             let next = futures_lite::future::or(
                 async { Silent::Read(tcp.read(&mut buf).await.unwrap_or(0)) },
-                async { Silent::Outbound(outbound.recv().await.ok()) },
+                futures_lite::future::or(
+                    async { Silent::Outbound(outbound.recv().await.ok()) },
+                    async {
+                        shutdown.wait().await;
+                        Silent::Shutdown
+                    },
+                ),
             )
             .await;
             match next {
@@ -1495,12 +1513,11 @@ impl Socket<'_> {
                     self.record_client_close(None, "");
                     return Flow::End;
                 }
-                Silent::Read(_) => {}
-                Silent::Outbound(None)
-                | Silent::Outbound(Some(Outbound::Act(SlackAction::DropConnection))) => {
-                    return Flow::End;
-                }
-                Silent::Outbound(Some(_)) => {}
+                Silent::Read(_) | Silent::Outbound(Some(Outbound::Envelope(_))) => {}
+                Silent::Outbound(Some(Outbound::Act(SlackAction::DropConnection)))
+                | Silent::Outbound(None)
+                | Silent::Shutdown => return Flow::End,
+                Silent::Outbound(Some(Outbound::Act(_))) => {}
             }
         }
     }
