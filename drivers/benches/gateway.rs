@@ -11,6 +11,9 @@
 //!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000).
 
+// A benchmark aborts on any failure: a panic with the cause is the right report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openflume::sim::{DiscordConfig, DiscordSim, Scenario};
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::discord::{DiscordConfig as ShardConfig, DiscordShard};
@@ -26,12 +29,23 @@ fn main() {
     if std::env::var(ROLE).as_deref() == Ok("sim") {
         return run_simulator();
     }
-    let events: u64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    println!("Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames");
+    let events: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    println!(
+        "Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames"
+    );
     let rows = vec![
-        measure("transport floor (tungstenite, drop)", events, |url| tungstenite_client(url, events, false)),
-        measure("decode floor (+ serde_json::Value)", events, |url| tungstenite_client(url, events, true)),
-        measure("openflume library (Flume stream)", events, |url| library_pipeline(url, events)),
+        measure("transport floor (tungstenite, drop)", events, |url| {
+            tungstenite_client(url, events, false)
+        }),
+        measure("decode floor (+ serde_json::Value)", events, |url| {
+            tungstenite_client(url, events, true)
+        }),
+        measure("openflume library (Flume stream)", events, |url| {
+            library_pipeline(url, events)
+        }),
         measure_listen(events),
     ];
     print_table(&rows);
@@ -72,8 +86,21 @@ fn measure_listen(events: u64) -> Row {
     let cpu_before = cpu_time(true);
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
-        .args(["listen", "--format", "json", "--log-level", "warn", "--discord-compress", "none"])
-        .args(["--discord-events", "MESSAGE_CREATE", "--count", &events.to_string()])
+        .args([
+            "listen",
+            "--format",
+            "json",
+            "--log-level",
+            "warn",
+            "--discord-compress",
+            "none",
+        ])
+        .args([
+            "--discord-events",
+            "MESSAGE_CREATE",
+            "--count",
+            &events.to_string(),
+        ])
         .env("DISCORD_BOT_TOKEN", openflume::sim::DISCORD_TOKEN)
         .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
         .stdout(Stdio::null())
@@ -102,13 +129,16 @@ fn measure_listen(events: u64) -> Row {
 }
 
 fn print_table(rows: &[Row]) {
-    let decode_floor = rows.get(1).map(|r| per_event_us(r)).unwrap_or(1.0);
+    let decode_floor = rows.get(1).map(per_event_us).unwrap_or(1.0);
     println!();
     println!(
         "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} | {:>13} |",
         "case", "events/s", "CPU µs/event", "× decode", "peak RSS MB", "wall s"
     );
-    println!("|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|{:->15}|", "", "", "", "", "", "");
+    println!(
+        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|{:->15}|",
+        "", "", "", "", "", ""
+    );
     for row in rows {
         let us = per_event_us(row);
         println!(
@@ -135,7 +165,9 @@ fn tungstenite_client(url: &str, events: u64, decode: bool) {
     let (mut socket, _) = tungstenite::connect(url).expect("connect");
     let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
         "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
-    socket.send(tungstenite::Message::text(identify.to_string())).expect("identify");
+    socket
+        .send(tungstenite::Message::text(identify.to_string()))
+        .expect("identify");
     let mut seen = 0;
     while seen < events {
         match socket.read().expect("read") {
@@ -145,7 +177,8 @@ fn tungstenite_client(url: &str, events: u64, decode: bool) {
                     seen += 1;
                 }
                 if decode {
-                    let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                    let value: serde_json::Value =
+                        serde_json::from_str(text.as_str()).expect("json");
                     std::hint::black_box(value);
                 }
             }
@@ -162,7 +195,9 @@ fn library_pipeline(url: &str, events: u64) {
     config.events = Some(["MESSAGE_CREATE".to_owned()].into());
     smol::block_on(async {
         let running = Flume::builder()
-            .source(Source::custom("discord", move |seed| DiscordShard::new(config, seed)))
+            .source(Source::custom("discord", move |seed| {
+                DiscordShard::new(config, seed)
+            }))
             .min_log_level(openflume_proto::Level::Warn)
             .build()
             .open()
@@ -206,14 +241,26 @@ fn github_pages() {
         ..GithubConfig::default()
     };
     let mut machine = GithubMachine::new(config, 1).expect("github machine");
-    let mut now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    let mut now = Now {
+        mono: Millis(0),
+        wall: UnixMillis(1_764_100_000_000),
+    };
     let mut events = 0;
     let mut req = step(&mut machine, now, Input::Start, &mut events);
     let start_cpu = cpu_time(false);
     for page in &pages {
         let id = req.take().expect("a poll request pending");
-        let response = HttpResponse { status: 200, headers: Vec::new(), body: page.as_str().into() };
-        req = step(&mut machine, now, Input::Response { req: id, response }, &mut events);
+        let response = HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: page.as_str().into(),
+        };
+        req = step(
+            &mut machine,
+            now,
+            Input::Response { req: id, response },
+            &mut events,
+        );
         now.mono = now.mono + 1000;
         now.wall = UnixMillis(now.wall.0 + 1000);
         req = req.or(step(&mut machine, now, Input::Timer, &mut events));
@@ -230,7 +277,12 @@ fn github_pages() {
 
 /// Feeds one input and drains, confirming every delivery as the firehose would; returns the
 /// request the machine sent, if any.
-fn step(machine: &mut GithubMachine, now: Now, input: Input, events: &mut u64) -> Option<openflume_proto::ReqId> {
+fn step(
+    machine: &mut GithubMachine,
+    now: Now,
+    input: Input,
+    events: &mut u64,
+) -> Option<openflume_proto::ReqId> {
     let mut pending = vec![input];
     let mut request = None;
     while let Some(input) = pending.pop() {
@@ -273,7 +325,9 @@ fn start_simulator(events: u64) -> (Child, String) {
         .spawn()
         .expect("spawn simulator");
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("simulator URL");
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("simulator URL");
     (child, line.trim().to_owned())
 }
 
@@ -285,7 +339,10 @@ fn stop_simulator(child: &mut Child) {
 /// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session, until
 /// stdin closes.
 fn run_simulator() {
-    let events: u64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let events: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     smol::block_on(async {
         let sim = DiscordSim::start(DiscordConfig {
             scenario: Scenario::blast(events),
@@ -310,7 +367,10 @@ fn cpu_time(children: bool) -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name; utime is field 14 of the whole line.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
     let (user, system) = if children { (13, 14) } else { (11, 12) };
     let ticks = fields.get(user).copied().unwrap_or(0) + fields.get(system).copied().unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())

@@ -271,7 +271,9 @@ fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
 /// gateway URL skips `/gateway/bot`.
 pub fn discord_machine(data: &[u8]) {
     use crate::discord::{DiscordConfig, DiscordShard};
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let mut config = DiscordConfig::new(FUZZ_TOKEN);
     config.compress = flags & 1 == 1;
     config.gateway_url = (flags & 2 == 2).then(|| "wss://gateway.example".to_owned());
@@ -286,7 +288,9 @@ pub fn discord_machine(data: &[u8]) {
 /// whether a bot token triggers `auth.test`.
 pub fn slack_machine(data: &[u8]) {
     use crate::slack::{SlackConfig, SlackMachine};
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let mut config = SlackConfig::new(format!("xapp-{FUZZ_TOKEN}"));
     config.connections = flags % 3 + 1;
     config.api_base = "https://slack.example/api".to_owned();
@@ -301,12 +305,18 @@ pub fn slack_machine(data: &[u8]) {
 /// The GitHub poller over arbitrary inputs (statuses, headers and bodies from the data).
 pub fn github_machine(data: &[u8]) {
     use crate::github::{Bootstrap, GithubConfig, GithubMachine};
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let config = GithubConfig {
         token: FUZZ_TOKEN.to_owned(),
         api_url: "https://api.github.example".to_owned(),
         interval_ms: 1000,
-        bootstrap: if flags & 1 == 1 { Bootstrap::Emit } else { Bootstrap::Skip },
+        bootstrap: if flags & 1 == 1 {
+            Bootstrap::Emit
+        } else {
+            Bootstrap::Skip
+        },
         ..GithubConfig::default()
     };
     if let Ok(machine) = GithubMachine::new(config, u64::from(flags)) {
@@ -318,11 +328,19 @@ pub fn github_machine(data: &[u8]) {
 /// time, in UTC and in a zone with DST.
 pub fn cron_expression(data: &[u8]) {
     use crate::cron::{Schedule, next_after};
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(schedule) = Schedule::parse(text) else { return };
-    let zones = [jiff::tz::TimeZone::UTC, jiff::tz::TimeZone::fixed(jiff::tz::offset(-5))];
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(schedule) = Schedule::parse(text) else {
+        return;
+    };
+    let zones = [
+        jiff::tz::TimeZone::UTC,
+        jiff::tz::TimeZone::fixed(jiff::tz::offset(-5)),
+    ];
     for zone in &zones {
-        let mut at = jiff::Timestamp::from_second(1_741_500_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let mut at =
+            jiff::Timestamp::from_second(1_741_500_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         for _ in 0..3 {
             match next_after(&schedule, at, zone) {
                 Some(next) => {
@@ -338,16 +356,27 @@ pub fn cron_expression(data: &[u8]) {
 /// The cron machine over arbitrary inputs, including long sleeps.
 pub fn cron_machine(data: &[u8]) {
     use crate::cron::{CronConfig, CronMachine};
-    const EXPRESSIONS: &[&str] = &["* * * * *", "*/7 3-5 * * 1-5", "0 0 29 2 *", "@hourly", "30 2 * * *"];
-    let Some((&pick, rest)) = data.split_first() else { return };
+    const EXPRESSIONS: &[&str] = &[
+        "* * * * *",
+        "*/7 3-5 * * 1-5",
+        "0 0 29 2 *",
+        "@hourly",
+        "30 2 * * *",
+    ];
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
     let expression = EXPRESSIONS[usize::from(pick) % EXPRESSIONS.len()];
     if let Ok(machine) = CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, 0) {
         whole_machine(machine, rest);
     }
 }
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name, for the corpus regression test and the `fuzz/` crate.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("http_response", http_response),
     ("http_request", http_request),
     ("discord_machine", discord_machine),

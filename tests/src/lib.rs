@@ -1,6 +1,9 @@
 //! Helpers for the cross-crate integration tests in `tests/`: run the `openflume` binary, read
 //! its JSON Lines as they come, and wait for items with a timeout instead of sleeping.
 
+// Test helpers fail the test by panicking: that is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openflume_proto::Item;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -12,9 +15,16 @@ use std::time::{Duration, Instant};
 pub fn openflume_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/openflume
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let bin = dir.join(format!("openflume{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not built: run `cargo test --workspace` (or `cargo build -p openflume`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p openflume`)",
+        bin.display()
+    );
     bin
 }
 
@@ -31,7 +41,11 @@ impl Openflume {
     /// Starts `openflume <args>` with `env` added and no inherited credentials.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Openflume {
         let mut command = Command::new(openflume_bin());
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for var in [
             "DISCORD_BOT_TOKEN",
             "SLACK_APP_TOKEN",
@@ -94,7 +108,9 @@ impl Openflume {
                 Err(RecvTimeoutError::Disconnected) => panic!(
                     "openflume exited before a matching item; lines:\n{}\nstderr: {}",
                     self.seen.join("\n"),
-                    self.stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+                    self.stderr
+                        .recv_timeout(Duration::from_secs(1))
+                        .unwrap_or_default()
                 ),
             }
         }
@@ -119,13 +135,19 @@ impl Openflume {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("openflume did not exit within {timeout:?}; lines:\n{}", self.seen.join("\n"));
+                panic!(
+                    "openflume did not exit within {timeout:?}; lines:\n{}",
+                    self.seen.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut rest = std::mem::take(&mut self.seen);
         rest.extend(self.lines.iter());
-        let stderr = self.stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
         (status, rest, stderr)
     }
 }

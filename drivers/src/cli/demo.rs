@@ -23,7 +23,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
         let mut argv = vec!["openflume".to_owned(), "listen".to_owned()];
         argv.extend(sims.listen_args());
         argv.extend(["--cron".to_owned(), "* * * * *".to_owned()]);
-        let Ok(Cli { command: Command::Listen(listen_args) }) = Cli::try_parse_from(argv) else {
+        let Ok(Cli {
+            command: Command::Listen(listen_args),
+        }) = Cli::try_parse_from(argv)
+        else {
             return Err(UsageError("demo: internal argument error".to_owned()));
         };
         let sources = listen::sources(&listen_args)?;

@@ -8,7 +8,10 @@ use std::io::Write;
 
 pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
-        return Err(UsageError::flag("--rate", "must be a positive number of events per second"));
+        return Err(UsageError::flag(
+            "--rate",
+            "must be a positive number of events per second",
+        ));
     }
     smol::block_on(async {
         let sims = sim::start_all(AllConfig::steady(args.bind, args.rate))
@@ -18,7 +21,10 @@ pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
         let _ = writeln!(out, "# Discord gateway: {}", sims.discord.gateway_url());
         let _ = writeln!(out, "# Slack API:       {}", sims.slack.api_url());
         let _ = writeln!(out, "# GitHub API:      {}", sims.github.api_url());
-        let _ = writeln!(out, "# Point `openflume listen` at them (test tokens, not secrets):");
+        let _ = writeln!(
+            out,
+            "# Point `openflume listen` at them (test tokens, not secrets):"
+        );
         for (name, value) in sims.env() {
             let _ = writeln!(out, "export {name}={value}");
         }
