@@ -8,7 +8,7 @@ use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Now, Output, ReqId, Status};
 use smol::Task;
 use smol::channel::{Receiver, Sender};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ struct Io {
     env: DriverEnv,
     inputs_tx: Sender<Input>,
     connections: HashMap<ConnId, (Sender<WsCommand>, Task<()>)>,
+    /// Connections whose handshake completed.
+    opened: HashSet<ConnId>,
     requests: HashMap<ReqId, Task<()>>,
     /// Inputs the driver itself produced during a drain (delivery confirmations, stuck sockets),
     /// fed after the drain, one at a time.
@@ -67,6 +69,7 @@ pub(crate) async fn drive(
         env,
         inputs_tx,
         connections: HashMap::new(),
+        opened: HashSet::new(),
         requests: HashMap::new(),
         synthesized: Vec::new(),
         changed: changed.clone(),
@@ -290,8 +293,12 @@ impl Io {
     /// Drops the handles of connections and requests that `input` reports as over.
     fn forget_finished(&mut self, input: &Input) {
         match input {
+            Input::Opened { conn } => {
+                self.opened.insert(*conn);
+            }
             Input::Closed { conn, .. } | Input::ConnectFailed { conn, .. } => {
                 self.connections.remove(conn);
+                self.opened.remove(conn);
             }
             Input::Response { req, .. } | Input::RequestFailed { req, .. } => {
                 self.requests.remove(req);
