@@ -346,8 +346,9 @@ fn run_simulator() {
     smol::block_on(async {
         let sim = DiscordSim::start(DiscordConfig {
             scenario: Scenario::blast(events),
-            max_records: 16,
-            resume_buffer: 16,
+            // The blast writes in batches of 64 that the replay buffer must hold; records are
+            // not needed here.
+            max_records: 1024,
             ..DiscordConfig::default()
         })
         .await

@@ -51,7 +51,7 @@ struct Io {
     /// Inputs the driver itself produced during a drain (delivery confirmations, stuck sockets),
     /// fed after the drain, one at a time.
     synthesized: Vec<Input>,
-    changed: Sender<()>,
+    changed: Arc<event_listener::Event>,
 }
 
 /// Runs `machine` until it finishes, or until `stop` fires and it has shut down (or the grace ran out).
@@ -60,7 +60,7 @@ pub(crate) async fn drive(
     env: DriverEnv,
     stop: Receiver<StopRequest>,
     status: StatusCell,
-    changed: Sender<()>,
+    changed: Arc<event_listener::Event>,
 ) {
     let (inputs_tx, inputs_rx) = smol::channel::bounded(INPUT_QUEUE);
     let clock = env.clock;
@@ -143,7 +143,7 @@ pub(crate) async fn drive(
             cell.0 = Status::Disconnected;
         }
     }
-    let _ = changed.try_send(());
+    changed.notify(usize::MAX);
 }
 
 enum Wake {
@@ -261,7 +261,7 @@ impl Io {
             }
             Output::Status(change) => {
                 *lock(status) = (change.to, change.reason.clone());
-                let _ = self.changed.try_send(());
+                self.changed.notify(usize::MAX);
                 let log = change.to_log(source, now.wall);
                 self.env.hub.deliver(Item::Log(log)).await;
             }

@@ -7,7 +7,7 @@ use crate::http::{HttpClient, HttpSettings};
 use crate::hub::{
     self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers,
 };
-use crate::sources::{SourceSet, SourceStatus, StartError};
+use crate::sources::{SourceSet, SourceStatus, StartError, StatusWatch};
 use crate::ws::WsSettings;
 use openflume_proto::{Item, Level, Log};
 use smol::Task;
@@ -215,6 +215,7 @@ const STARTUP_BUFFER: usize = 1000;
 /// tasks at once; all of them get the same [`Closed`].
 pub struct Running {
     set: AsyncMutex<SourceSet>,
+    watch: StatusWatch,
     statuses: Mutex<Vec<SourceStatus>>,
     hub: Mutex<Option<Hub>>,
     dispatcher: Mutex<Option<Task<()>>>,
@@ -233,6 +234,7 @@ impl Running {
         startup: ItemStream,
     ) -> Running {
         Running {
+            watch: set.watch(),
             statuses: Mutex::new(set.statuses()),
             set: AsyncMutex::new(set),
             hub: Mutex::new(Some(hub)),
@@ -281,7 +283,7 @@ impl Running {
         let keep_session = {
             let cancelled = async { self.cancel.1.recv().await.unwrap_or(false) };
             let ended = async {
-                self.set.lock().await.all_finished().await;
+                self.watch.all_finished().await;
                 false
             };
             futures_lite::future::or(cancelled, ended).await

@@ -59,8 +59,9 @@ impl Hub {
 /// One stream's buffer, shared by the dispatcher (writer) and the consumer (reader).
 struct StreamSlot {
     tx: Sender<Item>,
-    /// A reader handle for the dispatcher, to discard the oldest item on `DropOldest`.
-    oldest: Receiver<Item>,
+    /// A reader handle for the dispatcher, to discard the oldest item (`DropOldest` only: any
+    /// other policy holds none, so a dropped stream closes its channel and a waiting send ends).
+    oldest: Option<Receiver<Item>>,
     policy: Overflow,
     dropped_since_report: u64,
     dropped_total: Arc<std::sync::atomic::AtomicU64>,
@@ -106,7 +107,7 @@ impl Subscribers {
         let dropped_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let slot = StreamSlot {
             tx,
-            oldest: rx.clone(),
+            oldest: (policy == Overflow::DropOldest).then(|| rx.clone()),
             policy,
             dropped_since_report: 0,
             dropped_total: dropped_total.clone(),
@@ -128,7 +129,12 @@ impl Subscribers {
         policy: Overflow,
     ) -> ItemStream {
         let mut streams = lock(&self.streams);
-        streams.retain(|slot| !slot.oldest.same_channel(&earlier.rx));
+        streams.retain(|slot| {
+            !slot
+                .oldest
+                .as_ref()
+                .is_some_and(|rx| rx.same_channel(&earlier.rx))
+        });
         drop(streams);
         let mut stream = self.subscribe(capacity, policy);
         stream.prefix = Some(earlier.rx);
@@ -194,7 +200,7 @@ impl Dispatcher {
                     Overflow::DropOldest => {
                         let mut next = item.clone();
                         while let Err(TrySendError::Full(back)) = slot.tx.try_send(next) {
-                            if slot.oldest.try_recv().is_ok() {
+                            if slot.oldest.as_ref().is_some_and(|rx| rx.try_recv().is_ok()) {
                                 slot.count_drop();
                             }
                             next = back;

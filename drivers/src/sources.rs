@@ -4,9 +4,10 @@
 use crate::Source;
 use crate::clock::os_seed;
 use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
+use event_listener::Event;
 use openflume_proto::Status;
 use smol::Task;
-use smol::channel::{Receiver, Sender};
+use smol::channel::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,8 +70,34 @@ struct Member {
 
 pub(crate) struct SourceSet {
     members: Vec<Member>,
-    /// Pinged (coalesced) whenever a member's status changes or its driver ends.
-    changed: Receiver<()>,
+    /// Notified whenever a member's status changes or its driver ends.
+    changed: Arc<Event>,
+}
+
+/// Watches a set's statuses without borrowing the set, so waiting never blocks `stop`.
+#[derive(Clone)]
+pub(crate) struct StatusWatch {
+    cells: Vec<StatusCell>,
+    changed: Arc<Event>,
+}
+
+impl StatusWatch {
+    /// Resolves once every member's status satisfies `done`.
+    async fn until(&self, done: impl Fn(Status) -> bool) {
+        loop {
+            // Listen before checking, so a change between the check and the wait is not missed.
+            let listener = self.changed.listen();
+            if self.cells.iter().all(|cell| done(lock(cell).0)) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Resolves once every member's driver has ended by itself (all failed, say).
+    pub(crate) async fn all_finished(&self) {
+        self.until(Status::is_terminal).await;
+    }
 }
 
 impl SourceSet {
@@ -81,26 +108,24 @@ impl SourceSet {
         env: DriverEnv,
         start_timeout: Option<Duration>,
     ) -> Result<SourceSet, StartError> {
-        let (changed_tx, changed) = smol::channel::bounded(1);
+        let changed = Arc::new(Event::new());
         let mut set = SourceSet {
             members: Vec::new(),
-            changed,
+            changed: changed.clone(),
         };
         let mut failures = Vec::new();
         for source in sources {
             let name = source.name().to_owned();
             match source.build(os_seed()) {
-                Ok(machine) => {
-                    set.members
-                        .push(spawn(name, machine, env.clone(), changed_tx.clone()))
-                }
+                Ok(machine) => set
+                    .members
+                    .push(spawn(name, machine, env.clone(), changed.clone())),
                 Err(misuse) => failures.push(SourceFailure {
                     source: name,
                     reason: misuse.to_string(),
                 }),
             }
         }
-        drop(changed_tx);
         if failures.is_empty()
             && let Some(timeout) = start_timeout
         {
@@ -131,30 +156,21 @@ impl SourceSet {
     }
 
     async fn wait_until_settled(&self, timeout: Duration) {
-        let settled = |m: &Member| {
-            let status = lock(&m.status).0;
-            status == Status::Connected || status.is_terminal()
-        };
-        let wait = async {
-            while !self.members.iter().all(settled) {
-                if self.changed.recv().await.is_err() {
-                    break;
-                }
-            }
-        };
-        futures_lite::future::or(wait, async {
-            async_io::Timer::after(timeout).await;
-        })
+        let settled = self.watch();
+        futures_lite::future::or(
+            settled.until(|s| s == Status::Connected || s.is_terminal()),
+            async {
+                async_io::Timer::after(timeout).await;
+            },
+        )
         .await;
     }
 
-    /// Resolves once every member's driver has ended by itself (all failed, say).
-    pub(crate) async fn all_finished(&self) {
-        while !self.members.iter().all(|m| lock(&m.status).0.is_terminal()) {
-            if self.changed.recv().await.is_err() {
-                // Every driver ended: nothing left to wait for.
-                return;
-            }
+    /// A watch over the members' statuses.
+    pub(crate) fn watch(&self) -> StatusWatch {
+        StatusWatch {
+            cells: self.members.iter().map(|m| m.status.clone()).collect(),
+            changed: self.changed.clone(),
         }
     }
 
@@ -189,7 +205,7 @@ fn spawn(
     name: String,
     machine: Box<dyn openflume_proto::Machine + Send>,
     env: DriverEnv,
-    changed: Sender<()>,
+    changed: Arc<Event>,
 ) -> Member {
     let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
     let (stop, stop_rx) = smol::channel::bounded(1);
