@@ -175,48 +175,79 @@ impl Dispatcher {
         self.fan_out(item).await;
     }
 
+    /// Gives `item` to every stream: a copy to each but the last, which gets the item itself.
     async fn fan_out(&mut self, item: Item) {
-        // Streams whose consumer is gone are removed as they are found.
-        let backpressured: Vec<Sender<Item>> = {
+        let mut item = Some(item);
+        let waiting: Vec<Sender<Item>> = {
             let mut streams = lock(&self.streams);
-            streams.retain(|slot| !slot.tx.is_closed());
-            let mut waiting = Vec::new();
+            // Streams whose consumer is gone (no reader but the slot's own handle) are removed.
+            streams.retain(|slot| slot.tx.receiver_count() > usize::from(slot.oldest.is_some()));
+            let backpressured = streams
+                .iter()
+                .filter(|s| s.policy == Overflow::Backpressure)
+                .count();
+            let mut immediate_left = streams.len() - backpressured;
+            let mut waiting = Vec::with_capacity(backpressured);
             for slot in streams.iter_mut() {
-                if slot.dropped_since_report > 0
-                    && slot
-                        .tx
-                        .try_send(overflow_log(slot.dropped_since_report))
-                        .is_ok()
-                {
-                    slot.dropped_since_report = 0;
+                slot.report_drops();
+                if slot.policy == Overflow::Backpressure {
+                    waiting.push(slot.tx.clone());
+                    continue;
                 }
-                match slot.policy {
-                    Overflow::Backpressure => waiting.push(slot.tx.clone()),
-                    Overflow::DropNewest => {
-                        if let Err(TrySendError::Full(_)) = slot.tx.try_send(item.clone()) {
-                            slot.count_drop();
-                        }
-                    }
-                    Overflow::DropOldest => {
-                        let mut next = item.clone();
-                        while let Err(TrySendError::Full(back)) = slot.tx.try_send(next) {
-                            if slot.oldest.as_ref().is_some_and(|rx| rx.try_recv().is_ok()) {
-                                slot.count_drop();
-                            }
-                            next = back;
-                        }
-                    }
+                immediate_left -= 1;
+                let last = immediate_left == 0 && backpressured == 0;
+                if let Some(copy) = if last { item.take() } else { item.clone() } {
+                    slot.offer(copy);
                 }
             }
             waiting
         };
-        for tx in backpressured {
-            let _ = tx.send(item.clone()).await;
+        let count = waiting.len();
+        for (i, tx) in waiting.into_iter().enumerate() {
+            if let Some(copy) = if i + 1 == count {
+                item.take()
+            } else {
+                item.clone()
+            } {
+                let _ = tx.send(copy).await;
+            }
         }
     }
 }
 
 impl StreamSlot {
+    /// Puts `item` in the buffer without waiting, dropping by the slot's policy when full.
+    fn offer(&mut self, item: Item) {
+        match self.tx.try_send(item) {
+            Err(TrySendError::Full(mut back)) if self.policy == Overflow::DropOldest => {
+                // Make room by discarding the oldest, then retry (the consumer may race us).
+                while let Some(oldest) = &self.oldest {
+                    if oldest.try_recv().is_ok() {
+                        self.count_drop();
+                    }
+                    match self.tx.try_send(back) {
+                        Err(TrySendError::Full(again)) => back = again,
+                        _ => break,
+                    }
+                }
+            }
+            Err(TrySendError::Full(_)) => self.count_drop(),
+            _ => {}
+        }
+    }
+
+    /// Tells the consumer, in its own stream, how many items it lost since the last report.
+    fn report_drops(&mut self) {
+        if self.dropped_since_report > 0
+            && self
+                .tx
+                .try_send(overflow_log(self.dropped_since_report))
+                .is_ok()
+        {
+            self.dropped_since_report = 0;
+        }
+    }
+
     fn count_drop(&mut self) {
         self.dropped_since_report += 1;
         self.dropped_total
@@ -316,5 +347,170 @@ impl futures_lite::Stream for ItemStream {
             }
         }
         self.rx.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openflume_proto::{Event, RawJson};
+
+    fn event(n: u64) -> Item {
+        Item::Event(Event::new(
+            "test",
+            "n",
+            RawJson::from_str(&n.to_string()).unwrap(),
+            UnixMillis(0),
+        ))
+    }
+
+    fn numbers(stream: &mut ItemStream) -> Vec<String> {
+        std::iter::from_fn(|| stream.try_next())
+            .map(|item| match item {
+                Item::Event(e) => e.data.get().to_owned(),
+                Item::Log(l) => l.action,
+            })
+            .collect()
+    }
+
+    /// Sends `0..n` through a hub with one stream of capacity 3 under `policy`, nobody reading.
+    fn run(policy: Overflow, n: u64) -> (Vec<String>, u64) {
+        smol::block_on(async {
+            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let mut stream = subscribers.subscribe(3, policy);
+            let task = smol::spawn(dispatcher.run());
+            for i in 0..n {
+                assert!(hub.deliver(event(i)).await);
+            }
+            drop(hub);
+            task.await;
+            let dropped = stream.dropped();
+            (numbers(&mut stream), dropped)
+        })
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_and_reports_the_loss() {
+        let (items, dropped) = run(Overflow::DropOldest, 10);
+        assert_eq!(items, ["7", "8", "9"]);
+        assert_eq!(dropped, 7);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_first() {
+        let (items, dropped) = run(Overflow::DropNewest, 10);
+        assert_eq!(items, ["0", "1", "2"]);
+        assert_eq!(dropped, 7);
+    }
+
+    #[test]
+    fn overflow_is_reported_in_the_stream_once_there_is_room() {
+        smol::block_on(async {
+            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let mut stream = subscribers.subscribe(2, Overflow::DropNewest);
+            let task = smol::spawn(dispatcher.run());
+            for i in 0..5 {
+                hub.deliver(event(i)).await;
+            }
+            // Wait until the dispatcher has handled all five, then make room.
+            while stream.dropped() < 3 {
+                smol::future::yield_now().await;
+            }
+            assert_eq!(numbers(&mut stream), ["0", "1"]);
+            hub.deliver(event(5)).await;
+            drop(hub);
+            task.await;
+            assert_eq!(numbers(&mut stream), ["stream.overflow", "5"]);
+        });
+    }
+
+    #[test]
+    fn backpressure_waits_for_the_reader_and_loses_nothing() {
+        smol::block_on(async {
+            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let mut stream = subscribers.subscribe(2, Overflow::Backpressure);
+            let task = smol::spawn(dispatcher.run());
+            let sender = smol::spawn(async move {
+                for i in 0..50 {
+                    hub.deliver(event(i)).await;
+                }
+            });
+            let mut got = Vec::new();
+            while let Some(Item::Event(e)) = stream.next().await {
+                got.push(e.data.get().parse::<u64>().unwrap());
+            }
+            sender.await;
+            task.await;
+            assert_eq!(got, (0..50).collect::<Vec<_>>());
+            assert_eq!(stream.dropped(), 0);
+        });
+    }
+
+    #[test]
+    fn a_dropped_backpressure_stream_does_not_block_the_firehose() {
+        smol::block_on(async {
+            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let stream = subscribers.subscribe(1, Overflow::Backpressure);
+            let task = smol::spawn(dispatcher.run());
+            hub.deliver(event(0)).await;
+            drop(stream);
+            for i in 1..2000 {
+                hub.deliver(event(i)).await;
+            }
+            drop(hub);
+            task.await;
+        });
+    }
+
+    #[test]
+    fn a_panicking_callback_is_reported_and_the_items_keep_flowing() {
+        smol::block_on(async {
+            let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = calls.clone();
+            let on_item: ItemCallback = Box::new(move |item| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if matches!(item, Item::Event(e) if e.data.get() == "1") {
+                    panic!("consumer bug");
+                }
+            });
+            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, Some(on_item), None);
+            let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
+            let task = smol::spawn(dispatcher.run());
+            for i in 0..3 {
+                hub.deliver(event(i)).await;
+            }
+            drop(hub);
+            task.await;
+            assert_eq!(numbers(&mut stream), ["0", "on_item.panic", "1", "2"]);
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
+    fn logs_below_the_minimum_level_never_enter() {
+        smol::block_on(async {
+            let (hub, dispatcher, subscribers) = super::hub(Level::Info, None, None);
+            let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
+            let task = smol::spawn(dispatcher.run());
+            hub.deliver(Item::Log(Log::new(
+                Level::Debug,
+                "t",
+                "noise",
+                "",
+                UnixMillis(0),
+            )))
+            .await;
+            hub.deliver(Item::Log(Log::new(
+                Level::Warn,
+                "t",
+                "kept",
+                "",
+                UnixMillis(0),
+            )))
+            .await;
+            drop(hub);
+            task.await;
+            assert_eq!(numbers(&mut stream), ["kept"]);
+        });
     }
 }
