@@ -131,9 +131,13 @@ fn main() {
                             inputs.push_back(Input::Delivered { delivery });
                         }
                     }
-                    Output::Log(log) => {
-                        eprintln!("[{}] {}: {}", log.level.as_str(), log.action, log.message)
-                    }
+                    Output::Log(log) => eprintln!(
+                        "[{}] {}: {} {}",
+                        log.level.as_str(),
+                        log.action,
+                        log.message,
+                        log.error.unwrap_or_default()
+                    ),
                     Output::Status(change) => eprintln!("status: {} → {}", change.from, change.to),
                     // The GitHub poller never opens WebSockets.
                     other => eprintln!("ignored: {other:?}"),
