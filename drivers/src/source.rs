@@ -24,6 +24,12 @@ pub struct Source {
 
 impl Source {
     /// A source built by `build` from a seed taken from the OS's entropy when the flume opens.
+    ///
+    /// The machine follows the [`Machine`] contract: it takes `Input::Start` first, reports its
+    /// status with `Output::Status` (the flume's `open` waits for each source to reach
+    /// `connected`, or `failed`), answers `Input::Shutdown` by finishing, and returns
+    /// `Misuse::Finished` once `is_finished()`. `drivers/examples/custom_source.rs` shows one
+    /// written from scratch.
     pub fn custom<M, F>(name: impl Into<String>, build: F) -> Source
     where
         M: Machine + Send + 'static,

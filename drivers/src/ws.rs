@@ -166,7 +166,13 @@ async fn connect_and_serve(
                     },
                 )
                 .await;
-                let (code, reason) = peer.unwrap_or((Some(code), reason));
+                // Without the peer's answer, report our own code and say so.
+                let (code, reason) = peer.unwrap_or_else(|| {
+                    (
+                        Some(code),
+                        format!("{reason} (the peer did not answer the close)"),
+                    )
+                });
                 return Ok(closed(conn, code, &reason));
             }
             // The driver dropped the connection: it is no longer wanted.

@@ -12,10 +12,17 @@ const DISCORD: &str = "DISCORD-SECRET-7Hq2";
 const SLACK_APP: &str = "xapp-1-A0-1-SLACK-APP-SECRET-b8W";
 const SLACK_BOT: &str = "xoxb-1-SLACK-BOT-SECRET-c4Z";
 const GITHUB: &str = "ghp_GITHUB-SECRET-d9X";
-const SECRETS: &[&str] = &[DISCORD, "SLACK-APP-SECRET-b8W", "SLACK-BOT-SECRET-c4Z", "GITHUB-SECRET-d9X"];
+const SECRETS: &[&str] = &[
+    DISCORD,
+    "SLACK-APP-SECRET-b8W",
+    "SLACK-BOT-SECRET-c4Z",
+    "GITHUB-SECRET-d9X",
+];
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(dir);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|entry| entry.unwrap().path())
@@ -27,7 +34,11 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
 }
 
 /// Replays `path` with its credentials replaced, through `build`, and checks every output.
-fn replay<M: Machine>(path: &Path, set_secrets: impl Fn(&mut serde_json::Value), build: impl Fn(serde_json::Value, u64) -> M) {
+fn replay<M: Machine>(
+    path: &Path,
+    set_secrets: impl Fn(&mut serde_json::Value),
+    build: impl Fn(serde_json::Value, u64) -> M,
+) {
     let mut fixture = Fixture::load(path).unwrap();
     set_secrets(&mut fixture.header.config);
     let config = fixture.header.config.clone();
@@ -55,8 +66,12 @@ fn check(path: &Path, transcript: &Transcript) {
         assert_no_secret(path, "Debug output", &format!("{output:?}"));
         match output {
             Output::Log(log) => assert_no_secret(path, "log", &serde_json::to_string(log).unwrap()),
-            Output::Status(change) => assert_no_secret(path, "status", &serde_json::to_string(change).unwrap()),
-            Output::Emit { event, .. } => assert_no_secret(path, "event meta", &format!("{:?}", event.meta)),
+            Output::Status(change) => {
+                assert_no_secret(path, "status", &serde_json::to_string(change).unwrap())
+            }
+            Output::Emit { event, .. } => {
+                assert_no_secret(path, "event meta", &format!("{:?}", event.meta))
+            }
             _ => {}
         }
     }
@@ -64,7 +79,11 @@ fn check(path: &Path, transcript: &Transcript) {
 
 fn assert_no_secret(path: &Path, what: &str, text: &str) {
     for secret in SECRETS {
-        assert!(!text.contains(secret), "{}: {what} leaks {secret}: {text}", path.display());
+        assert!(
+            !text.contains(secret),
+            "{}: {what} leaks {secret}: {text}",
+            path.display()
+        );
     }
 }
 

@@ -1176,8 +1176,7 @@ impl Gateway<'_> {
                 if matches!(code, Some(1000 | 1001)) {
                     self.end_session();
                 }
-                // Sends the close reply tungstenite queued.
-                let _ = self.ws.close(None).await;
+                super::server::answer_close(&mut self.ws).await;
                 return Flow::End;
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Flow::Continue,

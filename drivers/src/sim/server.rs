@@ -634,3 +634,13 @@ mod tests {
         );
     }
 }
+
+/// Completes a close the client started: tungstenite queues the reply when it reads the client's
+/// close frame and writes it on the next read, so read until the stream ends (at most a second).
+pub(crate) async fn answer_close(ws: &mut Ws) {
+    let drain = async { while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {} };
+    futures_lite::future::or(drain, async {
+        async_io::Timer::after(std::time::Duration::from_secs(1)).await;
+    })
+    .await;
+}

@@ -1356,7 +1356,7 @@ impl Socket<'_> {
                     None => (1005, String::new()),
                 };
                 self.record_client_close(Some(code), &reason);
-                let _ = self.ws.close(None).await;
+                super::server::answer_close(&mut self.ws).await;
                 Flow::End
             }
             Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
