@@ -580,6 +580,16 @@ pub(crate) fn bearer<'a>(request: &'a ReceivedRequest, schemes: &[&str]) -> Opti
         .then(|| token.trim())
 }
 
+/// Completes a close the client started: tungstenite queues the reply when it reads the client's
+/// close frame and writes it on the next read, so read until the stream ends (at most a second).
+pub(crate) async fn answer_close(ws: &mut Ws) {
+    let drain = async { while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {} };
+    futures_lite::future::or(drain, async {
+        async_io::Timer::after(std::time::Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,14 +643,4 @@ mod tests {
                 .ends_with("\r\n\r\n")
         );
     }
-}
-
-/// Completes a close the client started: tungstenite queues the reply when it reads the client's
-/// close frame and writes it on the next read, so read until the stream ends (at most a second).
-pub(crate) async fn answer_close(ws: &mut Ws) {
-    let drain = async { while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {} };
-    futures_lite::future::or(drain, async {
-        async_io::Timer::after(std::time::Duration::from_secs(1)).await;
-    })
-    .await;
 }
