@@ -1,6 +1,9 @@
 //! A consumer that never reads must not make memory grow: the stream's bounded buffer drops the
 //! oldest items (and counts them) while the simulator sends at full speed.
 
+// Test helpers fail the test by panicking: that is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openflume::sim::{DiscordConfig, DiscordSim, Scenario};
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::Item;
