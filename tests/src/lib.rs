@@ -328,25 +328,33 @@ impl Collector {
         &mut self,
         timeout: Duration,
         what: &str,
-        mut check: impl FnMut(&[Item]) -> Option<T>,
+        check: impl FnMut(&[Item]) -> Option<T>,
     ) -> T {
+        match self.try_wait(timeout, check) {
+            Ok(found) => found,
+            Err(why) => panic!("{why} waiting for {what}; items so far:\n{}", self.dump()),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but says why it gave up (timed out, stream ended) instead of
+    /// failing the test, so the caller can report more.
+    pub fn try_wait<T>(
+        &mut self,
+        timeout: Duration,
+        mut check: impl FnMut(&[Item]) -> Option<T>,
+    ) -> Result<T, String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = check(&self.items) {
-                return found;
+                return Ok(found);
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}; items so far:\n{}",
-                    self.dump()
-                );
+                return Err(format!("timed out after {timeout:?}"));
             }
-            assert!(
-                !self.ended,
-                "the stream ended before {what}; items:\n{}",
-                self.dump()
-            );
+            if self.ended {
+                return Err("the firehose ended".to_owned());
+            }
             let slice_end = (now + RECHECK).min(deadline);
             match self.feed.read_until(slice_end) {
                 Got::Item(item) => {

@@ -202,11 +202,14 @@ fn identify_ready_and_dispatches_with_meta() {
         "{:?}",
         records.http
     );
-    assert_eq!(
-        records.client_closes.iter().map(|c| c.code).collect::<Vec<_>>(),
-        vec![Some(1000)],
-        "close ends the session with 1000"
-    );
+    let closed = block_on(
+        WAIT + Duration::from_secs(1),
+        "the client close record",
+        sim.wait_for(WAIT, |r| r.client_closes.last().cloned()),
+    )
+    .expect("the simulator saw the close");
+    assert_eq!(closed.code, Some(1000), "close ends the session with 1000");
+    assert_eq!(sim.records().client_closes.len(), 1);
     assert!(has_status(&items.items, "discord", "disconnected"));
     assert_exactly_once(&sim, &items);
 }
