@@ -116,6 +116,41 @@ impl Openflume {
         }
     }
 
+    /// Reads lines until one, parsed as JSON, satisfies `pred`; panics after `timeout`, on a line
+    /// that is not JSON, or if the process exits first. Unlike [`wait_for`](Self::wait_for) it
+    /// does not need the line to deserialize into an [`Item`].
+    pub fn wait_for_json(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let value: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                    if pred(&value) {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no matching line within {timeout:?}; lines so far:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "openflume exited before a matching line; lines:\n{}\nstderr: {}",
+                    self.seen.join("\n"),
+                    self.stderr
+                        .recv_timeout(Duration::from_secs(1))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -135,9 +170,15 @@ impl Openflume {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
+                let mut lines = std::mem::take(&mut self.seen);
+                lines.extend(self.lines.iter());
                 panic!(
-                    "openflume did not exit within {timeout:?}; lines:\n{}",
-                    self.seen.join("\n")
+                    "openflume did not exit within {timeout:?}; lines:\n{}\nstderr: {}",
+                    lines.join("\n"),
+                    self.stderr
+                        .recv_timeout(Duration::from_secs(1))
+                        .unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -157,6 +198,11 @@ impl Drop for Openflume {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// True for a JSON line holding an event of `source` and `event_type`.
+pub fn is_event_json(line: &serde_json::Value, source: &str, event_type: &str) -> bool {
+    line["kind"] == "event" && line["event"]["source"] == source && line["event"]["type"] == event_type
 }
 
 /// True for an event of `source` and `event_type`.
