@@ -202,7 +202,9 @@ impl Drop for Openflume {
 
 /// True for a JSON line holding an event of `source` and `event_type`.
 pub fn is_event_json(line: &serde_json::Value, source: &str, event_type: &str) -> bool {
-    line["kind"] == "event" && line["event"]["source"] == source && line["event"]["type"] == event_type
+    line["kind"] == "event"
+        && line["event"]["source"] == source
+        && line["event"]["type"] == event_type
 }
 
 /// True for an event of `source` and `event_type`.

@@ -37,7 +37,12 @@ fn discord_sim() -> DiscordSim {
         identify_spacing: Duration::ZERO,
         ..DiscordConfig::default()
     };
-    block_on(WAIT, "start the Discord simulator", DiscordSim::start(config)).expect("sim")
+    block_on(
+        WAIT,
+        "start the Discord simulator",
+        DiscordSim::start(config),
+    )
+    .expect("sim")
 }
 
 fn discord_env(sim: &DiscordSim) -> Vec<(&'static str, String)> {
@@ -91,7 +96,9 @@ fn discord_dispatch_becomes_a_json_line_and_sigterm_exits_0() {
     let mut cli = listen(&[], &discord_env(&sim));
     wait_session(&sim);
     sim.inject(DiscordAction::Messages(1));
-    let line = cli.wait_for_json(WAIT, |line| is_event_json(line, "discord", "MESSAGE_CREATE"));
+    let line = cli.wait_for_json(WAIT, |line| {
+        is_event_json(line, "discord", "MESSAGE_CREATE")
+    });
     let event = &line["event"];
     assert_eq!(event["data"]["channel_id"], event["meta"]["channel_id"]);
     assert_eq!(event["meta"]["event_type"], "MESSAGE_CREATE");
@@ -107,7 +114,11 @@ fn discord_dispatch_becomes_a_json_line_and_sigterm_exits_0() {
         sim.wait_for(WAIT, |r| r.client_closes.last().cloned()),
     )
     .expect("the simulator saw the close");
-    assert_eq!(closed.code, Some(1000), "SIGTERM closes the session with 1000");
+    assert_eq!(
+        closed.code,
+        Some(1000),
+        "SIGTERM closes the session with 1000"
+    );
     let items = check_output(&lines, &stderr, &[sim.token().to_owned()]);
     assert_eq!(
         event_types(&items, "discord"),
@@ -125,7 +136,9 @@ fn json_lines_parse_back_into_items() {
     let mut cli = listen(&[], &discord_env(&sim));
     wait_session(&sim);
     sim.inject(DiscordAction::Messages(1));
-    cli.wait_for_json(WAIT, |line| is_event_json(line, "discord", "MESSAGE_CREATE"));
+    cli.wait_for_json(WAIT, |line| {
+        is_event_json(line, "discord", "MESSAGE_CREATE")
+    });
     cli.terminate();
     let (status, lines, stderr) = cli.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
@@ -142,8 +155,12 @@ fn json_lines_parse_back_into_items() {
 
 #[test]
 fn slack_envelope_is_acked_and_printed() {
-    let sim = block_on(WAIT, "start the Slack simulator", SlackSim::start(SlackConfig::default()))
-        .expect("sim");
+    let sim = block_on(
+        WAIT,
+        "start the Slack simulator",
+        SlackSim::start(SlackConfig::default()),
+    )
+    .expect("sim");
     let env = vec![
         ("SLACK_APP_TOKEN", sim.app_token().to_owned()),
         ("SLACK_BOT_TOKEN", sim.bot_token().to_owned()),
@@ -202,7 +219,9 @@ fn github_200_then_304() {
         ("GITHUB_TOKEN", sim.token().to_owned()),
         ("OPENFLUME_GITHUB_API_URL", sim.api_url()),
     ];
-    let mut cli = listen(&["--github-interval", "1", "--github-bootstrap", "emit"], &env,
+    let mut cli = listen(
+        &["--github-interval", "1", "--github-bootstrap", "emit"],
+        &env,
     );
     let mut seen = 0;
     cli.wait_for_json(WAIT, |line| {
@@ -246,7 +265,10 @@ fn fatal_4004_exits_1_with_the_reason_on_stderr() {
     assert!(stderr.contains("discord"), "{stderr}");
     assert!(stderr.contains("4004"), "{stderr}");
     check_output(&lines, &stderr, &[wrong.to_owned(), sim.token().to_owned()]);
-    assert!(lines.is_empty(), "--log-level off prints no logs: {lines:?}");
+    assert!(
+        lines.is_empty(),
+        "--log-level off prints no logs: {lines:?}"
+    );
 }
 
 #[test]
@@ -255,7 +277,12 @@ fn no_source_is_a_usage_error_naming_the_flags() {
     let (status, lines, stderr) = cli.wait_exit(WAIT);
     assert_eq!(status.code(), Some(2), "stderr: {stderr}");
     assert!(lines.is_empty(), "{lines:?}");
-    for flag in ["--discord-token", "--slack-app-token", "--github-token", "--cron"] {
+    for flag in [
+        "--discord-token",
+        "--slack-app-token",
+        "--github-token",
+        "--cron",
+    ] {
         assert!(stderr.contains(flag), "{flag} in: {stderr}");
     }
 }
@@ -268,7 +295,12 @@ fn count_exits_0_after_n_events() {
     // READY and GUILD_CREATE count: the third event is the first message.
     sim.inject(DiscordAction::Messages(3));
     let (status, lines, stderr) = cli.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "stderr: {stderr}\nlines:\n{}", lines.join("\n"));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stderr: {stderr}\nlines:\n{}",
+        lines.join("\n")
+    );
     let items = check_output(&lines, &stderr, &[sim.token().to_owned()]);
     assert_eq!(
         event_types(&items, "discord"),

@@ -23,7 +23,12 @@ fn start_sim(heartbeat_ms: u64) -> DiscordSim {
         identify_spacing: Duration::ZERO,
         ..sim::DiscordConfig::default()
     };
-    block_on(WAIT, "start the Discord simulator", DiscordSim::start(config)).expect("sim starts")
+    block_on(
+        WAIT,
+        "start the Discord simulator",
+        DiscordSim::start(config),
+    )
+    .expect("sim starts")
 }
 
 fn machine_config(sim: &DiscordSim, compress: bool) -> DiscordConfig {
@@ -116,7 +121,11 @@ fn assert_exactly_once(sim: &DiscordSim, items: &Collector) {
         .map(|e| data_field(e, "/id").unwrap().as_str().unwrap().to_owned())
         .collect();
     let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "a message was delivered twice: {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a message was delivered twice: {ids:?}"
+    );
 }
 
 /// Waits until every MESSAGE_CREATE the simulator wrote was delivered (and at least `min`).
@@ -180,7 +189,10 @@ fn identify_ready_and_dispatches_with_meta() {
             m.meta["user_id"].as_str()
         );
         assert!(m.received_at.0 > 1_700_000_000_000, "{:?}", m.received_at);
-        assert!(m.data.get().len() > 1000, "the payload is passed through whole");
+        assert!(
+            m.data.get().len() > 1000,
+            "the payload is passed through whole"
+        );
     }
     assert_eq!(
         running.statuses()[0].status,
@@ -198,7 +210,10 @@ fn identify_ready_and_dispatches_with_meta() {
     assert_eq!(conn.version.as_deref(), Some("10"));
     assert_eq!(conn.encoding.as_deref(), Some("json"));
     assert!(
-        records.http.iter().any(|h| h.path.ends_with("/gateway/bot") && h.status == Some(200)),
+        records
+            .http
+            .iter()
+            .any(|h| h.path.ends_with("/gateway/bot") && h.status == Some(200)),
         "{:?}",
         records.http
     );
@@ -240,7 +255,11 @@ fn zombie_connection_resumes_without_loss_or_duplicates() {
     );
     sim.inject(DiscordAction::Messages(2));
     wait_all_messages(&mut items, &sim, 4);
-    assert!(has_log(&items.items, "heartbeat.zombie"), "{}", items.dump());
+    assert!(
+        has_log(&items.items, "heartbeat.zombie"),
+        "{}",
+        items.dump()
+    );
     close(&running, &mut items);
 
     let records = sim.records();
@@ -287,7 +306,11 @@ fn op7_reconnect_resumes_without_loss_or_duplicates() {
     );
     sim.inject(DiscordAction::Messages(2));
     wait_all_messages(&mut items, &sim, 7);
-    assert!(has_log(&items.items, "ws.reconnect.requested"), "{}", items.dump());
+    assert!(
+        has_log(&items.items, "ws.reconnect.requested"),
+        "{}",
+        items.dump()
+    );
     close(&running, &mut items);
 
     let records = sim.records();
@@ -337,7 +360,11 @@ fn op9_not_resumable_identifies_a_new_session() {
     close(&running, &mut items);
 
     let records = sim.records();
-    assert!(records.resumes.is_empty(), "no RESUME of a dead session: {:?}", records.resumes);
+    assert!(
+        records.resumes.is_empty(),
+        "no RESUME of a dead session: {:?}",
+        records.resumes
+    );
     assert_eq!(records.identifies.len(), 2);
     assert!(
         records
@@ -368,7 +395,11 @@ fn dropped_connection_resumes_without_loss_or_duplicates() {
     );
     sim.inject(DiscordAction::Messages(2));
     wait_all_messages(&mut items, &sim, 6);
-    assert!(has_status(&items.items, "discord", "reconnecting"), "{}", items.dump());
+    assert!(
+        has_status(&items.items, "discord", "reconnecting"),
+        "{}",
+        items.dump()
+    );
     close(&running, &mut items);
     assert_eq!(sim.records().sessions(), vec![session], "no new IDENTIFY");
     assert_exactly_once(&sim, &items);
@@ -429,8 +460,14 @@ fn wrong_token_refused_by_gateway_bot_fails_open() {
     let text = error.to_string();
     assert_eq!(error.failures[0].source, "discord", "{text}");
     assert!(text.contains("401"), "{text}");
-    assert!(!text.contains(wrong) && !text.contains(sim.token()), "{text}");
-    assert!(sim.records().connections.is_empty(), "no Gateway connection");
+    assert!(
+        !text.contains(wrong) && !text.contains(sim.token()),
+        "{text}"
+    );
+    assert!(
+        sim.records().connections.is_empty(),
+        "no Gateway connection"
+    );
 }
 
 /// Items produced while `open` runs (the status changes, READY, GUILD_CREATE) reach the first
@@ -486,7 +523,11 @@ fn close_4004_while_running_fails_the_source() {
     let status = &running.statuses()[0];
     assert_eq!(status.status, Status::Failed, "{status}");
     close(&running, &mut items);
-    assert_eq!(sim.records().connections.len(), 1, "no reconnect after 4004");
+    assert_eq!(
+        sim.records().connections.len(),
+        1,
+        "no reconnect after 4004"
+    );
 }
 
 fn delivers_with_compression(compress: bool) {
@@ -510,4 +551,17 @@ fn zlib_stream_compression_delivers() {
 #[test]
 fn uncompressed_delivers() {
     delivers_with_compression(false);
+}
+
+/// A consumer that drops its back-pressure stream is gone: the firehose must not keep waiting
+/// for it, and the other consumers (here the `on_item` callback) keep receiving everything.
+#[test]
+fn a_dropped_backpressure_stream_does_not_stall_the_firehose() {
+    let sim = start_sim(41_250);
+    let (running, mut items) = open_collected(machine_config(&sim, true), &sim);
+    drop(running.stream(4, Overflow::Backpressure));
+    sim.inject(DiscordAction::Messages(20));
+    wait_all_messages(&mut items, &sim, 20);
+    close(&running, &mut items);
+    assert_exactly_once(&sim, &items);
 }

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{GithubAction, GithubConfig as SimConfig, GithubRequest, GithubSim, HttpFault};
+use openflume::sim::{
+    GithubAction, GithubConfig as SimConfig, GithubRequest, GithubSim, HttpFault,
+};
 use openflume::{Flume, Running, Source, StartError};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{Event, Item, ReconnectPolicy, Status};
@@ -88,12 +90,20 @@ fn assert_no_duplicates(items: &Collector) {
         .map(|e| {
             (
                 e.meta["thread_id"].clone(),
-                data_field(e, "/updated_at").unwrap().as_str().unwrap().to_owned(),
+                data_field(e, "/updated_at")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
             )
         })
         .collect();
     let unique: BTreeSet<&(String, String)> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a notification emitted twice: {keys:?}");
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "a notification emitted twice: {keys:?}"
+    );
 }
 
 #[test]
@@ -108,8 +118,14 @@ fn bootstrap_emits_existing_notifications_then_new_ones() {
     assert_eq!(emitted, threads);
     for event in notifications(&items.items) {
         assert_eq!(event.meta["event_type"], "notification");
-        assert_eq!(data_field(event, "/id").unwrap(), event.meta["thread_id"].as_str());
-        assert_eq!(data_field(event, "/reason").unwrap(), event.meta["reason"].as_str());
+        assert_eq!(
+            data_field(event, "/id").unwrap(),
+            event.meta["thread_id"].as_str()
+        );
+        assert_eq!(
+            data_field(event, "/reason").unwrap(),
+            event.meta["reason"].as_str()
+        );
         assert_eq!(
             data_field(event, "/repository/full_name").unwrap(),
             event.meta["repository"].as_str()
@@ -127,7 +143,12 @@ fn bootstrap_emits_existing_notifications_then_new_ones() {
 
     assert_eq!(notifications(&items.items).len(), 4, "{}", items.dump());
     let records = requests(&sim);
-    assert!(records.iter().all(|r| r.authorized && r.path == "/notifications"), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.authorized && r.path == "/notifications"),
+        "{records:?}"
+    );
     assert!(
         records[0].query.contains("per_page=50"),
         "{:?}",
@@ -163,7 +184,10 @@ fn not_modified_cycles_emit_nothing() {
     // Polls are paced by the interval (1 s), not faster.
     for pair in records.windows(2) {
         let gap = pair[1].at.saturating_sub(pair[0].at);
-        assert!(gap >= Duration::from_millis(990), "polled after {gap:?}: {records:?}");
+        assert!(
+            gap >= Duration::from_millis(990),
+            "polled after {gap:?}: {records:?}"
+        );
     }
     assert_eq!(
         notifications(&items.items).len(),
@@ -269,7 +293,11 @@ fn unauthorized_while_running_fails_the_source() {
     close(&running, &mut items);
     let records = requests(&sim);
     assert_eq!(records.last().unwrap().status, Some(401));
-    assert_eq!(records.len(), requests_at_failure, "no request after the 401");
+    assert_eq!(
+        records.len(),
+        requests_at_failure,
+        "no request after the 401"
+    );
 }
 
 #[test]
@@ -286,11 +314,22 @@ fn wrong_token_fails_open() {
     let text = error.to_string();
     assert_eq!(error.failures.len(), 1, "{text}");
     assert_eq!(error.failures[0].source, "github", "{text}");
-    assert!(!text.contains(wrong) && !text.contains(sim.token()), "{text}");
+    assert!(
+        !text.contains(wrong) && !text.contains(sim.token()),
+        "{text}"
+    );
     items.drain_to_end(WAIT);
-    assert!(has_status(&items.items, "github", "failed"), "{}", items.dump());
+    assert!(
+        has_status(&items.items, "github", "failed"),
+        "{}",
+        items.dump()
+    );
     let records = requests(&sim);
-    assert_eq!(records.len(), 1, "no retry with bad credentials: {records:?}");
+    assert_eq!(
+        records.len(),
+        1,
+        "no retry with bad credentials: {records:?}"
+    );
     assert!(!records[0].authorized);
     assert_eq!(records[0].status, Some(401));
 }

@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{DisconnectReason, EnvelopeKind, SlackAction, SlackConfig as SimConfig, SlackSim};
+use openflume::sim::{
+    DisconnectReason, EnvelopeKind, SlackAction, SlackConfig as SimConfig, SlackSim,
+};
 use openflume::{Flume, Running, Source, StartError};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Event, Item, ReconnectPolicy, Status};
@@ -103,9 +105,16 @@ fn client_close(sim: &SlackSim, conn: u64) -> openflume::sim::CloseRecord {
     block_on(
         WAIT + Duration::from_secs(1),
         "the client close record",
-        sim.wait_for(WAIT, |r| r.client_closes.iter().find(|c| c.conn == conn).cloned()),
+        sim.wait_for(WAIT, |r| {
+            r.client_closes.iter().find(|c| c.conn == conn).cloned()
+        }),
     )
-    .unwrap_or_else(|e| panic!("{e}: no client close of connection {conn}: {:?}", sim.records().client_closes))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: no client close of connection {conn}: {:?}",
+            sim.records().client_closes
+        )
+    })
 }
 
 /// Every envelope was acked exactly on the connection it was sent on, in time; every distinct
@@ -120,7 +129,10 @@ fn assert_exactly_once_and_acked(sim: &SlackSim, items: &Collector) {
             .collect();
         assert_eq!(acks.len(), 1, "one ack for {envelope:?}: {acks:?}");
         let ack = acks[0];
-        assert_eq!(ack.conn, envelope.conn, "acked on the connection it came on: {ack:?}");
+        assert_eq!(
+            ack.conn, envelope.conn,
+            "acked on the connection it came on: {ack:?}"
+        );
         assert_eq!(ack.sent_on, Some(envelope.conn));
         assert!(!ack.late, "acked in time: {ack:?}");
     }
@@ -137,11 +149,18 @@ fn assert_exactly_once_and_acked(sim: &SlackSim, items: &Collector) {
         .map(|e| e.meta["event_id"].clone())
         .collect();
     let unique: BTreeSet<String> = emitted_events.iter().cloned().collect();
-    assert_eq!(unique.len(), emitted_events.len(), "an event emitted twice: {emitted_events:?}");
+    assert_eq!(
+        unique.len(),
+        emitted_events.len(),
+        "an event emitted twice: {emitted_events:?}"
+    );
     assert_eq!(unique, written_events, "every events_api payload emitted");
     for kind in [EnvelopeKind::SlashCommands, EnvelopeKind::Interactive] {
         let written = records.envelopes.iter().filter(|e| e.kind == kind).count();
-        let emitted = events.iter().filter(|e| e.event_type == kind.as_str()).count();
+        let emitted = events
+            .iter()
+            .filter(|e| e.event_type == kind.as_str())
+            .count();
         assert_eq!(emitted, written, "{kind:?} envelopes emitted once each");
     }
 }
@@ -159,13 +178,19 @@ fn envelopes_of_the_three_types_arrive_and_are_acked() {
     });
     wait_all_acked(&mut items, &sim, 4);
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["events_api", "events_api", "slash_commands", "interactive"]);
+    assert_eq!(
+        types,
+        ["events_api", "events_api", "slash_commands", "interactive"]
+    );
     let records = sim.records();
     let envelopes: Vec<_> = records.envelopes.iter().collect();
     for (event, envelope) in events.iter().zip(&envelopes) {
         assert_eq!(event.event_type, envelope.kind.as_str());
         assert_eq!(event.meta["event_type"], envelope.kind.as_str());
-        assert_eq!(event.meta["team_id"], "T0SIMTEAM1", "auth.test identity in meta");
+        assert_eq!(
+            event.meta["team_id"], "T0SIMTEAM1",
+            "auth.test identity in meta"
+        );
         assert_eq!(event.meta["bot_user_id"], "U0SIMBOT01");
         assert!(event.meta.contains_key("channel_id"), "{:?}", event.meta);
         assert!(event.meta.contains_key("user_id"), "{:?}", event.meta);
@@ -188,7 +213,10 @@ fn envelopes_of_the_three_types_arrive_and_are_acked() {
         .map(|h| (h.path.as_str(), h.status))
         .collect();
     assert!(paths.contains(&("/api/auth.test", Some(200))), "{paths:?}");
-    assert!(paths.contains(&("/api/apps.connections.open", Some(200))), "{paths:?}");
+    assert!(
+        paths.contains(&("/api/apps.connections.open", Some(200))),
+        "{paths:?}"
+    );
     let conn = records.connections.iter().next().unwrap().conn;
     assert_eq!(
         client_close(&sim, conn).code,
@@ -327,7 +355,12 @@ fn redelivered_envelope_is_emitted_once_and_both_acked() {
         assert!(records.acked(&envelope.envelope_id), "{envelope:?} acked");
     }
     let events = slack_events(&items.items);
-    assert_eq!(events.len(), 2, "the duplicates are not emitted: {}", items.dump());
+    assert_eq!(
+        events.len(),
+        2,
+        "the duplicates are not emitted: {}",
+        items.dump()
+    );
     assert_eq!(
         events[0].meta["event_id"],
         envelopes[0].event_id.clone().unwrap()
@@ -346,7 +379,10 @@ fn redelivered_envelope_is_emitted_once_and_both_acked() {
         .iter()
         .filter(|a| a.envelope_id == envelopes[0].envelope_id)
         .count();
-    assert_eq!(acks_of_first_copy, 2, "the repeated envelope is acked again");
+    assert_eq!(
+        acks_of_first_copy, 2,
+        "the repeated envelope is acked again"
+    );
     assert!(records.acks.iter().all(|a| a.sent_on == Some(a.conn)));
     assert!(records.given_up.is_empty());
 }
@@ -366,9 +402,16 @@ fn invalid_app_token_fails_open() {
     assert_eq!(error.failures.len(), 1, "{text}");
     assert_eq!(error.failures[0].source, "slack", "{text}");
     assert!(text.contains("invalid_auth"), "{text}");
-    assert!(!text.contains(wrong) && !text.contains(sim.app_token()), "{text}");
+    assert!(
+        !text.contains(wrong) && !text.contains(sim.app_token()),
+        "{text}"
+    );
     items.drain_to_end(WAIT);
-    assert!(has_status(&items.items, "slack", "failed"), "{}", items.dump());
+    assert!(
+        has_status(&items.items, "slack", "failed"),
+        "{}",
+        items.dump()
+    );
     assert!(sim.records().connections.is_empty());
 }
 
@@ -385,7 +428,14 @@ fn invalid_bot_token_fails_open() {
     };
     let text = error.to_string();
     assert_eq!(error.failures[0].source, "slack", "{text}");
-    assert!(!text.contains(wrong) && !text.contains(sim.bot_token()), "{text}");
+    assert!(
+        !text.contains(wrong) && !text.contains(sim.bot_token()),
+        "{text}"
+    );
     items.drain_to_end(WAIT);
-    assert!(has_status(&items.items, "slack", "failed"), "{}", items.dump());
+    assert!(
+        has_status(&items.items, "slack", "failed"),
+        "{}",
+        items.dump()
+    );
 }
