@@ -453,10 +453,17 @@ fn wrong_token_refused_by_gateway_bot_fails_open() {
     let wrong = "wrong-discord-token.e2e.secret";
     let mut config = machine_config(&sim, true);
     config.token = wrong.to_owned();
-    let error = match open(config) {
+    let (mut items, on_item) = Collector::callback(&[wrong, sim.token()]);
+    let error = match open_with(config, on_item) {
         Ok(_) => panic!("open succeeded with a wrong token"),
         Err(error) => error,
     };
+    items.drain_to_end(WAIT);
+    assert!(
+        has_status(&items.items, "discord", "failed"),
+        "{}",
+        items.dump()
+    );
     let text = error.to_string();
     assert_eq!(error.failures[0].source, "discord", "{text}");
     assert!(text.contains("401"), "{text}");

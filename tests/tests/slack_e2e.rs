@@ -217,12 +217,6 @@ fn envelopes_of_the_three_types_arrive_and_are_acked() {
         paths.contains(&("/api/apps.connections.open", Some(200))),
         "{paths:?}"
     );
-    let conn = records.connections.iter().next().unwrap().conn;
-    assert_eq!(
-        client_close(&sim, conn).code,
-        Some(1000),
-        "a graceful close sends close 1000"
-    );
     assert!(has_status(&items.items, "slack", "disconnected"));
     assert_exactly_once_and_acked(&sim, &items);
 }
@@ -385,6 +379,24 @@ fn redelivered_envelope_is_emitted_once_and_both_acked() {
     );
     assert!(records.acks.iter().all(|a| a.sent_on == Some(a.conn)));
     assert!(records.given_up.is_empty());
+}
+
+/// Closing the flume closes the Socket Mode connection with a close frame 1000 (a graceful
+/// close, not a dropped TCP connection).
+#[test]
+fn close_sends_close_1000() {
+    let sim = start_sim();
+    let (running, mut items) = open_collected(&sim);
+    sim.inject(SlackAction::Messages(1));
+    wait_all_acked(&mut items, &sim, 1);
+    close(&running, &mut items);
+    let conn = sim.records().connections.iter().next().unwrap().conn;
+    assert_eq!(
+        client_close(&sim, conn).code,
+        Some(1000),
+        "a graceful close sends close 1000"
+    );
+    assert!(has_status(&items.items, "slack", "disconnected"));
 }
 
 #[test]
