@@ -204,18 +204,21 @@ fn library_pipeline(url: &str, events: u64) {
             .await
             .expect("open");
         let mut stream = running.stream(4096, Overflow::Backpressure);
-        let mut seen = 0;
-        while seen < events {
-            match stream.next().await {
-                Some(Item::Event(event)) => {
-                    std::hint::black_box(&event);
-                    seen += 1;
+        // The consumer runs on the executor beside the driver, as `openflume listen` does.
+        smol::spawn(async move {
+            let mut seen = 0;
+            while seen < events {
+                match stream.next().await {
+                    Some(Item::Event(event)) => {
+                        std::hint::black_box(&event);
+                        seen += 1;
+                    }
+                    Some(Item::Log(_)) => {}
+                    None => panic!("stream ended after {seen} events"),
                 }
-                Some(Item::Log(_)) => {}
-                None => panic!("stream ended after {seen} events"),
             }
-        }
-        drop(stream);
+        })
+        .await;
         running.close().await;
     });
 }

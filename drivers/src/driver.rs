@@ -133,9 +133,33 @@ pub(crate) async fn drive(
             }
         }
     }
-    // Dropping the tasks cancels them: sockets close, requests are abandoned.
-    io.connections.clear();
+    // A machine that finished may have queued close frames in the same step (Slack closes and
+    // finishes at once): let those connections complete their close handshake, within the grace
+    // period. Closing the command channels ends every other connection at once.
+    drop(inputs_rx);
     io.requests.clear();
+    let closing: Vec<Task<()>> = io
+        .connections
+        .drain()
+        .map(|(_, (commands, task))| {
+            drop(commands);
+            task
+        })
+        .collect();
+    if machine.is_finished() {
+        let grace = io.env.shutdown_grace;
+        futures_lite::future::or(
+            async {
+                for task in closing {
+                    task.await;
+                }
+            },
+            async {
+                async_io::Timer::after(grace).await;
+            },
+        )
+        .await;
+    }
     {
         // A machine cut off by the grace period never reported its end: record one.
         let mut cell = lock(&status);

@@ -103,6 +103,27 @@ pub(crate) struct Subscribers {
 
 impl Subscribers {
     pub(crate) fn subscribe(&self, capacity: usize, policy: Overflow) -> ItemStream {
+        self.subscribe_replacing(None, capacity, policy)
+    }
+
+    /// A new stream that first yields what `earlier` buffered, then everything after.
+    pub(crate) fn subscribe_after(
+        &self,
+        earlier: ItemStream,
+        capacity: usize,
+        policy: Overflow,
+    ) -> ItemStream {
+        self.subscribe_replacing(Some(earlier), capacity, policy)
+    }
+
+    /// Adds a stream, and removes `earlier`'s slot in the same critical section, so every item
+    /// lands in exactly one of them: none lost, none seen twice.
+    fn subscribe_replacing(
+        &self,
+        earlier: Option<ItemStream>,
+        capacity: usize,
+        policy: Overflow,
+    ) -> ItemStream {
         let (tx, rx) = smol::channel::bounded(capacity.max(1));
         let dropped_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let slot = StreamSlot {
@@ -112,33 +133,22 @@ impl Subscribers {
             dropped_since_report: 0,
             dropped_total: dropped_total.clone(),
         };
-        lock(&self.streams).push(slot);
+        let mut streams = lock(&self.streams);
+        if let Some(earlier) = &earlier {
+            streams.retain(|slot| {
+                !slot
+                    .oldest
+                    .as_ref()
+                    .is_some_and(|rx| rx.same_channel(&earlier.rx))
+            });
+        }
+        streams.push(slot);
+        drop(streams);
         ItemStream {
-            prefix: None,
+            prefix: earlier.map(|earlier| earlier.rx),
             rx: Box::pin(rx),
             dropped_total,
         }
-    }
-
-    /// A new stream that first yields what `earlier` buffered, then everything after. The swap
-    /// happens under the streams lock, so no item is lost or seen twice.
-    pub(crate) fn subscribe_after(
-        &self,
-        earlier: ItemStream,
-        capacity: usize,
-        policy: Overflow,
-    ) -> ItemStream {
-        let mut streams = lock(&self.streams);
-        streams.retain(|slot| {
-            !slot
-                .oldest
-                .as_ref()
-                .is_some_and(|rx| rx.same_channel(&earlier.rx))
-        });
-        drop(streams);
-        let mut stream = self.subscribe(capacity, policy);
-        stream.prefix = Some(earlier.rx);
-        stream
     }
 }
 

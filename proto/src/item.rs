@@ -231,8 +231,7 @@ impl Log {
 /// assert_eq!(line, r#"{"kind":"log","log":{"level":"info","source":"flume","action":"flume.open","message":"open","timestamp":7}}"#);
 /// assert_eq!(serde_json::from_str::<Item>(&line).unwrap(), item);
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(from = "ItemWire")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Item {
     /// An event.
     Event(Event),
@@ -268,19 +267,80 @@ impl Serialize for Item {
     }
 }
 
-/// The tagged shape on the wire, for deserialising.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum ItemWire {
-    Event { event: Event },
-    Log { log: Log },
+/// Reads `{"kind": …, "event"|"log": …}` in any key order. Written by hand because serde's
+/// internally tagged enums buffer their content, and a buffered `RawJson` cannot be read back.
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Item, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"{"kind":"event","event":{…}} or {"kind":"log","log":{…}}"#)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                let mut kind: Option<String> = None;
+                let mut item: Option<Item> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "kind" => kind = Some(map.next_value()?),
+                        "event" if item.is_none() => item = Some(Item::Event(map.next_value()?)),
+                        "log" if item.is_none() => item = Some(Item::Log(map.next_value()?)),
+                        "event" | "log" => {
+                            return Err(de::Error::custom("an item holds one event or one log"));
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let item = item.ok_or_else(|| de::Error::missing_field("event or log"))?;
+                match (kind.as_deref(), &item) {
+                    (Some("event"), Item::Event(_)) | (Some("log"), Item::Log(_)) => Ok(item),
+                    (None, _) => Err(de::Error::missing_field("kind")),
+                    (Some(other), _) => Err(de::Error::custom(format!(
+                        "kind {other:?} does not match the payload"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_map(ItemVisitor)
+    }
 }
 
-impl From<ItemWire> for Item {
-    fn from(wire: ItemWire) -> Item {
-        match wire {
-            ItemWire::Event { event } => Item::Event(event),
-            ItemWire::Log { log } => Item::Log(log),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_logs_read_back_from_their_lines() {
+        let event = Item::Event(
+            Event::new(
+                "discord",
+                "MESSAGE_CREATE",
+                RawJson::from_str(r#"{"id":"1","n":[1,2]}"#).unwrap(),
+                UnixMillis(5),
+            )
+            .with_meta("channel_id", "9"),
+        );
+        let line = serde_json::to_string(&event).unwrap();
+        assert_eq!(serde_json::from_str::<Item>(&line).unwrap(), event);
+        // Key order does not matter.
+        let reordered = r#"{"event":{"source":"x","type":"t","data":{},"meta":{},"receivedAt":1},"kind":"event"}"#;
+        assert!(matches!(
+            serde_json::from_str::<Item>(reordered).unwrap(),
+            Item::Event(_)
+        ));
+    }
+
+    #[test]
+    fn mismatched_or_missing_kinds_are_errors() {
+        let log = r#"{"level":"info","source":"s","action":"a","message":"m","timestamp":1}"#;
+        assert!(
+            serde_json::from_str::<Item>(&format!(r#"{{"kind":"event","log":{log}}}"#)).is_err()
+        );
+        assert!(serde_json::from_str::<Item>(&format!(r#"{{"log":{log}}}"#)).is_err());
+        assert!(serde_json::from_str::<Item>(r#"{"kind":"log"}"#).is_err());
     }
 }

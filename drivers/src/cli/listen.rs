@@ -142,36 +142,37 @@ pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
     let mut stream = running.stream(4096, Overflow::Backpressure);
     let watcher = smol::spawn(watch(running.clone()));
 
-    let mut writer = ItemWriter::new(stdout.lock(), format, colour);
-    let mut events = 0u64;
-    let mut broken_pipe = false;
-    let done = |events: u64| options.count.is_some_and(|count| events >= count);
-    'read: while !done(events)
-        && let Some(first) = stream.next().await
-    {
-        let mut next = Some(first);
-        while let Some(item) = next {
-            let is_event = matches!(item, Item::Event(_));
-            if (is_event || print_logs) && writer.write(&item).is_err() {
-                broken_pipe = true;
-                break 'read;
-            }
-            if is_event {
-                events += 1;
-                if done(events) {
-                    break 'read;
+    // The writer runs on the executor beside the sources, so handing items over never crosses
+    // threads (the main thread only waits).
+    let count = options.count;
+    let (events, broken_pipe) = smol::spawn(async move {
+        let mut writer = ItemWriter::new(stdout, format, colour);
+        let mut events = 0u64;
+        let done = |events: u64| count.is_some_and(|count| events >= count);
+        'read: while !done(events)
+            && let Some(first) = stream.next().await
+        {
+            let mut next = Some(first);
+            while let Some(item) = next {
+                let is_event = matches!(item, Item::Event(_));
+                if (is_event || print_logs) && writer.write(&item).is_err() {
+                    return (events, true);
                 }
+                if is_event {
+                    events += 1;
+                    if done(events) {
+                        break 'read;
+                    }
+                }
+                next = stream.try_next();
             }
-            next = stream.try_next();
+            if writer.flush().is_err() {
+                return (events, true);
+            }
         }
-        if writer.flush().is_err() {
-            broken_pipe = true;
-            break;
-        }
-    }
-    let _ = writer.flush();
-    drop(writer);
-    drop(stream);
+        (events, writer.flush().is_err())
+    })
+    .await;
     let closed = running.close().await;
     watcher.cancel().await;
     let statuses = closed.statuses();
