@@ -35,7 +35,7 @@ pub type ItemCallback = Box<dyn FnMut(&Item) + Send>;
 pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
 
 /// Items in flight between sources and the dispatcher.
-const HUB_CAPACITY: usize = 1024;
+const HUB_CAPACITY: usize = 256;
 
 /// The sending side, cloned into every source's driver.
 #[derive(Clone)]

@@ -1,0 +1,160 @@
+//! The public API's lifecycle pieces that the protocol tests do not cover: `Confluence` groups,
+//! the cancel handle, `close` from several tasks, and `openflume cron next`.
+
+// Test helpers fail the test by panicking: that is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openflume::sim::{GithubConfig as SimConfig, GithubSim, Scenario};
+use openflume::{Confluence, ConfluenceError, Flume, Overflow, Source};
+use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
+use openflume_proto::{Item, Status};
+use openflume_tests::Openflume;
+use std::time::Duration;
+
+fn github_source(sim: &GithubSim) -> Source {
+    let config = GithubConfig {
+        token: sim.token().to_owned(),
+        api_url: sim.api_url(),
+        interval_ms: 1000,
+        bootstrap: Bootstrap::Emit,
+        ..GithubConfig::default()
+    };
+    Source::custom("github", move |seed| GithubMachine::new(config, seed))
+}
+
+async fn next_event(stream: &mut openflume::ItemStream) -> openflume_proto::Event {
+    let wait = async {
+        loop {
+            match stream.next().await {
+                Some(Item::Event(event)) => return event,
+                Some(Item::Log(_)) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    };
+    futures_lite::future::or(wait, async {
+        smol::Timer::after(Duration::from_secs(10)).await;
+        panic!("no event within 10 s")
+    })
+    .await
+}
+
+#[test]
+fn confluence_groups_come_and_go_over_one_firehose() {
+    smol::block_on(async {
+        let sim_a = GithubSim::start(SimConfig {
+            initial_notifications: 2,
+            poll_interval: 1,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let sim_b = GithubSim::start(SimConfig {
+            initial_notifications: 1,
+            poll_interval: 1,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let confluence = Confluence::new(Flume::builder());
+        let mut stream = confluence.stream(100, Overflow::Backpressure);
+        confluence
+            .add("a", vec![github_source(&sim_a)])
+            .await
+            .unwrap();
+        assert_eq!(
+            confluence.add("a", vec![github_source(&sim_b)]).await,
+            Err(ConfluenceError::GroupExists("a".into()))
+        );
+        confluence
+            .add("b", vec![github_source(&sim_b)])
+            .await
+            .unwrap();
+        assert_eq!(confluence.groups().await, ["a", "b"]);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(next_event(&mut stream).await.data.parse().unwrap()["id"].clone());
+        }
+        assert_eq!(ids.len(), 3);
+
+        let removed = confluence.remove("a").await.expect("group a existed");
+        assert!(
+            removed
+                .statuses()
+                .iter()
+                .all(|s| s.status == Status::Disconnected)
+        );
+        assert!(confluence.remove("a").await.is_none());
+        let statuses = confluence.statuses().await;
+        assert_eq!(statuses.len(), 1);
+        assert_eq!(statuses[0].0, "b");
+
+        let closed = confluence.close_all().await;
+        assert_eq!(closed.statuses().len(), 1);
+        assert_eq!(
+            confluence.add("c", vec![github_source(&sim_a)]).await,
+            Err(ConfluenceError::Closed)
+        );
+        // The stream ends once everything in flight is delivered.
+        while stream.next().await.is_some() {}
+    });
+}
+
+#[test]
+fn cancel_handle_and_concurrent_close_agree() {
+    smol::block_on(async {
+        let sim = GithubSim::start(SimConfig {
+            poll_interval: 1,
+            scenario: Scenario::manual(),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let running = std::sync::Arc::new(
+            Flume::builder()
+                .source(github_source(&sim))
+                .build()
+                .open()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(running.statuses()[0].status, Status::Connected);
+        let cancel = running.cancel_handle();
+        std::thread::spawn(move || cancel.cancel());
+        let waited = running.wait().await;
+        let (a, b) = futures_lite::future::zip(running.close(), running.close()).await;
+        assert_eq!(waited, a);
+        assert_eq!(a, b);
+        assert_eq!(a.statuses()[0].status, Status::Disconnected);
+    });
+}
+
+#[test]
+fn cron_next_prints_rfc3339_instants_and_rejects_bad_expressions() {
+    let mut ok = Openflume::spawn(
+        &[
+            "cron",
+            "next",
+            "45 1 * * *",
+            "--after",
+            "2025-11-02T01:40:00-05:00",
+            "--tz",
+            "America/New_York",
+            "--count",
+            "2",
+        ],
+        &[],
+    );
+    let (status, lines, _) = ok.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    assert_eq!(
+        lines,
+        ["2025-11-03T01:45:00-05:00", "2025-11-04T01:45:00-05:00"]
+    );
+
+    let mut bad = Openflume::spawn(&["cron", "next", "5/15 * * * *"], &[]);
+    let (status, lines, stderr) = bad.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    assert!(lines.is_empty());
+    assert!(stderr.contains("did you mean 5-59/15?"), "{stderr}");
+}
