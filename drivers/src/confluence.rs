@@ -2,6 +2,7 @@
 
 use crate::flume::{FlumeBuilder, Settings};
 use crate::hub::{self, Dispatcher, Hub, ItemStream, Overflow, Subscribers};
+use crate::lock::lock;
 use crate::sources::{SourceSet, SourceStatus, StartError};
 use crate::{Closed, Source};
 use smol::Task;
@@ -136,10 +137,4 @@ impl Confluence {
             .await
             .clone()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

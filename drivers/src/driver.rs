@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::http::HttpClient;
 use crate::hub::Hub;
+use crate::lock::lock;
 use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Now, Output, ReqId, Status};
 use smol::Task;
@@ -228,12 +229,6 @@ async fn wait(
         futures_lite::future::or(stop_requested, futures_lite::future::or(timer, grace)),
     )
     .await
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Io {

@@ -7,6 +7,7 @@ use crate::http::{HttpClient, HttpSettings};
 use crate::hub::{
     self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers,
 };
+use crate::lock::lock;
 use crate::sources::{SourceSet, SourceStatus, StartError, StatusWatch};
 use crate::ws::WsSettings;
 use openflume_proto::{Item, Level, Log};
@@ -364,10 +365,4 @@ impl Closed {
     pub fn statuses(&self) -> &[SourceStatus] {
         &self.statuses
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

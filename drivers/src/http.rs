@@ -1,6 +1,7 @@
 //! HTTP/1.1 over TCP and TLS with the proto codec: keep-alive reuse per origin, connect and response
 //! timeouts. Redirects and retries are the machines' business; this only moves bytes.
 
+use crate::lock::lock;
 use crate::net::{self, Stream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use openflume_proto::http::{HttpError, Limits, ReadResponse, ResponseReader, encode_request};
@@ -155,10 +156,4 @@ impl HttpClient {
             list.push((stream, Instant::now()));
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

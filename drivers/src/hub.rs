@@ -6,6 +6,7 @@
 //! event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
 //! firehose accepted it; a durable sink would confirm at the same point, after its append.
 
+use crate::lock::lock;
 use openflume_proto::{Item, Level, Log, UnixMillis};
 use smol::channel::{Receiver, Sender, TrySendError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -150,13 +151,6 @@ impl Subscribers {
             dropped_total,
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the Vec inconsistent; keep going.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Dispatcher {

@@ -32,6 +32,7 @@ mod driver;
 mod flume;
 mod http;
 mod hub;
+mod lock;
 mod net;
 pub mod sim;
 mod source;

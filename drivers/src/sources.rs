@@ -4,6 +4,7 @@
 use crate::Source;
 use crate::clock::os_seed;
 use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
+use crate::lock::lock;
 use event_listener::Event;
 use openflume_proto::Status;
 use smol::Task;
@@ -222,10 +223,4 @@ fn spawn(
         stop,
         task: Some(task),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -140,6 +140,24 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// A response from borrowed parts (tests, simulators, examples).
+    ///
+    /// ```
+    /// use openflume_proto::HttpResponse;
+    /// let res = HttpResponse::new(304, &[("ETag", "\"a\"")], "");
+    /// assert_eq!((res.status, res.header("etag")), (304, Some("\"a\"")));
+    /// ```
+    pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
     /// The first header with this name, compared case-insensitively.
     ///
     /// ```

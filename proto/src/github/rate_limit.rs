@@ -293,14 +293,7 @@ mod tests {
     const NOW_SECS: i64 = 1_764_100_000;
 
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
-        HttpResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-            body: Bytes::from(body),
-        }
+        HttpResponse::new(status, headers, body)
     }
 
     fn limited(wait_ms: u64, rule: WaitRule) -> Verdict {
