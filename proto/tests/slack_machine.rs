@@ -3,7 +3,9 @@
 // Test helpers panic to fail the test; clippy's in-test allowance covers only #[test] fns.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume_proto::slack::{DEDUP_TTL_MS, FATAL_ERRORS, SlackConfig, SlackMachine};
+use openflume_proto::slack::{
+    DEDUP_TTL_MS, DRAIN_TIMEOUT_MS, FATAL_ERRORS, SlackConfig, SlackMachine,
+};
 use openflume_proto::{
     ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Misuse, Now, Output, ReqId,
     Status, UnixMillis,
@@ -286,13 +288,74 @@ fn rotation_keeps_receiving_until_the_replacement_said_hello() {
         );
     }
     assert_eq!(h.machine.status(), Status::Connected);
-    let at = 1300;
-    let out = h.text(at + 100, 2, r#"{"type":"hello"}"#);
-    assert_eq!(closes(&out), vec![ConnId(1)]);
+    let out = h.text(1400, 2, r#"{"type":"hello"}"#);
+    assert!(closes(&out).is_empty(), "the old connection drains");
     assert_eq!(h.machine.status(), Status::Connected);
-    // The old connection is gone; the new one carries envelopes.
-    let out = h.text(at + 200, 2, &envelope("env-3", "Ev3"));
-    assert_eq!(emits(&out).len(), 1);
+    // The new one carries envelopes, and so does the old one until Slack closes it: acked on it.
+    assert_eq!(emits(&h.text(1500, 2, &envelope("env-3", "Ev3"))).len(), 1);
+    let out = h.text(1600, 1, &envelope("env-4", "Ev4"));
+    let delivery = emits(&out)[0];
+    let out = h.feed(1700, Input::Delivered { delivery });
+    assert_eq!(
+        sends(&out),
+        vec![(ConnId(1), r#"{"envelope_id":"env-4"}"#.to_owned())]
+    );
+    // Slack closes it: nothing to close, no timer left for it, its frames are stale from now on.
+    let out = h.feed(
+        5000,
+        Input::Closed {
+            conn: ConnId(1),
+            code: Some(1000),
+            reason: String::new(),
+        },
+    );
+    assert!(closes(&out).is_empty());
+    assert_eq!(h.machine.status(), Status::Connected);
+    let out = h.feed(1400 + DRAIN_TIMEOUT_MS, Input::Timer);
+    assert!(closes(&out).is_empty());
+    assert!(emits(&h.text(11_500, 1, &envelope("env-5", "Ev5"))).is_empty());
+}
+
+#[test]
+fn a_replaced_connection_slack_keeps_open_is_closed_after_the_drain_timeout() {
+    let (mut h, _) = Harness::started(SlackConfig::new(APP_TOKEN));
+    h.connect(10, 1, 1);
+    h.text(
+        1000,
+        1,
+        r#"{"type":"disconnect","reason":"refresh_requested"}"#,
+    );
+    h.connect(1100, 2, 2);
+    assert!(closes(&h.feed(1100 + DRAIN_TIMEOUT_MS - 1, Input::Timer)).is_empty());
+    let out = h.feed(1100 + DRAIN_TIMEOUT_MS, Input::Timer);
+    assert_eq!(closes(&out), vec![ConnId(1)]);
+    // In flight when we closed: emitted (not lost), but no ack may follow our close frame.
+    let out = h.text(11_200, 1, &envelope("env-1", "Ev1"));
+    let delivery = emits(&out)[0];
+    let out = h.feed(11_200, Input::Delivered { delivery });
+    assert!(sends(&out).is_empty());
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Log(log) if log.action == "ack.orphaned"))
+    );
+    // Its redelivery on the new connection is acked there and not emitted again.
+    let out = h.text(11_300, 2, &envelope("env-1b", "Ev1"));
+    assert!(emits(&out).is_empty());
+    assert_eq!(
+        sends(&out),
+        vec![(ConnId(2), r#"{"envelope_id":"env-1b"}"#.to_owned())]
+    );
+    // The transport's close report is expected and changes nothing.
+    let out = h.feed(
+        11_400,
+        Input::Closed {
+            conn: ConnId(1),
+            code: Some(1000),
+            reason: String::new(),
+        },
+    );
+    assert!(out.iter().all(|o| matches!(o, Output::Log(_))));
+    assert_eq!(h.machine.status(), Status::Connected);
 }
 
 #[test]
@@ -384,6 +447,15 @@ fn too_many_websockets_waits_long_before_the_next_url() {
     );
     assert_eq!(closes(&out), vec![ConnId(1)]);
     assert!(requests(&out).is_empty());
+    let out = h.feed(
+        150,
+        Input::Closed {
+            conn: ConnId(1),
+            code: Some(1000),
+            reason: String::new(),
+        },
+    );
+    assert!(closes(&out).is_empty() && requests(&out).is_empty());
     let wait = h.machine.poll_timeout().unwrap().0 - 100;
     assert!((60_000..=90_000).contains(&wait), "{wait}");
     assert!(requests(&h.feed(100 + wait - 1, Input::Timer)).is_empty());

@@ -3,11 +3,22 @@
 //! A connection Slack wants to move (`disconnect` with `warning` or `refresh_requested`) or one
 //! that went silent is *retiring*: it no longer counts towards the target, so a replacement is
 //! opened, but it stays in the set (and keeps delivering envelopes) until enough replacements said
-//! `hello`. Only then is it closed: make-before-break, so no envelope falls into a gap.
+//! `hello`: make-before-break. Even then a connection Slack asked to move is not closed at once:
+//! Slack may still write envelopes on it until it closes it itself, a few seconds after the
+//! `disconnect`, so it is *replaced* and read (and acked on) until Slack closes it or
+//! [`DRAIN_TIMEOUT_MS`] passes. A connection this machine closed stays known, *closing*, until
+//! the transport reports it closed, so envelopes still in flight on it are emitted, not dropped.
 
 use super::liveness::{Check, Liveness};
 use crate::{Bytes, ConnId, Millis, ReqId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A connection Slack asked to move is read for at most this long after its replacement said
+/// `hello`, then closed. Slack closes it itself about 10 s after its `warning`, usually sooner;
+/// waiting for that close is better than closing first, as no ack can follow one's own close
+/// frame. The same bound applies to a connection this machine closed whose closing the transport
+/// never reports.
+pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 
 /// Where one connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +33,11 @@ pub(crate) enum Phase {
     Draining,
     /// Silent too long: kept only until a replacement said `hello`, in case it was merely slow.
     Stale,
+    /// Slack asked to move it and a replacement said `hello`: still read and acked on, without
+    /// pings, until Slack closes it or [`DRAIN_TIMEOUT_MS`] passes.
+    Replaced,
+    /// This machine sent its close: envelopes still arriving are emitted but cannot be acked.
+    Closing,
 }
 
 impl Phase {
@@ -33,6 +49,11 @@ impl Phase {
     fn is_wanted(self) -> bool {
         matches!(self, Phase::Connecting | Phase::AwaitingHello | Phase::Live)
     }
+
+    /// Frames (acks) may still be sent on it.
+    pub fn can_send(self) -> bool {
+        self != Phase::Closing
+    }
 }
 
 /// Something due on a connection.
@@ -40,6 +61,10 @@ impl Phase {
 pub(crate) enum Due {
     /// No `hello` within the hello timeout.
     HelloTimeout,
+    /// A replaced connection Slack did not close within [`DRAIN_TIMEOUT_MS`].
+    DrainTimeout,
+    /// A connection this machine closed that the transport did not report closed in time.
+    CloseTimeout,
     /// Send this ping.
     Ping(Bytes),
     /// Nothing heard for this long.
@@ -52,7 +77,8 @@ pub(crate) enum Due {
 #[derive(Clone, Debug)]
 struct Connection {
     phase: Phase,
-    hello_deadline: Option<Millis>,
+    /// Hello timeout, drain timeout or close timeout, depending on the phase.
+    deadline: Option<Millis>,
     liveness: Option<Liveness>,
 }
 
@@ -102,7 +128,7 @@ impl Pool {
     pub fn add_connecting(&mut self, conn: ConnId, now: Millis) {
         let connection = Connection {
             phase: Phase::Connecting,
-            hello_deadline: Some(now + self.hello_timeout_ms),
+            deadline: Some(now + self.hello_timeout_ms),
             liveness: None,
         };
         self.conns.insert(conn, connection);
@@ -138,7 +164,7 @@ impl Pool {
         match self.conns.get_mut(&conn) {
             Some(c) if matches!(c.phase, Phase::Connecting | Phase::AwaitingHello) => {
                 c.phase = Phase::Live;
-                c.hello_deadline = None;
+                c.deadline = None;
                 true
             }
             _ => false,
@@ -156,15 +182,42 @@ impl Pool {
         }
     }
 
+    /// A replacement took over `conn`: read it, unpinged, until `now` + [`DRAIN_TIMEOUT_MS`].
+    pub fn replace(&mut self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Replaced;
+            c.deadline = Some(now + DRAIN_TIMEOUT_MS);
+            c.liveness = None;
+        }
+    }
+
+    /// This machine closed `conn`: keep it until the transport says so, or [`DRAIN_TIMEOUT_MS`].
+    /// False when it was not ours or closing already (nothing to close).
+    pub fn closing(&mut self, conn: ConnId, now: Millis) -> bool {
+        match self.conns.get_mut(&conn) {
+            Some(c) if c.phase != Phase::Closing => {
+                c.phase = Phase::Closing;
+                c.deadline = Some(now + DRAIN_TIMEOUT_MS);
+                c.liveness = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets `conn`, returning the phase it was in.
     pub fn remove(&mut self, conn: ConnId) -> Option<Phase> {
         self.conns.remove(&conn).map(|c| c.phase)
     }
 
-    /// Forgets everything, returning the connections to close.
+    /// Forgets everything, returning the connections to close (those not closing already).
     pub fn drain(&mut self) -> Vec<ConnId> {
         self.url_requests.clear();
-        std::mem::take(&mut self.conns).into_keys().collect()
+        std::mem::take(&mut self.conns)
+            .into_iter()
+            .filter(|(_, c)| c.phase != Phase::Closing)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// True while some connection can deliver envelopes.
@@ -174,7 +227,7 @@ impl Pool {
             .any(|c| matches!(c.phase, Phase::Live | Phase::Draining))
     }
 
-    /// Connections held, in every phase.
+    /// Connections held, in every phase (Slack counts them until they are closed).
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -209,17 +262,22 @@ impl Pool {
             .values()
             .flat_map(|c| {
                 let liveness = c.liveness.as_ref().map(Liveness::next_deadline);
-                c.hello_deadline.into_iter().chain(liveness)
+                c.deadline.into_iter().chain(liveness)
             })
             .min()
     }
 
-    /// Everything due at `now`, by connection age. A hello timeout hides liveness on the same connection.
+    /// Everything due at `now`, by connection age. A timeout hides liveness on the same connection.
     pub fn due(&mut self, now: Millis) -> Vec<(ConnId, Due)> {
         let mut due = Vec::new();
         for (id, c) in &mut self.conns {
-            if c.hello_deadline.is_some_and(|at| at <= now) {
-                due.push((*id, Due::HelloTimeout));
+            if c.deadline.is_some_and(|at| at <= now) {
+                let timeout = match c.phase {
+                    Phase::Replaced => Due::DrainTimeout,
+                    Phase::Closing => Due::CloseTimeout,
+                    _ => Due::HelloTimeout,
+                };
+                due.push((*id, timeout));
                 continue;
             }
             match c.liveness.as_mut().map(|l| l.check(now)) {
@@ -312,5 +370,43 @@ mod tests {
         assert!(!p.is_receiving());
         assert_eq!(p.drain(), vec![ConnId(1)]);
         assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn replaced_then_closing_each_have_their_own_timeout() {
+        let mut p = pool(1);
+        live(&mut p, 1, 0);
+        p.retire(ConnId(1), Phase::Draining);
+        live(&mut p, 2, 100);
+        p.replace(ConnId(1), Millis(100));
+        assert_eq!(p.phase(ConnId(1)), Some(Phase::Replaced));
+        assert!(p.replaced().is_empty(), "replaced is no longer retiring");
+        assert_eq!(p.deficit(), 0);
+        p.remove(ConnId(2));
+        assert!(
+            !p.is_receiving(),
+            "a replaced connection does not count as receiving"
+        );
+        live(&mut p, 2, 500);
+        // Unpinged: its only deadline is the drain timeout, which comes before 2's first ping.
+        let drain_at = Millis(100 + DRAIN_TIMEOUT_MS);
+        assert_eq!(p.next_deadline(), Some(drain_at));
+        assert_eq!(p.due(drain_at), vec![(ConnId(1), Due::DrainTimeout)]);
+        assert!(p.closing(ConnId(1), drain_at));
+        assert!(!p.closing(ConnId(1), drain_at), "closed once only");
+        assert!(!p.phase(ConnId(1)).is_some_and(Phase::can_send));
+        let close_at = drain_at + DRAIN_TIMEOUT_MS;
+        assert_eq!(
+            p.due(close_at),
+            vec![
+                (ConnId(1), Due::CloseTimeout),
+                (ConnId(2), Due::Ping("1".into()))
+            ]
+        );
+        assert_eq!(
+            p.drain(),
+            vec![ConnId(2)],
+            "a closing connection is not closed again"
+        );
     }
 }

@@ -5,7 +5,10 @@
 use super::acks::PendingAck;
 use super::connections::Phase;
 use super::wire::{self, DebugInfo, Envelope, Message};
-use super::{ACK_DEADLINE_MS, MAX_PENDING_ACKS, SOURCE, SlackMachine, TOO_MANY_WEBSOCKETS_WAIT_MS};
+use super::{
+    ACK_DEADLINE_MS, DRAIN_TIMEOUT_MS, MAX_PENDING_ACKS, SOURCE, SlackMachine,
+    TOO_MANY_WEBSOCKETS_WAIT_MS,
+};
 use super::{config, meta, scrub};
 use crate::{ConnId, DeliveryId, Event, Frame, Level, Log, Misuse, Now, Output, RawJson};
 use serde_json::json;
@@ -120,17 +123,32 @@ impl SlackMachine {
         }
         self.update_status(String::new);
         for old in self.pool.replaced() {
-            self.log(
-                now,
-                Level::Info,
-                "ws.rotated",
-                format!(
-                    "closing connection {}: connection {} took over",
-                    old.0, conn.0
-                ),
-                json!({"closed": old, "replacement": conn}),
-            );
-            self.close(old, format!("replaced by connection {}", conn.0));
+            if self.pool.phase(old) == Some(Phase::Stale) {
+                self.log(
+                    now,
+                    Level::Info,
+                    "ws.rotated",
+                    format!(
+                        "closing silent connection {}: connection {} took over",
+                        old.0, conn.0
+                    ),
+                    json!({"closed": old, "replacement": conn}),
+                );
+                self.close(now, old, format!("replaced by connection {}", conn.0));
+            } else {
+                self.log(
+                    now,
+                    Level::Info,
+                    "ws.rotated",
+                    format!(
+                        "connection {} took over from connection {}, which is still read until Slack \
+                         closes it (at most {DRAIN_TIMEOUT_MS} ms)",
+                        conn.0, old.0
+                    ),
+                    json!({"replaced": old, "replacement": conn}),
+                );
+                self.pool.replace(old, now.mono);
+            }
         }
     }
 
@@ -162,7 +180,7 @@ impl SlackMachine {
                     ),
                     json!({"conn": conn, "waitMs": wait_ms, "host": debug_info.host}),
                 );
-                self.close(conn, "too_many_websockets".to_owned());
+                self.close(now, conn, "too_many_websockets".to_owned());
                 self.wait_until(now.mono + wait_ms);
                 self.update_status(|| "too_many_websockets".to_owned());
             }
@@ -188,7 +206,7 @@ impl SlackMachine {
                         self.reconcile();
                     }
                     Some(Phase::Connecting | Phase::AwaitingHello) => {
-                        self.close(conn, format!("disconnect {reason}"));
+                        self.close(now, conn, format!("disconnect {reason}"));
                         self.failed_attempt(
                             now,
                             format!(
@@ -197,11 +215,15 @@ impl SlackMachine {
                             ),
                         );
                     }
-                    Some(Phase::Draining | Phase::Stale) | None => self.log(
+                    Some(Phase::Draining | Phase::Stale | Phase::Replaced | Phase::Closing)
+                    | None => self.log(
                         now,
                         Level::Debug,
                         "disconnect.repeat",
-                        format!("connection {} is already being replaced ({reason})", conn.0),
+                        format!(
+                            "connection {} is already being replaced or closed ({reason})",
+                            conn.0
+                        ),
                         detail,
                     ),
                 }
@@ -229,7 +251,7 @@ impl SlackMachine {
                 ),
                 json!({"conn": conn, "envelope_id": envelope_id}),
             );
-            return self.send_ack(conn, &envelope_id);
+            return self.send_ack(now, conn, &envelope_id);
         };
         let extracted = meta::extract(&kind, &payload);
         if !self
@@ -251,7 +273,7 @@ impl SlackMachine {
                     "retry_attempt": retry_attempt,
                 }),
             );
-            return self.send_ack(conn, &envelope_id);
+            return self.send_ack(now, conn, &envelope_id);
         }
         let mut event = Event::new(SOURCE, kind.as_ref(), RawJson::from_raw(payload), now.wall);
         event.meta = extracted.meta;
@@ -305,22 +327,9 @@ impl SlackMachine {
         let Some(pending) = self.acks.take(delivery)? else {
             return Ok(());
         };
-        if self.pool.phase(pending.conn).is_none() {
-            self.log(
-                now,
-                Level::Warn,
-                "ack.orphaned",
-                format!(
-                    "connection {} closed before envelope {} could be acknowledged; Slack will redeliver it \
-                     and the duplicate will be acknowledged without a second event",
-                    pending.conn.0, pending.envelope_id
-                ),
-                json!({"conn": pending.conn, "envelope_id": pending.envelope_id}),
-            );
-            return Ok(());
-        }
         let waited_ms = now.mono - pending.received_at;
-        if waited_ms > ACK_DEADLINE_MS {
+        let sendable = self.pool.phase(pending.conn).is_some_and(Phase::can_send);
+        if sendable && waited_ms > ACK_DEADLINE_MS {
             self.log(
                 now,
                 Level::Warn,
@@ -332,7 +341,7 @@ impl SlackMachine {
                 json!({"conn": pending.conn, "envelope_id": pending.envelope_id, "waitedMs": waited_ms}),
             );
         }
-        self.send_ack(pending.conn, &pending.envelope_id);
+        self.send_ack(now, pending.conn, &pending.envelope_id);
         Ok(())
     }
 }

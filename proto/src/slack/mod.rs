@@ -4,9 +4,11 @@
 //! What it does that Slack's own SDKs do not:
 //! - **Make-before-break rotation.** On `disconnect` with `warning` or `refresh_requested` (or a
 //!   reason it does not know) the connection keeps receiving while a replacement is opened with a
-//!   fresh `apps.connections.open` call; it is closed only after the replacement said `hello`. A
-//!   replacement that stays silent past the hello timeout is dropped and retried with backoff,
-//!   the old connection kept meanwhile.
+//!   fresh `apps.connections.open` call. After the replacement said `hello` the old connection
+//!   is still read, and its envelopes emitted and acked on it, until Slack closes it (it does a
+//!   few seconds after the `disconnect`) or [`DRAIN_TIMEOUT_MS`] passes; only then does this
+//!   machine close it. A replacement that stays silent past the hello timeout is dropped and
+//!   retried with backoff, the old connection kept meanwhile.
 //! - **Disconnect reasons that mean different things.** `link_disabled` (Socket Mode turned off)
 //!   fails the source; `too_many_websockets` closes that connection and waits
 //!   [`TOO_MANY_WEBSOCKETS_WAIT_MS`] before opening another.
@@ -34,6 +36,7 @@ mod wire;
 pub use acks::{ACK_DEADLINE_MS, MAX_PENDING_ACKS};
 pub use api::{DEFAULT_RETRY_AFTER_MS, FATAL_ERRORS, MAX_RETRY_AFTER_MS};
 pub use config::{DEFAULT_API_BASE, MAX_CONNECTIONS, SlackConfig};
+pub use connections::DRAIN_TIMEOUT_MS;
 pub use dedup::{DEDUP_CAPACITY, DEDUP_TTL_MS};
 pub use liveness::DEAD_AFTER_INTERVALS;
 
@@ -183,20 +186,36 @@ impl SlackMachine {
         }
     }
 
-    fn send_ack(&mut self, conn: ConnId, envelope_id: &str) {
-        self.out.push_back(Output::Send {
-            conn,
-            frame: Frame::Text(wire::ack(envelope_id)),
-        });
+    /// Acknowledges `envelope_id` on `conn`, or says why it cannot: no frame may follow a close.
+    fn send_ack(&mut self, now: Now, conn: ConnId, envelope_id: &str) {
+        if self.pool.phase(conn).is_some_and(Phase::can_send) {
+            return self.out.push_back(Output::Send {
+                conn,
+                frame: Frame::Text(wire::ack(envelope_id)),
+            });
+        }
+        self.log(
+            now,
+            Level::Warn,
+            "ack.orphaned",
+            format!(
+                "connection {} is closed or closing: envelope {envelope_id} cannot be acknowledged; Slack will \
+                 redeliver it and the duplicate will be acknowledged without a second event",
+                conn.0
+            ),
+            json!({"conn": conn, "envelope_id": envelope_id}),
+        );
     }
 
-    fn close(&mut self, conn: ConnId, reason: String) {
-        self.pool.remove(conn);
-        self.out.push_back(Output::Close {
-            conn,
-            code: CLOSE_NORMAL,
-            reason,
-        });
+    /// Closes `conn` (unless closing already); it stays known until the transport reports it closed.
+    fn close(&mut self, now: Now, conn: ConnId, reason: String) {
+        if self.pool.closing(conn, now.mono) {
+            self.out.push_back(Output::Close {
+                conn,
+                code: CLOSE_NORMAL,
+                reason,
+            });
+        }
     }
 
     fn finish(&mut self, status: Status, reason: Option<String>, close_reason: &str) {
@@ -404,7 +423,10 @@ impl SlackMachine {
                 now,
                 Level::Debug,
                 "ws.open.repeat",
-                format!("ignored a repeated open of connection {}", conn.0),
+                format!(
+                    "ignored an open of connection {}, which is not connecting",
+                    conn.0
+                ),
                 json!({"conn": conn}),
             );
         }
@@ -430,6 +452,20 @@ impl SlackMachine {
                     )
                 });
             }
+            Phase::Replaced => self.log(
+                now,
+                Level::Info,
+                "ws.closed",
+                format!("replaced connection {} closed ({what})", conn.0),
+                json!({"conn": conn}),
+            ),
+            Phase::Closing => self.log(
+                now,
+                Level::Debug,
+                "ws.closed",
+                format!("connection {} closed ({what})", conn.0),
+                json!({"conn": conn}),
+            ),
             Phase::Live => {
                 self.failed_attempt(now, format!("connection {} closed ({what})", conn.0));
             }
@@ -443,10 +479,20 @@ impl SlackMachine {
     }
 
     fn on_connect_failed(&mut self, now: Now, conn: ConnId, error: &str) {
-        if self.pool.remove(conn).is_none() {
-            return self.stale_connection(now, conn, "a connect failure");
-        }
         let error = scrub(error);
+        match self.pool.remove(conn) {
+            None => return self.stale_connection(now, conn, "a connect failure"),
+            Some(Phase::Closing) => {
+                return self.log(
+                    now,
+                    Level::Debug,
+                    "ws.closed",
+                    format!("connection {} closed before it opened ({error})", conn.0),
+                    json!({"conn": conn}),
+                );
+            }
+            Some(_) => {}
+        }
         self.failed_attempt(
             now,
             format!("connection {} failed to open: {error}", conn.0),
@@ -471,11 +517,37 @@ impl SlackMachine {
                     frame: Frame::Ping(payload),
                 }),
                 Due::HelloTimeout => {
-                    self.close(conn, "no hello".to_owned());
+                    self.close(now, conn, "no hello".to_owned());
                     let timeout = self.config.hello_timeout_ms;
                     self.failed_attempt(
                         now,
                         format!("connection {} sent no hello within {timeout} ms", conn.0),
+                    );
+                }
+                Due::DrainTimeout => {
+                    self.log(
+                        now,
+                        Level::Info,
+                        "ws.drain.timeout",
+                        format!(
+                            "Slack did not close replaced connection {} within {DRAIN_TIMEOUT_MS} ms; closing it",
+                            conn.0
+                        ),
+                        json!({"conn": conn}),
+                    );
+                    self.close(now, conn, "replaced".to_owned());
+                }
+                Due::CloseTimeout => {
+                    self.pool.remove(conn);
+                    self.log(
+                        now,
+                        Level::Debug,
+                        "ws.close.timeout",
+                        format!(
+                            "no close reported for connection {} within {DRAIN_TIMEOUT_MS} ms of closing it; forgetting it",
+                            conn.0
+                        ),
+                        json!({"conn": conn}),
                     );
                 }
                 Due::Dead { silent_ms } => self.on_dead(now, conn, silent_ms),
@@ -513,10 +585,10 @@ impl SlackMachine {
                 self.update_status(|| silence);
             }
             Some(Phase::Connecting | Phase::AwaitingHello) => {
-                self.close(conn, "silent".to_owned());
+                self.close(now, conn, "silent".to_owned());
                 self.failed_attempt(now, format!("{silence} before hello"));
             }
-            Some(Phase::Stale) | None => {}
+            Some(Phase::Stale | Phase::Replaced | Phase::Closing) | None => {}
         }
     }
 
