@@ -151,11 +151,19 @@ async fn connect_and_serve(
                 };
                 let _ = sender.close(Some(frame)).await;
                 // Wait for the peer's close frame so the close handshake completes, but not forever.
+                // Messages the peer sent before it saw our close still go to the machine (a Slack
+                // envelope there is emitted; Slack redelivers it, since we can no longer ack).
                 let peer = futures_lite::future::or(
                     async {
                         while let Some(Ok(message)) = receiver.next().await {
-                            if let Message::Close(frame) = message {
-                                return Some(close_parts(frame));
+                            let frame = match message {
+                                Message::Close(frame) => return Some(close_parts(frame)),
+                                Message::Text(text) => Frame::Text(text.as_str().to_owned()),
+                                Message::Binary(bytes) => Frame::Binary(Bytes(bytes.to_vec())),
+                                _ => continue,
+                            };
+                            if inputs.send(Input::Frame { conn, frame }).await.is_err() {
+                                return None;
                             }
                         }
                         None

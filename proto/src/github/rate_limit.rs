@@ -287,7 +287,6 @@ pub(crate) fn stretch_for_budget(interval_ms: u64, budget: Budget, now: UnixMill
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Bytes;
 
     const NOW: UnixMillis = UnixMillis(1_764_100_000_000);
     const NOW_SECS: i64 = 1_764_100_000;
