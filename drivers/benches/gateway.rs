@@ -9,7 +9,8 @@
 //! The simulator runs in a child process (this binary, re-executed), so the CPU figures are the
 //! client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
 //!
-//! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000).
+//! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
+//! `BENCH_RUNS` the runs per case, default 3, of which the median is shown).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,20 +37,38 @@ fn main() {
     println!(
         "Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames"
     );
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    println!("median of {runs} runs per case (BENCH_RUNS)");
     let rows = vec![
-        measure("transport floor (tungstenite, drop)", events, |url| {
-            tungstenite_client(url, events, false)
+        median(runs, || {
+            measure("transport floor (tungstenite, drop)", events, |url| {
+                tungstenite_client(url, events, false)
+            })
         }),
-        measure("decode floor (+ serde_json::Value)", events, |url| {
-            tungstenite_client(url, events, true)
+        median(runs, || {
+            measure("decode floor (+ serde_json::Value)", events, |url| {
+                tungstenite_client(url, events, true)
+            })
         }),
-        measure("openflume library (Flume stream)", events, |url| {
-            library_pipeline(url, events)
+        median(runs, || {
+            measure("openflume library (Flume stream)", events, |url| {
+                library_pipeline(url, events)
+            })
         }),
-        measure_listen(events),
+        median(runs, || measure_listen(events)),
     ];
     print_table(&rows);
     github_pages();
+}
+
+/// Runs a case `runs` times and keeps the run with the median CPU time per event.
+fn median(runs: usize, mut case: impl FnMut() -> Row) -> Row {
+    let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| case()).collect();
+    rows.sort_by(|a, b| a.cpu.cmp(&b.cpu));
+    rows.swap_remove(rows.len() / 2)
 }
 
 struct Row {
