@@ -67,7 +67,7 @@ fn main() {
 /// Runs a case `runs` times and keeps the run with the median CPU time per event.
 fn median(runs: usize, mut case: impl FnMut() -> Row) -> Row {
     let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| case()).collect();
-    rows.sort_by(|a, b| a.cpu.cmp(&b.cpu));
+    rows.sort_by_key(|row| row.cpu);
     rows.swap_remove(rows.len() / 2)
 }
 
