@@ -240,7 +240,7 @@ impl Io {
                 let task = smol::spawn(ws::run(
                     conn,
                     url,
-                    self.env.ws,
+                    self.env.ws.clone(),
                     commands_rx,
                     self.inputs_tx.clone(),
                 ));

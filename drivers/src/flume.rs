@@ -8,6 +8,7 @@ use crate::hub::{
     self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers,
 };
 use crate::lock::lock;
+use crate::net::{self, TlsError};
 use crate::sources::{SourceSet, SourceStatus, StartError, StatusWatch};
 use crate::ws::WsSettings;
 use openflume_proto::{Item, Level, Log};
@@ -39,11 +40,22 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Trusts `extra` besides the webpki roots: one configuration built here and shared by every
+    /// connection. Without extra roots the process-wide default stays in place.
+    fn trusting(mut self, extra: rustls::RootCertStore) -> Settings {
+        if !extra.is_empty() {
+            let tls = net::tls_config_with(extra);
+            self.ws.tls = tls.clone();
+            self.http.tls = tls;
+        }
+        self
+    }
+
     pub(crate) fn env(&self, hub: Hub) -> DriverEnv {
         DriverEnv {
             hub,
-            http: HttpClient::new(self.http),
-            ws: self.ws,
+            http: HttpClient::new(self.http.clone()),
+            ws: self.ws.clone(),
             clock: Clock::new(),
             shutdown_grace: self.shutdown_grace,
         }
@@ -67,6 +79,7 @@ pub struct FlumeBuilder {
     on_item: Option<ItemCallback>,
     on_error: Option<ErrorCallback>,
     settings: Settings,
+    extra_roots: rustls::RootCertStore,
 }
 
 impl FlumeBuilder {
@@ -128,8 +141,44 @@ impl FlumeBuilder {
         self
     }
 
+    /// Trusts `der`, a DER-encoded X.509 certificate, as a TLS root for every `https://` and
+    /// `wss://` connection of this flume, besides the built-in webpki roots: a corporate proxy's
+    /// CA, a self-hosted endpoint's own CA. (A PEM file converts with
+    /// `openssl x509 -in ca.pem -outform der -out ca.der`.)
+    ///
+    /// The TLS configuration with the extra roots is built once, by [`build`](Self::build), and
+    /// shared by every connection; a flume without extra roots uses the process-wide default.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::InvalidRootCertificate`] if `der` is not a certificate usable as a root.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let der = std::fs::read("corporate-ca.der")?;
+    /// let flume = openflume::Flume::builder()
+    ///     .add_root_certificate(der)?
+    ///     /* .source(…) */
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ```
+    /// use openflume::{Flume, TlsError};
+    /// let refused = Flume::builder().add_root_certificate(b"not a certificate".to_vec());
+    /// assert!(matches!(refused, Err(TlsError::InvalidRootCertificate { .. })));
+    /// ```
+    pub fn add_root_certificate(mut self, der: Vec<u8>) -> Result<Self, TlsError> {
+        net::add_root(&mut self.extra_roots, der)?;
+        Ok(self)
+    }
+
     pub(crate) fn into_parts(self) -> (Settings, Option<ItemCallback>, Option<ErrorCallback>) {
-        (self.settings, self.on_item, self.on_error)
+        (
+            self.settings.trusting(self.extra_roots),
+            self.on_item,
+            self.on_error,
+        )
     }
 
     /// The configured flume.
@@ -138,7 +187,7 @@ impl FlumeBuilder {
             sources: self.sources,
             on_item: self.on_item,
             on_error: self.on_error,
-            settings: self.settings,
+            settings: self.settings.trusting(self.extra_roots),
         }
     }
 }
@@ -169,6 +218,7 @@ impl Flume {
             on_item: None,
             on_error: None,
             settings: Settings::default(),
+            extra_roots: rustls::RootCertStore::empty(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! timeouts. Redirects and retries are the machines' business; this only moves bytes.
 
 use crate::lock::lock;
-use crate::net::{self, Stream};
+use crate::net::{self, Stream, TlsConfig};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use openflume_proto::http::{HttpError, Limits, ReadResponse, ResponseReader, encode_request};
 use openflume_proto::url::{Url, UrlError};
@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Timeouts and limits for HTTP requests.
-#[derive(Clone, Copy, Debug)]
+/// Timeouts, limits and TLS roots for HTTP requests.
+#[derive(Clone, Debug)]
 pub(crate) struct HttpSettings {
     /// TCP connect and TLS handshake, each.
     pub(crate) connect_timeout: Duration,
@@ -24,6 +24,8 @@ pub(crate) struct HttpSettings {
     pub(crate) max_idle_per_origin: usize,
     /// Header and body limits.
     pub(crate) limits: Limits,
+    /// The roots `https://` trusts.
+    pub(crate) tls: TlsConfig,
 }
 
 impl Default for HttpSettings {
@@ -34,6 +36,7 @@ impl Default for HttpSettings {
             idle_timeout: Duration::from_secs(30),
             max_idle_per_origin: 4,
             limits: Limits::default(),
+            tls: net::default_tls_config(),
         }
     }
 }
@@ -91,7 +94,7 @@ impl HttpClient {
         let stream = net::connect(
             &url.host,
             url.port,
-            url.tls(),
+            url.tls().then_some(&self.settings.tls),
             self.settings.connect_timeout,
         )
         .await

@@ -42,5 +42,6 @@ mod ws;
 pub use confluence::{Confluence, ConfluenceError};
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
 pub use hub::{ErrorCallback, ItemCallback, ItemStream, Overflow};
+pub use net::TlsError;
 pub use source::Source;
 pub use sources::{SourceFailure, SourceStatus, StartError};

@@ -3,7 +3,7 @@
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use smol::net::TcpStream;
 use std::io;
 use std::pin::Pin;
@@ -17,51 +17,87 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The process-wide TLS client configuration: webpki roots, ring, TLS 1.2 and 1.3.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-                // ring supports the default versions; fall back to an empty-roots config that
-                // fails every handshake with a clear error rather than panicking.
-                .unwrap_or_else(|_| {
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-            Arc::new(config)
-        })
-        .clone()
+/// The TLS client configuration connections use: the webpki roots, optionally plus a user's own.
+pub(crate) type TlsConfig = Arc<rustls::ClientConfig>;
+
+/// Why extra TLS roots were refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The bytes given to [`FlumeBuilder::add_root_certificate`](crate::FlumeBuilder::add_root_certificate)
+    /// are not a DER X.509 certificate usable as a trust anchor.
+    #[error("invalid root certificate: {reason}")]
+    InvalidRootCertificate {
+        /// What the parser said.
+        reason: String,
+    },
 }
 
-/// Resolves, connects and (for `tls`) handshakes, each within `timeout`.
+/// The webpki roots, built once for the process and shared by every flume without extra roots.
+pub(crate) fn default_tls_config() -> TlsConfig {
+    static CONFIG: OnceLock<TlsConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| client_config(webpki_roots())).clone()
+}
+
+/// The webpki roots plus `extra`: built once per flume that trusts its own roots.
+pub(crate) fn tls_config_with(extra: rustls::RootCertStore) -> TlsConfig {
+    let mut roots = webpki_roots();
+    roots.roots.extend(extra.roots);
+    client_config(roots)
+}
+
+fn webpki_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// A client configuration trusting `roots`: ring, TLS 1.2 and 1.3.
+fn client_config(roots: rustls::RootCertStore) -> TlsConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        // ring supports the default versions; fall back to an empty-roots config that
+        // fails every handshake with a clear error rather than panicking.
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    Arc::new(config)
+}
+
+/// Parses `der` as a trust anchor and adds it to `store`.
+pub(crate) fn add_root(store: &mut rustls::RootCertStore, der: Vec<u8>) -> Result<(), TlsError> {
+    store
+        .add(CertificateDer::from(der))
+        .map_err(|e| TlsError::InvalidRootCertificate {
+            reason: e.to_string(),
+        })
+}
+
+/// Resolves, connects and (with a `tls` configuration) handshakes, each within `timeout`.
 pub(crate) async fn connect(
     host: &str,
     port: u16,
-    tls: bool,
+    tls: Option<&TlsConfig>,
     timeout: Duration,
 ) -> io::Result<Stream> {
     let tcp = with_timeout(timeout, "connect", TcpStream::connect((host, port)))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("connect to {host}:{port}: {e}")))?;
     tcp.set_nodelay(true)?;
-    if !tls {
+    let Some(tls) = tls else {
         return Ok(Stream::Plain(tcp));
-    }
+    };
     let name = ServerName::try_from(host.to_owned()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("invalid TLS server name {host:?}"),
         )
     })?;
-    let connector = TlsConnector::from(tls_config());
+    let connector = TlsConnector::from(tls.clone());
     let stream = with_timeout(timeout, "TLS handshake", connector.connect(name, tcp))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}: {e}")))?;

@@ -1,7 +1,7 @@
 //! One WebSocket connection as a task: opens it, reports every frame and the close to the driver
 //! loop as machine inputs, and performs the sends and closes the machine asks for.
 
-use crate::net;
+use crate::net::{self, TlsConfig};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
@@ -18,8 +18,8 @@ pub(crate) enum WsCommand {
     Close { code: u16, reason: String },
 }
 
-/// Limits and timeouts for WebSocket connections.
-#[derive(Clone, Copy, Debug)]
+/// Limits, timeouts and TLS roots for WebSocket connections.
+#[derive(Clone, Debug)]
 pub(crate) struct WsSettings {
     /// Largest message accepted from the peer; a larger one closes the connection (1009).
     pub(crate) max_message_bytes: usize,
@@ -27,6 +27,8 @@ pub(crate) struct WsSettings {
     pub(crate) connect_timeout: Duration,
     /// How long to wait for the peer's close frame after sending ours.
     pub(crate) close_timeout: Duration,
+    /// The roots `wss://` trusts.
+    pub(crate) tls: TlsConfig,
 }
 
 impl Default for WsSettings {
@@ -35,6 +37,7 @@ impl Default for WsSettings {
             max_message_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(15),
             close_timeout: Duration::from_secs(5),
+            tls: net::default_tls_config(),
         }
     }
 }
@@ -72,9 +75,14 @@ async fn connect_and_serve(
             url.scheme
         )));
     }
-    let stream = net::connect(&url.host, url.port, url.tls(), settings.connect_timeout)
-        .await
-        .map_err(|e| ConnectError(e.to_string()))?;
+    let stream = net::connect(
+        &url.host,
+        url.port,
+        url.tls().then_some(&settings.tls),
+        settings.connect_timeout,
+    )
+    .await
+    .map_err(|e| ConnectError(e.to_string()))?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));

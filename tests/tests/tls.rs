@@ -1,0 +1,266 @@
+//! TLS end to end: the drivers' `https://` and `wss://` paths against the simulators behind a
+//! local TLS-terminating proxy whose certificate comes from a CA made at test time. A flume that
+//! trusts that CA (`FlumeBuilder::add_root_certificate`) connects; one that does not fails with a
+//! readable certificate error, without panicking.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures_lite::AsyncWriteExt;
+use futures_rustls::TlsAcceptor;
+use futures_rustls::rustls::{self, ServerConfig};
+use openflume::sim::{self, DiscordAction, DiscordSim, GithubSim};
+use openflume::{Flume, FlumeBuilder, Running, Source, StartError, TlsError};
+use openflume_proto::discord::{DiscordConfig, DiscordShard};
+use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
+use openflume_proto::{Item, Level, ReconnectPolicy};
+use openflume_tests::{Collector, block_on, events_of};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use smol::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait for any one effect.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A CA made for this test and a `localhost` server certificate it signed.
+struct Pki {
+    ca_der: Vec<u8>,
+    server: Arc<ServerConfig>,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server_cert.der().clone(), ca.der().clone()], key)
+        .unwrap();
+    Pki {
+        ca_der: ca.der().to_vec(),
+        server: Arc::new(server),
+    }
+}
+
+/// Accepts TLS on 127.0.0.1 and forwards the plaintext both ways to `target`. Connections whose
+/// handshake fails (a client that does not trust the CA) are dropped.
+struct TlsProxy {
+    port: u16,
+    _task: smol::Task<()>,
+}
+
+impl TlsProxy {
+    fn start(target: SocketAddr, config: Arc<ServerConfig>) -> TlsProxy {
+        let listener = block_on(WAIT, "bind the proxy", TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = TlsAcceptor::from(config);
+        let task = smol::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                smol::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (tls_read, tls_write) = smol::io::split(tls);
+                    futures_lite::future::zip(
+                        pipe(tls_read, upstream.clone()),
+                        pipe(upstream, tls_write),
+                    )
+                    .await;
+                })
+                .detach();
+            }
+        });
+        TlsProxy { port, _task: task }
+    }
+
+    fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://localhost:{}", self.port)
+    }
+}
+
+/// Copies `from` into `to` until either side ends, then closes `to` (passing the EOF on).
+async fn pipe(
+    from: impl futures_lite::AsyncRead + Unpin,
+    mut to: impl futures_lite::AsyncWrite + Unpin,
+) {
+    let _ = smol::io::copy(from, &mut to).await;
+    let _ = to.close().await;
+}
+
+fn builder(on_item: impl FnMut(&Item) + Send + 'static) -> FlumeBuilder {
+    Flume::builder()
+        .on_item(on_item)
+        .start_timeout(Some(WAIT))
+        .shutdown_grace(Duration::from_secs(3))
+}
+
+fn open(builder: FlumeBuilder) -> Result<Running, StartError> {
+    block_on(
+        WAIT + Duration::from_secs(1),
+        "open",
+        builder.build().open(),
+    )
+}
+
+fn close(running: &Running, items: &mut Collector) {
+    block_on(WAIT, "close", running.close());
+    items.drain_to_end(WAIT);
+}
+
+fn start_github() -> GithubSim {
+    let config = sim::GithubConfig {
+        poll_interval: 1,
+        initial_notifications: 2,
+        ..sim::GithubConfig::default()
+    };
+    block_on(WAIT, "start the GitHub simulator", GithubSim::start(config)).unwrap()
+}
+
+fn github_source(sim: &GithubSim, api_url: String, reconnect: ReconnectPolicy) -> Source {
+    let config = GithubConfig {
+        token: sim.token().to_owned(),
+        api_url,
+        interval_ms: 1000,
+        bootstrap: Bootstrap::Emit,
+        reconnect,
+        ..GithubConfig::default()
+    };
+    Source::custom("github", move |seed| GithubMachine::new(config, seed))
+}
+
+fn start_discord() -> DiscordSim {
+    let config = sim::DiscordConfig {
+        heartbeat_interval: Duration::from_secs(5),
+        identify_spacing: Duration::ZERO,
+        ..sim::DiscordConfig::default()
+    };
+    block_on(
+        WAIT,
+        "start the Discord simulator",
+        DiscordSim::start(config),
+    )
+    .unwrap()
+}
+
+#[test]
+fn github_over_https_with_a_trusted_root() {
+    let pki = pki();
+    let sim = start_github();
+    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let (mut items, on_item) = Collector::callback(&[sim.token()]);
+    let source = github_source(&sim, proxy.url("https"), ReconnectPolicy::default());
+    let running = open(
+        builder(on_item)
+            .add_root_certificate(pki.ca_der)
+            .unwrap()
+            .source(source),
+    )
+    .expect("opens over TLS");
+    items.wait(WAIT, "the bootstrap notifications over TLS", |items| {
+        let n = events_of(items, "github")
+            .iter()
+            .filter(|e| e.event_type == "notification")
+            .count();
+        (n == 2).then_some(())
+    });
+    let id = sim.add_notification();
+    items.wait(WAIT, "a new notification over TLS", |items| {
+        events_of(items, "github")
+            .iter()
+            .any(|e| e.event_type == "notification" && e.meta["thread_id"] == id)
+            .then_some(())
+    });
+    close(&running, &mut items);
+}
+
+#[test]
+fn discord_over_wss_with_a_trusted_root() {
+    let pki = pki();
+    let sim = start_discord();
+    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let (mut items, on_item) = Collector::callback(&[sim.token()]);
+    let config = DiscordConfig {
+        api_base: sim.api_url(),
+        gateway_url: Some(format!("{}/", proxy.url("wss"))),
+        compress: true,
+        ..DiscordConfig::new(sim.token())
+    };
+    let source = Source::custom("discord", move |seed| DiscordShard::new(config, seed));
+    let running = open(
+        builder(on_item)
+            .add_root_certificate(pki.ca_der)
+            .unwrap()
+            .source(source),
+    )
+    .expect("opens over TLS");
+    items.wait(WAIT, "READY over wss", |items| {
+        events_of(items, "discord")
+            .iter()
+            .any(|e| e.event_type == "READY")
+            .then_some(())
+    });
+    assert_eq!(sim.inject(DiscordAction::Messages(1)), 1);
+    items.wait(WAIT, "a MESSAGE_CREATE over wss", |items| {
+        events_of(items, "discord")
+            .iter()
+            .any(|e| e.event_type == "MESSAGE_CREATE")
+            .then_some(())
+    });
+    close(&running, &mut items);
+}
+
+#[test]
+fn an_untrusted_certificate_fails_with_a_readable_error() {
+    let pki = pki();
+    let sim = start_github();
+    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let (mut items, on_item) = Collector::callback(&[sim.token()]);
+    // One retry: the machine logs each failed attempt's error (`poll.retry`), then gives up.
+    let one_retry = ReconnectPolicy {
+        max_attempts: Some(1),
+        base_ms: 50,
+        max_ms: 100,
+    };
+    let source = github_source(&sim, proxy.url("https"), one_retry);
+    let error = open(builder(on_item).source(source))
+        .err()
+        .expect("does not open");
+    assert_eq!(error.failures.len(), 1, "{error}");
+    assert_eq!(error.failures[0].source, "github");
+    items.drain_to_end(WAIT);
+    let tls_error = items.items.iter().find_map(|item| match item {
+        Item::Log(log) if log.level >= Level::Warn => log.error.clone(),
+        _ => None,
+    });
+    let tls_error = tls_error.unwrap_or_else(|| panic!("no error logged:\n{}", items.dump()));
+    assert!(
+        tls_error.contains("TLS handshake with localhost")
+            && tls_error.contains("certificate")
+            && tls_error.contains("UnknownIssuer"),
+        "unreadable TLS error: {tls_error}"
+    );
+    assert!(sim.records().requests.is_empty(), "a request got through");
+}
+
+#[test]
+fn invalid_der_is_refused_by_the_builder() {
+    let refused = Flume::builder().add_root_certificate(b"not a certificate".to_vec());
+    let Err(TlsError::InvalidRootCertificate { reason }) = refused else {
+        panic!("garbage accepted as a root");
+    };
+    assert!(!reason.is_empty());
+}
