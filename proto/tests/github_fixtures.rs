@@ -268,7 +268,10 @@ fn fatal_responses_fail_for_good() {
             "unprocessable",
             "request rejected as invalid (check the configuration): Validation Failed",
         ),
-        ("retries_exhausted", "gave up after 2 retries (HTTP 500)"),
+        (
+            "retries_exhausted",
+            "gave up after 2 retries (HTTP 500: Server Error)",
+        ),
     ] {
         let (machine, t, _) = run(&fixture(name));
         assert!(machine.is_finished(), "{name}");

@@ -241,6 +241,11 @@ fn an_untrusted_certificate_fails_with_a_readable_error() {
         .expect("does not open");
     assert_eq!(error.failures.len(), 1, "{error}");
     assert_eq!(error.failures[0].source, "github");
+    // The start error itself names the cause.
+    assert!(
+        error.failures[0].reason.contains("UnknownIssuer"),
+        "{error}"
+    );
     items.drain_to_end(WAIT);
     let tls_error = items.items.iter().find_map(|item| match item {
         Item::Log(log) if log.level >= Level::Warn => log.error.clone(),

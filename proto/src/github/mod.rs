@@ -774,8 +774,10 @@ impl GithubMachine {
         self.in_flight = None;
         self.timers.cancel(Timer::RequestTimeout);
         let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
+            // Name the last cause, so a start error says why (a TLS or DNS failure, say).
+            let last = error.as_deref().unwrap_or(message.as_str());
             self.fail(format!(
-                "gave up after {} retries ({reason})",
+                "gave up after {} retries ({reason}: {last})",
                 self.backoff.attempts()
             ));
             return;
