@@ -110,12 +110,18 @@ async fn connect_and_serve(
         Inbound(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
         Command(Option<WsCommand>),
     }
+    // A close the driver asked for while a frame was being handed over; done once it is.
+    let mut deferred_close = None;
     loop {
-        let next =
-            futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
-                Next::Command(commands.recv().await.ok())
-            })
-            .await;
+        let next = match deferred_close.take() {
+            Some(close) => Next::Command(Some(close)),
+            None => {
+                futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
+                    Next::Command(commands.recv().await.ok())
+                })
+                .await
+            }
+        };
         match next {
             Next::Inbound(Some(Ok(message))) => {
                 let frame = match message {
@@ -129,8 +135,13 @@ async fn connect_and_serve(
                     }
                     Message::Frame(_) => continue,
                 };
-                if inputs.send(Input::Frame { conn, frame }).await.is_err() {
-                    return Ok(closed(conn, None, "driver stopped"));
+                let input = Input::Frame { conn, frame };
+                match forward(input, inputs, commands, &mut sender, &mut deferred_close).await {
+                    Forwarded::Yes => {}
+                    Forwarded::DriverGone => return Ok(closed(conn, None, "driver stopped")),
+                    Forwarded::SendFailed(error) => {
+                        return Ok(closed(conn, None, &format!("send failed: {error}")));
+                    }
                 }
             }
             Next::Inbound(Some(Err(error))) => return Ok(closed(conn, None, &error.to_string())),
@@ -142,13 +153,7 @@ async fn connect_and_serve(
                 ));
             }
             Next::Command(Some(WsCommand::Send(frame))) => {
-                let message = match frame {
-                    Frame::Text(text) => Message::text(text),
-                    Frame::Binary(bytes) => Message::binary(bytes.0),
-                    Frame::Ping(bytes) => Message::Ping(WsBytes::from(bytes.0)),
-                    Frame::Pong(bytes) => Message::Pong(WsBytes::from(bytes.0)),
-                };
-                if let Err(error) = sender.send(message).await {
+                if let Err(error) = sender.send(message(frame)).await {
                     return Ok(closed(conn, None, &format!("send failed: {error}")));
                 }
             }
@@ -194,6 +199,64 @@ async fn connect_and_serve(
             // The driver dropped the connection: it is no longer wanted.
             Next::Command(None) => return Ok(closed(conn, None, "abandoned by driver")),
         }
+    }
+}
+
+enum Forwarded {
+    Yes,
+    DriverGone,
+    SendFailed(async_tungstenite::tungstenite::Error),
+}
+
+/// Hands `input` to the driver, carrying out the driver's commands meanwhile. Without this a
+/// burst could deadlock: this task waits for room in the driver's input queue while the driver
+/// waits for this task to take the acks it queued for the frames already handed over.
+async fn forward<S>(
+    input: Input,
+    inputs: &Sender<Input>,
+    commands: &Receiver<WsCommand>,
+    sender: &mut async_tungstenite::WebSocketSender<S>,
+    deferred_close: &mut Option<WsCommand>,
+) -> Forwarded
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    enum Step {
+        Sent(bool),
+        Command(Option<WsCommand>),
+    }
+    let send = inputs.send(input);
+    futures_lite::pin!(send);
+    loop {
+        let closing = deferred_close.is_some();
+        let step =
+            futures_lite::future::or(async { Step::Sent((&mut send).await.is_ok()) }, async {
+                if closing {
+                    // A close is waiting: take no further command before it.
+                    futures_lite::future::pending::<()>().await;
+                }
+                Step::Command(commands.recv().await.ok())
+            })
+            .await;
+        match step {
+            Step::Sent(true) => return Forwarded::Yes,
+            Step::Sent(false) | Step::Command(None) => return Forwarded::DriverGone,
+            Step::Command(Some(WsCommand::Send(frame))) => {
+                if let Err(error) = sender.send(message(frame)).await {
+                    return Forwarded::SendFailed(error);
+                }
+            }
+            Step::Command(Some(close)) => *deferred_close = Some(close),
+        }
+    }
+}
+
+fn message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => Message::text(text),
+        Frame::Binary(bytes) => Message::binary(bytes.0),
+        Frame::Ping(bytes) => Message::Ping(WsBytes::from(bytes.0)),
+        Frame::Pong(bytes) => Message::Pong(WsBytes::from(bytes.0)),
     }
 }
 

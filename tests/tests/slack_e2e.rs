@@ -252,8 +252,14 @@ fn rotates_without_gap(reason: DisconnectReason) {
     items.wait(WAIT, "the old connection to end", |_| {
         (!sim.inject_on(first, SlackAction::Messages(0))).then_some(())
     });
+    // Injected envelopes are written asynchronously: count them once they are on the wire, so
+    // the wait below covers them.
+    let before = sim.records().envelopes.len();
     sim.inject(SlackAction::Messages(2));
     sim.inject(SlackAction::Interactive);
+    items.wait(WAIT, "the last three envelopes to be written", |_| {
+        (sim.records().envelopes.len() >= before + 3).then_some(())
+    });
     let written = sim.records().envelopes.len();
     wait_all_acked(&mut items, &sim, written);
     let payloads = distinct_payloads(&sim);
