@@ -285,10 +285,9 @@ fn rotates_without_gap(reason: DisconnectReason) {
         records.envelopes.iter().any(|e| e.conn == first),
         "the old connection received envelopes"
     );
-    assert!(
-        records.envelopes.iter().any(|e| e.conn == second.conn),
-        "the new connection received envelopes"
-    );
+    // Which open connection Slack routes an envelope to is Slack's choice (the simulator may keep
+    // using the draining one until it closes it), so only the outcome is checked: every envelope
+    // acked once on its own connection and emitted once.
     assert_exactly_once_and_acked(&sim, &items);
 }
 
