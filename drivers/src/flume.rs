@@ -267,7 +267,6 @@ const STARTUP_BUFFER: usize = 1000;
 pub struct Running {
     set: AsyncMutex<SourceSet>,
     watch: StatusWatch,
-    statuses: Mutex<Vec<SourceStatus>>,
     hub: Mutex<Option<Hub>>,
     dispatcher: Mutex<Option<Task<()>>>,
     subscribers: Subscribers,
@@ -286,7 +285,6 @@ impl Running {
     ) -> Running {
         Running {
             watch: set.watch(),
-            statuses: Mutex::new(set.statuses()),
             set: AsyncMutex::new(set),
             hub: Mutex::new(Some(hub)),
             dispatcher: Mutex::new(Some(dispatcher)),
@@ -310,15 +308,7 @@ impl Running {
 
     /// A live snapshot of every source's status.
     pub fn statuses(&self) -> Vec<SourceStatus> {
-        match self.set.try_lock() {
-            Some(set) => {
-                let now = set.statuses();
-                *lock(&self.statuses) = now.clone();
-                now
-            }
-            // Closing right now: the last snapshot is the best answer.
-            None => lock(&self.statuses).clone(),
-        }
+        self.watch.statuses()
     }
 
     /// A handle that closes this flume from anywhere (a signal handler, another task).
@@ -360,7 +350,6 @@ impl Running {
                 let mut set = self.set.lock().await;
                 set.stop(keep_session).await;
                 let statuses = set.statuses();
-                *lock(&self.statuses) = statuses.clone();
                 drop(lock(&self.hub).take());
                 lock(&self.startup).take();
                 let dispatcher = lock(&self.dispatcher).take();

@@ -78,7 +78,8 @@ pub(crate) struct SourceSet {
 /// Watches a set's statuses without borrowing the set, so waiting never blocks `stop`.
 #[derive(Clone)]
 pub(crate) struct StatusWatch {
-    cells: Vec<StatusCell>,
+    /// Each member's name and live status cell.
+    cells: Vec<(String, StatusCell)>,
     changed: Arc<Event>,
 }
 
@@ -88,7 +89,7 @@ impl StatusWatch {
         loop {
             // Listen before checking, so a change between the check and the wait is not missed.
             let listener = self.changed.listen();
-            if self.cells.iter().all(|cell| done(lock(cell).0)) {
+            if self.cells.iter().all(|(_, cell)| done(lock(cell).0)) {
                 return;
             }
             listener.await;
@@ -98,6 +99,21 @@ impl StatusWatch {
     /// Resolves once every member's driver has ended by itself (all failed, say).
     pub(crate) async fn all_finished(&self) {
         self.until(Status::is_terminal).await;
+    }
+
+    /// Every member's status, read now.
+    pub(crate) fn statuses(&self) -> Vec<SourceStatus> {
+        self.cells
+            .iter()
+            .map(|(name, cell)| {
+                let (status, reason) = lock(cell).clone();
+                SourceStatus {
+                    source: name.clone(),
+                    status,
+                    reason,
+                }
+            })
+            .collect()
     }
 }
 
@@ -170,23 +186,17 @@ impl SourceSet {
     /// A watch over the members' statuses.
     pub(crate) fn watch(&self) -> StatusWatch {
         StatusWatch {
-            cells: self.members.iter().map(|m| m.status.clone()).collect(),
+            cells: self
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.status.clone()))
+                .collect(),
             changed: self.changed.clone(),
         }
     }
 
     pub(crate) fn statuses(&self) -> Vec<SourceStatus> {
-        self.members
-            .iter()
-            .map(|m| {
-                let (status, reason) = lock(&m.status).clone();
-                SourceStatus {
-                    source: m.name.clone(),
-                    status,
-                    reason,
-                }
-            })
-            .collect()
+        self.watch().statuses()
     }
 
     /// Asks every member to shut down and waits for their drivers to end.
