@@ -19,13 +19,9 @@ impl Clock {
 
     /// Both clocks, read now.
     pub(crate) fn now(&self) -> Now {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_else(|before| -(before.duration().as_millis() as i64));
         Now {
             mono: Millis(self.origin.elapsed().as_millis() as u64),
-            wall: UnixMillis(wall),
+            wall: wall_now(),
         }
     }
 
@@ -33,6 +29,15 @@ impl Clock {
     pub(crate) fn instant_at(&self, at: Millis) -> Instant {
         self.origin + Duration::from_millis(at.0)
     }
+}
+
+/// The wall clock alone, for items the driver stamps itself (overflow and callback logs).
+pub(crate) fn wall_now() -> UnixMillis {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_else(|before| -(before.duration().as_millis() as i64));
+    UnixMillis(wall)
 }
 
 /// A seed from the OS's entropy (std seeds `RandomState` from it), for each machine's RNG.

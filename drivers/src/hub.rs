@@ -6,8 +6,9 @@
 //! event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
 //! firehose accepted it; a durable sink would confirm at the same point, after its append.
 
+use crate::clock::wall_now;
 use crate::lock::lock;
-use openflume_proto::{Item, Level, Log, UnixMillis};
+use openflume_proto::{Item, Level, Log};
 use smol::channel::{Receiver, Sender, TrySendError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -287,10 +288,6 @@ fn callback_panicked(callback: &str, item: &Item) -> Log {
     .with_detail(serde_json::json!({"callback": callback, "itemKind": kind, "itemSource": item.source()}))
 }
 
-pub(crate) fn wall_now() -> UnixMillis {
-    crate::clock::Clock::new().now().wall
-}
-
 /// A pull view of the firehose with its own bounded buffer.
 ///
 /// Ends (yields `None`) once the flume is closed and everything in flight has been read.
@@ -357,7 +354,7 @@ impl futures_lite::Stream for ItemStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openflume_proto::{Event, RawJson};
+    use openflume_proto::{Event, RawJson, UnixMillis};
 
     fn event(n: u64) -> Item {
         Item::Event(Event::new(
