@@ -10,7 +10,8 @@
 //! client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
 //!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
-//! `BENCH_RUNS` the runs per case, default 3, of which the median is shown).
+//! `BENCH_RUNS` the runs per case, default 3, of which the median is shown; `BENCH_ONLY` one of
+//! transport, decode, library, listen, github runs that case alone).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -42,26 +43,39 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     println!("median of {runs} runs per case (BENCH_RUNS)");
-    let rows = vec![
-        median(runs, || {
+    // `BENCH_ONLY=library` (say) runs that one case alone, for a profiler; the table then has
+    // no baseline beside it.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |case: &str| only.as_deref().is_none_or(|only| only == case);
+    let mut rows = Vec::new();
+    if wanted("transport") {
+        rows.push(median(runs, || {
             measure("transport floor (tungstenite, drop)", events, |url| {
                 tungstenite_client(url, events, false)
             })
-        }),
-        median(runs, || {
+        }));
+    }
+    if wanted("decode") {
+        rows.push(median(runs, || {
             measure("decode floor (+ serde_json::Value)", events, |url| {
                 tungstenite_client(url, events, true)
             })
-        }),
-        median(runs, || {
+        }));
+    }
+    if wanted("library") {
+        rows.push(median(runs, || {
             measure("openflume library (Flume stream)", events, |url| {
                 library_pipeline(url, events)
             })
-        }),
-        median(runs, || measure_listen(events)),
-    ];
+        }));
+    }
+    if wanted("listen") {
+        rows.push(median(runs, || measure_listen(events)));
+    }
     print_table(&rows);
-    github_pages();
+    if wanted("github") {
+        github_pages();
+    }
 }
 
 /// Runs a case `runs` times and keeps the run with the median CPU time per event.
@@ -148,7 +162,10 @@ fn measure_listen(events: u64) -> Row {
 }
 
 fn print_table(rows: &[Row]) {
-    let decode_floor = rows.get(1).map(per_event_us).unwrap_or(1.0);
+    let decode_floor = rows
+        .iter()
+        .find(|row| row.name.starts_with("decode floor"))
+        .map_or(f64::NAN, per_event_us);
     println!();
     println!(
         "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} | {:>13} |",

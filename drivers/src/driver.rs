@@ -1,4 +1,5 @@
-//! The one driver loop every machine runs under: drain outputs, arm one timer, wait for the first of
+//! The one driver loop every machine runs under: drain outputs, take what is due already (a stop, an
+//! expired timer, a queued input), else arm one timer and wait for the first of
 //! timer / socket input / shutdown, feed it, repeat.
 
 use crate::clock::Clock;
@@ -101,7 +102,10 @@ pub(crate) async fn drive(
             break;
         }
         let deadline = machine.poll_timeout();
-        let next = wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await;
+        let next = match ready(&clock, deadline, stop_deadline, &inputs_rx, &stop) {
+            Some(wake) => wake,
+            None => wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await,
+        };
         match next {
             Wake::Input(input) => pending.push_back(input),
             Wake::Timer { late_ms } => {
@@ -176,6 +180,41 @@ enum Wake {
     Timer { late_ms: u64 },
     Stop(StopRequest),
     GraceOver,
+}
+
+/// What is due already, without waiting: the grace period's end, a stop request, an expired
+/// timer, then a queued input. Checking these first keeps a steady stream of frames from
+/// starving the timers (heartbeats) and a stop request, and spares building the wait's futures
+/// for every frame of a burst.
+fn ready(
+    clock: &Clock,
+    deadline: Option<openflume_proto::Millis>,
+    stop_deadline: Option<openflume_proto::Millis>,
+    inputs: &Receiver<Input>,
+    stop: &Receiver<StopRequest>,
+) -> Option<Wake> {
+    let now = clock.now().mono;
+    match stop_deadline {
+        Some(at) if now >= at => return Some(Wake::GraceOver),
+        Some(_) => {}
+        None => match stop.try_recv() {
+            Ok(request) => return Some(Wake::Stop(request)),
+            Err(smol::channel::TryRecvError::Closed) => {
+                return Some(Wake::Stop(StopRequest {
+                    keep_session: false,
+                }));
+            }
+            Err(smol::channel::TryRecvError::Empty) => {}
+        },
+    }
+    if let Some(at) = deadline
+        && now >= at
+    {
+        return Some(Wake::Timer {
+            late_ms: now - at,
+        });
+    }
+    inputs.try_recv().ok().map(Wake::Input)
 }
 
 async fn wait(
@@ -329,5 +368,57 @@ impl Io {
     async fn log(&self, level: Level, source: &str, action: &str, message: impl Into<String>) {
         let log = Log::new(level, source, action, message, self.env.clock.now().wall);
         self.env.hub.deliver(Item::Log(log)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openflume_proto::Millis;
+
+    /// A channel holding `items`, with its sender kept open (a closed input channel is never a
+    /// wake of its own).
+    fn channel<T>(items: impl IntoIterator<Item = T>) -> (Sender<T>, Receiver<T>) {
+        let (tx, rx) = smol::channel::unbounded();
+        for item in items {
+            tx.try_send(item).unwrap();
+        }
+        (tx, rx)
+    }
+
+    fn name(wake: Option<Wake>) -> &'static str {
+        match wake {
+            None => "nothing",
+            Some(Wake::Input(_)) => "input",
+            Some(Wake::Timer { .. }) => "timer",
+            Some(Wake::Stop(_)) => "stop",
+            Some(Wake::GraceOver) => "grace over",
+        }
+    }
+
+    /// A burst of frames must not keep a due timer (the heartbeat) or a stop request waiting.
+    #[test]
+    fn due_timers_and_stops_come_before_queued_inputs() {
+        let clock = Clock::new();
+        let due = Some(Millis(0));
+        let later = Some(Millis(u64::MAX));
+        let stop_request = StopRequest {
+            keep_session: true,
+        };
+        let (_keep_stop, no_stop) = channel(None);
+        let (_keep_input, input) = channel([Input::Timer, Input::Timer, Input::Timer]);
+        let (_keep_empty, empty) = channel(None);
+
+        assert_eq!(name(ready(&clock, due, None, &input, &no_stop)), "timer");
+        assert_eq!(name(ready(&clock, later, None, &input, &no_stop)), "input");
+        assert_eq!(name(ready(&clock, None, None, &empty, &no_stop)), "nothing");
+        let (_keep_stop, stop) = channel(Some(stop_request));
+        assert_eq!(name(ready(&clock, due, None, &input, &stop)), "stop");
+        let (gone, stop) = channel(None);
+        drop(gone);
+        assert_eq!(name(ready(&clock, None, None, &input, &stop)), "stop");
+        // Once stopping, the stop channel is not read again; the grace period's end comes first.
+        assert_eq!(name(ready(&clock, due, later, &input, &stop)), "timer");
+        assert_eq!(name(ready(&clock, due, due, &input, &stop)), "grace over");
     }
 }
