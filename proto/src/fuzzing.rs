@@ -372,6 +372,30 @@ pub fn cron_machine(data: &[u8]) {
     }
 }
 
+/// The walker that reads a dispatch's routing facts, against serde_json: on any text it never
+/// panics, and on valid JSON it finds exactly what a full parse finds.
+pub fn dispatch_meta(data: &[u8]) {
+    use crate::discord::wire::DispatchMeta;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let found = DispatchMeta::extract(text);
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    // serde_json keeps the last of repeated keys, as the walker does.
+    let string = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+    let nested = |key: &str| string(value.get(key).and_then(|v| v.get("id")));
+    let expected = DispatchMeta {
+        channel_id: string(value.get("channel_id")),
+        guild_id: string(value.get("guild_id")),
+        user_id: nested("author")
+            .or_else(|| nested("user"))
+            .or_else(|| string(value.get("user_id"))),
+    };
+    assert_eq!(found, expected, "walker and serde_json disagree on {text}");
+}
+
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
 
@@ -384,4 +408,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("github_machine", github_machine),
     ("cron_expression", cron_expression),
     ("cron_machine", cron_machine),
+    ("dispatch_meta", dispatch_meta),
 ];

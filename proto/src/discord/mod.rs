@@ -44,7 +44,7 @@ mod inflate;
 mod ratelimit;
 mod session;
 mod shard;
-mod wire;
+pub(crate) mod wire;
 
 pub use close_codes::{CloseAction, CloseVerdict, close_action};
 pub use config::{DiscordConfig, intents};

@@ -5,6 +5,7 @@
 //! allowed, unknown keys ignored) with `d` borrowed as raw JSON text: a dispatch's body is only
 //! validated, never built into a tree, and is copied once when it is emitted.
 
+use crate::scan::Scan;
 use crate::url::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -79,51 +80,45 @@ pub(crate) struct DispatchMeta {
     pub(crate) user_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct MetaFields<'a> {
-    #[serde(borrow, default)]
-    channel_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    guild_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    user_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    author: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    user: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct WithId<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-}
-
-/// A JSON string's value; `None` for any other JSON.
-fn string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-}
-
-fn nested_id(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|raw| serde_json::from_str::<WithId<'_>>(raw.get()).ok())
-        .and_then(|with_id| string(with_id.id))
-}
-
 impl DispatchMeta {
     /// Reads the top-level string fields `channel_id` and `guild_id`, and the user from
-    /// `author.id`, else `user.id`, else `user_id`. Fields of another type are skipped.
+    /// `author.id`, else `user.id`, else `user_id`. Fields of another type are skipped; of a
+    /// repeated key the last counts. `d` must be valid JSON (the envelope parse checked it).
     pub(crate) fn extract(d: &str) -> DispatchMeta {
-        let Ok(fields) = serde_json::from_str::<MetaFields<'_>>(d) else {
-            return DispatchMeta::default();
-        };
-        DispatchMeta {
-            channel_id: string(fields.channel_id),
-            guild_id: string(fields.guild_id),
-            user_id: nested_id(fields.author)
-                .or_else(|| nested_id(fields.user))
-                .or_else(|| string(fields.user_id)),
-        }
+        let mut meta = DispatchMeta::default();
+        let (mut author_id, mut user_object_id) = (None, None);
+        // Text that breaks off keeps what was found before the break.
+        let _ = Scan::new(d).members(|key, scan| {
+            let slot = match key {
+                "channel_id" => &mut meta.channel_id,
+                "guild_id" => &mut meta.guild_id,
+                "user_id" => &mut meta.user_id,
+                "author" => return nested_id(scan, &mut author_id),
+                "user" => return nested_id(scan, &mut user_object_id),
+                _ => return scan.skip(),
+            };
+            *slot = scan.string().map(Cow::into_owned);
+            Some(())
+        });
+        meta.user_id = author_id.or(user_object_id).or(meta.user_id);
+        meta
     }
+}
+
+/// The string `id` of the object at the cursor into `id`; a value of another type sets nothing.
+fn nested_id(scan: &mut Scan<'_>, id: &mut Option<String>) -> Option<()> {
+    *id = None;
+    if !scan.at_object() {
+        return scan.skip();
+    }
+    scan.members(|key, scan| {
+        if key == "id" {
+            *id = scan.string().map(Cow::into_owned);
+            Some(())
+        } else {
+            scan.skip()
+        }
+    })
 }
 
 /// `{"op":1,"d":<seq or null>}`.
@@ -344,6 +339,15 @@ mod tests {
             ("null", DispatchMeta::default()),
             ("[1,2]", DispatchMeta::default()),
             (r#"{"nested":{"channel_id":"9"}}"#, DispatchMeta::default()),
+            // Escaped keys and values are read like any others; of a repeated key the last counts.
+            (
+                r#"{"channel\u005fid":"a\"b","guild_id":"1","guild_id":"2","author":{"id":"3"},"author":{"name":"n"},"user":{"id":"5"}}"#,
+                DispatchMeta {
+                    channel_id: Some("a\"b".into()),
+                    guild_id: Some("2".into()),
+                    user_id: Some("5".into()),
+                },
+            ),
         ];
         for (d, expected) in cases {
             assert_eq!(&DispatchMeta::extract(d), expected, "{d}");
