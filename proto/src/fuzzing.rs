@@ -372,28 +372,61 @@ pub fn cron_machine(data: &[u8]) {
     }
 }
 
-/// The walker that reads a dispatch's routing facts, against serde_json: on any text it never
-/// panics, and on valid JSON it finds exactly what a full parse finds.
-pub fn dispatch_meta(data: &[u8]) {
-    use crate::discord::wire::DispatchMeta;
+/// The Discord envelope parser against serde_json, on the data as a whole frame and as the `d`
+/// of one: it never accepts what serde_json rejects, accepts any valid `d`, and reads `op`, `s`,
+/// `t`, `d`'s text and the routing facts exactly as a full parse into a `Value` does.
+pub fn discord_envelope(data: &[u8]) {
+    use crate::discord::envelope::{DispatchMeta, Envelope};
+    use serde_json::Value;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let found = DispatchMeta::extract(text);
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return;
+    let agrees = |frame: &str, envelope: &Envelope<'_>, value: &Value| {
+        let field = |key: &str| value.get(key).filter(|v| !v.is_null());
+        assert_eq!(
+            envelope.op,
+            field("op").and_then(Value::as_u64),
+            "op of {frame}"
+        );
+        assert_eq!(
+            envelope.s,
+            field("s").and_then(Value::as_u64),
+            "s of {frame}"
+        );
+        assert_eq!(
+            envelope.t.as_deref(),
+            field("t").and_then(Value::as_str),
+            "t of {frame}"
+        );
+        let d: Value = serde_json::from_str(envelope.data())
+            .unwrap_or_else(|e| panic!("d of {frame} is not valid JSON: {e}"));
+        assert_eq!(
+            Some(&d),
+            value.get("d").or(Some(&Value::Null)),
+            "d of {frame}"
+        );
+        let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let nested = |key: &str| string(d.get(key).and_then(|v| v.get("id")));
+        let expected = DispatchMeta {
+            channel_id: string(d.get("channel_id")),
+            guild_id: string(d.get("guild_id")),
+            user_id: nested("author")
+                .or_else(|| nested("user"))
+                .or_else(|| string(d.get("user_id"))),
+        };
+        assert_eq!(envelope.meta, expected, "meta of {frame}");
     };
-    // serde_json keeps the last of repeated keys, as the walker does.
-    let string = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-    let nested = |key: &str| string(value.get(key).and_then(|v| v.get("id")));
-    let expected = DispatchMeta {
-        channel_id: string(value.get("channel_id")),
-        guild_id: string(value.get("guild_id")),
-        user_id: nested("author")
-            .or_else(|| nested("user"))
-            .or_else(|| string(value.get("user_id"))),
-    };
-    assert_eq!(found, expected, "walker and serde_json disagree on {text}");
+    if let Ok(envelope) = Envelope::parse(text) {
+        let value: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("accepted what serde_json rejects ({e}): {text}"));
+        agrees(text, &envelope, &value);
+    }
+    let frame = format!(r#"{{"op":0,"t":"X","d":{text}}}"#);
+    if let Ok(value) = serde_json::from_str::<Value>(&frame) {
+        let envelope =
+            Envelope::parse(&frame).unwrap_or_else(|e| panic!("rejected a valid d ({e}): {text}"));
+        agrees(&frame, &envelope, &value);
+    }
 }
 
 /// A fuzz target's body.
@@ -408,5 +441,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("github_machine", github_machine),
     ("cron_expression", cron_expression),
     ("cron_machine", cron_machine),
-    ("dispatch_meta", dispatch_meta),
+    ("discord_envelope", discord_envelope),
 ];

@@ -5,8 +5,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 
 /// A JSON document kept as the exact text received, so the hot path never builds a `Value` tree.
+///
+/// The text is valid JSON by construction: every constructor checks it, or takes it from a parse
+/// that did. A Discord dispatch's `data` is a span of the frame it arrived in, so the frame's
+/// buffer becomes the event's without a copy.
 ///
 /// ```
 /// use openflume_proto::RawJson;
@@ -14,43 +19,76 @@ use std::fmt;
 /// assert_eq!(raw.get(), r#"{"content":"hi"}"#);
 /// assert_eq!(raw.parse().unwrap()["content"], "hi");
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RawJson(Box<RawValue>);
+#[derive(Clone)]
+pub struct RawJson {
+    text: String,
+    span: Range<usize>,
+}
 
 impl RawJson {
-    /// Validates `json` and keeps it as given.
+    /// Validates `json` and keeps it as given (without surrounding whitespace).
     #[allow(clippy::should_implement_trait)] // fallible with serde_json's error, unlike FromStr's contract here
     pub fn from_str(json: &str) -> Result<RawJson, serde_json::Error> {
-        RawValue::from_string(json.to_owned()).map(RawJson)
+        let raw: &RawValue = serde_json::from_str(json)?;
+        Ok(RawJson::whole(raw.get().to_owned()))
     }
 
     /// Takes a document that serde_json already validated (e.g. a `Box<RawValue>` field).
     pub fn from_raw(raw: Box<RawValue>) -> RawJson {
-        RawJson(raw)
+        RawJson::whole(Box::<str>::from(raw).into_string())
     }
 
     /// Serialises a value (for data the machine builds itself, such as a cron tick).
     pub fn from_value<T: Serialize>(value: &T) -> RawJson {
         // Serialising our own `Serialize` types into a string cannot fail; fall back to null if it ever did.
         serde_json::value::to_raw_value(value)
-            .map(RawJson)
+            .map(RawJson::from_raw)
             .unwrap_or_else(|_| RawJson::null())
     }
 
     /// The JSON `null`.
     pub fn null() -> RawJson {
-        RawJson::from_str("null").unwrap_or_else(|_| unreachable!("null is valid JSON"))
+        RawJson::whole("null".to_owned())
+    }
+
+    /// `text[span]`, which a serde_json parse of `text` accepted as one JSON value.
+    pub(crate) fn from_parsed_span(text: String, span: Range<usize>) -> RawJson {
+        if text.get(span.clone()).is_some() {
+            RawJson { text, span }
+        } else {
+            RawJson::null()
+        }
+    }
+
+    fn whole(text: String) -> RawJson {
+        let span = 0..text.len();
+        RawJson { text, span }
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
-        self.0.get()
+        self.text.get(self.span.clone()).unwrap_or("null")
     }
 
     /// Parses the text into a `Value` on demand.
     pub fn parse(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+        serde_json::from_str(self.get())
+    }
+}
+
+/// Written verbatim. serde offers no way to hand a serializer trusted raw text, so the text is
+/// lent to it as a `RawValue`, which costs one validating scan; `openflume listen` writes items
+/// itself and skips it.
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawJson, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(RawJson::from_raw)
     }
 }
 

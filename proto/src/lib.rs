@@ -44,7 +44,6 @@ pub mod http;
 mod item;
 mod machine;
 pub mod redact;
-mod scan;
 pub mod slack;
 mod status;
 #[cfg(feature = "testing")]

@@ -36,6 +36,7 @@
 
 mod close_codes;
 mod config;
+pub(crate) mod envelope;
 mod gateway;
 mod gateway_bot;
 mod heartbeat;
@@ -44,7 +45,7 @@ mod inflate;
 mod ratelimit;
 mod session;
 mod shard;
-pub(crate) mod wire;
+mod wire;
 
 pub use close_codes::{CloseAction, CloseVerdict, close_action};
 pub use config::{DiscordConfig, intents};

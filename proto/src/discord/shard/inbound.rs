@@ -6,12 +6,14 @@ use super::{
     AfterClose, CLOSE_RESUMABLE, DiscordShard, INVALID_SESSION_WAIT_MS, Phase, SendError, Stage,
     Timer,
 };
+use crate::discord::envelope::{DispatchMeta, Envelope};
 use crate::discord::heartbeat::Heartbeat;
-use crate::discord::wire::{self, DispatchMeta, Envelope, op};
+use crate::discord::wire::{self, op};
 use crate::discord::{
     IdentifyLimiter, MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SOURCE, SendClass, WINDOW_MS,
 };
 use crate::{ConnId, Event, Frame, Level, Millis, Now, Output, RawJson, Status, redact};
+use std::ops::Range;
 
 impl DiscordShard {
     pub(super) fn on_frame(
@@ -30,7 +32,7 @@ impl DiscordShard {
             heartbeat.frame_received(now.mono);
         }
         match frame {
-            Frame::Text(text) => self.on_payload(now, &text, limiter),
+            Frame::Text(text) => self.on_payload(now, text, limiter),
             Frame::Binary(bytes) => {
                 let Some(inflate) = conn.inflate.as_mut() else {
                     self.log(
@@ -47,7 +49,7 @@ impl DiscordShard {
                 match inflate.push(bytes.as_slice()) {
                     Ok(None) => {}
                     Ok(Some(payload)) => match String::from_utf8(payload) {
-                        Ok(text) => self.on_payload(now, &text, limiter),
+                        Ok(text) => self.on_payload(now, text, limiter),
                         Err(_) => self.log(
                             now,
                             Level::Warn,
@@ -78,8 +80,8 @@ impl DiscordShard {
         }
     }
 
-    pub(super) fn on_payload(&mut self, now: Now, text: &str, limiter: &mut IdentifyLimiter) {
-        let envelope = match Envelope::parse(text) {
+    pub(super) fn on_payload(&mut self, now: Now, text: String, limiter: &mut IdentifyLimiter) {
+        let envelope = match Envelope::parse(&text) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.log_with(
@@ -116,7 +118,11 @@ impl DiscordShard {
             return;
         }
         match opcode {
-            op::DISPATCH => self.on_dispatch(now, &envelope),
+            op::DISPATCH => {
+                if let Some(dispatch) = self.on_dispatch(now, envelope) {
+                    self.emit_dispatch(now, text, dispatch);
+                }
+            }
             op::HEARTBEAT => {
                 self.log(
                     now,
@@ -336,7 +342,9 @@ impl DiscordShard {
         Ok(())
     }
 
-    pub(super) fn on_dispatch(&mut self, now: Now, envelope: &Envelope<'_>) {
+    /// Tracks the seq and the session's lifecycle; the dispatch to emit, if the event filter
+    /// wants it.
+    pub(super) fn on_dispatch(&mut self, now: Now, envelope: Envelope<'_>) -> Option<Dispatch> {
         if let Some(s) = envelope.s {
             self.session.observe_seq(s);
         }
@@ -347,7 +355,7 @@ impl DiscordShard {
                 "ws.parse.error",
                 "skipped a dispatch without t".to_owned(),
             );
-            return;
+            return None;
         };
         let closing = match self.conn() {
             Some(conn) => match &mut conn.stage {
@@ -372,27 +380,36 @@ impl DiscordShard {
             .events
             .as_ref()
             .is_none_or(|events| events.contains(event_type));
-        if wanted {
-            let data = envelope
-                .d
-                .map_or_else(RawJson::null, |d| RawJson::from_raw(d.to_owned()));
-            let meta = DispatchMeta::extract(data.get());
-            let mut event =
-                Event::new(SOURCE, event_type, data, now.wall).with_meta("event_type", event_type);
-            for (key, value) in [
-                ("channel_id", meta.channel_id),
-                ("guild_id", meta.guild_id),
-                ("user_id", meta.user_id),
-            ] {
-                if let Some(value) = value {
-                    event = event.with_meta(key, value);
-                }
+        wanted.then(|| Dispatch {
+            event_type: event_type.to_owned(),
+            data: envelope.d,
+            meta: envelope.meta,
+        })
+    }
+
+    /// Emits a dispatch whose `d` is a span of the frame's `text`.
+    fn emit_dispatch(&mut self, now: Now, text: String, dispatch: Dispatch) {
+        let data = dispatch
+            .data
+            .map_or_else(RawJson::null, |span| RawJson::from_parsed_span(text, span));
+        let meta = dispatch.meta;
+        let mut event = Event::new(SOURCE, dispatch.event_type, data, now.wall);
+        event
+            .meta
+            .insert("event_type".to_owned(), event.event_type.clone());
+        for (key, value) in [
+            ("channel_id", meta.channel_id),
+            ("guild_id", meta.guild_id),
+            ("user_id", meta.user_id),
+        ] {
+            if let Some(value) = value {
+                event.meta.insert(key.to_owned(), value);
             }
-            self.emit(Output::Emit {
-                event,
-                confirm: None,
-            });
         }
+        self.emit(Output::Emit {
+            event,
+            confirm: None,
+        });
     }
 
     pub(super) fn on_ready(&mut self, now: Now, d: &str) {
@@ -576,4 +593,11 @@ impl DiscordShard {
             );
         }
     }
+}
+
+/// A dispatch to emit: its type, where its `d` lies in the frame, and its routing facts.
+pub(super) struct Dispatch {
+    event_type: String,
+    data: Option<Range<usize>>,
+    meta: DispatchMeta,
 }
