@@ -7,7 +7,9 @@ use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
 use crate::ws::{self, WsCommand, WsSettings};
-use openflume_proto::{ConnId, Input, Item, Level, Log, Machine, Now, Output, ReqId, Status};
+use openflume_proto::{
+    ConnId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
+};
 use smol::Task;
 use smol::channel::{Receiver, Sender};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -78,11 +80,12 @@ pub(crate) async fn drive(
     };
     let mut pending = VecDeque::from([Input::Start]);
     let mut stop_deadline = None;
+    let mut now = clock.now();
     loop {
         // Feed queued inputs one at a time, draining after each (the drain rule).
         while let Some(input) = pending.pop_front() {
             io.forget_finished(&input);
-            let now = clock.now();
+            now = clock.now();
             if let Err(misuse) = machine.handle_input(now, input) {
                 io.log(
                     Level::Error,
@@ -102,7 +105,8 @@ pub(crate) async fn drive(
             break;
         }
         let deadline = machine.poll_timeout();
-        let next = match ready(&clock, deadline, stop_deadline, &inputs_rx, &stop) {
+        // Every wake queues an input, so `now` was read at the latest one.
+        let next = match ready(now.mono, deadline, stop_deadline, &inputs_rx, &stop) {
             Some(wake) => wake,
             None => wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await,
         };
@@ -187,13 +191,12 @@ enum Wake {
 /// starving the timers (heartbeats) and a stop request, and spares building the wait's futures
 /// for every frame of a burst.
 fn ready(
-    clock: &Clock,
-    deadline: Option<openflume_proto::Millis>,
-    stop_deadline: Option<openflume_proto::Millis>,
+    now: Millis,
+    deadline: Option<Millis>,
+    stop_deadline: Option<Millis>,
     inputs: &Receiver<Input>,
     stop: &Receiver<StopRequest>,
 ) -> Option<Wake> {
-    let now = clock.now().mono;
     match stop_deadline {
         Some(at) if now >= at => return Some(Wake::GraceOver),
         Some(_) => {}
@@ -210,17 +213,15 @@ fn ready(
     if let Some(at) = deadline
         && now >= at
     {
-        return Some(Wake::Timer {
-            late_ms: now - at,
-        });
+        return Some(Wake::Timer { late_ms: now - at });
     }
     inputs.try_recv().ok().map(Wake::Input)
 }
 
 async fn wait(
     clock: &Clock,
-    deadline: Option<openflume_proto::Millis>,
-    stop_deadline: Option<openflume_proto::Millis>,
+    deadline: Option<Millis>,
+    stop_deadline: Option<Millis>,
     inputs: &Receiver<Input>,
     stop: &Receiver<StopRequest>,
 ) -> Wake {
@@ -374,7 +375,6 @@ impl Io {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openflume_proto::Millis;
 
     /// A channel holding `items`, with its sender kept open (a closed input channel is never a
     /// wake of its own).
@@ -399,26 +399,24 @@ mod tests {
     /// A burst of frames must not keep a due timer (the heartbeat) or a stop request waiting.
     #[test]
     fn due_timers_and_stops_come_before_queued_inputs() {
-        let clock = Clock::new();
-        let due = Some(Millis(0));
+        let now = Millis(1000);
+        let due = Some(Millis(1000));
         let later = Some(Millis(u64::MAX));
-        let stop_request = StopRequest {
-            keep_session: true,
-        };
+        let stop_request = StopRequest { keep_session: true };
         let (_keep_stop, no_stop) = channel(None);
         let (_keep_input, input) = channel([Input::Timer, Input::Timer, Input::Timer]);
         let (_keep_empty, empty) = channel(None);
 
-        assert_eq!(name(ready(&clock, due, None, &input, &no_stop)), "timer");
-        assert_eq!(name(ready(&clock, later, None, &input, &no_stop)), "input");
-        assert_eq!(name(ready(&clock, None, None, &empty, &no_stop)), "nothing");
+        assert_eq!(name(ready(now, due, None, &input, &no_stop)), "timer");
+        assert_eq!(name(ready(now, later, None, &input, &no_stop)), "input");
+        assert_eq!(name(ready(now, None, None, &empty, &no_stop)), "nothing");
         let (_keep_stop, stop) = channel(Some(stop_request));
-        assert_eq!(name(ready(&clock, due, None, &input, &stop)), "stop");
+        assert_eq!(name(ready(now, due, None, &input, &stop)), "stop");
         let (gone, stop) = channel(None);
         drop(gone);
-        assert_eq!(name(ready(&clock, None, None, &input, &stop)), "stop");
+        assert_eq!(name(ready(now, None, None, &input, &stop)), "stop");
         // Once stopping, the stop channel is not read again; the grace period's end comes first.
-        assert_eq!(name(ready(&clock, due, later, &input, &stop)), "timer");
-        assert_eq!(name(ready(&clock, due, due, &input, &stop)), "grace over");
+        assert_eq!(name(ready(now, due, later, &input, &stop)), "timer");
+        assert_eq!(name(ready(now, due, due, &input, &stop)), "grace over");
     }
 }

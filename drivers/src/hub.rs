@@ -181,49 +181,39 @@ impl Dispatcher {
     }
 
     /// Gives `item` to every stream: a copy to each but the last, which gets the item itself.
+    /// Back-pressure streams with room take it at once like the others; only full ones are
+    /// waited for, after the lock is released.
     async fn fan_out(&mut self, item: Item) {
         let mut item = Some(item);
-        let waiting: Vec<Sender<Item>> = {
+        let waiting: Vec<(Sender<Item>, Item)> = {
             let mut streams = lock(&self.streams);
             // Streams whose consumer is gone (no reader but the slot's own handle) are removed.
             streams.retain(|slot| slot.tx.receiver_count() > usize::from(slot.oldest.is_some()));
-            let backpressured = streams
-                .iter()
-                .filter(|s| s.policy == Overflow::Backpressure)
-                .count();
-            let mut immediate_left = streams.len() - backpressured;
-            let mut waiting = Vec::with_capacity(backpressured);
-            for slot in streams.iter_mut() {
+            let last = streams.len().saturating_sub(1);
+            let mut waiting = Vec::new();
+            for (i, slot) in streams.iter_mut().enumerate() {
                 slot.report_drops();
-                if slot.policy == Overflow::Backpressure {
-                    waiting.push(slot.tx.clone());
-                    continue;
-                }
-                immediate_left -= 1;
-                let last = immediate_left == 0 && backpressured == 0;
-                if let Some(copy) = if last { item.take() } else { item.clone() } {
-                    slot.offer(copy);
+                let Some(copy) = (if i == last { item.take() } else { item.clone() }) else {
+                    break;
+                };
+                if let Some(full) = slot.offer(copy) {
+                    waiting.push((slot.tx.clone(), full));
                 }
             }
             waiting
         };
-        let count = waiting.len();
-        for (i, tx) in waiting.into_iter().enumerate() {
-            if let Some(copy) = if i + 1 == count {
-                item.take()
-            } else {
-                item.clone()
-            } {
-                let _ = tx.send(copy).await;
-            }
+        for (tx, item) in waiting {
+            let _ = tx.send(item).await;
         }
     }
 }
 
 impl StreamSlot {
-    /// Puts `item` in the buffer without waiting, dropping by the slot's policy when full.
-    fn offer(&mut self, item: Item) {
+    /// Puts `item` in the buffer without waiting, dropping by the slot's policy when full; a
+    /// full back-pressure stream hands the item back, to be waited for.
+    fn offer(&mut self, item: Item) -> Option<Item> {
         match self.tx.try_send(item) {
+            Err(TrySendError::Full(back)) if self.policy == Overflow::Backpressure => Some(back),
             Err(TrySendError::Full(mut back)) if self.policy == Overflow::DropOldest => {
                 // Make room by discarding the oldest, then retry (the consumer may race us).
                 while let Some(oldest) = &self.oldest {
@@ -235,9 +225,13 @@ impl StreamSlot {
                         _ => break,
                     }
                 }
+                None
             }
-            Err(TrySendError::Full(_)) => self.count_drop(),
-            _ => {}
+            Err(TrySendError::Full(_)) => {
+                self.count_drop();
+                None
+            }
+            _ => None,
         }
     }
 
