@@ -49,7 +49,7 @@ struct Seen {
 impl Seen {
     fn record(&mut self, event: &openflume_proto::Event) {
         let data = event.data.parse().unwrap_or_default();
-        match event.source.as_str() {
+        match event.source.as_ref() {
             "discord" if event.event_type == "MESSAGE_CREATE" => self
                 .discord
                 .add(data["id"].as_str().unwrap_or_default().to_owned()),

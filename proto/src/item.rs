@@ -3,6 +3,7 @@
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -115,14 +116,15 @@ impl fmt::Debug for RawJson {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Which source produced it: `discord`, `slack`, `github`, `time`, or a custom source's name.
-    pub source: String,
+    /// (A `Cow`, so the built-in names cost no allocation per event.)
+    pub source: Cow<'static, str>,
     /// The event type: Discord's `t`, Slack's envelope type, `notification`, `tick`.
     #[serde(rename = "type")]
     pub event_type: String,
     /// The payload exactly as received.
     pub data: RawJson,
     /// Flat string facts pulled out of the payload for routing (`channel_id`, `user_id`, …).
-    pub meta: BTreeMap<String, String>,
+    pub meta: BTreeMap<Cow<'static, str>, String>,
     /// When the source received it, Unix milliseconds.
     #[serde(rename = "receivedAt")]
     pub received_at: UnixMillis,
@@ -131,7 +133,7 @@ pub struct Event {
 impl Event {
     /// An event with empty meta.
     pub fn new(
-        source: impl Into<String>,
+        source: impl Into<Cow<'static, str>>,
         event_type: impl Into<String>,
         data: RawJson,
         received_at: UnixMillis,
@@ -146,7 +148,11 @@ impl Event {
     }
 
     /// Adds one meta entry.
-    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Event {
+    pub fn with_meta(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Event {
         self.meta.insert(key.into(), value.into());
         self
     }

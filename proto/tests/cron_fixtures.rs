@@ -233,7 +233,7 @@ fn the_template_shapes_the_event() {
         let meta: Vec<(&str, &str)> = tick
             .meta
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
             .collect();
         assert_eq!(
             meta,

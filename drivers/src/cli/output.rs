@@ -86,7 +86,7 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
             let meta: Vec<String> = event
                 .meta
                 .iter()
-                .filter(|(k, _)| k.as_str() != "event_type")
+                .filter(|(k, _)| *k != "event_type")
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             format!(

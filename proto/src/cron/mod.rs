@@ -25,6 +25,7 @@ use crate::{
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 /// The source name on every cron event and log.
@@ -142,7 +143,7 @@ pub struct CronMachine {
     event_type: String,
     /// The template's data, serialised once.
     data: Option<RawJson>,
-    meta: BTreeMap<String, String>,
+    meta: BTreeMap<Cow<'static, str>, String>,
     status: StatusTracker,
     clock: MonotonicGuard,
     timers: Timers<CronTimer>,
@@ -173,11 +174,11 @@ impl CronMachine {
             .clone()
             .or_else(|| zone.iana_name().map(str::to_owned))
             .unwrap_or_else(|| "the given time zone".to_owned());
-        let mut meta = BTreeMap::from([("cron".to_owned(), schedule.as_str().to_owned())]);
+        let mut meta = BTreeMap::from([("cron".into(), schedule.as_str().to_owned())]);
         if let Some(name) = config.zone {
-            meta.insert("zone".to_owned(), name);
+            meta.insert("zone".into(), name);
         }
-        meta.extend(template.meta);
+        meta.extend(template.meta.into_iter().map(|(k, v)| (Cow::Owned(k), v)));
         Ok(CronMachine {
             zone,
             zone_label,

@@ -277,18 +277,16 @@ impl SlackMachine {
         }
         let mut event = Event::new(SOURCE, kind.as_ref(), RawJson::from_raw(payload), now.wall);
         event.meta = extracted.meta;
-        event
-            .meta
-            .insert("event_type".to_owned(), kind.into_owned());
+        event.meta.insert("event_type".into(), kind.into_owned());
         if let Some(attempt) = retry_attempt {
             event
                 .meta
-                .insert("retry_attempt".to_owned(), attempt.to_string());
+                .insert("retry_attempt".into(), attempt.to_string());
         }
         if let Some(reason) = retry_reason {
             event
                 .meta
-                .insert("retry_reason".to_owned(), reason.into_owned());
+                .insert("retry_reason".into(), reason.into_owned());
         }
         if let Some(identity) = &self.identity {
             for (key, value) in [
@@ -296,7 +294,7 @@ impl SlackMachine {
                 ("bot_user_id", &identity.bot_user_id),
             ] {
                 if let Some(value) = value {
-                    event.meta.insert(key.to_owned(), value.clone());
+                    event.meta.insert(key.into(), value.clone());
                 }
             }
         }

@@ -72,7 +72,7 @@ pub(crate) struct PayloadMeta {
     /// `payload.event_id`, the dedup key across redeliveries (events_api only).
     pub event_id: Option<String>,
     /// Flat meta entries for the event, without the envelope-level ones.
-    pub meta: BTreeMap<String, String>,
+    pub meta: BTreeMap<Cow<'static, str>, String>,
 }
 
 /// Reads the meta of a payload of envelope type `envelope_type`. A payload that is not an object
@@ -90,7 +90,7 @@ pub(crate) fn extract(envelope_type: &str, payload: &RawValue) -> PayloadMeta {
         // (`app_rate_limited` has no inner event).
         _ => event.kind.0.or(fields.kind.0),
     };
-    let facts: [(&str, Option<Cow<'_, str>>); 4] = [
+    let facts: [(&'static str, Option<Cow<'_, str>>); 4] = [
         ("slack_event_type", slack_event_type),
         (
             "channel_id",
@@ -110,13 +110,13 @@ pub(crate) fn extract(envelope_type: &str, payload: &RawValue) -> PayloadMeta {
         ),
     ];
     let event_id = fields.event_id.0.filter(|id| !id.is_empty());
-    let mut meta: BTreeMap<String, String> = facts
+    let mut meta: BTreeMap<Cow<'static, str>, String> = facts
         .into_iter()
-        .filter_map(|(key, value)| Some((key.to_owned(), value?.into_owned())))
+        .filter_map(|(key, value)| Some((Cow::Borrowed(key), value?.into_owned())))
         .filter(|(_, value)| !value.is_empty())
         .collect();
     if let Some(id) = &event_id {
-        meta.insert("event_id".to_owned(), id.to_string());
+        meta.insert("event_id".into(), id.to_string());
     }
     PayloadMeta {
         event_id: event_id.map(Cow::into_owned),
@@ -131,7 +131,13 @@ mod tests {
     fn meta_of(envelope_type: &str, payload: &str) -> (Option<String>, Vec<(String, String)>) {
         let raw = RawValue::from_string(payload.to_owned()).unwrap();
         let out = extract(envelope_type, &raw);
-        (out.event_id, out.meta.into_iter().collect())
+        (
+            out.event_id,
+            out.meta
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v))
+                .collect(),
+        )
     }
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -396,14 +396,14 @@ impl DiscordShard {
         let mut event = Event::new(SOURCE, dispatch.event_type, data, now.wall);
         event
             .meta
-            .insert("event_type".to_owned(), event.event_type.clone());
+            .insert("event_type".into(), event.event_type.clone());
         for (key, value) in [
             ("channel_id", meta.channel_id),
             ("guild_id", meta.guild_id),
             ("user_id", meta.user_id),
         ] {
             if let Some(value) = value {
-                event.meta.insert(key.to_owned(), value);
+                event.meta.insert(key.into(), value);
             }
         }
         self.emit(Output::Emit {
