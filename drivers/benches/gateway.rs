@@ -239,7 +239,7 @@ fn library_pipeline(url: &str, events: u64) {
             .open()
             .await
             .expect("open");
-        let mut stream = running.stream(1024, Overflow::Backpressure);
+        let mut stream = running.stream(128, Overflow::Backpressure);
         // The consumer runs on the executor beside the driver, as `openflume listen` does.
         smol::spawn(async move {
             let mut seen = 0;

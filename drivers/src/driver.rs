@@ -20,7 +20,7 @@ use std::time::Duration;
 /// far below this; a full queue means the socket is stuck).
 const OUTBOUND_QUEUE: usize = 256;
 /// Inputs queued from socket and HTTP tasks; a full queue makes readers wait (TCP back-pressure).
-const INPUT_QUEUE: usize = 256;
+const INPUT_QUEUE: usize = 64;
 /// A wake later than this after a deadline is reported: a blocked loop delays heartbeats.
 const LATE_WAKE_MS: u64 = 1000;
 

@@ -37,7 +37,7 @@ pub type ItemCallback = Box<dyn FnMut(&Item) + Send>;
 pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
 
 /// Items in flight between sources and the dispatcher.
-const HUB_CAPACITY: usize = 256;
+const HUB_CAPACITY: usize = 64;
 
 /// The sending side, cloned into every source's driver.
 #[derive(Clone)]

@@ -11,6 +11,9 @@ use openflume_proto::{Bytes, ConnId, Frame, Input};
 use smol::channel::{Receiver, Sender};
 use std::time::Duration;
 
+/// The WebSocket read buffer: a socket read fills at most this much.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// What the driver asks of a live connection.
 #[derive(Debug)]
 pub(crate) enum WsCommand {
@@ -84,6 +87,9 @@ async fn connect_and_serve(
     .await
     .map_err(|e| ConnectError(e.to_string()))?;
     let config = WebSocketConfig::default()
+        // tungstenite's default 128 KiB read buffer is all resident under load and moves its
+        // unread tail on every refill; Gateway frames are a few KiB, larger ones grow it.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
     let handshake = async_tungstenite::client_async_with_config(url_text, stream, Some(config));

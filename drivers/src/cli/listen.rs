@@ -139,7 +139,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
         }
     };
     // Nothing is dropped on the way to stdout: a slow reader slows the sources instead.
-    let mut stream = running.stream(1024, Overflow::Backpressure);
+    let mut stream = running.stream(128, Overflow::Backpressure);
     let watcher = smol::spawn(watch(running.clone()));
 
     // The writer runs on the executor beside the sources, so handing items over never crosses

@@ -561,8 +561,15 @@ struct State {
     session_start_remaining: u32,
     last_identify: HashMap<u64, Instant>,
     blast_left: u64,
+    /// The blast's message bodies, made as it goes until there are `BLAST_POOL`, then reused.
+    blast_pool: Vec<String>,
     refuse_resume: u32,
 }
+
+/// Distinct MESSAGE_CREATE bodies a blast cycles through. Making each body costs the simulator
+/// more than a fast client spends reading it; reusing them keeps the simulator ahead, so a
+/// benchmark measures the client's own cost per event, not its waits for the next frame.
+const BLAST_POOL: usize = 1024;
 
 /// A Gateway session: its sequence, its replay buffer, and the connection it is attached to.
 struct Session {
@@ -663,6 +670,7 @@ impl Discord {
                 Rate::Blast { count } => count,
                 _ => 0,
             },
+            blast_pool: Vec::new(),
             refuse_resume: 0,
         };
         Discord {
@@ -1559,10 +1567,17 @@ impl Gateway<'_> {
         };
         let mut guard = self.sim.lock();
         let state = &mut *guard;
-        let count = state.blast_left.min(64);
-        state.blast_left -= count;
-        for _ in 0..count {
-            let (_, data) = self.sim.message_create(state);
+        for _ in 0..state.blast_left.min(64) {
+            state.blast_left -= 1;
+            let reused = state.blast_left as usize % BLAST_POOL;
+            let data = match state.blast_pool.get(reused) {
+                Some(data) if state.blast_pool.len() == BLAST_POOL => data.clone(),
+                _ => {
+                    let (_, data) = self.sim.message_create(state);
+                    state.blast_pool.push(data.clone());
+                    data
+                }
+            };
             if let Some(session) = state.sessions.get_mut(&id) {
                 session.push("MESSAGE_CREATE", &data, self.sim.config.resume_buffer);
             }
