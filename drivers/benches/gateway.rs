@@ -3,15 +3,16 @@
 //!
 //! 1. transport floor: a bare tungstenite client that reads the frames and drops them;
 //! 2. decode floor: the same plus `serde_json::from_str::<serde_json::Value>` per frame;
-//! 3. openflume (library): driver → machine → firehose → a consumer counting events;
-//! 4. openflume listen: the binary writing JSON Lines to /dev/null.
+//! 3. the `DiscordShard` machine alone, fed recorded frames from memory (its share of 4.);
+//! 4. openflume (library): driver → machine → firehose → a consumer counting events;
+//! 5. openflume listen: the binary writing JSON Lines to /dev/null.
 //!
-//! The simulator runs in a child process (this binary, re-executed), so the CPU figures are the
-//! client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
+//! The simulator and each client run in child processes (this binary, re-executed), so the CPU
+//! and peak RSS figures are each client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
 //!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
 //! `BENCH_RUNS` the runs per case, default 3, of which the median is shown; `BENCH_ONLY` one of
-//! transport, decode, library, listen, github runs that case alone).
+//! transport, decode, machine, library, listen, github runs that case alone).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,8 +29,10 @@ use std::time::{Duration, Instant};
 const ROLE: &str = "OPENFLUME_BENCH_ROLE";
 
 fn main() {
-    if std::env::var(ROLE).as_deref() == Ok("sim") {
-        return run_simulator();
+    match std::env::var(ROLE).as_deref() {
+        Ok("sim") => return run_simulator(),
+        Ok("client") => return run_client(),
+        _ => {}
     }
     let events: u64 = std::env::var("BENCH_EVENTS")
         .ok()
@@ -50,23 +53,20 @@ fn main() {
     let mut rows = Vec::new();
     if wanted("transport") {
         rows.push(median(runs, || {
-            measure("transport floor (tungstenite, drop)", events, |url| {
-                tungstenite_client(url, events, false)
-            })
+            measure("transport floor (tungstenite, drop)", "transport", events)
         }));
     }
     if wanted("decode") {
         rows.push(median(runs, || {
-            measure("decode floor (+ serde_json::Value)", events, |url| {
-                tungstenite_client(url, events, true)
-            })
+            measure("decode floor (+ serde_json::Value)", "decode", events)
         }));
+    }
+    if wanted("machine") {
+        rows.push(median(runs, || machine_alone(events)));
     }
     if wanted("library") {
         rows.push(median(runs, || {
-            measure("openflume library (Flume stream)", events, |url| {
-                library_pipeline(url, events)
-            })
+            measure("openflume library (Flume stream)", "library", events)
         }));
     }
     if wanted("listen") {
@@ -93,24 +93,57 @@ struct Row {
     peak_rss_kb: u64,
 }
 
-/// Runs one client case against a fresh simulator process and measures this process.
-fn measure(name: &str, events: u64, client: impl FnOnce(&str)) -> Row {
+/// Runs one client case in a fresh process (this binary, re-executed) against a fresh simulator
+/// process, so no case inherits another's heap.
+fn measure(name: &str, client: &str, events: u64) -> Row {
     let (mut sim, url) = start_simulator(events);
-    reset_peak_rss();
-    let cpu_before = cpu_time(false);
     let start = Instant::now();
-    client(&url);
+    let output = Command::new(std::env::current_exe().expect("current exe"))
+        .env(ROLE, "client")
+        .env("BENCH_CLIENT", client)
+        .env("BENCH_URL", &url)
+        .env("BENCH_EVENTS", events.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the client");
     let wall = start.elapsed();
-    let cpu = cpu_time(false) - cpu_before;
-    let peak_rss_kb = status_kb("/proc/self/status", "VmHWM:");
     stop_simulator(&mut sim);
+    assert!(output.status.success(), "{client} client failed");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = report.split_whitespace().map(|n| n.parse::<u64>().ok());
+    let (Some(Some(cpu_us)), Some(Some(peak_rss_kb))) = (numbers.next(), numbers.next()) else {
+        panic!("{client} client reported {report:?}");
+    };
     Row {
         name: name.to_owned(),
         events,
         wall,
-        cpu,
+        cpu: Duration::from_micros(cpu_us),
         peak_rss_kb,
     }
+}
+
+/// The child of `measure`: runs `BENCH_CLIENT` against `BENCH_URL` and prints its CPU time in
+/// µs and the process's peak RSS in kB.
+fn run_client() {
+    let url = std::env::var("BENCH_URL").expect("BENCH_URL");
+    let events: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("BENCH_EVENTS");
+    let cpu_before = cpu_time(false);
+    match std::env::var("BENCH_CLIENT").as_deref() {
+        Ok("transport") => tungstenite_client(&url, events, false),
+        Ok("decode") => tungstenite_client(&url, events, true),
+        Ok("library") => library_pipeline(&url, events),
+        other => panic!("unknown client {other:?}"),
+    }
+    let cpu = cpu_time(false) - cpu_before;
+    println!(
+        "{} {}",
+        cpu.as_micros(),
+        status_kb("/proc/self/status", "VmHWM:")
+    );
 }
 
 /// `openflume listen --format json > /dev/null`, measured as a child process.
@@ -177,13 +210,18 @@ fn print_table(rows: &[Row]) {
     );
     for row in rows {
         let us = per_event_us(row);
+        // A case without sockets has no peak RSS of its own to show.
+        let rss = match row.peak_rss_kb {
+            0 => "-".to_owned(),
+            kb => format!("{:.1}", kb as f64 / 1024.0),
+        };
         println!(
-            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12.1} | {:>13.2} |",
+            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12} | {:>13.2} |",
             row.name,
             row.events as f64 / row.wall.as_secs_f64(),
             us,
             us / decode_floor,
-            row.peak_rss_kb as f64 / 1024.0,
+            rss,
             row.wall.as_secs_f64(),
         );
     }
@@ -257,6 +295,92 @@ fn library_pipeline(url: &str, events: u64) {
         .await;
         running.close().await;
     });
+}
+
+/// The `DiscordShard` alone, fed recorded dispatch frames in memory (each cloned, as the
+/// socket task copies it out of its read buffer): the machine's share of the library's cost,
+/// without sockets, tasks or the firehose.
+fn machine_alone(events: u64) -> Row {
+    const RECORDED: usize = 2048;
+    let (mut sim, url) = start_simulator(RECORDED as u64);
+    let frames = record_dispatches(&url, RECORDED);
+    stop_simulator(&mut sim);
+
+    let mut config = ShardConfig::new(openflume::sim::DISCORD_TOKEN);
+    config.gateway_url = Some("ws://127.0.0.1:1".to_owned());
+    config.compress = false;
+    config.events = Some(["MESSAGE_CREATE".to_owned()].into());
+    let mut shard = DiscordShard::new(config, 7).expect("shard");
+    let now = Now {
+        mono: Millis(0),
+        wall: UnixMillis(1_764_100_000_000),
+    };
+    let emitted = std::cell::Cell::new(0u64);
+    let feed = |shard: &mut DiscordShard, input: Input| {
+        shard.handle_input(now, input).expect("input");
+        let mut connect = None;
+        while let Some(out) = shard.poll_output() {
+            match out {
+                Output::Connect { conn, .. } => connect = Some(conn),
+                Output::Emit { event, .. } => {
+                    std::hint::black_box(&event);
+                    emitted.set(emitted.get() + 1);
+                }
+                _ => {}
+            }
+        }
+        connect
+    };
+    let conn = feed(&mut shard, Input::Start).expect("a connect");
+    feed(&mut shard, Input::Opened { conn });
+    let text = |t: &str| Input::Frame {
+        conn,
+        frame: openflume_proto::Frame::Text(t.to_owned()),
+    };
+    feed(
+        &mut shard,
+        text(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#),
+    );
+    feed(
+        &mut shard,
+        text(
+            r#"{"op":0,"t":"READY","s":1,"d":{"v":10,"session_id":"s","resume_gateway_url":"ws://127.0.0.1:1","user":{"id":"1"}}}"#,
+        ),
+    );
+    let before = emitted.get();
+    let start = Instant::now();
+    let cpu_before = cpu_time(false);
+    for frame in frames.iter().cycle().take(events as usize) {
+        feed(&mut shard, text(frame));
+    }
+    let cpu = cpu_time(false) - cpu_before;
+    assert_eq!(emitted.get() - before, events, "every dispatch emitted");
+    Row {
+        name: "DiscordShard alone (frames in memory)".to_owned(),
+        events,
+        wall: start.elapsed(),
+        cpu,
+        peak_rss_kb: 0,
+    }
+}
+
+/// The first `count` MESSAGE_CREATE frames the simulator sends, as text.
+fn record_dispatches(url: &str, count: usize) -> Vec<String> {
+    let (mut socket, _) = tungstenite::connect(url).expect("connect");
+    let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
+        "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
+    socket
+        .send(tungstenite::Message::text(identify.to_string()))
+        .expect("identify");
+    let mut frames = Vec::with_capacity(count);
+    while frames.len() < count {
+        if let tungstenite::Message::Text(text) = socket.read().expect("read")
+            && text.as_str().contains("\"MESSAGE_CREATE\"")
+        {
+            frames.push(text.as_str().to_owned());
+        }
+    }
+    frames
 }
 
 // ---- GitHub: parse + dedup of notification pages -----------------------------------------
@@ -433,9 +557,4 @@ fn status_kb(path: &str, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Resets this process's peak RSS (VmHWM) so each case reports its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
