@@ -11,7 +11,7 @@
 //! and peak RSS figures are each client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
 //!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
-//! `BENCH_RUNS` the runs per case, default 3, of which the median is shown; `BENCH_ONLY` one of
+//! `BENCH_RUNS` the rounds, default 3, each running every case once; `BENCH_ONLY` one of
 //! transport, decode, machine, library, listen, github runs that case alone).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
@@ -45,44 +45,41 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    println!("median of {runs} runs per case (BENCH_RUNS)");
+    println!(
+        "{runs} rounds (BENCH_RUNS), each running every case once in turn; medians shown, and the \
+         ratio to the decode floor is the median of each round's own ratio"
+    );
     // `BENCH_ONLY=library` (say) runs that one case alone, for a profiler; the table then has
     // no baseline beside it.
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |case: &str| only.as_deref().is_none_or(|only| only == case);
-    let mut rows = Vec::new();
-    if wanted("transport") {
-        rows.push(median(runs, || {
-            measure("transport floor (tungstenite, drop)", "transport", events)
-        }));
-    }
-    if wanted("decode") {
-        rows.push(median(runs, || {
-            measure("decode floor (+ serde_json::Value)", "decode", events)
-        }));
-    }
-    if wanted("machine") {
-        rows.push(median(runs, || machine_alone(events)));
-    }
-    if wanted("library") {
-        rows.push(median(runs, || {
-            measure("openflume library (Flume stream)", "library", events)
-        }));
-    }
-    if wanted("listen") {
-        rows.push(median(runs, || measure_listen(events)));
-    }
-    print_table(&rows);
+    type Case = Box<dyn Fn(u64) -> Row>;
+    let cases: Vec<(&str, Case)> = vec![
+        (
+            "transport",
+            Box::new(|n| measure("transport floor (tungstenite, drop)", "transport", n)),
+        ),
+        (
+            "decode",
+            Box::new(|n| measure("decode floor (+ serde_json::Value)", "decode", n)),
+        ),
+        ("machine", Box::new(machine_alone)),
+        (
+            "library",
+            Box::new(|n| measure("openflume library (Flume stream)", "library", n)),
+        ),
+        ("listen", Box::new(measure_listen)),
+    ];
+    let cases: Vec<&(&str, Case)> = cases.iter().filter(|(name, _)| wanted(name)).collect();
+    // Rounds rather than one case after another: this machine's speed drifts over minutes, and
+    // a ratio taken within one round is not fooled by it.
+    let rounds: Vec<Vec<Row>> = (0..runs.max(1))
+        .map(|_| cases.iter().map(|(_, case)| case(events)).collect())
+        .collect();
+    print_table(&rounds);
     if wanted("github") {
         github_pages();
     }
-}
-
-/// Runs a case `runs` times and keeps the run with the median CPU time per event.
-fn median(runs: usize, mut case: impl FnMut() -> Row) -> Row {
-    let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| case()).collect();
-    rows.sort_by_key(|row| row.cpu);
-    rows.swap_remove(rows.len() / 2)
 }
 
 struct Row {
@@ -194,35 +191,53 @@ fn measure_listen(events: u64) -> Row {
     }
 }
 
-fn print_table(rows: &[Row]) {
-    let decode_floor = rows
-        .iter()
-        .find(|row| row.name.starts_with("decode floor"))
-        .map_or(f64::NAN, per_event_us);
+/// One line per case: medians over the rounds, and the median of the per-round ratios to the
+/// decode floor.
+fn print_table(rounds: &[Vec<Row>]) {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let decode = |round: &Vec<Row>| {
+        round
+            .iter()
+            .find(|row| row.name.starts_with("decode floor"))
+            .map_or(f64::NAN, per_event_us)
+    };
     println!();
     println!(
-        "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} | {:>13} |",
-        "case", "events/s", "CPU µs/event", "× decode", "peak RSS MB", "wall s"
+        "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} |",
+        "case", "events/s", "CPU µs/event", "× decode", "peak RSS MB"
     );
     println!(
-        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|{:->15}|",
-        "", "", "", "", "", ""
+        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|",
+        "", "", "", "", ""
     );
-    for row in rows {
-        let us = per_event_us(row);
+    let Some(first) = rounds.first() else { return };
+    for (i, row) in first.iter().enumerate() {
+        let rows: Vec<&Row> = rounds.iter().filter_map(|round| round.get(i)).collect();
+        let rate = median(
+            rows.iter()
+                .map(|r| r.events as f64 / r.wall.as_secs_f64())
+                .collect(),
+        );
+        let us = median(rows.iter().map(|r| per_event_us(r)).collect());
+        let ratio = median(
+            rounds
+                .iter()
+                .filter_map(|round| round.get(i).map(|r| per_event_us(r) / decode(round)))
+                .collect(),
+        );
+        let rss_kb = median(rows.iter().map(|r| r.peak_rss_kb as f64).collect());
         // A case without sockets has no peak RSS of its own to show.
-        let rss = match row.peak_rss_kb {
-            0 => "-".to_owned(),
-            kb => format!("{:.1}", kb as f64 / 1024.0),
+        let rss = if rss_kb > 0.0 {
+            format!("{:.1}", rss_kb / 1024.0)
+        } else {
+            "-".to_owned()
         };
         println!(
-            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12} | {:>13.2} |",
-            row.name,
-            row.events as f64 / row.wall.as_secs_f64(),
-            us,
-            us / decode_floor,
-            rss,
-            row.wall.as_secs_f64(),
+            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12} |",
+            row.name, rate, us, ratio, rss
         );
     }
 }
