@@ -248,15 +248,23 @@ fn per_event_us(row: &Row) -> f64 {
 
 // ---- the clients -------------------------------------------------------------------------
 
-/// Identifies like a real client (the simulator only blasts to a READY session) and reads
-/// `events` dispatches, optionally decoding each into a `Value`.
-fn tungstenite_client(url: &str, events: u64, decode: bool) {
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// A Gateway connection that sent its IDENTIFY (the simulator only blasts to a READY session).
+fn identified(url: &str) -> Socket {
     let (mut socket, _) = tungstenite::connect(url).expect("connect");
     let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
         "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
     socket
         .send(tungstenite::Message::text(identify.to_string()))
         .expect("identify");
+    socket
+}
+
+/// Identifies like a real client (the simulator only blasts to a READY session) and reads
+/// `events` dispatches, optionally decoding each into a `Value`.
+fn tungstenite_client(url: &str, events: u64, decode: bool) {
+    let mut socket = identified(url);
     let mut seen = 0;
     while seen < events {
         match socket.read().expect("read") {
@@ -381,12 +389,7 @@ fn machine_alone(events: u64) -> Row {
 
 /// The first `count` MESSAGE_CREATE frames the simulator sends, as text.
 fn record_dispatches(url: &str, count: usize) -> Vec<String> {
-    let (mut socket, _) = tungstenite::connect(url).expect("connect");
-    let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
-        "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
-    socket
-        .send(tungstenite::Message::text(identify.to_string()))
-        .expect("identify");
+    let mut socket = identified(url);
     let mut frames = Vec::with_capacity(count);
     while frames.len() < count {
         if let tungstenite::Message::Text(text) = socket.read().expect("read")

@@ -227,6 +227,35 @@ fn main() {
         }
         report("final", &seen);
         println!("faults injected: {faults}");
+        // Every Slack event not delivered, with what the simulator did with it: given up after
+        // its retries (as Slack does) is Slack's loss; acked but never delivered would be ours.
+        let records = sims.slack.records();
+        for envelope in records.envelopes.iter() {
+            let Some(id) = &envelope.event_id else { continue };
+            if seen.slack.seen.contains_key(id) || envelope.retry_attempt > 0 || envelope.duplicate
+            {
+                continue;
+            }
+            let attempts: Vec<String> = records
+                .envelopes
+                .iter()
+                .filter(|e| e.event_id.as_ref() == Some(id))
+                .map(|e| {
+                    format!(
+                        "conn {} at {:.1}s attempt {} acked {}",
+                        e.conn,
+                        e.at.as_secs_f64(),
+                        e.retry_attempt,
+                        records.acked(&e.envelope_id)
+                    )
+                })
+                .collect();
+            let given_up = records
+                .given_up
+                .iter()
+                .any(|g| g.event_id.as_ref() == Some(id));
+            println!("slack event {id} not delivered (given up by the simulator: {given_up}): {attempts:?}");
+        }
         drop(stream);
         running.close().await;
         sims.stop().await;
