@@ -231,7 +231,9 @@ fn main() {
         // its retries (as Slack does) is Slack's loss; acked but never delivered would be ours.
         let records = sims.slack.records();
         for envelope in records.envelopes.iter() {
-            let Some(id) = &envelope.event_id else { continue };
+            let Some(id) = &envelope.event_id else {
+                continue;
+            };
             if seen.slack.seen.contains_key(id) || envelope.retry_attempt > 0 || envelope.duplicate
             {
                 continue;
@@ -254,7 +256,9 @@ fn main() {
                 .given_up
                 .iter()
                 .any(|g| g.event_id.as_ref() == Some(id));
-            println!("slack event {id} not delivered (given up by the simulator: {given_up}): {attempts:?}");
+            println!(
+                "slack event {id} not delivered (given up by the simulator: {given_up}): {attempts:?}"
+            );
         }
         drop(stream);
         running.close().await;
