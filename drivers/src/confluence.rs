@@ -11,6 +11,25 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Why a group could not be added.
+///
+/// ```
+/// # use openflume::{Flume, Source};
+/// # use openflume_proto::cron::{CronConfig, CronMachine};
+/// # let cron = Source::custom("time", |seed| {
+/// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+/// # });
+/// use openflume::{Confluence, ConfluenceError};
+/// # smol::block_on(async {
+/// let confluence = Confluence::new(Flume::builder());
+/// confluence.add("clock", vec![cron]).await?;
+/// let again = confluence.add("clock", vec![]).await;
+/// assert_eq!(again, Err(ConfluenceError::GroupExists("clock".into())));
+/// confluence.close_all().await;
+/// assert_eq!(confluence.add("late", vec![]).await, Err(ConfluenceError::Closed));
+/// # Ok::<(), openflume::ConfluenceError>(())
+/// # })?;
+/// # Ok::<(), openflume::ConfluenceError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfluenceError {
     /// A group with this name is running.
@@ -59,6 +78,23 @@ pub struct Confluence {
 impl Confluence {
     /// A confluence with the callbacks and settings of `builder`. Sources given to the builder are
     /// ignored: add each group with [`add`](Self::add).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Confluence;
+    /// use openflume_proto::Level;
+    /// # smol::block_on(async {
+    /// let builder = Flume::builder().source(cron).min_log_level(Level::Info);
+    /// let confluence = Confluence::new(builder);
+    /// // The log level applies to every group; the builder's source was not started.
+    /// assert!(confluence.statuses().await.is_empty());
+    /// confluence.close_all().await;
+    /// # });
+    /// ```
     pub fn new(builder: FlumeBuilder) -> Confluence {
         let (settings, on_item, on_error) = builder.into_parts();
         let (hub, dispatcher, subscribers) = hub::hub(settings.min_level, on_item, on_error);
@@ -73,6 +109,26 @@ impl Confluence {
     }
 
     /// Starts `sources` as group `name`. If any fails to start, none is left running.
+    ///
+    /// ```
+    /// use openflume::{Confluence, ConfluenceError, Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = |expression: &'static str| {
+    ///     Source::custom("time", move |seed| {
+    ///         CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// confluence.add("hourly", vec![tick("@hourly")]).await?;
+    /// let refused = confluence.add("broken", vec![tick("@hourly"), tick("hourly")]).await;
+    /// assert!(matches!(refused, Err(ConfluenceError::Start { .. })));
+    /// assert_eq!(confluence.groups().await, ["hourly"]);
+    /// confluence.close_all().await;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub async fn add(&self, name: &str, sources: Vec<Source>) -> Result<(), ConfluenceError> {
         let mut groups = self.groups.lock().await;
         if groups.contains_key(name) {
@@ -90,23 +146,102 @@ impl Confluence {
     }
 
     /// Stops group `name` and returns its final statuses; `None` if there is no such group.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Confluence;
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// confluence.add("clock", vec![cron]).await?;
+    /// let removed = confluence.remove("clock").await;
+    /// let ended = removed.map(|closed| closed.statuses()[0].to_string());
+    /// assert_eq!(ended.as_deref(), Some("time: disconnected"));
+    /// assert!(confluence.remove("clock").await.is_none());
+    /// confluence.close_all().await;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub async fn remove(&self, name: &str) -> Option<Closed> {
         let mut set = self.groups.lock().await.remove(name)?;
         set.stop(false).await;
         Some(Closed::new(set.statuses()))
     }
 
-    /// The running groups' names.
+    /// The running groups' names, in alphabetical order.
+    ///
+    /// ```
+    /// use openflume::{Confluence, Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = || {
+    ///     Source::custom("time", |seed| {
+    ///         CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// confluence.add("ops", vec![tick()]).await?;
+    /// confluence.add("billing", vec![tick()]).await?;
+    /// assert_eq!(confluence.groups().await, ["billing", "ops"]);
+    /// confluence.close_all().await;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub async fn groups(&self) -> Vec<String> {
         self.groups.lock().await.keys().cloned().collect()
     }
 
     /// A pull view of the merged firehose (see [`Running::stream`](crate::Running::stream)).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::{Confluence, Overflow};
+    /// use openflume_proto::Item;
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// let mut items = confluence.stream(100, Overflow::DropOldest);
+    /// confluence.add("clock", vec![cron]).await?;
+    /// confluence.close_all().await;
+    /// // The stream existed before the group started, so it saw the status log of its start.
+    /// let first = items.next().await;
+    /// assert!(matches!(first, Some(Item::Log(log)) if log.action == "status"));
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
         self.subscribers.subscribe(capacity, overflow)
     }
 
     /// Every source's status, with its group's name.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Confluence;
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// confluence.add("clock", vec![cron]).await?;
+    /// let statuses = confluence.statuses().await;
+    /// assert_eq!(statuses[0].0, "clock");
+    /// assert_eq!(statuses[0].1.to_string(), "time: connected");
+    /// confluence.close_all().await;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub async fn statuses(&self) -> Vec<(String, SourceStatus)> {
         let groups = self.groups.lock().await;
         groups
@@ -117,6 +252,24 @@ impl Confluence {
 
     /// Stops every group, delivers what is in flight and ends every stream. Idempotent; no group
     /// can be added afterwards.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Confluence;
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// confluence.add("clock", vec![cron]).await?;
+    /// let closed = confluence.close_all().await;
+    /// assert_eq!(closed.statuses()[0].to_string(), "time: disconnected");
+    /// assert_eq!(confluence.close_all().await, closed); // closing again changes nothing
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub async fn close_all(&self) -> Closed {
         self.closed
             .get_or_init(|| async {

@@ -84,12 +84,36 @@ pub struct FlumeBuilder {
 
 impl FlumeBuilder {
     /// Adds a source.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let hourly = Source::custom("time", |seed| {
+    ///     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// });
+    /// let flume = Flume::builder().source(hourly).build();
+    /// assert_eq!(flume.source_names(), ["time"]);
+    /// ```
     pub fn source(mut self, source: Source) -> Self {
         self.sources.push(source);
         self
     }
 
     /// Adds several sources.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = |name: &str, expression: &'static str| {
+    ///     Source::custom(name, move |seed| {
+    ///         CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// let flume = Flume::builder()
+    ///     .sources([tick("minutely", "* * * * *"), tick("hourly", "@hourly")])
+    ///     .build();
+    /// assert_eq!(flume.source_names(), ["minutely", "hourly"]);
+    /// ```
     pub fn sources(mut self, sources: impl IntoIterator<Item = Source>) -> Self {
         self.sources.extend(sources);
         self
@@ -98,18 +122,74 @@ impl FlumeBuilder {
     /// Calls `callback` for every item, in order. A panic in it is caught and reported as an
     /// `on_item.panic` error log; the sources keep running. A slow callback slows the sources
     /// (back-pressure) rather than growing memory.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume_proto::Item;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let flume = Flume::builder()
+    ///     .source(cron)
+    ///     .on_item(move |item| drop(tx.send(item.clone())))
+    ///     .build();
+    /// smol::block_on(async { flume.open().await?.close().await; Ok::<_, openflume::StartError>(()) })?;
+    /// // Closing delivered everything in flight, the cron source's start log among it.
+    /// assert!(rx.iter().any(|item| matches!(item, Item::Log(log) if log.action == "scheduler.start")));
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn on_item(mut self, callback: impl FnMut(&Item) + Send + 'static) -> Self {
         self.on_item = Some(Box::new(callback));
         self
     }
 
     /// Calls `callback` for every error-level log.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let flume = Flume::builder()
+    ///     .source(cron)
+    ///     .on_error(move |log| drop(tx.send(format!("{}: {}", log.source, log.message))))
+    ///     .build();
+    /// smol::block_on(async { flume.open().await?.close().await; Ok::<_, openflume::StartError>(()) })?;
+    /// // A cron source has nothing to fail on: no error was reported.
+    /// assert_eq!(rx.iter().count(), 0);
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn on_error(mut self, callback: impl FnMut(&Log) + Send + 'static) -> Self {
         self.on_error = Some(Box::new(callback));
         self
     }
 
     /// Drops logs below `level` at the source, before they enter the firehose (default: debug, all).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// use openflume_proto::{Item, Level};
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).min_log_level(Level::Warn).build().open().await?;
+    /// let mut items = running.stream(100, Overflow::DropOldest);
+    /// running.close().await;
+    /// // The cron source's status and start logs are info: none of them came through.
+    /// while let Some(item) = items.next().await {
+    ///     assert!(!matches!(item, Item::Log(log) if log.level < Level::Warn));
+    /// }
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn min_log_level(mut self, level: Level) -> Self {
         self.settings.min_level = level;
         self
@@ -117,24 +197,93 @@ impl FlumeBuilder {
 
     /// How long `open` waits for every source's first connection (default 30 s); `None` returns
     /// as soon as the sources are started.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume_proto::Status;
+    /// use std::time::Duration;
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).start_timeout(Some(Duration::from_secs(2))).build();
+    /// let running = flume.open().await?;
+    /// // A cron source connects at once, well within the timeout.
+    /// assert_eq!(running.statuses()[0].status, Status::Connected);
+    /// running.close().await;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn start_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.settings.start_timeout = timeout;
         self
     }
 
     /// How long `close` lets sources finish their close handshakes (default 5 s).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume_proto::Status;
+    /// use std::time::Duration;
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).shutdown_grace(Duration::from_secs(1)).build();
+    /// let closed = flume.open().await?.close().await;
+    /// // A cron source has no handshake: it stops at once, well within the grace.
+    /// assert_eq!(closed.statuses()[0].status, Status::Disconnected);
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.settings.shutdown_grace = grace;
         self
     }
 
-    /// Largest WebSocket message accepted (default 16 MiB).
+    /// Largest WebSocket message accepted (default 16 MiB). A larger one closes the connection
+    /// (code 1009).
+    ///
+    /// ```no_run
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::discord::{DiscordConfig, DiscordShard};
+    /// # smol::block_on(async {
+    /// let config = DiscordConfig::new(std::env::var("DISCORD_TOKEN")?);
+    /// let running = Flume::builder()
+    ///     .source(Source::custom("discord", move |seed| DiscordShard::new(config, seed)))
+    ///     .max_message_bytes(4 << 20)
+    ///     .build()
+    ///     .open()
+    ///     .await?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # });
+    /// ```
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.settings.ws.max_message_bytes = bytes;
         self
     }
 
     /// Connect/handshake timeout for WebSockets and HTTP (default 15 s).
+    ///
+    /// ```no_run
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::github::{GithubConfig, GithubMachine};
+    /// use std::time::Duration;
+    /// # smol::block_on(async {
+    /// let config = GithubConfig { token: std::env::var("GITHUB_TOKEN")?, ..GithubConfig::default() };
+    /// let running = Flume::builder()
+    ///     .source(Source::custom("github", move |seed| GithubMachine::new(config, seed)))
+    ///     .connect_timeout(Duration::from_secs(5)) // each connection attempt gives up after 5 s
+    ///     .build()
+    ///     .open()
+    ///     .await?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # });
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.ws.connect_timeout = timeout;
         self.settings.http.connect_timeout = timeout;
@@ -181,7 +330,17 @@ impl FlumeBuilder {
         )
     }
 
-    /// The configured flume.
+    /// The configured flume. Nothing connects yet: [`Flume::open`] starts the sources.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// let flume = Flume::builder().source(cron).build();
+    /// assert_eq!(flume.source_names(), ["time"]);
+    /// ```
     pub fn build(self) -> Flume {
         Flume {
             sources: self.sources,
@@ -212,6 +371,12 @@ pub struct Flume {
 
 impl Flume {
     /// Starts configuring a flume.
+    ///
+    /// ```
+    /// use openflume::Flume;
+    /// let flume = Flume::builder().build();
+    /// assert!(flume.source_names().is_empty());
+    /// ```
     pub fn builder() -> FlumeBuilder {
         FlumeBuilder {
             sources: Vec::new(),
@@ -223,6 +388,18 @@ impl Flume {
     }
 
     /// The names of the configured sources.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = |name: &str| {
+    ///     Source::custom(name, |seed| {
+    ///         CronMachine::new(CronConfig::new("@daily"), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// let flume = Flume::builder().source(tick("backup")).source(tick("report")).build();
+    /// assert_eq!(flume.source_names(), ["backup", "report"]);
+    /// ```
     pub fn source_names(&self) -> Vec<&str> {
         self.sources.iter().map(Source::name).collect()
     }
@@ -232,6 +409,24 @@ impl Flume {
     ///
     /// Items produced while opening (status logs, a READY) are buffered for the first
     /// [`Running::stream`] up to its capacity, and always reach the callbacks.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = |expression: &'static str| {
+    ///     Source::custom("time", move |seed| {
+    ///         CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(tick("@hourly")).build().open().await?;
+    /// running.close().await;
+    /// let refused = Flume::builder().source(tick("every hour")).build().open().await;
+    /// assert_eq!(refused.err().map(|e| e.failures[0].source.clone()).as_deref(), Some("time"));
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub async fn open(self) -> Result<Running, StartError> {
         let (hub, dispatcher, subscribers) =
             hub::hub(self.settings.min_level, self.on_item, self.on_error);
@@ -264,6 +459,21 @@ const STARTUP_BUFFER: usize = 1000;
 ///
 /// Cheap to share by reference between tasks: `close` is idempotent and may be called from several
 /// tasks at once; all of them get the same [`Closed`].
+///
+/// ```
+/// # use openflume::{Flume, Source};
+/// # use openflume_proto::cron::{CronConfig, CronMachine};
+/// # let cron = Source::custom("time", |seed| {
+/// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+/// # });
+/// # smol::block_on(async {
+/// let running = Flume::builder().source(cron).build().open().await?;
+/// let (first, second) = smol::future::zip(running.close(), running.close()).await;
+/// assert_eq!(first, second);
+/// # Ok::<(), openflume::StartError>(())
+/// # })?;
+/// # Ok::<(), openflume::StartError>(())
+/// ```
 pub struct Running {
     set: AsyncMutex<SourceSet>,
     watch: StatusWatch,
@@ -297,6 +507,26 @@ impl Running {
 
     /// A pull view of the firehose with a buffer of `capacity` items and the given overflow policy.
     /// The first stream also receives what happened while the flume opened.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// use openflume_proto::Item;
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let mut items = running.stream(100, Overflow::DropOldest);
+    /// running.close().await;
+    /// // The first item is the cron source's status log from opening: idle → connected.
+    /// let first = items.next().await;
+    /// assert!(matches!(first, Some(Item::Log(log)) if log.action == "status"));
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
         match lock(&self.startup).take() {
             Some(startup) => self
@@ -307,11 +537,43 @@ impl Running {
     }
 
     /// A live snapshot of every source's status.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// assert_eq!(running.statuses()[0].to_string(), "time: connected");
+    /// running.close().await;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn statuses(&self) -> Vec<SourceStatus> {
         self.watch.statuses()
     }
 
     /// A handle that closes this flume from anywhere (a signal handler, another task).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let cancel = running.cancel_handle();
+    /// std::thread::spawn(move || cancel.cancel());
+    /// let closed = running.wait().await;
+    /// assert_eq!(closed.statuses()[0].to_string(), "time: disconnected");
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle {
             tx: self.cancel.0.clone(),
@@ -320,6 +582,24 @@ impl Running {
 
     /// Waits until the flume is cancelled through a [`CancelHandle`] or every source has ended on
     /// its own (all failed, say), then closes it.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let cancel = running.cancel_handle();
+    /// smol::spawn(async move { cancel.cancel() }).detach();
+    /// let closed = running.wait().await;
+    /// // `wait` closed the flume: a later `close` returns the same result.
+    /// assert_eq!(closed, running.close().await);
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub async fn wait(&self) -> Closed {
         let keep_session = {
             let cancelled = async { self.cancel.1.recv().await.unwrap_or(false) };
@@ -334,12 +614,45 @@ impl Running {
 
     /// Stops every source (Discord closes with 1000: the session ends), delivers the items still
     /// in flight, and ends every stream. Idempotent.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume_proto::Status;
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let closed = running.close().await;
+    /// assert_eq!(closed.statuses()[0].status, Status::Disconnected);
+    /// assert_eq!(running.close().await, closed); // closing again changes nothing
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub async fn close(&self) -> Closed {
         self.close_with(false).await
     }
 
     /// Like [`close`](Self::close), but leaves upstream sessions resumable where the protocol
     /// allows (Discord closes with 4000).
+    ///
+    /// ```no_run
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::discord::{DiscordConfig, DiscordShard};
+    /// # smol::block_on(async {
+    /// let config = DiscordConfig::new(std::env::var("DISCORD_TOKEN")?);
+    /// let running = Flume::builder()
+    ///     .source(Source::custom("discord", move |seed| DiscordShard::new(config, seed)))
+    ///     .build()
+    ///     .open()
+    ///     .await?;
+    /// // Restarting for a deploy: Discord keeps the session open for a RESUME.
+    /// let closed = running.close_keeping_sessions().await;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # });
+    /// ```
     pub async fn close_keeping_sessions(&self) -> Closed {
         self.close_with(true).await
     }
@@ -379,17 +692,59 @@ pub struct CancelHandle {
 
 impl CancelHandle {
     /// Asks the flume to close. Returns at once; calling it again does nothing.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let cancel = running.cancel_handle();
+    /// cancel.cancel();
+    /// cancel.cancel(); // does nothing
+    /// let closed = running.wait().await;
+    /// assert_eq!(closed.statuses()[0].to_string(), "time: disconnected");
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn cancel(&self) {
         let _ = self.tx.try_send(false);
     }
 
     /// Asks the flume to close, leaving upstream sessions resumable.
+    ///
+    /// ```no_run
+    /// # async fn demo(running: openflume::Running) {
+    /// let cancel = running.cancel_handle();
+    /// // On SIGTERM, during a deploy: the next process resumes the Discord session.
+    /// std::thread::spawn(move || cancel.cancel_keeping_sessions());
+    /// let closed = running.wait().await;
+    /// # }
+    /// ```
     pub fn cancel_keeping_sessions(&self) {
         let _ = self.tx.try_send(true);
     }
 }
 
 /// A closed flume: what each source ended as.
+///
+/// ```
+/// # use openflume::{Flume, Source};
+/// # use openflume_proto::cron::{CronConfig, CronMachine};
+/// # let cron = Source::custom("time", |seed| {
+/// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+/// # });
+/// # smol::block_on(async {
+/// let closed = Flume::builder().source(cron).build().open().await?.close().await;
+/// let ended: Vec<String> = closed.statuses().iter().map(ToString::to_string).collect();
+/// assert_eq!(ended, ["time: disconnected"]);
+/// # Ok::<(), openflume::StartError>(())
+/// # })?;
+/// # Ok::<(), openflume::StartError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closed {
     statuses: Vec<SourceStatus>,
@@ -401,6 +756,23 @@ impl Closed {
     }
 
     /// Every source's final status.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::SourceStatus;
+    /// use openflume_proto::Status;
+    /// # smol::block_on(async {
+    /// let closed = Flume::builder().source(cron).build().open().await?.close().await;
+    /// let ended = SourceStatus { source: "time".into(), status: Status::Disconnected, reason: None };
+    /// assert_eq!(closed.statuses(), [ended]);
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn statuses(&self) -> &[SourceStatus] {
         &self.statuses
     }

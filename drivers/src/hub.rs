@@ -32,8 +32,31 @@ pub enum Overflow {
 }
 
 /// A callback that receives every item.
+///
+/// [`FlumeBuilder::on_item`](crate::FlumeBuilder::on_item) takes one boxed like this, as well as
+/// any closure: handy when the callback is chosen at run time.
+///
+/// ```
+/// use openflume::{Flume, ItemCallback};
+/// let verbose = std::env::var_os("VERBOSE").is_some();
+/// let callback: ItemCallback = if verbose {
+///     Box::new(|item| println!("{item:?}"))
+/// } else {
+///     Box::new(|item| println!("{}", item.source()))
+/// };
+/// let flume = Flume::builder().on_item(callback).build();
+/// ```
 pub type ItemCallback = Box<dyn FnMut(&Item) + Send>;
 /// A callback that receives every error-level log.
+///
+/// [`FlumeBuilder::on_error`](crate::FlumeBuilder::on_error) takes one boxed like this, as well
+/// as any closure.
+///
+/// ```
+/// use openflume::{ErrorCallback, Flume};
+/// let report: ErrorCallback = Box::new(|log| eprintln!("{} failed: {}", log.source, log.message));
+/// let flume = Flume::builder().on_error(report).build();
+/// ```
 pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
 
 /// Items in flight between sources and the dispatcher.
@@ -304,11 +327,52 @@ pub struct ItemStream {
 
 impl ItemStream {
     /// The next item; `None` once the flume is closed and drained.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let mut items = running.stream(100, Overflow::DropOldest);
+    /// running.close().await;
+    /// let mut count = 0;
+    /// while let Some(_item) = items.next().await {
+    ///     count += 1;
+    /// }
+    /// assert!(count >= 2); // the status logs of opening and closing, at least
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub async fn next(&mut self) -> Option<Item> {
         std::future::poll_fn(|cx| futures_lite::Stream::poll_next(Pin::new(&mut *self), cx)).await
     }
 
     /// The next item if one is ready now, without waiting.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// let mut items = running.stream(100, Overflow::DropOldest);
+    /// running.close().await;
+    /// // Once the flume is closed everything is buffered: read it without waiting.
+    /// let buffered: Vec<_> = std::iter::from_fn(|| items.try_next()).collect();
+    /// assert!(buffered.len() >= 2); // the status logs of opening and closing, at least
+    /// assert!(items.try_next().is_none());
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn try_next(&mut self) -> Option<Item> {
         if let Some(prefix) = &self.prefix {
             match prefix.try_recv() {
@@ -321,6 +385,26 @@ impl ItemStream {
     }
 
     /// Items this stream dropped because its buffer was full.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::{Confluence, Overflow};
+    /// # smol::block_on(async {
+    /// let confluence = Confluence::new(Flume::builder());
+    /// let mut items = confluence.stream(1, Overflow::DropNewest);
+    /// confluence.add("clock", vec![cron]).await?;
+    /// confluence.close_all().await;
+    /// // Nobody read while the source started and stopped: one item fitted, the rest were dropped.
+    /// assert!(items.dropped() > 0);
+    /// assert!(items.try_next().is_some());
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.dropped_total
             .load(std::sync::atomic::Ordering::Relaxed)

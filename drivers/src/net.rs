@@ -21,6 +21,17 @@ pub(crate) enum Stream {
 pub(crate) type TlsConfig = Arc<rustls::ClientConfig>;
 
 /// Why extra TLS roots were refused.
+///
+/// ```
+/// use openflume::{Flume, TlsError};
+/// match Flume::builder().add_root_certificate(b"-----BEGIN CERTIFICATE-----".to_vec()) {
+///     // PEM text is not DER: convert it first.
+///     Err(error @ TlsError::InvalidRootCertificate { .. }) => {
+///         assert!(error.to_string().starts_with("invalid root certificate: "));
+///     }
+///     _ => unreachable!("not a certificate"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {

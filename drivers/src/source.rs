@@ -30,6 +30,21 @@ impl Source {
     /// `connected`, or `failed`), answers `Input::Shutdown` by finishing, and returns
     /// `Misuse::Finished` once `is_finished()`. `drivers/examples/custom_source.rs` shows one
     /// written from scratch.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # smol::block_on(async {
+    /// let (config, zone) = (CronConfig::new("*/5 * * * *"), jiff::tz::TimeZone::UTC);
+    /// let source = Source::custom("every-five", move |seed| CronMachine::new(config, zone, seed));
+    /// // The machine is built when the flume opens.
+    /// let running = Flume::builder().source(source).build().open().await?;
+    /// assert_eq!(running.statuses()[0].source, "every-five");
+    /// running.close().await;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
     pub fn custom<M, F>(name: impl Into<String>, build: F) -> Source
     where
         M: Machine + Send + 'static,
@@ -44,6 +59,19 @@ impl Source {
     }
 
     /// The name used in statuses and start errors.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # smol::block_on(async {
+    /// let source = Source::custom("nightly", |seed| {
+    ///     CronMachine::new(CronConfig::new("at night"), jiff::tz::TimeZone::UTC, seed)
+    /// });
+    /// assert_eq!(source.name(), "nightly");
+    /// let refused = Flume::builder().source(source).build().open().await.err();
+    /// assert_eq!(refused.map(|e| e.failures[0].source.clone()).as_deref(), Some("nightly"));
+    /// # });
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -54,6 +54,20 @@ pub struct StartError {
 }
 
 /// One source that failed to start.
+///
+/// ```
+/// use openflume::{Flume, Source};
+/// use openflume_proto::cron::{CronConfig, CronMachine};
+/// # smol::block_on(async {
+/// let bad = Source::custom("time", |seed| {
+///     CronMachine::new(CronConfig::new("every day"), jiff::tz::TimeZone::UTC, seed)
+/// });
+/// let error = Flume::builder().source(bad).build().open().await.err();
+/// let failures = error.map(|e| e.failures).unwrap_or_default();
+/// assert_eq!(failures[0].source, "time");
+/// assert!(failures[0].reason.contains("cron expression \"every day\""));
+/// # });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceFailure {
     /// The source's name.

@@ -55,11 +55,29 @@ pub struct Backoff {
 
 impl Backoff {
     /// A fresh counter for `policy`.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let backoff = Backoff::new(ReconnectPolicy::default());
+    /// assert_eq!(backoff.attempts(), 0);
+    /// assert_eq!(backoff.policy(), ReconnectPolicy::default());
+    /// ```
     pub fn new(policy: ReconnectPolicy) -> Backoff {
         Backoff { policy, attempt: 0 }
     }
 
     /// The delay before the next attempt, or `None` once `max_attempts` is spent.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let mut rng = fastrand::Rng::with_seed(1);
+    /// let policy = ReconnectPolicy { max_attempts: None, base_ms: 1000, max_ms: 1500 };
+    /// let mut backoff = Backoff::new(policy);
+    /// backoff.next_delay(&mut rng); // cap 1000
+    /// backoff.next_delay(&mut rng); // cap 1500: 2000 is over the maximum
+    /// let third = backoff.next_delay(&mut rng).unwrap();
+    /// assert!((750..=1500).contains(&third));
+    /// ```
     pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Option<u64> {
         if self
             .policy
@@ -76,16 +94,44 @@ impl Backoff {
     }
 
     /// Consecutive attempts made so far.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let mut rng = fastrand::Rng::with_seed(1);
+    /// let mut backoff = Backoff::new(ReconnectPolicy::default());
+    /// backoff.next_delay(&mut rng);
+    /// backoff.next_delay(&mut rng);
+    /// assert_eq!(backoff.attempts(), 2);
+    /// ```
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
 
     /// Starts over; call once a connection reached `connected`.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let mut rng = fastrand::Rng::with_seed(1);
+    /// let policy = ReconnectPolicy { max_attempts: None, base_ms: 100, max_ms: 10_000 };
+    /// let mut backoff = Backoff::new(policy);
+    /// for _ in 0..5 {
+    ///     backoff.next_delay(&mut rng);
+    /// }
+    /// backoff.reset();
+    /// assert_eq!(backoff.attempts(), 0);
+    /// assert!(backoff.next_delay(&mut rng).unwrap() <= 100); // back to the first delay
+    /// ```
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The policy.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let policy = ReconnectPolicy { max_attempts: Some(3), ..ReconnectPolicy::default() };
+    /// assert_eq!(Backoff::new(policy).policy().max_attempts, Some(3));
+    /// ```
     pub fn policy(&self) -> ReconnectPolicy {
         self.policy
     }

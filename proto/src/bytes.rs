@@ -22,21 +22,43 @@ pub struct Bytes(pub Vec<u8>);
 
 impl Bytes {
     /// The bytes as a slice.
+    ///
+    /// ```
+    /// use openflume_proto::Bytes;
+    /// assert_eq!(Bytes::from("hi").as_slice(), b"hi");
+    /// ```
     pub fn as_slice(&self) -> &[u8] {
         &self.0
     }
 
     /// The bytes as UTF-8 text, when they are.
+    ///
+    /// ```
+    /// use openflume_proto::Bytes;
+    /// assert_eq!(Bytes::from("{}").as_str(), Some("{}"));
+    /// assert_eq!(Bytes::from(vec![0x78, 0x9c, 0xff]).as_str(), None); // not UTF-8
+    /// ```
     pub fn as_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.0).ok()
     }
 
     /// Number of bytes.
+    ///
+    /// ```
+    /// use openflume_proto::Bytes;
+    /// assert_eq!(Bytes::from("é").len(), 2); // bytes, not characters
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True when there are no bytes.
+    ///
+    /// ```
+    /// use openflume_proto::Bytes;
+    /// assert!(Bytes::default().is_empty());
+    /// assert!(!Bytes::from("x").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -29,6 +29,14 @@ pub struct DedupCache<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> DedupCache<K> {
     /// A cache holding at most `capacity` keys (at least 1), each for `max_age_ms`.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(0, 60_000); // a capacity of 0 is raised to 1
+    /// seen.insert("a", Millis(0));
+    /// seen.insert("b", Millis(0));
+    /// assert_eq!(seen.len(), 1);
+    /// ```
     pub fn new(capacity: usize, max_age_ms: u64) -> Self {
         DedupCache {
             capacity: capacity.max(1),
@@ -39,6 +47,14 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
     }
 
     /// Records `key`; true if it was not already remembered.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(100, 1_000);
+    /// assert!(seen.insert(("thread-1", "2024-01-01"), Millis(0)));
+    /// assert!(!seen.insert(("thread-1", "2024-01-01"), Millis(500)));
+    /// assert!(seen.insert(("thread-1", "2024-01-02"), Millis(500))); // updated: a new key
+    /// ```
     pub fn insert(&mut self, key: K, now: Millis) -> bool {
         self.expire(now);
         if self.inserted_at.contains_key(&key) {
@@ -53,6 +69,15 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
     }
 
     /// True if `key` is remembered (and not too old) at `now`.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(100, 1_000);
+    /// seen.insert("Ev01", Millis(0));
+    /// assert!(seen.contains(&"Ev01", Millis(999)));
+    /// assert!(!seen.contains(&"Ev01", Millis(1_000))); // aged out
+    /// assert!(!seen.contains(&"Ev02", Millis(0)));
+    /// ```
     pub fn contains(&self, key: &K, now: Millis) -> bool {
         self.inserted_at
             .get(key)
@@ -60,6 +85,14 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
     }
 
     /// Forgets `key`.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(100, 60_000);
+    /// seen.insert("Ev01", Millis(0));
+    /// seen.remove(&"Ev01");
+    /// assert!(seen.insert("Ev01", Millis(1))); // new again
+    /// ```
     pub fn remove(&mut self, key: &K) {
         if self.inserted_at.remove(key).is_some() {
             self.order.retain(|(k, _)| k != key);
@@ -67,11 +100,28 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
     }
 
     /// Number of keys remembered.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(2, 60_000);
+    /// for key in ["a", "b", "c"] {
+    ///     seen.insert(key, Millis(0));
+    /// }
+    /// assert_eq!(seen.len(), 2); // bounded by the capacity
+    /// ```
     pub fn len(&self) -> usize {
         self.inserted_at.len()
     }
 
     /// True when nothing is remembered.
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(10, 60_000);
+    /// assert!(seen.is_empty());
+    /// seen.insert(7_u64, Millis(0));
+    /// assert!(!seen.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.inserted_at.is_empty()
     }

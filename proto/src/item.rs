@@ -28,6 +28,13 @@ pub struct RawJson {
 
 impl RawJson {
     /// Validates `json` and keeps it as given (without surrounding whitespace).
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// let raw = RawJson::from_str(" [1, 2] \n").unwrap();
+    /// assert_eq!(raw.get(), "[1, 2]");
+    /// assert!(RawJson::from_str("{not json").is_err());
+    /// ```
     #[allow(clippy::should_implement_trait)] // fallible with serde_json's error, unlike FromStr's contract here
     pub fn from_str(json: &str) -> Result<RawJson, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(json)?;
@@ -35,11 +42,24 @@ impl RawJson {
     }
 
     /// Takes a document that serde_json already validated (e.g. a `Box<RawValue>` field).
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// use serde_json::value::RawValue;
+    /// let raw: Box<RawValue> = serde_json::from_str(r#"{"id": "1"}"#).unwrap();
+    /// assert_eq!(RawJson::from_raw(raw).get(), r#"{"id": "1"}"#);
+    /// ```
     pub fn from_raw(raw: Box<RawValue>) -> RawJson {
         RawJson::whole(Box::<str>::from(raw).into_string())
     }
 
     /// Serialises a value (for data the machine builds itself, such as a cron tick).
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// let raw = RawJson::from_value(&serde_json::json!({"schedule": "* * * * *"}));
+    /// assert_eq!(raw.get(), r#"{"schedule":"* * * * *"}"#);
+    /// ```
     pub fn from_value<T: Serialize>(value: &T) -> RawJson {
         // Serialising our own `Serialize` types into a string cannot fail; fall back to null if it ever did.
         serde_json::value::to_raw_value(value)
@@ -48,6 +68,12 @@ impl RawJson {
     }
 
     /// The JSON `null`.
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// assert_eq!(RawJson::null().get(), "null");
+    /// assert!(RawJson::null().parse().unwrap().is_null());
+    /// ```
     pub fn null() -> RawJson {
         RawJson::whole("null".to_owned())
     }
@@ -67,11 +93,24 @@ impl RawJson {
     }
 
     /// The JSON text.
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// let raw = RawJson::from_str(r#"{"b": 1,  "a": 2}"#).unwrap();
+    /// // The text as received: key order and spacing are kept.
+    /// assert_eq!(raw.get(), r#"{"b": 1,  "a": 2}"#);
+    /// ```
     pub fn get(&self) -> &str {
         self.text.get(self.span.clone()).unwrap_or("null")
     }
 
     /// Parses the text into a `Value` on demand.
+    ///
+    /// ```
+    /// use openflume_proto::RawJson;
+    /// let raw = RawJson::from_str(r#"{"user": {"id": "42"}}"#).unwrap();
+    /// assert_eq!(raw.parse().unwrap()["user"]["id"], "42");
+    /// ```
     pub fn parse(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_str(self.get())
     }
@@ -132,6 +171,13 @@ pub struct Event {
 
 impl Event {
     /// An event with empty meta.
+    ///
+    /// ```
+    /// use openflume_proto::{Event, RawJson, UnixMillis};
+    /// let event = Event::new("slack", "events_api", RawJson::null(), UnixMillis(5));
+    /// assert_eq!((event.source.as_ref(), event.event_type.as_str()), ("slack", "events_api"));
+    /// assert!(event.meta.is_empty());
+    /// ```
     pub fn new(
         source: impl Into<Cow<'static, str>>,
         event_type: impl Into<String>,
@@ -147,7 +193,16 @@ impl Event {
         }
     }
 
-    /// Adds one meta entry.
+    /// Adds one meta entry. A second entry with the same key replaces the first.
+    ///
+    /// ```
+    /// use openflume_proto::{Event, RawJson, UnixMillis};
+    /// let event = Event::new("discord", "MESSAGE_CREATE", RawJson::null(), UnixMillis(0))
+    ///     .with_meta("channel_id", "1")
+    ///     .with_meta("channel_id", "2");
+    /// assert_eq!(event.meta.len(), 1);
+    /// assert_eq!(event.meta["channel_id"], "2");
+    /// ```
     pub fn with_meta(
         mut self,
         key: impl Into<Cow<'static, str>>,
@@ -180,6 +235,12 @@ pub enum Level {
 
 impl Level {
     /// The lowercase name used on the wire.
+    ///
+    /// ```
+    /// use openflume_proto::Level;
+    /// assert_eq!(Level::Error.as_str(), "error");
+    /// assert_eq!(Level::Debug.as_str().parse::<Level>(), Ok(Level::Debug));
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "debug",
@@ -235,6 +296,13 @@ pub struct Log {
 
 impl Log {
     /// A log without error or detail.
+    ///
+    /// ```
+    /// use openflume_proto::{Level, Log, UnixMillis};
+    /// let log = Log::new(Level::Info, "discord", "ready", "session ready", UnixMillis(9));
+    /// assert_eq!(log.level, Level::Info);
+    /// assert_eq!((log.error, log.detail), (None, None));
+    /// ```
     pub fn new(
         level: Level,
         source: impl Into<String>,
@@ -254,12 +322,26 @@ impl Log {
     }
 
     /// Adds an error message.
+    ///
+    /// ```
+    /// use openflume_proto::{Level, Log, UnixMillis};
+    /// let log = Log::new(Level::Warn, "slack", "connect.failed", "retrying", UnixMillis(0))
+    ///     .with_error("connection refused");
+    /// assert_eq!(log.error.as_deref(), Some("connection refused"));
+    /// ```
     pub fn with_error(mut self, error: impl Into<String>) -> Log {
         self.error = Some(error.into());
         self
     }
 
     /// Adds structured detail.
+    ///
+    /// ```
+    /// use openflume_proto::{Level, Log, UnixMillis};
+    /// let log = Log::new(Level::Debug, "github", "poll.idle", "no news", UnixMillis(0))
+    ///     .with_detail(serde_json::json!({"pollMs": 60000}));
+    /// assert_eq!(log.detail.unwrap()["pollMs"], 60000);
+    /// ```
     pub fn with_detail(mut self, detail: serde_json::Value) -> Log {
         self.detail = Some(detail);
         self
@@ -285,6 +367,13 @@ pub enum Item {
 
 impl Item {
     /// The source the item is about.
+    ///
+    /// ```
+    /// use openflume_proto::{Event, Item, Level, Log, RawJson, UnixMillis};
+    /// let event = Item::Event(Event::new("time", "tick", RawJson::null(), UnixMillis(0)));
+    /// let log = Item::Log(Log::new(Level::Info, "github", "poll", "polled", UnixMillis(0)));
+    /// assert_eq!((event.source(), log.source()), ("time", "github"));
+    /// ```
     pub fn source(&self) -> &str {
         match self {
             Item::Event(event) => &event.source,

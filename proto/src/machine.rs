@@ -6,17 +6,39 @@ use std::fmt;
 
 /// Identifies one WebSocket connection attempt. Fresh for every attempt, so input that arrives for
 /// an old connection is recognisably stale.
+///
+/// ```
+/// use openflume_proto::{ConnId, IdCounter};
+/// let mut ids = IdCounter::default();
+/// let old = ConnId(ids.next());
+/// let current = ConnId(ids.next()); // after a reconnect
+/// assert_ne!(old, current); // input for `old` is stale
+/// assert_eq!(serde_json::to_string(&current).unwrap(), "2");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ConnId(pub u64);
 
 /// Identifies one HTTP request. Fresh for every request.
+///
+/// ```
+/// use openflume_proto::{Input, ReqId};
+/// let line = r#"{"request_failed":{"req":7,"error":"timed out"}}"#;
+/// let input: Input = serde_json::from_str(line).unwrap();
+/// assert_eq!(input, Input::RequestFailed { req: ReqId(7), error: "timed out".into() });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ReqId(pub u64);
 
 /// Identifies one emitted event that the machine waits to see confirmed before acknowledging it
 /// upstream (a Slack ack, GitHub validators).
+///
+/// ```
+/// use openflume_proto::{DeliveryId, Input};
+/// let input = Input::Delivered { delivery: DeliveryId(4) };
+/// assert_eq!(serde_json::to_string(&input).unwrap(), r#"{"delivered":{"delivery":4}}"#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeliveryId(pub u64);
@@ -34,6 +56,14 @@ pub struct IdCounter(u64);
 
 impl IdCounter {
     /// The next id, starting at 1.
+    ///
+    /// ```
+    /// use openflume_proto::IdCounter;
+    /// let mut ids = IdCounter::default();
+    /// let first = ids.next();
+    /// assert_eq!(first, 1);
+    /// assert!(ids.next() > first);
+    /// ```
     #[allow(clippy::should_implement_trait)] // an endless counter, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 += 1;
@@ -42,6 +72,15 @@ impl IdCounter {
 }
 
 /// A WebSocket message.
+///
+/// ```
+/// use openflume_proto::Frame;
+/// let ping = Frame::Ping("hi".into());
+/// assert_eq!(serde_json::to_string(&ping).unwrap(), r#"{"ping":"hi"}"#);
+/// // Debug output hides tokens, so frames can be logged.
+/// let identify = Frame::Text(r#"{"op":2,"d":{"token":"Bot.secret"}}"#.into());
+/// assert!(!format!("{identify:?}").contains("secret"));
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Frame {
@@ -67,6 +106,16 @@ impl fmt::Debug for Frame {
 }
 
 /// An HTTP request for the driver to send.
+///
+/// ```
+/// use openflume_proto::HttpRequest;
+/// let req = HttpRequest::new("GET", "https://api.github.com/user").header("Accept", "text/plain");
+/// // An empty body is left out of recorded transcripts.
+/// assert_eq!(
+///     serde_json::to_string(&req).unwrap(),
+///     r#"{"method":"GET","url":"https://api.github.com/user","headers":[["Accept","text/plain"]]}"#,
+/// );
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// `GET`, `POST`, …
@@ -98,13 +147,30 @@ impl HttpRequest {
         }
     }
 
-    /// Adds a header.
+    /// Adds a header. Headers keep their order, and a repeated name adds a second field.
+    ///
+    /// ```
+    /// use openflume_proto::HttpRequest;
+    /// let req = HttpRequest::new("GET", "https://example.com/")
+    ///     .header("Accept", "text/plain")
+    ///     .header("Accept", "application/json");
+    /// assert_eq!(req.headers.len(), 2);
+    /// assert_eq!(req.headers[1], ("Accept".to_owned(), "application/json".to_owned()));
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpRequest {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets the body.
+    ///
+    /// ```
+    /// use openflume_proto::HttpRequest;
+    /// let req = HttpRequest::new("POST", "https://slack.com/api/apps.connections.open")
+    ///     .header("Content-Type", "application/json")
+    ///     .body("{}");
+    /// assert_eq!(req.body.as_str(), Some("{}"));
+    /// ```
     pub fn body(mut self, body: impl Into<Bytes>) -> HttpRequest {
         self.body = body.into();
         self
@@ -128,6 +194,15 @@ impl fmt::Debug for HttpRequest {
 }
 
 /// An HTTP response as the driver received it.
+///
+/// ```
+/// use openflume_proto::HttpResponse;
+/// let line = r#"{"status":200,"headers":[["Content-Type","application/json"]],"body":"[]"}"#;
+/// let res: HttpResponse = serde_json::from_str(line).unwrap();
+/// assert_eq!(res.status, 200);
+/// assert_eq!(res.header("content-type"), Some("application/json"));
+/// assert_eq!(res.body.as_str(), Some("[]"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {
     /// Status code.
@@ -174,6 +249,18 @@ impl HttpResponse {
 }
 
 /// Something the world tells a machine. Owned and serialisable, so a session records as JSON Lines.
+///
+/// ```
+/// use openflume_proto::{ConnId, Input};
+/// let input = Input::Closed { conn: ConnId(1), code: Some(4000), reason: String::new() };
+/// let line = serde_json::to_string(&input).unwrap();
+/// assert_eq!(line, r#"{"closed":{"conn":1,"code":4000,"reason":""}}"#);
+/// assert_eq!(serde_json::from_str::<Input>(&line).unwrap(), input);
+/// // Unit variants are plain strings, and missing defaults are filled in.
+/// assert_eq!(serde_json::from_str::<Input>(r#""start""#).unwrap(), Input::Start);
+/// let shutdown: Input = serde_json::from_str(r#"{"shutdown":{}}"#).unwrap();
+/// assert_eq!(shutdown, Input::Shutdown { keep_session: false });
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Input {
@@ -239,6 +326,17 @@ pub enum Input {
 }
 
 /// Something a machine asks the driver to do, or reports.
+///
+/// ```
+/// use openflume_proto::{ConnId, Event, Output, RawJson, UnixMillis};
+/// let connect = Output::Connect { conn: ConnId(1), url: "wss://gateway.discord.gg/?v=10".into() };
+/// let line = serde_json::to_string(&connect).unwrap();
+/// assert_eq!(line, r#"{"connect":{"conn":1,"url":"wss://gateway.discord.gg/?v=10"}}"#);
+/// // An emit without `confirm` needs no `Input::Delivered`, and records without the field.
+/// let event = Event::new("time", "tick", RawJson::null(), UnixMillis(0));
+/// let tick = Output::Emit { event, confirm: None };
+/// assert!(!serde_json::to_string(&tick).unwrap().contains("confirm"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Output {
@@ -288,6 +386,14 @@ pub enum Output {
 }
 
 /// The caller used a machine wrongly. Remote faults are never this: they become logs and status changes.
+///
+/// ```
+/// use openflume_proto::{DeliveryId, Misuse};
+/// let err = Misuse::NotStarted;
+/// assert_eq!(err.to_string(), "the machine has not been started: send Input::Start first");
+/// let err = Misuse::UnknownDelivery(DeliveryId(9));
+/// assert_eq!(err.to_string(), "unknown delivery id DeliveryId(9)");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Misuse {

@@ -1,4 +1,15 @@
 //! Keeping secrets out of logs, errors and debug output.
+//!
+//! Each function returns its input unchanged when there is nothing to hide; `url` and
+//! `json_secrets` then borrow it instead of copying.
+//!
+//! ```
+//! use openflume_proto::redact;
+//! use std::borrow::Cow;
+//! let hidden = redact::url("wss://h/?token=abc");
+//! assert_eq!(hidden, "wss://h/?token=[redacted]");
+//! assert!(matches!(redact::json_secrets(r#"{"op":1}"#), Cow::Borrowed(_)));
+//! ```
 
 use std::borrow::Cow;
 

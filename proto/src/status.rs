@@ -30,6 +30,12 @@ pub enum Status {
 
 impl Status {
     /// The lowercase name used on the wire.
+    ///
+    /// ```
+    /// use openflume_proto::Status;
+    /// assert_eq!(Status::Connected.as_str(), "connected");
+    /// assert_eq!(serde_json::to_string(&Status::Failed).unwrap(), r#""failed""#);
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Idle => "idle",
@@ -42,6 +48,13 @@ impl Status {
     }
 
     /// True for the states a source never leaves.
+    ///
+    /// ```
+    /// use openflume_proto::Status;
+    /// assert!(Status::Disconnected.is_terminal());
+    /// assert!(Status::Failed.is_terminal());
+    /// assert!(!Status::Reconnecting.is_terminal());
+    /// ```
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Disconnected | Status::Failed)
     }
@@ -75,6 +88,19 @@ pub struct StatusChange {
 impl StatusChange {
     /// The `status` log for this change: `"<from> → <to>"` plus `" (<reason>)"`, at a level that
     /// matches the destination (error for failed, warn for reconnecting).
+    ///
+    /// ```
+    /// use openflume_proto::{Level, Status, StatusChange, UnixMillis};
+    /// let change = StatusChange {
+    ///     from: Status::Connected,
+    ///     to: Status::Failed,
+    ///     reason: Some("close 4004: authentication failed".into()),
+    /// };
+    /// let log = change.to_log("discord", UnixMillis(0));
+    /// assert_eq!(log.level, Level::Error);
+    /// assert_eq!(log.message, "connected → failed (close 4004: authentication failed)");
+    /// assert_eq!(log.error.as_deref(), Some("close 4004: authentication failed"));
+    /// ```
     pub fn to_log(&self, source: &str, timestamp: UnixMillis) -> Log {
         let message = match &self.reason {
             Some(reason) => format!("{} → {} ({reason})", self.from, self.to),
@@ -112,7 +138,16 @@ pub struct StatusTracker {
 }
 
 impl StatusTracker {
-    /// Moves to `to`; returns the change unless nothing changed.
+    /// Moves to `to`; returns the change unless nothing changed. A new reason alone is a change.
+    ///
+    /// ```
+    /// use openflume_proto::{Status, StatusTracker};
+    /// let mut tracker = StatusTracker::default();
+    /// let change = tracker.set(Status::Connecting, None).unwrap();
+    /// assert_eq!((change.from, change.to), (Status::Idle, Status::Connecting));
+    /// let retry = tracker.set(Status::Connecting, Some("HTTP 502".into()));
+    /// assert_eq!(retry.unwrap().from, Status::Connecting);
+    /// ```
     pub fn set(&mut self, to: Status, reason: Option<String>) -> Option<StatusChange> {
         if self.current == to && self.reason == reason {
             return None;
@@ -123,11 +158,28 @@ impl StatusTracker {
     }
 
     /// The current status.
+    ///
+    /// ```
+    /// use openflume_proto::{Status, StatusTracker};
+    /// let mut tracker = StatusTracker::default();
+    /// assert_eq!(tracker.current(), Status::Idle);
+    /// tracker.set(Status::Connected, None);
+    /// assert_eq!(tracker.current(), Status::Connected);
+    /// ```
     pub fn current(&self) -> Status {
         self.current
     }
 
     /// The reason given with the current status.
+    ///
+    /// ```
+    /// use openflume_proto::{Status, StatusTracker};
+    /// let mut tracker = StatusTracker::default();
+    /// tracker.set(Status::Reconnecting, Some("HTTP 502".into()));
+    /// assert_eq!(tracker.reason(), Some("HTTP 502"));
+    /// tracker.set(Status::Connected, None);
+    /// assert_eq!(tracker.reason(), None);
+    /// ```
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
     }

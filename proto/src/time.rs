@@ -46,6 +46,12 @@ pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
     /// Whole seconds since the epoch, rounded towards negative infinity.
+    ///
+    /// ```
+    /// use openflume_proto::UnixMillis;
+    /// assert_eq!(UnixMillis(1_999).as_secs(), 1);
+    /// assert_eq!(UnixMillis(-1).as_secs(), -1); // before the epoch: rounds down, not to zero
+    /// ```
     pub fn as_secs(self) -> i64 {
         self.0.div_euclid(1000)
     }
@@ -73,12 +79,26 @@ pub struct Now {
 impl Now {
     /// The monotonic instant at which the wall clock will read `wall`, assuming it keeps pace;
     /// an instant in the past maps to `self.mono`.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(100), wall: UnixMillis(50_000) };
+    /// assert_eq!(now.mono_at(UnixMillis(53_000)), Millis(3_100));
+    /// assert_eq!(now.mono_at(UnixMillis(1_000)), Millis(100)); // already past
+    /// ```
     pub fn mono_at(&self, wall: UnixMillis) -> Millis {
         let ahead = wall.0.saturating_sub(self.wall.0).max(0);
         self.mono + ahead as u64
     }
 
     /// The wall-clock reading at monotonic instant `mono`, assuming the wall clock keeps pace.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(100), wall: UnixMillis(50_000) };
+    /// assert_eq!(now.wall_at(Millis(1_100)), UnixMillis(51_000));
+    /// assert_eq!(now.wall_at(Millis(0)), UnixMillis(49_900)); // earlier instants work too
+    /// ```
     pub fn wall_at(&self, mono: Millis) -> UnixMillis {
         let delta = mono.0 as i128 - self.mono.0 as i128;
         let wall = (self.wall.0 as i128 + delta).clamp(i64::MIN as i128, i64::MAX as i128);
@@ -105,6 +125,16 @@ pub struct MonotonicGuard {
 impl MonotonicGuard {
     /// Records `now` and returns it with `mono` clamped to the latest seen. The wall clock is kept
     /// as given: it may legitimately step backwards (NTP), and cron handles that itself.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, MonotonicGuard, Now, UnixMillis};
+    /// let mut guard = MonotonicGuard::default();
+    /// let now = guard.observe(Now { mono: Millis(30), wall: UnixMillis(1_000) });
+    /// assert_eq!(now, Now { mono: Millis(30), wall: UnixMillis(1_000) });
+    /// // The wall clock stepped back and so did mono: only mono is clamped.
+    /// let now = guard.observe(Now { mono: Millis(10), wall: UnixMillis(900) });
+    /// assert_eq!(now, Now { mono: Millis(30), wall: UnixMillis(900) });
+    /// ```
     pub fn observe(&mut self, now: Now) -> Now {
         self.latest = self.latest.max(now.mono);
         Now {
@@ -114,6 +144,15 @@ impl MonotonicGuard {
     }
 
     /// The latest monotonic instant seen.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, MonotonicGuard, Now, UnixMillis};
+    /// let mut guard = MonotonicGuard::default();
+    /// assert_eq!(guard.latest(), Millis(0));
+    /// guard.observe(Now { mono: Millis(70), wall: UnixMillis(0) });
+    /// guard.observe(Now { mono: Millis(40), wall: UnixMillis(0) });
+    /// assert_eq!(guard.latest(), Millis(70));
+    /// ```
     pub fn latest(&self) -> Millis {
         self.latest
     }

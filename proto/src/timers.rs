@@ -52,6 +52,20 @@ impl<K: TimerKind> Default for Timers<K> {
 
 impl<K: TimerKind> Timers<K> {
     /// All timers disarmed.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let timers = Timers::<Timer>::new();
+    /// assert_eq!(timers.next_deadline(), None);
+    /// assert!(!timers.is_armed(Timer::Heartbeat));
+    /// ```
     pub fn new() -> Self {
         Timers {
             deadlines: vec![None; K::ALL.len()],
@@ -60,6 +74,21 @@ impl<K: TimerKind> Timers<K> {
     }
 
     /// Sets `kind` to fire at `at`, replacing any earlier setting.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Heartbeat, Millis(100));
+    /// timers.arm(Timer::Heartbeat, Millis(300)); // replaces 100
+    /// assert_eq!(timers.get(Timer::Heartbeat), Some(Millis(300)));
+    /// ```
     pub fn arm(&mut self, kind: K, at: Millis) {
         if let Some(slot) = self.deadlines.get_mut(kind.index()) {
             *slot = Some(at);
@@ -67,6 +96,23 @@ impl<K: TimerKind> Timers<K> {
     }
 
     /// Disarms `kind`.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Heartbeat, Millis(100));
+    /// timers.arm(Timer::Reconnect, Millis(200));
+    /// timers.cancel(Timer::Heartbeat);
+    /// assert!(!timers.is_armed(Timer::Heartbeat));
+    /// assert_eq!(timers.next_deadline(), Some(Millis(200)));
+    /// ```
     pub fn cancel(&mut self, kind: K) {
         if let Some(slot) = self.deadlines.get_mut(kind.index()) {
             *slot = None;
@@ -74,26 +120,106 @@ impl<K: TimerKind> Timers<K> {
     }
 
     /// Disarms every timer.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Heartbeat, Millis(100));
+    /// timers.arm(Timer::Reconnect, Millis(200));
+    /// timers.cancel_all();
+    /// assert_eq!(timers.next_deadline(), None);
+    /// ```
     pub fn cancel_all(&mut self) {
         self.deadlines.iter_mut().for_each(|slot| *slot = None);
     }
 
     /// When `kind` fires, if armed.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Reconnect, Millis(250));
+    /// assert_eq!(timers.get(Timer::Reconnect), Some(Millis(250)));
+    /// assert_eq!(timers.get(Timer::Heartbeat), None);
+    /// ```
     pub fn get(&self, kind: K) -> Option<Millis> {
         self.deadlines.get(kind.index()).copied().flatten()
     }
 
     /// True when `kind` is armed.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Heartbeat, Millis(100));
+    /// assert!(timers.is_armed(Timer::Heartbeat));
+    /// timers.take_expired(Millis(100)); // firing disarms it
+    /// assert!(!timers.is_armed(Timer::Heartbeat));
+    /// ```
     pub fn is_armed(&self, kind: K) -> bool {
         self.get(kind).is_some()
     }
 
     /// The earliest armed deadline.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// assert_eq!(timers.next_deadline(), None);
+    /// timers.arm(Timer::Heartbeat, Millis(900));
+    /// timers.arm(Timer::Reconnect, Millis(400));
+    /// assert_eq!(timers.next_deadline(), Some(Millis(400)));
+    /// ```
     pub fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.iter().flatten().min().copied()
     }
 
     /// Disarms and returns every timer due at `now`, in `K::ALL` order. An early wake returns nothing.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Reconnect, Millis(10));
+    /// timers.arm(Timer::Heartbeat, Millis(20));
+    /// assert!(timers.take_expired(Millis(5)).is_empty()); // early
+    /// // Both due: returned in `ALL` order, not deadline order.
+    /// assert_eq!(timers.take_expired(Millis(20)), vec![Timer::Heartbeat, Timer::Reconnect]);
+    /// ```
     pub fn take_expired(&mut self, now: Millis) -> Vec<K> {
         let mut expired = Vec::new();
         for &kind in K::ALL {

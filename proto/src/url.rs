@@ -1,4 +1,11 @@
 //! Just enough URL handling for the protocols: split an absolute `http(s)`/`ws(s)` URL, compare origins.
+//!
+//! ```
+//! use openflume_proto::url::{Url, UrlError};
+//! let gateway = Url::parse("wss://gateway.discord.gg/?v=10&encoding=json").unwrap();
+//! assert_eq!((gateway.port, gateway.target.as_str()), (443, "/?v=10&encoding=json"));
+//! assert_eq!(Url::parse("gateway.discord.gg"), Err(UrlError::NotAbsolute));
+//! ```
 
 use std::fmt;
 
@@ -30,6 +37,14 @@ pub struct Url {
 }
 
 /// Why a URL was refused.
+///
+/// ```
+/// use openflume_proto::url::{Url, UrlError};
+/// assert_eq!(Url::parse("ftp://example.com/"), Err(UrlError::Scheme("ftp".into())));
+/// let err = Url::parse("https://user:pass@example.com/").unwrap_err();
+/// assert_eq!(err, UrlError::UserInfo);
+/// assert_eq!(err.to_string(), "credentials in URLs are not supported");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     /// Not `scheme://…`.
@@ -48,6 +63,14 @@ pub enum UrlError {
 
 impl Url {
     /// Parses an absolute URL.
+    ///
+    /// ```
+    /// use openflume_proto::url::{Url, UrlError};
+    /// let url = Url::parse("HTTP://[::1]:8080/a#frag").unwrap();
+    /// assert_eq!((url.scheme.as_str(), url.host.as_str()), ("http", "::1"));
+    /// assert_eq!((url.port, url.target.as_str()), (8080, "/a")); // the fragment is dropped
+    /// assert_eq!(Url::parse("http://h:99999/"), Err(UrlError::Authority));
+    /// ```
     pub fn parse(text: &str) -> Result<Url, UrlError> {
         let (scheme, rest) = text.split_once("://").ok_or(UrlError::NotAbsolute)?;
         let scheme = scheme.to_ascii_lowercase();
@@ -96,11 +119,25 @@ impl Url {
     }
 
     /// True for `https` and `wss`.
+    ///
+    /// ```
+    /// use openflume_proto::url::Url;
+    /// assert!(Url::parse("wss://wss-primary.slack.com/link").unwrap().tls());
+    /// assert!(!Url::parse("ws://127.0.0.1:9000").unwrap().tls());
+    /// ```
     pub fn tls(&self) -> bool {
         matches!(self.scheme.as_str(), "https" | "wss")
     }
 
     /// The `Host` header value: the host, with the port when it is not the default.
+    ///
+    /// ```
+    /// use openflume_proto::url::Url;
+    /// let github = Url::parse("https://api.github.com:443/").unwrap();
+    /// assert_eq!(github.host_header(), "api.github.com"); // the default port is left out
+    /// assert_eq!(Url::parse("http://localhost:8080/").unwrap().host_header(), "localhost:8080");
+    /// assert_eq!(Url::parse("http://[::1]:8080/").unwrap().host_header(), "[::1]:8080");
+    /// ```
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
@@ -120,6 +157,14 @@ impl Url {
 
     /// Same scheme family (TLS or not), host and port. `http`/`ws` and `https`/`wss` are treated
     /// as the same family, since a WebSocket URL and its API live on one origin.
+    ///
+    /// ```
+    /// use openflume_proto::url::Url;
+    /// let api = Url::parse("https://slack.com/api/apps.connections.open").unwrap();
+    /// assert!(api.same_origin(&Url::parse("wss://slack.com/link").unwrap()));
+    /// assert!(!api.same_origin(&Url::parse("http://slack.com/api").unwrap())); // port 80, no TLS
+    /// assert!(!api.same_origin(&Url::parse("https://slack.com:8443/api").unwrap()));
+    /// ```
     pub fn same_origin(&self, other: &Url) -> bool {
         self.tls() == other.tls() && self.host == other.host && self.port == other.port
     }
