@@ -528,6 +528,26 @@ struct Envelope {
 }
 
 impl Envelope {
+    /// A first delivery of `payload`.
+    fn first(
+        rng: &mut Rng,
+        kind: EnvelopeKind,
+        event_id: Option<String>,
+        payload: &serde_json::Value,
+        accepts_response_payload: bool,
+    ) -> Envelope {
+        Envelope {
+            envelope_id: fake::uuid(rng),
+            kind,
+            event_id,
+            payload: payload.to_string().into(),
+            retry_attempt: 0,
+            retry_reason: "",
+            accepts_response_payload,
+            duplicate: false,
+        }
+    }
+
     fn to_json(&self) -> String {
         let Envelope {
             envelope_id,
@@ -680,6 +700,14 @@ const USERS: &[(&str, &str)] = &[
     ("U0SIMLIN01", "linus"),
 ];
 
+/// One of `USERS`, `(id, name)`.
+fn random_user(rng: &mut Rng) -> (&'static str, &'static str) {
+    USERS
+        .get(rng.usize(..USERS.len()))
+        .copied()
+        .unwrap_or(USERS[0])
+}
+
 impl Slack {
     fn new(config: SlackConfig, addr: SocketAddr) -> Slack {
         let state = State {
@@ -775,10 +803,7 @@ impl Slack {
             .get(rng.usize(..CHANNELS.len()))
             .copied()
             .unwrap_or(CHANNELS[0]);
-        let (user, _) = USERS
-            .get(rng.usize(..USERS.len()))
-            .copied()
-            .unwrap_or(USERS[0]);
+        let (user, _) = random_user(rng);
         let text = fake::text(rng);
         let event_id = format!("Ev{}", fake::upper_alnum(rng, 9));
         let team = &self.config.team_id;
@@ -806,24 +831,18 @@ impl Slack {
             "is_ext_shared_channel": false,
             "event_context": format!("4-{}", fake::hex(rng, 40))
         });
-        Envelope {
-            envelope_id: fake::uuid(rng),
-            kind: EnvelopeKind::EventsApi,
-            event_id: Some(event_id),
-            payload: payload.to_string().into(),
-            retry_attempt: 0,
-            retry_reason: "",
-            accepts_response_payload: false,
-            duplicate: false,
-        }
+        Envelope::first(
+            rng,
+            EnvelopeKind::EventsApi,
+            Some(event_id),
+            &payload,
+            false,
+        )
     }
 
     fn slash_command(&self, rng: &mut Rng) -> Envelope {
         let (channel, channel_name) = CHANNELS.get(1).copied().unwrap_or(CHANNELS[0]);
-        let (user, user_name) = USERS
-            .get(rng.usize(..USERS.len()))
-            .copied()
-            .unwrap_or(USERS[0]);
+        let (user, user_name) = random_user(rng);
         let team = &self.config.team_id;
         let payload = json!({
             "token": "simulatedverificationtoken",
@@ -840,24 +859,12 @@ impl Slack {
             "response_url": format!("https://hooks.slack.com/commands/{team}/{}/{}", rng.u64(1_000_000_000..10_000_000_000), fake::upper_alnum(rng, 24)),
             "trigger_id": format!("{}.{}.{}", rng.u64(1_000_000_000..10_000_000_000), rng.u64(1_000_000_000..10_000_000_000), fake::hex(rng, 32))
         });
-        Envelope {
-            envelope_id: fake::uuid(rng),
-            kind: EnvelopeKind::SlashCommands,
-            event_id: None,
-            payload: payload.to_string().into(),
-            retry_attempt: 0,
-            retry_reason: "",
-            accepts_response_payload: true,
-            duplicate: false,
-        }
+        Envelope::first(rng, EnvelopeKind::SlashCommands, None, &payload, true)
     }
 
     fn interactive(&self, rng: &mut Rng) -> Envelope {
         let (channel, channel_name) = CHANNELS.get(1).copied().unwrap_or(CHANNELS[0]);
-        let (user, user_name) = USERS
-            .get(rng.usize(..USERS.len()))
-            .copied()
-            .unwrap_or(USERS[0]);
+        let (user, user_name) = random_user(rng);
         let team = &self.config.team_id;
         let ts = fake::slack_ts(Timestamp::now());
         let payload = json!({
@@ -879,16 +886,7 @@ impl Slack {
                          "text": {"type": "plain_text", "text": "Approve", "emoji": true},
                          "value": "approve", "style": "primary", "type": "button", "action_ts": ts}]
         });
-        Envelope {
-            envelope_id: fake::uuid(rng),
-            kind: EnvelopeKind::Interactive,
-            event_id: None,
-            payload: payload.to_string().into(),
-            retry_attempt: 0,
-            retry_reason: "",
-            accepts_response_payload: false,
-            duplicate: false,
-        }
+        Envelope::first(rng, EnvelopeKind::Interactive, None, &payload, false)
     }
 
     fn record_http(&self, method: &str, path: &str, status: Option<u16>) {
