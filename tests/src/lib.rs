@@ -88,32 +88,8 @@ impl Openflume {
     }
 
     /// Reads lines until one parses into an item that `pred` accepts; panics after `timeout`.
-    pub fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Item) -> bool) -> Item {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    let item: Item = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("stdout line is not an item ({e}): {line}"));
-                    if pred(&item) {
-                        return item;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no matching item within {timeout:?}; lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "openflume exited before a matching item; lines:\n{}\nstderr: {}",
-                    self.seen.join("\n"),
-                    self.stderr
-                        .recv_timeout(Duration::from_secs(1))
-                        .unwrap_or_default()
-                ),
-            }
-        }
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl FnMut(&Item) -> bool) -> Item {
+        self.wait_for_line("item", timeout, pred)
     }
 
     /// Reads lines until one, parsed as JSON, satisfies `pred`; panics after `timeout`, on a line
@@ -122,26 +98,38 @@ impl Openflume {
     pub fn wait_for_json(
         &mut self,
         timeout: Duration,
-        mut pred: impl FnMut(&serde_json::Value) -> bool,
+        pred: impl FnMut(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_for_line("JSON", timeout, pred)
+    }
+
+    /// Reads lines until one parses as a `T` (`what`, for the panic messages) that `pred`
+    /// accepts; panics after `timeout`, on a line that does not parse, or if the process exits.
+    fn wait_for_line<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    let value: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                    if pred(&value) {
-                        return value;
+                    let parsed: T = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("stdout line does not parse as {what} ({e}): {line}")
+                    });
+                    if pred(&parsed) {
+                        return parsed;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "no matching line within {timeout:?}; lines so far:\n{}",
+                    "no matching {what} line within {timeout:?}; lines so far:\n{}",
                     self.seen.join("\n")
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
-                    "openflume exited before a matching line; lines:\n{}\nstderr: {}",
+                    "openflume exited before a matching {what} line; lines:\n{}\nstderr: {}",
                     self.seen.join("\n"),
                     self.stderr
                         .recv_timeout(Duration::from_secs(1))
