@@ -140,6 +140,29 @@ fn wait_all_messages(items: &mut Collector, sim: &DiscordSim, min: usize) {
     });
 }
 
+/// Injects `fault` on the one open connection, with two messages produced while the session is
+/// away (buffered by the server and replayed), checks that `session` comes back by RESUME, then
+/// sends two more messages.
+fn fault_then_resume(
+    sim: &DiscordSim,
+    items: &mut Collector,
+    fault: DiscordAction,
+    what: &str,
+    session: &str,
+) {
+    assert_eq!(sim.inject(fault), 1);
+    sim.inject(DiscordAction::Messages(2));
+    let resume = items.wait(WAIT, &format!("a RESUME after {what}"), |_| {
+        sim.records().resumes.iter().next().cloned()
+    });
+    assert_eq!(resume.session_id, session);
+    assert!(
+        matches!(resume.outcome, ResumeOutcome::Resumed { .. }),
+        "{resume:?}"
+    );
+    sim.inject(DiscordAction::Messages(2));
+}
+
 fn has_log(items: &[Item], action: &str) -> bool {
     items
         .iter()
@@ -293,18 +316,7 @@ fn op7_reconnect_resumes_without_loss_or_duplicates() {
     wait_all_messages(&mut items, &sim, 3);
     let session = sim.records().sessions()[0].clone();
 
-    assert_eq!(sim.inject(DiscordAction::Reconnect), 1);
-    // Produced while the session waits for the RESUME: buffered by the server and replayed.
-    sim.inject(DiscordAction::Messages(2));
-    let resume = items.wait(WAIT, "a RESUME after op 7", |_| {
-        sim.records().resumes.iter().next().cloned()
-    });
-    assert_eq!(resume.session_id, session);
-    assert!(
-        matches!(resume.outcome, ResumeOutcome::Resumed { .. }),
-        "{resume:?}"
-    );
-    sim.inject(DiscordAction::Messages(2));
+    fault_then_resume(&sim, &mut items, DiscordAction::Reconnect, "op 7", &session);
     wait_all_messages(&mut items, &sim, 7);
     assert!(
         has_log(&items.items, "ws.reconnect.requested"),
@@ -383,17 +395,13 @@ fn dropped_connection_resumes_without_loss_or_duplicates() {
     wait_all_messages(&mut items, &sim, 2);
     let session = sim.records().sessions()[0].clone();
 
-    assert_eq!(sim.inject(DiscordAction::DropConnection), 1);
-    sim.inject(DiscordAction::Messages(2));
-    let resume = items.wait(WAIT, "a RESUME after the drop", |_| {
-        sim.records().resumes.iter().next().cloned()
-    });
-    assert_eq!(resume.session_id, session);
-    assert!(
-        matches!(resume.outcome, ResumeOutcome::Resumed { .. }),
-        "{resume:?}"
+    fault_then_resume(
+        &sim,
+        &mut items,
+        DiscordAction::DropConnection,
+        "the drop",
+        &session,
     );
-    sim.inject(DiscordAction::Messages(2));
     wait_all_messages(&mut items, &sim, 6);
     assert!(
         has_status(&items.items, "discord", "reconnecting"),
