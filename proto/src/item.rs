@@ -446,6 +446,20 @@ impl<'de> Deserialize<'de> for Item {
 mod tests {
     use super::*;
 
+    /// A span of a parsed frame is the data as written; one that does not fit the text (a
+    /// caller's bug) gives `null`, never a panic or a cut character.
+    #[test]
+    fn parsed_spans_and_their_fallback() {
+        let frame = r#"{"op":0,"d":{"é":1}}"#;
+        let raw = RawJson::from_parsed_span(frame.to_owned(), 12..frame.len() - 1);
+        assert_eq!(raw.get(), r#"{"é":1}"#);
+        assert_eq!(serde_json::to_string(&raw).unwrap(), r#"{"é":1}"#);
+        let inside_a_character = RawJson::from_parsed_span(frame.to_owned(), 12..15);
+        assert_eq!(inside_a_character.get(), "null");
+        let past_the_end = RawJson::from_parsed_span(frame.to_owned(), 12..99);
+        assert_eq!(past_the_end.get(), "null");
+    }
+
     #[test]
     fn events_and_logs_read_back_from_their_lines() {
         let event = Item::Event(
