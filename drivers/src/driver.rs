@@ -80,6 +80,7 @@ pub(crate) async fn drive(
     };
     let mut pending = VecDeque::from([Input::Start]);
     let mut stop_deadline = None;
+    let mut alarm = Alarm::default();
     let mut now = clock.now();
     loop {
         // Feed queued inputs one at a time, draining after each (the drain rule).
@@ -108,7 +109,10 @@ pub(crate) async fn drive(
         // Every wake queues an input, so `now` was read at the latest one.
         let next = match ready(now.mono, deadline, stop_deadline, &inputs_rx, &stop) {
             Some(wake) => wake,
-            None => wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await,
+            None => {
+                let deadline = deadline.map(|at| (at, &mut alarm));
+                wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await
+            }
         };
         match next {
             Wake::Input(input) => pending.push_back(input),
@@ -218,17 +222,48 @@ fn ready(
     inputs.try_recv().ok().map(Wake::Input)
 }
 
+/// The machine's deadline as one reactor timer kept across waits. Registering a timer wakes the
+/// thread polling the reactor, so a new timer on every wait cost a cross-thread wake-up each
+/// time a burst of frames ran dry; the deadline itself changes rarely (once a heartbeat).
+struct Alarm {
+    timer: async_io::Timer,
+    /// The deadline the timer is set for, until it fires.
+    armed: Option<Millis>,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm {
+            timer: async_io::Timer::never(),
+            armed: None,
+        }
+    }
+}
+
+impl Alarm {
+    /// Resolves at `at`.
+    async fn at(&mut self, clock: &Clock, at: Millis) {
+        if self.armed != Some(at) {
+            self.timer.set_at(clock.instant_at(at));
+            self.armed = Some(at);
+        }
+        (&mut self.timer).await;
+        // A fired one-shot timer never fires again: the next wait sets it anew.
+        self.armed = None;
+    }
+}
+
 async fn wait(
     clock: &Clock,
-    deadline: Option<Millis>,
+    deadline: Option<(Millis, &mut Alarm)>,
     stop_deadline: Option<Millis>,
     inputs: &Receiver<Input>,
     stop: &Receiver<StopRequest>,
 ) -> Wake {
     let timer = async {
         match deadline {
-            Some(at) => {
-                async_io::Timer::at(clock.instant_at(at)).await;
+            Some((at, alarm)) => {
+                alarm.at(clock, at).await;
                 Wake::Timer {
                     late_ms: clock.now().mono - at,
                 }
@@ -394,6 +429,37 @@ mod tests {
             Some(Wake::Stop(_)) => "stop",
             Some(Wake::GraceOver) => "grace over",
         }
+    }
+
+    /// One timer serves every wait for the same deadline, and a fired one is set anew rather
+    /// than awaited forever.
+    #[test]
+    fn an_alarm_fires_at_its_deadline_however_often_it_is_awaited() {
+        smol::block_on(async {
+            let clock = Clock::new();
+            let mut alarm = Alarm::default();
+            let at = clock.now().mono + 30;
+            let give_up = || async {
+                async_io::Timer::after(Duration::from_secs(5)).await;
+                panic!("the alarm never fired");
+            };
+            // A wait cut short by another wake leaves the timer armed.
+            let cut_short = futures_lite::future::or(
+                async {
+                    alarm.at(&clock, at).await;
+                    false
+                },
+                async { true },
+            )
+            .await;
+            assert!(cut_short);
+            assert_eq!(alarm.armed, Some(at));
+            futures_lite::future::or(alarm.at(&clock, at), give_up()).await;
+            assert!(clock.now().mono >= at);
+            assert_eq!(alarm.armed, None);
+            // The same deadline again (a machine that found nothing to do yet): still fires.
+            futures_lite::future::or(alarm.at(&clock, at), give_up()).await;
+        });
     }
 
     /// A burst of frames must not keep a due timer (the heartbeat) or a stop request waiting.
