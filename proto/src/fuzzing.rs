@@ -425,6 +425,10 @@ pub fn discord_envelope(data: &[u8]) {
             agrees(text, &envelope, &value);
         }
     }
+    // Only a `d` that parses alone: `0,"op":1` makes a valid frame with a repeated key.
+    if serde_json::from_str::<Value>(text).is_err() {
+        return;
+    }
     let frame = format!(r#"{{"op":0,"t":"X","d":{text}}}"#);
     if let Ok(value) = serde_json::from_str::<Value>(&frame) {
         let envelope =

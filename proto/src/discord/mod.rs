@@ -43,6 +43,7 @@ mod heartbeat;
 mod identify;
 mod inflate;
 mod ratelimit;
+mod scan;
 mod session;
 mod shard;
 mod wire;
