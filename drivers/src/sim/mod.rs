@@ -94,7 +94,17 @@ pub struct AllConfig {
 }
 
 impl AllConfig {
-    /// The defaults, each simulator on a free port of `bind`, with no events of their own.
+    /// The defaults, each simulator on a free port of `bind`, with no steady rate and no schedule
+    /// (the GitHub simulator still starts with its few initial notification threads).
+    ///
+    /// ```
+    /// use openflume::sim::{AllConfig, Rate, GITHUB_TOKEN};
+    /// let config = AllConfig::new([127, 0, 0, 1].into());
+    /// assert_eq!(config.slack.bind, "127.0.0.1:0".parse().unwrap());
+    /// assert_eq!(config.discord.scenario.rate, Rate::Manual);
+    /// assert!(config.github.scenario.schedule.is_empty());
+    /// assert_eq!(config.github.token, GITHUB_TOKEN);
+    /// ```
     pub fn new(bind: IpAddr) -> AllConfig {
         let bind = SocketAddr::new(bind, 0);
         AllConfig {
@@ -115,6 +125,16 @@ impl AllConfig {
 
     /// `per_second` events a second from each simulator (Discord messages, Slack message events,
     /// GitHub notifications), for `openflume sim`.
+    ///
+    /// ```
+    /// use openflume::sim::{AllConfig, Rate};
+    /// let config = AllConfig::steady([127, 0, 0, 1].into(), 0.5);
+    /// let rate = Rate::Steady { per_second: 0.5, limit: None };
+    /// assert_eq!(config.discord.scenario.rate, rate);
+    /// assert_eq!(config.slack.scenario.rate, rate);
+    /// assert_eq!(config.github.scenario.rate, rate);
+    /// assert!(config.slack.scenario.schedule.is_empty());
+    /// ```
     pub fn steady(bind: IpAddr, per_second: f64) -> AllConfig {
         let mut config = AllConfig::new(bind);
         config.discord.scenario = Scenario::steady(per_second);
@@ -127,6 +147,18 @@ impl AllConfig {
     /// RECONNECT at 20 s; Slack message events, a slash command at 5 s, a button click at 9 s
     /// and a `refresh_requested` disconnect at 25 s; a GitHub notification at 3 s and then one
     /// every 12 s, with `X-Poll-Interval: 5`.
+    ///
+    /// ```
+    /// use openflume::sim::{AllConfig, DisconnectReason, DiscordAction, SlackAction};
+    /// use std::time::Duration;
+    ///
+    /// let demo = AllConfig::lively_demo([127, 0, 0, 1].into());
+    /// assert_eq!(demo.github.poll_interval, 5);
+    /// let reconnect = &demo.discord.scenario.schedule[0];
+    /// assert_eq!((reconnect.after, &reconnect.action), (Duration::from_secs(20), &DiscordAction::Reconnect));
+    /// let last = demo.slack.scenario.schedule.last().unwrap();
+    /// assert_eq!(last.action, SlackAction::Disconnect(DisconnectReason::RefreshRequested));
+    /// ```
     pub fn lively_demo(bind: IpAddr) -> AllConfig {
         let mut config = AllConfig::new(bind);
         let secs = Duration::from_secs;
@@ -145,7 +177,23 @@ impl AllConfig {
     }
 }
 
-/// The three running simulators. Dropping it stops them.
+/// The three running simulators. Dropping it stops them at once; [`stop`](Handles::stop) first
+/// closes open connections with a close frame.
+///
+/// ```
+/// use openflume::sim::{self, AllConfig};
+///
+/// smol::block_on(async {
+///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+///     assert!(sims.discord.api_url().starts_with("http://127.0.0.1:"));
+///     assert!(sims.slack.api_url().ends_with("/api"));
+///     // Each on its own free port.
+///     assert_ne!(sims.discord.local_addr(), sims.github.local_addr());
+///     sims.stop().await;
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Handles {
     /// Discord.
@@ -159,6 +207,25 @@ pub struct Handles {
 impl Handles {
     /// The environment variables that point `openflume listen` at the simulators: the API and
     /// gateway URLs and the tokens they accept.
+    ///
+    /// ```
+    /// use openflume::sim::{self, AllConfig, GITHUB_TOKEN};
+    ///
+    /// smol::block_on(async {
+    ///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+    ///     let env = sims.env();
+    ///     let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
+    ///     assert!(names.contains(&"OPENFLUME_DISCORD_GATEWAY_URL"));
+    ///     assert!(names.contains(&"SLACK_APP_TOKEN"));
+    ///     let value = |name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    ///     assert_eq!(value("OPENFLUME_GITHUB_API_URL"), Some(sims.github.api_url().as_str()));
+    ///     assert!(value("OPENFLUME_DISCORD_GATEWAY_URL").unwrap().starts_with("ws://127.0.0.1:"));
+    ///     assert_eq!(value("GITHUB_TOKEN"), Some(GITHUB_TOKEN));
+    ///     sims.stop().await;
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("OPENFLUME_DISCORD_API_URL", self.discord.api_url()),
@@ -172,10 +239,26 @@ impl Handles {
         ]
     }
 
-    /// The same as `openflume listen` flags, plus `--github-interval` set to the GitHub
-    /// simulator's `X-Poll-Interval` so polls are not slower than it allows.
+    /// What [`env`](Self::env) says, as `openflume listen` flags, plus `--github-interval` set to
+    /// the GitHub simulator's `X-Poll-Interval` so polls are not slower than it allows.
     ///
     /// The tokens are test values; real tokens belong in the environment, not in flags.
+    ///
+    /// ```
+    /// use openflume::sim::{self, AllConfig};
+    ///
+    /// smol::block_on(async {
+    ///     let sims = sim::start_all(AllConfig::lively_demo([127, 0, 0, 1].into())).await?;
+    ///     let args = sims.listen_args();
+    ///     // Flag, value, flag, value, …
+    ///     let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
+    ///     assert!(value("--slack-api-url").unwrap().starts_with("http://127.0.0.1:"));
+    ///     assert_eq!(value("--github-interval"), Some("5")); // the demo's X-Poll-Interval
+    ///     sims.stop().await;
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn listen_args(&self) -> Vec<String> {
         let poll_interval = self.github.poll_interval();
         [
@@ -195,6 +278,22 @@ impl Handles {
     }
 
     /// Stops all three (open connections get a close frame first).
+    ///
+    /// ```
+    /// use openflume::sim::{self, AllConfig};
+    /// use std::net::TcpStream;
+    ///
+    /// smol::block_on(async {
+    ///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+    ///     let github = sims.github.local_addr();
+    ///     assert!(TcpStream::connect(github).is_ok());
+    ///     sims.stop().await;
+    ///     // Stopped means no longer listening.
+    ///     assert!(TcpStream::connect(github).is_err());
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn stop(self) {
         self.discord.stop().await;
         self.slack.stop().await;
@@ -203,6 +302,24 @@ impl Handles {
 }
 
 /// Starts the three simulators; returns once all listen.
+///
+/// ```
+/// use openflume::sim::{self, AllConfig};
+/// use std::io::ErrorKind;
+///
+/// smol::block_on(async {
+///     let sims = sim::start_all(AllConfig::steady([127, 0, 0, 1].into(), 1.0)).await?;
+///     assert!(sims.discord.gateway_url().starts_with("ws://127.0.0.1:"));
+///     assert!(sims.github.api_url().starts_with("http://127.0.0.1:"));
+///     sims.stop().await;
+///
+///     // A rate that is not a positive number fails the start instead of panicking later.
+///     let bad = AllConfig::steady([127, 0, 0, 1].into(), 0.0);
+///     assert_eq!(sim::start_all(bad).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub async fn start_all(config: AllConfig) -> io::Result<Handles> {
     Ok(Handles {
         discord: DiscordSim::start(config.discord).await?,

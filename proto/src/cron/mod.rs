@@ -57,6 +57,14 @@ pub struct CronConfig {
 
 impl CronConfig {
     /// A configuration with the default event shape.
+    ///
+    /// ```
+    /// use openflume_proto::cron::CronConfig;
+    /// let config = CronConfig::new("@daily");
+    /// // The same as a config file that names only the expression.
+    /// assert_eq!(config, serde_json::from_str(r#"{"expression": "@daily"}"#).unwrap());
+    /// assert_eq!(config.zone, None); // no `zone` meta key
+    /// ```
     pub fn new(expression: impl Into<String>) -> CronConfig {
         CronConfig {
             expression: expression.into(),
@@ -158,6 +166,26 @@ impl CronMachine {
     /// Validates the expression and the template. `zone` is the resolved time zone the expression
     /// is evaluated in. `seed` is unused (cron involves no randomness) and accepted so that every
     /// machine is built the same way.
+    ///
+    /// ```
+    /// use jiff::tz::TimeZone;
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::{Machine, Misuse, Status};
+    ///
+    /// let cron = CronMachine::new(CronConfig::new("0 9 * * mon-fri"), TimeZone::UTC, 0).unwrap();
+    /// assert_eq!(cron.status(), Status::Idle);
+    ///
+    /// // A bad expression is a configuration error that quotes it.
+    /// let Err(Misuse::Config(why)) = CronMachine::new(CronConfig::new("61 * * * *"), TimeZone::UTC, 0) else {
+    ///     panic!("61 is not a minute");
+    /// };
+    /// assert!(why.contains(r#""61 * * * *""#));
+    ///
+    /// // So is an empty event type in the template.
+    /// let mut config = CronConfig::new("@hourly");
+    /// config.template.event_type = Some(String::new());
+    /// assert!(matches!(CronMachine::new(config, TimeZone::UTC, 0), Err(Misuse::Config(_))));
+    /// ```
     pub fn new(config: CronConfig, zone: TimeZone, seed: u64) -> Result<CronMachine, Misuse> {
         let _ = seed;
         let schedule = Schedule::parse(&config.expression).map_err(|error| {
@@ -196,12 +224,44 @@ impl CronMachine {
     }
 
     /// The parsed expression.
+    ///
+    /// ```
+    /// use jiff::civil::date;
+    /// use jiff::tz::TimeZone;
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    ///
+    /// let cron = CronMachine::new(CronConfig::new(" @hourly "), TimeZone::UTC, 0).unwrap();
+    /// assert_eq!(cron.schedule().as_str(), "@hourly"); // as written, trimmed
+    /// assert!(cron.schedule().matches(date(2025, 11, 25).at(19, 0, 0, 0)));
+    /// assert!(!cron.schedule().matches(date(2025, 11, 25).at(19, 30, 0, 0)));
+    /// ```
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    /// The next scheduled fire time, once started; `None` before `Start`, after shutdown, or past
-    /// the year 9999.
+    /// The next scheduled fire time, once started; `None` before `Start`, after shutdown, past
+    /// the year 9999, or when started with a wall clock jiff cannot represent (logged as
+    /// `clock.invalid`).
+    ///
+    /// ```
+    /// use jiff::Timestamp;
+    /// use jiff::tz::TimeZone;
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::{Input, Machine, Millis, Now, UnixMillis};
+    ///
+    /// let mut cron = CronMachine::new(CronConfig::new("*/15 * * * *"), TimeZone::UTC, 0).unwrap();
+    /// assert_eq!(cron.next_fire(), None);
+    ///
+    /// // 2025-11-25T19:46:40Z: the next quarter hour is 20:00.
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    /// cron.handle_input(now, Input::Start).unwrap();
+    /// while cron.poll_output().is_some() {}
+    /// let next: Timestamp = "2025-11-25T20:00:00Z".parse().unwrap();
+    /// assert_eq!(cron.next_fire(), Some(next));
+    ///
+    /// cron.handle_input(now, Input::Shutdown { keep_session: false }).unwrap();
+    /// assert_eq!(cron.next_fire(), None);
+    /// ```
     pub fn next_fire(&self) -> Option<Timestamp> {
         self.next_fire
     }

@@ -158,6 +158,28 @@ enum CycleEnd {
 ///
 /// Construct with [`GithubMachine::new`], feed [`Input::Start`], then responses, timer expiries
 /// and delivery confirmations; see the [module docs](self) for the behaviour.
+///
+/// ```
+/// use openflume_proto::github::{GithubConfig, GithubMachine};
+/// use openflume_proto::{Input, Machine, Millis, Now, Output, Status, UnixMillis};
+///
+/// let config = GithubConfig { token: "ghp_example".into(), ..GithubConfig::default() };
+/// let mut github = GithubMachine::new(config, 7).unwrap();
+/// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+/// github.handle_input(now, Input::Start).unwrap();
+///
+/// // Start: the status change, then page 1 of the first cycle, and nothing else.
+/// let Some(Output::Status(change)) = github.poll_output() else { panic!() };
+/// assert_eq!((change.from, change.to), (Status::Idle, Status::Connecting));
+/// let Some(Output::Request { request, .. }) = github.poll_output() else { panic!() };
+/// assert!(github.poll_output().is_none());
+/// assert_eq!(request.method, "GET");
+/// assert!(request.headers.contains(&("Authorization".into(), "Bearer ghp_example".into())));
+/// // No validators yet, so the first poll is unconditional.
+/// assert!(!request.headers.iter().any(|(name, _)| name.starts_with("If-")));
+/// // The only deadline is the request timeout (30 s by default).
+/// assert_eq!(github.poll_timeout(), Some(Millis(30_000)));
+/// ```
 pub struct GithubMachine {
     config: GithubConfig,
     /// Pages and redirects may only go to this origin.
@@ -244,6 +266,17 @@ impl GithubMachine {
     }
 
     /// The configuration in use.
+    ///
+    /// ```
+    /// use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
+    ///
+    /// let config = GithubConfig { token: "ghp_example".into(), interval_ms: 5_000, ..GithubConfig::default() };
+    /// let github = GithubMachine::new(config, 7).unwrap();
+    /// assert_eq!(github.config().interval_ms, 5_000);
+    /// assert_eq!(github.config().bootstrap, Bootstrap::Skip);
+    /// // `Debug` of the machine shows its configuration, token redacted.
+    /// assert!(!format!("{github:?}").contains("ghp_example"));
+    /// ```
     pub fn config(&self) -> &GithubConfig {
         &self.config
     }

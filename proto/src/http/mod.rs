@@ -87,6 +87,23 @@ impl Default for Limits {
 }
 
 /// Whether the connection may carry another message after this one (RFC 9112 §9.3).
+///
+/// ```
+/// use openflume_proto::http::{Limits, Persistence, ResponseReader};
+///
+/// let persistence = |wire: &[u8]| {
+///     let mut reader = ResponseReader::new("GET", Limits::default());
+///     reader.feed(wire).unwrap().expect("complete").persistence
+/// };
+/// // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
+/// assert_eq!(persistence(b"HTTP/1.1 204 No Content\r\n\r\n"), Persistence::KeepAlive);
+/// assert_eq!(persistence(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"), Persistence::Close);
+/// assert_eq!(persistence(b"HTTP/1.0 204 No Content\r\n\r\n"), Persistence::Close);
+/// assert_eq!(
+///     persistence(b"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n"),
+///     Persistence::KeepAlive
+/// );
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Persistence {
     /// Reuse it: the next message starts with the leftover bytes.
@@ -113,6 +130,26 @@ impl Persistence {
 /// The first group are local: the caller asked for something that cannot be sent, or used a reader
 /// after it finished. The rest are remote: the peer sent something this codec refuses. Messages
 /// name headers but never print header values or URLs, so credentials stay out of logs.
+///
+/// ```
+/// use openflume_proto::HttpRequest;
+/// use openflume_proto::http::{encode_request, HttpError, Limits, ResponseReader};
+///
+/// // Local: a header the caller may not set, and a value that would inject a line.
+/// let request = HttpRequest::new("GET", "https://api.github.com/").header("Host", "evil.example");
+/// assert_eq!(encode_request(&request), Err(HttpError::ReservedHeader { name: "Host".into() }));
+/// let request = HttpRequest::new("GET", "https://api.github.com/").header("Authorization", "token secret\r\n");
+/// let error = encode_request(&request).unwrap_err();
+/// assert_eq!(error.to_string(), r#"header "Authorization" has a value with control characters"#);
+///
+/// // Remote: framing the codec refuses. The reader is spent and repeats the error.
+/// let mut reader = ResponseReader::new("GET", Limits::default());
+/// let error = reader
+///     .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n")
+///     .unwrap_err();
+/// assert_eq!(error, HttpError::ContentLengthWithTransferEncoding);
+/// assert_eq!(reader.feed(b"ok"), Err(error));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
