@@ -194,10 +194,14 @@ impl<'a> Scanner<'a> {
         loop {
             let key = self.key()?;
             member(self, key)?;
-            if self.eat(b'}') {
-                return Ok(());
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error(Fault::ExpectedCommaOrBrace)),
             }
-            self.expect(b',', Fault::ExpectedCommaOrBrace)?;
         }
     }
 
