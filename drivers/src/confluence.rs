@@ -1,11 +1,10 @@
 //! Named groups of sources added and removed at run time, all feeding one firehose.
 
 use crate::flume::{FlumeBuilder, Settings};
-use crate::hub::{self, Dispatcher, Hub, ItemStream, Overflow, Subscribers};
+use crate::hub::{self, Hub, ItemStream, Overflow, Subscribers};
 use crate::lock::lock;
 use crate::sources::{SourceSet, SourceStatus, StartError};
 use crate::{Closed, Source};
-use smol::Task;
 use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -69,7 +68,6 @@ pub enum ConfluenceError {
 pub struct Confluence {
     settings: Settings,
     hub: Mutex<Option<Hub>>,
-    dispatcher: Mutex<Option<Task<()>>>,
     subscribers: Subscribers,
     groups: AsyncMutex<BTreeMap<String, SourceSet>>,
     closed: OnceCell<Closed>,
@@ -97,11 +95,10 @@ impl Confluence {
     /// ```
     pub fn new(builder: FlumeBuilder) -> Confluence {
         let (settings, on_item, on_error) = builder.into_parts();
-        let (hub, dispatcher, subscribers) = hub::hub(settings.min_level, on_item, on_error);
+        let (hub, subscribers) = hub::hub(settings.min_level, on_item, on_error);
         Confluence {
             settings,
             hub: Mutex::new(Some(hub)),
-            dispatcher: Mutex::new(Some(smol::spawn(Dispatcher::run(dispatcher)))),
             subscribers,
             groups: AsyncMutex::new(BTreeMap::new()),
             closed: OnceCell::new(),
@@ -280,10 +277,6 @@ impl Confluence {
                 for (_, mut set) in std::mem::take(&mut *groups) {
                     set.stop(false).await;
                     statuses.extend(set.statuses());
-                }
-                let dispatcher = lock(&self.dispatcher).take();
-                if let Some(dispatcher) = dispatcher {
-                    dispatcher.await;
                 }
                 Closed::new(statuses)
             })

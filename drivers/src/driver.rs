@@ -344,9 +344,8 @@ impl Io {
                 self.requests.insert(req, task);
             }
             Output::Emit { event, confirm } => {
-                if self.env.hub.deliver(Item::Event(event)).await
-                    && let Some(delivery) = confirm
-                {
+                self.env.hub.deliver(Item::Event(event)).await;
+                if let Some(delivery) = confirm {
                     self.synthesized.push(Input::Delivered { delivery });
                 }
             }

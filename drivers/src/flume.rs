@@ -4,15 +4,12 @@ use crate::Source;
 use crate::clock::Clock;
 use crate::driver::DriverEnv;
 use crate::http::{HttpClient, HttpSettings};
-use crate::hub::{
-    self, Dispatcher, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers,
-};
+use crate::hub::{self, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers};
 use crate::lock::lock;
 use crate::net::{self, TlsError};
 use crate::sources::{SourceSet, SourceStatus, StartError, StatusWatch};
 use crate::ws::WsSettings;
 use openflume_proto::{Item, Level, Log};
-use smol::Task;
 use smol::channel::{Receiver, Sender};
 use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use std::sync::Mutex;
@@ -121,7 +118,9 @@ impl FlumeBuilder {
 
     /// Calls `callback` for every item, in order. A panic in it is caught and reported as an
     /// `on_item.panic` error log; the sources keep running. A slow callback slows the sources
-    /// (back-pressure) rather than growing memory.
+    /// (back-pressure) rather than growing memory: it runs in the task of the source that
+    /// delivers the item, so a callback that blocks holds up that source's heartbeats too. Hand
+    /// heavy work to a [`stream`](crate::Running::stream) or a thread.
     ///
     /// ```
     /// # use openflume::{Flume, Source};
@@ -428,26 +427,14 @@ impl Flume {
     /// # Ok::<(), openflume::StartError>(())
     /// ```
     pub async fn open(self) -> Result<Running, StartError> {
-        let (hub, dispatcher, subscribers) =
-            hub::hub(self.settings.min_level, self.on_item, self.on_error);
+        let (hub, subscribers) = hub::hub(self.settings.min_level, self.on_item, self.on_error);
         // The first stream subscribes before any source starts, so it sees the start.
         let startup = subscribers.subscribe(STARTUP_BUFFER, Overflow::DropOldest);
-        let dispatcher_task = smol::spawn(Dispatcher::run(dispatcher));
         let env = self.settings.env(hub.clone());
         let started = SourceSet::start(self.sources, env, self.settings.start_timeout).await;
         match started {
-            Ok(set) => Ok(Running::new(
-                set,
-                hub,
-                dispatcher_task,
-                subscribers,
-                startup,
-            )),
-            Err(error) => {
-                drop(hub);
-                dispatcher_task.await;
-                Err(error)
-            }
+            Ok(set) => Ok(Running::new(set, hub, subscribers, startup)),
+            Err(error) => Err(error),
         }
     }
 }
@@ -478,7 +465,6 @@ pub struct Running {
     set: AsyncMutex<SourceSet>,
     watch: StatusWatch,
     hub: Mutex<Option<Hub>>,
-    dispatcher: Mutex<Option<Task<()>>>,
     subscribers: Subscribers,
     startup: Mutex<Option<ItemStream>>,
     closed: OnceCell<Closed>,
@@ -486,18 +472,11 @@ pub struct Running {
 }
 
 impl Running {
-    fn new(
-        set: SourceSet,
-        hub: Hub,
-        dispatcher: Task<()>,
-        subscribers: Subscribers,
-        startup: ItemStream,
-    ) -> Running {
+    fn new(set: SourceSet, hub: Hub, subscribers: Subscribers, startup: ItemStream) -> Running {
         Running {
             watch: set.watch(),
             set: AsyncMutex::new(set),
             hub: Mutex::new(Some(hub)),
-            dispatcher: Mutex::new(Some(dispatcher)),
             subscribers,
             startup: Mutex::new(Some(startup)),
             closed: OnceCell::new(),
@@ -663,12 +642,9 @@ impl Running {
                 let mut set = self.set.lock().await;
                 set.stop(keep_session).await;
                 let statuses = set.statuses();
+                // The sources are gone; with the last hub every stream ends once drained.
                 drop(lock(&self.hub).take());
                 lock(&self.startup).take();
-                let dispatcher = lock(&self.dispatcher).take();
-                if let Some(dispatcher) = dispatcher {
-                    dispatcher.await;
-                }
                 Closed::new(statuses)
             })
             .await

@@ -1,9 +1,10 @@
-//! The firehose: every source's items go through one bounded channel to one dispatcher, which calls
-//! the callbacks and fills each stream's bounded buffer by its overflow policy.
+//! The firehose: every source's items reach the callbacks and every stream's bounded buffer,
+//! filled by its overflow policy.
 //!
-//! Sources hand items over with `Hub::deliver`, which waits while the channel is full: that wait is
-//! the back-pressure that keeps memory bounded when a callback is slow. A machine acknowledges an
-//! event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
+//! Sources hand items over with `Hub::deliver`, which does the whole dispatch in the source's own
+//! task (no hand-over to another task per item) and waits only while a back-pressure stream is
+//! full: that wait is what keeps memory bounded when a consumer is slow. A machine acknowledges
+//! an event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
 //! firehose accepted it; a durable sink would confirm at the same point, after its append.
 
 use crate::clock::wall_now;
@@ -59,62 +60,73 @@ pub type ItemCallback = Box<dyn FnMut(&Item) + Send>;
 /// ```
 pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
 
-/// Items in flight between sources and the dispatcher.
-const HUB_CAPACITY: usize = 64;
-
-/// The sending side, cloned into every source's driver.
+/// The sending side, cloned into every source's driver. The last clone to go ends every stream.
 #[derive(Clone)]
 pub(crate) struct Hub {
-    tx: Sender<Item>,
-    min_level: Level,
+    shared: Arc<Shared>,
 }
 
-impl Hub {
-    /// Hands `item` to the firehose, waiting while it is full. False once the firehose is closed.
-    pub(crate) async fn deliver(&self, item: Item) -> bool {
-        if let Item::Log(log) = &item
-            && log.level < self.min_level
-        {
-            return true;
-        }
-        self.tx.send(item).await.is_ok()
+struct Shared {
+    min_level: Level,
+    /// Held while an item is dispatched, so callbacks and streams see one order of items.
+    callbacks: Mutex<Callbacks>,
+    streams: Arc<Mutex<Vec<StreamSlot>>>,
+}
+
+struct Callbacks {
+    on_item: Option<ItemCallback>,
+    on_error: Option<ErrorCallback>,
+}
+
+impl Drop for Shared {
+    /// No item can come any more: each stream ends once its reader has drained it.
+    fn drop(&mut self) {
+        lock(&self.streams).clear();
     }
 }
 
-/// One stream's buffer, shared by the dispatcher (writer) and the consumer (reader).
+impl Hub {
+    /// Hands `item` to the callbacks and the streams, waiting while a back-pressure stream is
+    /// full.
+    pub(crate) async fn deliver(&self, item: Item) {
+        if let Item::Log(log) = &item
+            && log.level < self.shared.min_level
+        {
+            return;
+        }
+        // Only full back-pressure streams are waited for, after the locks are released.
+        for (stream, item) in self.shared.dispatch(item) {
+            let _ = stream.send(item).await;
+        }
+    }
+}
+
+/// One stream's buffer, shared by the hub (writer) and the consumer (reader).
 struct StreamSlot {
     tx: Sender<Item>,
-    /// A reader handle for the dispatcher, to discard the oldest item (`DropOldest` only: any
-    /// other policy holds none, so a dropped stream closes its channel and a waiting send ends).
+    /// A reader handle for the hub, to discard the oldest item (`DropOldest` only: any other
+    /// policy holds none, so a dropped stream closes its channel and a waiting send ends).
     oldest: Option<Receiver<Item>>,
     policy: Overflow,
     dropped_since_report: u64,
     dropped_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The receiving side: subscribers and callbacks, run by the dispatcher task.
-pub(crate) struct Dispatcher {
-    rx: Receiver<Item>,
-    on_item: Option<ItemCallback>,
-    on_error: Option<ErrorCallback>,
-    streams: Arc<Mutex<Vec<StreamSlot>>>,
-}
-
-/// Creates a hub and the dispatcher that drains it.
+/// Creates a hub and the handle that adds streams to it.
 pub(crate) fn hub(
     min_level: Level,
     on_item: Option<ItemCallback>,
     on_error: Option<ErrorCallback>,
-) -> (Hub, Dispatcher, Subscribers) {
-    let (tx, rx) = smol::channel::bounded(HUB_CAPACITY);
+) -> (Hub, Subscribers) {
     let streams = Arc::new(Mutex::new(Vec::new()));
+    let shared = Shared {
+        min_level,
+        callbacks: Mutex::new(Callbacks { on_item, on_error }),
+        streams: streams.clone(),
+    };
     (
-        Hub { tx, min_level },
-        Dispatcher {
-            rx,
-            on_item,
-            on_error,
-            streams: streams.clone(),
+        Hub {
+            shared: Arc::new(shared),
         },
         Subscribers { streams },
     )
@@ -177,56 +189,46 @@ impl Subscribers {
     }
 }
 
-impl Dispatcher {
-    /// Runs until every `Hub` clone is dropped and the channel is empty; then ends every stream.
-    pub(crate) async fn run(mut self) {
-        while let Ok(item) = self.rx.recv().await {
-            self.dispatch(item).await;
-        }
-        lock(&self.streams).clear();
-    }
-
-    async fn dispatch(&mut self, item: Item) {
-        if let Some(callback) = self.on_item.as_mut()
+impl Shared {
+    /// Runs the callbacks on `item` and offers it to every stream; answers the full
+    /// back-pressure streams and what each of them still has to take.
+    fn dispatch(&self, item: Item) -> Vec<(Sender<Item>, Item)> {
+        let mut waiting = Vec::new();
+        let mut callbacks = lock(&self.callbacks);
+        if let Some(callback) = callbacks.on_item.as_mut()
             && catch_unwind(AssertUnwindSafe(|| callback(&item))).is_err()
         {
             let log = callback_panicked("on_item", &item);
-            self.fan_out(Item::Log(log)).await;
+            self.fan_out(Item::Log(log), &mut waiting);
         }
-        if let (Some(callback), Item::Log(log)) = (self.on_error.as_mut(), &item)
+        if let (Some(callback), Item::Log(log)) = (callbacks.on_error.as_mut(), &item)
             && log.level == Level::Error
             && catch_unwind(AssertUnwindSafe(|| callback(log))).is_err()
         {
             let log = callback_panicked("on_error", &item);
-            self.fan_out(Item::Log(log)).await;
+            self.fan_out(Item::Log(log), &mut waiting);
         }
-        self.fan_out(item).await;
+        self.fan_out(item, &mut waiting);
+        waiting
     }
 
     /// Gives `item` to every stream: a copy to each but the last, which gets the item itself.
-    /// Back-pressure streams with room take it at once like the others; only full ones are
-    /// waited for, after the lock is released.
-    async fn fan_out(&mut self, item: Item) {
+    /// Back-pressure streams with room take it at once like the others; a full one is added to
+    /// `waiting`.
+    fn fan_out(&self, item: Item, waiting: &mut Vec<(Sender<Item>, Item)>) {
         let mut item = Some(item);
-        let waiting: Vec<(Sender<Item>, Item)> = {
-            let mut streams = lock(&self.streams);
-            // Streams whose consumer is gone (no reader but the slot's own handle) are removed.
-            streams.retain(|slot| slot.tx.receiver_count() > usize::from(slot.oldest.is_some()));
-            let last = streams.len().saturating_sub(1);
-            let mut waiting = Vec::new();
-            for (i, slot) in streams.iter_mut().enumerate() {
-                slot.report_drops();
-                let Some(copy) = (if i == last { item.take() } else { item.clone() }) else {
-                    break;
-                };
-                if let Some(full) = slot.offer(copy) {
-                    waiting.push((slot.tx.clone(), full));
-                }
+        let mut streams = lock(&self.streams);
+        // Streams whose consumer is gone (no reader but the slot's own handle) are removed.
+        streams.retain(|slot| slot.tx.receiver_count() > usize::from(slot.oldest.is_some()));
+        let last = streams.len().saturating_sub(1);
+        for (i, slot) in streams.iter_mut().enumerate() {
+            slot.report_drops();
+            let Some(copy) = (if i == last { item.take() } else { item.clone() }) else {
+                break;
+            };
+            if let Some(full) = slot.offer(copy) {
+                waiting.push((slot.tx.clone(), full));
             }
-            waiting
-        };
-        for (tx, item) in waiting {
-            let _ = tx.send(item).await;
         }
     }
 }
@@ -455,14 +457,12 @@ mod tests {
     /// Sends `0..n` through a hub with one stream of capacity 3 under `policy`, nobody reading.
     fn run(policy: Overflow, n: u64) -> (Vec<String>, u64) {
         smol::block_on(async {
-            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(3, policy);
-            let task = smol::spawn(dispatcher.run());
             for i in 0..n {
-                assert!(hub.deliver(event(i)).await);
+                hub.deliver(event(i)).await;
             }
             drop(hub);
-            task.await;
             let dropped = stream.dropped();
             (numbers(&mut stream), dropped)
         })
@@ -485,20 +485,16 @@ mod tests {
     #[test]
     fn overflow_is_reported_in_the_stream_once_there_is_room() {
         smol::block_on(async {
-            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(2, Overflow::DropNewest);
-            let task = smol::spawn(dispatcher.run());
             for i in 0..5 {
                 hub.deliver(event(i)).await;
             }
-            // Wait until the dispatcher has handled all five, then make room.
-            while stream.dropped() < 3 {
-                smol::future::yield_now().await;
-            }
+            // Delivered means handled: three were dropped already. Make room.
+            assert_eq!(stream.dropped(), 3);
             assert_eq!(numbers(&mut stream), ["0", "1"]);
             hub.deliver(event(5)).await;
             drop(hub);
-            task.await;
             assert_eq!(numbers(&mut stream), ["stream.overflow", "5"]);
         });
     }
@@ -506,9 +502,8 @@ mod tests {
     #[test]
     fn backpressure_waits_for_the_reader_and_loses_nothing() {
         smol::block_on(async {
-            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(2, Overflow::Backpressure);
-            let task = smol::spawn(dispatcher.run());
             let sender = smol::spawn(async move {
                 for i in 0..50 {
                     hub.deliver(event(i)).await;
@@ -519,7 +514,6 @@ mod tests {
                 got.push(e.data.get().parse::<u64>().unwrap());
             }
             sender.await;
-            task.await;
             assert_eq!(got, (0..50).collect::<Vec<_>>());
             assert_eq!(stream.dropped(), 0);
         });
@@ -528,16 +522,14 @@ mod tests {
     #[test]
     fn a_dropped_backpressure_stream_does_not_block_the_firehose() {
         smol::block_on(async {
-            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, None, None);
+            let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let stream = subscribers.subscribe(1, Overflow::Backpressure);
-            let task = smol::spawn(dispatcher.run());
             hub.deliver(event(0)).await;
             drop(stream);
             for i in 1..2000 {
                 hub.deliver(event(i)).await;
             }
             drop(hub);
-            task.await;
         });
     }
 
@@ -552,14 +544,12 @@ mod tests {
                     panic!("consumer bug");
                 }
             });
-            let (hub, dispatcher, subscribers) = super::hub(Level::Debug, Some(on_item), None);
+            let (hub, subscribers) = super::hub(Level::Debug, Some(on_item), None);
             let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
-            let task = smol::spawn(dispatcher.run());
             for i in 0..3 {
                 hub.deliver(event(i)).await;
             }
             drop(hub);
-            task.await;
             assert_eq!(numbers(&mut stream), ["0", "on_item.panic", "1", "2"]);
             assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
         });
@@ -568,9 +558,8 @@ mod tests {
     #[test]
     fn logs_below_the_minimum_level_never_enter() {
         smol::block_on(async {
-            let (hub, dispatcher, subscribers) = super::hub(Level::Info, None, None);
+            let (hub, subscribers) = super::hub(Level::Info, None, None);
             let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
-            let task = smol::spawn(dispatcher.run());
             hub.deliver(Item::Log(Log::new(
                 Level::Debug,
                 "t",
@@ -588,7 +577,6 @@ mod tests {
             )))
             .await;
             drop(hub);
-            task.await;
             assert_eq!(numbers(&mut stream), ["kept"]);
         });
     }
