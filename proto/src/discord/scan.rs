@@ -206,6 +206,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object's key and the colon after it.
+    #[inline(always)]
     fn key(&mut self) -> Result<Str<'a>, ScanError> {
         if self.peek() != Some(b'"') {
             return Err(self.error(Fault::ExpectedKey));
@@ -225,6 +226,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// The string at the cursor (after whitespace).
+    // Inlined: returned through memory, the key's `Result` stalled the length check that
+    // follows it (perf: a fifth of the envelope's samples on three instructions).
+    #[inline(always)]
     pub(crate) fn string(&mut self) -> Result<Str<'a>, ScanError> {
         let start = self.pos;
         let escaped = self.skip_string()?;
