@@ -47,7 +47,8 @@ fn main() {
         .unwrap_or(3);
     println!(
         "{runs} rounds (BENCH_RUNS), each running every case once in turn; medians shown, and the \
-         ratio to the decode floor is the median of each round's own ratio"
+         ratio to the decode floor is the median of each round's own ratio (round range: the \
+         lowest and highest of them)"
     );
     // `BENCH_ONLY=library` (say) runs that one case alone, for a profiler; the table then has
     // no baseline beside it.
@@ -206,12 +207,12 @@ fn print_table(rounds: &[Vec<Row>]) {
     };
     println!();
     println!(
-        "| {:<44} | {:>10} | {:>12} | {:>9} | {:>12} |",
-        "case", "events/s", "CPU µs/event", "× decode", "peak RSS MB"
+        "| {:<44} | {:>10} | {:>12} | {:>9} | {:>11} | {:>12} |",
+        "case", "events/s", "CPU µs/event", "× decode", "round range", "peak RSS MB"
     );
     println!(
-        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:->14}|",
-        "", "", "", "", ""
+        "|{:-<46}|{:->12}|{:->14}|{:->11}|{:->13}|{:->14}|",
+        "", "", "", "", "", ""
     );
     let Some(first) = rounds.first() else { return };
     for (i, row) in first.iter().enumerate() {
@@ -222,12 +223,15 @@ fn print_table(rounds: &[Vec<Row>]) {
                 .collect(),
         );
         let us = median(rows.iter().map(|r| per_event_us(r)).collect());
-        let ratio = median(
-            rounds
-                .iter()
-                .filter_map(|round| round.get(i).map(|r| per_event_us(r) / decode(round)))
-                .collect(),
-        );
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| round.get(i).map(|r| per_event_us(r) / decode(round)))
+            .collect();
+        // The spread of the rounds' own ratios: how far one run's figure can be trusted.
+        let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let range = format!("{lowest:.2}–{highest:.2}");
+        let ratio = median(ratios);
         let rss_kb = median(rows.iter().map(|r| r.peak_rss_kb as f64).collect());
         // A case without sockets has no peak RSS of its own to show.
         let rss = if rss_kb > 0.0 {
@@ -236,8 +240,8 @@ fn print_table(rounds: &[Vec<Row>]) {
             "-".to_owned()
         };
         println!(
-            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>12} |",
-            row.name, rate, us, ratio, rss
+            "| {:<44} | {:>10.0} | {:>12.2} | {:>9.2} | {:>11} | {:>12} |",
+            row.name, rate, us, ratio, range, rss
         );
     }
 }
