@@ -54,9 +54,6 @@ impl<'a> Envelope<'a> {
             }
             _ => Err(ScanError::new(scanner.pos(), Fault::RepeatedKey)),
         };
-        if scanner.peek() != Some(b'{') {
-            return Err(ScanError::new(scanner.pos(), Fault::NotAnObject));
-        }
         scanner.members(|scanner, key| {
             if key.is("op") {
                 first(scanner, 0)?;

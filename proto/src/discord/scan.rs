@@ -40,8 +40,6 @@ pub(crate) enum Fault {
     ExpectedKey,
     #[error("expected `:`")]
     ExpectedColon,
-    #[error("expected an object")]
-    ExpectedObject,
     #[error("expected `,` or `}}`")]
     ExpectedCommaOrBrace,
     #[error("expected `,` or `]`")]
@@ -187,7 +185,7 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, Str<'a>) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        self.expect(b'{', Fault::ExpectedObject)?;
+        self.expect(b'{', Fault::NotAnObject)?;
         if self.eat(b'}') {
             return Ok(());
         }
