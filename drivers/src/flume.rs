@@ -432,10 +432,8 @@ impl Flume {
         let startup = subscribers.subscribe(STARTUP_BUFFER, Overflow::DropOldest);
         let env = self.settings.env(hub.clone());
         let started = SourceSet::start(self.sources, env, self.settings.start_timeout).await;
-        match started {
-            Ok(set) => Ok(Running::new(set, hub, subscribers, startup)),
-            Err(error) => Err(error),
-        }
+        // On failure the hub goes with this scope, which ends the startup stream.
+        started.map(|set| Running::new(set, hub, subscribers, startup))
     }
 }
 
