@@ -312,7 +312,16 @@ pub enum Input {
         /// Readable cause.
         error: String,
     },
-    /// The firehose accepted the event emitted with this delivery id; acknowledge it upstream now.
+    /// The driver stopped reading this machine's connections and responses because a consumer
+    /// is full (back-pressure). What arrives meanwhile waits unread in the transport, so a
+    /// deadline that waits for something to be read (HELLO, READY, a heartbeat ACK, a pong) is
+    /// suspended until [`Input::ReadingResumed`]: this process chose not to read, the peer is
+    /// not at fault. Timers that send (heartbeats, pings) keep running.
+    ReadingPaused,
+    /// The driver reads again; suspended deadlines resume with the time they had left.
+    ReadingResumed,
+    /// Every consumer that must not lose events holds the event emitted with this delivery id;
+    /// acknowledge it upstream now.
     Delivered {
         /// The id from `Output::Emit`.
         delivery: DeliveryId,

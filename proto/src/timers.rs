@@ -41,6 +41,8 @@ pub trait TimerKind: Copy + Eq + Debug + 'static {
 #[derive(Clone, Debug)]
 pub struct Timers<K: TimerKind> {
     deadlines: Vec<Option<Millis>>,
+    /// Kinds whose clocks stand still, and since when (see [`Timers::pause`]).
+    paused: Option<(Millis, &'static [K])>,
     _kind: std::marker::PhantomData<K>,
 }
 
@@ -69,6 +71,7 @@ impl<K: TimerKind> Timers<K> {
     pub fn new() -> Self {
         Timers {
             deadlines: vec![None; K::ALL.len()],
+            paused: None,
             _kind: std::marker::PhantomData,
         }
     }
@@ -199,7 +202,11 @@ impl<K: TimerKind> Timers<K> {
     /// assert_eq!(timers.next_deadline(), Some(Millis(400)));
     /// ```
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.iter().flatten().min().copied()
+        K::ALL
+            .iter()
+            .filter(|&&kind| !self.stands_still(kind))
+            .filter_map(|&kind| self.get(kind))
+            .min()
     }
 
     /// Disarms and returns every timer due at `now`, in `K::ALL` order. An early wake returns nothing.
@@ -223,6 +230,9 @@ impl<K: TimerKind> Timers<K> {
     pub fn take_expired(&mut self, now: Millis) -> Vec<K> {
         let mut expired = Vec::new();
         for &kind in K::ALL {
+            if self.stands_still(kind) {
+                continue;
+            }
             if let Some(slot) = self.deadlines.get_mut(kind.index())
                 && slot.is_some_and(|at| at <= now)
             {
@@ -231,5 +241,90 @@ impl<K: TimerKind> Timers<K> {
             }
         }
         expired
+    }
+    /// Stops the clocks of `kinds` at `now`: they neither fire nor count towards
+    /// [`next_deadline`](Self::next_deadline) until [`resume`](Self::resume), which moves each
+    /// of them later by the time spent paused. Arming and cancelling work as usual meanwhile. For
+    /// deadlines that wait on the peer while the driver has stopped reading: the peer is not late
+    /// for the time nobody listened. Pausing again while paused changes nothing.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, AckTimeout }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::AckTimeout];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::AckTimeout, Millis(100));
+    /// timers.arm(Timer::Heartbeat, Millis(150));
+    /// timers.pause(&[Timer::AckTimeout], Millis(40));
+    /// // Paused at 40 with 60 ms left: only the heartbeat can fire meanwhile.
+    /// assert_eq!(timers.next_deadline(), Some(Millis(150)));
+    /// assert_eq!(timers.take_expired(Millis(500)), vec![Timer::Heartbeat]);
+    /// timers.resume(Millis(1_000));
+    /// assert_eq!(timers.get(Timer::AckTimeout), Some(Millis(1_060)));
+    /// ```
+    pub fn pause(&mut self, kinds: &'static [K], now: Millis) {
+        if self.paused.is_none() {
+            self.paused = Some((now, kinds));
+        }
+    }
+
+    /// Restarts the paused clocks at `now` with the time they had left (see
+    /// [`pause`](Self::pause)). Does nothing when not paused.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { HelloTimeout }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::HelloTimeout];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.pause(&[Timer::HelloTimeout], Millis(10));
+    /// timers.arm(Timer::HelloTimeout, Millis(25)); // armed while paused: 15 ms from the pause
+    /// timers.resume(Millis(200));
+    /// assert_eq!(timers.get(Timer::HelloTimeout), Some(Millis(215)));
+    /// ```
+    pub fn resume(&mut self, now: Millis) {
+        let Some((since, kinds)) = self.paused.take() else {
+            return;
+        };
+        let paused_for = now - since;
+        for &kind in kinds {
+            if let Some(Some(at)) = self.deadlines.get_mut(kind.index()) {
+                *at = *at + paused_for;
+            }
+        }
+    }
+
+    /// True between [`pause`](Self::pause) and [`resume`](Self::resume).
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { HelloTimeout }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::HelloTimeout];
+    /// #     fn index(self) -> usize { self as usize }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.pause(&[Timer::HelloTimeout], Millis(10));
+    /// assert!(timers.is_paused());
+    /// timers.resume(Millis(20));
+    /// assert!(!timers.is_paused());
+    /// ```
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    fn stands_still(&self, kind: K) -> bool {
+        self.paused.is_some_and(|(_, kinds)| kinds.contains(&kind))
     }
 }

@@ -466,6 +466,8 @@ fn input_name(input: &Input) -> &'static str {
         Input::ConnectFailed { .. } => "connect_failed",
         Input::Response { .. } => "response",
         Input::RequestFailed { .. } => "request_failed",
+        Input::ReadingPaused => "reading_paused",
+        Input::ReadingResumed => "reading_resumed",
         Input::Delivered { .. } => "delivered",
         Input::Shutdown { .. } => "shutdown",
     }
@@ -488,6 +490,8 @@ impl Machine for CronMachine {
             _ if !started => return Err(Misuse::NotStarted),
             Input::Timer => self.on_timer(now),
             Input::Shutdown { .. } => self.shutdown(),
+            // Nothing of cron's waits on reading.
+            Input::ReadingPaused | Input::ReadingResumed => {}
             // Cron never asks for confirmation, so no delivery id is ours.
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             other => {

@@ -519,6 +519,13 @@ impl Machine for DiscordGateway {
                     self.retry(now, format!("GET /gateway/bot failed: {error}"), 0);
                 }
             }
+            // Shards start only on a response, which is never read while paused: every shard
+            // that exists hears both.
+            Input::ReadingPaused | Input::ReadingResumed => {
+                for index in 0..self.shards.len() {
+                    self.feed(now, index, input.clone());
+                }
+            }
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }

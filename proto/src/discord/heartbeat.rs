@@ -30,6 +30,8 @@ pub(crate) struct Heartbeat {
     unacked_since: Option<Millis>,
     /// Latest frame received on the connection.
     last_frame_at: Option<Millis>,
+    /// The beat in flight is not held to the rule: the driver paused reading after it went out.
+    excused: bool,
 }
 
 impl Heartbeat {
@@ -39,6 +41,7 @@ impl Heartbeat {
             interval_ms,
             unacked_since: None,
             last_frame_at: None,
+            excused: false,
         };
         (heartbeat, first_delay(interval_ms, rng.f64()))
     }
@@ -51,6 +54,7 @@ impl Heartbeat {
     /// A heartbeat was sent at `now`.
     pub(crate) fn sent(&mut self, now: Millis) {
         self.unacked_since = Some(now);
+        self.excused = false;
     }
 
     /// Any frame arrived at `now`.
@@ -63,9 +67,16 @@ impl Heartbeat {
         self.unacked_since.take().map(|sent| now - sent)
     }
 
+    /// Excuses the beat in flight from the zombie rule: the driver did not read for a while, so
+    /// its ACK may be waiting unread, which says nothing about the connection. The next beat is
+    /// judged again.
+    pub(crate) fn excuse(&mut self) {
+        self.excused = true;
+    }
+
     /// True when a heartbeat is due and the previous one shows the connection dead.
     pub(crate) fn is_zombie(&self, liveness: Liveness) -> bool {
-        let Some(sent) = self.unacked_since else {
+        let Some(sent) = self.unacked_since.filter(|_| !self.excused) else {
             return false;
         };
         match liveness {
@@ -132,5 +143,10 @@ mod tests {
             beat.is_zombie(Liveness::AnyFrame),
             "the frame predates this beat"
         );
+        beat.excuse();
+        assert!(!beat.is_zombie(Liveness::Ack), "excused: reading was paused");
+        assert_eq!(beat.acked(Millis(1_300)), Some(200), "still in flight");
+        beat.sent(Millis(2_100));
+        assert!(beat.is_zombie(Liveness::Ack), "the next beat is judged again");
     }
 }

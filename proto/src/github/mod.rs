@@ -896,6 +896,9 @@ impl Machine for GithubMachine {
             Input::RequestFailed { req, error } => self.on_request_failed(now, req, error),
             Input::Delivered { delivery } => return self.on_delivered(now, delivery),
             Input::Shutdown { .. } => self.on_shutdown(),
+            // A response not read yet is the HTTP client's to time out; no deadline here waits
+            // on one.
+            Input::ReadingPaused | Input::ReadingResumed => {}
             Input::Opened { .. }
             | Input::Frame { .. }
             | Input::Closed { .. }

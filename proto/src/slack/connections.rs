@@ -92,6 +92,9 @@ pub(crate) struct Pool {
     conns: BTreeMap<ConnId, Connection>,
     /// `apps.connections.open` calls in flight; each becomes one connection.
     url_requests: BTreeSet<ReqId>,
+    /// Since when the driver has not read (back-pressure): the deadlines that wait on Slack
+    /// (hello, drain, close, death by silence) stand still meanwhile; pings still go out.
+    reading_paused_since: Option<Millis>,
 }
 
 impl Pool {
@@ -103,6 +106,7 @@ impl Pool {
             hello_timeout_ms,
             conns: BTreeMap::new(),
             url_requests: BTreeSet::new(),
+            reading_paused_since: None,
         }
     }
 
@@ -256,13 +260,41 @@ impl Pool {
             .collect()
     }
 
-    /// The earliest hello timeout, ping or death among the connections.
+    /// The driver stopped reading at `now` (see [`Input::ReadingPaused`](crate::Input)).
+    pub fn pause(&mut self, now: Millis) {
+        self.reading_paused_since.get_or_insert(now);
+    }
+
+    /// The driver reads again at `now`: every deadline that waits on Slack moves later by the
+    /// time spent paused.
+    pub fn resume(&mut self, now: Millis) {
+        let Some(since) = self.reading_paused_since.take() else {
+            return;
+        };
+        let paused_for = now - since;
+        for c in self.conns.values_mut() {
+            c.deadline = c.deadline.map(|at| at + paused_for);
+            if let Some(liveness) = &mut c.liveness {
+                liveness.excuse_silence(paused_for);
+            }
+        }
+    }
+
+    /// The earliest hello timeout, ping or death among the connections; only pings while reading
+    /// is paused.
     pub fn next_deadline(&self) -> Option<Millis> {
+        let paused = self.reading_paused_since.is_some();
         self.conns
             .values()
             .flat_map(|c| {
-                let liveness = c.liveness.as_ref().map(Liveness::next_deadline);
-                c.deadline.into_iter().chain(liveness)
+                let liveness = c.liveness.as_ref().map(|l| {
+                    if paused {
+                        l.next_ping_at()
+                    } else {
+                        l.next_deadline()
+                    }
+                });
+                c.deadline.filter(|_| !paused).into_iter().chain(liveness)
             })
             .min()
     }
@@ -270,6 +302,14 @@ impl Pool {
     /// Everything due at `now`, by connection age. A timeout hides liveness on the same connection.
     pub fn due(&mut self, now: Millis) -> Vec<(ConnId, Due)> {
         let mut due = Vec::new();
+        if self.reading_paused_since.is_some() {
+            for (id, c) in &mut self.conns {
+                if let Some(bytes) = c.liveness.as_mut().and_then(|l| l.ping_if_due(now)) {
+                    due.push((*id, Due::Ping(bytes)));
+                }
+            }
+            return due;
+        }
         for (id, c) in &mut self.conns {
             if c.deadline.is_some_and(|at| at <= now) {
                 let timeout = match c.phase {

@@ -47,6 +47,27 @@ impl Liveness {
         self.last_inbound = self.last_inbound.max(now);
     }
 
+    /// Silence during which the driver did not read (`paused_ms`) does not count towards death.
+    pub fn excuse_silence(&mut self, paused_ms: u64) {
+        self.last_inbound = self.last_inbound + paused_ms;
+    }
+
+    /// When the next ping is due.
+    pub fn next_ping_at(&self) -> Millis {
+        self.next_ping_at
+    }
+
+    /// The ping due at `now`, if any, without judging silence (used while reading is paused).
+    pub fn ping_if_due(&mut self, now: Millis) -> Option<Bytes> {
+        if now < self.next_ping_at {
+            return None;
+        }
+        self.pings_sent = self.pings_sent.saturating_add(1);
+        self.next_ping_at = now + self.interval_ms;
+        // The sequence number makes pings and pongs easy to match in a packet capture.
+        Some(Bytes::from(self.pings_sent.to_string()))
+    }
+
     fn dead_at(&self) -> Millis {
         self.last_inbound + self.interval_ms.saturating_mul(DEAD_AFTER_INTERVALS)
     }
@@ -63,13 +84,7 @@ impl Liveness {
                 silent_ms: now - self.last_inbound,
             };
         }
-        if now >= self.next_ping_at {
-            self.pings_sent = self.pings_sent.saturating_add(1);
-            self.next_ping_at = now + self.interval_ms;
-            // The sequence number makes pings and pongs easy to match in a packet capture.
-            return Check::Ping(Bytes::from(self.pings_sent.to_string()));
-        }
-        Check::Quiet
+        self.ping_if_due(now).map_or(Check::Quiet, Check::Ping)
     }
 }
 

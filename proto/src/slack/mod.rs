@@ -649,6 +649,8 @@ impl Machine for SlackMachine {
             Input::Response { req, response } => self.on_response(now, req, response),
             Input::RequestFailed { req, error } => self.on_request_failed(now, req, &error),
             Input::Delivered { delivery } => self.on_delivered(now, delivery)?,
+            Input::ReadingPaused => self.pool.pause(now.mono),
+            Input::ReadingResumed => self.pool.resume(now.mono),
             Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
         }
         match self.pool.next_deadline() {

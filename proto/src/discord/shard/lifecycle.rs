@@ -129,8 +129,19 @@ impl DiscordShard {
         );
     }
 
+    /// Reading again after back-pressure: the paused deadlines go on with the time they had
+    /// left, and a heartbeat still unacknowledged is excused, since its ACK may be in the backlog
+    /// not read yet. The next beat is held to the rule again.
+    pub(super) fn on_reading_resumed(&mut self, now: Now) {
+        self.timers.resume(now.mono);
+        if let Some(heartbeat) = self.conn().and_then(|conn| conn.heartbeat.as_mut()) {
+            heartbeat.excuse();
+        }
+    }
+
     pub(super) fn on_heartbeat_due(&mut self, now: Now) {
         let liveness = self.config.liveness;
+        let reading_paused = self.timers.is_paused();
         let Some(conn) = self.conn() else { return };
         if matches!(conn.stage, Stage::Closing { .. }) {
             return;
@@ -138,7 +149,8 @@ impl DiscordShard {
         let Some(heartbeat) = &conn.heartbeat else {
             return;
         };
-        if heartbeat.is_zombie(liveness) {
+        // While the driver does not read, the ACK may be waiting unread: beat without judging.
+        if !reading_paused && heartbeat.is_zombie(liveness) {
             let interval = heartbeat.interval_ms();
             let silence = match liveness {
                 Liveness::Ack => "no ACK",

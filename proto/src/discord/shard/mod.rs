@@ -46,6 +46,10 @@ enum Timer {
     Reconnect,
 }
 
+/// The deadlines that wait for the server to say something: they stand still while the driver
+/// does not read (`Input::ReadingPaused`), since the answer may be waiting unread.
+const AWAIT_SERVER: &[Timer] = &[Timer::CloseTimeout, Timer::HelloTimeout, Timer::ReadyTimeout];
+
 impl TimerKind for Timer {
     const ALL: &'static [Timer] = &[
         Timer::CloseTimeout,
@@ -282,6 +286,8 @@ impl DiscordShard {
                     );
                 }
             }
+            Input::ReadingPaused => self.timers.pause(AWAIT_SERVER, now.mono),
+            Input::ReadingResumed => self.on_reading_resumed(now),
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
