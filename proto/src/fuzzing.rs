@@ -168,7 +168,12 @@ fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
     let conn = pick(reader, &conns, ConnId(1));
     let req = pick(reader, &reqs, ReqId(1));
     match reader.byte() % 10 {
-        0 => Input::Timer,
+        // Back-pressure pauses come and go between timers, as a driver feeds them.
+        0 => match reader.byte() % 4 {
+            0 => Input::ReadingPaused,
+            1 => Input::ReadingResumed,
+            _ => Input::Timer,
+        },
         1 => Input::Opened { conn },
         2 | 3 => Input::Frame {
             conn,
