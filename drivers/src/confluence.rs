@@ -1,9 +1,10 @@
 //! Named groups of sources added and removed at run time, all feeding one firehose.
 
 use crate::flume::{FlumeBuilder, Settings};
-use crate::hub::{self, Hub, ItemStream, Overflow, Subscribers};
+use crate::hub::{self, Hub, Subscribers};
 use crate::lock::lock;
 use crate::sources::{SourceSet, SourceStatus, StartError};
+use crate::stream::{ItemStream, Overflow};
 use crate::{Closed, Source};
 use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use std::collections::BTreeMap;
@@ -132,12 +133,15 @@ impl Confluence {
             return Err(ConfluenceError::GroupExists(name.to_owned()));
         }
         let hub = lock(&self.hub).clone().ok_or(ConfluenceError::Closed)?;
-        let set = SourceSet::start(sources, self.settings.env(hub), self.settings.start_timeout)
-            .await
-            .map_err(|error| ConfluenceError::Start {
-                group: name.to_owned(),
-                error,
-            })?;
+        let failed = |error| ConfluenceError::Start {
+            group: name.to_owned(),
+            error,
+        };
+        let mut set = SourceSet::spawn(sources, &self.settings.env(hub)).map_err(failed)?;
+        if let Err(error) = set.watch().settle(self.settings.start_rules()).await {
+            set.stop(false).await;
+            return Err(failed(error));
+        }
         groups.insert(name.to_owned(), set);
         Ok(())
     }

@@ -1,14 +1,20 @@
 //! The one driver loop every machine runs under: drain outputs, take what is due already (a stop, an
-//! expired timer, a queued input), else arm one timer and wait for the first of
-//! timer / socket input / shutdown, feed it, repeat.
+//! expired timer, a confirmation, a queued input), else arm one timer and wait for the first of
+//! timer / socket input / room for a held item / a consumer's progress / shutdown, feed it, repeat.
+//!
+//! Items go into the hub through the source's delivery [`Lane`]. While a back-pressure consumer
+//! is full the lane holds the item and the loop stops taking socket and HTTP input (TCP pushes
+//! back on the peer), telling the machine with `Input::ReadingPaused` so that deadlines waiting on
+//! the peer stand still; timers, sends (heartbeats, pings, acks) and stop requests go on.
 
 use crate::clock::Clock;
+use crate::delivery::Lane;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
 use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{
-    ConnId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
+    ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
 };
 use smol::Task;
 use smol::channel::{Receiver, Sender};
@@ -52,10 +58,13 @@ struct Io {
     /// Connections whose handshake completed.
     opened: HashSet<ConnId>,
     requests: HashMap<ReqId, Task<()>>,
-    /// Inputs the driver itself produced during a drain (delivery confirmations, stuck sockets),
-    /// fed after the drain, one at a time.
+    /// Inputs the driver itself produced during a drain (stuck sockets), fed after the drain,
+    /// one at a time.
     synthesized: Vec<Input>,
     changed: Arc<event_listener::Event>,
+    lane: Lane,
+    /// A stop was requested: read on even while an item waits, to finish the close handshakes.
+    stopping: bool,
 }
 
 /// Runs `machine` until it finishes, or until `stop` fires and it has shut down (or the grace ran out).
@@ -70,6 +79,7 @@ pub(crate) async fn drive(
     let clock = env.clock;
     let source = machine.source().to_owned();
     let mut io = Io {
+        lane: Lane::new(env.hub.clone()),
         env,
         inputs_tx,
         connections: HashMap::new(),
@@ -77,11 +87,14 @@ pub(crate) async fn drive(
         requests: HashMap::new(),
         synthesized: Vec::new(),
         changed: changed.clone(),
+        stopping: false,
     };
     let mut pending = VecDeque::from([Input::Start]);
     let mut stop_deadline = None;
     let mut alarm = Alarm::default();
     let mut now = clock.now();
+    // Whether the machine was told that reading is paused.
+    let mut paused = false;
     loop {
         // Feed queued inputs one at a time, draining after each (the drain rule).
         while let Some(input) = pending.pop_front() {
@@ -93,25 +106,56 @@ pub(crate) async fn drive(
                     &source,
                     "driver.misuse",
                     format!("driver bug: {misuse}"),
-                )
-                .await;
+                );
                 break;
             }
             while let Some(output) = machine.poll_output() {
-                io.perform(&source, output, now, &status).await;
+                io.perform(&source, output, now, &status);
             }
             pending.extend(io.synthesized.drain(..));
         }
         if machine.is_finished() {
-            break;
+            if !io.lane.is_busy() {
+                break;
+            }
+        } else {
+            io.lane.settled(&mut pending);
+            let hold = io.holds_back();
+            if hold != paused {
+                paused = hold;
+                pending.push_back(if hold {
+                    Input::ReadingPaused
+                } else {
+                    Input::ReadingResumed
+                });
+            }
+            if !pending.is_empty() {
+                continue;
+            }
         }
+        let reading = !io.holds_back() && !machine.is_finished();
         let deadline = machine.poll_timeout();
         // Every wake queues an input, so `now` was read at the latest one.
-        let next = match ready(now.mono, deadline, stop_deadline, &inputs_rx, &stop) {
+        let next = match ready(
+            now.mono,
+            deadline,
+            stop_deadline,
+            reading,
+            &inputs_rx,
+            &stop,
+        ) {
             Some(wake) => wake,
             None => {
                 let deadline = deadline.map(|at| (at, &mut alarm));
-                wait(&clock, deadline, stop_deadline, &inputs_rx, &stop).await
+                let waits = Waits {
+                    clock: &clock,
+                    deadline,
+                    stop_deadline,
+                    inputs: reading.then_some(&inputs_rx),
+                    stop: &stop,
+                    lane: &io.lane,
+                };
+                waits.first().await
             }
         };
         match next {
@@ -123,28 +167,35 @@ pub(crate) async fn drive(
                         &source,
                         "driver.late",
                         format!("timer fired {late_ms} ms late: the event loop was blocked"),
-                    )
-                    .await;
+                    );
                 }
                 pending.push_back(Input::Timer);
             }
             Wake::Stop(request) => {
                 stop_deadline = Some(clock.now().mono + io.env.shutdown_grace.as_millis() as u64);
-                pending.push_back(Input::Shutdown {
-                    keep_session: request.keep_session,
-                });
+                io.stopping = true;
+                // A machine that ended by itself only has its deliveries left to finish.
+                if !machine.is_finished() {
+                    pending.push_back(Input::Shutdown {
+                        keep_session: request.keep_session,
+                    });
+                }
             }
+            Wake::Room => io.lane.advance(),
+            Wake::Progress => {}
             Wake::GraceOver => {
                 io.log(
                     Level::Warn,
                     &source,
                     "driver.shutdown.timeout",
                     "shutdown grace period over; dropping connections",
-                )
-                .await;
+                );
                 break;
             }
         }
+    }
+    if let Some(log) = io.lane.abandon(&source, clock.now().wall) {
+        io.lane.last_word(log);
     }
     // A machine that finished may have queued close frames in the same step (Slack closes and
     // finishes at once): let those connections complete their close handshake, within the grace
@@ -185,19 +236,26 @@ pub(crate) async fn drive(
 
 enum Wake {
     Input(Input),
-    Timer { late_ms: u64 },
+    Timer {
+        late_ms: u64,
+    },
     Stop(StopRequest),
+    /// The held item may fit now.
+    Room,
+    /// A consumer took or committed items: a receipt may have settled.
+    Progress,
     GraceOver,
 }
 
 /// What is due already, without waiting: the grace period's end, a stop request, an expired
-/// timer, then a queued input. Checking these first keeps a steady stream of frames from
-/// starving the timers (heartbeats) and a stop request, and spares building the wait's futures
-/// for every frame of a burst.
+/// timer, then a queued input (when `reading`). Checking these first keeps a steady stream of
+/// frames from starving the timers (heartbeats) and a stop request, and spares building the
+/// wait's futures for every frame of a burst.
 fn ready(
     now: Millis,
     deadline: Option<Millis>,
     stop_deadline: Option<Millis>,
+    reading: bool,
     inputs: &Receiver<Input>,
     stop: &Receiver<StopRequest>,
 ) -> Option<Wake> {
@@ -218,6 +276,9 @@ fn ready(
         && now >= at
     {
         return Some(Wake::Timer { late_ms: now - at });
+    }
+    if !reading {
+        return None;
     }
     inputs.try_recv().ok().map(Wake::Input)
 }
@@ -253,62 +314,90 @@ impl Alarm {
     }
 }
 
-async fn wait(
-    clock: &Clock,
-    deadline: Option<(Millis, &mut Alarm)>,
+/// Everything one wait races: the machine's deadline, the grace period, a stop request, socket
+/// and HTTP input (`None` while reading is held back), room for the held item and a
+/// consumer's progress.
+struct Waits<'a> {
+    clock: &'a Clock,
+    deadline: Option<(Millis, &'a mut Alarm)>,
     stop_deadline: Option<Millis>,
-    inputs: &Receiver<Input>,
-    stop: &Receiver<StopRequest>,
-) -> Wake {
-    let timer = async {
-        match deadline {
-            Some((at, alarm)) => {
-                alarm.at(clock, at).await;
-                Wake::Timer {
-                    late_ms: clock.now().mono - at,
+    inputs: Option<&'a Receiver<Input>>,
+    stop: &'a Receiver<StopRequest>,
+    lane: &'a Lane,
+}
+
+impl Waits<'_> {
+    async fn first(self) -> Wake {
+        let Waits {
+            clock,
+            deadline,
+            stop_deadline,
+            inputs,
+            stop,
+            lane,
+        } = self;
+        let timer = async {
+            match deadline {
+                Some((at, alarm)) => {
+                    alarm.at(clock, at).await;
+                    Wake::Timer {
+                        late_ms: clock.now().mono - at,
+                    }
                 }
+                None => futures_lite::future::pending().await,
             }
-            None => futures_lite::future::pending().await,
-        }
-    };
-    let grace = async {
-        match stop_deadline {
-            Some(at) => {
-                async_io::Timer::at(clock.instant_at(at)).await;
-                Wake::GraceOver
+        };
+        let grace = async {
+            match stop_deadline {
+                Some(at) => {
+                    async_io::Timer::at(clock.instant_at(at)).await;
+                    Wake::GraceOver
+                }
+                None => futures_lite::future::pending().await,
             }
-            None => futures_lite::future::pending().await,
-        }
-    };
-    let stopping = stop_deadline.is_some();
-    let stop_requested = async {
-        match stop.recv().await {
-            Ok(request) if !stopping => Wake::Stop(request),
-            // Already stopping, or every handle is gone (treated as a plain stop once).
-            _ if !stopping => Wake::Stop(StopRequest {
-                keep_session: false,
-            }),
-            _ => futures_lite::future::pending().await,
-        }
-    };
-    // Inputs first: a frame that is already here is handled before a timer that is also due.
-    let input = async {
-        match inputs.recv().await {
-            Ok(input) => Wake::Input(input),
-            // Cannot happen while `Io` holds a sender; wait for the other arms.
-            Err(_) => futures_lite::future::pending().await,
-        }
-    };
-    futures_lite::future::or(
-        input,
-        futures_lite::future::or(stop_requested, futures_lite::future::or(timer, grace)),
-    )
-    .await
+        };
+        let stopping = stop_deadline.is_some();
+        let stop_requested = async {
+            match stop.recv().await {
+                Ok(request) if !stopping => Wake::Stop(request),
+                // Already stopping, or every handle is gone (treated as a plain stop once).
+                _ if !stopping => Wake::Stop(StopRequest {
+                    keep_session: false,
+                }),
+                _ => futures_lite::future::pending().await,
+            }
+        };
+        // Inputs first: a frame that is already here is handled before a timer that is also due.
+        let input = async {
+            match inputs {
+                Some(inputs) => match inputs.recv().await {
+                    Ok(input) => Wake::Input(input),
+                    // Cannot happen while `Io` holds a sender; wait for the other arms.
+                    Err(_) => futures_lite::future::pending().await,
+                },
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let room = async {
+            lane.writable().await;
+            Wake::Room
+        };
+        let progress = async {
+            lane.progressed().await;
+            Wake::Progress
+        };
+        use futures_lite::future::or;
+        or(
+            or(input, room),
+            or(or(stop_requested, progress), or(timer, grace)),
+        )
+        .await
+    }
 }
 
 impl Io {
     /// Carries out one output of the input handled at `now`.
-    async fn perform(&mut self, source: &str, output: Output, now: Now, status: &StatusCell) {
+    fn perform(&mut self, source: &str, output: Output, now: Now, status: &StatusCell) {
         match output {
             Output::Connect { conn, url } => {
                 let (commands_tx, commands_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
@@ -321,12 +410,9 @@ impl Io {
                 ));
                 self.connections.insert(conn, (commands_tx, task));
             }
-            Output::Send { conn, frame } => {
-                self.command(source, conn, WsCommand::Send(frame)).await
-            }
+            Output::Send { conn, frame } => self.command(source, conn, WsCommand::Send(frame)),
             Output::Close { conn, code, reason } => {
                 self.command(source, conn, WsCommand::Close { code, reason })
-                    .await
             }
             Output::Request { req, request } => {
                 let http = self.env.http.clone();
@@ -343,33 +429,26 @@ impl Io {
                 });
                 self.requests.insert(req, task);
             }
-            Output::Emit { event, confirm } => {
-                self.env.hub.deliver(Item::Event(event)).await;
-                if let Some(delivery) = confirm {
-                    self.synthesized.push(Input::Delivered { delivery });
-                }
-            }
-            Output::Log(log) => {
-                self.env.hub.deliver(Item::Log(log)).await;
-            }
+            Output::Emit { event, confirm } => self.deliver(Item::Event(event), confirm),
+            Output::Log(log) => self.deliver(Item::Log(log), None),
             Output::Status(change) => {
+                // The status is live at once; its log takes its turn in the lane.
                 *lock(status) = (change.to, change.reason.clone());
                 self.changed.notify(usize::MAX);
                 let log = change.to_log(source, now.wall);
-                self.env.hub.deliver(Item::Log(log)).await;
+                self.deliver(Item::Log(log), None);
             }
         }
     }
 
-    async fn command(&mut self, source: &str, conn: ConnId, command: WsCommand) {
+    fn command(&mut self, source: &str, conn: ConnId, command: WsCommand) {
         let Some((commands, _)) = self.connections.get(&conn) else {
             self.log(
                 Level::Debug,
                 source,
                 "driver.stale",
                 format!("{command:?} for connection {} that is gone", conn.0),
-            )
-            .await;
+            );
             return;
         };
         if commands.try_send(command).is_err() {
@@ -400,9 +479,23 @@ impl Io {
         }
     }
 
-    async fn log(&self, level: Level, source: &str, action: &str, message: impl Into<String>) {
+    /// True while input must wait: an item waits for room, and no shutdown needs the input to
+    /// finish its close handshakes.
+    fn holds_back(&self) -> bool {
+        self.lane.is_blocked() && !self.stopping
+    }
+
+    fn deliver(&mut self, item: Item, confirm: Option<DeliveryId>) {
+        if self.stopping {
+            self.lane.deliver_while_stopping(item, confirm);
+        } else {
+            self.lane.deliver(item, confirm);
+        }
+    }
+
+    fn log(&mut self, level: Level, source: &str, action: &str, message: impl Into<String>) {
         let log = Log::new(level, source, action, message, self.env.clock.now().wall);
-        self.env.hub.deliver(Item::Log(log)).await;
+        self.deliver(Item::Log(log), None);
     }
 }
 
@@ -426,6 +519,8 @@ mod tests {
             Some(Wake::Input(_)) => "input",
             Some(Wake::Timer { .. }) => "timer",
             Some(Wake::Stop(_)) => "stop",
+            Some(Wake::Room) => "room",
+            Some(Wake::Progress) => "progress",
             Some(Wake::GraceOver) => "grace over",
         }
     }
@@ -472,16 +567,35 @@ mod tests {
         let (_keep_input, input) = channel([Input::Timer, Input::Timer, Input::Timer]);
         let (_keep_empty, empty) = channel(None);
 
-        assert_eq!(name(ready(now, due, None, &input, &no_stop)), "timer");
-        assert_eq!(name(ready(now, later, None, &input, &no_stop)), "input");
-        assert_eq!(name(ready(now, None, None, &empty, &no_stop)), "nothing");
+        assert_eq!(name(ready(now, due, None, true, &input, &no_stop)), "timer");
+        assert_eq!(
+            name(ready(now, later, None, true, &input, &no_stop)),
+            "input"
+        );
+        assert_eq!(
+            name(ready(now, None, None, true, &empty, &no_stop)),
+            "nothing"
+        );
         let (_keep_stop, stop) = channel(Some(stop_request));
-        assert_eq!(name(ready(now, due, None, &input, &stop)), "stop");
+        assert_eq!(name(ready(now, due, None, true, &input, &stop)), "stop");
         let (gone, stop) = channel(None);
         drop(gone);
-        assert_eq!(name(ready(now, None, None, &input, &stop)), "stop");
+        assert_eq!(name(ready(now, None, None, true, &input, &stop)), "stop");
         // Once stopping, the stop channel is not read again; the grace period's end comes first.
-        assert_eq!(name(ready(now, due, later, &input, &stop)), "timer");
-        assert_eq!(name(ready(now, due, due, &input, &stop)), "grace over");
+        assert_eq!(name(ready(now, due, later, true, &input, &stop)), "timer");
+        assert_eq!(
+            name(ready(now, due, due, true, &input, &stop)),
+            "grace over"
+        );
+        // Held back for a full consumer: queued input waits, timers do not.
+        let (_keep_stop, no_stop) = channel(None);
+        assert_eq!(
+            name(ready(now, later, None, false, &input, &no_stop)),
+            "nothing"
+        );
+        assert_eq!(
+            name(ready(now, due, None, false, &input, &no_stop)),
+            "timer"
+        );
     }
 }

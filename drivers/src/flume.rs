@@ -1,13 +1,15 @@
-//! The public lifecycle: `Flume` (built) → `Running` (open) → `Closed`.
+//! The public lifecycle: `Flume` (built: streams attach here) → `Running` (started; `started`
+//! waits for the first connections) → `Closed`.
 
 use crate::Source;
 use crate::clock::Clock;
 use crate::driver::DriverEnv;
 use crate::http::{HttpClient, HttpSettings};
-use crate::hub::{self, ErrorCallback, Hub, ItemCallback, ItemStream, Overflow, Subscribers};
+use crate::hub::{self, ErrorCallback, Hub, ItemCallback, Subscribers};
 use crate::lock::lock;
 use crate::net::{self, TlsError};
-use crate::sources::{SourceSet, SourceStatus, StartError, StatusWatch};
+use crate::sources::{SourceSet, SourceStatus, StartError, StartRules, StatusWatch};
+use crate::stream::{ItemStream, Overflow};
 use crate::ws::WsSettings;
 use openflume_proto::{Item, Level, Log};
 use smol::channel::{Receiver, Sender};
@@ -19,6 +21,7 @@ use std::time::Duration;
 pub(crate) struct Settings {
     pub(crate) min_level: Level,
     pub(crate) start_timeout: Option<Duration>,
+    pub(crate) allow_partial: bool,
     pub(crate) shutdown_grace: Duration,
     pub(crate) ws: WsSettings,
     pub(crate) http: HttpSettings,
@@ -29,6 +32,7 @@ impl Default for Settings {
         Settings {
             min_level: Level::Debug,
             start_timeout: Some(Duration::from_secs(30)),
+            allow_partial: false,
             shutdown_grace: Duration::from_secs(5),
             ws: WsSettings::default(),
             http: HttpSettings::default(),
@@ -46,6 +50,13 @@ impl Settings {
             self.http.tls = tls;
         }
         self
+    }
+
+    pub(crate) fn start_rules(&self) -> StartRules {
+        StartRules {
+            timeout: self.start_timeout,
+            allow_partial: self.allow_partial,
+        }
     }
 
     pub(crate) fn env(&self, hub: Hub) -> DriverEnv {
@@ -178,9 +189,9 @@ impl FlumeBuilder {
     /// use openflume::Overflow;
     /// use openflume_proto::{Item, Level};
     /// # smol::block_on(async {
-    /// let running = Flume::builder().source(cron).min_log_level(Level::Warn).build().open().await?;
-    /// let mut items = running.stream(100, Overflow::DropOldest);
-    /// running.close().await;
+    /// let flume = Flume::builder().source(cron).min_log_level(Level::Warn).build();
+    /// let mut items = flume.stream(100, Overflow::Backpressure);
+    /// flume.open().await?.close().await;
     /// // The cron source's status and start logs are info: none of them came through.
     /// while let Some(item) = items.next().await {
     ///     assert!(!matches!(item, Item::Log(log) if log.level < Level::Warn));
@@ -194,8 +205,9 @@ impl FlumeBuilder {
         self
     }
 
-    /// How long `open` waits for every source's first connection (default 30 s); `None` returns
-    /// as soon as the sources are started.
+    /// How long [`Running::started`] (and so `open`) waits for every source's first connection
+    /// (default 30 s); `None` returns as soon as the sources are started. A source that is still
+    /// retrying when it runs out fails the start, unless [`allow_partial`](Self::allow_partial).
     ///
     /// ```
     /// # use openflume::{Flume, Source};
@@ -220,7 +232,35 @@ impl FlumeBuilder {
         self
     }
 
-    /// How long `close` lets sources finish their close handshakes (default 5 s).
+    /// Keeps the healthy sources running when others fail at start or do not connect within the
+    /// [start timeout](Self::start_timeout) (default: off, one failure fails the start). The
+    /// start then fails only when no source connected; the others stay visible in
+    /// [`Running::statuses`] (failed, or reconnecting while they retry) and in their error logs.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::Status;
+    /// let tick = |name: &str| {
+    ///     Source::custom(name, |seed| {
+    ///         CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(tick("a")).source(tick("b")).allow_partial(true).build().open().await?;
+    /// assert!(running.statuses().iter().all(|s| s.status == Status::Connected));
+    /// running.close().await;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn allow_partial(mut self, allow: bool) -> Self {
+        self.settings.allow_partial = allow;
+        self
+    }
+
+    /// How long `close` lets sources finish their close handshakes (default 5 s), and deliver
+    /// what they still hold to a consumer that is full.
     ///
     /// ```
     /// # use openflume::{Flume, Source};
@@ -329,7 +369,8 @@ impl FlumeBuilder {
         )
     }
 
-    /// The configured flume. Nothing connects yet: [`Flume::open`] starts the sources.
+    /// The configured flume. Nothing connects yet: take its [streams](Flume::stream), then
+    /// [`Flume::start`] starts the sources.
     ///
     /// ```
     /// # use openflume::{Flume, Source};
@@ -341,30 +382,46 @@ impl FlumeBuilder {
     /// assert_eq!(flume.source_names(), ["time"]);
     /// ```
     pub fn build(self) -> Flume {
+        let (hub, subscribers) = hub::hub(self.settings.min_level, self.on_item, self.on_error);
         Flume {
             sources: self.sources,
-            on_item: self.on_item,
-            on_error: self.on_error,
+            hub,
+            subscribers,
             settings: self.settings.trusting(self.extra_roots),
         }
     }
 }
 
-/// A configured, not yet opened firehose. [`Flume::open`] consumes it.
+/// A configured firehose whose sources have not started yet.
+///
+/// Every consumer that must see everything attaches here, before the start: a
+/// [stream](Flume::stream), or a callback on the [builder](FlumeBuilder::on_item). Nothing runs
+/// before [`start`](Flume::start), so no item (not even the first status log) can pass before
+/// they are there: no start-up buffer, nothing to lose in a burst.
 ///
 /// ```no_run
-/// # use openflume::{Flume, Source};
+/// # use openflume::{Flume, Overflow, Source};
 /// # smol::block_on(async {
-/// let running = Flume::builder() /* .source(…) */ .build().open().await?;
-/// let closed = running.close().await;
+/// let flume = Flume::builder() /* .source(…) */ .build();
+/// let mut items = flume.stream(1000, Overflow::Backpressure);
+/// let running = flume.start()?;
+/// // Read while the sources connect: a back-pressure stream that nobody reads holds them up.
+/// let reader = smol::spawn(async move {
+///     while let Some(item) = items.next().await {
+///         println!("{}", serde_json::to_string(&item).unwrap());
+///     }
+/// });
+/// running.started().await?;
+/// let closed = running.wait().await;
+/// reader.await;
 /// println!("{:?}", closed.statuses());
 /// # Ok::<(), openflume::StartError>(())
 /// # });
 /// ```
 pub struct Flume {
     sources: Vec<Source>,
-    on_item: Option<ItemCallback>,
-    on_error: Option<ErrorCallback>,
+    hub: Hub,
+    subscribers: Subscribers,
     settings: Settings,
 }
 
@@ -403,11 +460,77 @@ impl Flume {
         self.sources.iter().map(Source::name).collect()
     }
 
-    /// Starts every source and waits for each to connect (see [`FlumeBuilder::start_timeout`]).
-    /// If any fails, the others are stopped and the error names each failed source and why.
+    /// A pull view of the whole firehose, from the first status log on, with a buffer of
+    /// `capacity` items and the given overflow policy. With [`Overflow::Backpressure`] (the
+    /// default policy) nothing is lost: a full stream slows the sources down, and upstream
+    /// acknowledgements (Slack acks, GitHub cursors) wait until its consumer holds each event
+    /// (see [`ItemStream::holds_until_commit`]). A drop policy is for display-like consumers that
+    /// may miss items; each drop is counted and reported in the stream.
     ///
-    /// Items produced while opening (status logs, a READY) are buffered for the first
-    /// [`Running::stream`] up to its capacity, and always reach the callbacks.
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// use openflume_proto::Item;
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).build();
+    /// let mut items = flume.stream(100, Overflow::Backpressure);
+    /// flume.open().await?.close().await;
+    /// // The very first item: the cron source's status log, idle → connected.
+    /// let first = items.next().await;
+    /// assert!(matches!(first, Some(Item::Log(log)) if log.action == "status"));
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
+        self.subscribers.subscribe(capacity, overflow)
+    }
+
+    /// Starts every source and returns at once; [`Running::started`] waits for the first
+    /// connections. Fails only when a source cannot be built from its configuration: then
+    /// nothing started, and the error names each such source.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// let tick = |expression: &'static str| {
+    ///     Source::custom("time", move |seed| {
+    ///         CronMachine::new(CronConfig::new(expression), jiff::tz::TimeZone::UTC, seed)
+    ///     })
+    /// };
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(tick("@hourly")).build().start()?;
+    /// running.started().await?;
+    /// running.close().await;
+    /// let refused = Flume::builder().source(tick("every hour")).build().start();
+    /// assert_eq!(refused.err().map(|e| e.failures[0].source.clone()).as_deref(), Some("time"));
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn start(self) -> Result<Running, StartError> {
+        let env = self.settings.env(self.hub.clone());
+        // On failure the hub goes with this scope, which ends every stream.
+        let set = SourceSet::spawn(self.sources, &env)?;
+        Ok(Running::new(
+            set,
+            self.hub,
+            self.subscribers,
+            self.settings.start_rules(),
+        ))
+    }
+
+    /// [`start`](Self::start), then [`Running::started`]: starts every source and waits for each
+    /// to connect (see [`FlumeBuilder::start_timeout`] and [`FlumeBuilder::allow_partial`]). If
+    /// the start fails, the flume is closed and the error names each failed source and why.
+    ///
+    /// Streams taken from this flume receive everything meanwhile. A back-pressure stream that
+    /// nobody reads while `open` waits holds the sources up once it is full, and may make the
+    /// start time out: read it from another task, or use `start` and `started`.
     ///
     /// ```
     /// use openflume::{Flume, Source};
@@ -427,20 +550,13 @@ impl Flume {
     /// # Ok::<(), openflume::StartError>(())
     /// ```
     pub async fn open(self) -> Result<Running, StartError> {
-        let (hub, subscribers) = hub::hub(self.settings.min_level, self.on_item, self.on_error);
-        // The first stream subscribes before any source starts, so it sees the start.
-        let startup = subscribers.subscribe(STARTUP_BUFFER, Overflow::DropOldest);
-        let env = self.settings.env(hub.clone());
-        let started = SourceSet::start(self.sources, env, self.settings.start_timeout).await;
-        // On failure the hub goes with this scope, which ends the startup stream.
-        started.map(|set| Running::new(set, hub, subscribers, startup))
+        let running = self.start()?;
+        running.started().await?;
+        Ok(running)
     }
 }
 
-/// Items buffered for the first stream while the flume opens.
-const STARTUP_BUFFER: usize = 1000;
-
-/// An open flume: sources running, items flowing.
+/// A started flume: sources running, items flowing.
 ///
 /// Cheap to share by reference between tasks: `close` is idempotent and may be called from several
 /// tasks at once; all of them get the same [`Closed`].
@@ -464,26 +580,67 @@ pub struct Running {
     watch: StatusWatch,
     hub: Mutex<Option<Hub>>,
     subscribers: Subscribers,
-    startup: Mutex<Option<ItemStream>>,
+    rules: StartRules,
+    started: OnceCell<Result<(), StartError>>,
     closed: OnceCell<Closed>,
     cancel: (Sender<bool>, Receiver<bool>),
 }
 
 impl Running {
-    fn new(set: SourceSet, hub: Hub, subscribers: Subscribers, startup: ItemStream) -> Running {
+    fn new(set: SourceSet, hub: Hub, subscribers: Subscribers, rules: StartRules) -> Running {
         Running {
             watch: set.watch(),
             set: AsyncMutex::new(set),
             hub: Mutex::new(Some(hub)),
             subscribers,
-            startup: Mutex::new(Some(startup)),
+            rules,
+            started: OnceCell::new(),
             closed: OnceCell::new(),
             cancel: smol::channel::bounded(1),
         }
     }
 
-    /// A pull view of the firehose with a buffer of `capacity` items and the given overflow policy.
-    /// The first stream also receives what happened while the flume opened.
+    /// Waits for the sources' first connections (see [`FlumeBuilder::start_timeout`] and
+    /// [`FlumeBuilder::allow_partial`]). A source failing for good (a bad token) fails the start
+    /// at once; one that is still retrying (rate limited, network errors) fails it only when the
+    /// timeout runs out. On failure the flume is closed, so every stream ends once drained, and
+    /// the error names each failed source and why. Every call gets the same answer.
+    ///
+    /// ```
+    /// use openflume::{Flume, Overflow, Source};
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::Status;
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).build();
+    /// let mut items = flume.stream(16, Overflow::Backpressure);
+    /// let running = flume.start()?;
+    /// running.started().await?;
+    /// assert_eq!(running.statuses()[0].status, Status::Connected);
+    /// running.close().await;
+    /// assert!(items.next().await.is_some()); // what happened meanwhile is all there
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub async fn started(&self) -> Result<(), StartError> {
+        self.started
+            .get_or_init(|| async {
+                let result = self.watch.settle(self.rules).await;
+                if result.is_err() {
+                    self.close().await;
+                }
+                result
+            })
+            .await
+            .clone()
+    }
+
+    /// A pull view of the firehose from now on, with a buffer of `capacity` items and the given
+    /// overflow policy: for a consumer that joins late. One that must see everything takes its
+    /// stream from the [`Flume`] before the start.
     ///
     /// ```
     /// # use openflume::{Flume, Source};
@@ -497,7 +654,7 @@ impl Running {
     /// let running = Flume::builder().source(cron).build().open().await?;
     /// let mut items = running.stream(100, Overflow::DropOldest);
     /// running.close().await;
-    /// // The first item is the cron source's status log from opening: idle → connected.
+    /// // It joined after the start: the first item it sees is the status log of closing.
     /// let first = items.next().await;
     /// assert!(matches!(first, Some(Item::Log(log)) if log.action == "status"));
     /// # Ok::<(), openflume::StartError>(())
@@ -505,12 +662,7 @@ impl Running {
     /// # Ok::<(), openflume::StartError>(())
     /// ```
     pub fn stream(&self, capacity: usize, overflow: Overflow) -> ItemStream {
-        match lock(&self.startup).take() {
-            Some(startup) => self
-                .subscribers
-                .subscribe_after(startup, capacity, overflow),
-            None => self.subscribers.subscribe(capacity, overflow),
-        }
+        self.subscribers.subscribe(capacity, overflow)
     }
 
     /// A live snapshot of every source's status.
@@ -642,7 +794,6 @@ impl Running {
                 let statuses = set.statuses();
                 // The sources are gone; with the last hub every stream ends once drained.
                 drop(lock(&self.hub).take());
-                lock(&self.startup).take();
                 Closed::new(statuses)
             })
             .await

@@ -1,36 +1,29 @@
-//! The firehose: every source's items reach the callbacks and every stream's bounded buffer,
-//! filled by its overflow policy.
+//! The firehose: every source's items reach the callbacks and every stream's bounded buffer.
 //!
-//! Sources hand items over with `Hub::deliver`, which does the whole dispatch in the source's own
-//! task (no hand-over to another task per item) and waits only while a back-pressure stream is
-//! full: that wait is what keeps memory bounded when a consumer is slow. A machine acknowledges
-//! an event upstream (Slack ack, GitHub validators) only after `deliver` returned, i.e. after the
-//! firehose accepted it; a durable sink would confirm at the same point, after its append.
+//! Who holds an item at each step, and who may forget it:
+//! 1. A source's driver offers the item ([`Hub::offer`]) in the source's own task: the callbacks
+//!    run on it, and every stream takes it into its buffer. A full drop-policy stream forgets an
+//!    item (counted and reported in that stream). A full back-pressure stream does not take it:
+//!    the offer comes back [`Offer::Blocked`], and the driver stops reading that source until
+//!    the stream has room, then offers the item to the streams that still lack it.
+//! 2. A back-pressure consumer holds an item once it has taken it from its stream, or, for a
+//!    stream that [holds until commit](crate::ItemStream::holds_until_commit), once it has
+//!    committed it (the CLI commits after the line is written to stdout).
+//! 3. An event that asks for confirmation (`Output::Emit { confirm }`) gets a [`Receipt`]. It is
+//!    settled once every back-pressure stream that took the event holds it; only then does the
+//!    driver feed `Input::Delivered`, and only then does the machine acknowledge upstream (a
+//!    Slack ack, GitHub validators). A stream whose consumer went away before holding the event
+//!    abandons the receipt: nothing is acknowledged, and the service redelivers.
+//!
+//! A callback holds an item once it returned. Without any back-pressure stream, an event is
+//! confirmed as soon as the callbacks returned.
 
 use crate::clock::wall_now;
 use crate::lock::lock;
+use crate::stream::{Buffer, ItemStream, Overflow, Pushed};
 use openflume_proto::{Item, Level, Log};
-use smol::channel::{Receiver, Sender, TrySendError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-
-/// What a stream does when its consumer falls behind and its buffer is full.
-///
-/// ```
-/// use openflume::Overflow;
-/// assert_eq!(Overflow::default(), Overflow::DropOldest);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Overflow {
-    /// Discard the oldest buffered item to make room (fresh data wins).
-    #[default]
-    DropOldest,
-    /// Discard the new item (buffered data wins).
-    DropNewest,
-    /// Wait for the consumer: slows every source down instead of dropping.
-    Backpressure,
-}
 
 /// A callback that receives every item.
 ///
@@ -70,7 +63,7 @@ struct Shared {
     min_level: Level,
     /// Held while an item is dispatched, so callbacks and streams see one order of items.
     callbacks: Mutex<Callbacks>,
-    streams: Arc<Mutex<Vec<StreamSlot>>>,
+    streams: Arc<Mutex<Streams>>,
 }
 
 struct Callbacks {
@@ -78,38 +71,22 @@ struct Callbacks {
     on_error: Option<ErrorCallback>,
 }
 
+#[derive(Default)]
+struct Streams {
+    buffers: Vec<Arc<Buffer>>,
+    /// The hub is gone: a stream added now ends at once.
+    closed: bool,
+}
+
 impl Drop for Shared {
     /// No item can come any more: each stream ends once its reader has drained it.
     fn drop(&mut self) {
-        lock(&self.streams).clear();
-    }
-}
-
-impl Hub {
-    /// Hands `item` to the callbacks and the streams, waiting while a back-pressure stream is
-    /// full.
-    pub(crate) async fn deliver(&self, item: Item) {
-        if let Item::Log(log) = &item
-            && log.level < self.shared.min_level
-        {
-            return;
-        }
-        // Only full back-pressure streams are waited for, after the locks are released.
-        for (stream, item) in self.shared.dispatch(item) {
-            let _ = stream.send(item).await;
+        let mut streams = lock(&self.streams);
+        streams.closed = true;
+        for buffer in streams.buffers.drain(..) {
+            buffer.close();
         }
     }
-}
-
-/// One stream's buffer, shared by the hub (writer) and the consumer (reader).
-struct StreamSlot {
-    tx: Sender<Item>,
-    /// A reader handle for the hub, to discard the oldest item (`DropOldest` only: any other
-    /// policy holds none, so a dropped stream closes its channel and a waiting send ends).
-    oldest: Option<Receiver<Item>>,
-    policy: Overflow,
-    dropped_since_report: u64,
-    dropped_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Creates a hub and the handle that adds streams to it.
@@ -118,7 +95,7 @@ pub(crate) fn hub(
     on_item: Option<ItemCallback>,
     on_error: Option<ErrorCallback>,
 ) -> (Hub, Subscribers) {
-    let streams = Arc::new(Mutex::new(Vec::new()));
+    let streams = Arc::new(Mutex::new(Streams::default()));
     let shared = Shared {
         min_level,
         callbacks: Mutex::new(Callbacks { on_item, on_error }),
@@ -132,303 +109,199 @@ pub(crate) fn hub(
     )
 }
 
-/// Adds streams while the hub runs.
+/// Adds streams, before the sources start or while they run. Does not keep the hub alive.
 #[derive(Clone)]
 pub(crate) struct Subscribers {
-    streams: Arc<Mutex<Vec<StreamSlot>>>,
+    streams: Arc<Mutex<Streams>>,
 }
 
 impl Subscribers {
+    /// A stream that receives every item offered from now on.
     pub(crate) fn subscribe(&self, capacity: usize, policy: Overflow) -> ItemStream {
-        self.subscribe_replacing(None, capacity, policy)
-    }
-
-    /// A new stream that first yields what `earlier` buffered, then everything after.
-    pub(crate) fn subscribe_after(
-        &self,
-        earlier: ItemStream,
-        capacity: usize,
-        policy: Overflow,
-    ) -> ItemStream {
-        self.subscribe_replacing(Some(earlier), capacity, policy)
-    }
-
-    /// Adds a stream, and removes `earlier`'s slot in the same critical section, so every item
-    /// lands in exactly one of them: none lost, none seen twice.
-    fn subscribe_replacing(
-        &self,
-        earlier: Option<ItemStream>,
-        capacity: usize,
-        policy: Overflow,
-    ) -> ItemStream {
-        let (tx, rx) = smol::channel::bounded(capacity.max(1));
-        let dropped_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let slot = StreamSlot {
-            tx,
-            oldest: (policy == Overflow::DropOldest).then(|| rx.clone()),
-            policy,
-            dropped_since_report: 0,
-            dropped_total: dropped_total.clone(),
-        };
         let mut streams = lock(&self.streams);
-        if let Some(earlier) = &earlier {
-            streams.retain(|slot| {
-                !slot
-                    .oldest
-                    .as_ref()
-                    .is_some_and(|rx| rx.same_channel(&earlier.rx))
-            });
+        let buffer = Arc::new(Buffer::new(capacity, policy, streams.closed));
+        if !streams.closed {
+            streams.buffers.push(buffer.clone());
         }
-        streams.push(slot);
-        drop(streams);
-        ItemStream {
-            prefix: earlier.map(|earlier| earlier.rx),
-            rx: Box::pin(rx),
-            dropped_total,
+        ItemStream::new(buffer)
+    }
+}
+
+/// What became of an offered item.
+pub(crate) enum Offer {
+    /// Every stream took it (or dropped it by its policy).
+    Taken(Receipt),
+    /// Some back-pressure streams were full: offer it to them again once they have room.
+    Blocked(Blocked),
+}
+
+/// The consumers an item must reach before it may be acknowledged upstream: each back-pressure
+/// stream that took it, with the item's number in that stream. Empty when nobody waits.
+#[derive(Default)]
+pub(crate) struct Receipt {
+    marks: Vec<(Arc<Buffer>, u64)>,
+}
+
+/// Where a receipt stands.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Every consumer holds the item.
+    Held,
+    /// Some consumer has not taken it yet.
+    Pending,
+    /// A consumer went away without holding it: it must not be acknowledged.
+    Abandoned,
+}
+
+impl Receipt {
+    pub(crate) fn state(&self) -> Settled {
+        let mut state = Settled::Held;
+        for (buffer, seq) in &self.marks {
+            if buffer.holds(*seq) {
+                continue;
+            }
+            if buffer.reader_gone() {
+                return Settled::Abandoned;
+            }
+            state = Settled::Pending;
+        }
+        state
+    }
+
+    /// Resolves once [`state`](Self::state) may have changed.
+    pub(crate) async fn progressed(&self) {
+        let waiting = self
+            .marks
+            .iter()
+            .find(|(buffer, seq)| !buffer.holds(*seq) && !buffer.reader_gone());
+        if let Some((buffer, seq)) = waiting {
+            buffer.progressed_to(*seq).await;
         }
     }
 }
 
-impl Shared {
-    /// Runs the callbacks on `item` and offers it to every stream; answers the full
-    /// back-pressure streams and what each of them still has to take.
-    fn dispatch(&self, item: Item) -> Vec<(Sender<Item>, Item)> {
-        let mut waiting = Vec::new();
-        let mut callbacks = lock(&self.callbacks);
+/// An item that full back-pressure streams have yet to take.
+pub(crate) struct Blocked {
+    item: Item,
+    full: Vec<Arc<Buffer>>,
+    receipt: Option<Receipt>,
+}
+
+impl Blocked {
+    /// Resolves once the first full stream has room (or lost its reader): time to [`retry`](Self::retry).
+    pub(crate) async fn writable(&self) {
+        if let Some(buffer) = self.full.first() {
+            buffer.writable().await;
+        }
+    }
+
+    /// Offers the item again to the streams that were full.
+    pub(crate) fn retry(mut self) -> Offer {
+        let mut still_full = Vec::new();
+        for buffer in std::mem::take(&mut self.full) {
+            if buffer.reader_gone() {
+                continue;
+            }
+            match buffer.push(self.item.clone()) {
+                Pushed::Tracked(seq) => {
+                    if let Some(receipt) = &mut self.receipt {
+                        receipt.marks.push((buffer, seq));
+                    }
+                }
+                Pushed::Untracked => {}
+                Pushed::Full(_) => still_full.push(buffer),
+            }
+        }
+        if still_full.is_empty() {
+            Offer::Taken(self.receipt.unwrap_or_default())
+        } else {
+            self.full = still_full;
+            Offer::Blocked(self)
+        }
+    }
+}
+
+impl Hub {
+    /// Runs the callbacks on `item` and puts it in every stream without waiting. With `confirm`,
+    /// the answer carries the receipt to wait on before acknowledging the item upstream.
+    pub(crate) fn offer(&self, item: Item, confirm: bool) -> Offer {
+        if let Item::Log(log) = &item
+            && log.level < self.shared.min_level
+        {
+            return Offer::Taken(Receipt::default());
+        }
+        let shared = &self.shared;
+        let mut callbacks = lock(&shared.callbacks);
+        let mut panicked = Vec::new();
         if let Some(callback) = callbacks.on_item.as_mut()
             && catch_unwind(AssertUnwindSafe(|| callback(&item))).is_err()
         {
-            let log = callback_panicked("on_item", &item);
-            self.fan_out(Item::Log(log), &mut waiting);
+            panicked.push(callback_panicked("on_item", &item));
         }
         if let (Some(callback), Item::Log(log)) = (callbacks.on_error.as_mut(), &item)
             && log.level == Level::Error
             && catch_unwind(AssertUnwindSafe(|| callback(log))).is_err()
         {
-            let log = callback_panicked("on_error", &item);
-            self.fan_out(Item::Log(log), &mut waiting);
+            panicked.push(callback_panicked("on_error", &item));
         }
-        self.fan_out(item, &mut waiting);
-        waiting
-    }
-
-    /// Gives `item` to every stream: a copy to each but the last, which gets the item itself.
-    /// Back-pressure streams with room take it at once like the others; a full one is added to
-    /// `waiting`.
-    fn fan_out(&self, item: Item, waiting: &mut Vec<(Sender<Item>, Item)>) {
-        let mut item = Some(item);
-        let mut streams = lock(&self.streams);
-        // Streams whose consumer is gone (no reader but the slot's own handle) are removed.
-        streams.retain(|slot| slot.tx.receiver_count() > usize::from(slot.oldest.is_some()));
-        let last = streams.len().saturating_sub(1);
-        for (i, slot) in streams.iter_mut().enumerate() {
-            slot.report_drops();
-            let Some(copy) = (if i == last { item.take() } else { item.clone() }) else {
-                break;
-            };
-            if let Some(full) = slot.offer(copy) {
-                waiting.push((slot.tx.clone(), full));
+        let mut streams = lock(&shared.streams);
+        // Streams whose consumer is gone take nothing more.
+        streams.buffers.retain(|buffer| !buffer.reader_gone());
+        for log in panicked {
+            for buffer in &streams.buffers {
+                buffer.force(log.clone());
             }
         }
+        fan_out(&streams.buffers, item, confirm)
     }
 }
 
-impl StreamSlot {
-    /// Puts `item` in the buffer without waiting, dropping by the slot's policy when full; a
-    /// full back-pressure stream hands the item back, to be waited for.
-    fn offer(&mut self, item: Item) -> Option<Item> {
-        match self.tx.try_send(item) {
-            Err(TrySendError::Full(back)) if self.policy == Overflow::Backpressure => Some(back),
-            Err(TrySendError::Full(mut back)) if self.policy == Overflow::DropOldest => {
-                // Make room by discarding the oldest, then retry (the consumer may race us).
-                while let Some(oldest) = &self.oldest {
-                    if oldest.try_recv().is_ok() {
-                        self.count_drop();
-                    }
-                    match self.tx.try_send(back) {
-                        Err(TrySendError::Full(again)) => back = again,
-                        _ => break,
-                    }
+/// Gives `item` to every buffer: a copy to each but the last, which gets the item itself.
+fn fan_out(buffers: &[Arc<Buffer>], item: Item, confirm: bool) -> Offer {
+    let mut receipt = confirm.then(Receipt::default);
+    let mut full = Vec::new();
+    let mut returned = None;
+    let mut item = Some(item);
+    let last = buffers.len().saturating_sub(1);
+    for (i, buffer) in buffers.iter().enumerate() {
+        let copy = if i == last { item.take() } else { item.clone() };
+        let Some(copy) = copy else { break };
+        match buffer.push(copy) {
+            Pushed::Tracked(seq) => {
+                if let Some(receipt) = &mut receipt {
+                    receipt.marks.push((buffer.clone(), seq));
                 }
-                None
             }
-            Err(TrySendError::Full(_)) => {
-                self.count_drop();
-                None
+            Pushed::Untracked => {}
+            Pushed::Full(back) => {
+                full.push(buffer.clone());
+                returned.get_or_insert(back);
             }
-            _ => None,
         }
     }
-
-    /// Tells the consumer, in its own stream, how many items it lost since the last report.
-    fn report_drops(&mut self) {
-        if self.dropped_since_report > 0
-            && self
-                .tx
-                .try_send(overflow_log(self.dropped_since_report))
-                .is_ok()
-        {
-            self.dropped_since_report = 0;
-        }
-    }
-
-    fn count_drop(&mut self) {
-        self.dropped_since_report += 1;
-        self.dropped_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match returned {
+        None => Offer::Taken(receipt.unwrap_or_default()),
+        Some(item) => Offer::Blocked(Blocked {
+            item,
+            full,
+            receipt,
+        }),
     }
 }
 
-fn overflow_log(dropped: u64) -> Item {
-    Item::Log(
-        Log::new(
-            Level::Warn,
-            "flume",
-            "stream.overflow",
-            format!("stream buffer full: {dropped} item(s) dropped"),
-            wall_now(),
-        )
-        .with_detail(serde_json::json!({ "dropped": dropped })),
-    )
-}
-
-fn callback_panicked(callback: &str, item: &Item) -> Log {
+fn callback_panicked(callback: &str, item: &Item) -> Item {
     let (kind, what) = match item {
         Item::Event(e) => ("event", e.event_type.as_str()),
         Item::Log(l) => ("log", l.action.as_str()),
     };
-    Log::new(
+    Item::Log(Log::new(
         Level::Error,
         "flume",
         format!("{callback}.panic"),
         format!("the {callback} callback panicked on a {kind} ({what}) from {}; the source keeps running", item.source()),
         wall_now(),
     )
-    .with_detail(serde_json::json!({"callback": callback, "itemKind": kind, "itemSource": item.source()}))
-}
-
-/// A pull view of the firehose with its own bounded buffer.
-///
-/// Ends (yields `None`) once the flume is closed and everything in flight has been read.
-///
-/// ```no_run
-/// # async fn demo(running: &openflume::Running) {
-/// use openflume::Overflow;
-/// let mut stream = running.stream(1000, Overflow::DropOldest);
-/// while let Some(item) = stream.next().await {
-///     println!("{}", serde_json::to_string(&item).unwrap());
-/// }
-/// # }
-/// ```
-pub struct ItemStream {
-    /// Items buffered before this stream existed, yielded first.
-    prefix: Option<Pin<Box<Receiver<Item>>>>,
-    rx: Pin<Box<Receiver<Item>>>,
-    dropped_total: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl ItemStream {
-    /// The next item; `None` once the flume is closed and drained.
-    ///
-    /// ```
-    /// # use openflume::{Flume, Source};
-    /// # use openflume_proto::cron::{CronConfig, CronMachine};
-    /// # let cron = Source::custom("time", |seed| {
-    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
-    /// # });
-    /// use openflume::Overflow;
-    /// # smol::block_on(async {
-    /// let running = Flume::builder().source(cron).build().open().await?;
-    /// let mut items = running.stream(100, Overflow::DropOldest);
-    /// running.close().await;
-    /// let mut count = 0;
-    /// while let Some(_item) = items.next().await {
-    ///     count += 1;
-    /// }
-    /// assert!(count >= 2); // the status logs of opening and closing, at least
-    /// # Ok::<(), openflume::StartError>(())
-    /// # })?;
-    /// # Ok::<(), openflume::StartError>(())
-    /// ```
-    pub async fn next(&mut self) -> Option<Item> {
-        std::future::poll_fn(|cx| futures_lite::Stream::poll_next(Pin::new(&mut *self), cx)).await
-    }
-
-    /// The next item if one is ready now, without waiting.
-    ///
-    /// ```
-    /// # use openflume::{Flume, Source};
-    /// # use openflume_proto::cron::{CronConfig, CronMachine};
-    /// # let cron = Source::custom("time", |seed| {
-    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
-    /// # });
-    /// use openflume::Overflow;
-    /// # smol::block_on(async {
-    /// let running = Flume::builder().source(cron).build().open().await?;
-    /// let mut items = running.stream(100, Overflow::DropOldest);
-    /// running.close().await;
-    /// // Once the flume is closed everything is buffered: read it without waiting.
-    /// let buffered: Vec<_> = std::iter::from_fn(|| items.try_next()).collect();
-    /// assert!(buffered.len() >= 2); // the status logs of opening and closing, at least
-    /// assert!(items.try_next().is_none());
-    /// # Ok::<(), openflume::StartError>(())
-    /// # })?;
-    /// # Ok::<(), openflume::StartError>(())
-    /// ```
-    pub fn try_next(&mut self) -> Option<Item> {
-        if let Some(prefix) = &self.prefix {
-            match prefix.try_recv() {
-                Ok(item) => return Some(item),
-                Err(smol::channel::TryRecvError::Empty) => return None,
-                Err(smol::channel::TryRecvError::Closed) => self.prefix = None,
-            }
-        }
-        self.rx.try_recv().ok()
-    }
-
-    /// Items this stream dropped because its buffer was full.
-    ///
-    /// ```
-    /// # use openflume::{Flume, Source};
-    /// # use openflume_proto::cron::{CronConfig, CronMachine};
-    /// # let cron = Source::custom("time", |seed| {
-    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
-    /// # });
-    /// use openflume::{Confluence, Overflow};
-    /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
-    /// let mut items = confluence.stream(1, Overflow::DropNewest);
-    /// confluence.add("clock", vec![cron]).await?;
-    /// confluence.close_all().await;
-    /// // Nobody read while the source started and stopped: one item fitted, the rest were dropped.
-    /// assert!(items.dropped() > 0);
-    /// assert!(items.try_next().is_some());
-    /// # Ok::<(), openflume::ConfluenceError>(())
-    /// # })?;
-    /// # Ok::<(), openflume::ConfluenceError>(())
-    /// ```
-    pub fn dropped(&self) -> u64 {
-        self.dropped_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl futures_lite::Stream for ItemStream {
-    type Item = Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Item>> {
-        use std::task::Poll;
-        if let Some(prefix) = self.prefix.as_mut() {
-            match prefix.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
-                Poll::Ready(None) => self.prefix = None,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.rx.as_mut().poll_next(cx)
-    }
+    .with_detail(serde_json::json!({"callback": callback, "itemKind": kind, "itemSource": item.source()})))
 }
 
 #[cfg(test)]
@@ -454,13 +327,27 @@ mod tests {
             .collect()
     }
 
+    /// Offers `item` and waits for room as a driver does, returning the receipt.
+    async fn deliver(hub: &Hub, item: Item, confirm: bool) -> Receipt {
+        let mut offer = hub.offer(item, confirm);
+        loop {
+            match offer {
+                Offer::Taken(receipt) => return receipt,
+                Offer::Blocked(blocked) => {
+                    blocked.writable().await;
+                    offer = blocked.retry();
+                }
+            }
+        }
+    }
+
     /// Sends `0..n` through a hub with one stream of capacity 3 under `policy`, nobody reading.
     fn run(policy: Overflow, n: u64) -> (Vec<String>, u64) {
         smol::block_on(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(3, policy);
             for i in 0..n {
-                hub.deliver(event(i)).await;
+                deliver(&hub, event(i), false).await;
             }
             drop(hub);
             let dropped = stream.dropped();
@@ -469,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn drop_oldest_keeps_the_newest_and_reports_the_loss() {
+    fn drop_oldest_keeps_the_newest_and_counts_the_loss() {
         let (items, dropped) = run(Overflow::DropOldest, 10);
         assert_eq!(items, ["7", "8", "9"]);
         assert_eq!(dropped, 7);
@@ -484,19 +371,43 @@ mod tests {
 
     #[test]
     fn overflow_is_reported_in_the_stream_once_there_is_room() {
-        smol::block_on(async {
-            let (hub, subscribers) = super::hub(Level::Debug, None, None);
-            let mut stream = subscribers.subscribe(2, Overflow::DropNewest);
-            for i in 0..5 {
-                hub.deliver(event(i)).await;
-            }
-            // Delivered means handled: three were dropped already. Make room.
-            assert_eq!(stream.dropped(), 3);
-            assert_eq!(numbers(&mut stream), ["0", "1"]);
-            hub.deliver(event(5)).await;
-            drop(hub);
-            assert_eq!(numbers(&mut stream), ["stream.overflow", "5"]);
-        });
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let mut stream = subscribers.subscribe(3, Overflow::DropNewest);
+        for i in 0..5 {
+            assert!(matches!(hub.offer(event(i), false), Offer::Taken(_)));
+        }
+        assert_eq!(stream.dropped(), 2);
+        assert_eq!(numbers(&mut stream), ["0", "1", "2"]);
+        assert!(matches!(hub.offer(event(5), false), Offer::Taken(_)));
+        // A second loss within the report interval is counted, and told in the next report.
+        for i in 6..10 {
+            hub.offer(event(i), false);
+        }
+        drop(hub);
+        assert_eq!(numbers(&mut stream), ["stream.overflow", "5", "6"]);
+        assert_eq!(stream.dropped(), 5);
+    }
+
+    #[test]
+    fn a_full_backpressure_stream_blocks_the_offer_until_there_is_room() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let mut stream = subscribers.subscribe(2, Overflow::Backpressure);
+        let mut display = subscribers.subscribe(1, Overflow::DropOldest);
+        assert!(matches!(hub.offer(event(0), false), Offer::Taken(_)));
+        assert!(matches!(hub.offer(event(1), false), Offer::Taken(_)));
+        let Offer::Blocked(blocked) = hub.offer(event(2), false) else {
+            panic!("a full back-pressure stream must block the offer");
+        };
+        // The drop-policy stream got the item at once; the full one waits for room.
+        assert_eq!(numbers(&mut display), ["2"]);
+        let Offer::Blocked(blocked) = blocked.retry() else {
+            panic!("still full");
+        };
+        assert_eq!(stream.try_next().map(|_| ()), Some(()));
+        smol::block_on(blocked.writable());
+        assert!(matches!(blocked.retry(), Offer::Taken(_)));
+        drop(hub);
+        assert_eq!(numbers(&mut stream), ["1", "2"]);
     }
 
     #[test]
@@ -506,7 +417,7 @@ mod tests {
             let mut stream = subscribers.subscribe(2, Overflow::Backpressure);
             let sender = smol::spawn(async move {
                 for i in 0..50 {
-                    hub.deliver(event(i)).await;
+                    deliver(&hub, event(i), false).await;
                 }
             });
             let mut got = Vec::new();
@@ -520,64 +431,108 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_settles_once_the_consumer_holds_the_item() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let mut taking = subscribers.subscribe(4, Overflow::Backpressure);
+        let mut committing = subscribers
+            .subscribe(4, Overflow::Backpressure)
+            .holds_until_commit();
+        let _display = subscribers.subscribe(1, Overflow::DropNewest);
+        let Offer::Taken(receipt) = hub.offer(event(0), true) else {
+            panic!("room for it");
+        };
+        assert_eq!(receipt.state(), Settled::Pending);
+        assert!(taking.try_next().is_some());
+        assert_eq!(
+            receipt.state(),
+            Settled::Pending,
+            "one consumer still lacks it"
+        );
+        assert!(committing.try_next().is_some());
+        assert_eq!(receipt.state(), Settled::Pending, "taken but not committed");
+        committing.commit();
+        assert_eq!(receipt.state(), Settled::Held);
+    }
+
+    #[test]
+    fn a_consumer_gone_before_holding_abandons_the_receipt() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let stream = subscribers
+            .subscribe(4, Overflow::Backpressure)
+            .holds_until_commit();
+        let Offer::Taken(receipt) = hub.offer(event(0), true) else {
+            panic!("room for it");
+        };
+        drop(stream);
+        assert_eq!(receipt.state(), Settled::Abandoned);
+        // Without back-pressure streams, nobody is waited for.
+        let Offer::Taken(receipt) = hub.offer(event(1), true) else {
+            panic!("no stream left");
+        };
+        assert_eq!(receipt.state(), Settled::Held);
+    }
+
+    #[test]
     fn a_dropped_backpressure_stream_does_not_block_the_firehose() {
         smol::block_on(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let stream = subscribers.subscribe(1, Overflow::Backpressure);
-            hub.deliver(event(0)).await;
+            deliver(&hub, event(0), false).await;
+            let Offer::Blocked(blocked) = hub.offer(event(1), false) else {
+                panic!("full");
+            };
             drop(stream);
-            for i in 1..2000 {
-                hub.deliver(event(i)).await;
+            blocked.writable().await;
+            assert!(matches!(blocked.retry(), Offer::Taken(_)));
+            for i in 2..2000 {
+                deliver(&hub, event(i), false).await;
             }
-            drop(hub);
         });
     }
 
     #[test]
     fn a_panicking_callback_is_reported_and_the_items_keep_flowing() {
-        smol::block_on(async {
-            let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let counted = calls.clone();
-            let on_item: ItemCallback = Box::new(move |item| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if matches!(item, Item::Event(e) if e.data.get() == "1") {
-                    panic!("consumer bug");
-                }
-            });
-            let (hub, subscribers) = super::hub(Level::Debug, Some(on_item), None);
-            let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
-            for i in 0..3 {
-                hub.deliver(event(i)).await;
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = calls.clone();
+        let on_item: ItemCallback = Box::new(move |item| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if matches!(item, Item::Event(e) if e.data.get() == "1") {
+                panic!("consumer bug");
             }
-            drop(hub);
-            assert_eq!(numbers(&mut stream), ["0", "on_item.panic", "1", "2"]);
-            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
         });
+        let (hub, subscribers) = super::hub(Level::Debug, Some(on_item), None);
+        let mut stream = subscribers.subscribe(10, Overflow::Backpressure);
+        for i in 0..3 {
+            hub.offer(event(i), false);
+        }
+        drop(hub);
+        assert_eq!(numbers(&mut stream), ["0", "on_item.panic", "1", "2"]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]
     fn logs_below_the_minimum_level_never_enter() {
+        let (hub, subscribers) = super::hub(Level::Info, None, None);
+        let mut stream = subscribers.subscribe(10, Overflow::Backpressure);
+        hub.offer(
+            Item::Log(Log::new(Level::Debug, "t", "noise", "", UnixMillis(0))),
+            false,
+        );
+        hub.offer(
+            Item::Log(Log::new(Level::Warn, "t", "kept", "", UnixMillis(0))),
+            false,
+        );
+        drop(hub);
+        assert_eq!(numbers(&mut stream), ["kept"]);
+    }
+
+    #[test]
+    fn a_stream_added_after_the_hub_closed_ends_at_once() {
         smol::block_on(async {
-            let (hub, subscribers) = super::hub(Level::Info, None, None);
-            let mut stream = subscribers.subscribe(10, Overflow::DropOldest);
-            hub.deliver(Item::Log(Log::new(
-                Level::Debug,
-                "t",
-                "noise",
-                "",
-                UnixMillis(0),
-            )))
-            .await;
-            hub.deliver(Item::Log(Log::new(
-                Level::Warn,
-                "t",
-                "kept",
-                "",
-                UnixMillis(0),
-            )))
-            .await;
+            let (hub, subscribers) = super::hub(Level::Debug, None, None);
             drop(hub);
-            assert_eq!(numbers(&mut stream), ["kept"]);
+            let mut late = subscribers.subscribe(4, Overflow::Backpressure);
+            assert!(late.next().await.is_none());
         });
     }
 }

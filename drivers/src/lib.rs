@@ -28,6 +28,7 @@
 pub mod cli;
 mod clock;
 mod confluence;
+mod delivery;
 mod driver;
 mod flume;
 mod http;
@@ -37,11 +38,13 @@ mod net;
 pub mod sim;
 mod source;
 mod sources;
+mod stream;
 mod ws;
 
 pub use confluence::{Confluence, ConfluenceError};
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
-pub use hub::{ErrorCallback, ItemCallback, ItemStream, Overflow};
+pub use hub::{ErrorCallback, ItemCallback};
 pub use net::TlsError;
 pub use source::Source;
 pub use sources::{SourceFailure, SourceStatus, StartError};
+pub use stream::{ItemStream, Overflow};

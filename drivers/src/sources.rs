@@ -98,12 +98,13 @@ pub(crate) struct StatusWatch {
 }
 
 impl StatusWatch {
-    /// Resolves once every member's status satisfies `done`.
-    async fn until(&self, done: impl Fn(Status) -> bool) {
+    /// Resolves once the members' statuses, all read at one moment, satisfy `done`.
+    async fn until(&self, done: impl Fn(&[Status]) -> bool) {
         loop {
             // Listen before checking, so a change between the check and the wait is not missed.
             let listener = self.changed.listen();
-            if self.cells.iter().all(|(_, cell)| done(lock(cell).0)) {
+            let statuses: Vec<Status> = self.cells.iter().map(|(_, cell)| lock(cell).0).collect();
+            if done(&statuses) {
                 return;
             }
             listener.await;
@@ -112,7 +113,65 @@ impl StatusWatch {
 
     /// Resolves once every member's driver has ended by itself (all failed, say).
     pub(crate) async fn all_finished(&self) {
-        self.until(Status::is_terminal).await;
+        self.until(|statuses| statuses.iter().all(|s| s.is_terminal()))
+            .await;
+    }
+
+    /// Waits for the sources' first connections, by `rules`:
+    /// - a source that fails for good (a bad token, say) fails the start at once, unless partial
+    ///   starts are allowed;
+    /// - a source still trying (rate limited, network errors: it logs why and until when) fails
+    ///   it only when the timeout runs out;
+    /// - with partial starts allowed, the start succeeds once every source connected or gave up
+    ///   or the timeout ran out, if at least one connected; the others stay visible in their
+    ///   status (failed, or reconnecting while they retry).
+    ///
+    /// The sources keep running either way: stopping them is the caller's choice.
+    pub(crate) async fn settle(&self, rules: StartRules) -> Result<(), StartError> {
+        let watch = self;
+        let Some(timeout) = rules.timeout else {
+            return Ok(());
+        };
+        let settled = |status: Status| status == Status::Connected || status.is_terminal();
+        let decided = watch.until(|statuses| {
+            let failed = statuses.iter().any(|s| s.is_terminal());
+            (failed && !rules.allow_partial) || statuses.iter().all(|&s| settled(s))
+        });
+        futures_lite::future::or(decided, async {
+            async_io::Timer::after(timeout).await;
+        })
+        .await;
+        let statuses = watch.statuses();
+        let connected = statuses
+            .iter()
+            .filter(|s| s.status == Status::Connected)
+            .count();
+        if rules.allow_partial && connected > 0 {
+            return Ok(());
+        }
+        let failures: Vec<SourceFailure> = statuses
+            .into_iter()
+            .filter_map(|s| {
+                let reason = s.reason.unwrap_or_else(|| s.status.to_string());
+                match s.status {
+                    Status::Connected => None,
+                    Status::Failed | Status::Disconnected => Some(reason),
+                    status => Some(format!(
+                        "not connected after {} ms (status {status}: {reason})",
+                        timeout.as_millis()
+                    )),
+                }
+                .map(|reason| SourceFailure {
+                    source: s.source,
+                    reason,
+                })
+            })
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(StartError { failures })
+        }
     }
 
     /// Every member's status, read now.
@@ -131,70 +190,40 @@ impl StatusWatch {
     }
 }
 
+/// How a start settles (see [`SourceSet::settle`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StartRules {
+    /// Give up on sources not connected after this long; `None` returns at once.
+    pub(crate) timeout: Option<Duration>,
+    /// Keep going with the sources that connected when others failed or never connected.
+    pub(crate) allow_partial: bool,
+}
+
 impl SourceSet {
-    /// Builds and starts every source, then waits up to `start_timeout` for each to connect.
-    /// On any failure, stops the ones that started and names every failed source.
-    pub(crate) async fn start(
-        sources: Vec<Source>,
-        env: DriverEnv,
-        start_timeout: Option<Duration>,
-    ) -> Result<SourceSet, StartError> {
-        let changed = Arc::new(Event::new());
-        let mut set = SourceSet {
-            members: Vec::new(),
-            changed: changed.clone(),
-        };
+    /// Builds every source and starts its driver. Building fails on a configuration no source can
+    /// run with; then nothing is started and the error names each such source.
+    pub(crate) fn spawn(sources: Vec<Source>, env: &DriverEnv) -> Result<SourceSet, StartError> {
+        let mut machines = Vec::new();
         let mut failures = Vec::new();
         for source in sources {
             let name = source.name().to_owned();
             match source.build(os_seed()) {
-                Ok(machine) => set
-                    .members
-                    .push(spawn(name, machine, env.clone(), changed.clone())),
+                Ok(machine) => machines.push((name, machine)),
                 Err(misuse) => failures.push(SourceFailure {
                     source: name,
                     reason: misuse.to_string(),
                 }),
             }
         }
-        if failures.is_empty()
-            && let Some(timeout) = start_timeout
-        {
-            set.wait_until_settled(timeout).await;
-            failures.extend(set.members.iter().filter_map(|m| {
-                let (status, reason) = lock(&m.status).clone();
-                let reason = reason.unwrap_or_else(|| status.to_string());
-                match status {
-                    Status::Connected => None,
-                    Status::Failed | Status::Disconnected => Some(reason),
-                    _ => Some(format!(
-                        "not connected after {} ms (status {status}: {reason})",
-                        timeout.as_millis()
-                    )),
-                }
-                .map(|reason| SourceFailure {
-                    source: m.name.clone(),
-                    reason,
-                })
-            }));
+        if !failures.is_empty() {
+            return Err(StartError { failures });
         }
-        if failures.is_empty() {
-            Ok(set)
-        } else {
-            set.stop(false).await;
-            Err(StartError { failures })
-        }
-    }
-
-    async fn wait_until_settled(&self, timeout: Duration) {
-        let settled = self.watch();
-        futures_lite::future::or(
-            settled.until(|s| s == Status::Connected || s.is_terminal()),
-            async {
-                async_io::Timer::after(timeout).await;
-            },
-        )
-        .await;
+        let changed = Arc::new(Event::new());
+        let members = machines
+            .into_iter()
+            .map(|(name, machine)| spawn(name, machine, env.clone(), changed.clone()))
+            .collect();
+        Ok(SourceSet { members, changed })
     }
 
     /// A watch over the members' statuses.

@@ -112,7 +112,11 @@ pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
 /// Prefer the environment variables for tokens: flags are visible to other users in the process list.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), or --cron. Secrets are never printed."
+    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), or --cron. Secrets are never printed.
+
+Items are printed as they happen, from the first status log on. Nothing is dropped: a slow reader slows the sources down (heartbeats and pings still go out), and a Slack envelope is acknowledged, or a GitHub cursor advanced, only once its line was written to stdout.
+
+Exit status: 0 after SIGINT, SIGTERM or SIGHUP (a second SIGINT exits 130 at once), after --count events, or when stdout's reader went away; 1 when the start failed, every source failed, or stdout could not be written (the reason is on stderr); 2 for a usage error."
 )]
 pub(crate) struct ListenArgs {
     /// Discord bot token (prefer the environment variable).
@@ -225,6 +229,16 @@ pub(crate) struct ListenArgs {
     /// Largest reconnect delay, ms.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
     pub(crate) reconnect_max_ms: u64,
+
+    /// How long to wait for every source's first connection, in seconds. A source failing for
+    /// good (a bad token) fails the start at once; one still retrying fails it when this runs out.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "Start")]
+    pub(crate) start_timeout: u64,
+    /// Keep the healthy sources running when others fail at start or never connect; the start
+    /// then fails only when no source connected. A failed source stays visible in its error log
+    /// and its status (failed, or reconnecting while it retries).
+    #[arg(long, help_heading = "Start")]
+    pub(crate) allow_partial: bool,
 
     /// Lowest log level printed (logs below it are dropped at the source).
     #[arg(long, value_enum, default_value = "info", help_heading = "Output")]

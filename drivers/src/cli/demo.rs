@@ -32,10 +32,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
         let sources = listen::sources(&listen_args)?;
         let code = listen::run(
             sources,
-            listen::OutputOptions {
+            listen::RunOptions {
                 format: args.format,
                 log_level: args.log_level,
                 count: args.count,
+                start_timeout: std::time::Duration::from_secs(listen_args.start_timeout),
+                allow_partial: listen_args.allow_partial,
             },
         )
         .await;

@@ -1,16 +1,19 @@
 //! `openflume listen`: sources from flags and environment, the firehose to stdout.
 
 use super::args::{Bootstrap, Compression, ListenArgs, LogLevel};
-use super::output::{Format, ItemWriter};
+use super::output::Format;
+use super::writer::{Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
-use crate::{Flume, Overflow, Running, Source};
+use crate::{Flume, Overflow, Running, Source, StartError};
+use async_signal::{Signal, Signals};
+use futures_lite::{StreamExt, future};
 use openflume_proto::cron::{CronConfig, CronMachine, Schedule};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
-use openflume_proto::{Item, Level, ReconnectPolicy, Status};
+use openflume_proto::{Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds the sources the flags enable; a flag that cannot work is a usage error naming it.
 pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
@@ -101,113 +104,175 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// How the output side is set up, shared by `listen` and `demo`.
-pub(crate) struct OutputOptions {
+/// How the flume runs and prints, shared by `listen` and `demo`.
+pub(crate) struct RunOptions {
     pub(crate) format: Option<Format>,
     pub(crate) log_level: LogLevel,
     pub(crate) count: Option<u64>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) allow_partial: bool,
 }
 
-/// Opens the flume over `sources`, prints items until a signal, `--count`, or every source
-/// failing, and returns the process exit code.
-pub(crate) async fn run(sources: Vec<Source>, options: OutputOptions) -> i32 {
+/// Items buffered between the sources and the stdout thread: enough for the writer to take a
+/// batch per write while the sources fill the next one.
+const STREAM_CAPACITY: usize = 256;
+/// After a stop signal, how long the writer may take to print what is in flight before it is
+/// given up on (a reader that stopped reading): nothing it did not write is acknowledged.
+const DRAIN_DEADLINE: Duration = Duration::from_millis(700);
+
+/// Why `run` stops.
+enum Stop {
+    Signal,
+    Writer,
+    SourcesEnded,
+    StartFailed(StartError),
+}
+
+/// Starts the flume over `sources`, prints items from the first status log on until a signal,
+/// `--count`, stdout's end, or every source failing, and returns the process exit code.
+pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     let min_level = match options.log_level {
         LogLevel::Debug => Level::Debug,
         LogLevel::Info => Level::Info,
         LogLevel::Warn => Level::Warn,
         LogLevel::Error | LogLevel::Off => Level::Error,
     };
-    let print_logs = options.log_level != LogLevel::Off;
-    let stdout = std::io::stdout();
-    let terminal = stdout.is_terminal();
-    let format = options.format.unwrap_or(if terminal {
-        Format::Pretty
-    } else {
-        Format::Json
-    });
-    let colour = terminal && std::env::var_os("NO_COLOR").is_none();
-
-    let flume = Flume::builder()
-        .sources(sources)
-        .min_log_level(min_level)
-        .build();
-    let running = match flume.open().await {
-        Ok(running) => Arc::new(running),
+    let terminal = std::io::stdout().is_terminal();
+    let writer_options = WriterOptions {
+        format: options.format.unwrap_or(if terminal {
+            Format::Pretty
+        } else {
+            Format::Json
+        }),
+        colour: terminal && std::env::var_os("NO_COLOR").is_none(),
+        print_logs: options.log_level != LogLevel::Off,
+        count: options.count,
+    };
+    // Signals are watched before anything starts: a stop while connecting is a clean stop too.
+    let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
+        Ok(signals) => signals,
         Err(error) => {
-            eprintln!("openflume: {error}");
+            report(format_args!("cannot watch signals: {error}"));
             return 1;
         }
     };
-    // Nothing is dropped on the way to stdout: a slow reader slows the sources instead.
-    let mut stream = running.stream(128, Overflow::Backpressure);
-    let watcher = smol::spawn(watch(running.clone()));
-
-    // The writer runs on the executor beside the sources, so handing items over never crosses
-    // threads (the main thread only waits).
-    let count = options.count;
-    let (events, broken_pipe) = smol::spawn(async move {
-        let mut writer = ItemWriter::new(stdout, format, colour);
-        let mut events = 0u64;
-        let done = |events: u64| count.is_some_and(|count| events >= count);
-        'read: while !done(events)
-            && let Some(first) = stream.next().await
-        {
-            let mut next = Some(first);
-            while let Some(item) = next {
-                let is_event = matches!(item, Item::Event(_));
-                if (is_event || print_logs) && writer.write(&item).is_err() {
-                    return (events, true);
+    let flume = Flume::builder()
+        .sources(sources)
+        .min_log_level(min_level)
+        .start_timeout(Some(options.start_timeout))
+        .allow_partial(options.allow_partial)
+        .build();
+    // Attached before the start, so the very first status log is printed.
+    let stream = flume
+        .stream(STREAM_CAPACITY, Overflow::Backpressure)
+        .holds_until_commit();
+    let writer = match Writer::spawn(stream, writer_options) {
+        Ok(writer) => writer,
+        Err(error) => {
+            report(format_args!("cannot start the stdout writer: {error}"));
+            return 1;
+        }
+    };
+    let running = match flume.start() {
+        Ok(running) => running,
+        Err(error) => {
+            report(format_args!("{error}"));
+            return 1;
+        }
+    };
+    let stop = {
+        let lifetime = async {
+            match running.started().await {
+                Err(error) => Stop::StartFailed(error),
+                Ok(()) => {
+                    running.wait().await;
+                    Stop::SourcesEnded
                 }
-                if is_event {
-                    events += 1;
-                    if done(events) {
-                        break 'read;
+            }
+        };
+        let signalled = async {
+            signals.next().await;
+            Stop::Signal
+        };
+        let writer_stopped = async {
+            // A stream that ended was closed by the flume: its own arm says why.
+            if matches!(writer.stopped().await, WriterEnd::Drained) {
+                future::pending::<()>().await;
+            }
+            Stop::Writer
+        };
+        future::or(signalled, future::or(writer_stopped, lifetime)).await
+    };
+    match stop {
+        Stop::Signal => {
+            // A second SIGINT means now.
+            let impatient = smol::spawn(async move {
+                while let Some(Ok(signal)) = signals.next().await {
+                    if signal == Signal::Int {
+                        std::process::exit(130);
                     }
                 }
-                next = stream.try_next();
-            }
-            if writer.flush().is_err() {
-                return (events, true);
+            });
+            close_and_drain(&running, &writer).await;
+            drop(impatient);
+            0
+        }
+        Stop::Writer => {
+            // The stream is gone with the writer: closing waits for no consumer.
+            running.close().await;
+            match writer.end() {
+                Some(WriterEnd::Failed(error)) => {
+                    report(format_args!("cannot write to stdout: {error}"));
+                    1
+                }
+                _ => 0,
             }
         }
-        (events, writer.flush().is_err())
-    })
-    .await;
-    let closed = running.close().await;
-    watcher.cancel().await;
-    let statuses = closed.statuses();
-    if broken_pipe {
-        return 0;
-    }
-    if options.count.is_none_or(|count| events < count)
-        && !statuses.is_empty()
-        && statuses.iter().all(|s| s.status == Status::Failed)
-    {
-        for status in statuses {
-            eprintln!("openflume: {status}");
+        Stop::StartFailed(error) => {
+            // The flume is closed: the writer prints what every source delivered until then.
+            close_and_drain(&running, &writer).await;
+            report(format_args!("{error}"));
+            1
         }
-        return 1;
+        Stop::SourcesEnded => {
+            close_and_drain(&running, &writer).await;
+            let closed = running.close().await;
+            if let Some(WriterEnd::Failed(error)) = writer.end() {
+                report(format_args!("cannot write to stdout: {error}"));
+                return 1;
+            }
+            let statuses = closed.statuses();
+            if !statuses.is_empty() && statuses.iter().all(|s| s.status == Status::Failed) {
+                for status in statuses {
+                    report(format_args!("{status}"));
+                }
+                return 1;
+            }
+            0
+        }
     }
-    0
 }
 
-/// Closes the flume on SIGINT/SIGTERM, or once every source has ended by itself.
-async fn watch(running: Arc<Running>) {
-    let cancel = running.cancel_handle();
-    let signals = async {
-        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
-            Ok(mut signals) => {
-                use futures_lite::StreamExt;
-                if signals.next().await.is_some() {
-                    cancel.cancel();
-                }
-            }
-            Err(error) => eprintln!("openflume: cannot watch signals: {error}"),
-        }
-        futures_lite::future::pending::<()>().await;
+/// Closes the flume and lets the writer print what is in flight, giving up on a reader that does
+/// not read within [`DRAIN_DEADLINE`].
+async fn close_and_drain(running: &Running, writer: &Writer) {
+    let drained = async {
+        running.close().await;
+        writer.stopped().await;
+        true
     };
-    futures_lite::future::or(signals, async {
-        running.wait().await;
-    })
-    .await;
+    let late = async {
+        async_io::Timer::after(DRAIN_DEADLINE).await;
+        false
+    };
+    if !future::or(drained, late).await {
+        writer.detach();
+        running.close().await;
+    }
+}
+
+/// A diagnostic on stderr. Writing it must never panic: stderr may be closed or full.
+pub(crate) fn report(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "openflume: {message}");
 }

@@ -6,6 +6,7 @@ mod demo;
 mod listen;
 mod output;
 mod sim;
+mod writer;
 
 use args::{Cli, Command, CronCommand};
 use clap::Parser;
@@ -27,10 +28,12 @@ pub fn main() -> i32 {
         Command::Listen(args) => listen::sources(&args).map(|sources| {
             smol::block_on(listen::run(
                 sources,
-                listen::OutputOptions {
+                listen::RunOptions {
                     format: args.format,
                     log_level: args.log_level,
                     count: args.count,
+                    start_timeout: std::time::Duration::from_secs(args.start_timeout),
+                    allow_partial: args.allow_partial,
                 },
             ))
         }),
@@ -46,7 +49,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(UsageError(message)) => {
-            eprintln!("openflume: {message}");
+            listen::report(format_args!("{message}"));
             2
         }
     }

@@ -144,9 +144,15 @@ mod tests {
             "the frame predates this beat"
         );
         beat.excuse();
-        assert!(!beat.is_zombie(Liveness::Ack), "excused: reading was paused");
+        assert!(
+            !beat.is_zombie(Liveness::Ack),
+            "excused: reading was paused"
+        );
         assert_eq!(beat.acked(Millis(1_300)), Some(200), "still in flight");
         beat.sent(Millis(2_100));
-        assert!(beat.is_zombie(Liveness::Ack), "the next beat is judged again");
+        assert!(
+            beat.is_zombie(Liveness::Ack),
+            "the next beat is judged again"
+        );
     }
 }

@@ -48,7 +48,11 @@ enum Timer {
 
 /// The deadlines that wait for the server to say something: they stand still while the driver
 /// does not read (`Input::ReadingPaused`), since the answer may be waiting unread.
-const AWAIT_SERVER: &[Timer] = &[Timer::CloseTimeout, Timer::HelloTimeout, Timer::ReadyTimeout];
+const AWAIT_SERVER: &[Timer] = &[
+    Timer::CloseTimeout,
+    Timer::HelloTimeout,
+    Timer::ReadyTimeout,
+];
 
 impl TimerKind for Timer {
     const ALL: &'static [Timer] = &[

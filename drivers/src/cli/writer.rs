@@ -1,0 +1,137 @@
+//! The thread that writes the firehose to stdout, so that a slow or stalled reader never blocks
+//! the executor that runs the sources, their heartbeats and the signal watcher.
+//!
+//! It reads a back-pressure stream that holds items until commit, and commits after each batch
+//! is flushed into stdout: a Slack envelope is acked, a GitHub cursor advanced, only once its
+//! line was written. When stdout breaks it stops and drops the stream, so nothing more is
+//! acknowledged and the services redeliver the rest to the next run.
+
+use super::output::{Format, ItemWriter};
+use crate::stream::{Detacher, ItemStream};
+use openflume_proto::Item;
+use smol::lock::OnceCell;
+use std::io;
+
+/// A pipe this large absorbs a burst without a write per 64 KiB (the kernel's default): each
+/// write into a full pipe costs a context switch with the reader. 1 MiB is the largest an
+/// unprivileged process may ask for by default.
+#[cfg(target_os = "linux")]
+const PIPE_BYTES: usize = 1 << 20;
+
+/// What the writer prints and when it stops by itself.
+pub(crate) struct WriterOptions {
+    pub(crate) format: Format,
+    pub(crate) colour: bool,
+    pub(crate) print_logs: bool,
+    /// Stop after this many events.
+    pub(crate) count: Option<u64>,
+}
+
+/// Why the writer stopped.
+#[derive(Debug)]
+pub(crate) enum WriterEnd {
+    /// The stream ended (the flume closed) and everything was written.
+    Drained,
+    /// `--count` events were written.
+    CountReached,
+    /// Stdout's reader went away.
+    BrokenPipe,
+    /// Stdout could not be written (disk full, I/O error).
+    Failed(io::Error),
+}
+
+/// The running writer thread.
+pub(crate) struct Writer {
+    detacher: Detacher,
+    /// Receives the thread's end once it has stopped.
+    done: smol::channel::Receiver<WriterEnd>,
+    end: OnceCell<WriterEnd>,
+}
+
+impl Writer {
+    /// Starts writing `stream` to stdout on a thread of its own.
+    pub(crate) fn spawn(stream: ItemStream, options: WriterOptions) -> io::Result<Writer> {
+        let detacher = stream.detacher();
+        let (done_tx, done) = smol::channel::bounded(1);
+        std::thread::Builder::new()
+            .name("openflume-stdout".to_owned())
+            .spawn(move || {
+                let _ = done_tx.try_send(write_all(stream, &options));
+            })?;
+        Ok(Writer {
+            detacher,
+            done,
+            end: OnceCell::new(),
+        })
+    }
+
+    /// Resolves once the thread has stopped, with why.
+    pub(crate) async fn stopped(&self) -> &WriterEnd {
+        self.end
+            .get_or_init(|| async { self.done.recv().await.unwrap_or(WriterEnd::Drained) })
+            .await
+    }
+
+    /// Why the thread stopped, if it has and someone waited for it.
+    pub(crate) fn end(&self) -> Option<&WriterEnd> {
+        self.end.get()
+    }
+
+    /// Gives up on the reader: the stream counts as gone, so the sources stop waiting for room
+    /// and nothing the writer took but has not committed is ever acknowledged. The thread may
+    /// stay blocked in a write; the process exits without it.
+    pub(crate) fn detach(&self) {
+        self.detacher.detach();
+    }
+}
+
+fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
+    let stdout = io::stdout();
+    #[cfg(target_os = "linux")]
+    {
+        // Not a pipe (a file, a terminal): nothing to enlarge.
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_BYTES);
+    }
+    let mut writer = ItemWriter::new(stdout.lock(), options.format, options.colour);
+    let mut events = 0u64;
+    let reached = |events: u64| options.count.is_some_and(|count| events >= count);
+    loop {
+        // Wait for the first item of a batch, then take what is ready without waiting.
+        let Some(first) = smol::block_on(stream.next()) else {
+            // Every batch was flushed and committed already.
+            return WriterEnd::Drained;
+        };
+        let mut next = Some(first);
+        while let Some(item) = next {
+            let is_event = matches!(item, Item::Event(_));
+            if (is_event || options.print_logs)
+                && let Err(error) = writer.write(&item)
+            {
+                return failed(error);
+            }
+            if is_event {
+                events += 1;
+                if reached(events) {
+                    if let Err(error) = writer.flush() {
+                        return failed(error);
+                    }
+                    stream.commit();
+                    return WriterEnd::CountReached;
+                }
+            }
+            next = stream.try_next();
+        }
+        if let Err(error) = writer.flush() {
+            return failed(error);
+        }
+        stream.commit();
+    }
+}
+
+fn failed(error: io::Error) -> WriterEnd {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        WriterEnd::BrokenPipe
+    } else {
+        WriterEnd::Failed(error)
+    }
+}
