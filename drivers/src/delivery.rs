@@ -132,6 +132,11 @@ impl Lane {
         }
     }
 
+    /// Drops every receipt: for a machine that finished, which takes no confirmation any more.
+    pub(crate) fn forget_receipts(&mut self) {
+        self.receipts.clear();
+    }
+
     /// Gives up on what is still waiting (the shutdown's grace is over), saying how much.
     pub(crate) fn abandon(&mut self, source: &str, now: UnixMillis) -> Option<Log> {
         let waiting = u64::from(self.blocked.take().is_some()) + self.queued.len() as u64;

@@ -115,6 +115,8 @@ pub(crate) async fn drive(
             pending.extend(io.synthesized.drain(..));
         }
         if machine.is_finished() {
+            // Nothing can be acknowledged any more: only the deliveries are left.
+            io.lane.forget_receipts();
             if !io.lane.is_busy() {
                 break;
             }

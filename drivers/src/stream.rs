@@ -8,7 +8,7 @@
 
 use crate::clock::wall_now;
 use crate::lock::lock;
-use event_listener::{Event, EventListener};
+use event_listener::{Event, EventListener, IntoNotification};
 use openflume_proto::{Item, Level, Log};
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -232,7 +232,8 @@ impl Buffer {
             self.set_holds(held);
         }
         if was_full {
-            self.writable.notify(1);
+            // One more writer than those already woken: each pop makes room for one.
+            self.writable.notify(1.additional());
         }
         Ok(item)
     }

@@ -567,6 +567,9 @@ struct State {
     records: DiscordRecords,
     rng: Rng,
     increment: u64,
+    /// The last message id given out: ids grow strictly, as Discord's from one worker do, even
+    /// past 4096 in a millisecond (where the increment field wraps), so tests can check order.
+    last_message_id: u64,
     sessions: HashMap<Arc<str>, Session>,
     connections: HashMap<u64, Sender<Command>>,
     next_conn: u64,
@@ -673,6 +676,7 @@ impl Discord {
             records,
             rng: Rng::with_seed(config.seed),
             increment,
+            last_message_id: 0,
             sessions: HashMap::new(),
             connections: HashMap::new(),
             next_conn: 1,
@@ -778,7 +782,8 @@ impl Discord {
         ];
         let now = Timestamp::now();
         state.increment += 1;
-        let id = fake::snowflake(now, state.increment);
+        let id = fake::snowflake(now, state.increment).max(state.last_message_id + 1);
+        state.last_message_id = id;
         let rng = &mut state.rng;
         let guild = self.guilds.get(rng.usize(..self.guilds.len().max(1)));
         let (guild_id, channel_id, role_id) = match guild {

@@ -21,6 +21,11 @@ pub(crate) struct PendingAck {
     pub envelope_id: String,
     /// When it arrived.
     pub received_at: Millis,
+    /// Its `payload.event_id`, the dedup key of redeliveries.
+    pub event_id: Option<String>,
+    /// Redeliveries of the same event that arrived while this one waited: acknowledged with it,
+    /// never before the firehose holds the event (connection, envelope id).
+    pub redeliveries: Vec<(ConnId, String)>,
 }
 
 /// The envelopes waiting for `Input::Delivered`.
@@ -45,6 +50,13 @@ impl PendingAcks {
         (delivery, evicted)
     }
 
+    /// The envelope still waiting for confirmation that carries `event_id`, if any.
+    pub fn waiting_with(&mut self, event_id: &str) -> Option<&mut PendingAck> {
+        self.pending
+            .values_mut()
+            .find(|ack| ack.event_id.as_deref() == Some(event_id))
+    }
+
     /// The envelope confirmed by `delivery`: `Ok(None)` when it was already given up or confirmed,
     /// `Err` when the id was never handed out.
     pub fn take(&mut self, delivery: DeliveryId) -> Result<Option<PendingAck>, Misuse> {
@@ -64,6 +76,8 @@ mod tests {
             conn: ConnId(1),
             envelope_id: format!("env{n}"),
             received_at: Millis(n),
+            event_id: Some(format!("Ev{n}")),
+            redeliveries: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What each inbound Socket Mode message does: `hello` makes a connection live (and retires the
 //! ones it replaces), `disconnect` starts a rotation or ends the source depending on its reason,
-//! envelopes become events (or duplicates acknowledged at once), and `Delivered` sends the ack.
+//! envelopes become events (duplicates are not emitted again: acknowledged at once, or with their
+//! original when it is still unconfirmed), and `Delivered` sends the ack.
 
 use super::acks::PendingAck;
 use super::connections::Phase;
@@ -258,6 +259,33 @@ impl SlackMachine {
             .seen
             .first_sighting(extracted.event_id.as_deref(), &envelope_id, now.mono)
         {
+            // The original may not be held yet: then this copy is acknowledged with it, so an
+            // ack never runs ahead of the consumer.
+            let original = extracted
+                .event_id
+                .as_deref()
+                .and_then(|id| self.acks.waiting_with(id));
+            if let Some(original) = original {
+                original
+                    .redeliveries
+                    .push((conn, envelope_id.clone().into_owned()));
+                self.log(
+                    now,
+                    Level::Debug,
+                    "envelope.duplicate",
+                    format!(
+                        "envelope {envelope_id} on connection {} repeats an event still on its way to the consumers; acknowledged once they hold it, not emitted",
+                        conn.0
+                    ),
+                    json!({
+                        "conn": conn,
+                        "envelope_id": envelope_id,
+                        "event_id": extracted.event_id,
+                        "retry_attempt": retry_attempt,
+                    }),
+                );
+                return;
+            }
             self.log(
                 now,
                 Level::Debug,
@@ -302,6 +330,8 @@ impl SlackMachine {
             conn,
             envelope_id: envelope_id.into_owned(),
             received_at: now.mono,
+            event_id: extracted.event_id,
+            redeliveries: Vec::new(),
         });
         if let Some(given_up) = given_up {
             self.log(
@@ -340,6 +370,9 @@ impl SlackMachine {
             );
         }
         self.send_ack(now, pending.conn, &pending.envelope_id);
+        for (conn, envelope_id) in &pending.redeliveries {
+            self.send_ack(now, *conn, envelope_id);
+        }
         Ok(())
     }
 }

@@ -13,8 +13,8 @@
 //!   fails the source; `too_many_websockets` closes that connection and waits
 //!   [`TOO_MANY_WEBSOCKETS_WAIT_MS`] before opening another.
 //! - **Exactly-once emission.** Envelopes are deduplicated by `payload.event_id` (else by
-//!   `envelope_id`) across redeliveries, rotations and parallel connections; duplicates are
-//!   acknowledged again and not emitted.
+//!   `envelope_id`) across redeliveries, rotations and parallel connections; duplicates are not
+//!   emitted, and acknowledged only once their original is confirmed (at once if it is already).
 //! - **Ack after delivery.** Each event is emitted with `confirm`; its `{"envelope_id":…}` ack goes
 //!   out on the connection it came on when `Input::Delivered` arrives.
 //! - **Own liveness.** Every connection pings every `ping_interval_ms`; one that hears nothing
