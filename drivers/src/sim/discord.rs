@@ -103,6 +103,10 @@ pub struct DiscordConfig {
     pub privileged_intents: u64,
     /// Guilds in READY (as unavailable) and then as GUILD_CREATE dispatches. Default 1.
     pub guilds: u32,
+    /// MESSAGE_CREATE dispatches queued right behind READY and the GUILD_CREATEs of every new
+    /// session, so they go out in the same writes: a burst that meets the client at the moment
+    /// it becomes ready, whatever the test's own timing. Default 0.
+    pub messages_after_ready: u32,
     /// Records kept per log. Default 100 000.
     pub max_records: usize,
     /// Seed for generated texts and ids.
@@ -126,6 +130,7 @@ impl Default for DiscordConfig {
             resume_window: Duration::from_secs(120),
             privileged_intents: PRIVILEGED_INTENTS,
             guilds: 1,
+            messages_after_ready: 0,
             max_records: super::records::DEFAULT_MAX_RECORDS,
             seed: 0x5eed,
             scenario: Scenario::manual(),
@@ -148,6 +153,7 @@ impl fmt::Debug for DiscordConfig {
             .field("resume_window", &self.resume_window)
             .field("privileged_intents", &self.privileged_intents)
             .field("guilds", &self.guilds)
+            .field("messages_after_ready", &self.messages_after_ready)
             .field("max_records", &self.max_records)
             .field("seed", &self.seed)
             .field("scenario", &self.scenario)
@@ -501,6 +507,12 @@ impl DiscordSim {
     /// A copy of the records so far.
     pub fn records(&self) -> DiscordRecords {
         self.shared.lock().records.clone()
+    }
+
+    /// Time since the simulator started: now, on the clock of the records' `at` fields (to
+    /// measure the silence after the last heartbeat, say).
+    pub fn elapsed(&self) -> Duration {
+        self.shared.since_start()
     }
 
     /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
@@ -1324,6 +1336,12 @@ impl Gateway<'_> {
                         session.push("GUILD_CREATE", &self.sim.guild_create_data(guild), capacity);
                     }
                 }
+                for _ in 0..self.sim.config.messages_after_ready {
+                    let (guild, data) = self.sim.message_create(state);
+                    if session.receives(guild) {
+                        session.push("MESSAGE_CREATE", &data, capacity);
+                    }
+                }
                 state.sessions.insert(id.clone(), session);
                 record.outcome = IdentifyOutcome::Ready {
                     session_id: id.to_string(),
@@ -1885,6 +1903,31 @@ mod tests {
             .unwrap();
             sim.inject(DiscordAction::Messages(1));
             assert_eq!(next_json(&mut ws).await["s"], 4, "the dispatch, not an ACK");
+        });
+    }
+
+    #[test]
+    fn messages_after_ready_follow_ready_unasked() {
+        smol::block_on(async {
+            let sim = start(DiscordConfig {
+                messages_after_ready: 3,
+                ..DiscordConfig::default()
+            })
+            .await;
+            let (mut ws, _) = ready(&sim).await;
+            let mut ids = Vec::new();
+            for seq in 3..=5 {
+                let message = next_json(&mut ws).await;
+                assert_eq!(
+                    (message["t"].as_str(), message["s"].as_u64()),
+                    (Some("MESSAGE_CREATE"), Some(seq))
+                );
+                ids.push(message["d"]["id"].as_str().unwrap().to_owned());
+            }
+            ids.dedup();
+            assert_eq!(ids.len(), 3, "each message has its own id");
+            let last = sim.records().dispatches.last().unwrap().at;
+            assert!(sim.elapsed() >= last);
         });
     }
 
