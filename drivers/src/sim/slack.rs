@@ -634,7 +634,9 @@ impl State {
         if envelope.kind == EnvelopeKind::EventsApi && !envelope.duplicate {
             self.last_events_api = Some(envelope.clone());
         }
-        let Some(conn) = self.pick(avoid) else {
+        // Behind envelopes that already wait, so a burst larger than a connection's queue keeps
+        // its order.
+        let Some(conn) = self.pick(avoid).filter(|_| self.queue.is_empty()) else {
             self.enqueue(envelope);
             return;
         };
@@ -1295,24 +1297,29 @@ impl Socket<'_> {
         }
     }
 
-    /// Takes envelopes that found no room on any connection.
+    /// Takes envelopes that found no room on any connection, until none is left: a client
+    /// that sends nothing must still get a whole burst.
     async fn pull_queued(&mut self) -> Flow {
-        let batch: Vec<Envelope> = {
-            let now = Instant::now();
-            let mut state = self.sim.lock();
-            let count = state.queue.len().min(64);
-            let batch: Vec<Envelope> = state.queue.drain(..count).collect();
-            for envelope in &batch {
-                state.track(envelope.clone(), self.conn, now);
+        loop {
+            let batch: Vec<Envelope> = {
+                let now = Instant::now();
+                let mut state = self.sim.lock();
+                let count = state.queue.len().min(64);
+                let batch: Vec<Envelope> = state.queue.drain(..count).collect();
+                for envelope in &batch {
+                    state.track(envelope.clone(), self.conn, now);
+                }
+                batch
+            };
+            if batch.is_empty() {
+                return Flow::Continue;
             }
-            batch
-        };
-        for envelope in batch {
-            if let Flow::End = self.write_envelope(envelope).await {
-                return Flow::End;
+            for envelope in batch {
+                if let Flow::End = self.write_envelope(envelope).await {
+                    return Flow::End;
+                }
             }
         }
-        Flow::Continue
     }
 
     async fn write_envelope(&mut self, envelope: Envelope) -> Flow {
@@ -1961,6 +1968,33 @@ mod tests {
                 (message["type"].as_str(), message["reason"].as_str()),
                 (Some("disconnect"), Some("too_many_websockets"))
             );
+        });
+    }
+
+    #[test]
+    fn a_burst_beyond_the_connection_queue_arrives_whole_and_in_order() {
+        smol::block_on(async {
+            let sim = start(SlackConfig::default()).await;
+            let (mut ws, _) = connect(&sim).await;
+            let burst = CONN_QUEUE * 2 + 100;
+            sim.inject(SlackAction::Messages(u32::try_from(burst).unwrap()));
+            // Nothing is acked or sent meanwhile: the burst must not wait for the client.
+            let mut event_ids = Vec::new();
+            let mut last_ts = String::new();
+            for _ in 0..burst {
+                let envelope = next_json(&mut ws).await;
+                // Fixed-width `secs.micros`, taken when the envelope was made.
+                let ts = envelope["payload"]["event"]["ts"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(ts >= last_ts, "{ts} came after {last_ts}");
+                last_ts = ts;
+                event_ids.push(envelope["payload"]["event_id"].as_str().unwrap().to_owned());
+            }
+            event_ids.sort_unstable();
+            event_ids.dedup();
+            assert_eq!(event_ids.len(), burst, "each envelope once");
         });
     }
 
