@@ -46,9 +46,14 @@ pub enum Reader {
     /// [`Openflume::wait_for_json`]): between asks the pipe is not read at all, so it fills and
     /// the writer blocks.
     Pull,
-    /// Every line as soon as it is written until this many event lines were read, then the read
-    /// end of the pipe is closed (`head -n`, or an agent that exits).
-    CloseAfterEvents(usize),
+    /// Lines as they come (or at most `lines_per_second`) until `events` event lines were read,
+    /// then the read end of the pipe is closed (`head -n`, or an agent that exits).
+    CloseAfterEvents {
+        /// Event lines read before leaving.
+        events: usize,
+        /// The pace, if not as fast as lines come.
+        lines_per_second: Option<u32>,
+    },
     /// stdout is `/dev/full`: every write fails with ENOSPC.
     DevFull,
 }
@@ -110,14 +115,14 @@ impl Read for Counted {
 }
 
 impl Pipe {
-    fn new(stdout: ChildStdout) -> Pipe {
-        // Large enough that one read takes all a default pipe holds.
+    /// A reader that takes at most `read_ahead` bytes out of the pipe at once.
+    fn new(stdout: ChildStdout, read_ahead: usize) -> Pipe {
         let counted = Counted {
             inner: stdout,
             taken: 0,
         };
         Pipe {
-            reader: BufReader::with_capacity(1 << 20, counted),
+            reader: BufReader::with_capacity(read_ahead, counted),
         }
     }
 
@@ -176,8 +181,7 @@ fn read_stdout(
     match mode {
         Reader::Eager | Reader::DevFull => pipe.forward_all(&lines),
         Reader::Paced { lines_per_second } => {
-            let gap = Duration::from_secs(1) / lines_per_second.max(1);
-            let mut next = Instant::now();
+            let mut pace = Pace::new(Some(lines_per_second));
             loop {
                 match wants.try_recv() {
                     Ok(Want::All) | Err(TryRecvError::Disconnected) => {
@@ -185,14 +189,12 @@ fn read_stdout(
                     }
                     Ok(_) | Err(TryRecvError::Empty) => {}
                 }
-                // Pacing a reader is the point here, not waiting for something.
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                let Some(line) = pipe.line() else { return };
+                let Some(line) = pace.read(&mut pipe) else {
+                    return;
+                };
                 if lines.send(line).is_err() {
                     return;
                 }
-                // A line that was late does not buy the next one an earlier read.
-                next = Instant::now().max(next + gap);
             }
         }
         Reader::Pull => loop {
@@ -212,10 +214,16 @@ fn read_stdout(
                 Err(_) => return,
             }
         },
-        Reader::CloseAfterEvents(limit) => {
+        Reader::CloseAfterEvents {
+            events: limit,
+            lines_per_second,
+        } => {
+            let mut pace = Pace::new(lines_per_second);
             let mut events = 0;
             while events < limit {
-                let Some(line) = pipe.line() else { return };
+                let Some(line) = pace.read(&mut pipe) else {
+                    return;
+                };
                 events += usize::from(is_event_line(&line));
                 if lines.send(line).is_err() {
                     return;
@@ -229,6 +237,30 @@ fn read_stdout(
             let _ = states.send(state);
             // Dropping the pipe closes its read end: from now on the writer gets EPIPE.
         }
+    }
+}
+
+/// Spaces a reader's reads; a line that was late does not buy the next one an earlier read.
+struct Pace {
+    gap: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    /// At most `lines_per_second`, or as fast as lines come (`None`).
+    fn new(lines_per_second: Option<u32>) -> Pace {
+        Pace {
+            gap: lines_per_second.map_or(Duration::ZERO, |n| Duration::from_secs(1) / n.max(1)),
+            next: Instant::now(),
+        }
+    }
+
+    fn read(&mut self, pipe: &mut Pipe) -> Option<String> {
+        // Pacing a reader is the point here, not waiting for something.
+        std::thread::sleep(self.next.saturating_duration_since(Instant::now()));
+        let line = pipe.line();
+        self.next = Instant::now().max(self.next + self.gap);
+        line
     }
 }
 
@@ -297,7 +329,13 @@ impl Openflume {
         let (states_tx, states) = channel();
         // With /dev/full there is no pipe: the line channel ends at once.
         if let Some(stdout) = child.stdout.take() {
-            let pipe = Pipe::new(stdout);
+            // A fast reader takes all a pipe holds in one read; the others, like most programs,
+            // take a few KB beyond the line they are at, so the pipe stays full while they wait.
+            let read_ahead = match mode {
+                Reader::Eager | Reader::DevFull => 1 << 20,
+                _ => 8 << 10,
+            };
+            let pipe = Pipe::new(stdout, read_ahead);
             std::thread::spawn(move || read_stdout(pipe, mode, lines_tx, wants_rx, states_tx));
         }
         let (tx, stderr) = channel();
@@ -335,24 +373,44 @@ impl Openflume {
         self.wait_for_line("JSON", timeout, pred)
     }
 
+    /// Like [`wait_for_json`](Self::wait_for_json), but says why it gave up instead of failing
+    /// the test, so the caller can report what its predicate counted.
+    pub fn try_wait_for_json(
+        &mut self,
+        timeout: Duration,
+        pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, String> {
+        self.try_wait_for_line("JSON", timeout, pred)
+    }
+
     /// Reads lines until one parses as a `T` (`what`, for the panic messages) that `pred`
     /// accepts; panics after `timeout`, on a line that does not parse, or if the process exits.
     fn wait_for_line<T: serde::de::DeserializeOwned>(
         &mut self,
         what: &str,
         timeout: Duration,
-        mut pred: impl FnMut(&T) -> bool,
+        pred: impl FnMut(&T) -> bool,
     ) -> T {
+        self.try_wait_for_line(what, timeout, pred)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_wait_for_line<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> Result<T, String> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.mode == Reader::Pull && self.asked == 0 {
                 self.ask(1);
             }
-            let line = self.next_line(deadline, what, timeout);
+            let line = self.next_line(deadline, what, timeout)?;
             let parsed: T = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("stdout line does not parse as {what} ({e}): {line}"));
+                .map_err(|e| format!("stdout line does not parse as {what} ({e}): {line}"))?;
             if pred(&parsed) {
-                return parsed;
+                return Ok(parsed);
             }
         }
     }
@@ -364,7 +422,9 @@ impl Openflume {
         let deadline = Instant::now() + timeout;
         self.ask(n);
         while self.asked > 0 {
-            self.next_line(deadline, "pulled", timeout);
+            if let Err(why) = self.next_line(deadline, "pulled", timeout) {
+                panic!("{why}");
+            }
         }
     }
 
@@ -375,26 +435,32 @@ impl Openflume {
             .expect("the stdout reader runs");
     }
 
-    /// The next stdout line (kept in `seen`), or a panic naming `what` after `deadline`.
-    fn next_line(&mut self, deadline: Instant, what: &str, timeout: Duration) -> String {
+    /// The next stdout line (kept in `seen`), or why there is none by `deadline` (naming
+    /// `what` was awaited).
+    fn next_line(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => {
                 self.asked = self.asked.saturating_sub(1);
                 self.seen.push(line.clone());
-                line
+                Ok(line)
             }
-            Err(RecvTimeoutError::Timeout) => panic!(
+            Err(RecvTimeoutError::Timeout) => Err(format!(
                 "no matching {what} line within {timeout:?}; {}",
                 tail(&self.seen)
-            ),
-            Err(RecvTimeoutError::Disconnected) => panic!(
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(format!(
                 "openflume's stdout ended before a matching {what} line; {}\nstderr: {}",
                 tail(&self.seen),
                 self.stderr
                     .recv_timeout(Duration::from_secs(1))
                     .unwrap_or_default()
-            ),
+            )),
         }
     }
 
@@ -416,7 +482,7 @@ impl Openflume {
     /// returns how far it had got then.
     pub fn wait_reader_closed(&mut self, timeout: Duration) -> PipeState {
         assert!(
-            matches!(self.mode, Reader::CloseAfterEvents(_)),
+            matches!(self.mode, Reader::CloseAfterEvents { .. }),
             "wait_reader_closed needs a Reader::CloseAfterEvents"
         );
         self.states.recv_timeout(timeout).unwrap_or_else(|_| {
@@ -506,7 +572,7 @@ impl Drop for Openflume {
 /// How many lines there are and the last few (cut), for failure messages: a burst test can read
 /// thousands.
 pub fn tail(lines: &[String]) -> String {
-    const SHOWN: usize = 40;
+    const SHOWN: usize = 12;
     let shown: Vec<String> = lines
         .iter()
         .skip(lines.len().saturating_sub(SHOWN))
