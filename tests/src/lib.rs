@@ -506,11 +506,6 @@ impl Openflume {
         self.signal(Signal::TERM);
     }
 
-    /// True once the process has exited (its status is kept for [`wait_exit`](Self::wait_exit)).
-    pub fn has_exited(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_some()
-    }
-
     /// Waits for the exit (at most `timeout`, then kills it and panics); returns the status,
     /// every stdout line (those read before included: the reader then takes the rest as fast as
     /// it comes) and the whole stderr.
