@@ -5,14 +5,20 @@
 //! 2. decode floor: the same plus `serde_json::from_str::<serde_json::Value>` per frame;
 //! 3. the `DiscordShard` machine alone, fed recorded frames from memory (its share of 4.);
 //! 4. openflume (library): driver → machine → firehose → a consumer counting events;
-//! 5. openflume listen: the binary writing JSON Lines to /dev/null.
+//! 5. openflume listen: the binary writing JSON Lines to /dev/null;
+//! 6. openflume listen into a pipe read by a separate process that only counts lines, the real
+//!    case of an agent reading stdout: the CPU of both processes together.
 //!
 //! The simulator and each client run in child processes (this binary, re-executed), so the CPU
 //! and peak RSS figures are each client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
 //!
+//! Every case has a deadline (env `BENCH_DEADLINE_SECS`, default 30 s plus 100 µs an event): a
+//! case that has not seen all its events by then fails, saying how many arrived, instead of
+//! hanging.
+//!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
 //! `BENCH_RUNS` the rounds, default 3, each running every case once; `BENCH_ONLY` one of
-//! transport, decode, machine, library, listen, github runs that case alone).
+//! transport, decode, machine, library, listen, pipe, github runs that case alone).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,8 +28,9 @@ use openflume::{Flume, Overflow, Source};
 use openflume_proto::discord::{DiscordConfig as ShardConfig, DiscordShard};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{HttpResponse, Input, Item, Machine, Millis, Now, Output, UnixMillis};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const ROLE: &str = "OPENFLUME_BENCH_ROLE";
@@ -32,6 +39,7 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("sim") => return run_simulator(),
         Ok("client") => return run_client(),
+        Ok("reader") => return run_line_reader(),
         _ => {}
     }
     let events: u64 = std::env::var("BENCH_EVENTS")
@@ -70,6 +78,7 @@ fn main() {
             Box::new(|n| measure("openflume library (Flume stream)", "library", n)),
         ),
         ("listen", Box::new(measure_listen)),
+        ("pipe", Box::new(measure_pipe)),
     ];
     let cases: Vec<&(&str, Case)> = cases.iter().filter(|(name, _)| wanted(name)).collect();
     // Rounds rather than one case after another: this machine's speed drifts over minutes, and
@@ -81,6 +90,34 @@ fn main() {
     if wanted("github") {
         github_pages();
     }
+}
+
+/// How long a case may take before it fails: `BENCH_DEADLINE_SECS`, or 30 s plus 100 µs an
+/// event (at least ten times what any case needs on a slow machine).
+fn deadline(events: u64) -> Duration {
+    std::env::var("BENCH_DEADLINE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or_else(
+            || Duration::from_secs(30) + Duration::from_micros(events.saturating_mul(100)),
+            Duration::from_secs,
+        )
+}
+
+/// Events a client process has seen so far, for its watchdog.
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Ends this client process (status 1) once the deadline has passed, saying how many events
+/// arrived: a case that loses events must fail, not hang.
+fn watchdog(case: String, events: u64) {
+    let deadline = deadline(events);
+    std::thread::spawn(move || {
+        // Sleeping until the deadline is this thread's whole job.
+        std::thread::sleep(deadline);
+        let seen = SEEN.load(Ordering::Relaxed);
+        eprintln!("{case}: {seen} of {events} events arrived within {deadline:?}");
+        std::process::exit(1);
+    });
 }
 
 struct Row {
@@ -129,18 +166,20 @@ fn run_client() {
         .ok()
         .and_then(|v| v.parse().ok())
         .expect("BENCH_EVENTS");
+    let client = std::env::var("BENCH_CLIENT").unwrap_or_default();
+    watchdog(format!("the {client} client"), events);
     let cpu_before = cpu_time(false);
-    match std::env::var("BENCH_CLIENT").as_deref() {
-        Ok("transport") => tungstenite_client(&url, events, false),
-        Ok("decode") => tungstenite_client(&url, events, true),
-        Ok("library") => library_pipeline(&url, events),
+    match client.as_str() {
+        "transport" => tungstenite_client(&url, events, false),
+        "decode" => tungstenite_client(&url, events, true),
+        "library" => library_pipeline(&url, events),
         other => panic!("unknown client {other:?}"),
     }
     let cpu = cpu_time(false) - cpu_before;
     println!(
         "{} {}",
         cpu.as_micros(),
-        status_kb("/proc/self/status", "VmHWM:")
+        proc_number("/proc/self/status", "VmHWM:")
     );
 }
 
@@ -171,11 +210,27 @@ fn measure_listen(events: u64) -> Row {
         .spawn()
         .expect("spawn openflume listen");
     let status_path = format!("/proc/{}/status", child.id());
+    let io_path = format!("/proc/{}/io", child.id());
     let mut peak_rss_kb = 0;
+    let deadline = deadline(events);
     let status = loop {
-        peak_rss_kb = peak_rss_kb.max(status_kb(&status_path, "VmHWM:"));
+        peak_rss_kb = peak_rss_kb.max(proc_number(&status_path, "VmHWM:"));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
+        }
+        if start.elapsed() > deadline {
+            // Its stdout is /dev/null: what it wrote is the best count of what it printed (a
+            // MESSAGE_CREATE line is about 1.45 KB).
+            let written = proc_number(&io_path, "wchar:");
+            let _ = child.kill();
+            let _ = child.wait();
+            let sent = simulator_sent(&mut sim);
+            stop_simulator(&mut sim);
+            panic!(
+                "openflume listen did not print its {events} events within {deadline:?}: it \
+                 wrote {written} bytes (about {} dispatch lines) and the simulator sent {sent}",
+                written / 1450
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -189,6 +244,110 @@ fn measure_listen(events: u64) -> Row {
         wall,
         cpu,
         peak_rss_kb,
+    }
+}
+
+/// `openflume listen --format json` into a pipe read by a separate process that only counts
+/// lines: the CPU of both processes together, what an agent reading stdout costs beyond its own
+/// work. Logs are off, so every line is an event.
+fn measure_pipe(events: u64) -> Row {
+    let (mut sim, url) = start_simulator(events);
+    let cpu_before = cpu_time(true);
+    let start = Instant::now();
+    let mut listen = Command::new(env!("CARGO_BIN_EXE_openflume"))
+        .args([
+            "listen",
+            "--format",
+            "json",
+            "--log-level",
+            "off",
+            "--discord-compress",
+            "none",
+        ])
+        .args([
+            "--discord-events",
+            "MESSAGE_CREATE",
+            "--count",
+            &events.to_string(),
+        ])
+        .env("DISCORD_BOT_TOKEN", openflume::sim::DISCORD_TOKEN)
+        .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn openflume listen");
+    let pipe = listen.stdout.take().expect("listen's stdout");
+    let mut reader = Command::new(std::env::current_exe().expect("current exe"))
+        .env(ROLE, "reader")
+        .env("BENCH_EVENTS", events.to_string())
+        .stdin(pipe)
+        .spawn()
+        .expect("spawn the line reader");
+    let status_path = format!("/proc/{}/status", listen.id());
+    let mut peak_rss_kb = 0;
+    // The reader's own watchdog fails first, with its count; this one is in case it cannot.
+    let backstop = deadline(events) + Duration::from_secs(5);
+    let failed = loop {
+        peak_rss_kb = peak_rss_kb.max(proc_number(&status_path, "VmHWM:"));
+        let listen_done = listen.try_wait().expect("wait").is_some();
+        let reader_status = reader.try_wait().expect("wait");
+        if reader_status.is_some_and(|status| !status.success()) || start.elapsed() > backstop {
+            break true;
+        }
+        if listen_done && reader_status.is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if failed {
+        let _ = listen.kill();
+        let _ = reader.kill();
+    }
+    let listen_status = listen.wait().expect("wait");
+    let _ = reader.wait();
+    let wall = start.elapsed();
+    if failed {
+        let sent = simulator_sent(&mut sim);
+        stop_simulator(&mut sim);
+        panic!(
+            "openflume listen into a pipe did not deliver its {events} events (the reader said \
+             how many it counted); the simulator sent {sent}"
+        );
+    }
+    assert!(
+        listen_status.success(),
+        "openflume listen failed: {listen_status}"
+    );
+    let cpu = cpu_time(true) - cpu_before;
+    stop_simulator(&mut sim);
+    Row {
+        name: "openflume listen, pipe, line reader (both)".to_owned(),
+        events,
+        wall,
+        cpu,
+        peak_rss_kb,
+    }
+}
+
+/// The child that reads `openflume listen`'s stdout as an agent would, doing nothing with the
+/// lines but counting them, until `BENCH_EVENTS` lines.
+fn run_line_reader() {
+    let events: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("BENCH_EVENTS");
+    watchdog("the line reader".to_owned(), events);
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    while lines < events {
+        let n = stdin.read(&mut buf).expect("read stdin");
+        if n == 0 {
+            eprintln!("the line reader: stdout ended after {lines} of {events} lines");
+            std::process::exit(1);
+        }
+        let read = buf.get(..n).unwrap_or_default();
+        lines += read.iter().filter(|&&byte| byte == b'\n').count() as u64;
+        SEEN.store(lines, Ordering::Relaxed);
     }
 }
 
@@ -276,6 +435,7 @@ fn tungstenite_client(url: &str, events: u64, decode: bool) {
                 // Count dispatches of the blast; HELLO, READY and GUILD_CREATE are not events here.
                 if text.as_str().contains("\"MESSAGE_CREATE\"") {
                     seen += 1;
+                    SEEN.store(seen, Ordering::Relaxed);
                 }
                 if decode {
                     let value: serde_json::Value =
@@ -313,6 +473,7 @@ fn library_pipeline(url: &str, events: u64) {
                     Some(Item::Event(event)) => {
                         std::hint::black_box(&event);
                         seen += 1;
+                        SEEN.store(seen, Ordering::Relaxed);
                     }
                     Some(Item::Log(_)) => {}
                     None => panic!("stream ended after {seen} events"),
@@ -394,13 +555,26 @@ fn machine_alone(events: u64) -> Row {
 /// The first `count` MESSAGE_CREATE frames the simulator sends, as text.
 fn record_dispatches(url: &str, count: usize) -> Vec<String> {
     let mut socket = identified(url);
+    let deadline = deadline(count as u64);
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(deadline)).expect("read timeout");
+    }
+    let started = Instant::now();
     let mut frames = Vec::with_capacity(count);
     while frames.len() < count {
-        if let tungstenite::Message::Text(text) = socket.read().expect("read")
+        let message = socket.read().unwrap_or_else(|error| {
+            panic!("recorded {} of {count} dispatches: {error}", frames.len())
+        });
+        if let tungstenite::Message::Text(text) = message
             && text.as_str().contains("\"MESSAGE_CREATE\"")
         {
             frames.push(text.as_str().to_owned());
         }
+        assert!(
+            started.elapsed() < deadline,
+            "recorded {} of {count} dispatches within {deadline:?}",
+            frames.len()
+        );
     }
     frames
 }
@@ -521,8 +695,29 @@ fn stop_simulator(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session, until
-/// stdin closes.
+/// How many dispatches the simulator child has sent, for a case that did not see them all.
+fn simulator_sent(child: &mut Child) -> String {
+    let Some(stdin) = child.stdin.as_mut() else {
+        return "?".to_owned();
+    };
+    if writeln!(stdin, "sent")
+        .and_then(|()| stdin.flush())
+        .is_err()
+    {
+        return "?".to_owned();
+    }
+    let mut line = String::new();
+    match child.stdout.as_mut() {
+        Some(stdout) => {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            line.trim().to_owned()
+        }
+        None => "?".to_owned(),
+    }
+}
+
+/// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session,
+/// answering `sent` on stdin with how many it has sent, until stdin closes.
 fn run_simulator() {
     let events: u64 = std::env::var("BENCH_EVENTS")
         .ok()
@@ -541,7 +736,23 @@ fn run_simulator() {
         let mut out = std::io::stdout();
         writeln!(out, "{}", sim.gateway_url()).expect("print URL");
         out.flush().expect("flush");
-        let _ = smol::unblock(|| std::io::stdin().read_line(&mut String::new())).await;
+        loop {
+            let line = smol::unblock(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|n| (n, line))
+            })
+            .await;
+            match line {
+                Ok((0, _)) => break,
+                Ok((_, line)) if line.trim() == "sent" => {
+                    let sent = sim.records().dispatches.total();
+                    writeln!(out, "{sent}").expect("print the count");
+                    out.flush().expect("flush");
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
         sim.stop().await;
     });
 }
@@ -572,7 +783,8 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn status_kb(path: &str, key: &str) -> u64 {
+/// The number after `key` in a /proc file (kB in `status`, bytes in `io`).
+fn proc_number(path: &str, key: &str) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

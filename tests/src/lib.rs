@@ -1,15 +1,19 @@
 //! Helpers for the cross-crate integration tests in `tests/`: run the `openflume` binary, read
-//! its JSON Lines as they come, and wait for items with a timeout instead of sleeping.
+//! its JSON Lines as they come (or slowly, or not at all, like the readers it meets in real use),
+//! signal it, and wait for items with a timeout instead of sleeping.
 
 // Test helpers fail the test by panicking: that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_proto::Item;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
+
+pub use rustix::process::Signal;
 
 /// The `openflume` binary of this build (`cargo test --workspace` builds it beside the tests).
 pub fn openflume_bin() -> PathBuf {
@@ -28,23 +32,281 @@ pub fn openflume_bin() -> PathBuf {
     bin
 }
 
-/// A running `openflume` process whose stdout lines and stderr are collected as they arrive.
+/// How the test reads the stdout of an [`Openflume`]: the readers `listen` meets in real use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// Every line as soon as it is written.
+    Eager,
+    /// At most this many lines a second, never catching up in a burst (a slow agent).
+    Paced {
+        /// Lines a second.
+        lines_per_second: u32,
+    },
+    /// Only the lines the test asks for ([`Openflume::pull`], and one at a time in
+    /// [`Openflume::wait_for_json`]): between asks the pipe is not read at all, so it fills and
+    /// the writer blocks.
+    Pull,
+    /// Lines as they come (or at most `lines_per_second`) until `events` event lines were read,
+    /// then the read end of the pipe is closed (`head -n`, or an agent that exits).
+    CloseAfterEvents {
+        /// Event lines read before leaving.
+        events: usize,
+        /// The pace, if not as fast as lines come.
+        lines_per_second: Option<u32>,
+    },
+    /// stdout is `/dev/full`: every write fails with ENOSPC.
+    DevFull,
+}
+
+/// What the test thread asks of the thread that reads stdout.
+enum Want {
+    /// Read this many more lines ([`Reader::Pull`]).
+    Lines(usize),
+    /// Read everything to the end, as fast as it comes (the process has exited).
+    All,
+    /// Report the [`PipeState`] ([`Reader::Pull`], between pulls).
+    PipeState,
+}
+
+/// How far a reader got into the stdout pipe, and how much the pipe can hold beyond that: what
+/// bounds the bytes the process can have written so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PipeState {
+    /// Bytes read out of the pipe so far, complete lines or not.
+    pub taken: u64,
+    /// The pipe's capacity in bytes (`F_GETPIPE_SZ`), read after `taken`: the writer may grow
+    /// the pipe (`F_SETPIPE_SZ`), so it is asked each time.
+    pub capacity: u64,
+    /// Bytes written into the pipe and not read yet (`FIONREAD`).
+    pub queued: u64,
+}
+
+impl PipeState {
+    /// The most bytes the process can have written to stdout by the time of this state: what
+    /// was read, plus a full pipe.
+    pub fn written_at_most(self) -> u64 {
+        self.taken + self.capacity
+    }
+
+    /// True when the pipe has no room for a write of `PIPE_BUF` (4096) bytes: a writer of whole
+    /// lines is blocked, or about to be.
+    pub fn is_full(self) -> bool {
+        self.queued + 4096 > self.capacity
+    }
+}
+
+/// The read end of the stdout pipe, counting the bytes taken out of it.
+struct Pipe {
+    reader: BufReader<Counted>,
+}
+
+/// A reader that counts the bytes it gave out.
+struct Counted {
+    inner: ChildStdout,
+    taken: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        Ok(n)
+    }
+}
+
+impl Pipe {
+    /// A reader that takes at most `read_ahead` bytes out of the pipe at once.
+    fn new(stdout: ChildStdout, read_ahead: usize) -> Pipe {
+        let counted = Counted {
+            inner: stdout,
+            taken: 0,
+        };
+        Pipe {
+            reader: BufReader::with_capacity(read_ahead, counted),
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the output.
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                Some(line)
+            }
+        }
+    }
+
+    fn state(&self) -> PipeState {
+        let counted = self.reader.get_ref();
+        let fd = counted.inner.as_fd();
+        let capacity = rustix::pipe::fcntl_getpipe_size(fd).expect("F_GETPIPE_SZ on stdout");
+        let queued = rustix::io::ioctl_fionread(fd).expect("FIONREAD on stdout");
+        PipeState {
+            taken: counted.taken,
+            capacity: capacity as u64,
+            queued,
+        }
+    }
+
+    /// The complete lines already taken out of the pipe but not yet handed out.
+    fn buffered_lines(&self) -> Vec<String> {
+        let buffered = String::from_utf8_lossy(self.reader.buffer());
+        match buffered.rsplit_once('\n') {
+            Some((complete, _partial)) => complete.split('\n').map(str::to_owned).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn forward_all(mut self, lines: &Sender<String>) {
+        while let Some(line) = self.line() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The body of the thread that reads stdout the way `mode` says.
+fn read_stdout(
+    mut pipe: Pipe,
+    mode: Reader,
+    lines: Sender<String>,
+    wants: Receiver<Want>,
+    states: Sender<PipeState>,
+) {
+    match mode {
+        Reader::Eager | Reader::DevFull => pipe.forward_all(&lines),
+        Reader::Paced { lines_per_second } => {
+            let mut pace = Pace::new(Some(lines_per_second));
+            loop {
+                match wants.try_recv() {
+                    Ok(Want::All) | Err(TryRecvError::Disconnected) => {
+                        return pipe.forward_all(&lines);
+                    }
+                    Ok(_) | Err(TryRecvError::Empty) => {}
+                }
+                let Some(line) = pace.read(&mut pipe) else {
+                    return;
+                };
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+        Reader::Pull => loop {
+            match wants.recv() {
+                Ok(Want::Lines(n)) => {
+                    for _ in 0..n {
+                        let Some(line) = pipe.line() else { return };
+                        if lines.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Want::PipeState) => {
+                    let _ = states.send(pipe.state());
+                }
+                Ok(Want::All) => return pipe.forward_all(&lines),
+                Err(_) => return,
+            }
+        },
+        Reader::CloseAfterEvents {
+            events: limit,
+            lines_per_second,
+        } => {
+            let mut pace = Pace::new(lines_per_second);
+            let mut events = 0;
+            while events < limit {
+                let Some(line) = pace.read(&mut pipe) else {
+                    return;
+                };
+                events += usize::from(is_event_line(&line));
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+            let state = pipe.state();
+            // What was taken out of the pipe is the reader's: it keeps those lines too.
+            for line in pipe.buffered_lines() {
+                let _ = lines.send(line);
+            }
+            let _ = states.send(state);
+            // Dropping the pipe closes its read end: from now on the writer gets EPIPE.
+        }
+    }
+}
+
+/// Spaces a reader's reads; a line that was late does not buy the next one an earlier read.
+struct Pace {
+    gap: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    /// At most `lines_per_second`, or as fast as lines come (`None`).
+    fn new(lines_per_second: Option<u32>) -> Pace {
+        Pace {
+            gap: lines_per_second.map_or(Duration::ZERO, |n| Duration::from_secs(1) / n.max(1)),
+            next: Instant::now(),
+        }
+    }
+
+    fn read(&mut self, pipe: &mut Pipe) -> Option<String> {
+        // Pacing a reader is the point here, not waiting for something.
+        std::thread::sleep(self.next.saturating_duration_since(Instant::now()));
+        let line = pipe.line();
+        self.next = Instant::now().max(self.next + self.gap);
+        line
+    }
+}
+
+fn is_event_line(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["kind"] == "event")
+}
+
+/// A running `openflume` process whose stdout lines (read as its [`Reader`] says) and stderr
+/// are collected as they arrive.
 pub struct Openflume {
     child: Child,
+    mode: Reader,
     lines: Receiver<String>,
+    wants: Sender<Want>,
+    states: Receiver<PipeState>,
+    /// Lines asked of a [`Reader::Pull`] reader and not received yet.
+    asked: usize,
     stderr: Receiver<String>,
     /// Every stdout line read so far.
     pub seen: Vec<String>,
 }
 
 impl Openflume {
-    /// Starts `openflume <args>` with `env` added and no inherited credentials.
+    /// Starts `openflume <args>` with `env` added and no inherited credentials, its stdout read
+    /// as fast as it comes.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Openflume {
+        Openflume::spawn_with(args, env, Reader::Eager)
+    }
+
+    /// Starts `openflume <args>` with `env` added and no inherited credentials, its stdout read
+    /// the way `mode` says.
+    pub fn spawn_with(args: &[&str], env: &[(&str, String)], mode: Reader) -> Openflume {
         let mut command = Command::new(openflume_bin());
+        let stdout = match mode {
+            Reader::DevFull => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .expect("open /dev/full"),
+            ),
+            _ => Stdio::piped(),
+        };
         command
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         for var in [
             "DISCORD_BOT_TOKEN",
@@ -62,16 +324,20 @@ impl Openflume {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("spawn openflume");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (lines_tx, lines) = channel();
+        let (wants, wants_rx) = channel();
+        let (states_tx, states) = channel();
+        // With /dev/full there is no pipe: the line channel ends at once.
+        if let Some(stdout) = child.stdout.take() {
+            // A fast reader takes all a pipe holds in one read; the others, like most programs,
+            // take a few KB beyond the line they are at, so the pipe stays full while they wait.
+            let read_ahead = match mode {
+                Reader::Eager | Reader::DevFull => 1 << 20,
+                _ => 8 << 10,
+            };
+            let pipe = Pipe::new(stdout, read_ahead);
+            std::thread::spawn(move || read_stdout(pipe, mode, lines_tx, wants_rx, states_tx));
+        }
         let (tx, stderr) = channel();
         let mut err = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
@@ -81,7 +347,11 @@ impl Openflume {
         });
         Openflume {
             child,
+            mode,
             lines,
+            wants,
+            states,
+            asked: 0,
             stderr,
             seen: Vec::new(),
         }
@@ -103,53 +373,142 @@ impl Openflume {
         self.wait_for_line("JSON", timeout, pred)
     }
 
+    /// Like [`wait_for_json`](Self::wait_for_json), but says why it gave up instead of failing
+    /// the test, so the caller can report what its predicate counted.
+    pub fn try_wait_for_json(
+        &mut self,
+        timeout: Duration,
+        pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, String> {
+        self.try_wait_for_line("JSON", timeout, pred)
+    }
+
     /// Reads lines until one parses as a `T` (`what`, for the panic messages) that `pred`
     /// accepts; panics after `timeout`, on a line that does not parse, or if the process exits.
     fn wait_for_line<T: serde::de::DeserializeOwned>(
         &mut self,
         what: &str,
         timeout: Duration,
-        mut pred: impl FnMut(&T) -> bool,
+        pred: impl FnMut(&T) -> bool,
     ) -> T {
+        self.try_wait_for_line(what, timeout, pred)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_wait_for_line<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> Result<T, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    let parsed: T = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("stdout line does not parse as {what} ({e}): {line}")
-                    });
-                    if pred(&parsed) {
-                        return parsed;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no matching {what} line within {timeout:?}; lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "openflume exited before a matching {what} line; lines:\n{}\nstderr: {}",
-                    self.seen.join("\n"),
-                    self.stderr
-                        .recv_timeout(Duration::from_secs(1))
-                        .unwrap_or_default()
-                ),
+            if self.mode == Reader::Pull && self.asked == 0 {
+                self.ask(1);
+            }
+            let line = self.next_line(deadline, what, timeout)?;
+            let parsed: T = serde_json::from_str(&line)
+                .map_err(|e| format!("stdout line does not parse as {what} ({e}): {line}"))?;
+            if pred(&parsed) {
+                return Ok(parsed);
             }
         }
     }
 
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill failed");
+    /// Reads `n` more lines with a [`Reader::Pull`] reader (into [`seen`](Self::seen)); panics
+    /// after `timeout` or if the output ends first.
+    pub fn pull(&mut self, n: usize, timeout: Duration) {
+        assert_eq!(self.mode, Reader::Pull, "pull needs a Reader::Pull");
+        let deadline = Instant::now() + timeout;
+        self.ask(n);
+        while self.asked > 0 {
+            if let Err(why) = self.next_line(deadline, "pulled", timeout) {
+                panic!("{why}");
+            }
+        }
     }
 
-    /// Waits for the exit (at most `timeout`, then kills it and panics); returns the status and
-    /// the remaining stdout lines and the whole stderr.
+    fn ask(&mut self, n: usize) {
+        self.asked += n;
+        self.wants
+            .send(Want::Lines(n))
+            .expect("the stdout reader runs");
+    }
+
+    /// The next stdout line (kept in `seen`), or why there is none by `deadline` (naming
+    /// `what` was awaited).
+    fn next_line(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => {
+                self.asked = self.asked.saturating_sub(1);
+                self.seen.push(line.clone());
+                Ok(line)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "no matching {what} line within {timeout:?}; {}",
+                tail(&self.seen)
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(format!(
+                "openflume's stdout ended before a matching {what} line; {}\nstderr: {}",
+                tail(&self.seen),
+                self.stderr
+                    .recv_timeout(Duration::from_secs(1))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+
+    /// How far a [`Reader::Pull`] reader got into the pipe; ask between pulls, while it is idle.
+    pub fn pipe_state(&mut self) -> PipeState {
+        assert!(
+            self.mode == Reader::Pull && self.asked == 0,
+            "pipe_state needs an idle Reader::Pull"
+        );
+        self.wants
+            .send(Want::PipeState)
+            .expect("the stdout reader runs");
+        self.states
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the stdout reader reports its pipe state")
+    }
+
+    /// Waits (at most `timeout`) until a [`Reader::CloseAfterEvents`] reader closed the pipe;
+    /// returns how far it had got then.
+    pub fn wait_reader_closed(&mut self, timeout: Duration) -> PipeState {
+        assert!(
+            matches!(self.mode, Reader::CloseAfterEvents { .. }),
+            "wait_reader_closed needs a Reader::CloseAfterEvents"
+        );
+        self.states.recv_timeout(timeout).unwrap_or_else(|_| {
+            panic!(
+                "the reader did not take its events within {timeout:?}; stderr: {}",
+                self.stderr
+                    .recv_timeout(Duration::from_millis(100))
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
+            .expect("send a signal to openflume");
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.signal(Signal::TERM);
+    }
+
+    /// Waits for the exit (at most `timeout`, then kills it and panics); returns the status,
+    /// every stdout line (those read before included: the reader then takes the rest as fast as
+    /// it comes) and the whole stderr.
     pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Vec<String>, String) {
         let deadline = Instant::now() + timeout;
         let status = loop {
@@ -159,25 +518,42 @@ impl Openflume {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                let mut lines = std::mem::take(&mut self.seen);
-                lines.extend(self.lines.iter());
+                let _ = self.wants.send(Want::All);
+                let lines = self.rest_of_output(Instant::now() + Duration::from_secs(5));
                 panic!(
-                    "openflume did not exit within {timeout:?}; lines:\n{}\nstderr: {}",
-                    lines.join("\n"),
+                    "openflume did not exit within {timeout:?}; {}\nstderr: {}",
+                    tail(&lines),
                     self.stderr
                         .recv_timeout(Duration::from_secs(1))
                         .unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         };
-        let mut rest = std::mem::take(&mut self.seen);
-        rest.extend(self.lines.iter());
+        // The writer is gone: whatever is left in the pipe ends with EOF.
+        let _ = self.wants.send(Want::All);
+        let rest = self.rest_of_output(Instant::now() + Duration::from_secs(10));
         let stderr = self
             .stderr
             .recv_timeout(Duration::from_secs(5))
             .unwrap_or_default();
         (status, rest, stderr)
+    }
+
+    /// `seen` and every line still to come, until the output ends or `deadline` passes.
+    fn rest_of_output(&mut self, deadline: Instant) -> Vec<String> {
+        let mut lines = std::mem::take(&mut self.seen);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => return lines,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "stdout did not end after the exit; {} lines read",
+                    lines.len()
+                ),
+            }
+        }
     }
 }
 
@@ -186,6 +562,46 @@ impl Drop for Openflume {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How many lines there are and the last few (cut), for failure messages: a burst test can read
+/// thousands.
+pub fn tail(lines: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let shown: Vec<String> = lines
+        .iter()
+        .skip(lines.len().saturating_sub(SHOWN))
+        .map(|line| cut(line.clone()))
+        .collect();
+    format!(
+        "{} lines; the last {}:\n{}",
+        lines.len(),
+        shown.len(),
+        shown.join("\n")
+    )
+}
+
+/// `line` cut to 300 bytes, for failure messages.
+fn cut(mut line: String) -> String {
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
+/// True for a JSON line holding a log of `source` with `action`.
+pub fn is_log_json(line: &serde_json::Value, source: &str, action: &str) -> bool {
+    line["kind"] == "log" && line["log"]["source"] == source && line["log"]["action"] == action
+}
+
+/// True for a JSON line holding a status log of `source` reaching `to`.
+pub fn is_status_json(line: &serde_json::Value, source: &str, to: &str) -> bool {
+    is_log_json(line, source, "status") && line["log"]["detail"]["to"] == to
 }
 
 /// True for a JSON line holding an event of `source` and `event_type`.
@@ -462,18 +878,7 @@ pub fn has_status(items: &[Item], source: &str, to: &str) -> bool {
 pub fn dump(items: &[Item]) -> String {
     items
         .iter()
-        .map(|item| {
-            let mut line = serde_json::to_string(item).unwrap_or_default();
-            if line.len() > 300 {
-                let mut end = 300;
-                while !line.is_char_boundary(end) {
-                    end -= 1;
-                }
-                line.truncate(end);
-                line.push('…');
-            }
-            line
-        })
+        .map(|item| cut(serde_json::to_string(item).unwrap_or_default()))
         .collect::<Vec<_>>()
         .join("\n")
 }

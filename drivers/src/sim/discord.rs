@@ -22,11 +22,13 @@ use super::fake;
 use super::records::{CloseRecord, HttpRecord, Records, WaitTimedOut, wait_until};
 use super::scenario::{HttpFault, HttpFaults, Pacer, Rate, Scenario, run_schedule};
 use super::server::{
-    Answer, Reply, Server, Service, Shutdown, Signal, Ws, bearer, query_value, split_target,
+    Answer, Cork, Reply, Server, Service, Shutdown, Signal, SimStream, Ws, bearer, query_value,
+    split_target,
 };
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message, Utf8Bytes};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use fastrand::Rng;
 use flate2::{Compress, Compression, FlushCompress};
 use futures_lite::StreamExt;
@@ -1033,10 +1035,15 @@ impl Service for Discord {
             conn
         };
         let compress = query_value(&query, "compress") == Some("zlib-stream");
+        let cork = ws.get_ref().cork();
+        let (sender, receiver) = ws.split();
         let mut gateway = Gateway {
             sim: self,
             conn,
-            ws,
+            sender,
+            receiver,
+            cork,
+            arrived: VecDeque::new(),
             commands: rx,
             compressor: compress.then(|| Compress::new(Compression::default(), true)),
             session: None,
@@ -1075,11 +1082,16 @@ enum Flow {
     End,
 }
 
-/// One Gateway connection.
+/// One Gateway connection. Its WebSocket is split so that what the client sends is read even
+/// while a write waits for the client to read: Discord sees a heartbeat when it arrives.
 struct Gateway<'a> {
     sim: &'a Discord,
     conn: u64,
-    ws: Ws,
+    sender: WebSocketSender<SimStream>,
+    receiver: WebSocketReceiver<SimStream>,
+    cork: Cork,
+    /// Messages read while a write waited, with when they arrived, to handle in order.
+    arrived: VecDeque<(Duration, Message)>,
     commands: Receiver<Command>,
     compressor: Option<Compress>,
     /// The session attached to this connection, once IDENTIFY or RESUME succeeded.
@@ -1118,11 +1130,17 @@ impl Gateway<'_> {
                 self.record_control(Control::Dropped);
                 return;
             }
+            if let Some((at, message)) = self.arrived.pop_front() {
+                if let Flow::End = self.on_message(message, at).await {
+                    return;
+                }
+                continue;
+            }
             let blast = self.blast_due();
             let next = {
-                let ws = &mut self.ws;
+                let receiver = &mut self.receiver;
                 let commands = &self.commands;
-                futures_lite::future::or(async { Next::Inbound(ws.next().await) }, async {
+                futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
                     futures_lite::future::or(
                         async { Next::Command(commands.recv().await.ok()) },
                         async {
@@ -1146,7 +1164,9 @@ impl Gateway<'_> {
                 .await
             };
             let flow = match next {
-                Next::Inbound(Some(Ok(message))) => self.on_message(message).await,
+                Next::Inbound(Some(Ok(message))) => {
+                    self.on_message(message, self.sim.since_start()).await
+                }
                 Next::Inbound(Some(Err(_)) | None) => {
                     self.record_client_close(None, "");
                     Flow::End
@@ -1183,7 +1203,8 @@ impl Gateway<'_> {
         }
     }
 
-    async fn on_message(&mut self, message: Message) -> Flow {
+    /// Handles a message from the client that arrived `at` (since the simulator started).
+    async fn on_message(&mut self, message: Message, at: Duration) -> Flow {
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -1201,7 +1222,7 @@ impl Gateway<'_> {
                 if matches!(code, Some(1000 | 1001)) {
                     self.end_session();
                 }
-                super::server::answer_close(&mut self.ws).await;
+                super::server::answer_close(&mut self.receiver).await;
                 return Flow::End;
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Flow::Continue,
@@ -1230,7 +1251,7 @@ impl Gateway<'_> {
         };
         let data = payload.get("d").unwrap_or(&Value::Null);
         match op {
-            1 => self.on_heartbeat(data).await,
+            1 => self.on_heartbeat(data, at).await,
             2 => self.on_identify(data).await,
             6 => self.on_resume(data).await,
             3 | 4 | 8 | 31 | 43 if self.session.is_none() => {
@@ -1241,11 +1262,11 @@ impl Gateway<'_> {
         }
     }
 
-    async fn on_heartbeat(&mut self, data: &Value) -> Flow {
+    async fn on_heartbeat(&mut self, data: &Value, at: Duration) -> Flow {
         let acked = self.acks;
         let record = HeartbeatRecord {
             conn: self.conn,
-            at: self.sim.since_start(),
+            at,
             seq: data.as_u64(),
             acked,
         };
@@ -1516,7 +1537,7 @@ impl Gateway<'_> {
             }
             DiscordAction::GarbageText => {
                 let sent = self
-                    .ws
+                    .sender
                     .send(Message::text("this is not json {\"op\":"))
                     .await;
                 self.record_control(Control::GarbageText);
@@ -1531,7 +1552,7 @@ impl Gateway<'_> {
                     let mut state = self.sim.lock();
                     (0..64).map(|_| state.rng.u8(..)).collect()
                 };
-                let sent = self.ws.send(Message::binary(junk)).await;
+                let sent = self.sender.send(Message::binary(junk)).await;
                 self.record_control(Control::GarbageBinary);
                 if sent.is_ok() {
                     Flow::Continue
@@ -1644,9 +1665,9 @@ impl Gateway<'_> {
             };
             let last = batch.len().saturating_sub(1);
             for (index, (seq, event, payload)) in batch.into_iter().enumerate() {
-                self.ws.get_mut().set_corked(index < last);
+                self.cork.set(index < last);
                 let sent = self.send_text(payload).await;
-                self.ws.get_mut().set_corked(false);
+                self.cork.set(false);
                 sent?;
                 self.sent_seq = seq;
                 let record = DispatchRecord {
@@ -1662,7 +1683,8 @@ impl Gateway<'_> {
         }
     }
 
-    /// Sends a payload as text, or as a zlib-stream binary frame when compression is on.
+    /// Sends a payload as text, or as a zlib-stream binary frame when compression is on. While
+    /// the write waits for the client to read, what the client sends is read and kept for later.
     async fn send_text(&mut self, payload: impl Into<Utf8Bytes>) -> Result<(), ()> {
         let payload: Utf8Bytes = payload.into();
         let message = match &mut self.compressor {
@@ -1671,7 +1693,18 @@ impl Gateway<'_> {
             )),
             None => Message::Text(payload),
         };
-        self.ws.send(message).await.map_err(|_| ())
+        let send = self.sender.send(message);
+        let (receiver, arrived, sim) = (&mut self.receiver, &mut self.arrived, self.sim);
+        let read_meanwhile = async {
+            while let Some(Ok(message)) = receiver.next().await {
+                arrived.push_back((sim.since_start(), message));
+            }
+            // The client is gone; the write finds out by itself.
+            futures_lite::future::pending().await
+        };
+        futures_lite::future::or(send, read_meanwhile)
+            .await
+            .map_err(|_| ())
     }
 
     async fn send_control(&mut self, payload: String, what: Control) -> Flow {
@@ -1702,13 +1735,13 @@ impl Gateway<'_> {
             code: CloseCode::from(code),
             reason: reason.to_owned().into(),
         };
-        if self.ws.close(Some(frame)).await.is_err() {
+        if self.sender.close(Some(frame)).await.is_err() {
             return;
         }
-        let ws = &mut self.ws;
+        let receiver = &mut self.receiver;
         futures_lite::future::or(
             async {
-                while let Some(Ok(message)) = ws.next().await {
+                while let Some(Ok(message)) = receiver.next().await {
                     if message.is_close() {
                         break;
                     }
@@ -1933,6 +1966,39 @@ mod tests {
             assert_eq!(ids.len(), 3, "each message has its own id");
             let last = sim.records().dispatches.last().unwrap().at;
             assert!(sim.elapsed() >= last);
+        });
+    }
+
+    #[test]
+    fn a_heartbeat_is_seen_while_dispatches_wait_for_the_client() {
+        smol::block_on(async {
+            // About 7 MB: more than the socket buffers take while the client reads nothing.
+            let sim = start(DiscordConfig {
+                messages_after_ready: 5000,
+                ..DiscordConfig::default()
+            })
+            .await;
+            let (mut ws, _) = ready(&sim).await;
+            send_json(&mut ws, json!({"op": 1, "d": 2})).await;
+            // Its ACK follows the dispatches written before it was handled.
+            let mut dispatches = 0;
+            loop {
+                let message = next_json(&mut ws).await;
+                if message["op"] == 11 {
+                    break;
+                }
+                dispatches += 1;
+            }
+            assert!(dispatches > 0);
+            let records = sim.records();
+            let beat = records.heartbeats.last().unwrap();
+            assert_eq!(beat.seq, Some(2));
+            let last_write = records.dispatches.last().unwrap().at;
+            assert!(
+                beat.at < last_write,
+                "the heartbeat arrived at {:?}, while the backlog was written until {last_write:?}",
+                beat.at
+            );
         });
     }
 

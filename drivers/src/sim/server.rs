@@ -13,6 +13,7 @@
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use openflume_proto::http::{
     HttpError, Limits, ReadRequest, ReceivedRequest, RequestReader, encode_response,
@@ -24,6 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -438,7 +440,22 @@ pub(crate) struct SimStream {
     tcp: TcpStream,
     out: Vec<u8>,
     written: usize,
-    corked: bool,
+    corked: Cork,
+}
+
+/// The cork of a [`SimStream`]: while set, flushes keep up to [`WRITE_BUFFER`] bytes in memory.
+/// A handle of its own, so it still works once the WebSocket is split into halves.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cork(Arc<AtomicBool>);
+
+impl Cork {
+    pub(crate) fn set(&self, corked: bool) {
+        self.0.store(corked, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl SimStream {
@@ -447,13 +464,13 @@ impl SimStream {
             tcp,
             out: Vec::new(),
             written: 0,
-            corked: false,
+            corked: Cork::default(),
         }
     }
 
-    /// While corked, flushes keep up to [`WRITE_BUFFER`] bytes in memory.
-    pub(crate) fn set_corked(&mut self, corked: bool) {
-        self.corked = corked;
+    /// The stream's cork.
+    pub(crate) fn cork(&self) -> Cork {
+        self.corked.clone()
     }
 
     /// The raw socket, for a handler that stops speaking WebSocket (a "silent" connection).
@@ -505,7 +522,7 @@ impl AsyncWrite for SimStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.corked && this.out.len() < WRITE_BUFFER {
+        if this.corked.is_set() && this.out.len() < WRITE_BUFFER {
             return Poll::Ready(Ok(()));
         }
         ready!(this.poll_drain(cx))?;
@@ -582,7 +599,9 @@ pub(crate) fn bearer<'a>(request: &'a ReceivedRequest, schemes: &[&str]) -> Opti
 
 /// Completes a close the client started: tungstenite queues the reply when it reads the client's
 /// close frame and writes it on the next read, so read until the stream ends (at most a second).
-pub(crate) async fn answer_close(ws: &mut Ws) {
+pub(crate) async fn answer_close(
+    ws: &mut (impl futures_lite::Stream<Item = Result<Message, WsError>> + Unpin),
+) {
     let drain = async { while let Some(Ok(_)) = futures_lite::StreamExt::next(ws).await {} };
     futures_lite::future::or(drain, async {
         async_io::Timer::after(std::time::Duration::from_secs(1)).await;

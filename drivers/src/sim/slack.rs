@@ -1329,7 +1329,7 @@ impl Socket<'_> {
             .await
             .is_err()
         {
-            return Flow::End;
+            return self.client_gone().await;
         }
         let record = EnvelopeRecord {
             conn: self.conn,
@@ -1347,12 +1347,7 @@ impl Socket<'_> {
     async fn on_message(&mut self, message: Message) -> Flow {
         match message {
             Message::Text(text) => {
-                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-                    return Flow::Continue;
-                };
-                if let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str) {
-                    self.on_ack(envelope_id, value.get("payload").is_some());
-                }
+                self.on_text(text.as_str());
                 Flow::Continue
             }
             Message::Close(frame) => {
@@ -1367,6 +1362,16 @@ impl Socket<'_> {
             Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
                 Flow::Continue
             }
+        }
+    }
+
+    /// A text message from the client: an ack, or something Slack ignores.
+    fn on_text(&self, text: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        if let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str) {
+            self.on_ack(envelope_id, value.get("payload").is_some());
         }
     }
 
@@ -1567,6 +1572,41 @@ impl Socket<'_> {
             },
         )
         .await;
+    }
+
+    /// The client went away while an envelope was being written: count the acks it sent before
+    /// (still in the socket unless it reset the connection) and record how it left.
+    async fn client_gone(&mut self) -> Flow {
+        let mut left = Vec::new();
+        let (ws, messages) = (&mut self.ws, &mut left);
+        futures_lite::future::or(
+            async {
+                while let Some(Ok(message)) = ws.next().await {
+                    messages.push(message);
+                }
+            },
+            async {
+                async_io::Timer::after(CLOSE_GRACE).await;
+            },
+        )
+        .await;
+        let mut close = None;
+        for message in left {
+            match message {
+                Message::Text(text) => self.on_text(text.as_str()),
+                Message::Close(frame) => {
+                    close = Some(frame.map_or((1005, String::new()), |frame| {
+                        (u16::from(frame.code), frame.reason.as_str().to_owned())
+                    }));
+                }
+                _ => {}
+            }
+        }
+        match close {
+            Some((code, reason)) => self.record_client_close(Some(code), &reason),
+            None => self.record_client_close(None, ""),
+        }
+        Flow::End
     }
 
     fn record_client_close(&self, code: Option<u16>, reason: &str) {
