@@ -22,9 +22,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Frames queued for one connection before the driver gives up on it (the machines rate-limit
-/// far below this; a full queue means the socket is stuck).
-const OUTBOUND_QUEUE: usize = 256;
+/// Frames queued for one connection before the driver gives up on it: a full queue means the
+/// socket is stuck. The machines rate-limit their own frames far below this, but one consumer
+/// commit can release a whole backlog of Slack acks at once (up to the machine's 1 024 pending).
+const OUTBOUND_QUEUE: usize = 2048;
 /// Inputs queued from socket and HTTP tasks; a full queue makes readers wait (TCP back-pressure).
 const INPUT_QUEUE: usize = 64;
 /// A wake later than this after a deadline is reported: a blocked loop delays heartbeats.

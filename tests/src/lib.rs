@@ -87,12 +87,6 @@ impl PipeState {
     pub fn written_at_most(self) -> u64 {
         self.taken + self.capacity
     }
-
-    /// True when the pipe has no room for a write of `PIPE_BUF` (4096) bytes: a writer of whole
-    /// lines is blocked, or about to be.
-    pub fn is_full(self) -> bool {
-        self.queued + 4096 > self.capacity
-    }
 }
 
 /// The read end of the stdout pipe, counting the bytes taken out of it.
@@ -476,6 +470,21 @@ impl Openflume {
         self.states
             .recv_timeout(Duration::from_secs(5))
             .expect("the stdout reader reports its pipe state")
+    }
+
+    /// True while one of openflume's threads sleeps in a write to a pipe with no room: the
+    /// kernel counts a pipe's room in pages, so a pipe can refuse writes well before its bytes
+    /// reach its capacity. Read from `/proc` (Linux).
+    pub fn blocked_writing(&self) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|wchan| wchan.contains("pipe_write"))
+            })
     }
 
     /// Waits (at most `timeout`) until a [`Reader::CloseAfterEvents`] reader closed the pipe;

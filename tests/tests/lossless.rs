@@ -484,7 +484,19 @@ fn no_slack_envelope_is_acked_before_its_line_is_written() {
         "every ack",
         slack.wait_for(WAIT, |r| (r.acks.len() as u64 >= burst).then(|| r.clone())),
     )
-    .unwrap_or_else(|_| panic!("not every envelope was acked once printed"));
+    .unwrap_or_else(|_| {
+        let r = slack.records();
+        panic!(
+            "not every envelope was acked once printed: {} acks ({} late), {} envelopes sent ({} redelivered), {} given up, {} connections, {} lines read",
+            r.acks.len(),
+            r.acks.iter().filter(|a| a.late).count(),
+            r.envelopes.len(),
+            r.envelopes.iter().filter(|e| e.retry_attempt > 0).count(),
+            r.given_up.len(),
+            r.connections.len(),
+            cli.seen.len()
+        )
+    });
     let ends = slack_line_ends(&cli.seen);
     let event_of: HashMap<&str, &str> = records
         .envelopes
@@ -722,14 +734,14 @@ fn a_signal_with_a_stalled_reader_exits_0_within_a_second() {
             ..DiscordConfig::default()
         });
         let mut cli = listen(&[], &discord_env(&discord), Reader::Pull);
-        // Nothing is read: wait until the pipe has no room left.
+        // Nothing is read: wait until openflume is stuck writing into the full pipe.
         let deadline = Instant::now() + WAIT;
-        loop {
-            let pipe = cli.pipe_state();
-            if pipe.is_full() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the pipe never filled: {pipe:?}");
+        while !cli.blocked_writing() {
+            assert!(
+                Instant::now() < deadline,
+                "never blocked writing: {:?}",
+                cli.pipe_state()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         cli.signal(signal);

@@ -256,3 +256,65 @@ fn slack_acks_wait_until_the_consumer_holds_the_event() {
     assert!(all_acked.is_ok(), "not every committed envelope was acked");
     block_on(WAIT, "close", running.close());
 }
+
+/// A consumer that stalls behind a burst and then commits the backlog in a few large steps
+/// releases hundreds of acks at once: the connection must take them all (it once counted as a
+/// stuck socket and was replaced, leaving the acks unsent), and every envelope is acked.
+#[test]
+fn a_backlog_of_acks_released_at_once_keeps_the_connection() {
+    const ENVELOPES: u32 = 1_400;
+    let slack = block_on(
+        WAIT,
+        "start the Slack simulator",
+        SlackSim::start(sim::SlackConfig {
+            ack_deadline: Duration::from_secs(60),
+            ..sim::SlackConfig::default()
+        }),
+    )
+    .expect("slack sim");
+    let config = SlackConfig {
+        api_base: slack.api_url(),
+        reconnect: fast_reconnect(),
+        ..SlackConfig::new(slack.app_token()).with_bot_token(slack.bot_token())
+    };
+    let flume = Flume::builder()
+        .source(Source::custom("slack", move |seed| {
+            SlackMachine::new(config, seed)
+        }))
+        .start_timeout(Some(WAIT))
+        .build();
+    let mut stream = flume
+        .stream(256, Overflow::Backpressure)
+        .holds_until_commit();
+    let running = flume.start().expect("starts");
+    let deadline = Instant::now() + WAIT;
+    block_on_until(deadline, running.started())
+        .expect("in time")
+        .expect("starts");
+    slack.inject(SlackAction::Messages(ENVELOPES));
+    // The stall: the burst piles up behind a full stream (pacing the test, not waiting for an
+    // effect).
+    std::thread::sleep(Duration::from_secs(1));
+    let mut events = 0;
+    while events < ENVELOPES {
+        let item = block_on_until(deadline, stream.next())
+            .unwrap_or_else(|| panic!("only {events} events arrived"))
+            .expect("the stream runs");
+        if matches!(item, Item::Event(_)) {
+            events += 1;
+            if events % 300 == 0 {
+                stream.commit();
+            }
+        }
+    }
+    stream.commit();
+    let acked = block_on(
+        WAIT,
+        "the acks",
+        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
+    );
+    let records = slack.records();
+    assert!(acked.is_ok(), "{} of {ENVELOPES} acked", records.acks.len());
+    assert_eq!(records.connections.len(), 1, "the connection was replaced");
+    block_on(WAIT, "close", running.close());
+}

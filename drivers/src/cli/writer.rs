@@ -8,15 +8,19 @@
 
 use super::output::{Format, ItemWriter};
 use crate::stream::{Detacher, ItemStream};
+use futures_lite::StreamExt;
 use openflume_proto::Item;
 use smol::lock::OnceCell;
 use std::io;
+use std::time::Duration;
 
 /// A pipe this large absorbs a burst without a write per 64 KiB (the kernel's default): each
 /// write into a full pipe costs a context switch with the reader. 1 MiB is the largest an
 /// unprivileged process may ask for by default.
 #[cfg(target_os = "linux")]
 const PIPE_BYTES: usize = 1 << 20;
+/// How often a writer with nothing to write checks that stdout's reader is still there.
+const READER_CHECK: Duration = Duration::from_millis(250);
 
 /// What the writer prints and when it stops by itself.
 pub(crate) struct WriterOptions {
@@ -95,11 +99,15 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
     let mut writer = ItemWriter::new(stdout.lock(), options.format, options.colour);
     let mut events = 0u64;
     let reached = |events: u64| options.count.is_some_and(|count| events >= count);
+    // One timer for the whole run: registering a new one per wait would wake the reactor thread.
+    let mut reader_check = async_io::Timer::interval(READER_CHECK);
     loop {
         // Wait for the first item of a batch, then take what is ready without waiting.
-        let Some(first) = smol::block_on(stream.next()) else {
+        let first = match next_or_reader_gone(&mut stream, &mut reader_check) {
+            Waited::Item(item) => item,
             // Every batch was flushed and committed already.
-            return WriterEnd::Drained;
+            Waited::End => return WriterEnd::Drained,
+            Waited::ReaderGone => return WriterEnd::BrokenPipe,
         };
         let mut next = Some(first);
         while let Some(item) = next {
@@ -126,6 +134,53 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
         }
         stream.commit();
     }
+}
+
+enum Waited {
+    Item(Item),
+    End,
+    ReaderGone,
+}
+
+/// The next item; while none comes, checks every [`READER_CHECK`] whether stdout's reader went
+/// away, so that `listen | head -1` ends soon after `head` does even when the sources are quiet
+/// (a write would tell, but there is nothing to write).
+fn next_or_reader_gone(stream: &mut ItemStream, reader_check: &mut async_io::Timer) -> Waited {
+    loop {
+        let waited = smol::block_on(futures_lite::future::or(
+            async { Some(stream.next().await) },
+            async {
+                reader_check.next().await;
+                None
+            },
+        ));
+        match waited {
+            Some(Some(item)) => return Waited::Item(item),
+            Some(None) => return Waited::End,
+            None if stdout_reader_gone() => return Waited::ReaderGone,
+            None => {}
+        }
+    }
+}
+
+/// True when stdout is a pipe or socket whose other end is closed (poll reports an error or a
+/// hang-up without writing anything).
+#[cfg(target_os = "linux")]
+fn stdout_reader_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let stdout = io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&now))
+        .is_ok_and(|_| fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stdout_reader_gone() -> bool {
+    false
 }
 
 fn failed(error: io::Error) -> WriterEnd {
