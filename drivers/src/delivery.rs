@@ -98,6 +98,11 @@ impl Lane {
         }
     }
 
+    /// Wakes the readers of what this lane delivered: called before the source waits.
+    pub(crate) fn announce(&self) {
+        self.hub.announce();
+    }
+
     /// Resolves once the blocked item may fit (never, when nothing is blocked).
     pub(crate) async fn writable(&self) {
         match &self.blocked {

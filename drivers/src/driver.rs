@@ -149,6 +149,8 @@ pub(crate) async fn drive(
         ) {
             Some(wake) => wake,
             None => {
+                // Going idle: the consumers learn of what came meanwhile.
+                io.lane.announce();
                 let deadline = deadline.map(|at| (at, &mut alarm));
                 let waits = Waits {
                     clock: &clock,

@@ -222,6 +222,14 @@ impl Blocked {
 }
 
 impl Hub {
+    /// Wakes every stream's reader that has items it was not woken for: a source calls this
+    /// before it waits (see [`Buffer::announce`]).
+    pub(crate) fn announce(&self) {
+        for buffer in &lock(&self.shared.streams).buffers {
+            buffer.announce();
+        }
+    }
+
     /// Runs the callbacks on `item` and puts it in every stream without waiting. With `confirm`,
     /// the answer carries the receipt to wait on before acknowledging the item upstream.
     pub(crate) fn offer(&self, item: Item, confirm: bool) -> Offer {

@@ -46,6 +46,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The buffer between the hub (writer) and one [`ItemStream`] (reader).
 pub(crate) struct Buffer {
     capacity: usize,
+    /// Wake the reader once this many items wait, without waiting for an announcement.
+    wake_batch: usize,
     policy: Overflow,
     state: Mutex<State>,
     /// Items the consumer holds: the first `holds` ever pushed. Read by receipts without the lock.
@@ -68,6 +70,8 @@ struct State {
     /// Items the reader has taken.
     taken: u64,
     holds_on_commit: bool,
+    /// Items came since the reader was last woken.
+    unannounced: bool,
     /// No item will come any more (the hub is gone).
     closed: bool,
     dropped_unreported: u64,
@@ -86,14 +90,17 @@ pub(crate) enum Pushed {
 
 impl Buffer {
     pub(crate) fn new(capacity: usize, policy: Overflow, closed: bool) -> Buffer {
+        let capacity = capacity.max(1);
         Buffer {
-            capacity: capacity.max(1),
+            capacity,
+            wake_batch: (capacity / 4).clamp(1, 64),
             policy,
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 pushed: 0,
                 taken: 0,
                 holds_on_commit: false,
+                unannounced: false,
                 closed,
                 dropped_unreported: 0,
                 last_report: None,
@@ -123,7 +130,7 @@ impl Buffer {
     /// Puts `item` in the buffer without waiting, by the buffer's policy.
     pub(crate) fn push(&self, item: Item) -> Pushed {
         let mut state = lock(&self.state);
-        let was_empty = state.items.is_empty();
+        state.unannounced = true;
         let outcome = if state.items.len() < self.capacity {
             self.report_drops(&mut state);
             state.items.push_back(item);
@@ -147,25 +154,32 @@ impl Buffer {
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
             Pushed::Untracked
         };
+        let wake = state.items.len() >= self.wake_batch && std::mem::take(&mut state.unannounced);
         drop(state);
-        if was_empty {
+        if wake {
             self.readable.notify(1);
         }
         outcome
+    }
+
+    /// Wakes the reader if items came since it last looked. A pusher calls this before it goes
+    /// idle: waking the reader for every item that finds it waiting costs a cross-thread wake-up
+    /// each (a reader on another thread catches up after every item), so during a burst the
+    /// reader is woken once per [`wake_batch`](Self::wake_batch) items, and at the end of it.
+    pub(crate) fn announce(&self) {
+        let wake = std::mem::take(&mut lock(&self.state).unannounced);
+        if wake {
+            self.readable.notify(1);
+        }
     }
 
     /// Puts `item` in even when full: for the few items the hub itself adds (a callback's panic
     /// report), which must not wait and may overshoot the capacity by one.
     pub(crate) fn force(&self, item: Item) {
         let mut state = lock(&self.state);
-        let was_empty = state.items.is_empty();
         state.items.push_back(item);
         state.pushed += 1;
-        // Nobody waits for a receipt of this item: count it held as soon as it is taken.
-        drop(state);
-        if was_empty {
-            self.readable.notify(1);
-        }
+        state.unannounced = true;
     }
 
     /// Tells the consumer, in its own stream and at most once per [`REPORT_EVERY`], how many
@@ -236,6 +250,23 @@ impl Buffer {
             self.writable.notify(1.additional());
         }
         Ok(item)
+    }
+
+    /// Moves every buffered item to `out` at once: one lock for a whole batch.
+    fn take_all(&self, out: &mut VecDeque<Item>) {
+        let mut state = lock(&self.state);
+        let was_full = state.items.len() >= self.capacity;
+        let taken = state.items.len();
+        out.append(&mut state.items);
+        state.taken += taken as u64;
+        let held = (!state.holds_on_commit).then_some(state.taken);
+        drop(state);
+        if let Some(held) = held {
+            self.set_holds(held);
+        }
+        if was_full {
+            self.writable.notify(taken.additional());
+        }
     }
 
     fn set_holds(&self, held: u64) {
@@ -346,6 +377,20 @@ impl ItemStream {
         self.buffer.pop().ok()
     }
 
+    /// Moves every item ready now to the end of `out`, without waiting: a batch for a consumer
+    /// that works in batches (the CLI's stdout writer).
+    pub(crate) fn take_ready(&mut self, out: &mut VecDeque<Item>) {
+        self.buffer.take_all(out);
+    }
+
+    /// Declares every item taken so far held except the last `unwritten` ones (see
+    /// [`holds_until_commit`](Self::holds_until_commit)).
+    pub(crate) fn commit_all_but(&self, unwritten: usize) {
+        let taken = lock(&self.buffer.state).taken;
+        self.buffer
+            .set_holds(taken.saturating_sub(unwritten as u64));
+    }
+
     /// From now on an item counts as held only once [`commit`](Self::commit) is called after
     /// taking it, not as soon as it is taken. For a consumer that must finish something first
     /// (write a line, store a row) before the upstream service may forget the event: Slack acks
@@ -399,8 +444,7 @@ impl ItemStream {
     /// # Ok::<(), openflume::StartError>(())
     /// ```
     pub fn commit(&self) {
-        let taken = lock(&self.buffer.state).taken;
-        self.buffer.set_holds(taken);
+        self.commit_all_but(0);
     }
 
     /// Items this stream dropped because its buffer was full (drop policies only).

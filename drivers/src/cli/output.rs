@@ -12,6 +12,10 @@ pub(crate) enum Format {
     Pretty,
 }
 
+/// Bytes per write during a burst: the kernel's default pipe size, so one write can fill an
+/// empty pipe. Larger writes (256 KiB) measured no less CPU per event into a pipe.
+const WRITE_BYTES: usize = 64 * 1024;
+
 /// Writes items to a buffered writer; the caller flushes when no further item is ready, so a
 /// burst costs a few large writes and a quiet stream still arrives line by line.
 pub(crate) struct ItemWriter<W: Write> {
@@ -24,7 +28,7 @@ pub(crate) struct ItemWriter<W: Write> {
 impl<W: Write> ItemWriter<W> {
     pub(crate) fn new(out: W, format: Format, colour: bool) -> Self {
         ItemWriter {
-            out: io::BufWriter::with_capacity(64 * 1024, out),
+            out: io::BufWriter::with_capacity(WRITE_BYTES, out),
             format,
             colour,
             line: Vec::with_capacity(4096),
