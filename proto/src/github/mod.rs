@@ -344,13 +344,15 @@ impl GithubMachine {
     fn on_rate_limited(&mut self, now: Now, response: &HttpResponse, wait_ms: u64, rule: WaitRule) {
         self.rate_strikes = self.rate_strikes.saturating_add(1);
         self.cycle = None;
+        // Transient, however long: the source keeps trying, and says until when.
+        let until = wall_time(now.wall_at(now.mono + wait_ms));
         self.push_log(
             Log::new(
                 Level::Warn,
                 SOURCE,
                 "rate.limit",
                 format!(
-                    "rate limited (HTTP {}, {}); next poll in {}",
+                    "rate limited (HTTP {}, {}); next poll in {}, at {until}",
                     response.status,
                     rule.describe(),
                     seconds(wait_ms)
@@ -360,11 +362,15 @@ impl GithubMachine {
             .with_detail(json!({
                 "status": response.status,
                 "waitMs": wait_ms,
+                "until": until,
                 "rule": rule.describe(),
                 "message": rate_limit::error_message(response),
             })),
         );
-        self.set_status(Status::Reconnecting, Some("rate limited".into()));
+        self.set_status(
+            Status::Reconnecting,
+            Some(format!("rate limited until {until}")),
+        );
         self.timers.arm(Timer::Poll, now.mono + wait_ms);
     }
 
@@ -862,6 +868,13 @@ fn note_pacing(cycle: &mut Cycle, response: &HttpResponse) {
 }
 
 /// `90 s`, `1.5 s`: milliseconds for log messages.
+/// `2026-12-05T08:20:00Z`, or the raw milliseconds outside jiff's range.
+fn wall_time(at: crate::UnixMillis) -> String {
+    jiff::Timestamp::from_millisecond(at.0)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| format!("{} ms since the epoch", at.0))
+}
+
 fn seconds(ms: u64) -> String {
     if ms % 1_000 == 0 {
         format!("{} s", ms / 1_000)
