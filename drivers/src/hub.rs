@@ -76,6 +76,24 @@ struct Streams {
     buffers: Vec<Arc<Buffer>>,
     /// The hub is gone: a stream added now ends at once.
     closed: bool,
+    /// Every back-pressure consumer there was went away and none has come since: nobody holds
+    /// what comes now, so nothing may be acknowledged (a CLI whose stdout broke).
+    orphaned: bool,
+}
+
+impl Streams {
+    /// Drops the streams whose consumer went away, noting when the last back-pressure one did.
+    fn forget_gone(&mut self) {
+        let before = self.buffers.len();
+        let had_backpressure = self.buffers.iter().any(|b| b.is_backpressure());
+        self.buffers.retain(|buffer| !buffer.reader_gone());
+        if self.buffers.len() < before
+            && had_backpressure
+            && !self.buffers.iter().any(|b| b.is_backpressure())
+        {
+            self.orphaned = true;
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -121,6 +139,7 @@ impl Subscribers {
         let mut streams = lock(&self.streams);
         let buffer = Arc::new(Buffer::new(capacity, policy, streams.closed));
         if !streams.closed {
+            streams.orphaned &= policy != Overflow::Backpressure;
             streams.buffers.push(buffer.clone());
         }
         ItemStream::new(buffer)
@@ -140,6 +159,9 @@ pub(crate) enum Offer {
 #[derive(Default)]
 pub(crate) struct Receipt {
     marks: Vec<(Arc<Buffer>, u64)>,
+    /// A back-pressure consumer that should have held the item went away before taking it, and
+    /// no other one took it.
+    abandoned: bool,
 }
 
 /// Where a receipt stands.
@@ -155,6 +177,9 @@ pub(crate) enum Settled {
 
 impl Receipt {
     pub(crate) fn state(&self) -> Settled {
+        if self.abandoned {
+            return Settled::Abandoned;
+        }
         let mut state = Settled::Held;
         for (buffer, seq) in &self.marks {
             if buffer.holds(*seq) {
@@ -198,8 +223,10 @@ impl Blocked {
     /// Offers the item again to the streams that were full.
     pub(crate) fn retry(mut self) -> Offer {
         let mut still_full = Vec::new();
+        let mut left = false;
         for buffer in std::mem::take(&mut self.full) {
             if buffer.reader_gone() {
+                left = true;
                 continue;
             }
             match buffer.push(self.item.clone()) {
@@ -211,6 +238,10 @@ impl Blocked {
                 Pushed::Untracked => {}
                 Pushed::Full(_) => still_full.push(buffer),
             }
+        }
+        if let Some(receipt) = &mut self.receipt {
+            // The consumer it waited for left; unless another one took it, nobody holds it.
+            receipt.abandoned |= left && receipt.marks.is_empty() && still_full.is_empty();
         }
         if still_full.is_empty() {
             Offer::Taken(self.receipt.unwrap_or_default())
@@ -254,13 +285,19 @@ impl Hub {
         }
         let mut streams = lock(&shared.streams);
         // Streams whose consumer is gone take nothing more.
-        streams.buffers.retain(|buffer| !buffer.reader_gone());
+        streams.forget_gone();
         for log in panicked {
             for buffer in &streams.buffers {
                 buffer.force(log.clone());
             }
         }
-        fan_out(&streams.buffers, item, confirm)
+        let mut offer = fan_out(&streams.buffers, item, confirm);
+        if streams.orphaned
+            && let Offer::Taken(receipt) = &mut offer
+        {
+            receipt.abandoned |= receipt.marks.is_empty();
+        }
+        offer
     }
 }
 
@@ -473,11 +510,43 @@ mod tests {
         };
         drop(stream);
         assert_eq!(receipt.state(), Settled::Abandoned);
-        // Without back-pressure streams, nobody is waited for.
+        // Its consumer left: what comes now has nobody to hold it, and is never acknowledged.
         let Offer::Taken(receipt) = hub.offer(event(1), true) else {
             panic!("no stream left");
         };
+        assert_eq!(receipt.state(), Settled::Abandoned);
+        // A new back-pressure consumer holds what comes from then on.
+        let mut late = subscribers.subscribe(4, Overflow::Backpressure);
+        let Offer::Taken(receipt) = hub.offer(event(2), true) else {
+            panic!("room for it");
+        };
+        assert!(late.try_next().is_some());
         assert_eq!(receipt.state(), Settled::Held);
+    }
+
+    #[test]
+    fn without_backpressure_consumers_the_callbacks_hold_the_item() {
+        let (hub, subscribers) = super::hub(Level::Debug, Some(Box::new(|_| {})), None);
+        let _display = subscribers.subscribe(1, Overflow::DropNewest);
+        let Offer::Taken(receipt) = hub.offer(event(0), true) else {
+            panic!("nothing waits");
+        };
+        assert_eq!(receipt.state(), Settled::Held);
+    }
+
+    #[test]
+    fn a_consumer_leaving_while_the_item_waits_for_its_room_abandons_it() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let stream = subscribers.subscribe(1, Overflow::Backpressure);
+        assert!(matches!(hub.offer(event(0), true), Offer::Taken(_)));
+        let Offer::Blocked(blocked) = hub.offer(event(1), true) else {
+            panic!("full");
+        };
+        drop(stream);
+        let Offer::Taken(receipt) = blocked.retry() else {
+            panic!("nobody left to wait for");
+        };
+        assert_eq!(receipt.state(), Settled::Abandoned);
     }
 
     #[test]

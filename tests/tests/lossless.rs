@@ -753,3 +753,82 @@ fn a_signal_with_a_stalled_reader_exits_0_within_a_second() {
         );
     }
 }
+
+/// GitHub rate limited for ten minutes at start while Discord delivers: transient, so the source
+/// keeps trying and says until when; the start fails only at `--start-timeout`, and everything
+/// that arrived meanwhile, from both sources, is on stdout.
+#[test]
+fn a_transient_failure_at_start_fails_at_the_timeout_and_prints_everything() {
+    let discord = discord_sim(DiscordConfig {
+        messages_after_ready: 3,
+        ..DiscordConfig::default()
+    });
+    let github = github_sim();
+    github.inject(GithubAction::ExhaustRateLimit);
+    let mut env = discord_env(&discord);
+    env.extend([
+        ("GITHUB_TOKEN", github.token().to_owned()),
+        ("OPENFLUME_GITHUB_API_URL", github.api_url()),
+    ]);
+    let started = Instant::now();
+    let mut cli = listen(&["--start-timeout", "2"], &env, Reader::Eager);
+    let (status, lines, stderr) = cli.wait_exit(WAIT);
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "a transient failure must not fail the start before the timeout ({took:?})"
+    );
+    assert!(
+        stderr.contains("github"),
+        "the reason names GitHub: {stderr}"
+    );
+    let items = parse(&lines, &stderr, &[discord.token(), github.token()]);
+    let discord_types = event_types(&items, "discord");
+    assert_eq!(
+        discord_types
+            .iter()
+            .filter(|t| **t == "MESSAGE_CREATE")
+            .count(),
+        3,
+        "Discord's messages were printed: {discord_types:?}"
+    );
+    assert!(discord_types.contains(&"READY"));
+    let rate_limited = items
+        .iter()
+        .find(|item| is_log_json(item, "github", "rate.limit"))
+        .unwrap_or_else(|| panic!("no rate.limit log:\n{}", tail(&lines)));
+    assert!(
+        rate_limited["log"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(" at 20")),
+        "the rate limit says until when: {rate_limited}"
+    );
+}
+
+/// A second SIGINT while the first one's clean stop waits on a stalled reader exits 130 at once.
+#[test]
+fn a_second_sigint_exits_130_at_once() {
+    let discord = discord_sim(DiscordConfig {
+        messages_after_ready: STARTUP_BURST,
+        ..DiscordConfig::default()
+    });
+    let mut cli = listen(&[], &discord_env(&discord), Reader::Pull);
+    let deadline = Instant::now() + WAIT;
+    while !cli.blocked_writing() {
+        assert!(Instant::now() < deadline, "never blocked writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.signal(Signal::INT);
+    // Two signals sent back to back merge into one: wait until the first began the clean stop
+    // (the session's close reached Discord), while the stalled reader holds it up.
+    block_on(
+        WAIT,
+        "the close",
+        discord.wait_for(WAIT, |r| r.client_closes.last().cloned()),
+    )
+    .expect("the first SIGINT closed the session");
+    cli.signal(Signal::INT);
+    let (status, _, stderr) = cli.wait_exit(STOP);
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+}
