@@ -18,6 +18,7 @@ use openflume_proto::{
 };
 use smol::Task;
 use smol::channel::{Receiver, Sender};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,8 +69,10 @@ struct Io {
     stopping: bool,
 }
 
-/// Runs `machine` until it finishes, or until `stop` fires and it has shut down (or the grace ran out).
+/// Runs `machine`, the source named `source`, until it finishes, or until `stop` fires and it
+/// has shut down (or the grace ran out). Every item it produces carries `source` as its source.
 pub(crate) async fn drive(
+    source: Cow<'static, str>,
     mut machine: Box<dyn Machine + Send>,
     env: DriverEnv,
     stop: Receiver<StopRequest>,
@@ -78,7 +81,6 @@ pub(crate) async fn drive(
 ) {
     let (inputs_tx, inputs_rx) = smol::channel::bounded(INPUT_QUEUE);
     let clock = env.clock;
-    let source = machine.source().to_owned();
     let mut io = Io {
         lane: Lane::new(env.hub.clone()),
         env,
@@ -402,7 +404,16 @@ impl Waits<'_> {
 
 impl Io {
     /// Carries out one output of the input handled at `now`.
-    fn perform(&mut self, source: &str, output: Output, now: Now, status: &StatusCell) {
+    // The `Cow` itself, not a `&str`: cloning it keeps a built-in name borrowed, so stamping
+    // the name on an item allocates nothing.
+    #[allow(clippy::ptr_arg)]
+    fn perform(
+        &mut self,
+        source: &Cow<'static, str>,
+        output: Output,
+        now: Now,
+        status: &StatusCell,
+    ) {
         match output {
             Output::Connect { conn, url } => {
                 let (commands_tx, commands_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
@@ -434,8 +445,18 @@ impl Io {
                 });
                 self.requests.insert(req, task);
             }
-            Output::Emit { event, confirm } => self.deliver(Item::Event(event), confirm),
-            Output::Log(log) => self.deliver(Item::Log(log), None),
+            Output::Emit { mut event, confirm } => {
+                if event.source != *source {
+                    event.source = source.clone();
+                }
+                self.deliver(Item::Event(event), confirm)
+            }
+            Output::Log(mut log) => {
+                if log.source != *source {
+                    log.source = source.to_string();
+                }
+                self.deliver(Item::Log(log), None)
+            }
             Output::Status(change) => {
                 // The status is live at once; its log takes its turn in the lane.
                 *lock(status) = (change.to, change.reason.clone());

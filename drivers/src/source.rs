@@ -1,24 +1,30 @@
-//! A source: a named recipe for a machine, built with a seed when the flume opens.
+//! A source: a named recipe for a machine, built with a seed when the flume opens. Its name is
+//! the `source` of every item it produces and of its statuses.
 
+use openflume_proto::cron::{CronConfig, CronMachine};
+use openflume_proto::discord::{DiscordConfig, DiscordShard};
+use openflume_proto::github::{GithubConfig, GithubMachine};
+use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Machine, Misuse};
+use std::borrow::Cow;
 
 type Build = Box<dyn FnOnce(u64) -> Result<Box<dyn Machine + Send>, Misuse> + Send>;
 
 /// One source of events for a [`Flume`](crate::Flume): a protocol machine to be built and driven.
 ///
 /// The built-in constructors cover Discord, Slack, GitHub and cron; [`Source::custom`] runs any
-/// machine that implements [`openflume_proto::Machine`] under the same driver.
+/// machine that implements [`openflume_proto::Machine`] under the same driver. The source's name
+/// is the `source` of every item it produces, whatever the machine calls itself.
 ///
 /// ```
 /// use openflume::Source;
-/// use openflume_proto::cron::{CronConfig, CronMachine};
-/// let source = Source::custom("time", |seed| {
-///     CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, seed)
-/// });
+/// use openflume_proto::cron::CronConfig;
+/// let source = Source::cron(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC);
 /// assert_eq!(source.name(), "time");
 /// ```
 pub struct Source {
-    name: String,
+    /// Borrowed for the built-in names, so their items cost no allocation.
+    name: Cow<'static, str>,
     build: Build,
 }
 
@@ -38,9 +44,15 @@ impl Source {
     /// let (config, zone) = (CronConfig::new("*/5 * * * *"), jiff::tz::TimeZone::UTC);
     /// let source = Source::custom("every-five", move |seed| CronMachine::new(config, zone, seed));
     /// // The machine is built when the flume opens.
-    /// let running = Flume::builder().source(source).build().open().await?;
+    /// let flume = Flume::builder().source(source).build();
+    /// let mut items = flume.stream(16, openflume::Overflow::Backpressure);
+    /// let running = flume.open().await?;
     /// assert_eq!(running.statuses()[0].source, "every-five");
     /// running.close().await;
+    /// // Its items carry the name it was given, not the machine's own ("time").
+    /// while let Some(item) = items.next().await {
+    ///     assert_eq!(item.source(), "every-five");
+    /// }
     /// # Ok::<(), openflume::StartError>(())
     /// # })?;
     /// # Ok::<(), openflume::StartError>(())
@@ -50,12 +62,77 @@ impl Source {
         M: Machine + Send + 'static,
         F: FnOnce(u64) -> Result<M, Misuse> + Send + 'static,
     {
+        Source::named(Cow::Owned(name.into()), build)
+    }
+
+    fn named<M, F>(name: Cow<'static, str>, build: F) -> Source
+    where
+        M: Machine + Send + 'static,
+        F: FnOnce(u64) -> Result<M, Misuse> + Send + 'static,
+    {
         Source {
-            name: name.into(),
+            name,
             build: Box::new(move |seed| {
                 build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)
             }),
         }
+    }
+
+    /// One Discord Gateway shard, named `discord`.
+    ///
+    /// ```
+    /// use openflume::Source;
+    /// use openflume_proto::discord::DiscordConfig;
+    /// let source = Source::discord(DiscordConfig::new("my.bot.token"));
+    /// assert_eq!(source.name(), "discord");
+    /// ```
+    pub fn discord(config: DiscordConfig) -> Source {
+        Source::named(Cow::Borrowed("discord"), move |seed| {
+            DiscordShard::new(config, seed)
+        })
+    }
+
+    /// Slack Socket Mode, named `slack`.
+    ///
+    /// ```
+    /// use openflume::Source;
+    /// use openflume_proto::slack::SlackConfig;
+    /// let source = Source::slack(SlackConfig::new("xapp-1-A0-1-secret"));
+    /// assert_eq!(source.name(), "slack");
+    /// ```
+    pub fn slack(config: SlackConfig) -> Source {
+        Source::named(Cow::Borrowed("slack"), move |seed| {
+            SlackMachine::new(config, seed)
+        })
+    }
+
+    /// The GitHub notifications poller, named `github`.
+    ///
+    /// ```
+    /// use openflume::Source;
+    /// use openflume_proto::github::GithubConfig;
+    /// let config = GithubConfig { token: "ghp_secret".into(), ..GithubConfig::default() };
+    /// assert_eq!(Source::github(config).name(), "github");
+    /// ```
+    pub fn github(config: GithubConfig) -> Source {
+        Source::named(Cow::Borrowed("github"), move |seed| {
+            GithubMachine::new(config, seed)
+        })
+    }
+
+    /// A cron schedule in `zone`, named `time` (the item format's name for cron ticks); use
+    /// [`custom`](Self::custom) to give several schedules names of their own.
+    ///
+    /// ```
+    /// use openflume::Source;
+    /// use openflume_proto::cron::CronConfig;
+    /// let source = Source::cron(CronConfig::new("0 9 * * 1-5"), jiff::tz::TimeZone::UTC);
+    /// assert_eq!(source.name(), "time");
+    /// ```
+    pub fn cron(config: CronConfig, zone: jiff::tz::TimeZone) -> Source {
+        Source::named(Cow::Borrowed("time"), move |seed| {
+            CronMachine::new(config, zone, seed)
+        })
     }
 
     /// The name used in statuses and start errors.
@@ -76,8 +153,12 @@ impl Source {
         &self.name
     }
 
-    pub(crate) fn build(self, seed: u64) -> Result<Box<dyn Machine + Send>, Misuse> {
-        (self.build)(seed)
+    /// The name and the machine built with `seed`.
+    pub(crate) fn build(
+        self,
+        seed: u64,
+    ) -> (Cow<'static, str>, Result<Box<dyn Machine + Send>, Misuse>) {
+        (self.name, (self.build)(seed))
     }
 }
 

@@ -9,6 +9,7 @@ use event_listener::Event;
 use openflume_proto::Status;
 use smol::Task;
 use smol::channel::Sender;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -206,11 +207,10 @@ impl SourceSet {
         let mut machines = Vec::new();
         let mut failures = Vec::new();
         for source in sources {
-            let name = source.name().to_owned();
             match source.build(os_seed()) {
-                Ok(machine) => machines.push((name, machine)),
-                Err(misuse) => failures.push(SourceFailure {
-                    source: name,
+                (name, Ok(machine)) => machines.push((name, machine)),
+                (name, Err(misuse)) => failures.push(SourceFailure {
+                    source: name.into_owned(),
                     reason: misuse.to_string(),
                 }),
             }
@@ -256,7 +256,7 @@ impl SourceSet {
 }
 
 fn spawn(
-    name: String,
+    name: Cow<'static, str>,
     machine: Box<dyn openflume_proto::Machine + Send>,
     env: DriverEnv,
     changed: Arc<Event>,
@@ -264,6 +264,7 @@ fn spawn(
     let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
     let (stop, stop_rx) = smol::channel::bounded(1);
     let task = smol::spawn(driver::drive(
+        name.clone(),
         machine,
         env,
         stop_rx,
@@ -271,7 +272,7 @@ fn spawn(
         changed,
     ));
     Member {
-        name,
+        name: name.into_owned(),
         status,
         stop,
         task: Some(task),

@@ -273,6 +273,8 @@ pub struct Openflume {
     /// Lines asked of a [`Reader::Pull`] reader and not received yet.
     asked: usize,
     stderr: Receiver<String>,
+    /// Every stderr line read so far.
+    stderr_seen: Vec<String>,
     /// Every stdout line read so far.
     pub seen: Vec<String>,
 }
@@ -333,11 +335,14 @@ impl Openflume {
             std::thread::spawn(move || read_stdout(pipe, mode, lines_tx, wants_rx, states_tx));
         }
         let (tx, stderr) = channel();
-        let mut err = child.stderr.take().expect("stderr");
+        let err = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            let _ = tx.send(text);
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         Openflume {
             child,
@@ -347,6 +352,7 @@ impl Openflume {
             states,
             asked: 0,
             stderr,
+            stderr_seen: Vec::new(),
             seen: Vec::new(),
         }
     }
@@ -451,9 +457,7 @@ impl Openflume {
             Err(RecvTimeoutError::Disconnected) => Err(format!(
                 "openflume's stdout ended before a matching {what} line; {}\nstderr: {}",
                 tail(&self.seen),
-                self.stderr
-                    .recv_timeout(Duration::from_secs(1))
-                    .unwrap_or_default()
+                self.stderr_text(Instant::now() + Duration::from_secs(1))
             )),
         }
     }
@@ -494,14 +498,13 @@ impl Openflume {
             matches!(self.mode, Reader::CloseAfterEvents { .. }),
             "wait_reader_closed needs a Reader::CloseAfterEvents"
         );
-        self.states.recv_timeout(timeout).unwrap_or_else(|_| {
-            panic!(
+        match self.states.recv_timeout(timeout) {
+            Ok(state) => state,
+            Err(_) => panic!(
                 "the reader did not take its events within {timeout:?}; stderr: {}",
-                self.stderr
-                    .recv_timeout(Duration::from_millis(100))
-                    .unwrap_or_default()
-            )
-        })
+                self.stderr_text(Instant::now() + Duration::from_millis(100))
+            ),
+        }
     }
 
     /// Sends `signal` to the process.
@@ -532,9 +535,7 @@ impl Openflume {
                 panic!(
                     "openflume did not exit within {timeout:?}; {}\nstderr: {}",
                     tail(&lines),
-                    self.stderr
-                        .recv_timeout(Duration::from_secs(1))
-                        .unwrap_or_default()
+                    self.stderr_text(Instant::now() + Duration::from_secs(1))
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -542,11 +543,38 @@ impl Openflume {
         // The writer is gone: whatever is left in the pipe ends with EOF.
         let _ = self.wants.send(Want::All);
         let rest = self.rest_of_output(Instant::now() + Duration::from_secs(10));
-        let stderr = self
-            .stderr
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_default();
+        let stderr = self.stderr_text(Instant::now() + Duration::from_secs(5));
         (status, rest, stderr)
+    }
+
+    /// Waits (at most `timeout`) for a stderr line that satisfies `pred`, and returns it.
+    pub fn wait_for_stderr(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr_seen.iter().find(|line| pred(line)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(_) => panic!(
+                    "no matching stderr line within {timeout:?}; stderr so far:\n{}",
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The whole stderr: what was seen, and the rest until it ends or `deadline` passes.
+    fn stderr_text(&mut self, deadline: Instant) -> String {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(_) => break,
+            }
+        }
+        self.stderr_seen.join("\n")
     }
 
     /// `seen` and every line still to come, until the output ends or `deadline` passes.

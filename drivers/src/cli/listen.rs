@@ -7,10 +7,10 @@ use super::{UsageError, resolve_zone};
 use crate::{Flume, Overflow, Running, Source, StartError};
 use async_signal::{Signal, Signals};
 use futures_lite::{StreamExt, future};
-use openflume_proto::cron::{CronConfig, CronMachine, Schedule};
+use openflume_proto::cron::{CronConfig, Schedule};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
-use openflume_proto::slack::{SlackConfig, SlackMachine};
+use openflume_proto::slack::SlackConfig;
 use openflume_proto::{Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -41,9 +41,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         let probe =
             DiscordShard::new(config.clone(), 0).map_err(|e| UsageError::flag("--discord-*", e))?;
         drop(probe);
-        sources.push(Source::custom("discord", move |seed| {
-            DiscordShard::new(config, seed)
-        }));
+        sources.push(Source::discord(config));
     }
     if let Some(token) = non_empty(&args.slack_app_token) {
         let mut config = SlackConfig::new(token);
@@ -55,9 +53,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         config
             .validate()
             .map_err(|e| UsageError::flag("--slack-*", e))?;
-        sources.push(Source::custom("slack", move |seed| {
-            SlackMachine::new(config, seed)
-        }));
+        sources.push(Source::slack(config));
     }
     if let Some(token) = non_empty(&args.github_token) {
         let mut config = GithubConfig {
@@ -75,19 +71,13 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         let probe =
             GithubMachine::new(config.clone(), 0).map_err(|e| UsageError::flag("--github-*", e))?;
         drop(probe);
-        sources.push(Source::custom("github", move |seed| {
-            GithubMachine::new(config, seed)
-        }));
+        sources.push(Source::github(config));
     }
     if !args.cron.is_empty() {
         let zone = resolve_zone(args.tz.as_deref())?;
         for expr in &args.cron {
             Schedule::parse(expr).map_err(|e| UsageError::flag("--cron", e))?;
-            let config = CronConfig::new(expr.clone());
-            let zone = zone.clone();
-            sources.push(Source::custom("time", move |seed| {
-                CronMachine::new(config, zone, seed)
-            }));
+            sources.push(Source::cron(CronConfig::new(expr.clone()), zone.clone()));
         }
     }
     if sources.is_empty() {
@@ -191,7 +181,15 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             }
         };
         let signalled = async {
-            signals.next().await;
+            let signal = signals.next().await;
+            let name = match signal {
+                Some(Ok(Signal::Term)) => "SIGTERM",
+                Some(Ok(Signal::Hup)) => "SIGHUP",
+                _ => "SIGINT",
+            };
+            report(format_args!(
+                "stopping on {name}; a second SIGINT exits at once"
+            ));
             Stop::Signal
         };
         let writer_stopped = async {
