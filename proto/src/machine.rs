@@ -345,8 +345,11 @@ pub enum Input {
 /// let event = Event::new("time", "tick", RawJson::null(), UnixMillis(0));
 /// let tick = Output::Emit { event, confirm: None };
 /// assert!(!serde_json::to_string(&tick).unwrap().contains("confirm"));
+/// // Debug hides single-use credentials in URLs (a Slack ticket).
+/// let slack = Output::Connect { conn: ConnId(2), url: "wss://x.slack.com/link/?ticket=tkt-1".into() };
+/// assert!(!format!("{slack:?}").contains("tkt-1"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Output {
     /// Open a WebSocket to `url` and report it as `conn`.
@@ -392,6 +395,41 @@ pub enum Output {
     Log(Log),
     /// The source's status changed; the driver reports it as a `status` log.
     Status(StatusChange),
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Connect { conn, url } => f
+                .debug_struct("Connect")
+                .field("conn", conn)
+                .field("url", &crate::redact::url(url))
+                .finish(),
+            Output::Send { conn, frame } => f
+                .debug_struct("Send")
+                .field("conn", conn)
+                .field("frame", frame)
+                .finish(),
+            Output::Close { conn, code, reason } => f
+                .debug_struct("Close")
+                .field("conn", conn)
+                .field("code", code)
+                .field("reason", reason)
+                .finish(),
+            Output::Request { req, request } => f
+                .debug_struct("Request")
+                .field("req", req)
+                .field("request", request)
+                .finish(),
+            Output::Emit { event, confirm } => f
+                .debug_struct("Emit")
+                .field("event", event)
+                .field("confirm", confirm)
+                .finish(),
+            Output::Log(log) => f.debug_tuple("Log").field(log).finish(),
+            Output::Status(change) => f.debug_tuple("Status").field(change).finish(),
+        }
+    }
 }
 
 /// The caller used a machine wrongly. Remote faults are never this: they become logs and status changes.

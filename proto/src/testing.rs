@@ -145,6 +145,9 @@ pub enum Entry {
 pub struct Transcript {
     /// `(monotonic time, entry)` in order.
     pub entries: Vec<(Millis, Entry)>,
+    /// Broken promises of the [`Machine`] contract seen while driving it (a deadline in the
+    /// past, output after finishing), for [`invariants::check`]; not part of the snapshot.
+    pub violations: Vec<String>,
 }
 
 impl Transcript {
@@ -247,9 +250,39 @@ impl<M: Machine> Simulator<M> {
         };
     }
 
+    /// Moves the clock to `at` (firing every deadline up to it), feeds `input` and returns what
+    /// the machine did for it, deliveries confirmed as the simulator was told: the one step of
+    /// every hand-written machine test.
+    ///
+    /// ```
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::testing::Simulator;
+    /// use openflume_proto::{Input, Millis, Now, Output, UnixMillis};
+    /// let cron = CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, 1).unwrap();
+    /// let start = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    /// let mut sim = Simulator::new(cron, start, true);
+    /// let out = sim.step(Millis(0), Input::Start);
+    /// assert!(out.iter().any(|o| matches!(o, Output::Status(_))));
+    /// ```
+    pub fn step(&mut self, at: Millis, input: Input) -> Vec<Output> {
+        self.advance_to(at);
+        let first = self.transcript.entries.len();
+        self.feed(input);
+        self.transcript
+            .entries
+            .iter()
+            .skip(first)
+            .filter_map(|(_, entry)| match entry {
+                Entry::Out(output) => Some(output.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Feeds one input at the current time and drains outputs, confirming deliveries when asked.
     pub fn feed(&mut self, input: Input) {
         let at = self.clock.mono;
+        let finished_before = self.machine.is_finished();
         self.transcript.entries.push((at, Entry::In(input.clone())));
         if let Err(misuse) = self.machine.handle_input(self.clock, input) {
             self.transcript
@@ -266,7 +299,19 @@ impl<M: Machine> Simulator<M> {
             {
                 to_confirm.push(*delivery);
             }
+            if finished_before {
+                self.transcript.violations.push(format!(
+                    "output at {at:?} after the machine finished: {output:?}"
+                ));
+            }
             self.transcript.entries.push((at, Entry::Out(output)));
+        }
+        if let Some(deadline) = self.machine.poll_timeout()
+            && deadline < at
+        {
+            self.transcript
+                .violations
+                .push(format!("deadline {deadline:?} armed in the past at {at:?}"));
         }
         if self.auto_confirm {
             for delivery in to_confirm {
@@ -278,5 +323,64 @@ impl<M: Machine> Simulator<M> {
     /// The transcript so far.
     pub fn transcript(&self) -> &Transcript {
         &self.transcript
+    }
+}
+
+/// What every transcript of every machine must satisfy, checked by each protocol's fixture test.
+pub mod invariants {
+    use super::{Entry, Transcript};
+    use crate::{Machine, Output};
+    use std::fmt::Debug;
+
+    /// Panics, naming the first broken rule, unless `transcript` (and `machine` after it)
+    /// keeps these:
+    /// - no secret appears in any log (as written out), status or `Debug` rendering of an output
+    ///   or of the machine;
+    /// - time never goes backwards;
+    /// - no deadline is armed in the past, and nothing is output after the machine finished (as
+    ///   the simulator recorded while driving it).
+    ///
+    /// ```
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::testing::{Fixture, Simulator, invariants};
+    /// let fixture = Fixture::parse("{\"until\": 180000}\n{\"at\": 0, \"input\": \"start\"}\n").unwrap();
+    /// let cron = CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, 1).unwrap();
+    /// let (cron, transcript) = Simulator::run(cron, &fixture);
+    /// invariants::check(&cron, &transcript, &[]);
+    /// ```
+    pub fn check<M: Machine + Debug>(machine: &M, transcript: &Transcript, secrets: &[&str]) {
+        if let Some(violation) = transcript.violations.first() {
+            panic!("{violation}");
+        }
+        for pair in transcript.entries.windows(2) {
+            if let [(earlier, _), (later, _)] = pair {
+                assert!(
+                    earlier <= later,
+                    "time went backwards: {earlier:?} then {later:?}"
+                );
+            }
+        }
+        for secret in secrets {
+            assert!(secret.len() >= 8, "fixtures use distinctive secrets");
+            for (at, entry) in &transcript.entries {
+                let Entry::Out(output) = entry else { continue };
+                if let Output::Log(log) = output {
+                    let line = serde_json::to_string(log).unwrap_or_default();
+                    assert!(
+                        !line.contains(secret),
+                        "a secret in a log at {at:?}: {line}"
+                    );
+                }
+                let debug = format!("{output:?}");
+                assert!(
+                    !debug.contains(secret),
+                    "a secret in Debug at {at:?}: {debug}"
+                );
+            }
+            assert!(
+                !format!("{machine:?}").contains(secret),
+                "a secret in the machine's Debug"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use openflume_proto::cron::{CronConfig, CronMachine};
-use openflume_proto::testing::{Entry, Fixture, Simulator, Transcript};
+use openflume_proto::testing::{Entry, Fixture, Simulator, Transcript, invariants};
 use openflume_proto::{
     Event, Input, Log, Machine, Millis, Misuse, Now, Output, Status, UnixMillis,
 };
@@ -66,6 +66,7 @@ fn fired_at(transcript: &Transcript) -> Vec<String> {
 fn fixtures() {
     insta::glob!("../../fixtures/cron", "*.jsonl", |path| {
         let (machine, transcript) = run(path);
+        invariants::check(&machine, &transcript, &[]);
         check_invariants(&machine, &transcript);
         insta::assert_snapshot!(transcript.to_jsonl());
     });

@@ -4,27 +4,8 @@
 // Test helpers: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume_proto::Output;
 use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
-use openflume_proto::testing::{Fixture, Simulator, Transcript};
-
-/// No log line and no `Debug` rendering may contain the token.
-fn assert_token_hidden<M: std::fmt::Debug>(token: &str, machine: &M, transcript: &Transcript) {
-    assert!(token.len() > 10, "fixtures use a distinctive token");
-    for (at, output) in transcript.outputs() {
-        if let Output::Log(log) = output {
-            let line = serde_json::to_string(log).unwrap();
-            assert!(!line.contains(token), "token in a log at {at:?}: {line}");
-        }
-        if let Output::Status(change) = output {
-            assert!(!format!("{change:?}").contains(token));
-        }
-        let debug = format!("{output:?}");
-        assert!(!debug.contains(token), "token in Debug at {at:?}: {debug}");
-    }
-    let debug = format!("{machine:?}");
-    assert!(!debug.contains(token), "token in the machine's Debug");
-}
+use openflume_proto::testing::{Fixture, Simulator, invariants};
 
 #[test]
 fn shard_fixtures() {
@@ -34,7 +15,7 @@ fn shard_fixtures() {
         let token = config.token.clone();
         let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);
-        assert_token_hidden(&token, &machine, &transcript);
+        invariants::check(&machine, &transcript, &[&token]);
         insta::assert_snapshot!(transcript.to_jsonl());
     });
 }
@@ -48,7 +29,7 @@ fn gateway_fixtures() {
         let token = config.shard.token.clone();
         let machine = DiscordGateway::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);
-        assert_token_hidden(&token, &machine, &transcript);
+        invariants::check(&machine, &transcript, &[&token]);
         insta::assert_snapshot!(transcript.to_jsonl());
     });
 }

@@ -101,6 +101,7 @@ enum Lifecycle {
 /// let Output::Request { request, .. } = &outputs[1] else { panic!() };
 /// assert_eq!(request.url, "https://slack.com/api/apps.connections.open");
 /// ```
+#[derive(Debug)]
 pub struct SlackMachine {
     config: SlackConfig,
     rng: fastrand::Rng,
