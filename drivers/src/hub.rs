@@ -363,6 +363,15 @@ mod tests {
         ))
     }
 
+    /// Runs `future` to its end, failing the test if that takes more than five seconds: a hub
+    /// bug shows as a failure, not a hang.
+    fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        smol::block_on(futures_lite::future::or(future, async {
+            smol::Timer::after(std::time::Duration::from_secs(5)).await;
+            panic!("the hub did not get there within 5 s");
+        }))
+    }
+
     fn numbers(stream: &mut ItemStream) -> Vec<String> {
         std::iter::from_fn(|| stream.try_next())
             .map(|item| match item {
@@ -388,7 +397,7 @@ mod tests {
 
     /// Sends `0..n` through a hub with one stream of capacity 3 under `policy`, nobody reading.
     fn run(policy: Overflow, n: u64) -> (Vec<String>, u64) {
-        smol::block_on(async {
+        within(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(3, policy);
             for i in 0..n {
@@ -449,7 +458,7 @@ mod tests {
             panic!("still full");
         };
         assert_eq!(stream.try_next().map(|_| ()), Some(()));
-        smol::block_on(blocked.writable());
+        within(blocked.writable());
         assert!(matches!(blocked.retry(), Offer::Taken(_)));
         drop(hub);
         assert_eq!(numbers(&mut stream), ["1", "2"]);
@@ -457,7 +466,7 @@ mod tests {
 
     #[test]
     fn backpressure_waits_for_the_reader_and_loses_nothing() {
-        smol::block_on(async {
+        within(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let mut stream = subscribers.subscribe(2, Overflow::Backpressure);
             let sender = smol::spawn(async move {
@@ -551,7 +560,7 @@ mod tests {
 
     #[test]
     fn a_dropped_backpressure_stream_does_not_block_the_firehose() {
-        smol::block_on(async {
+        within(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             let stream = subscribers.subscribe(1, Overflow::Backpressure);
             deliver(&hub, event(0), false).await;
@@ -605,7 +614,7 @@ mod tests {
 
     #[test]
     fn a_stream_added_after_the_hub_closed_ends_at_once() {
-        smol::block_on(async {
+        within(async {
             let (hub, subscribers) = super::hub(Level::Debug, None, None);
             drop(hub);
             let mut late = subscribers.subscribe(4, Overflow::Backpressure);
