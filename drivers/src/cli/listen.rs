@@ -1,7 +1,7 @@
 //! `openflume listen`: sources from flags and environment, the firehose to stdout.
 
 use super::args::{Bootstrap, Compression, ListenArgs, LogLevel};
-use super::output::Format;
+use super::output::{Format, neutral};
 use super::writer::{Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
 use crate::{Flume, Overflow, Running, Source, StartError};
@@ -272,5 +272,7 @@ async fn close_and_drain(running: &Running, writer: &Writer) {
 /// A diagnostic on stderr. Writing it must never panic: stderr may be closed or full.
 pub(crate) fn report(message: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "openflume: {message}");
+    // Reasons quote what servers said: neutralised like pretty output.
+    let message = message.to_string();
+    let _ = writeln!(std::io::stderr(), "openflume: {}", neutral(&message));
 }

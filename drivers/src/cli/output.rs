@@ -1,6 +1,7 @@
 //! Writing the firehose to stdout: JSON Lines in batches, or one readable coloured line per item.
 
 use openflume_proto::{Event, Item, Level};
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 /// How items are printed.
@@ -91,16 +92,16 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
                 .meta
                 .iter()
                 .filter(|(k, _)| *k != "event_type")
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|(k, v)| format!("{}={}", neutral(k), neutral(v)))
                 .collect();
             format!(
                 "{} {} {} {} {} {}\n",
                 paint("2", &time),
                 paint("1;35", "event"),
-                paint("1;36", &format!("{:<8}", event.source)),
-                paint("1", &event.event_type),
+                paint("1;36", &format!("{:<8}", neutral(&event.source))),
+                paint("1", &neutral(&event.event_type)),
                 meta.join(" "),
-                paint("2", &cut(event.data.get(), 160)),
+                paint("2", &neutral(&cut(event.data.get(), 160))),
             )
         }
         Item::Log(log) => {
@@ -114,19 +115,43 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
             let error = log
                 .error
                 .as_deref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", neutral(e)))
                 .unwrap_or_default();
             format!(
                 "{} {} {} {} {}{}\n",
                 paint("2", &time),
                 paint(level_colour, &format!("{:<5}", log.level.as_str())),
-                paint("36", &format!("{:<8}", log.source)),
-                paint("2", &log.action),
-                log.message,
+                paint("36", &format!("{:<8}", neutral(&log.source))),
+                paint("2", &neutral(&log.action)),
+                neutral(&log.message),
                 error,
             )
         }
     }
+}
+
+/// `text` made harmless for a terminal: control characters (newlines, ESC, BEL, C1) and the
+/// invisible bidirectional overrides are shown as escapes, so text a server controls can neither
+/// forge a line nor rewrite the screen. Borrowed when there is nothing to escape.
+pub(crate) fn neutral(text: &str) -> Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hostile) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn clock_time(unix_ms: i64) -> String {
@@ -193,6 +218,37 @@ mod tests {
             let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
             assert_eq!(text, serde_json::to_string(&item).unwrap() + "\n");
         }
+    }
+
+    /// Text a server controls cannot forge a line or rewrite the terminal.
+    #[test]
+    fn pretty_lines_neutralise_hostile_text() {
+        let event = Event::new(
+            "discord",
+            "MESSAGE_CREATE\n12:00:00.000 event discord FORGED",
+            RawJson::from_str("{\n\"a\": 1}").unwrap(),
+            UnixMillis(0),
+        )
+        .with_meta("channel_id", "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}");
+        let log = Log::new(
+            Level::Warn,
+            "slack",
+            "x\ny",
+            "bad\r\u{9b}31m",
+            UnixMillis(0),
+        )
+        .with_error("\u{1b}[1A");
+        for item in [Item::Event(event), Item::Log(log)] {
+            let line = pretty(&item, false);
+            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+            assert!(
+                !line.chars().any(|c| c.is_control() && c != '\n'),
+                "{line:?}"
+            );
+            assert!(!line.contains('\u{202e}'), "{line:?}");
+        }
+        assert_eq!(neutral("plain ✓ text"), "plain ✓ text");
+        assert_eq!(neutral("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
     }
 
     #[test]
