@@ -43,6 +43,7 @@
 mod body;
 mod field;
 mod head;
+mod reader;
 mod request;
 mod response;
 mod server;
