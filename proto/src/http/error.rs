@@ -83,13 +83,13 @@ pub enum HttpError {
     ReaderFinished,
 
     // Remote: the peer's faults, in the order a message is read.
-    /// The head did not end within [`Limits::max_head_bytes`].
+    /// The head did not end within [`Limits::max_head_bytes`](super::Limits::max_head_bytes).
     #[error("message head larger than {limit} bytes")]
     HeadTooLarge {
         /// The limit.
         limit: usize,
     },
-    /// More than [`Limits::max_headers`] header or trailer fields.
+    /// More than [`Limits::max_headers`](super::Limits::max_headers) header or trailer fields.
     #[error("more than {limit} header fields")]
     TooManyHeaders {
         /// The limit.
@@ -119,13 +119,13 @@ pub enum HttpError {
     /// A length or chunk size that does not fit in 64 bits.
     #[error("size overflows 64 bits")]
     SizeOverflow,
-    /// The body is larger than [`Limits::max_body_bytes`].
+    /// The body is larger than [`Limits::max_body_bytes`](super::Limits::max_body_bytes).
     #[error("body larger than {limit} bytes")]
     BodyTooLarge {
         /// The limit.
         limit: usize,
     },
-    /// A chunk-size line longer than [`Limits::max_chunk_line_bytes`].
+    /// A chunk-size line longer than [`Limits::max_chunk_line_bytes`](super::Limits::max_chunk_line_bytes).
     #[error("chunk-size line longer than {limit} bytes")]
     ChunkLineTooLong {
         /// The limit.
@@ -137,7 +137,7 @@ pub enum HttpError {
     /// Chunk framing without its CRLF (after the size line or after the data).
     #[error("malformed chunk: missing CRLF")]
     MalformedChunk,
-    /// The trailer section did not end within [`Limits::max_head_bytes`].
+    /// The trailer section did not end within [`Limits::max_head_bytes`](super::Limits::max_head_bytes).
     #[error("trailer section larger than {limit} bytes")]
     TrailersTooLarge {
         /// The limit.
