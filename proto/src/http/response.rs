@@ -1,7 +1,7 @@
 //! Reading one response on the client side, from whatever chunks the socket yields.
 
 use super::body::Framing;
-use super::head::{DeclaredBody, ParseOutcome, head_error, interpret, list_items, owned_fields};
+use super::head::{DeclaredBody, ParseOutcome, head_len, interpret, list_items, owned_fields};
 use super::reader::{AfterHead, Body, Reader, Role};
 use super::{HttpError, Limits, Persistence};
 use crate::{Bytes, HttpRequest, HttpResponse};
@@ -147,10 +147,8 @@ impl Role for Client {
     fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<ResponseHead> {
         let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(bytes) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(error) => return Err(head_error(error, limits)),
+        let Some(len) = head_len(response.parse(bytes), limits)? else {
+            return Ok(None);
         };
         let (Some(minor_version), Some(status @ 100..)) = (response.version, response.code) else {
             return Err(HttpError::MalformedHead(httparse::Error::Status));

@@ -3,7 +3,7 @@
 
 use super::body::Framing;
 use super::field::{is_field_value, write_field, write_fields};
-use super::head::{DeclaredBody, ParseOutcome, head_error, interpret, owned_fields};
+use super::head::{DeclaredBody, ParseOutcome, head_len, interpret, owned_fields};
 use super::reader::{AfterHead, Body, Reader, Role};
 use super::{HttpError, Limits, Persistence};
 use crate::Bytes;
@@ -160,10 +160,8 @@ impl Role for Server {
     fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<RequestHead> {
         let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut request = httparse::Request::new(&mut slots);
-        let len = match request.parse(bytes) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(error) => return Err(head_error(error, limits)),
+        let Some(len) = head_len(request.parse(bytes), limits)? else {
+            return Ok(None);
         };
         let (Some(method), Some(target), Some(minor_version)) =
             (request.method, request.path, request.version)
