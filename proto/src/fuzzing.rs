@@ -5,7 +5,7 @@
 //! Each body panics only when an invariant breaks: a machine or parser panicking, a buffer growing
 //! past its limit, a timer armed in the past, an output queue that never drains, a secret in a log.
 
-use crate::http::{Limits, RequestReader, ResponseReader};
+use crate::http::{HttpError, Limits, RequestReader, ResponseReader, Side};
 use crate::testing::Simulator;
 use crate::{
     Bytes, ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Now, Output, ReqId,
@@ -66,7 +66,8 @@ pub fn http_response(data: &[u8]) {
     let bound = limits.max_head_bytes + limits.max_body_bytes + limits.max_chunk_line_bytes + 64;
     for chunk in chunks(rest) {
         match reader.feed(chunk) {
-            Ok(Some(_)) | Err(_) => return,
+            Ok(Some(_)) => return,
+            Err(error) => return assert_remote(&error),
             Ok(None) => assert!(
                 reader.buffered_bytes() <= bound,
                 "response reader buffered {}",
@@ -74,7 +75,9 @@ pub fn http_response(data: &[u8]) {
             ),
         }
     }
-    let _ = reader.eof();
+    if let Err(error) = reader.eof() {
+        assert_remote(&error);
+    }
 }
 
 /// The same for the server-side request reader.
@@ -89,7 +92,8 @@ pub fn http_request(data: &[u8]) {
     let bound = limits.max_head_bytes + limits.max_body_bytes + limits.max_chunk_line_bytes + 64;
     for chunk in chunks(data) {
         match reader.feed(chunk) {
-            Ok(Some(_)) | Err(_) => return,
+            Ok(Some(_)) => return,
+            Err(error) => return assert_remote(&error),
             Ok(None) => assert!(
                 reader.buffered_bytes() <= bound,
                 "request reader buffered {}",
@@ -97,7 +101,14 @@ pub fn http_request(data: &[u8]) {
             ),
         }
     }
-    let _ = reader.eof();
+    if let Err(error) = reader.eof() {
+        assert_remote(&error);
+    }
+}
+
+/// Whatever the bytes, a reader used as intended fails only through the peer's fault.
+fn assert_remote(error: &HttpError) {
+    assert_eq!(error.side(), Side::Remote, "{error:?}");
 }
 
 /// Splits `data` at offsets its first byte derives, so both whole and tiny chunks occur.

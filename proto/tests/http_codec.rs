@@ -5,7 +5,7 @@
 use Persistence::{Close, KeepAlive};
 use openflume_proto::HttpRequest;
 use openflume_proto::http::{
-    HttpError, Limits, Persistence, ReadRequest, ReadResponse, RequestReader, ResponseReader,
+    HttpError, Limits, Persistence, ReadRequest, ReadResponse, RequestReader, ResponseReader, Side,
     encode_request, encode_response,
 };
 
@@ -31,14 +31,14 @@ fn read_response(
     for (i, chunk) in chunks.iter().enumerate() {
         let outcome = reader.feed(chunk);
         assert_bounded(reader.buffered_bytes(), &limits);
-        if let Some(mut done) = outcome? {
+        if let Some(mut done) = remote(outcome)? {
             for rest in &chunks[i + 1..] {
                 done.leftover.extend_from_slice(rest);
             }
             return Ok(done);
         }
     }
-    reader.eof()
+    remote(reader.eof())
 }
 
 /// Like [`read_response`]; `Ok(None)` is a clean close before any request.
@@ -47,14 +47,22 @@ fn read_request(limits: Limits, chunks: &[&[u8]]) -> Result<Option<ReadRequest>,
     for (i, chunk) in chunks.iter().enumerate() {
         let outcome = reader.feed(chunk);
         assert_bounded(reader.buffered_bytes(), &limits);
-        if let Some(mut done) = outcome? {
+        if let Some(mut done) = remote(outcome)? {
             for rest in &chunks[i + 1..] {
                 done.leftover.extend_from_slice(rest);
             }
             return Ok(Some(done));
         }
     }
-    reader.eof().map(|()| None)
+    remote(reader.eof()).map(|()| None)
+}
+
+/// A reader used as intended can only fail through the peer's fault.
+fn remote<T>(result: Result<T, HttpError>) -> Result<T, HttpError> {
+    if let Err(error) = &result {
+        assert_eq!(error.side(), Side::Remote, "{error:?}");
+    }
+    result
 }
 
 fn assert_bounded(buffered: usize, limits: &Limits) {
@@ -381,6 +389,7 @@ fn a_spent_reader_says_so() {
     );
     assert_eq!(reader.feed(b"x"), Err(HttpError::ReaderFinished));
     assert_eq!(reader.eof(), Err(HttpError::ReaderFinished));
+    assert_eq!(HttpError::ReaderFinished.side(), Side::Local);
 
     let mut reader = ResponseReader::new("GET", Limits::default());
     let error = HttpError::MalformedHead(httparse::Error::Version);
@@ -647,6 +656,7 @@ fn encode_response_refuses_what_cannot_be_sent() {
             Err(expected.clone()),
             "{status} {reason:?}"
         );
+        assert_eq!(expected.side(), Side::Local, "{expected:?}");
     }
 }
 

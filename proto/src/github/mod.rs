@@ -40,6 +40,13 @@
 //! - The dedup cache holds four cycles' worth of keys (at least 1 000) and forgets the oldest
 //!   first; an unchanged thread that outlives that many newer ones is emitted again once.
 //!
+//! ## Layout
+//!
+//! This file holds the machine's state and dispatches inputs (responses by verdict, timers,
+//! failures, shutdown). `cycle` is the poll cycle and its commit rule, `follow` the pure
+//! same-origin policy for pages and redirects; `wire`, `link`, `rate_limit` and `interval` read
+//! what GitHub sends, and `config` checks what the caller asks for.
+//!
 //! ## Driving it
 //!
 //! The usual drain rule applies: after each `handle_input`, call `poll_output` until `None`.
@@ -64,6 +71,8 @@
 //! ```
 
 mod config;
+mod cycle;
+mod follow;
 mod interval;
 mod link;
 mod rate_limit;
@@ -73,24 +82,18 @@ pub use config::{Bootstrap, GithubConfig};
 
 use crate::url::Url;
 use crate::{
-    Backoff, DedupCache, DeliveryId, Event, HttpRequest, HttpResponse, IdCounter, Input, Level,
-    Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReqId, Status,
-    StatusTracker, TimerKind, Timers,
+    Backoff, DedupCache, DeliveryId, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis,
+    Misuse, MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers,
 };
-use rate_limit::{Budget, Verdict, WaitRule};
+use cycle::{Cycle, CycleEnd, Validators};
+use follow::MAX_REDIRECTS;
+use rate_limit::{Verdict, WaitRule};
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 
 /// The source name on every item.
 const SOURCE: &str = "github";
-
-/// The API version the request and response shapes were written against.
-const API_VERSION: &str = "2022-11-28";
-
-/// Redirects followed for one request before giving up on it.
-const MAX_REDIRECTS: u8 = 5;
 
 /// The dedup cache never holds fewer keys than this.
 const MIN_DEDUP_CAPACITY: usize = 1_000;
@@ -119,39 +122,6 @@ struct InFlight {
     page: u32,
     url: String,
     redirects: u8,
-}
-
-/// `Last-Modified` and `ETag` of page 1, sent back verbatim.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Validators {
-    last_modified: Option<String>,
-    etag: Option<String>,
-}
-
-/// What one cycle gathered so far.
-#[derive(Clone, Debug, Default)]
-struct Cycle {
-    /// Pages read.
-    pages: u32,
-    /// From page 1; committed only when the cycle completes and its events are confirmed.
-    validators: Option<Validators>,
-    emitted: usize,
-    recorded: usize,
-    /// The largest `X-Poll-Interval` seen in the cycle.
-    server_interval_ms: Option<u64>,
-    /// The latest rate-limit budget seen in the cycle.
-    budget: Option<Budget>,
-}
-
-/// How a cycle ended without an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CycleEnd {
-    /// Page 1 was a 304.
-    NotModified,
-    /// Every page up to the last (or the cap) was read: the validators may be stored.
-    Complete,
-    /// Pagination stopped early (a `Link` that may not be followed): keep the old validators.
-    Incomplete,
 }
 
 /// The GitHub notifications poller.
@@ -316,7 +286,7 @@ impl GithubMachine {
             Verdict::Page => self.on_page(now, flight, &response),
             Verdict::NotModified if flight.page == 1 => {
                 let cycle = self.cycle.get_or_insert_with(Cycle::default);
-                note_pacing(cycle, &response);
+                cycle.note_pacing(&response);
                 self.finish_cycle(now, CycleEnd::NotModified);
             }
             Verdict::NotModified => self.retry_later(
@@ -386,31 +356,6 @@ impl GithubMachine {
         );
     }
 
-    fn on_delivered(&mut self, now: Now, delivery: DeliveryId) -> Result<(), Misuse> {
-        if delivery.0 == 0 || delivery.0 > self.last_delivery {
-            return Err(Misuse::UnknownDelivery(delivery));
-        }
-        if !self.unconfirmed.remove(&delivery) {
-            self.push_log(Log::new(
-                Level::Debug,
-                SOURCE,
-                "delivery.duplicate",
-                format!("delivery {} was already confirmed", delivery.0),
-                now.wall,
-            ));
-            return Ok(());
-        }
-        if self.unconfirmed.is_empty() {
-            if let Some(validators) = self.validators_to_commit.take() {
-                self.validators = validators;
-            }
-            if self.poll_waiting {
-                self.start_cycle(now);
-            }
-        }
-        Ok(())
-    }
-
     fn on_shutdown(&mut self) {
         self.timers.cancel_all();
         self.in_flight = None;
@@ -441,189 +386,6 @@ impl GithubMachine {
         None
     }
 
-    // ---- the cycle ----------------------------------------------------------------------
-
-    fn start_cycle(&mut self, now: Now) {
-        self.timers.cancel(Timer::Poll);
-        if !self.unconfirmed.is_empty() {
-            if !self.poll_waiting {
-                self.poll_waiting = true;
-                self.push_log(Log::new(
-                    Level::Debug,
-                    SOURCE,
-                    "poll.wait_delivery",
-                    format!(
-                        "poll due, waiting for {} emitted events to be confirmed first",
-                        self.unconfirmed.len()
-                    ),
-                    now.wall,
-                ));
-            }
-            return;
-        }
-        self.poll_waiting = false;
-        self.cycle = Some(Cycle::default());
-        self.send(now, self.first_page.clone(), 1, 0);
-    }
-
-    fn send(&mut self, now: Now, url: String, page: u32, redirects: u8) {
-        let req = ReqId(self.req_ids.next());
-        let mut request = HttpRequest::new("GET", url.clone())
-            .header("Authorization", format!("Bearer {}", self.config.token))
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", API_VERSION)
-            .header("User-Agent", self.config.user_agent.clone());
-        if page == 1 {
-            if let Some(last_modified) = &self.validators.last_modified {
-                request = request.header("If-Modified-Since", last_modified.clone());
-            }
-            if let Some(etag) = &self.validators.etag {
-                request = request.header("If-None-Match", etag.clone());
-            }
-        }
-        self.in_flight = Some(InFlight {
-            req,
-            page,
-            url,
-            redirects,
-        });
-        self.timers.arm(
-            Timer::RequestTimeout,
-            now.mono + self.config.request_timeout_ms,
-        );
-        self.out.push_back(Output::Request { req, request });
-    }
-
-    fn on_page(&mut self, now: Now, flight: InFlight, response: &HttpResponse) {
-        let items = match wire::page_items(response.body.as_slice()) {
-            Ok(items) => items,
-            Err(error) => {
-                self.retry_later(
-                    now,
-                    "invalid response",
-                    format!("page {} is not a JSON array of notifications", flight.page),
-                    Some(error),
-                );
-                return;
-            }
-        };
-        let cycle = self.cycle.get_or_insert_with(Cycle::default);
-        note_pacing(cycle, response);
-        if flight.page == 1 {
-            cycle.validators = Some(Validators {
-                last_modified: response.header("last-modified").map(str::to_owned),
-                etag: response.header("etag").map(str::to_owned),
-            });
-        }
-        cycle.pages = flight.page;
-        for (index, raw) in items.into_iter().enumerate() {
-            self.take_item(now, flight.page, index, raw);
-        }
-
-        let links = response
-            .headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("link"))
-            .map(|(_, value)| value.as_str());
-        let Some(next) = link::find_rel(links, "next") else {
-            self.finish_cycle(now, CycleEnd::Complete);
-            return;
-        };
-        if flight.page >= self.config.page_cap {
-            self.push_log(
-                Log::new(
-                    Level::Info,
-                    SOURCE,
-                    "poll.page_cap",
-                    format!(
-                        "read the first {} pages; older notifications wait until they change",
-                        self.config.page_cap
-                    ),
-                    now.wall,
-                )
-                .with_detail(json!({ "pageCap": self.config.page_cap })),
-            );
-            self.finish_cycle(now, CycleEnd::Complete);
-            return;
-        }
-        match self.same_origin_target(&flight.url, next) {
-            Ok(url) => self.send(now, url, flight.page + 1, 0),
-            Err(refusal) => {
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "poll.link_refused",
-                        format!(
-                            "not following the next-page link of page {}: {refusal}",
-                            flight.page
-                        ),
-                        now.wall,
-                    )
-                    .with_detail(json!({ "link": crate::redact::url(next) })),
-                );
-                self.finish_cycle(now, CycleEnd::Incomplete);
-            }
-        }
-    }
-
-    /// Records or emits one page element.
-    fn take_item(&mut self, now: Now, page: u32, index: usize, raw: Box<RawValue>) {
-        let thread = match wire::thread(&raw) {
-            Ok(thread) => thread,
-            Err(malformed) => {
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "poll.malformed",
-                        format!("skipped the item at index {index} of page {page}: {malformed}"),
-                        now.wall,
-                    )
-                    .with_detail(json!({
-                        "page": page,
-                        "index": index,
-                        "field": malformed.field(),
-                    })),
-                );
-                return;
-            }
-        };
-        let key = (thread.id.to_string(), thread.updated_at.to_string());
-        let mut meta = vec![
-            ("event_type", "notification".to_owned()),
-            ("thread_id", key.0.clone()),
-        ];
-        meta.extend(thread.reason.map(|v| ("reason", v.into_owned())));
-        meta.extend(
-            thread
-                .subject_type
-                .map(|v| ("subject_type", v.into_owned())),
-        );
-        meta.extend(thread.repository.map(|v| ("repository", v.into_owned())));
-
-        if !self.seen.insert(key, now.mono) {
-            return;
-        }
-        let cycle = self.cycle.get_or_insert_with(Cycle::default);
-        if !self.bootstrapped && self.config.bootstrap == Bootstrap::Skip {
-            cycle.recorded += 1;
-            return;
-        }
-        cycle.emitted += 1;
-        let mut event = Event::new(SOURCE, "notification", RawJson::from_raw(raw), now.wall);
-        for (key, value) in meta {
-            event = event.with_meta(key, value);
-        }
-        let delivery = DeliveryId(self.delivery_ids.next());
-        self.last_delivery = delivery.0;
-        self.unconfirmed.insert(delivery);
-        self.out.push_back(Output::Emit {
-            event,
-            confirm: Some(delivery),
-        });
-    }
-
     fn on_redirect(&mut self, now: Now, flight: InFlight, status: u16, location: &str) {
         if flight.redirects >= MAX_REDIRECTS {
             self.retry_later(
@@ -637,7 +399,7 @@ impl GithubMachine {
             );
             return;
         }
-        match self.same_origin_target(&flight.url, location) {
+        match follow::same_origin_target(&self.origin, &flight.url, location) {
             Ok(url) => {
                 self.push_log(
                     Log::new(
@@ -679,131 +441,6 @@ impl GithubMachine {
                 );
             }
         }
-    }
-
-    /// `reference` as an absolute URL on the API's origin, or why it may not be requested
-    /// (the token must never leave the origin).
-    fn same_origin_target(&self, current: &str, reference: &str) -> Result<String, String> {
-        let base = Url::parse(current).unwrap_or_else(|_| self.origin.clone());
-        let Some(absolute) = link::resolve(&base, reference) else {
-            return Err(format!(
-                "{} is not an absolute URL",
-                crate::redact::url(reference)
-            ));
-        };
-        match Url::parse(&absolute) {
-            Ok(url) if url.scheme == self.origin.scheme && url.same_origin(&self.origin) => {
-                Ok(absolute)
-            }
-            Ok(url) => Err(format!(
-                "{}://{} is not the API's origin {}://{}",
-                url.scheme,
-                url.host_header(),
-                self.origin.scheme,
-                self.origin.host_header()
-            )),
-            Err(error) => Err(format!("{}: {error}", crate::redact::url(&absolute))),
-        }
-    }
-
-    /// The cycle worked: log its outcome, keep its validators for commit, schedule the next.
-    fn finish_cycle(&mut self, now: Now, end: CycleEnd) {
-        let cycle = self.cycle.take().unwrap_or_default();
-        if !self.bootstrapped {
-            self.bootstrapped = true;
-            let (count, message) = match self.config.bootstrap {
-                Bootstrap::Skip => (
-                    cycle.recorded,
-                    format!(
-                        "recorded {} existing notifications without emitting them",
-                        cycle.recorded
-                    ),
-                ),
-                Bootstrap::Emit => (
-                    cycle.emitted,
-                    format!("emitted {} existing notifications", cycle.emitted),
-                ),
-            };
-            self.push_log(
-                Log::new(Level::Info, SOURCE, "poll.bootstrap", message, now.wall).with_detail(
-                    json!({ "count": count, "pages": cycle.pages, "bootstrap": self.config.bootstrap }),
-                ),
-            );
-        } else if end == CycleEnd::NotModified {
-            self.push_log(Log::new(
-                Level::Debug,
-                SOURCE,
-                "poll.idle",
-                "304 Not Modified: no new notifications",
-                now.wall,
-            ));
-        } else if cycle.emitted == 0 {
-            self.push_log(
-                Log::new(
-                    Level::Debug,
-                    SOURCE,
-                    "poll.idle",
-                    "no new notifications",
-                    now.wall,
-                )
-                .with_detail(json!({ "pages": cycle.pages })),
-            );
-        }
-        if end == CycleEnd::Complete
-            && let Some(validators) = cycle.validators
-        {
-            if self.unconfirmed.is_empty() {
-                self.validators = validators;
-            } else {
-                self.validators_to_commit = Some(validators);
-            }
-        }
-
-        self.backoff.reset();
-        self.rate_strikes = 0;
-        self.set_status(Status::Connected, None);
-        self.schedule_next(now, cycle.server_interval_ms, cycle.budget);
-    }
-
-    fn schedule_next(&mut self, now: Now, server_ms: Option<u64>, budget: Option<Budget>) {
-        let configured = self.config.interval_ms;
-        let base = server_ms.map_or(configured, |server| server.max(configured));
-        if base != self.base_interval_ms {
-            let message = if base > configured {
-                format!("server asks for {} between polls", seconds(base))
-            } else {
-                format!("back to the configured {} between polls", seconds(base))
-            };
-            self.push_log(
-                Log::new(Level::Info, SOURCE, "poll.interval", message, now.wall)
-                    .with_detail(json!({ "intervalMs": base, "configuredMs": configured })),
-            );
-            self.base_interval_ms = base;
-        }
-        let next = interval::next_poll(configured, server_ms, budget, now.wall);
-        if next.stretched
-            && let Some(budget) = budget
-        {
-            self.push_log(
-                Log::new(
-                    Level::Info,
-                    SOURCE,
-                    "rate.budget",
-                    format!(
-                        "{} requests left until the rate-limit reset; next poll in {}",
-                        budget.remaining,
-                        seconds(next.delay_ms)
-                    ),
-                    now.wall,
-                )
-                .with_detail(json!({
-                    "remaining": budget.remaining,
-                    "resetAt": budget.reset,
-                    "delayMs": next.delay_ms,
-                })),
-            );
-        }
-        self.timers.arm(Timer::Poll, now.mono + next.delay_ms);
     }
 
     /// Abandons the cycle and schedules a retry after a jittered backoff, or fails once the
@@ -857,17 +494,6 @@ impl GithubMachine {
     }
 }
 
-/// Records a response's `X-Poll-Interval` and rate-limit budget in the cycle.
-fn note_pacing(cycle: &mut Cycle, response: &HttpResponse) {
-    if let Some(server) = interval::server_interval_ms(response.header("x-poll-interval")) {
-        cycle.server_interval_ms = Some(cycle.server_interval_ms.map_or(server, |s| s.max(server)));
-    }
-    if let Some(budget) = Budget::from_response(response) {
-        cycle.budget = Some(budget);
-    }
-}
-
-/// `90 s`, `1.5 s`: milliseconds for log messages.
 /// `2026-12-05T08:20:00Z`, or the raw milliseconds outside jiff's range.
 fn wall_time(at: crate::UnixMillis) -> String {
     jiff::Timestamp::from_millisecond(at.0)
@@ -875,6 +501,7 @@ fn wall_time(at: crate::UnixMillis) -> String {
         .unwrap_or_else(|_| format!("{} ms since the epoch", at.0))
 }
 
+/// `90 s`, `1.5 s`: milliseconds for log messages.
 fn seconds(ms: u64) -> String {
     if ms % 1_000 == 0 {
         format!("{} s", ms / 1_000)

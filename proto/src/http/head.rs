@@ -115,6 +115,18 @@ pub(crate) fn ends_with_blank_line(bytes: &[u8]) -> bool {
     matches!(bytes, b"\n" | b"\r\n") || bytes.ends_with(b"\n\n") || bytes.ends_with(b"\n\r\n")
 }
 
+/// httparse's answer on a candidate head: its length once complete, `None` while partial.
+pub(crate) fn head_len(
+    parsed: httparse::Result<usize>,
+    limits: &Limits,
+) -> Result<Option<usize>, HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(error) => Err(head_error(error, limits)),
+    }
+}
+
 /// Maps httparse's error, giving the header-count limit its own variant.
 pub(crate) fn head_error(error: httparse::Error, limits: &Limits) -> HttpError {
     match error {

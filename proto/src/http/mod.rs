@@ -16,10 +16,13 @@
 //!   soon as its head is in, with the bytes that follow it.
 //! - [`encode_response`] writes a response with `Content-Length`.
 //!
-//! Both readers share one head collector (httparse for the syntax), one interpretation of the
+//! Both readers are one state machine (head, then body, then leftover) generic over the role,
+//! which only says how its start line parses and which body rules apply, as h11's tables keyed by
+//! role do. They share one head collector (httparse for the syntax), one interpretation of the
 //! framing headers, and one body decoder (Content-Length, chunked, close-delimited), so a rule
 //! changes in one place. Every buffer is bounded by [`Limits`]; whatever the peer sends ends as a
-//! typed [`HttpError`], never a panic.
+//! typed [`HttpError`] of the remote family ([`Side::Remote`]), never a panic, while misuse by the
+//! caller is of the local family ([`Side::Local`]).
 //!
 //! ```
 //! use openflume_proto::HttpRequest;
@@ -41,17 +44,19 @@
 //! ```
 
 mod body;
+mod error;
 mod field;
 mod head;
+mod reader;
 mod request;
 mod response;
 mod server;
 
+pub use error::{HttpError, Side};
 pub use request::encode_request;
 pub use response::{ReadResponse, ResponseReader};
 pub use server::{ReadRequest, ReceivedRequest, RequestReader, encode_response};
 
-use crate::url::UrlError;
 use serde::{Deserialize, Serialize};
 
 /// Bounds on what a reader buffers, so no peer can make it grow without end.
@@ -123,157 +128,6 @@ impl Persistence {
     pub fn is_keep_alive(self) -> bool {
         self == Persistence::KeepAlive
     }
-}
-
-/// Why a message could not be written or read.
-///
-/// The first group are local: the caller asked for something that cannot be sent, or used a reader
-/// after it finished. The rest are remote: the peer sent something this codec refuses. Messages
-/// name headers but never print header values or URLs, so credentials stay out of logs.
-///
-/// ```
-/// use openflume_proto::HttpRequest;
-/// use openflume_proto::http::{encode_request, HttpError, Limits, ResponseReader};
-///
-/// // Local: a header the caller may not set, and a value that would inject a line.
-/// let request = HttpRequest::new("GET", "https://api.github.com/").header("Host", "evil.example");
-/// assert_eq!(encode_request(&request), Err(HttpError::ReservedHeader { name: "Host".into() }));
-/// let request = HttpRequest::new("GET", "https://api.github.com/").header("Authorization", "token secret\r\n");
-/// let error = encode_request(&request).unwrap_err();
-/// assert_eq!(error.to_string(), r#"header "Authorization" has a value with control characters"#);
-///
-/// // Remote: framing the codec refuses. The reader is spent and repeats the error.
-/// let mut reader = ResponseReader::new("GET", Limits::default());
-/// let error = reader
-///     .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n")
-///     .unwrap_err();
-/// assert_eq!(error, HttpError::ContentLengthWithTransferEncoding);
-/// assert_eq!(reader.feed(b"ok"), Err(error));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HttpError {
-    /// The method is not an RFC 9110 token.
-    #[error("the request method is not a valid token")]
-    InvalidMethod,
-    /// The URL did not parse.
-    #[error("invalid request URL: {0}")]
-    InvalidUrl(#[from] UrlError),
-    /// The URL's host or path holds bytes that cannot go on the request line or in `Host`
-    /// (spaces, controls, non-ASCII: percent-encode them).
-    #[error("the request URL holds characters that must be percent-encoded")]
-    InvalidTarget,
-    /// Header number `index` (from 0, in the caller's list) has a name that is not a token.
-    #[error("header #{index} has an invalid name")]
-    InvalidHeaderName {
-        /// Position in the caller's header list.
-        index: usize,
-    },
-    /// The header's value holds CR, LF, NUL or another control character.
-    #[error("header {name:?} has a value with control characters")]
-    InvalidHeaderValue {
-        /// Header name.
-        name: String,
-    },
-    /// The caller set a header the codec writes itself (`Host`, `Content-Length`,
-    /// `Transfer-Encoding`).
-    #[error("header {name:?} is written by the codec and may not be set")]
-    ReservedHeader {
-        /// Header name.
-        name: String,
-    },
-    /// A response status outside 100..=999.
-    #[error("invalid status code {status}")]
-    InvalidStatus {
-        /// The status.
-        status: u16,
-    },
-    /// The reason phrase holds control characters.
-    #[error("the reason phrase has control characters")]
-    InvalidReason,
-    /// A 1xx, 204 or 304 response was given a body.
-    #[error("a {status} response cannot have a body")]
-    BodyNotAllowed {
-        /// The status.
-        status: u16,
-    },
-    /// The reader already returned a message or an end-of-stream result; make a new one.
-    #[error("this reader has finished; create a new one for the next message")]
-    ReaderFinished,
-
-    /// The head did not end within [`Limits::max_head_bytes`].
-    #[error("message head larger than {limit} bytes")]
-    HeadTooLarge {
-        /// The limit.
-        limit: usize,
-    },
-    /// More than [`Limits::max_headers`] header or trailer fields.
-    #[error("more than {limit} header fields")]
-    TooManyHeaders {
-        /// The limit.
-        limit: usize,
-    },
-    /// The start line or a header field is not valid HTTP/1.x.
-    #[error("malformed message head: {0}")]
-    MalformedHead(#[source] httparse::Error),
-    /// The server answered `101 Switching Protocols`, which this client never asks for.
-    #[error("unexpected 101 Switching Protocols")]
-    SwitchingProtocols,
-    /// A `Content-Length` value that is not a decimal number.
-    #[error("invalid Content-Length")]
-    InvalidContentLength,
-    /// Several `Content-Length` values that differ.
-    #[error("conflicting Content-Length values")]
-    ConflictingContentLength,
-    /// Both `Content-Length` and `Transfer-Encoding`: a request-smuggling hazard.
-    #[error("both Content-Length and Transfer-Encoding")]
-    ContentLengthWithTransferEncoding,
-    /// A transfer coding other than a single `chunked`.
-    #[error("unsupported Transfer-Encoding (only chunked is accepted)")]
-    UnsupportedTransferEncoding,
-    /// An upgrade request that also declares a body.
-    #[error("an upgrade request cannot have a body")]
-    UpgradeWithBody,
-    /// A length or chunk size that does not fit in 64 bits.
-    #[error("size overflows 64 bits")]
-    SizeOverflow,
-    /// The body is larger than [`Limits::max_body_bytes`].
-    #[error("body larger than {limit} bytes")]
-    BodyTooLarge {
-        /// The limit.
-        limit: usize,
-    },
-    /// A chunk-size line longer than [`Limits::max_chunk_line_bytes`].
-    #[error("chunk-size line longer than {limit} bytes")]
-    ChunkLineTooLong {
-        /// The limit.
-        limit: usize,
-    },
-    /// A chunk-size line that is not hex digits with optional extensions.
-    #[error("invalid chunk size")]
-    InvalidChunkSize,
-    /// Chunk framing without its CRLF (after the size line or after the data).
-    #[error("malformed chunk: missing CRLF")]
-    MalformedChunk,
-    /// The trailer section did not end within [`Limits::max_head_bytes`].
-    #[error("trailer section larger than {limit} bytes")]
-    TrailersTooLarge {
-        /// The limit.
-        limit: usize,
-    },
-    /// The trailer section is not valid header fields.
-    #[error("malformed trailer section")]
-    MalformedTrailers,
-    /// The connection closed before any byte of the response: a reused keep-alive connection the
-    /// server had already dropped. Safe to retry once on a fresh connection for idempotent requests.
-    #[error("connection closed before the response started")]
-    ClosedBeforeResponse,
-    /// The connection closed in the middle of the head.
-    #[error("connection closed in the middle of the message head")]
-    ClosedInHead,
-    /// The connection closed before the body was complete.
-    #[error("connection closed before the body was complete")]
-    ClosedInBody,
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ pub fn encode_request(request: &HttpRequest) -> Result<Vec<u8>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Side;
     use crate::url::UrlError;
 
     #[test]
@@ -187,6 +188,7 @@ mod tests {
             ),
         ];
         for (request, expected) in cases {
+            assert_eq!(expected.side(), Side::Local, "{expected:?}");
             assert_eq!(encode_request(&request), Err(expected), "{request:?}");
         }
     }

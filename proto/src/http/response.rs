@@ -1,9 +1,8 @@
 //! Reading one response on the client side, from whatever chunks the socket yields.
 
-use super::body::{BodyReader, Framing};
-use super::head::{
-    DeclaredBody, HeadBuffer, ParseOutcome, head_error, interpret, list_items, owned_fields,
-};
+use super::body::Framing;
+use super::head::{DeclaredBody, ParseOutcome, head_len, interpret, list_items, owned_fields};
+use super::reader::{AfterHead, Body, Reader, Role};
 use super::{HttpError, Limits, Persistence};
 use crate::{Bytes, HttpRequest, HttpResponse};
 
@@ -50,28 +49,17 @@ pub struct ReadResponse {
 /// # Ok::<(), HttpError>(())
 /// ```
 #[derive(Debug)]
-pub struct ResponseReader {
-    limits: Limits,
+pub struct ResponseReader(Reader<Client>);
+
+/// The client's rules: which responses have a body, and when the connection is kept.
+#[derive(Debug)]
+struct Client {
     head_request: bool,
     request_close: bool,
-    interim_seen: bool,
-    state: State,
-}
-
-#[derive(Debug)]
-enum State {
-    Head(HeadBuffer),
-    Body {
-        status: u16,
-        headers: Vec<(String, String)>,
-        persistence: Persistence,
-        body: BodyReader,
-    },
-    Finished,
-    Failed(HttpError),
 }
 
 /// A parsed status line and header fields.
+#[derive(Debug)]
 struct ResponseHead {
     minor_version: u8,
     status: u16,
@@ -81,13 +69,11 @@ struct ResponseHead {
 impl ResponseReader {
     /// A reader for the response to a request with this method (`HEAD` responses have no body).
     pub fn new(method: &str, limits: Limits) -> ResponseReader {
-        ResponseReader {
-            limits,
+        let client = Client {
             head_request: method == "HEAD",
             request_close: false,
-            interim_seen: false,
-            state: State::Head(HeadBuffer::default()),
-        }
+        };
+        ResponseReader(Reader::new(client, limits))
     }
 
     /// A reader for the response to `request`: takes its method, and marks the connection for
@@ -102,106 +88,85 @@ impl ResponseReader {
     /// assert_eq!(done.persistence, Persistence::Close);
     /// ```
     pub fn for_request(request: &HttpRequest, limits: Limits) -> ResponseReader {
-        let mut reader = ResponseReader::new(&request.method, limits);
-        reader.request_close = request.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("connection")
-                && list_items(value).any(|option| option.eq_ignore_ascii_case("close"))
-        });
-        reader
+        let client = Client {
+            head_request: request.method == "HEAD",
+            request_close: request.headers.iter().any(|(name, value)| {
+                name.eq_ignore_ascii_case("connection")
+                    && list_items(value).any(|option| option.eq_ignore_ascii_case("close"))
+            }),
+        };
+        ResponseReader(Reader::new(client, limits))
     }
 
     /// Feeds received bytes. Returns the response once it is complete, with the bytes after it in
     /// [`ReadResponse::leftover`]; `None` while more bytes are needed.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, ResponseReader};
+    /// let mut reader = ResponseReader::new("GET", Limits::default());
+    /// assert!(reader.feed(b"HTTP/1.1 204 No")?.is_none());
+    /// assert!(reader.feed(b" Content\r\n\r\n")?.is_some());
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
     pub fn feed(&mut self, input: &[u8]) -> Result<Option<ReadResponse>, HttpError> {
-        let result = self.advance(input);
-        match &result {
-            Err(error) => self.state = State::Failed(error.clone()),
-            Ok(Some(_)) => self.state = State::Finished,
-            Ok(None) => {}
-        }
-        result
+        self.0.feed(input)
     }
 
     /// The connection reached end of stream. Completes a close-delimited body; otherwise says how
     /// the response was cut short. [`HttpError::ClosedBeforeResponse`] means not one byte of it
     /// arrived (the stale keep-alive case a driver may retry).
+    ///
+    /// ```
+    /// use openflume_proto::http::{HttpError, Limits, ResponseReader};
+    /// let mut reader = ResponseReader::new("GET", Limits::default());
+    /// reader.feed(b"HTTP/1.0 200 OK\r\n\r\nuntil close").unwrap();
+    /// assert_eq!(reader.eof()?.response.body.as_slice(), b"until close");
+    /// # Ok::<(), HttpError>(())
+    /// ```
     pub fn eof(&mut self) -> Result<ReadResponse, HttpError> {
-        let state = std::mem::replace(&mut self.state, State::Finished);
-        let result = match state {
-            State::Head(buffer) if buffer.is_empty() && !self.interim_seen => {
-                Err(HttpError::ClosedBeforeResponse)
-            }
-            State::Head(_) => Err(HttpError::ClosedInHead),
-            State::Body {
-                status,
-                headers,
-                persistence,
-                mut body,
-            } => body
-                .eof()
-                .map(|()| complete(status, headers, persistence, body, &[])),
-            State::Finished => Err(HttpError::ReaderFinished),
-            State::Failed(error) => Err(error),
-        };
-        if let Err(error) = &result {
-            self.state = State::Failed(error.clone());
-        }
-        result
+        self.0.eof()?.ok_or(HttpError::ClosedBeforeResponse)
     }
 
     /// Bytes held right now (partial head, body so far); never more than the limits allow.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, ResponseReader};
+    /// let mut reader = ResponseReader::new("GET", Limits::default());
+    /// reader.feed(b"HTTP/1.1 2").unwrap();
+    /// assert_eq!(reader.buffered_bytes(), 10);
+    /// ```
     pub fn buffered_bytes(&self) -> usize {
-        match &self.state {
-            State::Head(buffer) => buffer.len(),
-            State::Body { body, .. } => body.buffered(),
-            State::Finished | State::Failed(_) => 0,
-        }
+        self.0.buffered_bytes()
+    }
+}
+
+impl Role for Client {
+    type Head = ResponseHead;
+    type Message = ReadResponse;
+
+    fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<ResponseHead> {
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut response = httparse::Response::new(&mut slots);
+        let Some(len) = head_len(response.parse(bytes), limits)? else {
+            return Ok(None);
+        };
+        let (Some(minor_version), Some(status @ 100..)) = (response.version, response.code) else {
+            return Err(HttpError::MalformedHead(httparse::Error::Status));
+        };
+        let head = ResponseHead {
+            minor_version,
+            status,
+            headers: owned_fields(response.headers),
+        };
+        Ok(Some((len, head)))
     }
 
-    fn advance(&mut self, mut input: &[u8]) -> Result<Option<ReadResponse>, HttpError> {
-        loop {
-            match &mut self.state {
-                State::Finished => return Err(HttpError::ReaderFinished),
-                State::Failed(error) => return Err(error.clone()),
-                State::Head(buffer) => {
-                    let limits = self.limits;
-                    let (used, head) =
-                        buffer.advance(input, &limits, |bytes| parse_head(bytes, &limits))?;
-                    input = input.get(used..).unwrap_or_default();
-                    let Some(head) = head else {
-                        return Ok(None);
-                    };
-                    self.state = self.after_head(head)?;
-                }
-                State::Body { body, .. } => {
-                    let used = body.read(input)?;
-                    input = input.get(used..).unwrap_or_default();
-                    if !body.is_complete() {
-                        return Ok(None);
-                    }
-                    let State::Body {
-                        status,
-                        headers,
-                        persistence,
-                        body,
-                    } = std::mem::replace(&mut self.state, State::Finished)
-                    else {
-                        return Err(HttpError::ReaderFinished);
-                    };
-                    return Ok(Some(complete(status, headers, persistence, body, input)));
-                }
-            }
-        }
-    }
-
-    /// Decides what follows a head: another head after an interim response, or the body.
-    fn after_head(&mut self, head: ResponseHead) -> Result<State, HttpError> {
+    /// Interim responses are skipped; `HEAD` responses and 204/304 have no body whatever their
+    /// headers say; a body without framing headers runs until the connection closes.
+    fn after_head(&self, head: ResponseHead) -> Result<AfterHead<ResponseHead>, HttpError> {
         match head.status {
             101 => return Err(HttpError::SwitchingProtocols),
-            100..=199 => {
-                self.interim_seen = true;
-                return Ok(State::Head(HeadBuffer::default()));
-            }
+            100..=199 => return Ok(AfterHead::Interim),
             _ => {}
         }
         let semantics = interpret(head.minor_version, &head.headers)?;
@@ -219,50 +184,28 @@ impl ResponseReader {
         } else {
             semantics.persistence
         };
-        Ok(State::Body {
-            status: head.status,
-            headers: head.headers,
+        Ok(AfterHead::Body {
+            head,
             persistence,
-            body: BodyReader::new(framing, self.limits)?,
+            framing,
         })
     }
-}
 
-fn complete(
-    status: u16,
-    headers: Vec<(String, String)>,
-    persistence: Persistence,
-    body: BodyReader,
-    leftover: &[u8],
-) -> ReadResponse {
-    let (body, trailers) = body.into_parts();
-    ReadResponse {
-        response: HttpResponse {
-            status,
-            headers,
-            body: Bytes(body),
-        },
-        trailers,
-        persistence,
-        leftover: leftover.to_vec(),
+    fn complete(
+        head: ResponseHead,
+        persistence: Persistence,
+        (body, trailers): Body,
+        leftover: &[u8],
+    ) -> ReadResponse {
+        ReadResponse {
+            response: HttpResponse {
+                status: head.status,
+                headers: head.headers,
+                body: Bytes(body),
+            },
+            trailers,
+            persistence,
+            leftover: leftover.to_vec(),
+        }
     }
-}
-
-fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<ResponseHead> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut response = httparse::Response::new(&mut slots);
-    let len = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(error) => return Err(head_error(error, limits)),
-    };
-    let (Some(minor_version), Some(status @ 100..)) = (response.version, response.code) else {
-        return Err(HttpError::MalformedHead(httparse::Error::Status));
-    };
-    let head = ResponseHead {
-        minor_version,
-        status,
-        headers: owned_fields(response.headers),
-    };
-    Ok(Some((len, head)))
 }

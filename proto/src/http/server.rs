@@ -1,9 +1,10 @@
 //! The server side, for the local simulators of Discord, Slack and GitHub: reading requests
 //! (including WebSocket upgrade requests on the same port) and writing responses.
 
-use super::body::{BodyReader, Framing};
+use super::body::Framing;
 use super::field::{is_field_value, write_field, write_fields};
-use super::head::{DeclaredBody, HeadBuffer, ParseOutcome, head_error, interpret, owned_fields};
+use super::head::{DeclaredBody, ParseOutcome, head_len, interpret, owned_fields};
+use super::reader::{AfterHead, Body, Reader, Role};
 use super::{HttpError, Limits, Persistence};
 use crate::Bytes;
 
@@ -79,22 +80,11 @@ pub struct ReadRequest {
 /// # Ok::<(), openflume_proto::http::HttpError>(())
 /// ```
 #[derive(Debug)]
-pub struct RequestReader {
-    limits: Limits,
-    state: State,
-}
+pub struct RequestReader(Reader<Server>);
 
+/// The server's rules: no framing headers means no body, and an upgrade request ends at its head.
 #[derive(Debug)]
-enum State {
-    Head(HeadBuffer),
-    Body {
-        head: RequestHead,
-        persistence: Persistence,
-        body: BodyReader,
-    },
-    Finished,
-    Failed(HttpError),
-}
+struct Server;
 
 /// A parsed request line and header fields.
 #[derive(Debug)]
@@ -103,28 +93,36 @@ struct RequestHead {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
+    /// The `Upgrade` value, once the head is known to ask for one.
+    upgrade: Option<String>,
 }
 
 impl RequestReader {
     /// A reader for one request.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let reader = RequestReader::new(Limits::default());
+    /// assert_eq!(reader.buffered_bytes(), 0);
+    /// ```
     pub fn new(limits: Limits) -> RequestReader {
-        RequestReader {
-            limits,
-            state: State::Head(HeadBuffer::default()),
-        }
+        RequestReader(Reader::new(Server, limits))
     }
 
     /// Feeds received bytes. Returns the request once it is complete (an upgrade request once its
     /// head is), with the bytes after it in [`ReadRequest::leftover`]; `None` while more are needed.
     /// After a result or an error the reader is spent.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// assert!(reader.feed(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n")?.is_none());
+    /// let done = reader.feed(b"{}")?.expect("complete");
+    /// assert_eq!(done.request.body.as_slice(), b"{}");
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
     pub fn feed(&mut self, input: &[u8]) -> Result<Option<ReadRequest>, HttpError> {
-        let result = self.advance(input);
-        match &result {
-            Err(error) => self.state = State::Failed(error.clone()),
-            Ok(Some(_)) => self.state = State::Finished,
-            Ok(None) => {}
-        }
-        result
+        self.0.feed(input)
     }
 
     /// The client closed the connection. `Ok` when that happened between requests (nothing but
@@ -138,150 +136,90 @@ impl RequestReader {
     /// assert_eq!(reader.eof(), Err(HttpError::ClosedInHead));
     /// ```
     pub fn eof(&mut self) -> Result<(), HttpError> {
-        let state = std::mem::replace(&mut self.state, State::Finished);
-        let result = match state {
-            State::Head(buffer) if buffer.is_empty() => Ok(()),
-            State::Head(_) => Err(HttpError::ClosedInHead),
-            State::Body { .. } => Err(HttpError::ClosedInBody),
-            State::Finished => Err(HttpError::ReaderFinished),
-            State::Failed(error) => Err(error),
-        };
-        if let Err(error) = &result {
-            self.state = State::Failed(error.clone());
-        }
-        result
+        // Requests are never close-delimited, so end of stream never completes one.
+        self.0.eof().map(drop)
     }
 
     /// Bytes held right now (partial head, body so far); never more than the limits allow.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed(b"GET / HT").unwrap();
+    /// assert_eq!(reader.buffered_bytes(), 8);
+    /// ```
     pub fn buffered_bytes(&self) -> usize {
-        match &self.state {
-            State::Head(buffer) => buffer.len(),
-            State::Body { body, .. } => body.buffered(),
-            State::Finished | State::Failed(_) => 0,
-        }
+        self.0.buffered_bytes()
+    }
+}
+
+impl Role for Server {
+    type Head = RequestHead;
+    type Message = ReadRequest;
+
+    fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<RequestHead> {
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut request = httparse::Request::new(&mut slots);
+        let Some(len) = head_len(request.parse(bytes), limits)? else {
+            return Ok(None);
+        };
+        let (Some(method), Some(target), Some(minor_version)) =
+            (request.method, request.path, request.version)
+        else {
+            return Err(HttpError::MalformedHead(httparse::Error::Token));
+        };
+        let head = RequestHead {
+            minor_version,
+            method: method.to_owned(),
+            target: target.to_owned(),
+            headers: owned_fields(request.headers),
+            upgrade: None,
+        };
+        Ok(Some((len, head)))
     }
 
-    fn advance(&mut self, mut input: &[u8]) -> Result<Option<ReadRequest>, HttpError> {
-        loop {
-            match &mut self.state {
-                State::Finished => return Err(HttpError::ReaderFinished),
-                State::Failed(error) => return Err(error.clone()),
-                State::Head(buffer) => {
-                    let limits = self.limits;
-                    let (used, head) =
-                        buffer.advance(input, &limits, |bytes| parse_head(bytes, &limits))?;
-                    input = input.get(used..).unwrap_or_default();
-                    let Some(head) = head else {
-                        return Ok(None);
-                    };
-                    if let Some(upgrade) = self.after_head(head, input)? {
-                        return Ok(Some(upgrade));
-                    }
-                }
-                State::Body { body, .. } => {
-                    let used = body.read(input)?;
-                    input = input.get(used..).unwrap_or_default();
-                    if !body.is_complete() {
-                        return Ok(None);
-                    }
-                    let State::Body {
-                        head,
-                        persistence,
-                        body,
-                    } = std::mem::replace(&mut self.state, State::Finished)
-                    else {
-                        return Err(HttpError::ReaderFinished);
-                    };
-                    return Ok(Some(complete(
-                        head,
-                        persistence,
-                        body.into_parts(),
-                        None,
-                        input,
-                    )));
-                }
-            }
-        }
-    }
-
-    /// Starts the body, or returns an upgrade request whole: its head is all there is.
-    fn after_head(
-        &mut self,
-        head: RequestHead,
-        rest: &[u8],
-    ) -> Result<Option<ReadRequest>, HttpError> {
+    /// An upgrade request is whole once its head is in: what follows belongs to the new protocol.
+    fn after_head(&self, mut head: RequestHead) -> Result<AfterHead<RequestHead>, HttpError> {
         let semantics = interpret(head.minor_version, &head.headers)?;
+        let framing = match semantics.body {
+            DeclaredBody::Length(0) | DeclaredBody::Unspecified => Framing::Length(0),
+            _ if semantics.upgrade => return Err(HttpError::UpgradeWithBody),
+            DeclaredBody::Length(length) => Framing::Length(length),
+            DeclaredBody::Chunked => Framing::Chunked,
+        };
         if semantics.upgrade {
-            if !matches!(
-                semantics.body,
-                DeclaredBody::Unspecified | DeclaredBody::Length(0)
-            ) {
-                return Err(HttpError::UpgradeWithBody);
-            }
-            let protocol = head
+            head.upgrade = head
                 .headers
                 .iter()
                 .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
                 .map(|(_, value)| value.clone());
-            let no_body = (Vec::new(), Vec::new());
-            let done = complete(head, semantics.persistence, no_body, protocol, rest);
-            return Ok(Some(done));
         }
-        let framing = match semantics.body {
-            DeclaredBody::Length(length) => Framing::Length(length),
-            DeclaredBody::Chunked => Framing::Chunked,
-            DeclaredBody::Unspecified => Framing::Length(0),
-        };
-        self.state = State::Body {
+        Ok(AfterHead::Body {
             head,
             persistence: semantics.persistence,
-            body: BodyReader::new(framing, self.limits)?,
-        };
-        Ok(None)
+            framing,
+        })
     }
-}
 
-fn complete(
-    head: RequestHead,
-    persistence: Persistence,
-    (body, trailers): (Vec<u8>, Vec<(String, String)>),
-    upgrade: Option<String>,
-    leftover: &[u8],
-) -> ReadRequest {
-    ReadRequest {
-        request: ReceivedRequest {
-            method: head.method,
-            target: head.target,
-            headers: head.headers,
-            body: Bytes(body),
-        },
-        trailers,
-        persistence,
-        upgrade,
-        leftover: leftover.to_vec(),
+    fn complete(
+        head: RequestHead,
+        persistence: Persistence,
+        (body, trailers): Body,
+        leftover: &[u8],
+    ) -> ReadRequest {
+        ReadRequest {
+            request: ReceivedRequest {
+                method: head.method,
+                target: head.target,
+                headers: head.headers,
+                body: Bytes(body),
+            },
+            trailers,
+            persistence,
+            upgrade: head.upgrade,
+            leftover: leftover.to_vec(),
+        }
     }
-}
-
-fn parse_head(bytes: &[u8], limits: &Limits) -> ParseOutcome<RequestHead> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut request = httparse::Request::new(&mut slots);
-    let len = match request.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(error) => return Err(head_error(error, limits)),
-    };
-    let (Some(method), Some(target), Some(minor_version)) =
-        (request.method, request.path, request.version)
-    else {
-        return Err(HttpError::MalformedHead(httparse::Error::Token));
-    };
-    let head = RequestHead {
-        minor_version,
-        method: method.to_owned(),
-        target: target.to_owned(),
-        headers: owned_fields(request.headers),
-    };
-    Ok(Some((len, head)))
 }
 
 /// Writes a response with `Content-Length` (none for 1xx, 204 and 304, which cannot have a body).
