@@ -11,7 +11,7 @@
 //! (unknown or expired session, replay no longer buffered) or closes 4007 (a `seq` from the
 //! future); client payloads over 4096 bytes → 4002, more than 120 in 60 s → 4008; a client close
 //! with 1000/1001 ends the session, any other close or a dropped socket keeps it resumable for
-//! [`DiscordConfig::resume_window`]. With `compress=zlib-stream` every payload is a binary frame
+//! [`DiscordSimConfig::resume_window`]. With `compress=zlib-stream` every payload is a binary frame
 //! from one zlib stream per connection, sync-flushed so each ends with `00 00 ff ff`.
 //!
 //! Simplifications: JSON encoding only (another `encoding` is closed with 4002), payload
@@ -65,22 +65,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How to run a [`DiscordSim`].
 ///
 /// ```
-/// use openflume::sim::{DiscordConfig, Scenario};
+/// use openflume_sim::{DiscordSimConfig, Scenario};
 /// use std::time::Duration;
 ///
-/// let config = DiscordConfig {
+/// let config = DiscordSimConfig {
 ///     heartbeat_interval: Duration::from_secs(5),
 ///     scenario: Scenario::steady(1.0),
-///     ..DiscordConfig::default()
+///     ..DiscordSimConfig::default()
 /// };
 /// assert_eq!(config.bind.ip().to_string(), "127.0.0.1");
 /// assert!(!format!("{config:?}").contains(&config.token));
 /// ```
 #[derive(Clone)]
-pub struct DiscordConfig {
+pub struct DiscordSimConfig {
     /// Where to listen. Default `127.0.0.1:0` (a free port on loopback).
     pub bind: SocketAddr,
-    /// The bot token clients must present. Default [`DISCORD_TOKEN`](crate::sim::DISCORD_TOKEN).
+    /// The bot token clients must present. Default [`DISCORD_TOKEN`](crate::DISCORD_TOKEN).
     pub token: String,
     /// `heartbeat_interval` in HELLO. Default 41.25 s, Discord's usual value.
     pub heartbeat_interval: Duration,
@@ -117,11 +117,11 @@ pub struct DiscordConfig {
     pub scenario: Scenario<DiscordAction>,
 }
 
-impl Default for DiscordConfig {
+impl Default for DiscordSimConfig {
     fn default() -> Self {
-        DiscordConfig {
+        DiscordSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: crate::sim::DISCORD_TOKEN.to_owned(),
+            token: crate::DISCORD_TOKEN.to_owned(),
             heartbeat_interval: Duration::from_millis(41_250),
             shards: 1,
             max_concurrency: 1,
@@ -140,9 +140,9 @@ impl Default for DiscordConfig {
     }
 }
 
-impl fmt::Debug for DiscordConfig {
+impl fmt::Debug for DiscordSimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DiscordConfig")
+        f.debug_struct("DiscordSimConfig")
             .field("bind", &self.bind)
             .field("token", &"[redacted]")
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -425,11 +425,11 @@ impl DiscordRecords {
 /// A running Discord simulator. Stops when dropped.
 ///
 /// ```no_run
-/// use openflume::sim::{DiscordConfig, DiscordSim, DiscordAction};
+/// use openflume_sim::{DiscordSimConfig, DiscordSim, DiscordAction};
 /// use std::time::Duration;
 ///
 /// smol::block_on(async {
-///     let discord = DiscordSim::start(DiscordConfig::default()).await?;
+///     let discord = DiscordSim::start(DiscordSimConfig::default()).await?;
 ///     println!("API {} gateway {}", discord.api_url(), discord.gateway_url());
 ///     // … point a client at it, then:
 ///     discord.wait_for(Duration::from_secs(5), |r| r.sessions().first().cloned()).await.ok();
@@ -447,7 +447,7 @@ pub struct DiscordSim {
 
 impl DiscordSim {
     /// Starts listening on `config.bind`; returns once the socket listens.
-    pub async fn start(config: DiscordConfig) -> io::Result<DiscordSim> {
+    pub async fn start(config: DiscordSimConfig) -> io::Result<DiscordSim> {
         config.scenario.rate.validate()?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
@@ -534,7 +534,7 @@ impl DiscordSim {
 
 /// The simulator's shared half: configuration, URLs, state.
 struct Discord {
-    config: DiscordConfig,
+    config: DiscordSimConfig,
     started: Instant,
     gateway_url: String,
     resume_url: String,
@@ -656,7 +656,7 @@ fn control(op: u8, data: &str) -> String {
 }
 
 impl Discord {
-    fn new(config: DiscordConfig, addr: SocketAddr) -> Discord {
+    fn new(config: DiscordSimConfig, addr: SocketAddr) -> Discord {
         let now = Timestamp::now();
         let mut increment = 0;
         let mut flake = || {
@@ -1814,11 +1814,11 @@ fn deflate_sync(compressor: &mut Compress, input: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::testkit::{http, json, next_json, next_message, send_json, within, ws_connect};
+    use crate::testkit::{http, json, next_json, next_message, send_json, within, ws_connect};
     use openflume_proto::HttpRequest;
 
-    async fn start(config: DiscordConfig) -> DiscordSim {
-        DiscordSim::start(DiscordConfig {
+    async fn start(config: DiscordSimConfig) -> DiscordSim {
+        DiscordSim::start(DiscordSimConfig {
             heartbeat_interval: Duration::from_millis(1000),
             identify_spacing: Duration::ZERO,
             ..config
@@ -1835,7 +1835,7 @@ mod tests {
     }
 
     /// Connects, reads HELLO, identifies; returns the socket, READY's `d`, and GUILD_CREATE.
-    async fn ready(sim: &DiscordSim) -> (crate::sim::testkit::Ws, Value) {
+    async fn ready(sim: &DiscordSim) -> (crate::testkit::Ws, Value) {
         let mut ws = ws_connect(&format!("{}/?v=10&encoding=json", sim.gateway_url())).await;
         let hello = next_json(&mut ws).await;
         assert_eq!(hello["op"], 10);
@@ -1861,7 +1861,7 @@ mod tests {
     #[test]
     fn gateway_bot_checks_the_token() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let url = format!("{}/gateway/bot", sim.api_url());
             let ok = http(
                 HttpRequest::new("GET", &url)
@@ -1889,7 +1889,7 @@ mod tests {
     #[test]
     fn identify_ready_dispatch_and_heartbeat_ack() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let (mut ws, ready) = ready(&sim).await;
             let session_id = ready["session_id"].as_str().unwrap().to_owned();
             assert_eq!(session_id.len(), 32);
@@ -1947,9 +1947,9 @@ mod tests {
     #[test]
     fn messages_after_ready_follow_ready_unasked() {
         smol::block_on(async {
-            let sim = start(DiscordConfig {
+            let sim = start(DiscordSimConfig {
                 messages_after_ready: 3,
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             })
             .await;
             let (mut ws, _) = ready(&sim).await;
@@ -1973,9 +1973,9 @@ mod tests {
     fn a_heartbeat_is_seen_while_dispatches_wait_for_the_client() {
         smol::block_on(async {
             // About 7 MB: more than the socket buffers take while the client reads nothing.
-            let sim = start(DiscordConfig {
+            let sim = start(DiscordSimConfig {
                 messages_after_ready: 5000,
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             })
             .await;
             let (mut ws, _) = ready(&sim).await;
@@ -2007,7 +2007,7 @@ mod tests {
     #[test]
     fn resume_replays_the_missed_dispatches() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let (mut ws, ready) = ready(&sim).await;
             let session_id = ready["session_id"].as_str().unwrap().to_owned();
             // The client leaves with a resumable close code; three messages arrive meanwhile.
@@ -2103,7 +2103,7 @@ mod tests {
     #[test]
     fn a_bad_token_is_closed_with_4004() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let mut ws = ws_connect(&format!("{}/?v=10&encoding=json", sim.gateway_url())).await;
             next_json(&mut ws).await;
             send_json(&mut ws, identify("not-the-token")).await;
@@ -2126,9 +2126,9 @@ mod tests {
     #[test]
     fn identify_checks_intents_shard_and_order() {
         smol::block_on(async {
-            let sim = start(DiscordConfig {
+            let sim = start(DiscordSimConfig {
                 privileged_intents: 0,
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             })
             .await;
             let cases = [
@@ -2170,14 +2170,14 @@ mod tests {
     #[test]
     fn zlib_stream_frames_inflate_to_the_payloads() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let mut ws = ws_connect(&format!(
                 "{}/?v=10&encoding=json&compress=zlib-stream",
                 sim.gateway_url()
             ))
             .await;
             let mut inflate = flate2::Decompress::new(true);
-            let mut next = async |ws: &mut crate::sim::testkit::Ws| -> Value {
+            let mut next = async |ws: &mut crate::testkit::Ws| -> Value {
                 let Some(Message::Binary(bytes)) = next_message(ws).await else {
                     panic!("expected a binary frame")
                 };
@@ -2220,7 +2220,7 @@ mod tests {
     #[test]
     fn faults_reach_the_connection() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let (mut ws, _) = ready(&sim).await;
             sim.inject(DiscordAction::Reconnect);
             assert_eq!(
@@ -2295,9 +2295,9 @@ mod tests {
     #[test]
     fn blast_sends_exactly_the_count_as_fast_as_read() {
         smol::block_on(async {
-            let sim = start(DiscordConfig {
+            let sim = start(DiscordSimConfig {
                 scenario: Scenario::blast(3000),
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             })
             .await;
             let (mut ws, ready) = ready(&sim).await;
@@ -2320,7 +2320,7 @@ mod tests {
     #[test]
     fn scenario_rate_and_schedule_start_with_the_first_client() {
         smol::block_on(async {
-            let sim = start(DiscordConfig {
+            let sim = start(DiscordSimConfig {
                 scenario: Scenario {
                     rate: Rate::Steady {
                         per_second: 50.0,
@@ -2329,7 +2329,7 @@ mod tests {
                     schedule: Vec::new(),
                 }
                 .at(Duration::from_secs(1), DiscordAction::Reconnect),
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             })
             .await;
             let (mut ws, _) = ready(&sim).await;
@@ -2348,7 +2348,7 @@ mod tests {
     #[test]
     fn stopping_closes_with_1001_and_dropping_cuts_the_connection() {
         smol::block_on(async {
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let (mut ws, _) = ready(&sim).await;
             let stopping = smol::spawn(sim.stop());
             match next_message(&mut ws).await {
@@ -2358,7 +2358,7 @@ mod tests {
             drop(ws);
             within("stop", stopping).await;
 
-            let sim = start(DiscordConfig::default()).await;
+            let sim = start(DiscordSimConfig::default()).await;
             let addr = sim.local_addr();
             let (mut ws, _) = ready(&sim).await;
             drop(sim);

@@ -9,7 +9,7 @@
 //! `Last-Modified` that moves only when threads are added or updated, a weak `ETag` over the
 //! page, and 304 when `If-None-Match` (which wins) or `If-Modified-Since` match; a 304 costs
 //! no rate limit; `X-Poll-Interval`; `x-ratelimit-*` headers over a decrementing budget that
-//! resets every [`GithubConfig::rate_window`], with 403 `API rate limit exceeded` once spent.
+//! resets every [`GithubSimConfig::rate_window`], with 403 `API rate limit exceeded` once spent.
 //!
 //! `Last-Modified` has one-second resolution, so two changes within one second would look
 //! alike to `If-Modified-Since`: each change moves it at least one second past the previous
@@ -54,16 +54,16 @@ const PARTICIPATING: &[&str] = &[
 /// How to run a [`GithubSim`].
 ///
 /// ```
-/// use openflume::sim::GithubConfig;
-/// let config = GithubConfig { poll_interval: 5, initial_notifications: 120, ..GithubConfig::default() };
+/// use openflume_sim::GithubSimConfig;
+/// let config = GithubSimConfig { poll_interval: 5, initial_notifications: 120, ..GithubSimConfig::default() };
 /// assert_eq!(config.rate_limit, 5000);
 /// assert!(!format!("{config:?}").contains(&config.token));
 /// ```
 #[derive(Clone)]
-pub struct GithubConfig {
+pub struct GithubSimConfig {
     /// Where to listen. Default `127.0.0.1:0`.
     pub bind: SocketAddr,
-    /// The token clients must present. Default [`GITHUB_TOKEN`](crate::sim::GITHUB_TOKEN).
+    /// The token clients must present. Default [`GITHUB_TOKEN`](crate::GITHUB_TOKEN).
     pub token: String,
     /// `X-Poll-Interval` in seconds. Default 60, as GitHub.
     pub poll_interval: u64,
@@ -83,11 +83,11 @@ pub struct GithubConfig {
     pub scenario: Scenario<GithubAction>,
 }
 
-impl Default for GithubConfig {
+impl Default for GithubSimConfig {
     fn default() -> Self {
-        GithubConfig {
+        GithubSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: crate::sim::GITHUB_TOKEN.to_owned(),
+            token: crate::GITHUB_TOKEN.to_owned(),
             poll_interval: 60,
             rate_limit: 5000,
             rate_window: Duration::from_secs(3600),
@@ -100,9 +100,9 @@ impl Default for GithubConfig {
     }
 }
 
-impl fmt::Debug for GithubConfig {
+impl fmt::Debug for GithubSimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GithubConfig")
+        f.debug_struct("GithubSimConfig")
             .field("bind", &self.bind)
             .field("token", &"[redacted]")
             .field("poll_interval", &self.poll_interval)
@@ -204,10 +204,10 @@ pub struct GithubThread {
 /// A running GitHub simulator. Stops when dropped.
 ///
 /// ```no_run
-/// use openflume::sim::{GithubConfig, GithubSim};
+/// use openflume_sim::{GithubSimConfig, GithubSim};
 ///
 /// smol::block_on(async {
-///     let github = GithubSim::start(GithubConfig { poll_interval: 1, ..GithubConfig::default() }).await?;
+///     let github = GithubSim::start(GithubSimConfig { poll_interval: 1, ..GithubSimConfig::default() }).await?;
 ///     println!("OPENFLUME_GITHUB_API_URL={}", github.api_url());
 ///     let id = github.add_notification();
 ///     assert!(github.touch(&id));
@@ -223,7 +223,7 @@ pub struct GithubSim {
 
 impl GithubSim {
     /// Starts listening on `config.bind`; returns once the socket listens.
-    pub async fn start(config: GithubConfig) -> io::Result<GithubSim> {
+    pub async fn start(config: GithubSimConfig) -> io::Result<GithubSim> {
         config.scenario.rate.validate()?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
@@ -508,7 +508,7 @@ impl State {
 
 /// The simulator's shared half.
 struct Github {
-    config: GithubConfig,
+    config: GithubSimConfig,
     started: Instant,
     base: String,
     first_client: Signal,
@@ -561,7 +561,7 @@ impl Query {
 }
 
 impl Github {
-    fn new(config: GithubConfig, addr: SocketAddr) -> Github {
+    fn new(config: GithubSimConfig, addr: SocketAddr) -> Github {
         let now = Timestamp::now();
         let mut state = State {
             records: GithubRecords {
@@ -1099,10 +1099,10 @@ impl Service for Github {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::testkit::{HttpClient, json};
+    use crate::testkit::{HttpClient, json};
     use openflume_proto::{HttpRequest, HttpResponse};
 
-    async fn start(config: GithubConfig) -> GithubSim {
+    async fn start(config: GithubSimConfig) -> GithubSim {
         GithubSim::start(config).await.unwrap()
     }
 
@@ -1142,10 +1142,10 @@ mod tests {
     #[test]
     fn pages_follow_links_then_validators_give_304() {
         smol::block_on(async {
-            let sim = start(GithubConfig {
+            let sim = start(GithubSimConfig {
                 initial_notifications: 120,
                 poll_interval: 7,
-                ..GithubConfig::default()
+                ..GithubSimConfig::default()
             })
             .await;
             let first = format!(
@@ -1299,7 +1299,7 @@ mod tests {
     #[test]
     fn rate_limit_headers_count_down() {
         smol::block_on(async {
-            let sim = start(GithubConfig::default()).await;
+            let sim = start(GithubSimConfig::default()).await;
             let url = format!("{}/notifications", sim.api_url());
             let mut client = HttpClient::connect(&url).await;
             let mut seen = Vec::new();
@@ -1344,7 +1344,7 @@ mod tests {
     #[test]
     fn errors_look_like_github() {
         smol::block_on(async {
-            let sim = start(GithubConfig::default()).await;
+            let sim = start(GithubSimConfig::default()).await;
             let url = format!("{}/notifications", sim.api_url());
             let mut client = HttpClient::connect(&url).await;
             let bad = client
@@ -1431,9 +1431,9 @@ mod tests {
     #[test]
     fn filters_and_touched_threads() {
         smol::block_on(async {
-            let sim = start(GithubConfig {
+            let sim = start(GithubSimConfig {
                 initial_notifications: 30,
-                ..GithubConfig::default()
+                ..GithubSimConfig::default()
             })
             .await;
             let url = format!("{}/notifications", sim.api_url());

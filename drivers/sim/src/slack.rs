@@ -8,14 +8,14 @@
 //! `hello` (`num_connections`, `debug_info.approximate_connection_time`,
 //! `connection_info.app_id`); each envelope goes to one open connection, round robin; acks
 //! `{"envelope_id":…}` are tracked (who acked what, when, on which connection); an `events_api`
-//! envelope not acked within [`SlackConfig::ack_deadline`] is delivered again, possibly on
+//! envelope not acked within [`SlackSimConfig::ack_deadline`] is delivered again, possibly on
 //! another connection, with a new `envelope_id`, the same `event_id`, `retry_attempt` + 1 and
-//! `retry_reason` `"timeout"`, up to [`SlackConfig::max_retries`] times (slash commands and
+//! `retry_reason` `"timeout"`, up to [`SlackSimConfig::max_retries`] times (slash commands and
 //! interactive payloads are not retried, as on Slack); `disconnect` with a reason on command,
-//! the connection closing [`SlackConfig::disconnect_close_after`] later for `warning` and
+//! the connection closing [`SlackSimConfig::disconnect_close_after`] later for `warning` and
 //! `refresh_requested`, at once for `link_disabled` and `too_many_websockets` (also sent to a
-//! connection beyond [`SlackConfig::max_connections`]); WebSocket pings answered (by
-//! tungstenite) and sent every [`SlackConfig::ping_interval`].
+//! connection beyond [`SlackSimConfig::max_connections`]); WebSocket pings answered (by
+//! tungstenite) and sent every [`SlackSimConfig::ping_interval`].
 //!
 //! Envelopes produced while no connection is open wait in a bounded queue for the next one.
 
@@ -58,20 +58,20 @@ const HOST: &str = "applink-sim-1";
 /// How to run a [`SlackSim`].
 ///
 /// ```
-/// use openflume::sim::SlackConfig;
+/// use openflume_sim::SlackSimConfig;
 /// use std::time::Duration;
 ///
-/// let config = SlackConfig { ack_deadline: Duration::from_millis(300), ..SlackConfig::default() };
+/// let config = SlackSimConfig { ack_deadline: Duration::from_millis(300), ..SlackSimConfig::default() };
 /// assert!(config.app_token.starts_with("xapp-"));
 /// assert!(!format!("{config:?}").contains(&config.app_token));
 /// ```
 #[derive(Clone)]
-pub struct SlackConfig {
+pub struct SlackSimConfig {
     /// Where to listen. Default `127.0.0.1:0`.
     pub bind: SocketAddr,
-    /// The app-level token for `apps.connections.open`. Default [`SLACK_APP_TOKEN`](crate::sim::SLACK_APP_TOKEN).
+    /// The app-level token for `apps.connections.open`. Default [`SLACK_APP_TOKEN`](crate::SLACK_APP_TOKEN).
     pub app_token: String,
-    /// The bot token for `auth.test`. Default [`SLACK_BOT_TOKEN`](crate::sim::SLACK_BOT_TOKEN).
+    /// The bot token for `auth.test`. Default [`SLACK_BOT_TOKEN`](crate::SLACK_BOT_TOKEN).
     pub bot_token: String,
     /// `api_app_id` / `connection_info.app_id`. Default `A0SIMAPP01`.
     pub app_id: String,
@@ -102,12 +102,12 @@ pub struct SlackConfig {
     pub scenario: Scenario<SlackAction>,
 }
 
-impl Default for SlackConfig {
+impl Default for SlackSimConfig {
     fn default() -> Self {
-        SlackConfig {
+        SlackSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            app_token: crate::sim::SLACK_APP_TOKEN.to_owned(),
-            bot_token: crate::sim::SLACK_BOT_TOKEN.to_owned(),
+            app_token: crate::SLACK_APP_TOKEN.to_owned(),
+            bot_token: crate::SLACK_BOT_TOKEN.to_owned(),
             app_id: "A0SIMAPP01".to_owned(),
             team_id: "T0SIMTEAM1".to_owned(),
             bot_user_id: "U0SIMBOT01".to_owned(),
@@ -125,9 +125,9 @@ impl Default for SlackConfig {
     }
 }
 
-impl fmt::Debug for SlackConfig {
+impl fmt::Debug for SlackSimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SlackConfig")
+        f.debug_struct("SlackSimConfig")
             .field("bind", &self.bind)
             .field("app_token", &"[redacted]")
             .field("bot_token", &"[redacted]")
@@ -167,7 +167,7 @@ impl EnvelopeKind {
     /// The envelope `type`.
     ///
     /// ```
-    /// use openflume::sim::EnvelopeKind;
+    /// use openflume_sim::EnvelopeKind;
     /// assert_eq!(EnvelopeKind::SlashCommands.as_str(), "slash_commands");
     /// ```
     pub fn as_str(self) -> &'static str {
@@ -199,7 +199,7 @@ impl DisconnectReason {
     /// The reason as Slack spells it.
     ///
     /// ```
-    /// use openflume::sim::DisconnectReason;
+    /// use openflume_sim::DisconnectReason;
     /// assert_eq!(DisconnectReason::RefreshRequested.as_str(), "refresh_requested");
     /// ```
     pub fn as_str(&self) -> &str {
@@ -409,11 +409,11 @@ impl SlackRecords {
 /// A running Slack simulator. Stops when dropped.
 ///
 /// ```no_run
-/// use openflume::sim::{DisconnectReason, SlackAction, SlackConfig, SlackSim};
+/// use openflume_sim::{DisconnectReason, SlackAction, SlackSimConfig, SlackSim};
 /// use std::time::Duration;
 ///
 /// smol::block_on(async {
-///     let slack = SlackSim::start(SlackConfig::default()).await?;
+///     let slack = SlackSim::start(SlackSimConfig::default()).await?;
 ///     println!("OPENFLUME_SLACK_API_URL={}", slack.api_url());
 ///     // … connect a client, then:
 ///     slack.inject(SlackAction::Messages(3));
@@ -431,7 +431,7 @@ pub struct SlackSim {
 
 impl SlackSim {
     /// Starts listening on `config.bind`; returns once the socket listens.
-    pub async fn start(config: SlackConfig) -> io::Result<SlackSim> {
+    pub async fn start(config: SlackSimConfig) -> io::Result<SlackSim> {
         config.scenario.rate.validate()?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
@@ -679,7 +679,7 @@ impl State {
 
 /// The simulator's shared half.
 struct Slack {
-    config: SlackConfig,
+    config: SlackSimConfig,
     started: Instant,
     addr: SocketAddr,
     first_client: Signal,
@@ -711,7 +711,7 @@ fn random_user(rng: &mut Rng) -> (&'static str, &'static str) {
 }
 
 impl Slack {
-    fn new(config: SlackConfig, addr: SocketAddr) -> Slack {
+    fn new(config: SlackSimConfig, addr: SocketAddr) -> Slack {
         let state = State {
             records: SlackRecords::with_capacity(config.max_records),
             rng: Rng::with_seed(config.seed),
@@ -1623,12 +1623,12 @@ impl Socket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::testkit::{Ws, http, json, next_json, next_message, send_json, ws_connect};
+    use crate::testkit::{Ws, http, json, next_json, next_message, send_json, ws_connect};
     use openflume_proto::HttpRequest;
 
     const WAIT: Duration = Duration::from_secs(5);
 
-    async fn start(config: SlackConfig) -> SlackSim {
+    async fn start(config: SlackSimConfig) -> SlackSim {
         SlackSim::start(config).await.unwrap()
     }
 
@@ -1659,7 +1659,7 @@ mod tests {
     #[test]
     fn web_api_checks_tokens() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             let call = |method: &str, auth: Option<String>| {
                 let mut request = HttpRequest::new("POST", format!("{}/{method}", sim.api_url()));
                 if let Some(auth) = auth {
@@ -1733,7 +1733,7 @@ mod tests {
     #[test]
     fn hello_envelopes_and_acks() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             let (mut ws, hello) = connect(&sim).await;
             assert_eq!(hello["num_connections"], 1);
             assert_eq!(hello["debug_info"]["approximate_connection_time"], 18060);
@@ -1810,9 +1810,9 @@ mod tests {
     #[test]
     fn unacked_events_are_redelivered_on_another_connection() {
         smol::block_on(async {
-            let sim = start(SlackConfig {
+            let sim = start(SlackSimConfig {
                 ack_deadline: Duration::from_millis(300),
-                ..SlackConfig::default()
+                ..SlackSimConfig::default()
             })
             .await;
             let (mut first, _) = connect(&sim).await;
@@ -1879,7 +1879,7 @@ mod tests {
     #[test]
     fn tickets_are_single_use() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             let url = open_url(&sim).await;
             let mut ws = ws_connect(&url).await;
             assert_eq!(next_json(&mut ws).await["type"], "hello");
@@ -1906,9 +1906,9 @@ mod tests {
     #[test]
     fn disconnects_close_after_the_delay_and_faults_reach_the_client() {
         smol::block_on(async {
-            let sim = start(SlackConfig {
+            let sim = start(SlackSimConfig {
                 disconnect_close_after: Duration::from_millis(200),
-                ..SlackConfig::default()
+                ..SlackSimConfig::default()
             })
             .await;
             let (mut ws, _) = connect(&sim).await;
@@ -1962,7 +1962,7 @@ mod tests {
     #[test]
     fn a_silent_connection_answers_nothing() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             let (mut ws, _) = connect(&sim).await;
             sim.inject(SlackAction::Silent);
             sim.wait_for(WAIT, |r| {
@@ -1996,9 +1996,9 @@ mod tests {
     #[test]
     fn one_connection_too_many_is_told_so() {
         smol::block_on(async {
-            let sim = start(SlackConfig {
+            let sim = start(SlackSimConfig {
                 max_connections: 1,
-                ..SlackConfig::default()
+                ..SlackSimConfig::default()
             })
             .await;
             let (_first, _) = connect(&sim).await;
@@ -2014,7 +2014,7 @@ mod tests {
     #[test]
     fn a_burst_beyond_the_connection_queue_arrives_whole_and_in_order() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             let (mut ws, _) = connect(&sim).await;
             let burst = CONN_QUEUE * 2 + 100;
             sim.inject(SlackAction::Messages(u32::try_from(burst).unwrap()));
@@ -2041,7 +2041,7 @@ mod tests {
     #[test]
     fn envelopes_wait_for_a_connection() {
         smol::block_on(async {
-            let sim = start(SlackConfig::default()).await;
+            let sim = start(SlackSimConfig::default()).await;
             assert_eq!(sim.inject(SlackAction::Messages(2)), 1);
             let (mut ws, _) = connect(&sim).await;
             let first = next_json(&mut ws).await;
