@@ -37,6 +37,7 @@
 mod discord;
 mod fake;
 mod github;
+mod host;
 mod records;
 mod scenario;
 mod server;
