@@ -35,6 +35,33 @@ pub(crate) trait ConnLogs: SimState {
     fn client_closes(&mut self) -> &mut Records<CloseRecord>;
 }
 
+/// Implements [`SimState`] and [`ConnLogs`] for a state whose `records` (of type `$records`)
+/// have `http` and `client_closes` logs.
+macro_rules! conn_logs {
+    ($state:ty, $records:ty) => {
+        impl $crate::host::SimState for $state {
+            type Records = $records;
+
+            fn records(&self) -> &$records {
+                &self.records
+            }
+        }
+
+        impl $crate::host::ConnLogs for $state {
+            fn http_log(&mut self) -> &mut $crate::records::Records<$crate::records::HttpRecord> {
+                &mut self.records.http
+            }
+
+            fn client_closes(
+                &mut self,
+            ) -> &mut $crate::records::Records<$crate::records::CloseRecord> {
+                &mut self.records.client_closes
+            }
+        }
+    };
+}
+pub(crate) use conn_logs;
+
 /// A simulator's shared half, as the host drives it.
 pub(crate) trait Simulator: Service {
     type State: SimState;

@@ -34,8 +34,8 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{ConnLogs, Core, Host, SimState, Simulator};
-use crate::records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
+use crate::host::{Core, Host, Simulator};
+use crate::records::WaitTimedOut;
 use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
 use crate::server::{Answer, Reply, Service, Shutdown, Signal, Ws, split_target};
 use fastrand::Rng;
@@ -478,23 +478,7 @@ impl Simulator for Discord {
     }
 }
 
-impl SimState for State {
-    type Records = DiscordRecords;
-
-    fn records(&self) -> &DiscordRecords {
-        &self.records
-    }
-}
-
-impl ConnLogs for State {
-    fn http_log(&mut self) -> &mut Records<HttpRecord> {
-        &mut self.records.http
-    }
-
-    fn client_closes(&mut self) -> &mut Records<CloseRecord> {
-        &mut self.records.client_closes
-    }
-}
+crate::host::conn_logs!(State, DiscordRecords);
 
 impl Service for Discord {
     async fn http(&self, request: ReceivedRequest) -> Answer {

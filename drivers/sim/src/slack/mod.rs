@@ -33,8 +33,8 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{ConnLogs, Core, Host, SimState, Simulator};
-use crate::records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
+use crate::host::{Core, Host, Simulator};
+use crate::records::WaitTimedOut;
 use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
 use crate::server::{Answer, Reply, Service, Shutdown, Ws};
 use envelopes::Envelope;
@@ -501,23 +501,7 @@ impl Simulator for Slack {
     }
 }
 
-impl SimState for State {
-    type Records = SlackRecords;
-
-    fn records(&self) -> &SlackRecords {
-        &self.records
-    }
-}
-
-impl ConnLogs for State {
-    fn http_log(&mut self) -> &mut Records<HttpRecord> {
-        &mut self.records.http
-    }
-
-    fn client_closes(&mut self) -> &mut Records<CloseRecord> {
-        &mut self.records.client_closes
-    }
-}
+crate::host::conn_logs!(State, SlackRecords);
 
 impl Service for Slack {
     async fn http(&self, request: ReceivedRequest) -> Answer {
