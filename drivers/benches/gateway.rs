@@ -23,11 +23,11 @@
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{DiscordConfig, DiscordSim, Scenario};
 use openflume::{Flume, Overflow, Source};
-use openflume_proto::discord::{DiscordConfig as ShardConfig, DiscordShard};
+use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{HttpResponse, Input, Item, Machine, Millis, Now, Output, UnixMillis};
+use openflume_sim::{DiscordSim, DiscordSimConfig, Scenario};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -204,7 +204,7 @@ fn measure_listen(events: u64) -> Row {
             "--count",
             &events.to_string(),
         ])
-        .env("DISCORD_BOT_TOKEN", openflume::sim::DISCORD_TOKEN)
+        .env("DISCORD_BOT_TOKEN", openflume_sim::DISCORD_TOKEN)
         .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
         .stdout(Stdio::null())
         .spawn()
@@ -270,7 +270,7 @@ fn measure_pipe(events: u64) -> Row {
             "--count",
             &events.to_string(),
         ])
-        .env("DISCORD_BOT_TOKEN", openflume::sim::DISCORD_TOKEN)
+        .env("DISCORD_BOT_TOKEN", openflume_sim::DISCORD_TOKEN)
         .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
         .stdout(Stdio::piped())
         .spawn()
@@ -416,7 +416,7 @@ type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::ne
 /// A Gateway connection that sent its IDENTIFY (the simulator only blasts to a READY session).
 fn identified(url: &str) -> Socket {
     let (mut socket, _) = tungstenite::connect(url).expect("connect");
-    let identify = serde_json::json!({"op": 2, "d": {"token": openflume::sim::DISCORD_TOKEN, "intents": 37377,
+    let identify = serde_json::json!({"op": 2, "d": {"token": openflume_sim::DISCORD_TOKEN, "intents": 37377,
         "properties": {"os": "linux", "browser": "bench", "device": "bench"}}});
     socket
         .send(tungstenite::Message::text(identify.to_string()))
@@ -450,7 +450,7 @@ fn tungstenite_client(url: &str, events: u64, decode: bool) {
 }
 
 fn library_pipeline(url: &str, events: u64) {
-    let mut config = ShardConfig::new(openflume::sim::DISCORD_TOKEN);
+    let mut config = DiscordConfig::new(openflume_sim::DISCORD_TOKEN);
     config.gateway_url = Some(url.to_owned());
     config.compress = false;
     config.events = Some(["MESSAGE_CREATE".to_owned()].into());
@@ -494,7 +494,7 @@ fn machine_alone(events: u64) -> Row {
     let frames = record_dispatches(&url, RECORDED);
     stop_simulator(&mut sim);
 
-    let mut config = ShardConfig::new(openflume::sim::DISCORD_TOKEN);
+    let mut config = DiscordConfig::new(openflume_sim::DISCORD_TOKEN);
     config.gateway_url = Some("ws://127.0.0.1:1".to_owned());
     config.compress = false;
     config.events = Some(["MESSAGE_CREATE".to_owned()].into());
@@ -724,12 +724,12 @@ fn run_simulator() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     smol::block_on(async {
-        let sim = DiscordSim::start(DiscordConfig {
+        let sim = DiscordSim::start(DiscordSimConfig {
             scenario: Scenario::blast(events),
             // The blast writes in batches of 64 that the replay buffer must hold; records are
             // not needed here.
             max_records: 1024,
-            ..DiscordConfig::default()
+            ..DiscordSimConfig::default()
         })
         .await
         .expect("start simulator");

@@ -21,11 +21,11 @@
 // A demo: it panics with a message when the simulator cannot start or the loop misuses the machine.
 #![allow(clippy::expect_used)]
 
-use openflume::sim::{self, GithubSim, Scenario};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::http::{Limits, ResponseReader, encode_request};
 use openflume_proto::url::Url;
 use openflume_proto::{HttpRequest, HttpResponse, Input, Machine, Millis, Now, Output, UnixMillis};
+use openflume_sim::{GithubSim, GithubSimConfig, Scenario};
 use std::collections::VecDeque;
 use std::error::Error;
 use std::hash::{BuildHasher, RandomState};
@@ -85,10 +85,10 @@ fn main() {
     let (_sim, api_url, token) = match std::env::var("OPENFLUME_GITHUB_API_URL") {
         Ok(url) => (None, url, std::env::var("GITHUB_TOKEN").unwrap_or_default()),
         Err(_) => {
-            let config = sim::GithubConfig {
+            let config = GithubSimConfig {
                 poll_interval: 1,
                 scenario: Scenario::steady(0.5),
-                ..sim::GithubConfig::default()
+                ..GithubSimConfig::default()
             };
             let sim = smol::block_on(GithubSim::start(config)).expect("start the GitHub simulator");
             let (url, token) = (sim.api_url(), sim.token().to_owned());

@@ -23,13 +23,13 @@
 // A demo: it panics with a message when the simulator or the flume cannot start.
 #![allow(clippy::expect_used)]
 
-use openflume::sim::{GithubConfig, GithubSim, Scenario};
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::{
     Backoff, DedupCache, Event, HttpRequest, HttpResponse, IdCounter, Input, Item, Level, Log,
     Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReconnectPolicy, ReqId, Status,
     StatusTracker,
 };
+use openflume_sim::{GithubSim, GithubSimConfig, Scenario};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -245,9 +245,9 @@ fn main() {
         let (_sim, url, token) = match std::env::var("JSON_URL") {
             Ok(url) => (None, url, std::env::var("JSON_TOKEN").ok()),
             Err(_) => {
-                let config = GithubConfig {
+                let config = GithubSimConfig {
                     scenario: Scenario::steady(1.0),
-                    ..GithubConfig::default()
+                    ..GithubSimConfig::default()
                 };
                 let sim = GithubSim::start(config)
                     .await

@@ -29,10 +29,10 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
 use futures_lite::StreamExt;
-use openflume::sim::{self, DiscordAction, DiscordSim, Scenario};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::url::Url;
 use openflume_proto::{Bytes, ConnId, Frame, Input, Machine, Millis, Now, Output, UnixMillis};
+use openflume_sim::{DiscordAction, DiscordSim, DiscordSimConfig, Scenario};
 use std::collections::VecDeque;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -221,11 +221,11 @@ fn main() {
             std::env::var("DISCORD_BOT_TOKEN").unwrap_or_default(),
         ),
         Err(_) => {
-            let config = sim::DiscordConfig {
+            let config = DiscordSimConfig {
                 heartbeat_interval: Duration::from_secs(2),
                 scenario: Scenario::steady(2.0)
                     .at(Duration::from_secs(2), DiscordAction::Reconnect),
-                ..sim::DiscordConfig::default()
+                ..DiscordSimConfig::default()
             };
             let sim =
                 smol::block_on(DiscordSim::start(config)).expect("start the Discord simulator");

@@ -10,15 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use futures_lite::AsyncBufReadExt;
-use openflume::sim::{
-    self, AllConfig, DisconnectReason, DiscordAction, GithubAction, HttpFault, Scenario,
-    SlackAction,
-};
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Item, ReconnectPolicy};
+use openflume_sim::{
+    AllSimConfig, DisconnectReason, DiscordAction, GithubAction, HttpFault, Scenario, SlackAction,
+};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -284,14 +283,14 @@ impl Simulators {
 /// stdin (`fault N`, `report [delivered Slack event ids]`) until stdin closes.
 fn run_simulators() {
     smol::block_on(async {
-        let mut config = AllConfig::new([127, 0, 0, 1].into());
+        let mut config = AllSimConfig::new([127, 0, 0, 1].into());
         config.discord.scenario = Scenario::steady(40.0);
         config.discord.heartbeat_interval = Duration::from_secs(2);
         config.discord.identify_spacing = Duration::ZERO;
         config.slack.scenario = Scenario::steady(15.0);
         config.github.scenario = Scenario::steady(1.0);
         config.github.poll_interval = 1;
-        let sims = sim::start_all(config).await.expect("simulators");
+        let sims = openflume_sim::start_all(config).await.expect("simulators");
         let mut out = std::io::stdout();
         let urls = json!({
             "discord_token": sims.discord.token(),
@@ -324,7 +323,7 @@ fn run_simulators() {
     });
 }
 
-fn fault(sims: &sim::Handles, which: u8) {
+fn fault(sims: &openflume_sim::Handles, which: u8) {
     match which {
         0 => drop(sims.discord.inject(DiscordAction::DropConnection)),
         1 => drop(sims.discord.inject(DiscordAction::StopHeartbeatAcks)),
@@ -353,7 +352,7 @@ fn fault(sims: &sim::Handles, which: u8) {
 }
 
 /// What the simulators sent, and each Slack event not among `delivered` with its fate.
-fn sent(sims: &sim::Handles, delivered: &HashSet<String>) -> Value {
+fn sent(sims: &openflume_sim::Handles, delivered: &HashSet<String>) -> Value {
     let discord: HashSet<(String, u64)> = sims
         .discord
         .records()

@@ -1,8 +1,9 @@
 //! # openflume: one typed firehose of Discord, Slack, GitHub and cron events
 //!
 //! The smol drivers that run the sans-IO machines of [`openflume_proto`] against real sockets,
-//! the [`Flume`] API around them, and the local simulators ([`sim`]) used by the demo, the
-//! end-to-end tests and the benchmark.
+//! and the [`Flume`] API around them. The `cli` feature (on by default) adds the `openflume`
+//! command; without it this crate is the library alone. The local simulators the demo, the
+//! end-to-end tests and the benchmark run against are the `openflume-sim` crate.
 //!
 //! ```no_run
 //! use openflume::{Flume, Overflow, Source};
@@ -24,6 +25,7 @@
 //! });
 //! ```
 
+#[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
 mod clock;
@@ -35,7 +37,6 @@ mod http;
 mod hub;
 mod lock;
 mod net;
-pub mod sim;
 mod source;
 mod sources;
 mod stream;

@@ -4,10 +4,10 @@
 // Test helpers fail the test by panicking: that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{GithubConfig as SimConfig, GithubSim, Scenario};
 use openflume::{Confluence, ConfluenceError, Flume, Overflow, Source};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{Item, Status};
+use openflume_sim::{GithubSim, GithubSimConfig, Scenario};
 use openflume_tests::Openflume;
 use std::time::Duration;
 
@@ -42,17 +42,17 @@ async fn next_event(stream: &mut openflume::ItemStream) -> openflume_proto::Even
 #[test]
 fn confluence_groups_come_and_go_over_one_firehose() {
     smol::block_on(async {
-        let sim_a = GithubSim::start(SimConfig {
+        let sim_a = GithubSim::start(GithubSimConfig {
             initial_notifications: 2,
             poll_interval: 1,
-            ..SimConfig::default()
+            ..GithubSimConfig::default()
         })
         .await
         .unwrap();
-        let sim_b = GithubSim::start(SimConfig {
+        let sim_b = GithubSim::start(GithubSimConfig {
             initial_notifications: 1,
             poll_interval: 1,
-            ..SimConfig::default()
+            ..GithubSimConfig::default()
         })
         .await
         .unwrap();
@@ -103,10 +103,10 @@ fn confluence_groups_come_and_go_over_one_firehose() {
 #[test]
 fn cancel_handle_and_concurrent_close_agree() {
     smol::block_on(async {
-        let sim = GithubSim::start(SimConfig {
+        let sim = GithubSim::start(GithubSimConfig {
             poll_interval: 1,
             scenario: Scenario::manual(),
-            ..SimConfig::default()
+            ..GithubSimConfig::default()
         })
         .await
         .unwrap();

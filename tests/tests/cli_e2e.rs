@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{
-    DiscordAction, DiscordConfig, DiscordSim, GithubConfig, GithubSim, SlackAction, SlackConfig,
-    SlackSim,
-};
 use openflume_proto::Item;
+use openflume_sim::{
+    DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig, SlackAction, SlackSim,
+    SlackSimConfig,
+};
 use openflume_tests::{Openflume, assert_text_has_no_secret, block_on, is_event_json};
 use serde_json::Value;
 use std::time::Duration;
@@ -33,9 +33,9 @@ fn listen(extra: &[&str], env: &[(&str, String)]) -> Openflume {
 }
 
 fn discord_sim() -> DiscordSim {
-    let config = DiscordConfig {
+    let config = DiscordSimConfig {
         identify_spacing: Duration::ZERO,
-        ..DiscordConfig::default()
+        ..DiscordSimConfig::default()
     };
     block_on(
         WAIT,
@@ -158,7 +158,7 @@ fn slack_envelope_is_acked_and_printed() {
     let sim = block_on(
         WAIT,
         "start the Slack simulator",
-        SlackSim::start(SlackConfig::default()),
+        SlackSim::start(SlackSimConfig::default()),
     )
     .expect("sim");
     let env = vec![
@@ -210,9 +210,9 @@ fn slack_envelope_is_acked_and_printed() {
 
 #[test]
 fn github_200_then_304() {
-    let config = GithubConfig {
+    let config = GithubSimConfig {
         poll_interval: 1,
-        ..GithubConfig::default()
+        ..GithubSimConfig::default()
     };
     let sim = block_on(WAIT, "start the GitHub simulator", GithubSim::start(config)).expect("sim");
     let env = vec![

@@ -5,10 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{self, Control, DiscordAction, DiscordSim, IdentifyOutcome, ResumeOutcome};
 use openflume::{Flume, Overflow, Running, Source, StartError};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::{Item, Level, ReconnectPolicy, Status};
+use openflume_sim::{
+    Control, DiscordAction, DiscordSim, DiscordSimConfig, IdentifyOutcome, ResumeOutcome,
+};
 use openflume_tests::{Collector, block_on, data_field, dump, events_of, has_status};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start_sim(heartbeat_ms: u64) -> DiscordSim {
-    let config = sim::DiscordConfig {
+    let config = DiscordSimConfig {
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         identify_spacing: Duration::ZERO,
-        ..sim::DiscordConfig::default()
+        ..DiscordSimConfig::default()
     };
     block_on(
         WAIT,

@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{
-    GithubAction, GithubConfig as SimConfig, GithubRequest, GithubSim, HttpFault,
-};
 use openflume::{Flume, Running, Source, StartError};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{Event, Item, ReconnectPolicy, Status};
+use openflume_sim::{GithubAction, GithubRequest, GithubSim, GithubSimConfig, HttpFault};
 use openflume_tests::{Collector, block_on, data_field, events_of, has_status};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,10 +16,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start_sim() -> GithubSim {
-    let config = SimConfig {
+    let config = GithubSimConfig {
         poll_interval: 1,
         initial_notifications: 3,
-        ..SimConfig::default()
+        ..GithubSimConfig::default()
     };
     block_on(WAIT, "start the GitHub simulator", GithubSim::start(config)).expect("sim starts")
 }

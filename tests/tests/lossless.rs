@@ -9,9 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{
-    DiscordAction, DiscordConfig, DiscordSim, EnvelopeKind, GithubAction, GithubConfig, GithubSim,
-    HttpFault, Scenario, SlackAction, SlackConfig, SlackSim,
+use openflume_sim::{
+    DiscordAction, DiscordSim, DiscordSimConfig, EnvelopeKind, GithubAction, GithubSim,
+    GithubSimConfig, HttpFault, Scenario, SlackAction, SlackSim, SlackSimConfig,
 };
 use openflume_tests::{
     Openflume, PipeState, Reader, Signal, assert_text_has_no_secret, block_on, is_event_json,
@@ -47,8 +47,8 @@ fn listen(extra: &[&str], env: &[(&str, String)], reader: Reader) -> Openflume {
     Openflume::spawn_with(&all, env, reader)
 }
 
-fn discord_sim(config: DiscordConfig) -> DiscordSim {
-    let config = DiscordConfig {
+fn discord_sim(config: DiscordSimConfig) -> DiscordSim {
+    let config = DiscordSimConfig {
         identify_spacing: Duration::ZERO,
         ..config
     };
@@ -69,9 +69,9 @@ fn discord_env(sim: &DiscordSim) -> Vec<(&'static str, String)> {
 
 /// A Slack simulator that does not redeliver during a test: what is left unacked stays so.
 fn slack_sim() -> SlackSim {
-    let config = SlackConfig {
+    let config = SlackSimConfig {
         ack_deadline: Duration::from_secs(120),
-        ..SlackConfig::default()
+        ..SlackSimConfig::default()
     };
     block_on(WAIT, "start the Slack simulator", SlackSim::start(config)).expect("sim")
 }
@@ -88,7 +88,7 @@ fn github_sim() -> GithubSim {
     block_on(
         WAIT,
         "start the GitHub simulator",
-        GithubSim::start(GithubConfig::default()),
+        GithubSim::start(GithubSimConfig::default()),
     )
     .expect("sim")
 }
@@ -172,9 +172,9 @@ const GITHUB_STALL: Duration = Duration::from_millis(1500);
 #[test]
 fn a_start_up_burst_arrives_whole_and_in_order_while_another_source_connects() {
     for round in 1..=5 {
-        let discord = discord_sim(DiscordConfig {
+        let discord = discord_sim(DiscordSimConfig {
             messages_after_ready: STARTUP_BURST,
-            ..DiscordConfig::default()
+            ..DiscordSimConfig::default()
         });
         let github = github_sim();
         github.inject(GithubAction::Http {
@@ -295,7 +295,7 @@ fn a_signal_while_connecting_exits_0() {
 
 #[test]
 fn discord_4004_alone_exits_1_with_the_logs_that_explain_it_on_stdout() {
-    let discord = discord_sim(DiscordConfig::default());
+    let discord = discord_sim(DiscordSimConfig::default());
     let wrong = "wrong-lossless-discord-token.e2e.secret";
     let env = vec![
         ("DISCORD_BOT_TOKEN", wrong.to_owned()),
@@ -337,7 +337,7 @@ fn discord_4004_alone_exits_1_with_the_logs_that_explain_it_on_stdout() {
 
 #[test]
 fn allow_partial_keeps_discord_and_slack_delivering_when_github_has_a_bad_token() {
-    let discord = discord_sim(DiscordConfig::default());
+    let discord = discord_sim(DiscordSimConfig::default());
     let slack = slack_sim();
     let github = github_sim();
     let wrong = "ghp_wrongLosslessToken000000000000000000";
@@ -541,10 +541,10 @@ const SLOW_LINES_PER_SECOND: u32 = 100;
 #[test]
 fn a_reader_at_100_lines_a_second_slows_discord_and_costs_nothing_else() {
     let interval = Duration::from_secs(1);
-    let discord = discord_sim(DiscordConfig {
+    let discord = discord_sim(DiscordSimConfig {
         heartbeat_interval: interval,
         messages_after_ready: SLOW_BURST,
-        ..DiscordConfig::default()
+        ..DiscordSimConfig::default()
     });
     let reader = Reader::Paced {
         lines_per_second: SLOW_LINES_PER_SECOND,
@@ -715,7 +715,7 @@ fn reader_leaves_after_50_events(lines_per_second: Option<u32>) {
 
 #[test]
 fn stdout_on_a_full_disk_exits_1_with_the_reason() {
-    let discord = discord_sim(DiscordConfig::default());
+    let discord = discord_sim(DiscordSimConfig::default());
     let mut cli = listen(&[], &discord_env(&discord), Reader::DevFull);
     let (status, _, stderr) = cli.wait_exit(WAIT);
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
@@ -728,10 +728,10 @@ fn stdout_on_a_full_disk_exits_1_with_the_reason() {
 #[test]
 fn a_signal_with_a_stalled_reader_exits_0_within_a_second() {
     for (name, signal) in [("SIGTERM", Signal::TERM), ("SIGINT", Signal::INT)] {
-        let discord = discord_sim(DiscordConfig {
+        let discord = discord_sim(DiscordSimConfig {
             messages_after_ready: STARTUP_BURST,
             scenario: Scenario::steady(200.0),
-            ..DiscordConfig::default()
+            ..DiscordSimConfig::default()
         });
         let mut cli = listen(&[], &discord_env(&discord), Reader::Pull);
         // Nothing is read: wait until openflume is stuck writing into the full pipe.
@@ -759,9 +759,9 @@ fn a_signal_with_a_stalled_reader_exits_0_within_a_second() {
 /// that arrived meanwhile, from both sources, is on stdout.
 #[test]
 fn a_transient_failure_at_start_fails_at_the_timeout_and_prints_everything() {
-    let discord = discord_sim(DiscordConfig {
+    let discord = discord_sim(DiscordSimConfig {
         messages_after_ready: 3,
-        ..DiscordConfig::default()
+        ..DiscordSimConfig::default()
     });
     let github = github_sim();
     github.inject(GithubAction::ExhaustRateLimit);
@@ -809,9 +809,9 @@ fn a_transient_failure_at_start_fails_at_the_timeout_and_prints_everything() {
 /// A second SIGINT while the first one's clean stop waits on a stalled reader exits 130 at once.
 #[test]
 fn a_second_sigint_exits_130_at_once() {
-    let discord = discord_sim(DiscordConfig {
+    let discord = discord_sim(DiscordSimConfig {
         messages_after_ready: STARTUP_BURST,
-        ..DiscordConfig::default()
+        ..DiscordSimConfig::default()
     });
     let mut cli = listen(&[], &discord_env(&discord), Reader::Pull);
     let deadline = Instant::now() + WAIT;

@@ -4,12 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{self, DiscordSim, GithubAction, GithubSim, HttpFault, SlackAction, SlackSim};
 use openflume::{Flume, ItemStream, Overflow, Running, Source};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Item, ReconnectPolicy};
+use openflume_sim::{
+    DiscordSim, DiscordSimConfig, GithubAction, GithubSim, GithubSimConfig, HttpFault, SlackAction,
+    SlackSim, SlackSimConfig,
+};
 use openflume_tests::{block_on, block_on_until, data_field};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -67,17 +70,17 @@ fn burst_round(round: u32) {
     let discord = block_on(
         WAIT,
         "start the Discord simulator",
-        DiscordSim::start(sim::DiscordConfig {
+        DiscordSim::start(DiscordSimConfig {
             identify_spacing: Duration::ZERO,
             messages_after_ready: BURST,
-            ..sim::DiscordConfig::default()
+            ..DiscordSimConfig::default()
         }),
     )
     .expect("discord sim");
     let github = block_on(
         WAIT,
         "start the GitHub simulator",
-        GithubSim::start(sim::GithubConfig::default()),
+        GithubSim::start(GithubSimConfig::default()),
     )
     .expect("github sim");
     github.inject(GithubAction::Http {
@@ -170,9 +173,9 @@ fn slack_acks_wait_until_the_consumer_holds_the_event() {
     let slack = block_on(
         WAIT,
         "start the Slack simulator",
-        SlackSim::start(sim::SlackConfig {
+        SlackSim::start(SlackSimConfig {
             ack_deadline: Duration::from_secs(30),
-            ..sim::SlackConfig::default()
+            ..SlackSimConfig::default()
         }),
     )
     .expect("slack sim");
@@ -266,9 +269,9 @@ fn a_backlog_of_acks_released_at_once_keeps_the_connection() {
     let slack = block_on(
         WAIT,
         "start the Slack simulator",
-        SlackSim::start(sim::SlackConfig {
+        SlackSim::start(SlackSimConfig {
             ack_deadline: Duration::from_secs(60),
-            ..sim::SlackConfig::default()
+            ..SlackSimConfig::default()
         }),
     )
     .expect("slack sim");

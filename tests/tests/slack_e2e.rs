@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{
-    DisconnectReason, EnvelopeKind, SlackAction, SlackConfig as SimConfig, SlackSim,
-};
 use openflume::{Flume, Running, Source, StartError};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Event, Item, ReconnectPolicy, Status};
+use openflume_sim::{DisconnectReason, EnvelopeKind, SlackAction, SlackSim, SlackSimConfig};
 use openflume_tests::{Collector, block_on, data_field, events_of, has_status};
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -19,10 +17,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start_sim() -> SlackSim {
-    let config = SimConfig {
+    let config = SlackSimConfig {
         // Slack closes a connection "some seconds" after `warning` / `refresh_requested`.
         disconnect_close_after: Duration::from_secs(3),
-        ..SimConfig::default()
+        ..SlackSimConfig::default()
     };
     block_on(WAIT, "start the Slack simulator", SlackSim::start(config)).expect("sim starts")
 }
@@ -101,7 +99,7 @@ fn wait_all_acked(items: &mut Collector, sim: &SlackSim, min: usize) {
 }
 
 /// Waits for the simulator to record how `conn` ended on the client's side.
-fn client_close(sim: &SlackSim, conn: u64) -> openflume::sim::CloseRecord {
+fn client_close(sim: &SlackSim, conn: u64) -> openflume_sim::CloseRecord {
     block_on(
         WAIT + Duration::from_secs(1),
         "the client close record",

@@ -5,10 +5,10 @@
 // Test helpers fail the test by panicking: that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume::sim::{DiscordConfig, DiscordSim, Scenario};
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::Item;
-use openflume_proto::discord::{DiscordConfig as ShardConfig, DiscordShard};
+use openflume_proto::discord::{DiscordConfig, DiscordShard};
+use openflume_sim::{DiscordSim, DiscordSimConfig, Scenario};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,15 +28,15 @@ fn rss_kb() -> u64 {
 #[test]
 fn an_unread_stream_stays_bounded_while_the_gateway_blasts() {
     smol::block_on(async {
-        let sim = DiscordSim::start(DiscordConfig {
+        let sim = DiscordSim::start(DiscordSimConfig {
             scenario: Scenario::blast(BLAST),
             max_records: 1024,
             resume_buffer: 1024,
-            ..DiscordConfig::default()
+            ..DiscordSimConfig::default()
         })
         .await
         .unwrap();
-        let mut config = ShardConfig::new(sim.token());
+        let mut config = DiscordConfig::new(sim.token());
         config.gateway_url = Some(sim.gateway_url());
         config.compress = false;
         // Counts every dispatch that went through the firehose, so the test knows when the

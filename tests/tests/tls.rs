@@ -8,11 +8,11 @@
 use futures_lite::AsyncWriteExt;
 use futures_rustls::TlsAcceptor;
 use futures_rustls::rustls::{self, ServerConfig};
-use openflume::sim::{self, DiscordAction, DiscordSim, GithubSim};
 use openflume::{Flume, FlumeBuilder, Running, Source, StartError, TlsError};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{Item, Level, ReconnectPolicy};
+use openflume_sim::{DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig};
 use openflume_tests::{Collector, block_on, events_of};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use smol::net::{TcpListener, TcpStream};
@@ -122,10 +122,10 @@ fn close(running: &Running, items: &mut Collector) {
 }
 
 fn start_github() -> GithubSim {
-    let config = sim::GithubConfig {
+    let config = GithubSimConfig {
         poll_interval: 1,
         initial_notifications: 2,
-        ..sim::GithubConfig::default()
+        ..GithubSimConfig::default()
     };
     block_on(WAIT, "start the GitHub simulator", GithubSim::start(config)).unwrap()
 }
@@ -143,10 +143,10 @@ fn github_source(sim: &GithubSim, api_url: String, reconnect: ReconnectPolicy) -
 }
 
 fn start_discord() -> DiscordSim {
-    let config = sim::DiscordConfig {
+    let config = DiscordSimConfig {
         heartbeat_interval: Duration::from_secs(5),
         identify_spacing: Duration::ZERO,
-        ..sim::DiscordConfig::default()
+        ..DiscordSimConfig::default()
     };
     block_on(
         WAIT,

@@ -4,13 +4,13 @@
 use super::UsageError;
 use super::args::{Cli, Command, DemoArgs};
 use super::listen;
-use crate::sim::{self, AllConfig};
 use clap::Parser;
+use openflume_sim::AllSimConfig;
 use std::net::Ipv4Addr;
 
 pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
     smol::block_on(async {
-        let sims = sim::start_all(AllConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
+        let sims = openflume_sim::start_all(AllSimConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
             .await
             .map_err(|e| UsageError(format!("cannot start the simulators: {e}")))?;
         eprintln!(

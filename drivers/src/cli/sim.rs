@@ -3,7 +3,7 @@
 
 use super::UsageError;
 use super::args::SimArgs;
-use crate::sim::{self, AllConfig};
+use openflume_sim::AllSimConfig;
 use std::io::Write;
 
 pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
@@ -14,7 +14,7 @@ pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
         ));
     }
     smol::block_on(async {
-        let sims = sim::start_all(AllConfig::steady(args.bind, args.rate))
+        let sims = openflume_sim::start_all(AllSimConfig::steady(args.bind, args.rate))
             .await
             .map_err(|e| UsageError(format!("cannot start the simulators: {e}")))?;
         let mut out = std::io::stdout().lock();

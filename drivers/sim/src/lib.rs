@@ -21,10 +21,10 @@
 //! the simulator when dropped.
 //!
 //! ```
-//! use openflume::sim::{self, AllConfig};
+//! use openflume_sim::AllSimConfig;
 //!
 //! smol::block_on(async {
-//!     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+//!     let sims = openflume_sim::start_all(AllSimConfig::new([127, 0, 0, 1].into())).await?;
 //!     for (name, value) in sims.env() {
 //!         println!("{name}={value}");
 //!     }
@@ -37,6 +37,7 @@
 mod discord;
 mod fake;
 mod github;
+mod host;
 mod records;
 mod scenario;
 mod server;
@@ -45,18 +46,18 @@ mod slack;
 mod testkit;
 
 pub use discord::{
-    Control, ControlRecord, DiscordAction, DiscordConfig, DiscordRecords, DiscordSim,
+    Control, ControlRecord, DiscordAction, DiscordRecords, DiscordSim, DiscordSimConfig,
     DispatchRecord, GatewayConnection, HeartbeatRecord, IdentifyOutcome, IdentifyRecord,
     ResumeOutcome, ResumeRecord,
 };
 pub use github::{
-    GithubAction, GithubConfig, GithubRecords, GithubRequest, GithubSim, GithubThread,
+    GithubAction, GithubRecords, GithubRequest, GithubSim, GithubSimConfig, GithubThread,
 };
 pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
 pub use scenario::{HttpFault, Rate, Scenario, Timed};
 pub use slack::{
     AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord,
-    GivenUpRecord, SlackAction, SlackConfig, SlackRecords, SlackSim, SocketConnection,
+    GivenUpRecord, SlackAction, SlackRecords, SlackSim, SlackSimConfig, SocketConnection,
 };
 
 use std::io;
@@ -78,47 +79,47 @@ pub const GITHUB_TOKEN: &str = "ghp_simulatedOpenflumeToken000000000000";
 /// The configuration of all three simulators, for [`start_all`].
 ///
 /// ```
-/// use openflume::sim::{AllConfig, Rate};
-/// let config = AllConfig::steady([127, 0, 0, 1].into(), 2.0);
+/// use openflume_sim::{AllSimConfig, Rate};
+/// let config = AllSimConfig::steady([127, 0, 0, 1].into(), 2.0);
 /// assert_eq!(config.discord.scenario.rate, Rate::Steady { per_second: 2.0, limit: None });
 /// assert_eq!(config.github.bind.port(), 0);
 /// ```
 #[derive(Clone, Debug)]
-pub struct AllConfig {
+pub struct AllSimConfig {
     /// The Discord simulator.
-    pub discord: DiscordConfig,
+    pub discord: DiscordSimConfig,
     /// The Slack simulator.
-    pub slack: SlackConfig,
+    pub slack: SlackSimConfig,
     /// The GitHub simulator.
-    pub github: GithubConfig,
+    pub github: GithubSimConfig,
 }
 
-impl AllConfig {
+impl AllSimConfig {
     /// The defaults, each simulator on a free port of `bind`, with no steady rate and no schedule
     /// (the GitHub simulator still starts with its few initial notification threads).
     ///
     /// ```
-    /// use openflume::sim::{AllConfig, Rate, GITHUB_TOKEN};
-    /// let config = AllConfig::new([127, 0, 0, 1].into());
+    /// use openflume_sim::{AllSimConfig, Rate, GITHUB_TOKEN};
+    /// let config = AllSimConfig::new([127, 0, 0, 1].into());
     /// assert_eq!(config.slack.bind, "127.0.0.1:0".parse().unwrap());
     /// assert_eq!(config.discord.scenario.rate, Rate::Manual);
     /// assert!(config.github.scenario.schedule.is_empty());
     /// assert_eq!(config.github.token, GITHUB_TOKEN);
     /// ```
-    pub fn new(bind: IpAddr) -> AllConfig {
+    pub fn new(bind: IpAddr) -> AllSimConfig {
         let bind = SocketAddr::new(bind, 0);
-        AllConfig {
-            discord: DiscordConfig {
+        AllSimConfig {
+            discord: DiscordSimConfig {
                 bind,
-                ..DiscordConfig::default()
+                ..DiscordSimConfig::default()
             },
-            slack: SlackConfig {
+            slack: SlackSimConfig {
                 bind,
-                ..SlackConfig::default()
+                ..SlackSimConfig::default()
             },
-            github: GithubConfig {
+            github: GithubSimConfig {
                 bind,
-                ..GithubConfig::default()
+                ..GithubSimConfig::default()
             },
         }
     }
@@ -127,16 +128,16 @@ impl AllConfig {
     /// GitHub notifications), for `openflume sim`.
     ///
     /// ```
-    /// use openflume::sim::{AllConfig, Rate};
-    /// let config = AllConfig::steady([127, 0, 0, 1].into(), 0.5);
+    /// use openflume_sim::{AllSimConfig, Rate};
+    /// let config = AllSimConfig::steady([127, 0, 0, 1].into(), 0.5);
     /// let rate = Rate::Steady { per_second: 0.5, limit: None };
     /// assert_eq!(config.discord.scenario.rate, rate);
     /// assert_eq!(config.slack.scenario.rate, rate);
     /// assert_eq!(config.github.scenario.rate, rate);
     /// assert!(config.slack.scenario.schedule.is_empty());
     /// ```
-    pub fn steady(bind: IpAddr, per_second: f64) -> AllConfig {
-        let mut config = AllConfig::new(bind);
+    pub fn steady(bind: IpAddr, per_second: f64) -> AllSimConfig {
+        let mut config = AllSimConfig::new(bind);
         config.discord.scenario = Scenario::steady(per_second);
         config.slack.scenario = Scenario::steady(per_second);
         config.github.scenario = Scenario::steady(per_second);
@@ -149,18 +150,18 @@ impl AllConfig {
     /// every 12 s, with `X-Poll-Interval: 5`.
     ///
     /// ```
-    /// use openflume::sim::{AllConfig, DisconnectReason, DiscordAction, SlackAction};
+    /// use openflume_sim::{AllSimConfig, DisconnectReason, DiscordAction, SlackAction};
     /// use std::time::Duration;
     ///
-    /// let demo = AllConfig::lively_demo([127, 0, 0, 1].into());
+    /// let demo = AllSimConfig::lively_demo([127, 0, 0, 1].into());
     /// assert_eq!(demo.github.poll_interval, 5);
     /// let reconnect = &demo.discord.scenario.schedule[0];
     /// assert_eq!((reconnect.after, &reconnect.action), (Duration::from_secs(20), &DiscordAction::Reconnect));
     /// let last = demo.slack.scenario.schedule.last().unwrap();
     /// assert_eq!(last.action, SlackAction::Disconnect(DisconnectReason::RefreshRequested));
     /// ```
-    pub fn lively_demo(bind: IpAddr) -> AllConfig {
-        let mut config = AllConfig::new(bind);
+    pub fn lively_demo(bind: IpAddr) -> AllSimConfig {
+        let mut config = AllSimConfig::new(bind);
         let secs = Duration::from_secs;
         config.discord.scenario = Scenario::steady(0.5).at(secs(20), DiscordAction::Reconnect);
         config.slack.scenario = Scenario::steady(0.3)
@@ -181,10 +182,10 @@ impl AllConfig {
 /// closes open connections with a close frame.
 ///
 /// ```
-/// use openflume::sim::{self, AllConfig};
+/// use openflume_sim::AllSimConfig;
 ///
 /// smol::block_on(async {
-///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+///     let sims = openflume_sim::start_all(AllSimConfig::new([127, 0, 0, 1].into())).await?;
 ///     assert!(sims.discord.api_url().starts_with("http://127.0.0.1:"));
 ///     assert!(sims.slack.api_url().ends_with("/api"));
 ///     // Each on its own free port.
@@ -209,10 +210,10 @@ impl Handles {
     /// gateway URLs and the tokens they accept.
     ///
     /// ```
-    /// use openflume::sim::{self, AllConfig, GITHUB_TOKEN};
+    /// use openflume_sim::{AllSimConfig, GITHUB_TOKEN};
     ///
     /// smol::block_on(async {
-    ///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+    ///     let sims = openflume_sim::start_all(AllSimConfig::new([127, 0, 0, 1].into())).await?;
     ///     let env = sims.env();
     ///     let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
     ///     assert!(names.contains(&"OPENFLUME_DISCORD_GATEWAY_URL"));
@@ -245,10 +246,10 @@ impl Handles {
     /// The tokens are test values; real tokens belong in the environment, not in flags.
     ///
     /// ```
-    /// use openflume::sim::{self, AllConfig};
+    /// use openflume_sim::AllSimConfig;
     ///
     /// smol::block_on(async {
-    ///     let sims = sim::start_all(AllConfig::lively_demo([127, 0, 0, 1].into())).await?;
+    ///     let sims = openflume_sim::start_all(AllSimConfig::lively_demo([127, 0, 0, 1].into())).await?;
     ///     let args = sims.listen_args();
     ///     // Flag, value, flag, value, …
     ///     let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
@@ -280,11 +281,11 @@ impl Handles {
     /// Stops all three (open connections get a close frame first).
     ///
     /// ```
-    /// use openflume::sim::{self, AllConfig};
+    /// use openflume_sim::AllSimConfig;
     /// use std::net::TcpStream;
     ///
     /// smol::block_on(async {
-    ///     let sims = sim::start_all(AllConfig::new([127, 0, 0, 1].into())).await?;
+    ///     let sims = openflume_sim::start_all(AllSimConfig::new([127, 0, 0, 1].into())).await?;
     ///     let github = sims.github.local_addr();
     ///     assert!(TcpStream::connect(github).is_ok());
     ///     sims.stop().await;
@@ -304,23 +305,23 @@ impl Handles {
 /// Starts the three simulators; returns once all listen.
 ///
 /// ```
-/// use openflume::sim::{self, AllConfig};
+/// use openflume_sim::AllSimConfig;
 /// use std::io::ErrorKind;
 ///
 /// smol::block_on(async {
-///     let sims = sim::start_all(AllConfig::steady([127, 0, 0, 1].into(), 1.0)).await?;
+///     let sims = openflume_sim::start_all(AllSimConfig::steady([127, 0, 0, 1].into(), 1.0)).await?;
 ///     assert!(sims.discord.gateway_url().starts_with("ws://127.0.0.1:"));
 ///     assert!(sims.github.api_url().starts_with("http://127.0.0.1:"));
 ///     sims.stop().await;
 ///
 ///     // A rate that is not a positive number fails the start instead of panicking later.
-///     let bad = AllConfig::steady([127, 0, 0, 1].into(), 0.0);
-///     assert_eq!(sim::start_all(bad).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+///     let bad = AllSimConfig::steady([127, 0, 0, 1].into(), 0.0);
+///     assert_eq!(openflume_sim::start_all(bad).await.unwrap_err().kind(), ErrorKind::InvalidInput);
 ///     Ok::<(), std::io::Error>(())
 /// })?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub async fn start_all(config: AllConfig) -> io::Result<Handles> {
+pub async fn start_all(config: AllSimConfig) -> io::Result<Handles> {
     Ok(Handles {
         discord: DiscordSim::start(config.discord).await?,
         slack: SlackSim::start(config.slack).await?,
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn start_all_points_listen_at_the_simulators() {
         smol::block_on(async {
-            let sims = start_all(AllConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
+            let sims = start_all(AllSimConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
                 .await
                 .unwrap();
             let env = sims.env();
@@ -368,7 +369,7 @@ mod tests {
     #[test]
     fn bad_rates_are_start_errors() {
         smol::block_on(async {
-            let config = AllConfig::steady(Ipv4Addr::LOCALHOST.into(), f64::NAN);
+            let config = AllSimConfig::steady(Ipv4Addr::LOCALHOST.into(), f64::NAN);
             assert_eq!(
                 start_all(config).await.unwrap_err().kind(),
                 io::ErrorKind::InvalidInput

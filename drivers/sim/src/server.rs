@@ -88,7 +88,7 @@ impl Reply {
     }
 
     fn encode(&self) -> Result<Vec<u8>, HttpError> {
-        let date = crate::sim::fake::http_date_now();
+        let date = crate::fake::http_date_now();
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 1);
         headers.push(("Date", date.as_str()));
         headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// How many events a simulator produces on its own.
 ///
 /// ```
-/// use openflume::sim::Rate;
+/// use openflume_sim::Rate;
 /// let demo = Rate::Steady { per_second: 0.5, limit: None };
 /// let bench = Rate::Blast { count: 100_000 };
 /// assert_ne!(demo, bench);
@@ -63,13 +63,13 @@ pub struct Timed<A> {
 }
 
 /// A simulator's script: its event [`Rate`] and a schedule of actions (`A` is the simulator's
-/// action type: [`DiscordAction`](crate::sim::DiscordAction), [`SlackAction`](crate::sim::SlackAction)
-/// or [`GithubAction`](crate::sim::GithubAction)).
+/// action type: [`DiscordAction`](crate::DiscordAction), [`SlackAction`](crate::SlackAction)
+/// or [`GithubAction`](crate::GithubAction)).
 ///
 /// The clock starts when the first client connects; every scheduled action runs once.
 ///
 /// ```
-/// use openflume::sim::{DiscordAction, Scenario};
+/// use openflume_sim::{DiscordAction, Scenario};
 /// use std::time::Duration;
 ///
 /// let scenario = Scenario::steady(2.0)
@@ -129,7 +129,7 @@ impl<A> Scenario<A> {
 /// A fault any simulator's HTTP endpoints can show, for the next few requests.
 ///
 /// ```
-/// use openflume::sim::HttpFault;
+/// use openflume_sim::HttpFault;
 /// let fault = HttpFault::Status { status: 429, retry_after: Some(2) };
 /// assert!(matches!(fault, HttpFault::Status { status: 429, .. }));
 /// ```

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// [`total`](Records::total) still counts every record ever pushed.
 ///
 /// ```
-/// use openflume::sim::Records;
+/// use openflume_sim::Records;
 /// let records: Records<u32> = Records::default();
 /// assert!(records.is_empty());
 /// assert_eq!(records.total(), 0);
@@ -123,7 +123,7 @@ pub struct HttpRecord {
 /// A wait for a simulator record ran out of time.
 ///
 /// ```
-/// use openflume::sim::WaitTimedOut;
+/// use openflume_sim::WaitTimedOut;
 /// let error = WaitTimedOut { waited: std::time::Duration::from_secs(2) };
 /// assert_eq!(error.to_string(), "no matching simulator record after 2000 ms");
 /// ```
