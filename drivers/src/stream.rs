@@ -377,9 +377,28 @@ impl ItemStream {
         self.buffer.pop().ok()
     }
 
-    /// Moves every item ready now to the end of `out`, without waiting: a batch for a consumer
-    /// that works in batches (the CLI's stdout writer).
-    pub(crate) fn take_ready(&mut self, out: &mut VecDeque<Item>) {
+    /// Moves every item ready now to the end of `out` under one lock, without waiting: for a
+    /// consumer that works in batches (the CLI's stdout writer takes each write's worth so).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).build();
+    /// let mut items = flume.stream(100, Overflow::Backpressure);
+    /// flume.open().await?.close().await;
+    /// let mut batch = std::collections::VecDeque::new();
+    /// items.take_ready(&mut batch);
+    /// assert!(batch.len() >= 2); // the status logs of opening and closing, at least
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn take_ready(&mut self, out: &mut VecDeque<Item>) {
         self.buffer.take_all(out);
     }
 
@@ -510,6 +529,7 @@ impl Drop for ItemStream {
     }
 }
 
+#[cfg(feature = "cli")]
 impl ItemStream {
     /// A handle that gives up on this stream from elsewhere, as dropping it would: for a reader
     /// stuck where it cannot drop it (a thread blocked writing to a stalled pipe).
@@ -521,10 +541,12 @@ impl ItemStream {
 }
 
 /// See [`ItemStream::detacher`].
+#[cfg(feature = "cli")]
 pub(crate) struct Detacher {
     buffer: Arc<Buffer>,
 }
 
+#[cfg(feature = "cli")]
 impl Detacher {
     pub(crate) fn detach(&self) {
         self.buffer.leave();
