@@ -7,7 +7,7 @@
 use openflume::{Flume, ItemStream, Overflow, Running, Source};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
-use openflume_proto::slack::{SlackConfig, SlackMachine};
+use openflume_proto::slack::SlackConfig;
 use openflume_proto::{Item, ReconnectPolicy};
 use openflume_sim::{
     DiscordSim, DiscordSimConfig, GithubAction, GithubSim, GithubSimConfig, HttpFault, SlackAction,
@@ -165,16 +165,14 @@ fn a_burst_behind_ready_beside_a_slow_source_arrives_whole_and_in_order() {
     }
 }
 
-/// A consumer that holds until commit and takes its time: Slack must not hear an ack for an
-/// envelope before the consumer committed it, and hears one for each once it did.
-#[test]
-fn slack_acks_wait_until_the_consumer_holds_the_event() {
-    const ENVELOPES: u32 = 300;
+/// A Slack simulator that redelivers nothing within `ack_deadline`, and a flume over it (not
+/// started: the test attaches its streams first).
+fn slack_flume(ack_deadline: Duration) -> (SlackSim, Flume) {
     let slack = block_on(
         WAIT,
         "start the Slack simulator",
         SlackSim::start(SlackSimConfig {
-            ack_deadline: Duration::from_secs(30),
+            ack_deadline,
             ..SlackSimConfig::default()
         }),
     )
@@ -185,11 +183,18 @@ fn slack_acks_wait_until_the_consumer_holds_the_event() {
         ..SlackConfig::new(slack.app_token()).with_bot_token(slack.bot_token())
     };
     let flume = Flume::builder()
-        .source(Source::custom("slack", move |seed| {
-            SlackMachine::new(config, seed)
-        }))
+        .source(Source::slack(config))
         .start_timeout(Some(WAIT))
         .build();
+    (slack, flume)
+}
+
+/// A consumer that holds until commit and takes its time: Slack must not hear an ack for an
+/// envelope before the consumer committed it, and hears one for each once it did.
+#[test]
+fn slack_acks_wait_until_the_consumer_holds_the_event() {
+    const ENVELOPES: u32 = 300;
+    let (slack, flume) = slack_flume(Duration::from_secs(30));
     let mut stream = flume
         .stream(16, Overflow::Backpressure)
         .holds_until_commit();
@@ -266,26 +271,7 @@ fn slack_acks_wait_until_the_consumer_holds_the_event() {
 #[test]
 fn a_backlog_of_acks_released_at_once_keeps_the_connection() {
     const ENVELOPES: u32 = 1_400;
-    let slack = block_on(
-        WAIT,
-        "start the Slack simulator",
-        SlackSim::start(SlackSimConfig {
-            ack_deadline: Duration::from_secs(60),
-            ..SlackSimConfig::default()
-        }),
-    )
-    .expect("slack sim");
-    let config = SlackConfig {
-        api_base: slack.api_url(),
-        reconnect: fast_reconnect(),
-        ..SlackConfig::new(slack.app_token()).with_bot_token(slack.bot_token())
-    };
-    let flume = Flume::builder()
-        .source(Source::custom("slack", move |seed| {
-            SlackMachine::new(config, seed)
-        }))
-        .start_timeout(Some(WAIT))
-        .build();
+    let (slack, flume) = slack_flume(Duration::from_secs(60));
     let mut stream = flume
         .stream(256, Overflow::Backpressure)
         .holds_until_commit();

@@ -265,33 +265,26 @@ impl SlackMachine {
                 .event_id
                 .as_deref()
                 .and_then(|id| self.acks.waiting_with(id));
+            let waits = original.is_some();
             if let Some(original) = original {
                 original
                     .redeliveries
                     .push((conn, envelope_id.clone().into_owned()));
-                self.log(
-                    now,
-                    Level::Debug,
-                    "envelope.duplicate",
-                    format!(
-                        "envelope {envelope_id} on connection {} repeats an event still on its way to the consumers; acknowledged once they hold it, not emitted",
-                        conn.0
-                    ),
-                    json!({
-                        "conn": conn,
-                        "envelope_id": envelope_id,
-                        "event_id": extracted.event_id,
-                        "retry_attempt": retry_attempt,
-                    }),
-                );
-                return;
             }
+            let (repeats, acked) = if waits {
+                (
+                    "an event still on its way to the consumers",
+                    "acknowledged once they hold it",
+                )
+            } else {
+                ("an emitted payload", "acknowledged")
+            };
             self.log(
                 now,
                 Level::Debug,
                 "envelope.duplicate",
                 format!(
-                    "envelope {envelope_id} on connection {} repeats an emitted payload; acknowledged, not emitted",
+                    "envelope {envelope_id} on connection {} repeats {repeats}; {acked}, not emitted",
                     conn.0
                 ),
                 json!({
@@ -301,6 +294,9 @@ impl SlackMachine {
                     "retry_attempt": retry_attempt,
                 }),
             );
+            if waits {
+                return;
+            }
             return self.send_ack(now, conn, &envelope_id);
         }
         let mut event = Event::new(SOURCE, kind.as_ref(), RawJson::from_raw(payload), now.wall);
