@@ -924,3 +924,25 @@ pub fn dump(items: &[Item]) -> String {
 pub fn data_field(event: &openflume_proto::Event, pointer: &str) -> Option<serde_json::Value> {
     event.data.parse().ok()?.pointer(pointer).cloned()
 }
+
+/// A Discord simulator with `config`, identify spacing off (tests identify at will).
+pub fn discord_sim(config: openflume_sim::DiscordSimConfig) -> openflume_sim::DiscordSim {
+    let config = openflume_sim::DiscordSimConfig {
+        identify_spacing: Duration::ZERO,
+        ..config
+    };
+    block_on(
+        Duration::from_secs(10),
+        "start the Discord simulator",
+        openflume_sim::DiscordSim::start(config),
+    )
+    .expect("the Discord simulator starts")
+}
+
+/// The environment that points `openflume listen` at a Discord simulator.
+pub fn discord_env(sim: &openflume_sim::DiscordSim) -> Vec<(&'static str, String)> {
+    vec![
+        ("DISCORD_BOT_TOKEN", sim.token().to_owned()),
+        ("OPENFLUME_DISCORD_API_URL", sim.api_url()),
+    ]
+}

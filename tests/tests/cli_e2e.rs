@@ -8,7 +8,7 @@ use openflume_sim::{
     DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig, SlackAction, SlackSim,
     SlackSimConfig,
 };
-use openflume_tests::{Openflume, assert_text_has_no_secret, block_on, is_event_json};
+use openflume_tests::{Openflume, assert_text_has_no_secret, block_on, discord_env, is_event_json};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -33,23 +33,7 @@ fn listen(extra: &[&str], env: &[(&str, String)]) -> Openflume {
 }
 
 fn discord_sim() -> DiscordSim {
-    let config = DiscordSimConfig {
-        identify_spacing: Duration::ZERO,
-        ..DiscordSimConfig::default()
-    };
-    block_on(
-        WAIT,
-        "start the Discord simulator",
-        DiscordSim::start(config),
-    )
-    .expect("sim")
-}
-
-fn discord_env(sim: &DiscordSim) -> Vec<(&'static str, String)> {
-    vec![
-        ("DISCORD_BOT_TOKEN", sim.token().to_owned()),
-        ("OPENFLUME_DISCORD_API_URL", sim.api_url()),
-    ]
+    openflume_tests::discord_sim(DiscordSimConfig::default())
 }
 
 /// Every stdout line is a JSON item (`kind` event or log) and no output names a secret.

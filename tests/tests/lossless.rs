@@ -10,12 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_sim::{
-    DiscordAction, DiscordSim, DiscordSimConfig, EnvelopeKind, GithubAction, GithubSim,
-    GithubSimConfig, HttpFault, Scenario, SlackAction, SlackSim, SlackSimConfig,
+    DiscordAction, DiscordSimConfig, EnvelopeKind, GithubAction, GithubSim, GithubSimConfig,
+    HttpFault, Scenario, SlackAction, SlackSim, SlackSimConfig,
 };
 use openflume_tests::{
-    Openflume, PipeState, Reader, Signal, assert_text_has_no_secret, block_on, is_event_json,
-    is_log_json, is_status_json, tail,
+    Openflume, PipeState, Reader, Signal, assert_text_has_no_secret, block_on, discord_env,
+    discord_sim, is_event_json, is_log_json, is_status_json, tail,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -45,26 +45,6 @@ const LISTEN: &[&str] = &[
 fn listen(extra: &[&str], env: &[(&str, String)], reader: Reader) -> Openflume {
     let all: Vec<&str> = LISTEN.iter().chain(extra).copied().collect();
     Openflume::spawn_with(&all, env, reader)
-}
-
-fn discord_sim(config: DiscordSimConfig) -> DiscordSim {
-    let config = DiscordSimConfig {
-        identify_spacing: Duration::ZERO,
-        ..config
-    };
-    block_on(
-        WAIT,
-        "start the Discord simulator",
-        DiscordSim::start(config),
-    )
-    .expect("sim")
-}
-
-fn discord_env(sim: &DiscordSim) -> Vec<(&'static str, String)> {
-    vec![
-        ("DISCORD_BOT_TOKEN", sim.token().to_owned()),
-        ("OPENFLUME_DISCORD_API_URL", sim.api_url()),
-    ]
 }
 
 /// A Slack simulator that does not redeliver during a test: what is left unacked stays so.
