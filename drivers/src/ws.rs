@@ -4,7 +4,7 @@
 use crate::net::{self, TlsConfig};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
+use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
 use futures_lite::StreamExt;
 use openflume_proto::url::Url;
 use openflume_proto::{Bytes, ConnId, Frame, Input};
@@ -136,7 +136,17 @@ async fn connect_and_serve(
                     Message::Ping(bytes) => Frame::Ping(Bytes(bytes.to_vec())),
                     Message::Pong(bytes) => Frame::Pong(Bytes(bytes.to_vec())),
                     Message::Close(frame) => {
+                        // RFC 6455 §5.5.1: answer the peer's close (tungstenite queued the echo
+                        // of its code, and the next read flushes it), then let the peer drop
+                        // TCP first, as the server should.
                         let (code, reason) = close_parts(frame);
+                        futures_lite::future::or(
+                            async { while receiver.next().await.is_some() {} },
+                            async {
+                                async_io::Timer::after(settings.close_timeout).await;
+                            },
+                        )
+                        .await;
                         return Ok(closed(conn, code, &reason));
                     }
                     Message::Frame(_) => continue,
@@ -150,7 +160,23 @@ async fn connect_and_serve(
                     }
                 }
             }
-            Next::Inbound(Some(Err(error))) => return Ok(closed(conn, None, &error.to_string())),
+            Next::Inbound(Some(Err(error))) => {
+                // A protocol fault of the peer's gets the close code the RFC names for it before
+                // TCP goes, and the log names the fault, not a lost connection.
+                let (fault, code) = describe_read_error(&error);
+                let reason = match code {
+                    Some(code) => {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: close_reason_for(code).into(),
+                        };
+                        send_close(&mut sender, frame, settings.close_timeout).await;
+                        format!("{fault} (closed with {code})")
+                    }
+                    None => fault,
+                };
+                return Ok(closed(conn, None, &reason));
+            }
             Next::Inbound(None) => {
                 return Ok(closed(
                     conn,
@@ -266,13 +292,66 @@ fn message(frame: Frame) -> Message {
     }
 }
 
+/// The code and reason of a peer's close frame. A close frame without a status code reads as
+/// 1005, "no status code present" (RFC 6455 §7.1.5).
 fn close_parts(frame: Option<CloseFrame>) -> (Option<u16>, String) {
     match frame {
         Some(frame) => (
             Some(u16::from(frame.code)),
             frame.reason.as_str().to_owned(),
         ),
-        None => (None, String::new()),
+        None => (Some(1005), "close frame without a status code".to_owned()),
+    }
+}
+
+/// Sends our close `frame` and flushes it, within `timeout`: best effort, the connection ends
+/// either way.
+async fn send_close<S>(
+    sender: &mut async_tungstenite::WebSocketSender<S>,
+    frame: CloseFrame,
+    timeout: Duration,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    futures_lite::future::or(
+        async {
+            let _ = sender.close(Some(frame)).await;
+        },
+        async {
+            async_io::Timer::after(timeout).await;
+        },
+    )
+    .await;
+}
+
+/// What went wrong reading from the peer, in words, and the close code RFC 6455 §7.4.1 gives
+/// that fault (none when the connection itself is gone).
+fn describe_read_error(error: &WsError) -> (String, Option<u16>) {
+    use async_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+            format!("message of {size} bytes over the {max_size}-byte limit"),
+            Some(1009),
+        ),
+        WsError::Capacity(capacity) => (format!("message too large: {capacity}"), Some(1009)),
+        WsError::Utf8(_) => ("invalid UTF-8 in a text frame".to_owned(), Some(1007)),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ("connection closed without a close frame".to_owned(), None)
+        }
+        WsError::Protocol(protocol) => {
+            (format!("WebSocket protocol error: {protocol}"), Some(1002))
+        }
+        WsError::Io(io) => (format!("connection lost: {io}"), None),
+        other => (other.to_string(), None),
+    }
+}
+
+/// The reason sent with a close code of ours.
+fn close_reason_for(code: u16) -> &'static str {
+    match code {
+        1007 => "invalid payload data",
+        1009 => "message too big",
+        _ => "protocol error",
     }
 }
 
