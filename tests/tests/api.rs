@@ -158,3 +158,34 @@ fn cron_next_prints_rfc3339_instants_and_rejects_bad_expressions() {
     assert!(lines.is_empty());
     assert!(stderr.contains("did you mean 5-59/15?"), "{stderr}");
 }
+
+/// `cron next` tells why it printed fewer times than asked (the calendar ends), and a full disk
+/// is an error, not a silent success (issue 21).
+#[test]
+fn cron_next_says_why_it_stops_short_and_fails_on_a_full_disk() {
+    let mut short = Openflume::spawn(
+        &[
+            "cron",
+            "next",
+            "0 0 29 2 *",
+            "--after",
+            "9999-01-01T00:00:00Z",
+            "--count",
+            "3",
+        ],
+        &[],
+    );
+    let (status, lines, stderr) = short.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(lines.is_empty());
+    assert!(stderr.contains("0 of 3 fire times"), "{stderr}");
+
+    let mut full = Openflume::spawn_with(
+        &["cron", "next", "* * * * *", "--count", "3"],
+        &[],
+        openflume_tests::Reader::DevFull,
+    );
+    let (status, _, stderr) = full.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left"), "{stderr}");
+}

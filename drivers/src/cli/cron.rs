@@ -23,10 +23,25 @@ pub(crate) fn next(
         None => jiff::Timestamp::now(),
     };
     let mut out = std::io::stdout().lock();
+    let mut printed = 0;
     for at in next_fire_times(&schedule, after, &zone, count) {
-        if writeln!(out, "{}", format_fire_time(at, &zone)).is_err() {
-            break;
+        if let Err(error) =
+            writeln!(out, "{}", format_fire_time(at, &zone)).and_then(|()| out.flush())
+        {
+            // A reader that left is a clean stop, as for `listen`; anything else is not.
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(0);
+            }
+            super::listen::report(format_args!("cannot write to stdout: {error}"));
+            return Ok(1);
         }
+        printed += 1;
+    }
+    if printed < count {
+        super::listen::report(format_args!(
+            "{printed} of {count} fire times: the schedule has no more before the end of the \
+             calendar (year 9999)"
+        ));
     }
     Ok(0)
 }

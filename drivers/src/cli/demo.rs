@@ -13,12 +13,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
         let sims = openflume_sim::start_all(AllSimConfig::lively_demo(Ipv4Addr::LOCALHOST.into()))
             .await
             .map_err(|e| UsageError(format!("cannot start the simulators: {e}")))?;
-        eprintln!(
-            "openflume demo: simulators on {}, {}, {}; Ctrl-C to stop",
+        listen::report(format_args!(
+            "demo: simulators on {}, {}, {}; Ctrl-C to stop",
             sims.discord.api_url(),
             sims.slack.api_url(),
             sims.github.api_url()
-        );
+        ));
         // The same path as `openflume listen`, pointed at the simulators.
         let mut argv = vec!["openflume".to_owned(), "listen".to_owned()];
         argv.extend(sims.listen_args());
