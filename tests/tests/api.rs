@@ -189,3 +189,15 @@ fn cron_next_says_why_it_stops_short_and_fails_on_a_full_disk() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("No space left"), "{stderr}");
 }
+
+/// `sim --rate` beyond what a simulator can serve is a usage error, not a spinning core.
+#[test]
+fn sim_refuses_a_rate_it_cannot_serve() {
+    for rate in ["1e308", "0", "-1", "NaN"] {
+        let flag = format!("--rate={rate}");
+        let mut sim = Openflume::spawn(&["sim", &flag], &[]);
+        let (status, _, stderr) = sim.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("--rate"), "{stderr}");
+    }
+}

@@ -271,7 +271,8 @@ pub(crate) struct SimArgs {
     /// Address to listen on. Anything but loopback must be asked for explicitly.
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) bind: std::net::IpAddr,
-    /// Events per second each simulator sends once a client is connected.
+    /// Events per second each simulator sends once a client is connected (above 0, at most
+    /// 20000).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) rate: f64,
 }

@@ -6,11 +6,15 @@ use super::args::SimArgs;
 use openflume_sim::AllSimConfig;
 use std::io::Write;
 
+/// The most events per second `--rate` asks of each simulator: about what one can serve on one
+/// core. Beyond it a simulator would only spin, starving the client it is meant to exercise.
+const MAX_RATE: f64 = 20_000.0;
+
 pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
-    if !(args.rate.is_finite() && args.rate > 0.0) {
+    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= MAX_RATE) {
         return Err(UsageError::flag(
             "--rate",
-            "must be a positive number of events per second",
+            format!("must be a number of events per second above 0 and at most {MAX_RATE}"),
         ));
     }
     smol::block_on(async {
