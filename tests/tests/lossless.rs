@@ -807,3 +807,26 @@ fn a_second_sigint_exits_130_at_once() {
     let (status, _, stderr) = cli.wait_exit(STOP);
     assert_eq!(status.code(), Some(130), "stderr: {stderr}");
 }
+
+/// `listen | head -1` with a quiet source: the reader's end is noticed without anything to
+/// write, and listen stops within about a second (issue 21).
+#[test]
+fn a_reader_gone_is_noticed_while_the_sources_are_quiet() {
+    // READY and one GUILD_CREATE, then nothing for the 41 s of a heartbeat interval: the reader
+    // leaves after the last line listen has to write.
+    let discord = discord_sim(DiscordSimConfig::default());
+    let reader = Reader::CloseAfterEvents {
+        events: 2,
+        lines_per_second: None,
+    };
+    let mut cli = listen(&[], &discord_env(&discord), reader);
+    cli.wait_reader_closed(WAIT);
+    let closed_at = Instant::now();
+    let (status, _, stderr) = cli.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        closed_at.elapsed() < STOP,
+        "listen lingered {:?} after its reader left",
+        closed_at.elapsed()
+    );
+}
