@@ -293,3 +293,43 @@ fn count_exits_0_after_n_events() {
         lines.join("\n")
     );
 }
+
+/// Reconnect flags below the floor are raised to it: a server that drops every connection at
+/// once sees a few attempts a second, not thousands (issue 21).
+#[test]
+fn reconnect_flags_cannot_go_below_the_floor() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let env = vec![
+        ("DISCORD_BOT_TOKEN", "MTIzNDU2.floor.token-Zz9".to_owned()),
+        ("OPENFLUME_DISCORD_GATEWAY_URL", url),
+    ];
+    let mut cli = Openflume::spawn(
+        &[
+            "listen",
+            "--format",
+            "json",
+            "--reconnect-base-ms",
+            "1",
+            "--reconnect-max-ms",
+            "1",
+        ],
+        &env,
+    );
+    // Five attempts, each dropped at once: with the 250 ms floor the four waits between them
+    // take at least 4 × 125 ms (the backoff draws from half the bound to the bound).
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let (stream, _) = listener.accept().expect("an attempt");
+        drop(stream);
+    }
+    let took = started.elapsed();
+    cli.terminate();
+    let (status, _, stderr) = cli.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "five attempts in {took:?}"
+    );
+    assert!(stderr.contains("floor"), "the raise is said: {stderr}");
+}

@@ -223,10 +223,10 @@ pub(crate) struct ListenArgs {
     /// Give up after this many consecutive failed reconnects (default: never).
     #[arg(long, help_heading = "Reconnect")]
     pub(crate) reconnect_max_attempts: Option<u32>,
-    /// First reconnect delay bound, ms.
+    /// First reconnect delay bound, ms (at least 250: lower values are raised to it).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
     pub(crate) reconnect_base_ms: u64,
-    /// Largest reconnect delay, ms.
+    /// Largest reconnect delay, ms (at least 250).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
     pub(crate) reconnect_max_ms: u64,
 

@@ -15,12 +15,28 @@ use openflume_proto::{Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
 
+/// The least wait between two connection attempts, whatever the flags say: a server that closes
+/// at once must not see thousands of connections a second (Discord's identify limits come on
+/// top, in the machine).
+const MIN_RECONNECT_MS: u64 = 250;
+
 /// Builds the sources the flags enable; a flag that cannot work is a usage error naming it.
 pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
+    for (flag, ms) in [
+        ("--reconnect-base-ms", args.reconnect_base_ms),
+        ("--reconnect-max-ms", args.reconnect_max_ms),
+    ] {
+        if ms < MIN_RECONNECT_MS {
+            report(format_args!(
+                "{flag} {ms} is below the {MIN_RECONNECT_MS} ms floor: using {MIN_RECONNECT_MS}"
+            ));
+        }
+    }
+    let base_ms = args.reconnect_base_ms.max(MIN_RECONNECT_MS);
     let reconnect = ReconnectPolicy {
         max_attempts: args.reconnect_max_attempts,
-        base_ms: args.reconnect_base_ms,
-        max_ms: args.reconnect_max_ms.max(args.reconnect_base_ms),
+        base_ms,
+        max_ms: args.reconnect_max_ms.max(base_ms),
     };
     let mut sources = Vec::new();
     if let Some(token) = non_empty(&args.discord_token) {
