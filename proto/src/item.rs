@@ -138,6 +138,23 @@ impl PartialEq for RawJson {
     }
 }
 
+/// Parsing checks the text is one JSON document, as [`RawJson::from_str`] does: so `str::parse`
+/// works too.
+///
+/// ```
+/// use openflume_proto::RawJson;
+/// let data: RawJson = r#"{"id": "1"}"#.parse()?;
+/// assert_eq!(data.get(), r#"{"id": "1"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+impl std::str::FromStr for RawJson {
+    type Err = serde_json::Error;
+
+    fn from_str(json: &str) -> Result<RawJson, serde_json::Error> {
+        RawJson::from_str(json)
+    }
+}
+
 impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.get())

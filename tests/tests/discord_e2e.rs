@@ -264,7 +264,7 @@ fn zombie_connection_resumes_without_loss_or_duplicates() {
     let mut ticks = 0u32;
     let resume = items.wait(WAIT, "a RESUME after the zombie", |_| {
         ticks += 1;
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             sim.inject(DiscordAction::Messages(1));
         }
         sim.records().resumes.iter().next().cloned()

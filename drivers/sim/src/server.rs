@@ -347,10 +347,10 @@ async fn read_request(
     stopping: &Shutdown,
 ) -> Result<Option<ReadRequest>, HttpError> {
     let mut reader = RequestReader::new(limits);
-    if !pending.is_empty() {
-        if let Some(done) = reader.feed(&pending)? {
-            return Ok(Some(done));
-        }
+    if !pending.is_empty()
+        && let Some(done) = reader.feed(&pending)?
+    {
+        return Ok(Some(done));
     }
     let mut chunk = vec![0u8; 16 * 1024];
     loop {

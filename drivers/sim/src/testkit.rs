@@ -51,11 +51,11 @@ impl HttpClient {
             .unwrap();
         let mut reader = ResponseReader::for_request(request, Limits::default());
         let pending = std::mem::take(&mut self.leftover);
-        if !pending.is_empty() {
-            if let Some(done) = reader.feed(&pending).unwrap() {
-                self.leftover = done.leftover;
-                return Some(done.response);
-            }
+        if !pending.is_empty()
+            && let Some(done) = reader.feed(&pending).unwrap()
+        {
+            self.leftover = done.leftover;
+            return Some(done.response);
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {

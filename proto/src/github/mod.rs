@@ -503,7 +503,7 @@ fn wall_time(at: crate::UnixMillis) -> String {
 
 /// `90 s`, `1.5 s`: milliseconds for log messages.
 fn seconds(ms: u64) -> String {
-    if ms % 1_000 == 0 {
+    if ms.is_multiple_of(1_000) {
         format!("{} s", ms / 1_000)
     } else {
         format!("{:.1} s", ms as f64 / 1_000.0)

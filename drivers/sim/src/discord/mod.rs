@@ -434,12 +434,12 @@ impl Discord {
             }
         }
         for id in &reached {
-            if let Some(conn) = state.sessions.get(id).and_then(|s| s.attached) {
-                if let Some(tx) = state.connections.get(&conn) {
-                    // A full queue already holds a wake-up or commands after which the
-                    // connection flushes anyway.
-                    let _ = tx.try_send(Command::Wake);
-                }
+            if let Some(conn) = state.sessions.get(id).and_then(|s| s.attached)
+                && let Some(tx) = state.connections.get(&conn)
+            {
+                // A full queue already holds a wake-up or commands after which the
+                // connection flushes anyway.
+                let _ = tx.try_send(Command::Wake);
             }
         }
         reached.len()

@@ -69,13 +69,12 @@ impl Gateway<'_> {
         let now = Instant::now();
         let mut state = self.sim.lock();
         state.connections.remove(&self.conn);
-        if let Some(id) = self.session.take() {
-            if let Some(session) = state.sessions.get_mut(&id) {
-                if session.attached == Some(self.conn) {
-                    session.attached = None;
-                    session.detached_at = Some(now);
-                }
-            }
+        if let Some(id) = self.session.take()
+            && let Some(session) = state.sessions.get_mut(&id)
+            && session.attached == Some(self.conn)
+        {
+            session.attached = None;
+            session.detached_at = Some(now);
         }
     }
 
@@ -83,11 +82,11 @@ impl Gateway<'_> {
     pub(super) fn detach(&mut self) {
         if let Some(id) = self.session.take() {
             let mut state = self.sim.lock();
-            if let Some(session) = state.sessions.get_mut(&id) {
-                if session.attached == Some(self.conn) {
-                    session.attached = None;
-                    session.detached_at = Some(Instant::now());
-                }
+            if let Some(session) = state.sessions.get_mut(&id)
+                && session.attached == Some(self.conn)
+            {
+                session.attached = None;
+                session.detached_at = Some(Instant::now());
             }
         }
     }

@@ -105,16 +105,15 @@ impl State {
             comment: rng.bool().then(|| rng.u64(2_000_000_000..3_000_000_000)),
             repo: rng.usize(..REPOS.len()),
         };
-        if self.threads.len() >= max.max(1) {
-            if let Some(oldest) = self
+        if self.threads.len() >= max.max(1)
+            && let Some(oldest) = self
                 .threads
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, t)| (t.updated_at, t.id))
                 .map(|(index, _)| index)
-            {
-                self.threads.remove(oldest);
-            }
+        {
+            self.threads.remove(oldest);
         }
         self.threads.push(thread);
         id

@@ -202,10 +202,10 @@ impl Socket<'_> {
             if let Flow::End = flow {
                 return;
             }
-            if self.outbound.is_empty() {
-                if let Flow::End = self.pull_queued().await {
-                    return;
-                }
+            if self.outbound.is_empty()
+                && let Flow::End = self.pull_queued().await
+            {
+                return;
             }
         }
     }
