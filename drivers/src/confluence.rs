@@ -74,6 +74,15 @@ pub struct Confluence {
     closed: OnceCell<Closed>,
 }
 
+impl std::fmt::Debug for Confluence {
+    /// Whether it is closed; the groups are behind an async lock (see [`Confluence::groups`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confluence")
+            .field("closed", &self.closed.is_initialized())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Confluence {
     /// A confluence with the callbacks and settings of `builder`. Sources given to the builder are
     /// ignored: add each group with [`add`](Self::add).

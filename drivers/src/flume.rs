@@ -392,6 +392,35 @@ impl FlumeBuilder {
     }
 }
 
+impl std::fmt::Debug for FlumeBuilder {
+    /// The sources by name and the settings that apply to all of them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlumeBuilder")
+            .field("sources", &self.sources)
+            .field("min_level", &self.settings.min_level)
+            .field("start_timeout", &self.settings.start_timeout)
+            .field("allow_partial", &self.settings.allow_partial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Flume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flume")
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Running {
+    /// The live statuses.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("statuses", &self.statuses())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A configured firehose whose sources have not started yet.
 ///
 /// Every consumer that must see everything attaches here, before the start: a

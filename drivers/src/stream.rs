@@ -491,6 +491,19 @@ impl ItemStream {
     }
 }
 
+impl std::fmt::Debug for ItemStream {
+    /// The policy, how full the buffer is, and what was dropped.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let buffered = lock(&self.buffer.state).items.len();
+        f.debug_struct("ItemStream")
+            .field("policy", &self.buffer.policy)
+            .field("capacity", &self.buffer.capacity)
+            .field("buffered", &buffered)
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
 impl futures_lite::Stream for ItemStream {
     type Item = Item;
 

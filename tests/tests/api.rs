@@ -201,3 +201,23 @@ fn sim_refuses_a_rate_it_cannot_serve() {
         assert!(stderr.contains("--rate"), "{stderr}");
     }
 }
+
+/// The API's types show what they are in `Debug`, and never a token.
+#[test]
+fn debug_shows_the_sources_and_no_secret() {
+    use openflume::{Flume, Overflow, Source};
+    use openflume_proto::discord::DiscordConfig;
+    let token = "MTIzNDU2.debug-check.token-Kq4";
+    let builder = Flume::builder().source(Source::discord(DiscordConfig::new(token)));
+    let shown = format!("{builder:?}");
+    assert!(
+        shown.contains("discord") && !shown.contains(token),
+        "{shown}"
+    );
+    let flume = builder.build();
+    let stream = flume.stream(8, Overflow::Backpressure);
+    for shown in [format!("{flume:?}"), format!("{stream:?}")] {
+        assert!(!shown.contains(token), "{shown}");
+    }
+    assert!(format!("{stream:?}").contains("Backpressure"));
+}
