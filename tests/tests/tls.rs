@@ -236,9 +236,7 @@ fn an_untrusted_certificate_fails_with_a_readable_error() {
         max_ms: 100,
     };
     let source = github_source(&sim, proxy.url("https"), one_retry);
-    let error = open(builder(on_item).source(source))
-        .err()
-        .expect("does not open");
+    let error = open(builder(on_item).source(source)).expect_err("does not open");
     assert_eq!(error.failures.len(), 1, "{error}");
     assert_eq!(error.failures[0].source, "github");
     // The start error itself names the cause.
