@@ -117,6 +117,11 @@ impl TimerKind for CronTimer {
     fn index(self) -> usize {
         0
     }
+    fn name(self) -> &'static str {
+        match self {
+            CronTimer::Fire => "fire",
+        }
+    }
 }
 
 /// The cron machine: emits a tick at each scheduled time, judged by the wall clock in [`Now`].

@@ -91,6 +91,11 @@ impl TimerKind for GatewayTimer {
     fn index(self) -> usize {
         self as usize
     }
+    fn name(self) -> &'static str {
+        match self {
+            GatewayTimer::Retry => "retry",
+        }
+    }
 }
 
 #[derive(Debug)]

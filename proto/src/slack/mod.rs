@@ -76,6 +76,12 @@ impl TimerKind for SlackTimer {
     fn index(self) -> usize {
         self as usize
     }
+    fn name(self) -> &'static str {
+        match self {
+            SlackTimer::Retry => "retry",
+            SlackTimer::Connections => "connections",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -67,6 +67,17 @@ impl TimerKind for Timer {
     fn index(self) -> usize {
         self as usize
     }
+    fn name(self) -> &'static str {
+        match self {
+            Timer::CloseTimeout => "close_timeout",
+            Timer::HelloTimeout => "hello_timeout",
+            Timer::ReadyTimeout => "ready_timeout",
+            Timer::Heartbeat => "heartbeat",
+            Timer::SendRetry => "send_retry",
+            Timer::IdentifyPermit => "identify_permit",
+            Timer::Reconnect => "reconnect",
+        }
+    }
 }
 
 /// Where a connection is in its handshake.
