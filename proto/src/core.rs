@@ -47,6 +47,12 @@ impl<K: TimerKind> Core<K> {
         }
     }
 
+    /// Prefixes every log message with `prefix`.
+    pub(crate) fn with_log_prefix(mut self, prefix: String) -> Core<K> {
+        self.log_prefix = prefix;
+        self
+    }
+
     /// Judges `input` by the lifecycle and returns `now` clamped so time never goes backwards.
     /// A rejected input leaves everything as it was, the clock included.
     pub(crate) fn admit(&mut self, now: Now, input: &Input) -> Result<Now, Misuse> {
@@ -229,5 +235,18 @@ mod tests {
         core.finish(Status::Disconnected, None);
         assert_eq!(core.poll_timeout(), None);
         assert_eq!(core.admit(at(60), &Input::Timer), Err(Misuse::Finished));
+    }
+
+    #[test]
+    fn logs_carry_the_prefix() {
+        let mut core = Core::<Timer>::new("discord").with_log_prefix("shard 1/2: ".into());
+        core.log(at(0), Level::Info, "ready", "session ready");
+        let Some(Output::Log(log)) = core.poll_output() else {
+            panic!("a log")
+        };
+        assert_eq!(
+            (log.source.as_str(), log.message.as_str()),
+            ("discord", "shard 1/2: session ready")
+        );
     }
 }
