@@ -160,12 +160,12 @@ impl<K: TimerKind> Core<K> {
 }
 
 /// The `Machine` methods a machine answers from its `core` field as they are: `poll_output`,
-/// `poll_timeout`, `next_timer`, `is_finished` and `status`. Used inside `impl Machine`.
+/// `poll_timeout`, `next_timer`, `is_finished` and `status`. Used inside `impl Machine`; a machine
+/// that merges the deadlines of sub-machines writes the two timer methods itself and asks only
+/// for `queue_and_status`.
 macro_rules! answered_by_core {
     () => {
-        fn poll_output(&mut self) -> Option<$crate::Output> {
-            self.core.poll_output()
-        }
+        $crate::core::answered_by_core!(queue_and_status);
 
         fn poll_timeout(&self) -> Option<$crate::Millis> {
             self.core.poll_timeout()
@@ -173,6 +173,11 @@ macro_rules! answered_by_core {
 
         fn next_timer(&self) -> Option<&'static str> {
             self.core.next_timer()
+        }
+    };
+    (queue_and_status) => {
+        fn poll_output(&mut self) -> Option<$crate::Output> {
+            self.core.poll_output()
         }
 
         fn is_finished(&self) -> bool {

@@ -240,6 +240,11 @@ impl DiscordShard {
         &self.config
     }
 
+    /// The shard's first timer to fire, for the gateway that merges its shards' deadlines.
+    pub(crate) fn next_timer_at(&self) -> Option<(&'static str, Millis)> {
+        self.core.next_timer_at()
+    }
+
     /// Applies one input, taking IDENTIFY permits from `limiter`: the shard's own when it runs
     /// alone, the shared one under a [`DiscordGateway`].
     pub(crate) fn handle(
