@@ -73,6 +73,11 @@ impl<K: TimerKind> Core<K> {
         self.set_status(status, reason);
     }
 
+    /// The name stamped on the machine's items.
+    pub(crate) fn source(&self) -> &'static str {
+        self.source
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         self.lifecycle == Lifecycle::Finished
     }
@@ -159,13 +164,13 @@ impl<K: TimerKind> Core<K> {
     }
 }
 
-/// The `Machine` methods a machine answers from its `core` field as they are: `poll_output`,
-/// `poll_timeout`, `next_timer`, `is_finished` and `status`. Used inside `impl Machine`; a machine
-/// that merges the deadlines of sub-machines writes the two timer methods itself and asks only
-/// for `queue_and_status`.
+/// The `Machine` methods a machine answers from its `core` field as they are: `source`,
+/// `poll_output`, `poll_timeout`, `next_timer`, `is_finished` and `status`, so its `impl Machine`
+/// holds only `handle_input`. A machine that merges the deadlines of sub-machines writes the two
+/// timer methods itself and asks for `all but timers`.
 macro_rules! answered_by_core {
     () => {
-        $crate::core::answered_by_core!(queue_and_status);
+        $crate::core::answered_by_core!(all but timers);
 
         fn poll_timeout(&self) -> Option<$crate::Millis> {
             self.core.poll_timeout()
@@ -175,7 +180,11 @@ macro_rules! answered_by_core {
             self.core.next_timer()
         }
     };
-    (queue_and_status) => {
+    (all but timers) => {
+        fn source(&self) -> &str {
+            self.core.source()
+        }
+
         fn poll_output(&mut self) -> Option<$crate::Output> {
             self.core.poll_output()
         }

@@ -454,10 +454,6 @@ fn input_name(input: &Input) -> &'static str {
 }
 
 impl Machine for CronMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let now = self.core.admit(now, &input)?;
         match input {

@@ -11,8 +11,8 @@
 use super::{DiscordConfig, DiscordShard, IdentifyLimiter, ResumeState, SOURCE, gateway_bot};
 use crate::core::{Core, answered_by_core};
 use crate::{
-    Backoff, ConnId, IdCounter, Input, Level, Machine, Millis, Misuse, Now, Output, ReqId, Status,
-    TimerKind,
+    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now, Output,
+    ReqId, Status, TimerKind,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -200,18 +200,93 @@ impl DiscordGateway {
             .min_by_key(|&(_, at)| at)
     }
 
+    /// Launches the shards at once when the configuration names the URL and the count, else
+    /// asks `/gateway/bot` first.
+    fn start(&mut self, now: Now) {
+        self.core.set_status(Status::Connecting, None);
+        match (&self.config.shard.gateway_url, self.config.shard_count) {
+            (Some(url), Some(count)) => {
+                let url = url.clone();
+                self.launch(now, url, count);
+            }
+            _ => self.request_gateway(now),
+        }
+    }
+
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let request =
-            gateway_bot::request(&self.config.shard.api_base, self.config.shard.bare_token());
-        self.core.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {}", request.url),
-        );
+        let (api_base, token) = (&self.config.shard.api_base, self.config.shard.bare_token());
+        gateway_bot::send(&mut self.core, now, req, api_base, token);
         self.phase = Phase::Requesting { req };
-        self.core.emit(Output::Request { req, request });
+    }
+
+    fn on_response(&mut self, now: Now, req: ReqId, response: &HttpResponse) {
+        let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
+        let compress = self.config.shard.compress;
+        let limiter = &mut self.limiter;
+        let read = gateway_bot::read(
+            &mut self.core,
+            now,
+            req,
+            response,
+            awaited,
+            compress,
+            limiter,
+        );
+        match read {
+            Some(gateway_bot::Outcome::Ready(body)) => {
+                let count = self.config.shard_count.or(body.shards).unwrap_or(1);
+                self.launch(now, body.url, count);
+            }
+            Some(gateway_bot::Outcome::Retry { why, after_ms }) => self.retry(now, why, after_ms),
+            Some(gateway_bot::Outcome::Fatal(why)) => self.fail(now, why),
+            None => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        for timer in self.core.timers.take_expired(now.mono) {
+            match timer {
+                GatewayTimer::Retry if matches!(self.phase, Phase::Waiting) => {
+                    self.request_gateway(now);
+                }
+                GatewayTimer::Retry => {}
+            }
+        }
+        for index in 0..self.shards.len() {
+            let due = self
+                .shards
+                .get(index)
+                .and_then(DiscordShard::poll_timeout)
+                .is_some_and(|at| at <= now.mono);
+            if due {
+                self.feed(now, index, Input::Timer);
+            }
+        }
+    }
+
+    /// Hands a connection's input to the shard that owns it, in that shard's own ids.
+    fn on_connection_input(&mut self, now: Now, conn: ConnId, input: Input) {
+        let Some((index, local)) = self.route(conn) else {
+            return self.core.log(
+                now,
+                Level::Debug,
+                "ws.stale",
+                format!("ignored input for unknown connection {}", conn.0),
+            );
+        };
+        let input = match input {
+            Input::Opened { .. } => Input::Opened { conn: local },
+            Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
+            Input::Closed { code, reason, .. } => Input::Closed {
+                conn: local,
+                code,
+                reason,
+            },
+            Input::ConnectFailed { error, .. } => Input::ConnectFailed { conn: local, error },
+            other => other,
+        };
+        self.feed(now, index, input);
     }
 
     fn retry(&mut self, now: Now, why: String, after_ms: u64) {
@@ -416,95 +491,16 @@ impl DiscordGateway {
 }
 
 impl Machine for DiscordGateway {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let now = self.core.admit(now, &input)?;
         match input {
-            Input::Start => {
-                self.core.set_status(Status::Connecting, None);
-                match (&self.config.shard.gateway_url, self.config.shard_count) {
-                    (Some(url), Some(count)) => {
-                        let url = url.clone();
-                        self.launch(now, url, count);
-                    }
-                    _ => self.request_gateway(now),
-                }
-            }
-            Input::Timer => {
-                for timer in self.core.timers.take_expired(now.mono) {
-                    match timer {
-                        GatewayTimer::Retry if matches!(self.phase, Phase::Waiting) => {
-                            self.request_gateway(now);
-                        }
-                        GatewayTimer::Retry => {}
-                    }
-                }
-                for index in 0..self.shards.len() {
-                    let due = self
-                        .shards
-                        .get(index)
-                        .and_then(DiscordShard::poll_timeout)
-                        .is_some_and(|at| at <= now.mono);
-                    if due {
-                        self.feed(now, index, Input::Timer);
-                    }
-                }
-            }
+            Input::Start => self.start(now),
+            Input::Timer => self.on_timer(now),
             Input::Opened { conn }
             | Input::Frame { conn, .. }
             | Input::Closed { conn, .. }
-            | Input::ConnectFailed { conn, .. } => match self.route(conn) {
-                Some((index, local)) => {
-                    let input = match input {
-                        Input::Opened { .. } => Input::Opened { conn: local },
-                        Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
-                        Input::Closed { code, reason, .. } => Input::Closed {
-                            conn: local,
-                            code,
-                            reason,
-                        },
-                        Input::ConnectFailed { error, .. } => {
-                            Input::ConnectFailed { conn: local, error }
-                        }
-                        other => other,
-                    };
-                    self.feed(now, index, input);
-                }
-                None => self.core.log(
-                    now,
-                    Level::Debug,
-                    "ws.stale",
-                    format!("ignored input for unknown connection {}", conn.0),
-                ),
-            },
-            Input::Response { req, response } => {
-                if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
-                    self.core.log(
-                        now,
-                        Level::Debug,
-                        "http.stale",
-                        format!("ignored the response to an old request {}", req.0),
-                    );
-                    return Ok(());
-                }
-                match gateway_bot::outcome(&response, self.config.shard.compress) {
-                    gateway_bot::Outcome::Ready(body) => {
-                        if let Some(limit) = body.session_start_limit {
-                            self.limiter.set_session_start_limit(limit, now.mono);
-                        }
-                        let (message, detail) = gateway_bot::describe(&body);
-                        self.core
-                            .log_with(now, Level::Info, "gateway.bot", message, detail);
-                        let count = self.config.shard_count.or(body.shards).unwrap_or(1);
-                        self.launch(now, body.url, count);
-                    }
-                    gateway_bot::Outcome::Retry { why, after_ms } => self.retry(now, why, after_ms),
-                    gateway_bot::Outcome::Fatal(why) => self.fail(now, why),
-                }
-            }
+            | Input::ConnectFailed { conn, .. } => self.on_connection_input(now, conn, input),
+            Input::Response { req, response } => self.on_response(now, req, &response),
             Input::RequestFailed { req, error } => {
                 if matches!(self.phase, Phase::Requesting { req: current } if current == req) {
                     self.retry(now, format!("GET /gateway/bot failed: {error}"), 0);
@@ -531,5 +527,5 @@ impl Machine for DiscordGateway {
         self.next_timer_at().map(|(name, _)| name)
     }
 
-    answered_by_core!(queue_and_status);
+    answered_by_core!(all but timers);
 }

@@ -484,10 +484,6 @@ fn seconds(ms: u64) -> String {
 }
 
 impl Machine for GithubMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let now = self.core.admit(now, &input)?;
         match input {

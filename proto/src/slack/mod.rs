@@ -599,10 +599,6 @@ fn describe_close(code: Option<u16>, reason: &str) -> String {
 }
 
 impl Machine for SlackMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let now = self.core.admit(now, &input)?;
         match input {

@@ -357,15 +357,9 @@ impl DiscordShard {
 
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let request = gateway_bot::request(&self.config.api_base, self.config.bare_token());
-        self.core.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {}", request.url),
-        );
+        let (api_base, token) = (&self.config.api_base, self.config.bare_token());
+        gateway_bot::send(&mut self.core, now, req, api_base, token);
         self.phase = Phase::Requesting { req };
-        self.core.emit(Output::Request { req, request });
     }
 
     fn on_response(
@@ -375,23 +369,22 @@ impl DiscordShard {
         response: HttpResponse,
         limiter: &mut IdentifyLimiter,
     ) {
-        if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
-            self.core.log(
-                now,
-                Level::Debug,
-                "http.stale",
-                format!("ignored the response to an old request {}", req.0),
-            );
+        let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
+        let compress = self.config.compress;
+        let read = gateway_bot::read(
+            &mut self.core,
+            now,
+            req,
+            &response,
+            awaited,
+            compress,
+            limiter,
+        );
+        let Some(outcome) = read else {
             return;
-        }
-        match gateway_bot::outcome(&response, self.config.compress) {
+        };
+        match outcome {
             gateway_bot::Outcome::Ready(body) => {
-                if let Some(limit) = body.session_start_limit {
-                    limiter.set_session_start_limit(limit, now.mono);
-                }
-                let (message, detail) = gateway_bot::describe(&body);
-                self.core
-                    .log_with(now, Level::Info, "gateway.bot", message, detail);
                 self.gateway_url = Some(body.url);
                 self.open_next(now, limiter);
             }
@@ -504,10 +497,6 @@ impl DiscordShard {
 }
 
 impl Machine for DiscordShard {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let mut limiter = std::mem::take(&mut self.limiter);
         let result = self.handle(now, input, &mut limiter);
