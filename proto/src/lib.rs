@@ -34,6 +34,7 @@
 
 mod backoff;
 mod bytes;
+mod core;
 pub mod cron;
 mod dedup;
 pub mod discord;

@@ -507,6 +507,23 @@ pub trait Machine {
     /// The earliest armed deadline on the monotonic clock; `None` when nothing is scheduled.
     fn poll_timeout(&self) -> Option<Millis>;
 
+    /// The timer `poll_timeout` waits for, in snake_case (`heartbeat`, `poll`), so a transcript
+    /// can say which timer fired. `None` when nothing is armed, or for a machine that does not say.
+    ///
+    /// ```
+    /// use openflume_proto::github::{GithubConfig, GithubMachine};
+    /// use openflume_proto::{Input, Machine, Millis, Now, UnixMillis};
+    /// let config = GithubConfig { token: "ghp_example".into(), ..GithubConfig::default() };
+    /// let mut github = GithubMachine::new(config, 7).unwrap();
+    /// assert_eq!(github.next_timer(), None);
+    /// github.handle_input(Now { mono: Millis(0), wall: UnixMillis(0) }, Input::Start).unwrap();
+    /// // The first page is in flight: the deadline is its timeout.
+    /// assert_eq!(github.next_timer(), Some("request_timeout"));
+    /// ```
+    fn next_timer(&self) -> Option<&'static str> {
+        None
+    }
+
     /// True once no further output can come (shut down, or failed for good).
     fn is_finished(&self) -> bool;
 
@@ -526,6 +543,9 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     }
     fn poll_timeout(&self) -> Option<Millis> {
         (**self).poll_timeout()
+    }
+    fn next_timer(&self) -> Option<&'static str> {
+        (**self).next_timer()
     }
     fn is_finished(&self) -> bool {
         (**self).is_finished()

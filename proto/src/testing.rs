@@ -17,7 +17,8 @@
 //! `"auto_confirm": false`. Blank lines and lines starting with `//` are comments.
 
 use crate::{Input, Machine, Millis, Now, Output, UnixMillis};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use std::path::Path;
 
 /// The first line of a fixture.
@@ -129,15 +130,50 @@ impl Fixture {
 }
 
 /// One line of a transcript: an input the simulator fed, an output the machine produced, or a misuse error.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// ```
+/// use openflume_proto::Input;
+/// use openflume_proto::testing::Entry;
+/// let fired = Entry::In { input: Input::Timer, timer: Some("heartbeat") };
+/// let line = serde_json::to_string(&fired).unwrap();
+/// assert_eq!(line, r#"{"in":"timer","timer":"heartbeat"}"#);
+/// let start = Entry::In { input: Input::Start, timer: None };
+/// assert_eq!(serde_json::to_string(&start).unwrap(), r#"{"in":"start"}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
     /// Fed to the machine.
-    In(Input),
+    In {
+        /// The input.
+        input: Input,
+        /// For an [`Input::Timer`], the timer it woke the machine for: the earliest armed one
+        /// ([`Machine::next_timer`]), which may also be early (cron judges by the wall clock).
+        /// `None` for other inputs, when nothing was armed, or for a machine that does not say.
+        timer: Option<&'static str>,
+    },
     /// Produced by the machine.
     Out(Output),
     /// `handle_input` returned an error.
     Misuse(String),
+}
+
+/// `{"in": …}` with `"timer"` beside it when named, `{"out": …}`, `{"misuse": …}`: `Input`
+/// keeps its own serialisation, and the timer's name sits next to it on the same line.
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Entry::In { input, timer } => {
+                map.serialize_entry("in", input)?;
+                if let Some(timer) = timer {
+                    map.serialize_entry("timer", timer)?;
+                }
+            }
+            Entry::Out(output) => map.serialize_entry("out", output)?,
+            Entry::Misuse(text) => map.serialize_entry("misuse", text)?,
+        }
+        map.end()
+    }
 }
 
 /// What a machine did over a fixture.
@@ -151,7 +187,8 @@ pub struct Transcript {
 }
 
 impl Transcript {
-    /// One JSON object per line: `{"at":…,"in":…}` / `{"at":…,"out":…}`, for insta snapshots.
+    /// One JSON object per line: `{"at":…,"in":…}` (with `"timer":…` when one fired) /
+    /// `{"at":…,"out":…}`, for insta snapshots.
     pub fn to_jsonl(&self) -> String {
         #[derive(Serialize)]
         struct Line<'a> {
@@ -280,10 +317,19 @@ impl<M: Machine> Simulator<M> {
     }
 
     /// Feeds one input at the current time and drains outputs, confirming deliveries when asked.
+    /// A timer input is recorded with the name of the timer it woke the machine for.
     pub fn feed(&mut self, input: Input) {
         let at = self.clock.mono;
         let finished_before = self.machine.is_finished();
-        self.transcript.entries.push((at, Entry::In(input.clone())));
+        let timer = match input {
+            Input::Timer => self.machine.next_timer(),
+            _ => None,
+        };
+        let entry = Entry::In {
+            input: input.clone(),
+            timer,
+        };
+        self.transcript.entries.push((at, entry));
         if let Err(misuse) = self.machine.handle_input(self.clock, input) {
             self.transcript
                 .entries

@@ -12,13 +12,22 @@ use std::fmt::Debug;
 /// impl TimerKind for Timer {
 ///     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
 ///     fn index(self) -> usize { self as usize }
+///     fn name(self) -> &'static str {
+///         match self {
+///             Timer::Heartbeat => "heartbeat",
+///             Timer::Reconnect => "reconnect",
+///         }
+///     }
 /// }
+/// assert_eq!(Timer::Reconnect.name(), "reconnect");
 /// ```
 pub trait TimerKind: Copy + Eq + Debug + 'static {
     /// Every kind, in firing order.
     const ALL: &'static [Self];
     /// Position in `ALL`.
     fn index(self) -> usize;
+    /// The kind in snake_case, as transcripts name the timer that fired.
+    fn name(self) -> &'static str;
 }
 
 /// One optional deadline per kind. Arming replaces, cancelling clears.
@@ -30,6 +39,7 @@ pub trait TimerKind: Copy + Eq + Debug + 'static {
 /// # impl TimerKind for Timer {
 /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
 /// #     fn index(self) -> usize { self as usize }
+/// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
 /// # }
 /// let mut timers = Timers::<Timer>::new();
 /// timers.arm(Timer::Reconnect, Millis(50));
@@ -63,6 +73,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let timers = Timers::<Timer>::new();
     /// assert_eq!(timers.next_deadline(), None);
@@ -86,6 +97,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Heartbeat, Millis(100));
@@ -108,6 +120,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Heartbeat, Millis(100));
@@ -132,6 +145,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Heartbeat, Millis(100));
@@ -153,6 +167,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Reconnect, Millis(250));
@@ -173,6 +188,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Heartbeat, Millis(100));
@@ -194,6 +210,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// assert_eq!(timers.next_deadline(), None);
@@ -202,11 +219,35 @@ impl<K: TimerKind> Timers<K> {
     /// assert_eq!(timers.next_deadline(), Some(Millis(400)));
     /// ```
     pub fn next_deadline(&self) -> Option<Millis> {
+        self.next().map(|(_, at)| at)
+    }
+
+    /// The earliest armed deadline and its kind; of several due at once, the first in `K::ALL`
+    /// (the one that fires first).
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Timers};
+    /// # use openflume_proto::TimerKind;
+    /// # #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    /// # enum Timer { Heartbeat, Reconnect }
+    /// # impl TimerKind for Timer {
+    /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
+    /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
+    /// # }
+    /// let mut timers = Timers::new();
+    /// timers.arm(Timer::Reconnect, Millis(400));
+    /// timers.arm(Timer::Heartbeat, Millis(900));
+    /// assert_eq!(timers.next(), Some((Timer::Reconnect, Millis(400))));
+    /// timers.arm(Timer::Heartbeat, Millis(400));
+    /// assert_eq!(timers.next(), Some((Timer::Heartbeat, Millis(400))));
+    /// ```
+    pub fn next(&self) -> Option<(K, Millis)> {
         K::ALL
             .iter()
             .filter(|&&kind| !self.stands_still(kind))
-            .filter_map(|&kind| self.get(kind))
-            .min()
+            .filter_map(|&kind| Some((kind, self.get(kind)?)))
+            .min_by_key(|&(_, at)| at)
     }
 
     /// Disarms and returns every timer due at `now`, in `K::ALL` order. An early wake returns nothing.
@@ -219,6 +260,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::Reconnect];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::Reconnect => "reconnect" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::Reconnect, Millis(10));
@@ -256,6 +298,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::Heartbeat, Timer::AckTimeout];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::Heartbeat => "heartbeat", Timer::AckTimeout => "ack_timeout" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.arm(Timer::AckTimeout, Millis(100));
@@ -284,6 +327,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::HelloTimeout];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::HelloTimeout => "hello_timeout" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.pause(&[Timer::HelloTimeout], Millis(10));
@@ -313,6 +357,7 @@ impl<K: TimerKind> Timers<K> {
     /// # impl TimerKind for Timer {
     /// #     const ALL: &'static [Timer] = &[Timer::HelloTimeout];
     /// #     fn index(self) -> usize { self as usize }
+    /// #     fn name(self) -> &'static str { match self { Timer::HelloTimeout => "hello_timeout" } }
     /// # }
     /// let mut timers = Timers::new();
     /// timers.pause(&[Timer::HelloTimeout], Millis(10));

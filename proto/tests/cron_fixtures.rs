@@ -79,7 +79,10 @@ fn check_invariants(machine: &CronMachine, transcript: &Transcript) {
     let mut shut_down = false;
     for (_, entry) in &transcript.entries {
         match entry {
-            Entry::In(Input::Shutdown { .. }) => shut_down = true,
+            Entry::In {
+                input: Input::Shutdown { .. },
+                ..
+            } => shut_down = true,
             Entry::Out(Output::Emit { event, confirm }) => {
                 assert!(!shut_down, "tick after shutdown");
                 assert_eq!(*confirm, None);

@@ -68,7 +68,10 @@ fn check_invariants(transcript: &Transcript, path: &std::path::Path) {
                     );
                 }
             }
-            Entry::In(Input::Response { .. } | Input::RequestFailed { .. }) => {
+            Entry::In {
+                input: Input::Response { .. } | Input::RequestFailed { .. },
+                ..
+            } => {
                 in_flight = 0;
             }
             _ => {}

@@ -62,7 +62,7 @@ fn acks_follow_delivery_on_the_receiving_connection(transcript: &Transcript) {
     let mut acked_early = BTreeSet::new();
     for (_, entry) in &transcript.entries {
         match entry {
-            Entry::In(input) => {
+            Entry::In { input, .. } => {
                 if let Some(pending) = delivered.take() {
                     panic!("no ack and no log after delivery of {pending:?}");
                 }

@@ -18,15 +18,13 @@ pub use expr::{DayRule, DstPolicy, Field, ParseError, ParseErrorKind, Schedule};
 pub use format::format_fire_time;
 pub use next::{next_after, next_fire_times};
 
-use crate::{
-    Event, Input, Level, Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson,
-    Status, StatusTracker, TimerKind, Timers, UnixMillis,
-};
+use crate::core::{Core, answered_by_core};
+use crate::{Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// The source name on every cron event and log.
 pub const SOURCE: &str = "time";
@@ -117,6 +115,11 @@ impl TimerKind for CronTimer {
     fn index(self) -> usize {
         0
     }
+    fn name(self) -> &'static str {
+        match self {
+            CronTimer::Fire => "fire",
+        }
+    }
 }
 
 /// The cron machine: emits a tick at each scheduled time, judged by the wall clock in [`Now`].
@@ -152,14 +155,11 @@ pub struct CronMachine {
     /// The template's data, serialised once.
     data: Option<RawJson>,
     meta: BTreeMap<Cow<'static, str>, String>,
-    status: StatusTracker,
-    clock: MonotonicGuard,
-    timers: Timers<CronTimer>,
+    core: Core<CronTimer>,
     /// Nothing at or before this instant fires (again): the latest fired time, or the start.
     handled_up_to: Timestamp,
     /// The first fire time after `handled_up_to`; `None` past the year 9999.
     next_fire: Option<Timestamp>,
-    out: VecDeque<Output>,
 }
 
 impl CronMachine {
@@ -213,12 +213,9 @@ impl CronMachine {
             event_type: template.event_type.unwrap_or_else(|| "tick".to_owned()),
             data: template.data.as_ref().map(RawJson::from_value),
             meta,
-            status: StatusTracker::default(),
-            clock: MonotonicGuard::default(),
-            timers: Timers::new(),
+            core: Core::new(SOURCE),
             handled_up_to: Timestamp::UNIX_EPOCH,
             next_fire: None,
-            out: VecDeque::new(),
             schedule,
         })
     }
@@ -267,9 +264,9 @@ impl CronMachine {
     }
 
     fn start(&mut self, now: Now) {
-        self.set_status(Status::Connected);
+        self.core.set_status(Status::Connected, None);
         let Some(wall) = wall_instant(now) else {
-            self.log(
+            self.core.log(
                 now,
                 Level::Error,
                 "clock.invalid",
@@ -291,14 +288,14 @@ impl CronMachine {
                 self.schedule, self.zone_label
             ),
         };
-        self.log(now, Level::Info, "scheduler.start", message);
+        self.core.log(now, Level::Info, "scheduler.start", message);
         self.arm(now);
     }
 
     fn on_timer(&mut self, now: Now) {
         // The wall clock decides, not the deadline: the monotonic clock may have stood still
         // while the machine slept, and the wall clock may have been stepped.
-        self.timers.take_expired(now.mono);
+        self.core.timers.take_expired(now.mono);
         let (Some(due), Some(wall)) = (self.next_fire, wall_instant(now)) else {
             return;
         };
@@ -312,7 +309,7 @@ impl CronMachine {
         self.handled_up_to = latest;
         self.next_fire = next_after(&self.schedule, latest, &self.zone);
         if self.next_fire.is_none() {
-            self.log(
+            self.core.log(
                 now,
                 Level::Info,
                 "scheduler.exhausted",
@@ -326,19 +323,19 @@ impl CronMachine {
     fn too_early(&mut self, now: Now, due: Timestamp, wall: Timestamp) {
         let ahead_ms = due.as_millisecond().saturating_sub(wall.as_millisecond());
         let detail = serde_json::json!({"nextAt": due.as_millisecond(), "aheadMs": ahead_ms});
-        let log = if wall < self.handled_up_to {
+        let (level, action, message) = if wall < self.handled_up_to {
             let message = format!(
                 "the wall clock went back to {}, before {} which was already handled; waiting for {} without firing again",
                 format_fire_time(wall, &self.zone),
                 format_fire_time(self.handled_up_to, &self.zone),
                 format_fire_time(due, &self.zone)
             );
-            Log::new(Level::Warn, SOURCE, "clock.backwards", message, now.wall)
+            (Level::Warn, "clock.backwards", message)
         } else {
             let message = format!("woke {ahead_ms} ms before the fire time; re-armed");
-            Log::new(Level::Debug, SOURCE, "tick.early", message, now.wall)
+            (Level::Debug, "tick.early", message)
         };
-        self.out.push_back(Output::Log(log.with_detail(detail)));
+        self.core.log_with(now, level, action, message, detail);
         self.arm(now);
     }
 
@@ -399,9 +396,8 @@ impl CronMachine {
             "firedAt": latest.as_millisecond(),
             "lateMs": late_ms,
         });
-        let log =
-            Log::new(Level::Warn, SOURCE, "tick.missed", message, now.wall).with_detail(detail);
-        self.out.push_back(Output::Log(log));
+        self.core
+            .log_with(now, Level::Warn, "tick.missed", message, detail);
     }
 
     fn emit_tick(&mut self, now: Now, fired_at: Timestamp) {
@@ -414,39 +410,23 @@ impl CronMachine {
         };
         let mut event = Event::new(SOURCE, self.event_type.clone(), data, now.wall);
         event.meta = self.meta.clone();
-        self.out.push_back(Output::Emit {
-            event,
-            confirm: None,
-        });
+        self.core.emit_event(event, None);
     }
 
     /// Arms the fire timer for `next_fire` on the monotonic clock (never in the past).
     fn arm(&mut self, now: Now) {
         match self.next_fire {
-            Some(next) => self.timers.arm(
+            Some(next) => self.core.timers.arm(
                 CronTimer::Fire,
                 now.mono_at(UnixMillis(next.as_millisecond())),
             ),
-            None => self.timers.cancel(CronTimer::Fire),
+            None => self.core.timers.cancel(CronTimer::Fire),
         }
     }
 
     fn shutdown(&mut self) {
-        self.timers.cancel_all();
         self.next_fire = None;
-        self.set_status(Status::Disconnected);
-    }
-
-    fn set_status(&mut self, status: Status) {
-        if let Some(change) = self.status.set(status, None) {
-            self.out.push_back(Output::Status(change));
-        }
-    }
-
-    fn log(&mut self, now: Now, level: Level, action: &str, message: impl Into<String>) {
-        self.out.push_back(Output::Log(Log::new(
-            level, SOURCE, action, message, now.wall,
-        )));
+        self.core.finish(Status::Disconnected, None);
     }
 }
 
@@ -474,20 +454,10 @@ fn input_name(input: &Input) -> &'static str {
 }
 
 impl Machine for CronMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
-        if self.status.current().is_terminal() {
-            return Err(Misuse::Finished);
-        }
-        let started = self.status.current() != Status::Idle;
-        let now = self.clock.observe(now);
+        let now = self.core.admit(now, &input)?;
         match input {
-            Input::Start if started => return Err(Misuse::AlreadyStarted),
             Input::Start => self.start(now),
-            _ if !started => return Err(Misuse::NotStarted),
             Input::Timer => self.on_timer(now),
             Input::Shutdown { .. } => self.shutdown(),
             // Nothing of cron's waits on reading.
@@ -499,25 +469,12 @@ impl Machine for CronMachine {
                     "the cron source opens no connections or requests; ignored a {} input",
                     input_name(&other)
                 );
-                self.log(now, Level::Debug, "input.unexpected", message);
+                self.core
+                    .log(now, Level::Debug, "input.unexpected", message);
             }
         }
         Ok(())
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next_deadline()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.status.current().is_terminal()
-    }
-
-    fn status(&self) -> Status {
-        self.status.current()
-    }
+    answered_by_core!();
 }

@@ -9,12 +9,13 @@
 //! layout), so the gateway then closes the other shards and fails.
 
 use super::{DiscordConfig, DiscordShard, IdentifyLimiter, ResumeState, SOURCE, gateway_bot};
+use crate::core::{Core, answered_by_core};
 use crate::{
-    Backoff, ConnId, IdCounter, Input, Level, Log, Machine, Millis, Misuse, MonotonicGuard, Now,
-    Output, ReqId, Status, StatusTracker, TimerKind, Timers,
+    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now, Output,
+    ReqId, Status, TimerKind,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Most shards one gateway runs; a larger count (from configuration or `/gateway/bot`) is refused.
@@ -91,19 +92,24 @@ impl TimerKind for GatewayTimer {
     fn index(self) -> usize {
         self as usize
     }
+    fn name(self) -> &'static str {
+        match self {
+            GatewayTimer::Retry => "retry",
+        }
+    }
 }
 
+/// Where the gateway is before its shards exist; the core's lifecycle says whether it started or
+/// finished.
 #[derive(Debug)]
 enum Phase {
-    Idle,
     Requesting {
         req: ReqId,
     },
-    /// Waiting to retry `/gateway/bot`.
+    /// Waiting to retry `/gateway/bot` (and before `Start`).
     Waiting,
     /// Shards exist.
     Running,
-    Finished,
 }
 
 /// N shards of one bot behind one `/gateway/bot` call and one shared [`IdentifyLimiter`].
@@ -131,10 +137,7 @@ enum Phase {
 pub struct DiscordGateway {
     config: DiscordGatewayConfig,
     rng: fastrand::Rng,
-    out: VecDeque<Output>,
-    timers: Timers<GatewayTimer>,
-    clock: MonotonicGuard,
-    status: StatusTracker,
+    core: Core<GatewayTimer>,
     backoff: Backoff,
     req_ids: IdCounter,
     limiter: IdentifyLimiter,
@@ -152,14 +155,11 @@ impl DiscordGateway {
         config.validate()?;
         Ok(DiscordGateway {
             rng: fastrand::Rng::with_seed(seed),
-            out: VecDeque::new(),
-            timers: Timers::new(),
-            clock: MonotonicGuard::default(),
-            status: StatusTracker::default(),
+            core: Core::new(SOURCE),
             backoff: Backoff::new(config.shard.reconnect),
             req_ids: IdCounter::default(),
             limiter: IdentifyLimiter::new(config.shard.max_concurrency),
-            phase: Phase::Idle,
+            phase: Phase::Waiting,
             shards: Vec::new(),
             reasons: Vec::new(),
             stopping: false,
@@ -186,60 +186,133 @@ impl DiscordGateway {
         &self.limiter
     }
 
-    fn log(&mut self, now: Now, level: Level, action: &str, message: String) {
-        self.out.push_back(Output::Log(Log::new(
-            level, SOURCE, action, message, now.wall,
-        )));
+    /// The first timer of the gateway or of a shard to fire; none once finished.
+    fn next_timer_at(&self) -> Option<(&'static str, Millis)> {
+        if self.core.is_finished() {
+            return None;
+        }
+        let shards = self.shards.iter().filter_map(DiscordShard::next_timer_at);
+        // The gateway's own timers fire before the shards', so they win a tie.
+        self.core
+            .next_timer_at()
+            .into_iter()
+            .chain(shards)
+            .min_by_key(|&(_, at)| at)
     }
 
-    fn set_status(&mut self, to: Status, reason: Option<String>) {
-        if let Some(change) = self.status.set(to, reason) {
-            self.out.push_back(Output::Status(change));
+    /// Launches the shards at once when the configuration names the URL and the count, else
+    /// asks `/gateway/bot` first.
+    fn start(&mut self, now: Now) {
+        self.core.set_status(Status::Connecting, None);
+        match (&self.config.shard.gateway_url, self.config.shard_count) {
+            (Some(url), Some(count)) => {
+                let url = url.clone();
+                self.launch(now, url, count);
+            }
+            _ => self.request_gateway(now),
         }
     }
 
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let request =
-            gateway_bot::request(&self.config.shard.api_base, self.config.shard.bare_token());
-        self.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {}", request.url),
-        );
+        let (api_base, token) = (&self.config.shard.api_base, self.config.shard.bare_token());
+        gateway_bot::send(&mut self.core, now, req, api_base, token);
         self.phase = Phase::Requesting { req };
-        self.out.push_back(Output::Request { req, request });
+    }
+
+    fn on_response(&mut self, now: Now, req: ReqId, response: &HttpResponse) {
+        let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
+        let compress = self.config.shard.compress;
+        let limiter = &mut self.limiter;
+        let read = gateway_bot::read(
+            &mut self.core,
+            now,
+            req,
+            response,
+            awaited,
+            compress,
+            limiter,
+        );
+        match read {
+            Some(gateway_bot::Outcome::Ready(body)) => {
+                let count = self.config.shard_count.or(body.shards).unwrap_or(1);
+                self.launch(now, body.url, count);
+            }
+            Some(gateway_bot::Outcome::Retry { why, after_ms }) => self.retry(now, why, after_ms),
+            Some(gateway_bot::Outcome::Fatal(why)) => self.fail(now, why),
+            None => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        for timer in self.core.timers.take_expired(now.mono) {
+            match timer {
+                GatewayTimer::Retry if matches!(self.phase, Phase::Waiting) => {
+                    self.request_gateway(now);
+                }
+                GatewayTimer::Retry => {}
+            }
+        }
+        for index in 0..self.shards.len() {
+            let due = self
+                .shards
+                .get(index)
+                .and_then(DiscordShard::poll_timeout)
+                .is_some_and(|at| at <= now.mono);
+            if due {
+                self.feed(now, index, Input::Timer);
+            }
+        }
+    }
+
+    /// Hands a connection's input to the shard that owns it, in that shard's own ids.
+    fn on_connection_input(&mut self, now: Now, conn: ConnId, input: Input) {
+        let Some((index, local)) = self.route(conn) else {
+            return self.core.log(
+                now,
+                Level::Debug,
+                "ws.stale",
+                format!("ignored input for unknown connection {}", conn.0),
+            );
+        };
+        let input = match input {
+            Input::Opened { .. } => Input::Opened { conn: local },
+            Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
+            Input::Closed { code, reason, .. } => Input::Closed {
+                conn: local,
+                code,
+                reason,
+            },
+            Input::ConnectFailed { error, .. } => Input::ConnectFailed { conn: local, error },
+            other => other,
+        };
+        self.feed(now, index, input);
     }
 
     fn retry(&mut self, now: Now, why: String, after_ms: u64) {
-        self.log(now, Level::Warn, "gateway.bot.error", why.clone());
+        self.core
+            .log(now, Level::Warn, "gateway.bot.error", why.clone());
         let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
             let attempts = self.backoff.attempts();
             self.fail(now, format!("gave up after {attempts} attempts ({why})"));
             return;
         };
         let delay = delay.max(after_ms);
-        self.set_status(Status::Reconnecting, Some(why));
-        self.log(
+        self.core.set_status(Status::Reconnecting, Some(why));
+        self.core.log(
             now,
             Level::Info,
             "reconnect.scheduled",
             format!("asking /gateway/bot again in {delay} ms"),
         );
         self.phase = Phase::Waiting;
-        self.timers.arm(GatewayTimer::Retry, now.mono + delay);
+        self.core.timers.arm(GatewayTimer::Retry, now.mono + delay);
     }
 
     fn fail(&mut self, now: Now, why: String) {
-        self.log(now, Level::Error, "gateway.failed", why.clone());
-        self.finish(Status::Failed, why);
-    }
-
-    fn finish(&mut self, status: Status, reason: String) {
-        self.timers.cancel_all();
-        self.phase = Phase::Finished;
-        self.set_status(status, Some(reason));
+        self.core
+            .log(now, Level::Error, "gateway.failed", why.clone());
+        self.core.finish(Status::Failed, Some(why));
     }
 
     /// Builds and starts the shards.
@@ -248,7 +321,7 @@ impl DiscordGateway {
             self.fail(now, format!("{count} shards is not within 1–{MAX_SHARDS}"));
             return;
         }
-        self.log(
+        self.core.log(
             now,
             Level::Info,
             "gateway.shards",
@@ -307,7 +380,7 @@ impl DiscordGateway {
         }
         let result = shard.handle(now, input, &mut self.limiter);
         if let Err(misuse) = result {
-            self.log(
+            self.core.log(
                 now,
                 Level::Debug,
                 "shard.misuse",
@@ -344,19 +417,20 @@ impl DiscordGateway {
                 }
                 other => other,
             };
-            self.out.push_back(output);
+            self.core.emit(output);
         }
         self.aggregate(now);
     }
 
     /// Derives the gateway's status from its shards'.
     fn aggregate(&mut self, now: Now) {
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running) || self.core.is_finished() {
             return;
         }
         if self.stopping {
             if self.shards.iter().all(DiscordShard::is_finished) {
-                self.finish(Status::Disconnected, "shutdown".to_owned());
+                self.core
+                    .finish(Status::Disconnected, Some("shutdown".to_owned()));
             }
             return;
         }
@@ -371,7 +445,7 @@ impl DiscordGateway {
         let statuses: Vec<Status> = self.shards.iter().map(DiscordShard::status).collect();
         if let Some(index) = statuses.iter().position(|&s| s == Status::Failed) {
             let reason = reason_of(self, index, "failed");
-            self.log(
+            self.core.log(
                 now,
                 Level::Error,
                 "gateway.failed",
@@ -388,20 +462,21 @@ impl DiscordGateway {
                 );
             }
             // Every close frame is out; a failed source takes no more input.
-            self.finish(Status::Failed, reason);
+            self.core.finish(Status::Failed, Some(reason));
         } else if statuses.iter().all(|&s| s == Status::Connected) {
-            self.set_status(Status::Connected, None);
+            self.core.set_status(Status::Connected, None);
         } else if let Some(index) = statuses.iter().position(|&s| s == Status::Reconnecting) {
             let reason = reason_of(self, index, "reconnecting");
-            self.set_status(Status::Reconnecting, Some(reason));
+            self.core.set_status(Status::Reconnecting, Some(reason));
         } else {
-            self.set_status(Status::Connecting, None);
+            self.core.set_status(Status::Connecting, None);
         }
     }
 
     fn on_shutdown(&mut self, now: Now, keep_session: bool) {
         if !matches!(self.phase, Phase::Running) {
-            self.finish(Status::Disconnected, "shutdown".to_owned());
+            self.core
+                .finish(Status::Disconnected, Some("shutdown".to_owned()));
             return;
         }
         if self.stopping {
@@ -416,104 +491,16 @@ impl DiscordGateway {
 }
 
 impl Machine for DiscordGateway {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
-        if matches!(self.phase, Phase::Finished) {
-            return Err(Misuse::Finished);
-        }
-        let now = self.clock.observe(now);
+        let now = self.core.admit(now, &input)?;
         match input {
-            Input::Start => {
-                if !matches!(self.phase, Phase::Idle) {
-                    return Err(Misuse::AlreadyStarted);
-                }
-                self.set_status(Status::Connecting, None);
-                match (&self.config.shard.gateway_url, self.config.shard_count) {
-                    (Some(url), Some(count)) => {
-                        let url = url.clone();
-                        self.launch(now, url, count);
-                    }
-                    _ => self.request_gateway(now),
-                }
-            }
-            _ if matches!(self.phase, Phase::Idle) => return Err(Misuse::NotStarted),
-            Input::Timer => {
-                for timer in self.timers.take_expired(now.mono) {
-                    match timer {
-                        GatewayTimer::Retry if matches!(self.phase, Phase::Waiting) => {
-                            self.request_gateway(now);
-                        }
-                        GatewayTimer::Retry => {}
-                    }
-                }
-                for index in 0..self.shards.len() {
-                    let due = self
-                        .shards
-                        .get(index)
-                        .and_then(DiscordShard::poll_timeout)
-                        .is_some_and(|at| at <= now.mono);
-                    if due {
-                        self.feed(now, index, Input::Timer);
-                    }
-                }
-            }
+            Input::Start => self.start(now),
+            Input::Timer => self.on_timer(now),
             Input::Opened { conn }
             | Input::Frame { conn, .. }
             | Input::Closed { conn, .. }
-            | Input::ConnectFailed { conn, .. } => match self.route(conn) {
-                Some((index, local)) => {
-                    let input = match input {
-                        Input::Opened { .. } => Input::Opened { conn: local },
-                        Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
-                        Input::Closed { code, reason, .. } => Input::Closed {
-                            conn: local,
-                            code,
-                            reason,
-                        },
-                        Input::ConnectFailed { error, .. } => {
-                            Input::ConnectFailed { conn: local, error }
-                        }
-                        other => other,
-                    };
-                    self.feed(now, index, input);
-                }
-                None => self.log(
-                    now,
-                    Level::Debug,
-                    "ws.stale",
-                    format!("ignored input for unknown connection {}", conn.0),
-                ),
-            },
-            Input::Response { req, response } => {
-                if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
-                    self.log(
-                        now,
-                        Level::Debug,
-                        "http.stale",
-                        format!("ignored the response to an old request {}", req.0),
-                    );
-                    return Ok(());
-                }
-                match gateway_bot::outcome(&response, self.config.shard.compress) {
-                    gateway_bot::Outcome::Ready(body) => {
-                        if let Some(limit) = body.session_start_limit {
-                            self.limiter.set_session_start_limit(limit, now.mono);
-                        }
-                        let (message, detail) = gateway_bot::describe(&body);
-                        let mut log =
-                            Log::new(Level::Info, SOURCE, "gateway.bot", message, now.wall);
-                        log.detail = Some(detail);
-                        self.out.push_back(Output::Log(log));
-                        let count = self.config.shard_count.or(body.shards).unwrap_or(1);
-                        self.launch(now, body.url, count);
-                    }
-                    gateway_bot::Outcome::Retry { why, after_ms } => self.retry(now, why, after_ms),
-                    gateway_bot::Outcome::Fatal(why) => self.fail(now, why),
-                }
-            }
+            | Input::ConnectFailed { conn, .. } => self.on_connection_input(now, conn, input),
+            Input::Response { req, response } => self.on_response(now, req, &response),
             Input::RequestFailed { req, error } => {
                 if matches!(self.phase, Phase::Requesting { req: current } if current == req) {
                     self.retry(now, format!("GET /gateway/bot failed: {error}"), 0);
@@ -532,26 +519,13 @@ impl Machine for DiscordGateway {
         Ok(())
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
-    }
-
     fn poll_timeout(&self) -> Option<Millis> {
-        if matches!(self.phase, Phase::Finished) {
-            return None;
-        }
-        self.shards
-            .iter()
-            .filter_map(DiscordShard::poll_timeout)
-            .chain(self.timers.next_deadline())
-            .min()
+        self.next_timer_at().map(|(_, at)| at)
     }
 
-    fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Finished)
+    fn next_timer(&self) -> Option<&'static str> {
+        self.next_timer_at().map(|(name, _)| name)
     }
 
-    fn status(&self) -> Status {
-        self.status.current()
-    }
+    answered_by_core!(all but timers);
 }

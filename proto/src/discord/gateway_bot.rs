@@ -1,8 +1,10 @@
 //! `GET /gateway/bot`: where to connect, how many shards Discord recommends, and the IDENTIFY
 //! limits. One request serves a standalone shard or a whole [`DiscordGateway`](super::DiscordGateway).
 
+use super::IdentifyLimiter;
 use super::wire::{self, GatewayBot};
-use crate::{HttpRequest, HttpResponse};
+use crate::core::Core;
+use crate::{HttpRequest, HttpResponse, Level, Now, Output, ReqId, TimerKind};
 
 /// The `User-Agent` Discord asks REST clients to send.
 const USER_AGENT: &str = concat!(
@@ -22,8 +24,57 @@ pub(crate) enum Outcome {
     Fatal(String),
 }
 
+/// Logs and queues the request as `req`: a shard on its own and a gateway ask alike.
+pub(crate) fn send<K: TimerKind>(
+    core: &mut Core<K>,
+    now: Now,
+    req: ReqId,
+    api_base: &str,
+    token: &str,
+) {
+    let request = request(api_base, token);
+    core.log(
+        now,
+        Level::Debug,
+        "gateway.request",
+        format!("GET {}", request.url),
+    );
+    core.emit(Output::Request { req, request });
+}
+
+/// Reads the response to `req`: `None`, logged as stale, unless it is the `awaited` one. A
+/// usable answer's session start limit goes to `limiter`, and what Discord said to the log.
+pub(crate) fn read<K: TimerKind>(
+    core: &mut Core<K>,
+    now: Now,
+    req: ReqId,
+    response: &HttpResponse,
+    awaited: bool,
+    compress: bool,
+    limiter: &mut IdentifyLimiter,
+) -> Option<Outcome> {
+    if !awaited {
+        core.log(
+            now,
+            Level::Debug,
+            "http.stale",
+            format!("ignored the response to an old request {}", req.0),
+        );
+        return None;
+    }
+    let outcome = outcome(response, compress);
+    if let Outcome::Ready(body) = &outcome {
+        if let Some(limit) = body.session_start_limit {
+            limiter.set_session_start_limit(limit, now.mono);
+        }
+        let (message, detail) = describe(body);
+        core.log_with(now, Level::Info, "gateway.bot", message, detail);
+    }
+    Some(outcome)
+}
+
 /// The request, for `api_base` (`https://discord.com/api/v10`) and a bare token.
-pub(crate) fn request(api_base: &str, token: &str) -> HttpRequest {
+fn request(api_base: &str, token: &str) -> HttpRequest {
     let url = format!("{}/gateway/bot", api_base.trim_end_matches('/'));
     HttpRequest::new("GET", url)
         .header("Authorization", format!("Bot {token}"))
@@ -32,7 +83,7 @@ pub(crate) fn request(api_base: &str, token: &str) -> HttpRequest {
 
 /// Reads a response: 2xx with a usable URL is ready; 401 and 403 are fatal; anything else is
 /// retried (429 after its `Retry-After`).
-pub(crate) fn outcome(response: &HttpResponse, compress: bool) -> Outcome {
+fn outcome(response: &HttpResponse, compress: bool) -> Outcome {
     match response.status {
         200..=299 => {}
         401 | 403 => {
@@ -72,7 +123,7 @@ pub(crate) fn outcome(response: &HttpResponse, compress: bool) -> Outcome {
 }
 
 /// The `gateway.bot` log line and its detail.
-pub(crate) fn describe(body: &GatewayBot) -> (String, serde_json::Value) {
+fn describe(body: &GatewayBot) -> (String, serde_json::Value) {
     let mut message = format!("gateway {}", body.url);
     if let Some(shards) = body.shards {
         message.push_str(&format!(", {shards} shard(s) recommended"));

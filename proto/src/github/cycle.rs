@@ -11,7 +11,7 @@ use super::config::Bootstrap;
 use super::rate_limit::Budget;
 use super::{GithubMachine, InFlight, SOURCE, Timer, follow, interval, link, seconds, wire};
 use crate::{
-    DeliveryId, Event, HttpRequest, HttpResponse, Level, Log, Misuse, Now, Output, RawJson, ReqId,
+    DeliveryId, Event, HttpRequest, HttpResponse, Level, Misuse, Now, Output, RawJson, ReqId,
     Status,
 };
 use serde_json::json;
@@ -70,20 +70,19 @@ impl GithubMachine {
     /// Starts a cycle at page 1, unless events of the last one still wait for confirmation:
     /// then the poll waits for the last of them.
     pub(super) fn start_cycle(&mut self, now: Now) {
-        self.timers.cancel(Timer::Poll);
+        self.core.timers.cancel(Timer::Poll);
         if !self.unconfirmed.is_empty() {
             if !self.poll_waiting {
                 self.poll_waiting = true;
-                self.push_log(Log::new(
+                self.core.log(
+                    now,
                     Level::Debug,
-                    SOURCE,
                     "poll.wait_delivery",
                     format!(
                         "poll due, waiting for {} emitted events to be confirmed first",
                         self.unconfirmed.len()
                     ),
-                    now.wall,
-                ));
+                );
             }
             return;
         }
@@ -114,11 +113,11 @@ impl GithubMachine {
             url,
             redirects,
         });
-        self.timers.arm(
+        self.core.timers.arm(
             Timer::RequestTimeout,
             now.mono + self.config.request_timeout_ms,
         );
-        self.out.push_back(Output::Request { req, request });
+        self.core.emit(Output::Request { req, request });
     }
 
     /// A 200 page: record its validators and pacing, take its items, then follow `next`.
@@ -158,18 +157,15 @@ impl GithubMachine {
             return;
         };
         if flight.page >= self.config.page_cap {
-            self.push_log(
-                Log::new(
-                    Level::Info,
-                    SOURCE,
-                    "poll.page_cap",
-                    format!(
-                        "read the first {} pages; older notifications wait until they change",
-                        self.config.page_cap
-                    ),
-                    now.wall,
-                )
-                .with_detail(json!({ "pageCap": self.config.page_cap })),
+            self.core.log_with(
+                now,
+                Level::Info,
+                "poll.page_cap",
+                format!(
+                    "read the first {} pages; older notifications wait until they change",
+                    self.config.page_cap
+                ),
+                json!({ "pageCap": self.config.page_cap }),
             );
             self.finish_cycle(now, CycleEnd::Complete);
             return;
@@ -177,18 +173,15 @@ impl GithubMachine {
         match follow::same_origin_target(&self.origin, &flight.url, next) {
             Ok(url) => self.send(now, url, flight.page + 1, 0),
             Err(refusal) => {
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "poll.link_refused",
-                        format!(
-                            "not following the next-page link of page {}: {refusal}",
-                            flight.page
-                        ),
-                        now.wall,
-                    )
-                    .with_detail(json!({ "link": crate::redact::url(next) })),
+                self.core.log_with(
+                    now,
+                    Level::Warn,
+                    "poll.link_refused",
+                    format!(
+                        "not following the next-page link of page {}: {refusal}",
+                        flight.page
+                    ),
+                    json!({ "link": crate::redact::url(next) }),
                 );
                 self.finish_cycle(now, CycleEnd::Incomplete);
             }
@@ -200,19 +193,16 @@ impl GithubMachine {
         let thread = match wire::thread(&raw) {
             Ok(thread) => thread,
             Err(malformed) => {
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "poll.malformed",
-                        format!("skipped the item at index {index} of page {page}: {malformed}"),
-                        now.wall,
-                    )
-                    .with_detail(json!({
+                self.core.log_with(
+                    now,
+                    Level::Warn,
+                    "poll.malformed",
+                    format!("skipped the item at index {index} of page {page}: {malformed}"),
+                    json!({
                         "page": page,
                         "index": index,
                         "field": malformed.field(),
-                    })),
+                    }),
                 );
                 return;
             }
@@ -246,10 +236,7 @@ impl GithubMachine {
         let delivery = DeliveryId(self.delivery_ids.next());
         self.last_delivery = delivery.0;
         self.unconfirmed.insert(delivery);
-        self.out.push_back(Output::Emit {
-            event,
-            confirm: Some(delivery),
-        });
+        self.core.emit_event(event, Some(delivery));
     }
 
     /// One event confirmed. The last confirmation of a complete cycle commits its validators and
@@ -259,13 +246,12 @@ impl GithubMachine {
             return Err(Misuse::UnknownDelivery(delivery));
         }
         if !self.unconfirmed.remove(&delivery) {
-            self.push_log(Log::new(
+            self.core.log(
+                now,
                 Level::Debug,
-                SOURCE,
                 "delivery.duplicate",
                 format!("delivery {} was already confirmed", delivery.0),
-                now.wall,
-            ));
+            );
             return Ok(());
         }
         if self.unconfirmed.is_empty() {
@@ -297,29 +283,27 @@ impl GithubMachine {
                     format!("emitted {} existing notifications", cycle.emitted),
                 ),
             };
-            self.push_log(
-                Log::new(Level::Info, SOURCE, "poll.bootstrap", message, now.wall).with_detail(
-                    json!({ "count": count, "pages": cycle.pages, "bootstrap": self.config.bootstrap }),
-                ),
+            self.core.log_with(
+                now,
+                Level::Info,
+                "poll.bootstrap",
+                message,
+                json!({ "count": count, "pages": cycle.pages, "bootstrap": self.config.bootstrap }),
             );
         } else if end == CycleEnd::NotModified {
-            self.push_log(Log::new(
+            self.core.log(
+                now,
                 Level::Debug,
-                SOURCE,
                 "poll.idle",
                 "304 Not Modified: no new notifications",
-                now.wall,
-            ));
+            );
         } else if cycle.emitted == 0 {
-            self.push_log(
-                Log::new(
-                    Level::Debug,
-                    SOURCE,
-                    "poll.idle",
-                    "no new notifications",
-                    now.wall,
-                )
-                .with_detail(json!({ "pages": cycle.pages })),
+            self.core.log_with(
+                now,
+                Level::Debug,
+                "poll.idle",
+                "no new notifications",
+                json!({ "pages": cycle.pages }),
             );
         }
         if end == CycleEnd::Complete
@@ -334,7 +318,7 @@ impl GithubMachine {
 
         self.backoff.reset();
         self.rate_strikes = 0;
-        self.set_status(Status::Connected, None);
+        self.core.set_status(Status::Connected, None);
         self.schedule_next(now, cycle.server_interval_ms, cycle.budget);
     }
 
@@ -348,9 +332,12 @@ impl GithubMachine {
             } else {
                 format!("back to the configured {} between polls", seconds(base))
             };
-            self.push_log(
-                Log::new(Level::Info, SOURCE, "poll.interval", message, now.wall)
-                    .with_detail(json!({ "intervalMs": base, "configuredMs": configured })),
+            self.core.log_with(
+                now,
+                Level::Info,
+                "poll.interval",
+                message,
+                json!({ "intervalMs": base, "configuredMs": configured }),
             );
             self.base_interval_ms = base;
         }
@@ -358,25 +345,22 @@ impl GithubMachine {
         if next.stretched
             && let Some(budget) = budget
         {
-            self.push_log(
-                Log::new(
-                    Level::Info,
-                    SOURCE,
-                    "rate.budget",
-                    format!(
-                        "{} requests left until the rate-limit reset; next poll in {}",
-                        budget.remaining,
-                        seconds(next.delay_ms)
-                    ),
-                    now.wall,
-                )
-                .with_detail(json!({
+            self.core.log_with(
+                now,
+                Level::Info,
+                "rate.budget",
+                format!(
+                    "{} requests left until the rate-limit reset; next poll in {}",
+                    budget.remaining,
+                    seconds(next.delay_ms)
+                ),
+                json!({
                     "remaining": budget.remaining,
                     "resetAt": budget.reset,
                     "delayMs": next.delay_ms,
-                })),
+                }),
             );
         }
-        self.timers.arm(Timer::Poll, now.mono + next.delay_ms);
+        self.core.timers.arm(Timer::Poll, now.mono + next.delay_ms);
     }
 }

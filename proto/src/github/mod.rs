@@ -80,16 +80,17 @@ mod wire;
 
 pub use config::{Bootstrap, GithubConfig};
 
+use crate::core::{Core, answered_by_core};
 use crate::url::Url;
 use crate::{
-    Backoff, DedupCache, DeliveryId, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis,
-    Misuse, MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers,
+    Backoff, DedupCache, DeliveryId, HttpResponse, IdCounter, Input, Level, Machine, Misuse, Now,
+    ReqId, Status, TimerKind,
 };
 use cycle::{Cycle, CycleEnd, Validators};
 use follow::MAX_REDIRECTS;
 use rate_limit::{Verdict, WaitRule};
 use serde_json::json;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 
 /// The source name on every item.
@@ -111,6 +112,12 @@ impl TimerKind for Timer {
     const ALL: &'static [Timer] = &[Timer::Poll, Timer::RequestTimeout];
     fn index(self) -> usize {
         self as usize
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Timer::Poll => "poll",
+            Timer::RequestTimeout => "request_timeout",
+        }
     }
 }
 
@@ -157,16 +164,11 @@ pub struct GithubMachine {
     /// Page 1 of the polled list.
     first_page: String,
     rng: fastrand::Rng,
-    out: VecDeque<Output>,
-    timers: Timers<Timer>,
-    clock: MonotonicGuard,
-    status: StatusTracker,
+    core: Core<Timer>,
     req_ids: IdCounter,
     delivery_ids: IdCounter,
     /// The highest delivery id handed out.
     last_delivery: u64,
-    started: bool,
-    finished: bool,
     in_flight: Option<InFlight>,
     cycle: Option<Cycle>,
     /// Sent on page 1.
@@ -209,15 +211,10 @@ impl GithubMachine {
             origin: checked.origin,
             first_page: checked.first_page,
             rng: fastrand::Rng::with_seed(seed),
-            out: VecDeque::new(),
-            timers: Timers::new(),
-            clock: MonotonicGuard::default(),
-            status: StatusTracker::default(),
+            core: Core::new(SOURCE),
             req_ids: IdCounter::default(),
             delivery_ids: IdCounter::default(),
             last_delivery: 0,
-            started: false,
-            finished: false,
             in_flight: None,
             cycle: None,
             validators: Validators::default(),
@@ -254,7 +251,7 @@ impl GithubMachine {
     // ---- inputs -------------------------------------------------------------------------
 
     fn on_timer(&mut self, now: Now) {
-        for timer in self.timers.take_expired(now.mono) {
+        for timer in self.core.timers.take_expired(now.mono) {
             match timer {
                 Timer::Poll => {
                     if self.in_flight.is_none() {
@@ -316,32 +313,29 @@ impl GithubMachine {
         self.cycle = None;
         // Transient, however long: the source keeps trying, and says until when.
         let until = wall_time(now.wall_at(now.mono + wait_ms));
-        self.push_log(
-            Log::new(
-                Level::Warn,
-                SOURCE,
-                "rate.limit",
-                format!(
-                    "rate limited (HTTP {}, {}); next poll in {}, at {until}",
-                    response.status,
-                    rule.describe(),
-                    seconds(wait_ms)
-                ),
-                now.wall,
-            )
-            .with_detail(json!({
+        self.core.log_with(
+            now,
+            Level::Warn,
+            "rate.limit",
+            format!(
+                "rate limited (HTTP {}, {}); next poll in {}, at {until}",
+                response.status,
+                rule.describe(),
+                seconds(wait_ms)
+            ),
+            json!({
                 "status": response.status,
                 "waitMs": wait_ms,
                 "until": until,
                 "rule": rule.describe(),
                 "message": rate_limit::error_message(response),
-            })),
+            }),
         );
-        self.set_status(
+        self.core.set_status(
             Status::Reconnecting,
             Some(format!("rate limited until {until}")),
         );
-        self.timers.arm(Timer::Poll, now.mono + wait_ms);
+        self.core.timers.arm(Timer::Poll, now.mono + wait_ms);
     }
 
     fn on_request_failed(&mut self, now: Now, req: ReqId, error: String) {
@@ -357,31 +351,26 @@ impl GithubMachine {
     }
 
     fn on_shutdown(&mut self) {
-        self.timers.cancel_all();
         self.in_flight = None;
         self.cycle = None;
-        self.set_status(Status::Disconnected, None);
-        self.finished = true;
+        self.core.finish(Status::Disconnected, None);
     }
 
     /// The in-flight request if `req` is it; otherwise logs the stale id.
     fn take_flight(&mut self, now: Now, req: ReqId) -> Option<InFlight> {
         if self.in_flight.as_ref().is_some_and(|f| f.req == req) {
-            self.timers.cancel(Timer::RequestTimeout);
+            self.core.timers.cancel(Timer::RequestTimeout);
             return self.in_flight.take();
         }
-        self.push_log(
-            Log::new(
-                Level::Debug,
-                SOURCE,
-                "http.stale",
-                format!(
-                    "ignored the outcome of request {}, no longer awaited",
-                    req.0
-                ),
-                now.wall,
-            )
-            .with_detail(json!({ "req": req.0 })),
+        self.core.log_with(
+            now,
+            Level::Debug,
+            "http.stale",
+            format!(
+                "ignored the outcome of request {}, no longer awaited",
+                req.0
+            ),
+            json!({ "req": req.0 }),
         );
         None
     }
@@ -401,34 +390,28 @@ impl GithubMachine {
         }
         match follow::same_origin_target(&self.origin, &flight.url, location) {
             Ok(url) => {
-                self.push_log(
-                    Log::new(
-                        Level::Debug,
-                        SOURCE,
-                        "poll.redirect",
-                        format!("HTTP {status}: following to {}", crate::redact::url(&url)),
-                        now.wall,
-                    )
-                    .with_detail(json!({ "status": status, "page": flight.page })),
+                self.core.log_with(
+                    now,
+                    Level::Debug,
+                    "poll.redirect",
+                    format!("HTTP {status}: following to {}", crate::redact::url(&url)),
+                    json!({ "status": status, "page": flight.page }),
                 );
                 self.send(now, url, flight.page, flight.redirects + 1);
             }
             Err(refusal) => {
-                self.push_log(
-                    Log::new(
-                        Level::Warn,
-                        SOURCE,
-                        "poll.redirect_refused",
-                        format!(
-                            "not following HTTP {status} for page {}: {refusal}",
-                            flight.page
-                        ),
-                        now.wall,
-                    )
-                    .with_detail(json!({
+                self.core.log_with(
+                    now,
+                    Level::Warn,
+                    "poll.redirect_refused",
+                    format!(
+                        "not following HTTP {status} for page {}: {refusal}",
+                        flight.page
+                    ),
+                    json!({
                         "status": status,
                         "location": crate::redact::url(location),
-                    })),
+                    }),
                 );
                 self.retry_later(
                     now,
@@ -448,7 +431,7 @@ impl GithubMachine {
     fn retry_later(&mut self, now: Now, reason: &str, message: String, error: Option<String>) {
         self.cycle = None;
         self.in_flight = None;
-        self.timers.cancel(Timer::RequestTimeout);
+        self.core.timers.cancel(Timer::RequestTimeout);
         let Some(delay) = self.backoff.next_delay(&mut self.rng) else {
             // Name the last cause, so a start error says why (a TLS or DNS failure, say).
             let last = error.as_deref().unwrap_or(message.as_str());
@@ -458,39 +441,29 @@ impl GithubMachine {
             ));
             return;
         };
-        let mut log = Log::new(
-            Level::Warn,
-            SOURCE,
-            "poll.retry",
-            format!("{message}; retrying in {}", seconds(delay)),
-            now.wall,
-        )
-        .with_detail(json!({ "delayMs": delay, "attempt": self.backoff.attempts() }));
+        let mut log = self
+            .core
+            .new_log(
+                now,
+                Level::Warn,
+                "poll.retry",
+                format!("{message}; retrying in {}", seconds(delay)),
+            )
+            .with_detail(json!({ "delayMs": delay, "attempt": self.backoff.attempts() }));
         if let Some(error) = error {
             log = log.with_error(error);
         }
-        self.push_log(log);
-        self.set_status(Status::Reconnecting, Some(reason.to_owned()));
-        self.timers.arm(Timer::Poll, now.mono + delay);
+        self.core.push_log(log);
+        self.core
+            .set_status(Status::Reconnecting, Some(reason.to_owned()));
+        self.core.timers.arm(Timer::Poll, now.mono + delay);
     }
 
     /// Stops for good.
     fn fail(&mut self, reason: String) {
-        self.timers.cancel_all();
         self.in_flight = None;
         self.cycle = None;
-        self.set_status(Status::Failed, Some(reason));
-        self.finished = true;
-    }
-
-    fn set_status(&mut self, to: Status, reason: Option<String>) {
-        if let Some(change) = self.status.set(to, reason) {
-            self.out.push_back(Output::Status(change));
-        }
-    }
-
-    fn push_log(&mut self, log: Log) {
-        self.out.push_back(Output::Log(log));
+        self.core.finish(Status::Failed, Some(reason));
     }
 }
 
@@ -511,26 +484,13 @@ fn seconds(ms: u64) -> String {
 }
 
 impl Machine for GithubMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
-        if self.finished {
-            return Err(Misuse::Finished);
-        }
-        let now = self.clock.observe(now);
-        if !self.started {
-            if input != Input::Start {
-                return Err(Misuse::NotStarted);
-            }
-            self.started = true;
-            self.set_status(Status::Connecting, None);
-            self.start_cycle(now);
-            return Ok(());
-        }
+        let now = self.core.admit(now, &input)?;
         match input {
-            Input::Start => return Err(Misuse::AlreadyStarted),
+            Input::Start => {
+                self.core.set_status(Status::Connecting, None);
+                self.start_cycle(now);
+            }
             Input::Timer => self.on_timer(now),
             Input::Response { req, response } => self.on_response(now, req, response),
             Input::RequestFailed { req, error } => self.on_request_failed(now, req, error),
@@ -542,43 +502,28 @@ impl Machine for GithubMachine {
             Input::Opened { .. }
             | Input::Frame { .. }
             | Input::Closed { .. }
-            | Input::ConnectFailed { .. } => self.push_log(Log::new(
+            | Input::ConnectFailed { .. } => self.core.log(
+                now,
                 Level::Debug,
-                SOURCE,
                 "input.unexpected",
                 "ignored a WebSocket input: the GitHub poller opens no connections",
-                now.wall,
-            )),
+            ),
         }
         Ok(())
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next_deadline()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    fn status(&self) -> Status {
-        self.status.current()
-    }
+    answered_by_core!();
 }
 
 impl fmt::Debug for GithubMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GithubMachine")
             .field("config", &self.config)
-            .field("status", &self.status.current())
+            .field("status", &self.core.status())
             .field("bootstrapped", &self.bootstrapped)
             .field("in_flight", &self.in_flight.as_ref().map(|f| f.req))
             .field("unconfirmed", &self.unconfirmed.len())
-            .field("next_timeout", &self.timers.next_deadline())
+            .field("next_timeout", &self.core.timers.next_deadline())
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ use super::{
     TOO_MANY_WEBSOCKETS_WAIT_MS,
 };
 use super::{config, meta, scrub};
-use crate::{ConnId, DeliveryId, Event, Frame, Level, Log, Misuse, Now, Output, RawJson};
+use crate::{ConnId, DeliveryId, Event, Frame, Level, Misuse, Now, RawJson};
 use serde_json::json;
 
 impl SlackMachine {
@@ -22,7 +22,7 @@ impl SlackMachine {
         self.pool.on_inbound(conn, now.mono);
         match frame {
             Frame::Ping(_) | Frame::Pong(_) => {}
-            Frame::Binary(bytes) => self.log(
+            Frame::Binary(bytes) => self.core.log_with(
                 now,
                 Level::Warn,
                 "frame.binary",
@@ -36,19 +36,16 @@ impl SlackMachine {
     fn on_text(&mut self, now: Now, conn: ConnId, text: &str) {
         match wire::parse(text) {
             Err(error) => {
-                let log = Log::new(
-                    Level::Warn,
-                    SOURCE,
-                    "frame.malformed",
-                    format!(
-                        "ignored a text frame on connection {} that is not a well-formed JSON object",
-                        conn.0
-                    ),
-                    now.wall,
-                )
-                .with_error(scrub(&error.to_string()))
-                .with_detail(json!({"conn": conn, "bytes": text.len()}));
-                self.out.push_back(Output::Log(log));
+                let message = format!(
+                    "ignored a text frame on connection {} that is not a well-formed JSON object",
+                    conn.0
+                );
+                let log = self
+                    .core
+                    .new_log(now, Level::Warn, "frame.malformed", message)
+                    .with_error(scrub(&error.to_string()))
+                    .with_detail(json!({"conn": conn, "bytes": text.len()}));
+                self.core.push_log(log);
             }
             Ok(Message::Hello {
                 num_connections,
@@ -58,7 +55,7 @@ impl SlackMachine {
                 self.on_disconnect(now, conn, reason.as_deref(), debug_info)
             }
             Ok(Message::Envelope(envelope)) => self.on_envelope(now, conn, envelope),
-            Ok(Message::Other { kind }) => self.log(
+            Ok(Message::Other { kind }) => self.core.log_with(
                 now,
                 Level::Debug,
                 "frame.unknown",
@@ -80,7 +77,7 @@ impl SlackMachine {
         debug_info: DebugInfo,
     ) {
         if !self.pool.on_hello(conn) {
-            return self.log(
+            return self.core.log_with(
                 now,
                 Level::Debug,
                 "socket.hello.repeat",
@@ -93,7 +90,7 @@ impl SlackMachine {
         let lifetime = debug_info
             .approximate_connection_time
             .map_or_else(|| "?".to_owned(), |s| s.to_string());
-        self.log(
+        self.core.log_with(
             now,
             Level::Info,
             "socket.hello",
@@ -110,7 +107,7 @@ impl SlackMachine {
         );
         let held = self.pool.len() as u64;
         if let Some(registered) = num_connections.filter(|&n| n > held) {
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "connections.ghost",
@@ -125,7 +122,7 @@ impl SlackMachine {
         self.update_status(String::new);
         for old in self.pool.replaced() {
             if self.pool.phase(old) == Some(Phase::Stale) {
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Info,
                     "ws.rotated",
@@ -137,7 +134,7 @@ impl SlackMachine {
                 );
                 self.close(now, old, format!("replaced by connection {}", conn.0));
             } else {
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Info,
                     "ws.rotated",
@@ -169,7 +166,7 @@ impl SlackMachine {
             ),
             Some("too_many_websockets") => {
                 let wait_ms = self.rng.u64(TOO_MANY_WEBSOCKETS_WAIT_MS);
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Warn,
                     "disconnect.too_many_websockets",
@@ -194,7 +191,7 @@ impl SlackMachine {
                             _ => Level::Warn,
                         };
                         self.pool.retire(conn, Phase::Draining);
-                        self.log(
+                        self.core.log_with(
                             now,
                             level,
                             "disconnect.requested",
@@ -217,7 +214,7 @@ impl SlackMachine {
                         );
                     }
                     Some(Phase::Draining | Phase::Stale | Phase::Replaced | Phase::Closing)
-                    | None => self.log(
+                    | None => self.core.log_with(
                         now,
                         Level::Debug,
                         "disconnect.repeat",
@@ -242,7 +239,7 @@ impl SlackMachine {
         } = envelope;
         let missing = if payload.is_none() { "payload" } else { "type" };
         let (Some(kind), Some(payload)) = (kind, payload) else {
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "envelope.incomplete",
@@ -279,7 +276,7 @@ impl SlackMachine {
             } else {
                 ("an emitted payload", "acknowledged")
             };
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Debug,
                 "envelope.duplicate",
@@ -330,7 +327,7 @@ impl SlackMachine {
             redeliveries: Vec::new(),
         });
         if let Some(given_up) = given_up {
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "ack.dropped",
@@ -341,10 +338,7 @@ impl SlackMachine {
                 json!({"conn": given_up.conn, "envelope_id": given_up.envelope_id}),
             );
         }
-        self.out.push_back(Output::Emit {
-            event,
-            confirm: Some(delivery),
-        });
+        self.core.emit_event(event, Some(delivery));
     }
 
     pub(super) fn on_delivered(&mut self, now: Now, delivery: DeliveryId) -> Result<(), Misuse> {
@@ -354,7 +348,7 @@ impl SlackMachine {
         let waited_ms = now.mono - pending.received_at;
         let sendable = self.pool.phase(pending.conn).is_some_and(Phase::can_send);
         if sendable && waited_ms > ACK_DEADLINE_MS {
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "ack.late",

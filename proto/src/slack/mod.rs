@@ -40,15 +40,15 @@ pub use connections::DRAIN_TIMEOUT_MS;
 pub use dedup::{DEDUP_CAPACITY, DEDUP_TTL_MS};
 pub use liveness::DEAD_AFTER_INTERVALS;
 
+use crate::core::{Core, answered_by_core};
 use crate::{
-    Backoff, ConnId, Frame, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis, Misuse,
-    MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers,
+    Backoff, ConnId, Frame, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now,
+    Output, ReqId, Status, TimerKind,
 };
 use acks::PendingAcks;
 use api::{ApiOutcome, Identity};
 use connections::{Due, Phase, Pool};
 use serde_json::json;
-use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
 /// The source name on every event and log.
@@ -76,15 +76,12 @@ impl TimerKind for SlackTimer {
     fn index(self) -> usize {
         self as usize
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lifecycle {
-    Idle,
-    /// Waiting for `auth.test` (in flight, or between retries).
-    Authenticating,
-    Running,
-    Finished,
+    fn name(self) -> &'static str {
+        match self {
+            SlackTimer::Retry => "retry",
+            SlackTimer::Connections => "connections",
+        }
+    }
 }
 
 /// The Slack Socket Mode machine. See the [module docs](self) for the behaviour.
@@ -105,16 +102,13 @@ enum Lifecycle {
 pub struct SlackMachine {
     config: SlackConfig,
     rng: fastrand::Rng,
-    out: VecDeque<Output>,
-    timers: Timers<SlackTimer>,
-    clock: MonotonicGuard,
-    status: StatusTracker,
-    lifecycle: Lifecycle,
+    core: Core<SlackTimer>,
     backoff: Backoff,
     req_ids: IdCounter,
     conn_ids: IdCounter,
     /// The `auth.test` call in flight.
     auth_request: Option<ReqId>,
+    /// Set once `auth.test` accepted the bot token; connections open only then.
     identity: Option<Identity>,
     pool: Pool,
     acks: PendingAcks,
@@ -134,11 +128,7 @@ impl SlackMachine {
         config.validate().map_err(Misuse::Config)?;
         Ok(SlackMachine {
             rng: fastrand::Rng::with_seed(seed),
-            out: VecDeque::new(),
-            timers: Timers::new(),
-            clock: MonotonicGuard::default(),
-            status: StatusTracker::default(),
-            lifecycle: Lifecycle::Idle,
+            core: Core::new(SOURCE),
             backoff: Backoff::new(config.reconnect),
             req_ids: IdCounter::default(),
             conn_ids: IdCounter::default(),
@@ -157,45 +147,24 @@ impl SlackMachine {
 
     // ----- outputs -------------------------------------------------------------------------
 
-    fn log(
-        &mut self,
-        now: Now,
-        level: Level,
-        action: &str,
-        message: String,
-        detail: serde_json::Value,
-    ) {
-        let mut log = Log::new(level, SOURCE, action, message, now.wall);
-        if !detail.is_null() {
-            log = log.with_detail(detail);
-        }
-        self.out.push_back(Output::Log(log));
-    }
-
-    fn set_status(&mut self, to: Status, reason: Option<String>) {
-        if let Some(change) = self.status.set(to, reason) {
-            self.out.push_back(Output::Status(change));
-        }
-    }
-
     /// Connected while some connection receives; otherwise reconnecting once it had been connected.
     fn update_status(&mut self, reason: impl FnOnce() -> String) {
         if self.pool.is_receiving() {
-            self.set_status(Status::Connected, None);
-        } else if self.status.current() == Status::Connected {
-            self.set_status(Status::Reconnecting, Some(reason()));
+            self.core.set_status(Status::Connected, None);
+        } else if self.core.status() == Status::Connected {
+            self.core.set_status(Status::Reconnecting, Some(reason()));
         }
     }
 
     /// Acknowledges `envelope_id` on `conn`, or says why it cannot: no frame may follow a close.
     fn send_ack(&mut self, now: Now, conn: ConnId, envelope_id: &str) {
         if self.pool.phase(conn).is_some_and(Phase::can_send) {
-            return self.out.push_back(Output::Send {
+            return self.core.emit(Output::Send {
                 conn,
                 frame: Frame::Text(wire::ack(envelope_id)),
             });
         }
-        self.log(
+        self.core.log_with(
             now,
             Level::Warn,
             "ack.orphaned",
@@ -211,7 +180,7 @@ impl SlackMachine {
     /// Closes `conn` (unless closing already); it stays known until the transport reports it closed.
     fn close(&mut self, now: Now, conn: ConnId, reason: String) {
         if self.pool.closing(conn, now.mono) {
-            self.out.push_back(Output::Close {
+            self.core.emit(Output::Close {
                 conn,
                 code: CLOSE_NORMAL,
                 reason,
@@ -221,16 +190,14 @@ impl SlackMachine {
 
     fn finish(&mut self, status: Status, reason: Option<String>, close_reason: &str) {
         for conn in self.pool.drain() {
-            self.out.push_back(Output::Close {
+            self.core.emit(Output::Close {
                 conn,
                 code: CLOSE_NORMAL,
                 reason: close_reason.to_owned(),
             });
         }
         self.auth_request = None;
-        self.timers.cancel_all();
-        self.set_status(status, reason);
-        self.lifecycle = Lifecycle::Finished;
+        self.core.finish(status, reason);
     }
 
     fn fail(&mut self, reason: String) {
@@ -246,36 +213,45 @@ impl SlackMachine {
         let request = api::auth_test(&self.config, bot_token);
         let req = ReqId(self.req_ids.next());
         self.auth_request = Some(req);
-        self.out.push_back(Output::Request { req, request });
+        self.core.emit(Output::Request { req, request });
+    }
+
+    /// True until `auth.test` accepted the bot token, when there is one to check.
+    fn authenticating(&self) -> bool {
+        self.config.bot_token.is_some() && self.identity.is_none()
     }
 
     /// Starts URL requests until the pool is at its target, unless a wait is running.
     fn reconcile(&mut self) {
-        if self.lifecycle != Lifecycle::Running || self.timers.is_armed(SlackTimer::Retry) {
+        if self.core.is_finished()
+            || self.authenticating()
+            || self.core.timers.is_armed(SlackTimer::Retry)
+        {
             return;
         }
         for _ in 0..self.pool.deficit() {
             let req = ReqId(self.req_ids.next());
             self.pool.add_request(req);
             let request = api::connections_open(&self.config);
-            self.out.push_back(Output::Request { req, request });
+            self.core.emit(Output::Request { req, request });
         }
     }
 
     /// Holds every Web API call until `at` (a later wait already running wins).
     fn wait_until(&mut self, at: Millis) {
         let at = self
+            .core
             .timers
             .get(SlackTimer::Retry)
             .map_or(at, |armed| armed.max(at));
-        self.timers.arm(SlackTimer::Retry, at);
+        self.core.timers.arm(SlackTimer::Retry, at);
     }
 
     /// One more failed attempt: wait per the backoff policy, or fail once it is spent.
     fn failed_attempt(&mut self, now: Now, cause: String) {
         match self.backoff.next_delay(&mut self.rng) {
             Some(delay_ms) => {
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Warn,
                     "reconnect.scheduled",
@@ -293,7 +269,7 @@ impl SlackMachine {
     }
 
     fn rate_limited(&mut self, now: Now, method: &str, wait_ms: u64) {
-        self.log(
+        self.core.log_with(
             now,
             Level::Warn,
             "api.rate_limited",
@@ -349,7 +325,7 @@ impl SlackMachine {
     }
 
     fn stale_request(&mut self, now: Now, req: ReqId) {
-        self.log(
+        self.core.log_with(
             now,
             Level::Debug,
             "http.stale",
@@ -371,7 +347,7 @@ impl SlackMachine {
         .filter_map(|(name, value)| Some(format!("{name} {}", value.as_deref()?)))
         .collect();
         self.backoff.reset();
-        self.log(
+        self.core.log_with(
             now,
             Level::Info,
             "auth.ok",
@@ -384,7 +360,6 @@ impl SlackMachine {
             }),
         );
         self.identity = Some(identity);
-        self.lifecycle = Lifecycle::Running;
         self.reconcile();
     }
 
@@ -393,18 +368,18 @@ impl SlackMachine {
     fn open_connection(&mut self, now: Now, url: String) {
         let conn = ConnId(self.conn_ids.next());
         self.pool.add_connecting(conn, now.mono);
-        self.log(
+        self.core.log_with(
             now,
             Level::Debug,
             "ws.connect",
             format!("opening connection {}", conn.0),
             json!({"conn": conn, "url": crate::redact::url(&url)}),
         );
-        self.out.push_back(Output::Connect { conn, url });
+        self.core.emit(Output::Connect { conn, url });
     }
 
     fn stale_connection(&mut self, now: Now, conn: ConnId, what: &str) {
-        self.log(
+        self.core.log_with(
             now,
             Level::Debug,
             "ws.stale",
@@ -420,7 +395,7 @@ impl SlackMachine {
         if self.pool.phase(conn).is_none() {
             self.stale_connection(now, conn, "an open");
         } else if !self.pool.on_opened(conn, now.mono) {
-            self.log(
+            self.core.log_with(
                 now,
                 Level::Debug,
                 "ws.open.repeat",
@@ -439,7 +414,7 @@ impl SlackMachine {
         };
         match phase {
             Phase::Draining | Phase::Stale => {
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Info,
                     "ws.closed",
@@ -453,14 +428,14 @@ impl SlackMachine {
                     )
                 });
             }
-            Phase::Replaced => self.log(
+            Phase::Replaced => self.core.log_with(
                 now,
                 Level::Info,
                 "ws.closed",
                 format!("replaced connection {} closed ({what})", conn.0),
                 json!({"conn": conn}),
             ),
-            Phase::Closing => self.log(
+            Phase::Closing => self.core.log_with(
                 now,
                 Level::Debug,
                 "ws.closed",
@@ -484,7 +459,7 @@ impl SlackMachine {
         match self.pool.remove(conn) {
             None => return self.stale_connection(now, conn, "a connect failure"),
             Some(Phase::Closing) => {
-                return self.log(
+                return self.core.log_with(
                     now,
                     Level::Debug,
                     "ws.closed",
@@ -501,19 +476,20 @@ impl SlackMachine {
     }
 
     fn on_timer(&mut self, now: Now) {
-        for kind in self.timers.take_expired(now.mono) {
+        for kind in self.core.timers.take_expired(now.mono) {
             if kind == SlackTimer::Retry {
-                match self.lifecycle {
-                    Lifecycle::Authenticating if self.auth_request.is_none() => {
-                        self.send_auth_test()
+                if self.authenticating() {
+                    if self.auth_request.is_none() {
+                        self.send_auth_test();
                     }
-                    _ => self.reconcile(),
+                } else {
+                    self.reconcile();
                 }
             }
         }
         for (conn, due) in self.pool.due(now.mono) {
             match due {
-                Due::Ping(payload) => self.out.push_back(Output::Send {
+                Due::Ping(payload) => self.core.emit(Output::Send {
                     conn,
                     frame: Frame::Ping(payload),
                 }),
@@ -526,7 +502,7 @@ impl SlackMachine {
                     );
                 }
                 Due::DrainTimeout => {
-                    self.log(
+                    self.core.log_with(
                         now,
                         Level::Info,
                         "ws.drain.timeout",
@@ -540,7 +516,7 @@ impl SlackMachine {
                 }
                 Due::CloseTimeout => {
                     self.pool.remove(conn);
-                    self.log(
+                    self.core.log_with(
                         now,
                         Level::Debug,
                         "ws.close.timeout",
@@ -564,7 +540,7 @@ impl SlackMachine {
         match self.pool.phase(conn) {
             Some(Phase::Live) => {
                 self.pool.retire(conn, Phase::Stale);
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Warn,
                     "liveness.stale",
@@ -576,7 +552,7 @@ impl SlackMachine {
             }
             Some(Phase::Draining) => {
                 self.pool.retire(conn, Phase::Stale);
-                self.log(
+                self.core.log_with(
                     now,
                     Level::Warn,
                     "liveness.stale",
@@ -594,12 +570,10 @@ impl SlackMachine {
     }
 
     fn start(&mut self) {
-        self.set_status(Status::Connecting, None);
-        if self.config.bot_token.is_some() {
-            self.lifecycle = Lifecycle::Authenticating;
+        self.core.set_status(Status::Connecting, None);
+        if self.authenticating() {
             self.send_auth_test();
         } else {
-            self.lifecycle = Lifecycle::Running;
             self.reconcile();
         }
     }
@@ -625,19 +599,8 @@ fn describe_close(code: Option<u16>, reason: &str) -> String {
 }
 
 impl Machine for SlackMachine {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
-        match (self.lifecycle, &input) {
-            (Lifecycle::Finished, _) => return Err(Misuse::Finished),
-            (Lifecycle::Idle, Input::Start) => {}
-            (Lifecycle::Idle, _) => return Err(Misuse::NotStarted),
-            (_, Input::Start) => return Err(Misuse::AlreadyStarted),
-            _ => {}
-        }
-        let now = self.clock.observe(now);
+        let now = self.core.admit(now, &input)?;
         match input {
             Input::Start => self.start(),
             Input::Timer => self.on_timer(now),
@@ -655,27 +618,14 @@ impl Machine for SlackMachine {
             Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
         }
         match self.pool.next_deadline() {
-            Some(at) if self.lifecycle != Lifecycle::Finished => {
-                self.timers.arm(SlackTimer::Connections, at.max(now.mono))
-            }
-            _ => self.timers.cancel(SlackTimer::Connections),
+            Some(at) if !self.core.is_finished() => self
+                .core
+                .timers
+                .arm(SlackTimer::Connections, at.max(now.mono)),
+            _ => self.core.timers.cancel(SlackTimer::Connections),
         }
         Ok(())
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next_deadline()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.lifecycle == Lifecycle::Finished
-    }
-
-    fn status(&self) -> Status {
-        self.status.current()
-    }
+    answered_by_core!();
 }

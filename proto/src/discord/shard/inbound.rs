@@ -35,7 +35,7 @@ impl DiscordShard {
             Frame::Text(text) => self.on_payload(now, text, limiter),
             Frame::Binary(bytes) => {
                 let Some(inflate) = conn.inflate.as_mut() else {
-                    self.log(
+                    self.core.log(
                         now,
                         Level::Warn,
                         "ws.binary.unexpected",
@@ -50,7 +50,7 @@ impl DiscordShard {
                     Ok(None) => {}
                     Ok(Some(payload)) => match String::from_utf8(payload) {
                         Ok(text) => self.on_payload(now, text, limiter),
-                        Err(_) => self.log(
+                        Err(_) => self.core.log(
                             now,
                             Level::Warn,
                             "ws.parse.error",
@@ -58,7 +58,7 @@ impl DiscordShard {
                         ),
                     },
                     Err(error) => {
-                        self.log(
+                        self.core.log(
                             now,
                             Level::Warn,
                             "inflate.error",
@@ -84,23 +84,23 @@ impl DiscordShard {
         let envelope = match Envelope::parse(&text) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.log_with(
+                self.core.log_with(
                     now,
                     Level::Warn,
                     "ws.parse.error",
                     format!("skipped a frame that is not a Gateway payload: {error}"),
-                    Some(serde_json::json!({ "bytes": text.len() })),
+                    serde_json::json!({ "bytes": text.len() }),
                 );
                 return;
             }
         };
         let Some(opcode) = envelope.op else {
-            self.log_with(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "ws.parse.error",
                 "skipped a frame without op".to_owned(),
-                Some(serde_json::json!({ "bytes": text.len() })),
+                serde_json::json!({ "bytes": text.len() }),
             );
             return;
         };
@@ -109,7 +109,7 @@ impl DiscordShard {
             Some(Stage::Closing { .. })
         );
         if closing && opcode != op::DISPATCH {
-            self.log(
+            self.core.log(
                 now,
                 Level::Debug,
                 "ws.closing",
@@ -124,7 +124,7 @@ impl DiscordShard {
                 }
             }
             op::HEARTBEAT => {
-                self.log(
+                self.core.log(
                     now,
                     Level::Debug,
                     "heartbeat.requested",
@@ -136,7 +136,7 @@ impl DiscordShard {
             op::INVALID_SESSION => self.on_invalid_session(now, envelope.data()),
             op::HELLO => self.on_hello(now, envelope.data(), limiter),
             op::HEARTBEAT_ACK => self.on_heartbeat_ack(now),
-            other => self.log(
+            other => self.core.log(
                 now,
                 Level::Warn,
                 "ws.op.unknown",
@@ -148,7 +148,7 @@ impl DiscordShard {
     pub(super) fn on_hello(&mut self, now: Now, d: &str, limiter: &mut IdentifyLimiter) {
         let Some(conn) = self.conn() else { return };
         if !matches!(conn.stage, Stage::Connecting | Stage::AwaitingHello) {
-            self.log(
+            self.core.log(
                 now,
                 Level::Debug,
                 "gateway.hello",
@@ -159,7 +159,7 @@ impl DiscordShard {
         let interval = match serde_json::from_str::<wire::Hello>(d) {
             Ok(hello) if hello.heartbeat_interval > 0 => hello.heartbeat_interval,
             _ => {
-                self.log(
+                self.core.log(
                     now,
                     Level::Warn,
                     "gateway.hello.invalid",
@@ -183,14 +183,14 @@ impl DiscordShard {
             conn.limiter.set_heartbeat_interval(interval);
             conn.stage = Stage::WaitingPermit;
         }
-        self.timers.cancel(Timer::HelloTimeout);
+        self.core.timers.cancel(Timer::HelloTimeout);
         self.arm(Timer::Heartbeat, now, first);
-        self.log_with(
+        self.core.log_with(
             now,
             Level::Debug,
             "gateway.hello",
             format!("heartbeat every {interval} ms, the first in {first} ms"),
-            Some(serde_json::json!({ "intervalMs": interval, "firstMs": first })),
+            serde_json::json!({ "intervalMs": interval, "firstMs": first }),
         );
         if self.session.is_resumable() {
             self.send_resume(now, limiter);
@@ -206,12 +206,12 @@ impl DiscordShard {
             Ok(()) => self.send_identify(now),
             Err(wait) => {
                 let ms = wait.until() - now.mono;
-                self.log_with(
+                self.core.log_with(
                     now,
                     Level::Info,
                     "identify.wait",
                     format!("waiting {ms} ms for an identify permit"),
-                    Some(serde_json::json!({ "waitMs": ms })),
+                    serde_json::json!({ "waitMs": ms }),
                 );
                 if let Some(conn) = self.conn() {
                     conn.stage = Stage::WaitingPermit;
@@ -227,12 +227,12 @@ impl DiscordShard {
         let preview: serde_json::Value =
             serde_json::from_str(&redact::json_secrets(&frame)).unwrap_or_default();
         match self.send(now, SendClass::Essential, frame) {
-            Ok(()) => self.log_with(
+            Ok(()) => self.core.log_with(
                 now,
                 Level::Info,
                 "gateway.identify",
                 format!("identifying with intents {}", self.config.intents),
-                Some(serde_json::json!({ "payload": preview })),
+                serde_json::json!({ "payload": preview }),
             ),
             // The configuration was checked to fit, so this cannot happen; fail loudly if it does.
             Err(SendError::TooLarge) => {
@@ -263,16 +263,16 @@ impl DiscordShard {
                 let preview: serde_json::Value =
                     serde_json::from_str(&wire::resume("[redacted]", "[redacted]", state.seq))
                         .unwrap_or_default();
-                self.log_with(
+                self.core.log_with(
                     now,
                     Level::Info,
                     "gateway.resume",
                     format!("resuming the session from seq {}", state.seq),
-                    Some(serde_json::json!({ "payload": preview })),
+                    serde_json::json!({ "payload": preview }),
                 );
             }
             Err(SendError::TooLarge) => {
-                self.log(
+                self.core.log(
                     now,
                     Level::Warn,
                     "session.reset",
@@ -295,7 +295,7 @@ impl DiscordShard {
     /// The reserve kept for essential sends ran out, which the reserve sizing rules out. The
     /// caller carries on as if it went out: the ready timeout or the next heartbeat recovers.
     pub(super) fn essential_denied(&mut self, now: Now, what: &str, at: Millis) {
-        self.log(
+        self.core.log(
             now,
             Level::Warn,
             "ratelimit.exhausted",
@@ -319,23 +319,17 @@ impl DiscordShard {
         if text.len() > MAX_PAYLOAD_BYTES {
             let opcode = Envelope::parse(&text).ok().and_then(|e| e.op);
             let size = text.len();
-            self.log_with(
-                now,
-                Level::Error,
-                "ws.send.too_large",
-                format!(
+            self.core.log_with(now, Level::Error, "ws.send.too_large", format!(
                     "not sent: an op {} payload of {size} bytes exceeds Discord's {MAX_PAYLOAD_BYTES}-byte limit",
                     opcode.map_or("?".to_owned(), |op| op.to_string())
-                ),
-                Some(serde_json::json!({ "bytes": size, "op": opcode })),
-            );
+                ), serde_json::json!({ "bytes": size, "op": opcode }));
             return Err(SendError::TooLarge);
         }
         conn.limiter
             .try_acquire(class, now.mono)
             .map_err(SendError::RateLimited)?;
         let id = conn.id;
-        self.emit(Output::Send {
+        self.core.emit(Output::Send {
             conn: id,
             frame: Frame::Text(text),
         });
@@ -349,7 +343,7 @@ impl DiscordShard {
             self.session.observe_seq(s);
         }
         let Some(event_type) = envelope.t.as_deref() else {
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "ws.parse.error",
@@ -406,10 +400,7 @@ impl DiscordShard {
                 event.meta.insert(key.into(), value);
             }
         }
-        self.emit(Output::Emit {
-            event,
-            confirm: None,
-        });
+        self.core.emit_event(event, None);
     }
 
     pub(super) fn on_ready(&mut self, now: Now, d: &str) {
@@ -418,9 +409,10 @@ impl DiscordShard {
             .ready(ready.session_id, ready.resume_gateway_url);
         self.connected(now);
         if self.session.is_resumable() {
-            self.log(now, Level::Info, "gateway.ready", "ready".to_owned());
+            self.core
+                .log(now, Level::Info, "gateway.ready", "ready".to_owned());
         } else {
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "gateway.ready",
@@ -437,14 +429,14 @@ impl DiscordShard {
         self.session.resumed();
         self.connected(now);
         match replayed {
-            Some(replayed) => self.log_with(
+            Some(replayed) => self.core.log_with(
                 now,
                 Level::Info,
                 "gateway.resumed",
                 format!("resumed, {replayed} missed event(s) replayed"),
-                Some(serde_json::json!({ "replayed": replayed })),
+                serde_json::json!({ "replayed": replayed }),
             ),
-            None => self.log(
+            None => self.core.log(
                 now,
                 Level::Debug,
                 "gateway.resumed",
@@ -457,9 +449,9 @@ impl DiscordShard {
         if let Some(conn) = self.conn() {
             conn.stage = Stage::Ready;
         }
-        self.timers.cancel(Timer::ReadyTimeout);
+        self.core.timers.cancel(Timer::ReadyTimeout);
         self.backoff.reset();
-        self.set_status(Status::Connected, None);
+        self.core.set_status(Status::Connected, None);
     }
 
     pub(super) fn on_heartbeat_ack(&mut self, now: Now) {
@@ -470,15 +462,15 @@ impl DiscordShard {
         match rtt {
             Some(rtt) => {
                 self.heartbeat_rtt = Some(rtt);
-                self.log_with(
+                self.core.log_with(
                     now,
                     Level::Debug,
                     "heartbeat.ack",
                     format!("heartbeat acknowledged in {rtt} ms"),
-                    Some(serde_json::json!({ "rttMs": rtt })),
+                    serde_json::json!({ "rttMs": rtt }),
                 );
             }
-            None => self.log(
+            None => self.core.log(
                 now,
                 Level::Debug,
                 "heartbeat.ack",
@@ -500,7 +492,7 @@ impl DiscordShard {
                         interval = Some(heartbeat.interval_ms());
                     }
                 }
-                self.timers.cancel(Timer::SendRetry);
+                self.core.timers.cancel(Timer::SendRetry);
                 if let Some(interval) = interval {
                     self.arm(Timer::Heartbeat, now, interval);
                 }
@@ -512,16 +504,10 @@ impl DiscordShard {
                     first
                 });
                 if first {
-                    self.log_with(
-                        now,
-                        Level::Warn,
-                        "ratelimit.deferred",
-                        format!(
+                    self.core.log_with(now, Level::Warn, "ratelimit.deferred", format!(
                             "send budget spent ({SENDS_PER_WINDOW} per {WINDOW_MS} ms, some kept for heartbeats): the heartbeat the server asked for goes in {} ms",
                             at - now.mono
-                        ),
-                        Some(serde_json::json!({ "waitMs": at - now.mono })),
-                    );
+                        ), serde_json::json!({ "waitMs": at - now.mono }));
                 }
                 self.arm_at(Timer::SendRetry, now, at);
             }
@@ -535,7 +521,7 @@ impl DiscordShard {
         } else {
             "the server asked to reconnect (op 7) before a resumable session: identifying again"
         };
-        self.log(
+        self.core.log(
             now,
             Level::Info,
             "ws.reconnect.requested",
@@ -555,7 +541,7 @@ impl DiscordShard {
     pub(super) fn on_invalid_session(&mut self, now: Now, d: &str) {
         let resumable = wire::invalid_session_resumable(d);
         if resumable && self.session.is_resumable() {
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "session.invalid",
@@ -573,14 +559,14 @@ impl DiscordShard {
         } else {
             let wait = self.rng.u64(INVALID_SESSION_WAIT_MS);
             self.session.clear();
-            self.log_with(
+            self.core.log_with(
                 now,
                 Level::Warn,
                 "session.invalid",
                 format!(
                     "invalid session (op 9): starting a new session in {wait} ms at the earliest"
                 ),
-                Some(serde_json::json!({ "resumable": resumable, "waitMs": wait })),
+                serde_json::json!({ "resumable": resumable, "waitMs": wait }),
             );
             self.close(
                 now,

@@ -10,9 +10,9 @@ use crate::{ConnId, Level, Now, Output, Status};
 
 impl DiscordShard {
     pub(super) fn on_timer(&mut self, now: Now, limiter: &mut IdentifyLimiter) {
-        for timer in self.timers.take_expired(now.mono) {
+        for timer in self.core.timers.take_expired(now.mono) {
             // An earlier timer in this batch may have ended the machine.
-            if matches!(self.phase, Phase::Finished) {
+            if self.core.is_finished() {
                 return;
             }
             match timer {
@@ -49,7 +49,7 @@ impl DiscordShard {
         }
         let stage = std::mem::replace(&mut conn.stage, Stage::Connecting);
         let close_timeout = self.config.close_timeout_ms;
-        self.log(
+        self.core.log(
             now,
             Level::Warn,
             "ws.close.timeout",
@@ -71,7 +71,7 @@ impl DiscordShard {
             Some(true) => {
                 // Abort the attempt at the driver, then handle it as a failed connect.
                 if let Some(id) = self.conn().map(|conn| conn.id) {
-                    self.emit(Output::Close {
+                    self.core.emit(Output::Close {
                         conn: id,
                         code: CLOSE_RESUMABLE,
                         reason: "connect timeout".to_owned(),
@@ -85,7 +85,7 @@ impl DiscordShard {
                     Some(Stage::AwaitingHello)
                 ) =>
             {
-                self.log(
+                self.core.log(
                     now,
                     Level::Warn,
                     "hello.timeout",
@@ -112,7 +112,7 @@ impl DiscordShard {
         }
         let timeout = self.config.ready_timeout_ms;
         let why = format!("no {what} within {timeout} ms");
-        self.log(
+        self.core.log(
             now,
             Level::Warn,
             "ready.timeout",
@@ -133,7 +133,7 @@ impl DiscordShard {
     /// left, and a heartbeat still unacknowledged is excused, since its ACK may be in the backlog
     /// not read yet. The next beat is held to the rule again.
     pub(super) fn on_reading_resumed(&mut self, now: Now) {
-        self.timers.resume(now.mono);
+        self.core.timers.resume(now.mono);
         if let Some(heartbeat) = self.conn().and_then(|conn| conn.heartbeat.as_mut()) {
             heartbeat.excuse();
         }
@@ -141,7 +141,7 @@ impl DiscordShard {
 
     pub(super) fn on_heartbeat_due(&mut self, now: Now) {
         let liveness = self.config.liveness;
-        let reading_paused = self.timers.is_paused();
+        let reading_paused = self.core.timers.is_paused();
         let Some(conn) = self.conn() else { return };
         if matches!(conn.stage, Stage::Closing { .. }) {
             return;
@@ -156,7 +156,7 @@ impl DiscordShard {
                 Liveness::Ack => "no ACK",
                 Liveness::AnyFrame => "no ACK and no other frame",
             };
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "heartbeat.zombie",
@@ -183,7 +183,7 @@ impl DiscordShard {
                         interval = heartbeat.interval_ms();
                     }
                 }
-                self.timers.cancel(Timer::SendRetry);
+                self.core.timers.cancel(Timer::SendRetry);
                 self.arm(Timer::Heartbeat, now, interval);
             }
             Err(SendError::RateLimited(at)) => {
@@ -209,7 +209,7 @@ impl DiscordShard {
         conn.reply_pending = false;
         self.cancel_connection_timers();
         self.arm(Timer::CloseTimeout, now, self.config.close_timeout_ms);
-        self.emit(Output::Close {
+        self.core.emit(Output::Close {
             conn: id,
             code,
             reason: reason.to_owned(),
@@ -219,7 +219,7 @@ impl DiscordShard {
     /// Closes with 4000 and forgets the connection at once: a dead peer never answers.
     pub(super) fn abandon(&mut self, now: Now, close_reason: &str, reason: String) {
         if let Some(id) = self.conn().map(|conn| conn.id) {
-            self.emit(Output::Close {
+            self.core.emit(Output::Close {
                 conn: id,
                 code: CLOSE_RESUMABLE,
                 reason: close_reason.to_owned(),
@@ -248,7 +248,7 @@ impl DiscordShard {
             Timer::SendRetry,
             Timer::IdentifyPermit,
         ] {
-            self.timers.cancel(timer);
+            self.core.timers.cancel(timer);
         }
     }
 
@@ -270,12 +270,12 @@ impl DiscordShard {
         let detail = serde_json::json!({ "code": code, "reason": reason });
         match std::mem::replace(&mut conn.stage, Stage::Connecting) {
             Stage::Closing { then } => {
-                self.log_with(
+                self.core.log_with(
                     now,
                     Level::Debug,
                     "ws.close",
                     format!("closed ({code_text})"),
-                    Some(detail),
+                    detail,
                 );
                 self.after_close(now, then);
             }
@@ -288,22 +288,22 @@ impl DiscordShard {
                 match verdict.action {
                     CloseAction::Fatal => {
                         self.leave_connection();
-                        self.log_with(
+                        self.core.log_with(
                             now,
                             Level::Error,
                             "ws.close.fatal",
                             format!("connection closed ({why}): not reconnecting"),
-                            Some(detail),
+                            detail,
                         );
                         self.finish(Status::Failed, why);
                     }
                     CloseAction::NewSession => {
-                        self.log_with(
+                        self.core.log_with(
                             now,
                             Level::Warn,
                             "ws.close",
                             format!("connection closed ({why}): starting a new session"),
-                            Some(detail),
+                            detail,
                         );
                         self.session.clear();
                         self.leave_connection();
@@ -315,12 +315,12 @@ impl DiscordShard {
                         } else {
                             Level::Warn
                         };
-                        self.log_with(
+                        self.core.log_with(
                             now,
                             level,
                             "ws.close",
                             format!("connection closed ({why})"),
-                            Some(detail),
+                            detail,
                         );
                         self.leave_connection();
                         self.schedule_reconnect(now, why, 0);
@@ -333,7 +333,7 @@ impl DiscordShard {
     /// Plans the next connection after the backoff (and at least `min_delay` ms).
     pub(super) fn schedule_reconnect(&mut self, now: Now, reason: String, min_delay: u64) {
         if self.session.is_resumable() && self.session.resumes_exhausted() {
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "session.reset",
@@ -354,7 +354,7 @@ impl DiscordShard {
             return;
         };
         let delay = delay.max(min_delay);
-        self.set_status(Status::Reconnecting, Some(reason));
+        self.core.set_status(Status::Reconnecting, Some(reason));
         let attempt = self.backoff.attempts();
         let resume = self.session.is_resumable();
         let next = match (&self.gateway_url, resume) {
@@ -362,12 +362,12 @@ impl DiscordShard {
             (Some(_), true) => "to resume",
             (Some(_), false) => "to identify",
         };
-        self.log_with(
+        self.core.log_with(
             now,
             Level::Info,
             "reconnect.scheduled",
             format!("reconnecting in {delay} ms {next}"),
-            Some(serde_json::json!({ "attempt": attempt, "delayMs": delay, "resume": resume })),
+            serde_json::json!({ "attempt": attempt, "delayMs": delay, "resume": resume }),
         );
         self.phase = Phase::Waiting;
         self.arm(Timer::Reconnect, now, delay);
@@ -376,7 +376,7 @@ impl DiscordShard {
     pub(super) fn on_shutdown(&mut self, now: Now, keep_session: bool) {
         let keep = keep_session && self.session.is_resumable();
         if keep_session && !keep {
-            self.log(
+            self.core.log(
                 now,
                 Level::Info,
                 "session.keep",
@@ -404,7 +404,7 @@ impl DiscordShard {
         match &mut conn.stage {
             Stage::Connecting => {
                 let id = conn.id;
-                self.emit(Output::Close {
+                self.core.emit(Output::Close {
                     conn: id,
                     code,
                     reason: close_reason.to_owned(),
@@ -430,13 +430,12 @@ impl DiscordShard {
 
     /// Stops for good after an error the shard cannot recover from.
     pub(super) fn fail(&mut self, now: Now, action: &str, why: String) {
-        self.log(now, Level::Error, action, why.clone());
+        self.core.log(now, Level::Error, action, why.clone());
         self.finish(Status::Failed, why);
     }
 
     pub(super) fn finish(&mut self, status: Status, reason: String) {
-        self.timers.cancel_all();
-        self.phase = Phase::Finished;
-        self.set_status(status, Some(reason));
+        self.phase = Phase::Waiting;
+        self.core.finish(status, Some(reason));
     }
 }

@@ -13,11 +13,11 @@ use super::{
     DiscordConfig, IdentifyLimiter, IdentifyWait, ResumeState, SOURCE, SendLimiter, ZlibStream,
     gateway_bot, wire,
 };
+use crate::core::{Core, answered_by_core};
 use crate::{
-    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Log, Machine, Millis, Misuse,
-    MonotonicGuard, Now, Output, ReqId, Status, StatusTracker, TimerKind, Timers, redact,
+    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now, Output,
+    ReqId, Status, TimerKind, redact,
 };
-use std::collections::VecDeque;
 
 /// Close code for every close that should leave the session resumable.
 const CLOSE_RESUMABLE: u16 = 4000;
@@ -67,6 +67,17 @@ impl TimerKind for Timer {
     fn index(self) -> usize {
         self as usize
     }
+    fn name(self) -> &'static str {
+        match self {
+            Timer::CloseTimeout => "close_timeout",
+            Timer::HelloTimeout => "hello_timeout",
+            Timer::ReadyTimeout => "ready_timeout",
+            Timer::Heartbeat => "heartbeat",
+            Timer::SendRetry => "send_retry",
+            Timer::IdentifyPermit => "identify_permit",
+            Timer::Reconnect => "reconnect",
+        }
+    }
 }
 
 /// Where a connection is in its handshake.
@@ -113,18 +124,16 @@ struct Conn {
     inflate: Option<ZlibStream>,
 }
 
+/// Where the shard is between connections; before `Start` and once finished it is `Waiting`
+/// with nothing armed (the core's lifecycle tells those apart).
 #[derive(Debug)]
 enum Phase {
-    /// Before `Start`.
-    Idle,
     /// Waiting for `GET /gateway/bot`.
     Requesting { req: ReqId },
     /// No connection; the reconnect timer is armed.
     Waiting,
     /// A connection exists.
     Live(Box<Conn>),
-    /// Shut down or failed.
-    Finished,
 }
 
 /// Why a frame was not sent.
@@ -164,10 +173,8 @@ enum SendError {
 pub struct DiscordShard {
     config: DiscordConfig,
     rng: fastrand::Rng,
-    out: VecDeque<Output>,
-    timers: Timers<Timer>,
-    clock: MonotonicGuard,
-    status: StatusTracker,
+    /// Log messages start `"shard 1/4: "` when there are several shards, so their logs stay apart.
+    core: Core<Timer>,
     backoff: Backoff,
     conn_ids: IdCounter,
     req_ids: IdCounter,
@@ -179,8 +186,6 @@ pub struct DiscordShard {
     phase: Phase,
     /// Round trip of the last acknowledged heartbeat, in ms.
     heartbeat_rtt: Option<u64>,
-    /// `"shard 1/4: "` when there are several shards, so their logs stay apart.
-    log_prefix: String,
 }
 
 impl DiscordShard {
@@ -200,19 +205,15 @@ impl DiscordShard {
         };
         Ok(DiscordShard {
             rng: fastrand::Rng::with_seed(seed),
-            out: VecDeque::new(),
-            timers: Timers::new(),
-            clock: MonotonicGuard::default(),
-            status: StatusTracker::default(),
+            core: Core::new(SOURCE).with_log_prefix(log_prefix),
             backoff: Backoff::new(config.reconnect),
             conn_ids: IdCounter::default(),
             req_ids: IdCounter::default(),
             limiter: IdentifyLimiter::new(config.max_concurrency),
             session,
             gateway_url: config.gateway_url.clone(),
-            phase: Phase::Idle,
+            phase: Phase::Waiting,
             heartbeat_rtt: None,
-            log_prefix,
             config,
         })
     }
@@ -239,6 +240,11 @@ impl DiscordShard {
         &self.config
     }
 
+    /// The shard's first timer to fire, for the gateway that merges its shards' deadlines.
+    pub(crate) fn next_timer_at(&self) -> Option<(&'static str, Millis)> {
+        self.core.next_timer_at()
+    }
+
     /// Applies one input, taking IDENTIFY permits from `limiter`: the shard's own when it runs
     /// alone, the shared one under a [`DiscordGateway`].
     pub(crate) fn handle(
@@ -247,19 +253,12 @@ impl DiscordShard {
         input: Input,
         limiter: &mut IdentifyLimiter,
     ) -> Result<(), Misuse> {
-        if matches!(self.phase, Phase::Finished) {
-            return Err(Misuse::Finished);
-        }
-        let now = self.clock.observe(now);
+        let now = self.core.admit(now, &input)?;
         match input {
             Input::Start => {
-                if !matches!(self.phase, Phase::Idle) {
-                    return Err(Misuse::AlreadyStarted);
-                }
-                self.set_status(Status::Connecting, None);
+                self.core.set_status(Status::Connecting, None);
                 self.open_next(now, limiter);
             }
-            _ if matches!(self.phase, Phase::Idle) => return Err(Misuse::NotStarted),
             Input::Timer => self.on_timer(now, limiter),
             Input::Opened { conn } => self.on_opened(now, conn),
             Input::Frame { conn, frame } => self.on_frame(now, conn, frame, limiter),
@@ -274,7 +273,7 @@ impl DiscordShard {
             Input::Response { req, response } => self.on_response(now, req, response, limiter),
             Input::RequestFailed { req, error } => {
                 if matches!(self.phase, Phase::Requesting { req: current } if current == req) {
-                    self.log(
+                    self.core.log(
                         now,
                         Level::Warn,
                         "gateway.bot.error",
@@ -282,7 +281,7 @@ impl DiscordShard {
                     );
                     self.schedule_reconnect(now, format!("GET /gateway/bot failed: {error}"), 0);
                 } else {
-                    self.log(
+                    self.core.log(
                         now,
                         Level::Debug,
                         "http.stale",
@@ -290,7 +289,7 @@ impl DiscordShard {
                     );
                 }
             }
-            Input::ReadingPaused => self.timers.pause(AWAIT_SERVER, now.mono),
+            Input::ReadingPaused => self.core.timers.pause(AWAIT_SERVER, now.mono),
             Input::ReadingResumed => self.on_reading_resumed(now),
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
@@ -300,41 +299,8 @@ impl DiscordShard {
 
     // ---- output helpers ----
 
-    fn emit(&mut self, output: Output) {
-        self.out.push_back(output);
-    }
-
-    fn log(&mut self, now: Now, level: Level, action: &str, message: String) {
-        self.log_with(now, level, action, message, None);
-    }
-
-    fn log_with(
-        &mut self,
-        now: Now,
-        level: Level,
-        action: &str,
-        message: String,
-        detail: Option<serde_json::Value>,
-    ) {
-        let mut log = Log::new(
-            level,
-            SOURCE,
-            action,
-            format!("{}{message}", self.log_prefix),
-            now.wall,
-        );
-        log.detail = detail;
-        self.emit(Output::Log(log));
-    }
-
-    fn set_status(&mut self, to: Status, reason: Option<String>) {
-        if let Some(change) = self.status.set(to, reason) {
-            self.emit(Output::Status(change));
-        }
-    }
-
     fn stale(&mut self, now: Now, what: &str, conn: ConnId) {
-        self.log(
+        self.core.log(
             now,
             Level::Debug,
             "ws.stale",
@@ -343,11 +309,11 @@ impl DiscordShard {
     }
 
     fn arm(&mut self, timer: Timer, now: Now, after_ms: u64) {
-        self.timers.arm(timer, now.mono + after_ms);
+        self.core.timers.arm(timer, now.mono + after_ms);
     }
 
     fn arm_at(&mut self, timer: Timer, now: Now, at: Millis) {
-        self.timers.arm(timer, at.max(now.mono));
+        self.core.timers.arm(timer, at.max(now.mono));
     }
 
     fn conn(&mut self) -> Option<&mut Conn> {
@@ -374,25 +340,13 @@ impl DiscordShard {
         {
             let ms = wait.until() - now.mono;
             match wait {
-                IdentifyWait::Budget { .. } => self.log_with(
-                    now,
-                    Level::Warn,
-                    "identify.budget",
-                    format!(
+                IdentifyWait::Budget { .. } => self.core.log_with(now, Level::Warn, "identify.budget", format!(
                         "the daily session-start budget is spent: waiting {ms} ms for Discord to refill it before identifying"
-                    ),
-                    Some(serde_json::json!({ "waitMs": ms })),
-                ),
-                _ => self.log_with(
-                    now,
-                    Level::Info,
-                    "identify.wait",
-                    format!(
+                    ), serde_json::json!({ "waitMs": ms })),
+                _ => self.core.log_with(now, Level::Info, "identify.wait", format!(
                         "waiting {ms} ms for identify bucket {} before connecting",
                         limiter.bucket(self.config.shard_id)
-                    ),
-                    Some(serde_json::json!({ "waitMs": ms })),
-                ),
+                    ), serde_json::json!({ "waitMs": ms })),
             }
             self.phase = Phase::Waiting;
             self.arm_at(Timer::Reconnect, now, wait.until());
@@ -403,15 +357,9 @@ impl DiscordShard {
 
     fn request_gateway(&mut self, now: Now) {
         let req = ReqId(self.req_ids.next());
-        let request = gateway_bot::request(&self.config.api_base, self.config.bare_token());
-        self.log(
-            now,
-            Level::Debug,
-            "gateway.request",
-            format!("GET {}", request.url),
-        );
+        let (api_base, token) = (&self.config.api_base, self.config.bare_token());
+        gateway_bot::send(&mut self.core, now, req, api_base, token);
         self.phase = Phase::Requesting { req };
-        self.emit(Output::Request { req, request });
     }
 
     fn on_response(
@@ -421,27 +369,28 @@ impl DiscordShard {
         response: HttpResponse,
         limiter: &mut IdentifyLimiter,
     ) {
-        if !matches!(self.phase, Phase::Requesting { req: current } if current == req) {
-            self.log(
-                now,
-                Level::Debug,
-                "http.stale",
-                format!("ignored the response to an old request {}", req.0),
-            );
+        let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
+        let compress = self.config.compress;
+        let read = gateway_bot::read(
+            &mut self.core,
+            now,
+            req,
+            &response,
+            awaited,
+            compress,
+            limiter,
+        );
+        let Some(outcome) = read else {
             return;
-        }
-        match gateway_bot::outcome(&response, self.config.compress) {
+        };
+        match outcome {
             gateway_bot::Outcome::Ready(body) => {
-                if let Some(limit) = body.session_start_limit {
-                    limiter.set_session_start_limit(limit, now.mono);
-                }
-                let (message, detail) = gateway_bot::describe(&body);
-                self.log_with(now, Level::Info, "gateway.bot", message, Some(detail));
                 self.gateway_url = Some(body.url);
                 self.open_next(now, limiter);
             }
             gateway_bot::Outcome::Retry { why, after_ms } => {
-                self.log(now, Level::Warn, "gateway.bot.error", why.clone());
+                self.core
+                    .log(now, Level::Warn, "gateway.bot.error", why.clone());
                 self.schedule_reconnect(now, why, after_ms);
             }
             gateway_bot::Outcome::Fatal(why) => self.fail(now, "gateway.bot.error", why),
@@ -460,7 +409,7 @@ impl DiscordShard {
             match wire::connect_url(&resume_url, self.config.compress) {
                 Ok(url) => target = Some((url, true)),
                 Err(error) => {
-                    self.log(
+                    self.core.log(
                         now,
                         Level::Warn,
                         "session.resume_url",
@@ -499,13 +448,13 @@ impl DiscordShard {
             inflate,
         }));
         self.arm(Timer::HelloTimeout, now, self.config.hello_timeout_ms);
-        self.log(
+        self.core.log(
             now,
             Level::Info,
             "connect.start",
             format!("connecting to {}", redact::url(&url)),
         );
-        self.emit(Output::Connect { conn: id, url });
+        self.core.emit(Output::Connect { conn: id, url });
     }
 
     fn on_opened(&mut self, now: Now, id: ConnId) {
@@ -527,7 +476,7 @@ impl DiscordShard {
         self.leave_connection();
         if via_resume_url {
             self.session.resume_url_failed();
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "connect.failed",
@@ -536,7 +485,7 @@ impl DiscordShard {
                 ),
             );
         } else {
-            self.log(
+            self.core.log(
                 now,
                 Level::Warn,
                 "connect.failed",
@@ -548,10 +497,6 @@ impl DiscordShard {
 }
 
 impl Machine for DiscordShard {
-    fn source(&self) -> &str {
-        SOURCE
-    }
-
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let mut limiter = std::mem::take(&mut self.limiter);
         let result = self.handle(now, input, &mut limiter);
@@ -559,19 +504,5 @@ impl Machine for DiscordShard {
         result
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.timers.next_deadline()
-    }
-
-    fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Finished)
-    }
-
-    fn status(&self) -> Status {
-        self.status.current()
-    }
+    answered_by_core!();
 }
