@@ -142,21 +142,22 @@ pub fn whole_machine<M: Machine>(machine: M, data: &[u8]) {
     check(&sim, checked);
 }
 
-/// Virtual time one run may cover before its inputs stop. Every timer in between fires, and a
+/// Virtual time one run may cover before its inputs stop (an hour, a GitHub rate-limit window). Every timer in between fires, and a
 /// machine left alone reconnects about every 40 s: hours of it cost a run milliseconds, which
 /// slowed a whole fuzzing campaign to tens of inputs a second while exploring nothing new (the
 /// reconnect loop is periodic).
-const MAX_VIRTUAL_TIME: Millis = Millis(2 * 3_600_000);
+const MAX_VIRTUAL_TIME: Millis = Millis(3_600_000);
 /// After the last input, the timers still run this long: enough for every deadline a machine
 /// arms (hello, ready, close, backoff at its cap) to fire at least once.
-const SETTLE_MS: u64 = 10 * 60_000;
+const SETTLE_MS: u64 = 5 * 60_000;
 
-/// Time between inputs: mostly short, sometimes long jumps past every timer (up to an hour).
+/// Time between inputs: mostly short, sometimes long jumps past every timer (up to half an
+/// hour, past GitHub's longest rate-limit waits the fixtures know).
 fn delay(reader: &mut Reader<'_>) -> u64 {
     match reader.byte() {
         0..=199 => u64::from(reader.byte()) * 10,
         200..=249 => u64::from(reader.u16()) * 10,
-        _ => u64::from(reader.u16() % 3_600) * 1000,
+        _ => u64::from(reader.u16() % 1_800) * 1000,
     }
 }
 
