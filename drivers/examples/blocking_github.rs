@@ -96,7 +96,7 @@ fn main() {
         }
     };
     let config = GithubConfig {
-        token,
+        token: token.into(),
         api_url,
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit, // also print the notifications that exist already

@@ -105,7 +105,7 @@ fn main() {
         slack.ping_interval_ms = 2000;
         slack.reconnect = reconnect;
         let github = GithubConfig {
-            token: text("github_token"),
+            token: text("github_token").into(),
             api_url: text("github_api"),
             interval_ms: 1000,
             bootstrap: Bootstrap::Emit,

@@ -321,7 +321,7 @@ pub fn slack_machine(data: &[u8]) {
     config.connections = flags % 3 + 1;
     config.api_base = "https://slack.example/api".to_owned();
     if flags & 0x80 != 0 {
-        config.bot_token = Some(format!("xoxb-{FUZZ_TOKEN}"));
+        config.bot_token = Some(format!("xoxb-{FUZZ_TOKEN}").into());
     }
     if let Ok(machine) = SlackMachine::new(config, u64::from(flags)) {
         whole_machine(machine, rest);
@@ -335,7 +335,7 @@ pub fn github_machine(data: &[u8]) {
         return;
     };
     let config = GithubConfig {
-        token: FUZZ_TOKEN.to_owned(),
+        token: FUZZ_TOKEN.into(),
         api_url: "https://api.github.example".to_owned(),
         interval_ms: 1000,
         bootstrap: if flags & 1 == 1 {

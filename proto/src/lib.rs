@@ -45,6 +45,7 @@ pub mod http;
 mod item;
 mod machine;
 pub mod redact;
+mod secret;
 pub mod slack;
 mod status;
 #[cfg(feature = "testing")]
@@ -61,6 +62,7 @@ pub use machine::{
     ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine, Misuse,
     Output, ReqId,
 };
+pub use secret::Secret;
 pub use status::{Status, StatusChange, StatusTracker};
 pub use time::{Millis, MonotonicGuard, Now, UnixMillis};
 pub use timers::{TimerKind, Timers};

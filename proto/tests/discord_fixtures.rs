@@ -17,7 +17,7 @@ fn shard_fixtures() {
         let token = config.token.clone();
         let machine = DiscordShard::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);
-        invariants::check(&machine, &transcript, &[&token]);
+        invariants::check(&machine, &transcript, &[token.expose()]);
         insta::assert_snapshot!(transcript.to_jsonl());
     });
 }
@@ -52,7 +52,7 @@ fn gateway_fixtures() {
         let token = config.shard.token.clone();
         let machine = DiscordGateway::new(config, fixture.header.seed).unwrap();
         let (machine, transcript) = Simulator::run(machine, &fixture);
-        invariants::check(&machine, &transcript, &[&token]);
+        invariants::check(&machine, &transcript, &[token.expose()]);
         insta::assert_snapshot!(transcript.to_jsonl());
     });
 }

@@ -23,7 +23,7 @@ fn run(path: &std::path::Path) -> (GithubMachine, Transcript, GithubConfig) {
 fn fixtures() {
     insta::glob!("../../fixtures/github", "*.jsonl", |path| {
         let (machine, transcript, config) = run(path);
-        invariants::check(&machine, &transcript, &[&config.token]);
+        invariants::check(&machine, &transcript, &[config.token.expose()]);
         check_invariants(&transcript, path);
         insta::assert_snapshot!(transcript.to_jsonl());
     });

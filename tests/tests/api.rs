@@ -13,7 +13,7 @@ use std::time::Duration;
 
 fn github_source(sim: &GithubSim) -> Source {
     let config = GithubConfig {
-        token: sim.token().to_owned(),
+        token: sim.token().into(),
         api_url: sim.api_url(),
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,

@@ -416,7 +416,7 @@ fn wrong_token_4004_fails_the_source_and_open() {
     let sim = start_sim(41_250);
     let wrong = "wrong-discord-token.e2e.secret";
     let mut config = machine_config(&sim, true);
-    config.token = wrong.to_owned();
+    config.token = wrong.into();
     // Straight to the Gateway, so the token is refused there (4004) rather than by REST.
     config.gateway_url = Some(sim.gateway_url());
     let seen: Arc<Mutex<Vec<Item>>> = Arc::default();
@@ -458,7 +458,7 @@ fn wrong_token_refused_by_gateway_bot_fails_open() {
     let sim = start_sim(41_250);
     let wrong = "wrong-discord-token.e2e.secret";
     let mut config = machine_config(&sim, true);
-    config.token = wrong.to_owned();
+    config.token = wrong.into();
     let (mut items, on_item) = Collector::callback(&[wrong, sim.token()]);
     let error = match open_with(config, on_item) {
         Ok(_) => panic!("open succeeded with a wrong token"),

@@ -26,7 +26,7 @@ fn start_sim() -> GithubSim {
 
 fn machine_config(sim: &GithubSim) -> GithubConfig {
     GithubConfig {
-        token: sim.token().to_owned(),
+        token: sim.token().into(),
         api_url: sim.api_url(),
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,
@@ -303,7 +303,7 @@ fn wrong_token_fails_open() {
     let sim = start_sim();
     let wrong = "ghp_wrongE2eSecretToken0000000000000000";
     let mut config = machine_config(&sim);
-    config.token = wrong.to_owned();
+    config.token = wrong.into();
     let (mut items, on_item) = Collector::callback(&[wrong, sim.token()]);
     let error = match open_with(config, on_item) {
         Ok(_) => panic!("open succeeded with a wrong token"),

@@ -94,7 +94,7 @@ fn burst_round(round: u32) {
         ..DiscordConfig::new(discord.token())
     };
     let github_config = GithubConfig {
-        token: github.token().to_owned(),
+        token: github.token().into(),
         api_url: github.api_url(),
         ..GithubConfig::default()
     };

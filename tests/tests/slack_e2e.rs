@@ -407,7 +407,7 @@ fn invalid_app_token_fails_open() {
     let sim = start_sim();
     let wrong = "xapp-1-A0WRONG-e2e-secret-token";
     let mut config = machine_config(&sim);
-    config.app_token = wrong.to_owned();
+    config.app_token = wrong.into();
     let (mut items, on_item) = Collector::callback(&[wrong, sim.app_token(), sim.bot_token()]);
     let error = match open_with(config, on_item) {
         Ok(_) => panic!("open succeeded with a wrong app token"),
@@ -435,7 +435,7 @@ fn invalid_bot_token_fails_open() {
     let sim = start_sim();
     let wrong = "xoxb-0000-wrong-e2e-secret-token";
     let mut config = machine_config(&sim);
-    config.bot_token = Some(wrong.to_owned());
+    config.bot_token = Some(wrong.into());
     let (mut items, on_item) = Collector::callback(&[wrong, sim.app_token(), sim.bot_token()]);
     let error = match open_with(config, on_item) {
         Ok(_) => panic!("open succeeded with a wrong bot token"),

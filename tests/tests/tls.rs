@@ -132,7 +132,7 @@ fn start_github() -> GithubSim {
 
 fn github_source(sim: &GithubSim, api_url: String, reconnect: ReconnectPolicy) -> Source {
     let config = GithubConfig {
-        token: sim.token().to_owned(),
+        token: sim.token().into(),
         api_url,
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,

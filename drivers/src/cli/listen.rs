@@ -61,7 +61,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
     }
     if let Some(token) = non_empty(&args.slack_app_token) {
         let mut config = SlackConfig::new(token);
-        config.bot_token = non_empty(&args.slack_bot_token).map(str::to_owned);
+        config.bot_token = non_empty(&args.slack_bot_token).map(Into::into);
         config.connections = args.slack_connections;
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
@@ -73,7 +73,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
     }
     if let Some(token) = non_empty(&args.github_token) {
         let mut config = GithubConfig {
-            token: token.to_owned(),
+            token: token.into(),
             ..GithubConfig::default()
         };
         config.interval_ms = args.github_interval.saturating_mul(1000);

@@ -5,10 +5,9 @@ use super::ratelimit::MAX_PAYLOAD_BYTES;
 use super::session::ResumeState;
 use super::wire;
 use crate::url::Url;
-use crate::{Misuse, ReconnectPolicy};
+use crate::{Misuse, ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fmt;
 
 /// Gateway intent bits (Discord's "Gateway Intents" list), for [`DiscordConfig::intents`].
 ///
@@ -75,11 +74,11 @@ pub mod intents {
 /// assert_eq!(config.os, std::env::consts::OS);
 /// assert!(!format!("{config:?}").contains("MTIz.secret"));
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscordConfig {
     /// Bot token, with or without a `Bot ` prefix. Required.
-    pub token: String,
+    pub token: Secret,
     /// Gateway intents; default [`intents::DEFAULT`].
     pub intents: u64,
     /// This shard's id; default 0.
@@ -122,7 +121,7 @@ pub struct DiscordConfig {
 impl Default for DiscordConfig {
     fn default() -> Self {
         DiscordConfig {
-            token: String::new(),
+            token: Secret::default(),
             intents: intents::DEFAULT,
             shard_id: 0,
             shard_count: 1,
@@ -145,44 +144,19 @@ impl Default for DiscordConfig {
     }
 }
 
-impl fmt::Debug for DiscordConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DiscordConfig")
-            .field("token", &"[redacted]")
-            .field("intents", &self.intents)
-            .field("shard_id", &self.shard_id)
-            .field("shard_count", &self.shard_count)
-            .field("api_base", &self.api_base)
-            .field("gateway_url", &self.gateway_url)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("compress", &self.compress)
-            .field("os", &self.os)
-            .field("presence", &self.presence)
-            .field("large_threshold", &self.large_threshold)
-            .field("events", &self.events)
-            .field("liveness", &self.liveness)
-            .field("reconnect", &self.reconnect)
-            .field("resume", &self.resume)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("hello_timeout_ms", &self.hello_timeout_ms)
-            .field("ready_timeout_ms", &self.ready_timeout_ms)
-            .field("close_timeout_ms", &self.close_timeout_ms)
-            .finish()
-    }
-}
-
 impl DiscordConfig {
     /// A configuration with `token` and every default.
     pub fn new(token: impl Into<String>) -> DiscordConfig {
         DiscordConfig {
-            token: token.into(),
+            token: Secret::new(token),
             ..DiscordConfig::default()
         }
     }
 
     /// The token without a `Bot ` prefix, as IDENTIFY and RESUME carry it.
     pub(crate) fn bare_token(&self) -> &str {
-        self.token.strip_prefix("Bot ").unwrap_or(&self.token)
+        let token = self.token.expose();
+        token.strip_prefix("Bot ").unwrap_or(token)
     }
 
     /// The IDENTIFY payload of this configuration.

@@ -1,9 +1,8 @@
 //! What a GitHub poller needs to know, with defaults that are polite to the API.
 
 use crate::url::Url;
-use crate::{Misuse, ReconnectPolicy};
+use crate::{Misuse, ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The API base used when none is configured.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -47,12 +46,12 @@ pub enum Bootstrap {
 /// assert_eq!(config.per_page, 50);
 /// assert!(!format!("{config:?}").contains("ghp_secret"));
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GithubConfig {
     /// A classic personal access token with the `notifications` (or `repo`) scope; sent as
     /// `Authorization: Bearer <token>`, and only to the API's origin.
-    pub token: String,
+    pub token: Secret,
     /// The API base, `https://api.github.com` by default (`https://host/api/v3` for GitHub
     /// Enterprise Server). No query or fragment.
     pub api_url: String,
@@ -82,7 +81,7 @@ pub struct GithubConfig {
 impl Default for GithubConfig {
     fn default() -> Self {
         GithubConfig {
-            token: String::new(),
+            token: Secret::default(),
             api_url: DEFAULT_API_URL.to_owned(),
             interval_ms: 60_000,
             all: false,
@@ -98,29 +97,6 @@ impl Default for GithubConfig {
             user_agent: concat!("openflume/", env!("CARGO_PKG_VERSION")).to_owned(),
             request_timeout_ms: 30_000,
         }
-    }
-}
-
-impl fmt::Debug for GithubConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let token = if self.token.is_empty() {
-            "<empty>"
-        } else {
-            "[redacted]"
-        };
-        f.debug_struct("GithubConfig")
-            .field("token", &token)
-            .field("api_url", &self.api_url)
-            .field("interval_ms", &self.interval_ms)
-            .field("all", &self.all)
-            .field("participating", &self.participating)
-            .field("per_page", &self.per_page)
-            .field("page_cap", &self.page_cap)
-            .field("bootstrap", &self.bootstrap)
-            .field("reconnect", &self.reconnect)
-            .field("user_agent", &self.user_agent)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .finish()
     }
 }
 
@@ -140,7 +116,7 @@ impl GithubConfig {
         if self.token.is_empty() {
             return bad("github: token is empty".into());
         }
-        if !is_header_value(&self.token) || self.token.contains(' ') {
+        if !is_header_value(self.token.expose()) || self.token.expose().contains(' ') {
             return bad("github: token contains spaces or control characters".into());
         }
         if self.user_agent.trim().is_empty() || !is_header_value(&self.user_agent) {

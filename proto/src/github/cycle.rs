@@ -95,7 +95,10 @@ impl GithubMachine {
     pub(super) fn send(&mut self, now: Now, url: String, page: u32, redirects: u8) {
         let req = ReqId(self.req_ids.next());
         let mut request = HttpRequest::new("GET", url.clone())
-            .header("Authorization", format!("Bearer {}", self.config.token))
+            .header(
+                "Authorization",
+                format!("Bearer {}", self.config.token.expose()),
+            )
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
             .header("User-Agent", self.config.user_agent.clone());

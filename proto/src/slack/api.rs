@@ -40,7 +40,7 @@ pub const FATAL_ERRORS: &[&str] = &[
 /// `POST {api}/apps.connections.open` with the app-level token. Every connection needs a fresh
 /// call: the URL's ticket is single use.
 pub(crate) fn connections_open(config: &SlackConfig) -> HttpRequest {
-    post(config, "apps.connections.open", &config.app_token)
+    post(config, "apps.connections.open", config.app_token.expose())
 }
 
 /// `POST {api}/auth.test` with the bot token.

@@ -1,10 +1,9 @@
 //! What a Slack source needs to know: tokens, where the Web API lives, and the timing knobs that
 //! Slack leaves undocumented (ping interval, hello timeout), kept configurable.
 
-use crate::ReconnectPolicy;
 use crate::url::Url;
+use crate::{ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The Web API base used when none is configured.
 pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
@@ -25,15 +24,15 @@ pub const MAX_CONNECTIONS: u8 = 10;
 /// assert_eq!(config.api_base, "https://slack.com/api");
 /// assert!(!format!("{config:?}").contains("secret"));
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SlackConfig {
     /// App-level token (`xapp-…`, scope `connections:write`), sent as `Authorization: Bearer` to
     /// `apps.connections.open`.
-    pub app_token: String,
+    pub app_token: Secret,
     /// Bot token (`xoxb-…`). When set, `auth.test` runs once at start: an invalid token fails the
     /// source, a valid one adds `team_id` and `bot_user_id` to every event's meta.
-    pub bot_token: Option<String>,
+    pub bot_token: Option<Secret>,
     /// Web API base URL, without the method name. Default [`DEFAULT_API_BASE`].
     pub api_base: String,
     /// How many Socket Mode connections to keep open at once, 1 to [`MAX_CONNECTIONS`]. Slack sends
@@ -52,7 +51,7 @@ pub struct SlackConfig {
 impl Default for SlackConfig {
     fn default() -> Self {
         SlackConfig {
-            app_token: String::new(),
+            app_token: Secret::default(),
             bot_token: None,
             api_base: DEFAULT_API_BASE.to_owned(),
             connections: 1,
@@ -73,14 +72,14 @@ impl SlackConfig {
     /// ```
     pub fn new(app_token: impl Into<String>) -> SlackConfig {
         SlackConfig {
-            app_token: app_token.into(),
+            app_token: Secret::new(app_token),
             ..SlackConfig::default()
         }
     }
 
     /// Sets the bot token used for `auth.test`.
     pub fn with_bot_token(mut self, bot_token: impl Into<String>) -> SlackConfig {
-        self.bot_token = Some(bot_token.into());
+        self.bot_token = Some(Secret::new(bot_token));
         self
     }
 
@@ -93,8 +92,8 @@ impl SlackConfig {
     /// assert!(!err.contains("abc"));
     /// ```
     pub fn validate(&self) -> Result<(), String> {
-        check_token("app_token", &self.app_token)?;
-        if self.app_token.starts_with("xox") {
+        check_token("app_token", self.app_token.expose())?;
+        if self.app_token.expose().starts_with("xox") {
             return Err(
                 "app_token looks like a bot or user token (xox…): Socket Mode needs an \
                         app-level token (xapp-…) with the connections:write scope"
@@ -102,7 +101,7 @@ impl SlackConfig {
             );
         }
         if let Some(bot_token) = &self.bot_token {
-            check_token("bot_token", bot_token)?;
+            check_token("bot_token", bot_token.expose())?;
         }
         match Url::parse(&self.api_base) {
             Ok(url) if matches!(url.scheme.as_str(), "http" | "https") => {}
@@ -144,20 +143,6 @@ fn check_token(field: &str, token: &str) -> Result<(), String> {
         return Err(format!("{field} contains whitespace or control characters"));
     }
     Ok(())
-}
-
-impl fmt::Debug for SlackConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SlackConfig")
-            .field("app_token", &"[redacted]")
-            .field("bot_token", &self.bot_token.as_ref().map(|_| "[redacted]"))
-            .field("api_base", &self.api_base)
-            .field("connections", &self.connections)
-            .field("ping_interval_ms", &self.ping_interval_ms)
-            .field("hello_timeout_ms", &self.hello_timeout_ms)
-            .field("reconnect", &self.reconnect)
-            .finish()
-    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub use liveness::DEAD_AFTER_INTERVALS;
 use crate::core::{Core, answered_by_core};
 use crate::{
     Backoff, ConnId, Frame, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now,
-    Output, ReqId, Status, TimerKind,
+    Output, ReqId, Secret, Status, TimerKind,
 };
 use acks::PendingAcks;
 use api::{ApiOutcome, Identity};
@@ -207,7 +207,7 @@ impl SlackMachine {
     // ----- Web API calls and retries -------------------------------------------------------
 
     fn send_auth_test(&mut self) {
-        let Some(bot_token) = self.config.bot_token.as_deref() else {
+        let Some(bot_token) = self.config.bot_token.as_ref().map(Secret::expose) else {
             return;
         };
         let request = api::auth_test(&self.config, bot_token);
