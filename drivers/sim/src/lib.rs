@@ -104,7 +104,7 @@ impl AllSimConfig {
     /// assert_eq!(config.slack.bind, "127.0.0.1:0".parse().unwrap());
     /// assert_eq!(config.discord.scenario.rate, Rate::Manual);
     /// assert!(config.github.scenario.schedule.is_empty());
-    /// assert_eq!(config.github.token, GITHUB_TOKEN);
+    /// assert_eq!(config.github.token.expose(), GITHUB_TOKEN);
     /// ```
     pub fn new(bind: IpAddr) -> AllSimConfig {
         let bind = SocketAddr::new(bind, 0);

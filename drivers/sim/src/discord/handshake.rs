@@ -25,7 +25,7 @@ impl Gateway<'_> {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let token = token.strip_prefix("Bot ").unwrap_or(token);
-        token == self.sim.config.token
+        token == self.sim.config.token.expose()
     }
 
     pub(super) async fn on_identify(&mut self, data: &Value) -> Flow {

@@ -68,14 +68,14 @@ const COMMAND_QUEUE: usize = 256;
 ///     ..DiscordSimConfig::default()
 /// };
 /// assert_eq!(config.bind.ip().to_string(), "127.0.0.1");
-/// assert!(!format!("{config:?}").contains(&config.token));
+/// assert!(!format!("{config:?}").contains(config.token.expose()));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DiscordSimConfig {
     /// Where to listen. Default `127.0.0.1:0` (a free port on loopback).
     pub bind: SocketAddr,
     /// The bot token clients must present. Default [`DISCORD_TOKEN`](crate::DISCORD_TOKEN).
-    pub token: String,
+    pub token: openflume_proto::Secret,
     /// `heartbeat_interval` in HELLO. Default 41.25 s, Discord's usual value.
     pub heartbeat_interval: Duration,
     /// Recommended shard count in `/gateway/bot`. Default 1.
@@ -115,7 +115,7 @@ impl Default for DiscordSimConfig {
     fn default() -> Self {
         DiscordSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: crate::DISCORD_TOKEN.to_owned(),
+            token: crate::DISCORD_TOKEN.into(),
             heartbeat_interval: Duration::from_millis(41_250),
             shards: 1,
             max_concurrency: 1,
@@ -131,29 +131,6 @@ impl Default for DiscordSimConfig {
             seed: 0x5eed,
             scenario: Scenario::manual(),
         }
-    }
-}
-
-impl fmt::Debug for DiscordSimConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DiscordSimConfig")
-            .field("bind", &self.bind)
-            .field("token", &"[redacted]")
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("shards", &self.shards)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("identify_spacing", &self.identify_spacing)
-            .field("session_start_total", &self.session_start_total)
-            .field("session_start_remaining", &self.session_start_remaining)
-            .field("resume_buffer", &self.resume_buffer)
-            .field("resume_window", &self.resume_window)
-            .field("privileged_intents", &self.privileged_intents)
-            .field("guilds", &self.guilds)
-            .field("messages_after_ready", &self.messages_after_ready)
-            .field("max_records", &self.max_records)
-            .field("seed", &self.seed)
-            .field("scenario", &self.scenario)
-            .finish()
     }
 }
 
@@ -265,7 +242,7 @@ impl DiscordSim {
 
     /// The bot token it accepts.
     pub fn token(&self) -> &str {
-        &self.host.shared().config.token
+        self.host.shared().config.token.expose()
     }
 
     /// Does `action` now. Returns how many connections (or, for [`DiscordAction::Messages`],

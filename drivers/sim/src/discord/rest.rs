@@ -26,7 +26,7 @@ impl Discord {
             }
             ("GET", Some("/gateway/bot")) => {
                 let token = bearer(&request, &["Bot"]);
-                if token == Some(self.config.token.as_str()) {
+                if token == Some(self.config.token.expose()) {
                     self.gateway_bot()
                 } else {
                     Discord::error_reply(401, None)

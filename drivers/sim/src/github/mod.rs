@@ -47,14 +47,14 @@ use threads::Thread;
 /// use openflume_sim::GithubSimConfig;
 /// let config = GithubSimConfig { poll_interval: 5, initial_notifications: 120, ..GithubSimConfig::default() };
 /// assert_eq!(config.rate_limit, 5000);
-/// assert!(!format!("{config:?}").contains(&config.token));
+/// assert!(!format!("{config:?}").contains(config.token.expose()));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GithubSimConfig {
     /// Where to listen. Default `127.0.0.1:0`.
     pub bind: SocketAddr,
     /// The token clients must present. Default [`GITHUB_TOKEN`](crate::GITHUB_TOKEN).
-    pub token: String,
+    pub token: openflume_proto::Secret,
     /// `X-Poll-Interval` in seconds. Default 60, as GitHub.
     pub poll_interval: u64,
     /// `x-ratelimit-limit`. Default 5000.
@@ -77,7 +77,7 @@ impl Default for GithubSimConfig {
     fn default() -> Self {
         GithubSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: crate::GITHUB_TOKEN.to_owned(),
+            token: crate::GITHUB_TOKEN.into(),
             poll_interval: 60,
             rate_limit: 5000,
             rate_window: Duration::from_secs(3600),
@@ -87,23 +87,6 @@ impl Default for GithubSimConfig {
             seed: 0x5eed,
             scenario: Scenario::manual(),
         }
-    }
-}
-
-impl fmt::Debug for GithubSimConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GithubSimConfig")
-            .field("bind", &self.bind)
-            .field("token", &"[redacted]")
-            .field("poll_interval", &self.poll_interval)
-            .field("rate_limit", &self.rate_limit)
-            .field("rate_window", &self.rate_window)
-            .field("initial_notifications", &self.initial_notifications)
-            .field("max_notifications", &self.max_notifications)
-            .field("max_records", &self.max_records)
-            .field("seed", &self.seed)
-            .field("scenario", &self.scenario)
-            .finish()
     }
 }
 
@@ -186,7 +169,7 @@ impl GithubSim {
 
     /// The token it accepts.
     pub fn token(&self) -> &str {
-        &self.host.shared().config.token
+        self.host.shared().config.token.expose()
     }
 
     /// Does `action` now. Returns how many threads it added or touched (1 for the others).

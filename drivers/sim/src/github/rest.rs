@@ -69,7 +69,7 @@ impl Github {
     /// Answers a request: `GET /notifications`, 404 for anything else, or an injected fault.
     pub(super) async fn rest(&self, request: ReceivedRequest) -> Answer {
         self.core.first_client.fire();
-        let authorized = bearer(&request, &["Bearer", "token"]) == Some(self.config.token.as_str());
+        let authorized = bearer(&request, &["Bearer", "token"]) == Some(self.config.token.expose());
         let record = |status: Option<u16>| {
             self.record(
                 &request,
@@ -187,7 +187,7 @@ impl Github {
                 .headers(Github::error(401, "Requires authentication"));
             return (reply, false, false);
         };
-        if token != self.config.token {
+        if token != self.config.token.expose() {
             state.unauthenticated.used = state.unauthenticated.used.saturating_add(1);
             let reply = state
                 .unauthenticated

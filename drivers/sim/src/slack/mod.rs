@@ -60,17 +60,17 @@ const CONN_QUEUE: usize = 256;
 /// use std::time::Duration;
 ///
 /// let config = SlackSimConfig { ack_deadline: Duration::from_millis(300), ..SlackSimConfig::default() };
-/// assert!(config.app_token.starts_with("xapp-"));
-/// assert!(!format!("{config:?}").contains(&config.app_token));
+/// assert!(config.app_token.expose().starts_with("xapp-"));
+/// assert!(!format!("{config:?}").contains(config.app_token.expose()));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SlackSimConfig {
     /// Where to listen. Default `127.0.0.1:0`.
     pub bind: SocketAddr,
     /// The app-level token for `apps.connections.open`. Default [`SLACK_APP_TOKEN`](crate::SLACK_APP_TOKEN).
-    pub app_token: String,
+    pub app_token: openflume_proto::Secret,
     /// The bot token for `auth.test`. Default [`SLACK_BOT_TOKEN`](crate::SLACK_BOT_TOKEN).
-    pub bot_token: String,
+    pub bot_token: openflume_proto::Secret,
     /// `api_app_id` / `connection_info.app_id`. Default `A0SIMAPP01`.
     pub app_id: String,
     /// Workspace id. Default `T0SIMTEAM1`.
@@ -104,8 +104,8 @@ impl Default for SlackSimConfig {
     fn default() -> Self {
         SlackSimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            app_token: crate::SLACK_APP_TOKEN.to_owned(),
-            bot_token: crate::SLACK_BOT_TOKEN.to_owned(),
+            app_token: crate::SLACK_APP_TOKEN.into(),
+            bot_token: crate::SLACK_BOT_TOKEN.into(),
             app_id: "A0SIMAPP01".to_owned(),
             team_id: "T0SIMTEAM1".to_owned(),
             bot_user_id: "U0SIMBOT01".to_owned(),
@@ -120,32 +120,6 @@ impl Default for SlackSimConfig {
             seed: 0x5eed,
             scenario: Scenario::manual(),
         }
-    }
-}
-
-impl fmt::Debug for SlackSimConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SlackSimConfig")
-            .field("bind", &self.bind)
-            .field("app_token", &"[redacted]")
-            .field("bot_token", &"[redacted]")
-            .field("app_id", &self.app_id)
-            .field("team_id", &self.team_id)
-            .field("bot_user_id", &self.bot_user_id)
-            .field("bot_id", &self.bot_id)
-            .field("ack_deadline", &self.ack_deadline)
-            .field("max_retries", &self.max_retries)
-            .field("disconnect_close_after", &self.disconnect_close_after)
-            .field(
-                "approximate_connection_time",
-                &self.approximate_connection_time,
-            )
-            .field("max_connections", &self.max_connections)
-            .field("ping_interval", &self.ping_interval)
-            .field("max_records", &self.max_records)
-            .field("seed", &self.seed)
-            .field("scenario", &self.scenario)
-            .finish()
     }
 }
 
@@ -314,12 +288,12 @@ impl SlackSim {
 
     /// The app-level token it accepts.
     pub fn app_token(&self) -> &str {
-        &self.host.shared().config.app_token
+        self.host.shared().config.app_token.expose()
     }
 
     /// The bot token it accepts.
     pub fn bot_token(&self) -> &str {
-        &self.host.shared().config.bot_token
+        self.host.shared().config.bot_token.expose()
     }
 
     /// Does `action` now. Returns how many connections it reached (for envelopes: 1 when one

@@ -54,7 +54,7 @@ impl Slack {
         let Some(token) = bearer(request, &["Bearer"]) else {
             return Slack::api_error("not_authed");
         };
-        if token != self.config.app_token {
+        if token != self.config.app_token.expose() {
             return Slack::api_error(
                 if token.starts_with("xoxb-") || token.starts_with("xoxp-") {
                     "not_allowed_token_type"
@@ -91,7 +91,7 @@ impl Slack {
     pub(super) fn auth_test(&self, request: &ReceivedRequest) -> Reply {
         match bearer(request, &["Bearer"]) {
             None => Slack::api_error("not_authed"),
-            Some(token) if token == self.config.bot_token => Reply::json(
+            Some(token) if token == self.config.bot_token.expose() => Reply::json(
                 200,
                 json!({
                     "ok": true,
