@@ -946,3 +946,21 @@ pub fn discord_env(sim: &openflume_sim::DiscordSim) -> Vec<(&'static str, String
         ("OPENFLUME_DISCORD_API_URL", sim.api_url()),
     ]
 }
+
+/// `openflume listen` with JSON output and the fastest reconnects the floor allows.
+const LISTEN: &[&str] = &[
+    "listen",
+    "--format",
+    "json",
+    "--reconnect-base-ms",
+    "250",
+    "--reconnect-max-ms",
+    "500",
+];
+
+/// Starts `openflume listen --format json …` with `extra` flags and `env`, its stdout read as
+/// `reader` says.
+pub fn listen(extra: &[&str], env: &[(&str, String)], reader: Reader) -> Openflume {
+    let all: Vec<&str> = LISTEN.iter().chain(extra).copied().collect();
+    Openflume::spawn_with(&all, env, reader)
+}

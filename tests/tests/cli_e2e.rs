@@ -15,21 +15,9 @@ use std::time::Duration;
 /// Longest wait for any one effect.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// `listen` with JSON output and fast reconnects.
-const LISTEN: &[&str] = &[
-    "listen",
-    "--format",
-    "json",
-    "--reconnect-base-ms",
-    "50",
-    "--reconnect-max-ms",
-    "500",
-];
-
 /// Starts `openflume listen --format json …` with `extra` flags and `env`.
 fn listen(extra: &[&str], env: &[(&str, String)]) -> Openflume {
-    let all: Vec<&str> = LISTEN.iter().chain(extra).copied().collect();
-    Openflume::spawn(&all, env)
+    openflume_tests::listen(extra, env, openflume_tests::Reader::Eager)
 }
 
 fn discord_sim() -> DiscordSim {

@@ -14,8 +14,8 @@ use openflume_sim::{
     HttpFault, Scenario, SlackAction, SlackSim, SlackSimConfig,
 };
 use openflume_tests::{
-    Openflume, PipeState, Reader, Signal, assert_text_has_no_secret, block_on, discord_env,
-    discord_sim, is_event_json, is_log_json, is_status_json, tail,
+    PipeState, Reader, Signal, assert_text_has_no_secret, block_on, discord_env, discord_sim,
+    is_event_json, is_log_json, is_status_json, listen, tail,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -29,23 +29,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long a clean stop may take after a signal: about a second, with room for a loaded
 /// machine.
 const STOP: Duration = Duration::from_millis(1500);
-
-/// `listen` with JSON output and fast reconnects.
-const LISTEN: &[&str] = &[
-    "listen",
-    "--format",
-    "json",
-    "--reconnect-base-ms",
-    "50",
-    "--reconnect-max-ms",
-    "500",
-];
-
-/// Starts `openflume listen --format json …` with `extra` flags and `env`, read as `reader` says.
-fn listen(extra: &[&str], env: &[(&str, String)], reader: Reader) -> Openflume {
-    let all: Vec<&str> = LISTEN.iter().chain(extra).copied().collect();
-    Openflume::spawn_with(&all, env, reader)
-}
 
 /// A Slack simulator that does not redeliver during a test: what is left unacked stays so.
 fn slack_sim() -> SlackSim {
