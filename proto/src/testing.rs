@@ -16,7 +16,7 @@
 //! is confirmed right after the drain, as the in-memory firehose does, unless the header says
 //! `"auto_confirm": false`. Blank lines and lines starting with `//` are comments.
 
-use crate::{Input, Machine, Millis, Now, Output, UnixMillis};
+use crate::{Input, Machine, Millis, Misuse, Now, Output, UnixMillis};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use std::path::Path;
@@ -249,7 +249,8 @@ impl<M: Machine> Simulator<M> {
             if let Some(wall) = step.wall {
                 sim.clock.wall = wall;
             }
-            sim.feed(step.input.clone());
+            // A scripted misuse is part of the fixture: it shows in the transcript.
+            let _ = sim.feed(step.input.clone());
         }
         if let Some(until) = fixture.header.until {
             sim.advance_to(until);
@@ -275,7 +276,8 @@ impl<M: Machine> Simulator<M> {
                 "machine re-armed a due timer {MAX_FIRES_PER_GAP} times before {at:?}: busy loop"
             );
             self.set_mono(deadline.max(self.clock.mono));
-            self.feed(Input::Timer);
+            // A refused timer shows in the transcript, which is what fixtures check.
+            let _ = self.feed(Input::Timer);
         }
         self.set_mono(at.max(self.clock.mono));
     }
@@ -298,14 +300,53 @@ impl<M: Machine> Simulator<M> {
     /// let cron = CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, 1).unwrap();
     /// let start = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
     /// let mut sim = Simulator::new(cron, start, true);
-    /// let out = sim.step(Millis(0), Input::Start);
+    /// let out = sim.step(Millis(0), Input::Start)?;
     /// assert!(out.iter().any(|o| matches!(o, Output::Status(_))));
+    /// // A second start is the caller's mistake: the error comes back as well as being recorded.
+    /// assert!(sim.step(Millis(5), Input::Start).is_err());
+    /// # Ok::<(), openflume_proto::Misuse>(())
     /// ```
-    pub fn step(&mut self, at: Millis, input: Input) -> Vec<Output> {
+    ///
+    /// # Errors
+    ///
+    /// The machine's [`Misuse`] when it refuses `input`.
+    pub fn step(&mut self, at: Millis, input: Input) -> Result<Vec<Output>, Misuse> {
         self.advance_to(at);
+        self.feed_now(input)
+    }
+
+    /// Like [`step`](Self::step), but the deadlines before `at` do not fire: for a test that
+    /// drives the timers by hand (an early or spurious `Input::Timer`, a deadline checked at its
+    /// very instant). Time still never goes backwards.
+    ///
+    /// ```
+    /// use openflume_proto::cron::{CronConfig, CronMachine};
+    /// use openflume_proto::testing::Simulator;
+    /// use openflume_proto::{Input, Millis, Now, UnixMillis};
+    /// let cron = CronMachine::new(CronConfig::new("* * * * *"), jiff::tz::TimeZone::UTC, 1).unwrap();
+    /// let start = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    /// let mut sim = Simulator::new(cron, start, true);
+    /// sim.step(Millis(0), Input::Start)?;
+    /// // Fed by hand two minutes later: the tick is the answer to this very input.
+    /// let out = sim.step_by_hand(Millis(120_000), Input::Timer)?;
+    /// assert!(!out.is_empty());
+    /// # Ok::<(), openflume_proto::Misuse>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The machine's [`Misuse`] when it refuses `input`.
+    pub fn step_by_hand(&mut self, at: Millis, input: Input) -> Result<Vec<Output>, Misuse> {
+        self.set_mono(at.max(self.clock.mono));
+        self.feed_now(input)
+    }
+
+    /// Feeds `input` at the current time; returns its outputs.
+    fn feed_now(&mut self, input: Input) -> Result<Vec<Output>, Misuse> {
         let first = self.transcript.entries.len();
-        self.feed(input);
-        self.transcript
+        self.feed(input)?;
+        Ok(self
+            .transcript
             .entries
             .iter()
             .skip(first)
@@ -313,12 +354,17 @@ impl<M: Machine> Simulator<M> {
                 Entry::Out(output) => Some(output.clone()),
                 _ => None,
             })
-            .collect()
+            .collect())
     }
 
     /// Feeds one input at the current time and drains outputs, confirming deliveries when asked.
-    /// A timer input is recorded with the name of the timer it woke the machine for.
-    pub fn feed(&mut self, input: Input) {
+    /// A timer input is recorded with the name of the timer it woke the machine for; a refused
+    /// input is recorded as a misuse entry, and its error returned.
+    ///
+    /// # Errors
+    ///
+    /// The machine's [`Misuse`] when it refuses `input`.
+    pub fn feed(&mut self, input: Input) -> Result<(), Misuse> {
         let at = self.clock.mono;
         let finished_before = self.machine.is_finished();
         let timer = match input {
@@ -334,7 +380,7 @@ impl<M: Machine> Simulator<M> {
             self.transcript
                 .entries
                 .push((at, Entry::Misuse(misuse.to_string())));
-            return;
+            return Err(misuse);
         }
         let mut to_confirm = Vec::new();
         while let Some(output) = self.machine.poll_output() {
@@ -361,9 +407,11 @@ impl<M: Machine> Simulator<M> {
         }
         if self.auto_confirm {
             for delivery in to_confirm {
-                self.feed(Input::Delivered { delivery });
+                // A delivery id the machine handed out: a refusal is in the transcript.
+                let _ = self.feed(Input::Delivered { delivery });
             }
         }
+        Ok(())
     }
 
     /// The transcript so far.

@@ -6,6 +6,7 @@
 use openflume_proto::slack::{
     DEDUP_TTL_MS, DRAIN_TIMEOUT_MS, FATAL_ERRORS, SlackConfig, SlackMachine,
 };
+use openflume_proto::testing::Simulator;
 use openflume_proto::{
     ConnId, DeliveryId, Frame, HttpResponse, Input, Machine, Millis, Misuse, Now, Output, ReqId,
     Status, UnixMillis,
@@ -15,13 +16,19 @@ const APP_TOKEN: &str = "xapp-1-A0TEST-1-DISTINCTIVEAPPTOKEN";
 const BOT_TOKEN: &str = "xoxb-1-DISTINCTIVEBOTTOKEN";
 
 struct Harness {
-    machine: SlackMachine,
+    sim: Simulator<SlackMachine>,
 }
 
 impl Harness {
     fn new(config: SlackConfig) -> Harness {
+        let start = Now {
+            mono: Millis(0),
+            wall: UnixMillis(1_764_100_000_000),
+        };
+        // Deliveries are confirmed by hand, as the tests decide.
+        let machine = SlackMachine::new(config, 1).unwrap();
         Harness {
-            machine: SlackMachine::new(config, 1).unwrap(),
+            sim: Simulator::new(machine, start, false),
         }
     }
 
@@ -32,12 +39,8 @@ impl Harness {
     }
 
     fn try_feed(&mut self, at: u64, input: Input) -> Result<Vec<Output>, Misuse> {
-        let now = Now {
-            mono: Millis(at),
-            wall: UnixMillis(1_764_100_000_000 + at as i64),
-        };
-        self.machine.handle_input(now, input)?;
-        let out: Vec<Output> = std::iter::from_fn(|| self.machine.poll_output()).collect();
+        // Timers fire only when a test feeds `Input::Timer` itself.
+        let out = self.sim.step_by_hand(Millis(at), input)?;
         for output in &out {
             let debug = format!("{output:?}");
             assert!(!debug.contains("DISTINCTIVE"), "token in {debug}");
@@ -171,9 +174,9 @@ fn misuse_is_an_error_and_nothing_else_is() {
         assert!(h.try_feed(3, input).is_ok());
     }
     h.feed(4, Input::Shutdown { keep_session: true });
-    assert!(h.machine.is_finished());
-    assert_eq!(h.machine.status(), Status::Disconnected);
-    assert_eq!(h.machine.poll_timeout(), None);
+    assert!(h.sim.machine.is_finished());
+    assert_eq!(h.sim.machine.status(), Status::Disconnected);
+    assert_eq!(h.sim.machine.poll_timeout(), None);
     assert_eq!(h.try_feed(5, Input::Timer), Err(Misuse::Finished));
 }
 
@@ -191,7 +194,7 @@ fn every_fatal_code_fails_the_source_for_both_calls() {
             "{reason}"
         );
         assert!(requests(&out).is_empty());
-        assert!(h.machine.is_finished());
+        assert!(h.sim.machine.is_finished());
 
         let config = SlackConfig::new(APP_TOKEN).with_bot_token(BOT_TOKEN);
         let (mut h, out) = Harness::started(config);
@@ -206,7 +209,7 @@ fn every_fatal_code_fails_the_source_for_both_calls() {
             requests(&out).is_empty(),
             "no connection after a bad bot token"
         );
-        assert_eq!(h.machine.status(), Status::Failed);
+        assert_eq!(h.sim.machine.status(), Status::Failed);
     }
 }
 
@@ -259,7 +262,7 @@ fn ack_waits_for_delivery_and_uses_the_receiving_connection() {
 fn rotation_keeps_receiving_until_the_replacement_said_hello() {
     let (mut h, _) = Harness::started(SlackConfig::new(APP_TOKEN));
     h.connect(10, 1, 1);
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
 
     let out = h.text(1000, 1, r#"{"type":"disconnect","reason":"warning"}"#);
     let fresh = requests(&out);
@@ -288,10 +291,10 @@ fn rotation_keeps_receiving_until_the_replacement_said_hello() {
             "status changed during the overlap"
         );
     }
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
     let out = h.text(1400, 2, r#"{"type":"hello"}"#);
     assert!(closes(&out).is_empty(), "the old connection drains");
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
     // The new one carries envelopes, and so does the old one until Slack closes it: acked on it.
     assert_eq!(emits(&h.text(1500, 2, &envelope("env-3", "Ev3"))).len(), 1);
     let out = h.text(1600, 1, &envelope("env-4", "Ev4"));
@@ -311,7 +314,7 @@ fn rotation_keeps_receiving_until_the_replacement_said_hello() {
         },
     );
     assert!(closes(&out).is_empty());
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
     let out = h.feed(1400 + DRAIN_TIMEOUT_MS, Input::Timer);
     assert!(closes(&out).is_empty());
     assert!(emits(&h.text(11_500, 1, &envelope("env-5", "Ev5"))).is_empty());
@@ -356,7 +359,7 @@ fn a_replaced_connection_slack_keeps_open_is_closed_after_the_drain_timeout() {
         },
     );
     assert!(out.iter().all(|o| matches!(o, Output::Log(_))));
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
 }
 
 #[test]
@@ -405,7 +408,7 @@ fn duplicates_are_remembered_for_the_whole_ttl() {
 fn early_timers_and_backwards_time_change_nothing() {
     let (mut h, _) = Harness::started(SlackConfig::new(APP_TOKEN));
     h.connect(10, 1, 1);
-    let deadline = h.machine.poll_timeout().unwrap();
+    let deadline = h.sim.machine.poll_timeout().unwrap();
     assert_eq!(
         deadline,
         Millis(10_010),
@@ -420,7 +423,7 @@ fn early_timers_and_backwards_time_change_nothing() {
             frame: Frame::Pong(Default::default()),
         },
     );
-    assert_eq!(h.machine.poll_timeout(), Some(deadline));
+    assert_eq!(h.sim.machine.poll_timeout(), Some(deadline));
     let out = h.feed(deadline.0, Input::Timer);
     assert!(matches!(
         out.as_slice(),
@@ -431,10 +434,10 @@ fn early_timers_and_backwards_time_change_nothing() {
     ));
     // The pong (at clamped time 5 000) keeps it alive until 35 000.
     assert!(closes(&h.feed(34_999, Input::Timer)).is_empty());
-    assert_eq!(h.machine.status(), Status::Connected);
+    assert_eq!(h.sim.machine.status(), Status::Connected);
     let out = h.feed(35_000, Input::Timer);
     assert_eq!(requests(&out).len(), 1, "stale: replacement requested");
-    assert_eq!(h.machine.status(), Status::Reconnecting);
+    assert_eq!(h.sim.machine.status(), Status::Reconnecting);
 }
 
 #[test]
@@ -457,7 +460,7 @@ fn too_many_websockets_waits_long_before_the_next_url() {
         },
     );
     assert!(closes(&out).is_empty() && requests(&out).is_empty());
-    let wait = h.machine.poll_timeout().unwrap().0 - 100;
+    let wait = h.sim.machine.poll_timeout().unwrap().0 - 100;
     assert!((60_000..=90_000).contains(&wait), "{wait}");
     assert!(requests(&h.feed(100 + wait - 1, Input::Timer)).is_empty());
     assert_eq!(requests(&h.feed(100 + wait, Input::Timer)).len(), 1);
