@@ -9,6 +9,7 @@ use flate2::{Compress, Compression, FlushCompress};
 use openflume_proto::discord::{
     DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard, ResumeState,
 };
+use openflume_proto::testing::Simulator;
 use openflume_proto::{
     Bytes, ConnId, DeliveryId, Frame, Input, Machine, Millis, Misuse, Now, Output, Status,
     UnixMillis,
@@ -33,20 +34,24 @@ fn at(ms: u64) -> Now {
     }
 }
 
-/// One input, then the drain.
-fn step<M: Machine>(machine: &mut M, ms: u64, input: Input) -> Vec<Output> {
-    machine.handle_input(at(ms), input).expect("no misuse");
-    std::iter::from_fn(|| machine.poll_output()).collect()
+/// `machine` under the simulator from time 0, deliveries confirmed by hand.
+fn sim<M: Machine>(machine: M) -> Simulator<M> {
+    Simulator::new(machine, at(0), false)
+}
+
+/// One input at `ms`, then the drain; the timers are the test's to fire.
+fn step<M: Machine>(sim: &mut Simulator<M>, ms: u64, input: Input) -> Vec<Output> {
+    sim.step_by_hand(Millis(ms), input).expect("no misuse")
 }
 
 /// Fires every deadline up to `until`, collecting `(time, output)`.
-fn run_timers<M: Machine>(machine: &mut M, until: u64) -> Vec<(u64, Output)> {
+fn run_timers<M: Machine>(sim: &mut Simulator<M>, until: u64) -> Vec<(u64, Output)> {
     let mut out = Vec::new();
-    while let Some(deadline) = machine.poll_timeout() {
-        if deadline.0 > until || machine.is_finished() {
+    while let Some(deadline) = sim.machine.poll_timeout() {
+        if deadline.0 > until || sim.machine.is_finished() {
             break;
         }
-        for output in step(machine, deadline.0, Input::Timer) {
+        for output in step(sim, deadline.0, Input::Timer) {
             out.push((deadline.0, output));
         }
     }
@@ -82,31 +87,31 @@ fn sent_texts(outputs: &[Output]) -> Vec<&str> {
 }
 
 /// A shard that is READY on connection 1 at t = 400.
-fn ready_shard(config: DiscordConfig) -> DiscordShard {
-    let mut shard = DiscordShard::new(config, 7).unwrap();
+fn ready_shard(config: DiscordConfig) -> Simulator<DiscordShard> {
+    let mut shard = sim(DiscordShard::new(config, 7).unwrap());
     step(&mut shard, 0, Input::Start);
     step(&mut shard, 100, Input::Opened { conn: ConnId(1) });
     step(&mut shard, 150, text(1, HELLO));
     step(&mut shard, 400, text(1, &ready(1)));
-    assert_eq!(shard.status(), Status::Connected);
+    assert_eq!(shard.machine.status(), Status::Connected);
     shard
 }
 
 #[test]
 fn misuse_is_an_error_and_nothing_else_is() {
-    let mut shard = DiscordShard::new(config(), 1).unwrap();
+    let mut shard = sim(DiscordShard::new(config(), 1).unwrap());
     assert_eq!(
-        shard.handle_input(at(0), Input::Timer),
+        shard.step_by_hand(Millis(0), Input::Timer),
         Err(Misuse::NotStarted)
     );
     step(&mut shard, 0, Input::Start);
     assert_eq!(
-        shard.handle_input(at(1), Input::Start),
+        shard.step_by_hand(Millis(1), Input::Start),
         Err(Misuse::AlreadyStarted)
     );
     assert_eq!(
-        shard.handle_input(
-            at(1),
+        shard.step_by_hand(
+            Millis(1),
             Input::Delivered {
                 delivery: DeliveryId(3)
             }
@@ -125,7 +130,7 @@ fn misuse_is_an_error_and_nothing_else_is() {
         },
     );
     assert_eq!(
-        shard.status(),
+        shard.machine.status(),
         Status::Connecting,
         "a stale 4004 is ignored"
     );
@@ -136,10 +141,10 @@ fn misuse_is_an_error_and_nothing_else_is() {
             keep_session: false,
         },
     );
-    assert!(shard.is_finished());
-    assert_eq!(shard.poll_timeout(), None);
+    assert!(shard.machine.is_finished());
+    assert_eq!(shard.machine.poll_timeout(), None);
     assert_eq!(
-        shard.handle_input(at(5), Input::Timer),
+        shard.step_by_hand(Millis(5), Input::Timer),
         Err(Misuse::Finished)
     );
     assert!(matches!(
@@ -173,9 +178,9 @@ fn keep_session_hands_over_to_the_next_run() {
             reason: String::new(),
         },
     );
-    assert!(shard.is_finished());
-    assert_eq!(shard.status(), Status::Disconnected);
-    let state = shard.session().expect("kept");
+    assert!(shard.machine.is_finished());
+    assert_eq!(shard.machine.status(), Status::Disconnected);
+    let state = shard.machine.session().expect("kept");
     assert_eq!(
         state,
         ResumeState {
@@ -187,14 +192,14 @@ fn keep_session_hands_over_to_the_next_run() {
     assert!(!format!("{state:?}").contains("abc123"));
 
     // The next run resumes: straight to the resume URL, RESUME with seq 2.
-    let mut next = DiscordShard::new(
+    let mut next = sim(DiscordShard::new(
         DiscordConfig {
             resume: Some(state),
             ..config()
         },
         8,
     )
-    .unwrap();
+    .unwrap());
     let out = step(&mut next, 0, Input::Start);
     assert!(out.iter().any(|o| matches!(o, Output::Connect { url, .. }
         if url == "wss://gateway-us-east1-b.discord.gg/?v=10&encoding=json")));
@@ -222,17 +227,17 @@ fn clean_shutdown_ends_the_session() {
         out.iter()
             .any(|o| matches!(o, Output::Close { code: 1000, .. }))
     );
-    assert_eq!(shard.session(), None);
+    assert_eq!(shard.machine.session(), None);
     // The server never answers: the close timeout finishes it.
     run_timers(&mut shard, 10_000);
-    assert!(shard.is_finished());
-    assert_eq!(shard.status(), Status::Disconnected);
+    assert!(shard.machine.is_finished());
+    assert_eq!(shard.machine.status(), Status::Disconnected);
 }
 
 #[test]
 fn heartbeats_jitter_once_then_keep_the_interval_and_report_rtt() {
     for seed in 0..50 {
-        let mut shard = DiscordShard::new(config(), seed).unwrap();
+        let mut shard = sim(DiscordShard::new(config(), seed).unwrap());
         step(&mut shard, 0, Input::Start);
         step(&mut shard, 0, Input::Opened { conn: ConnId(1) });
         step(&mut shard, 0, text(1, HELLO));
@@ -240,7 +245,7 @@ fn heartbeats_jitter_once_then_keep_the_interval_and_report_rtt() {
         let mut beats = Vec::new();
         let mut now = 0;
         while beats.len() < 3 {
-            let deadline = shard.poll_timeout().unwrap().0;
+            let deadline = shard.machine.poll_timeout().unwrap().0;
             assert!(deadline < 200_000, "seed {seed}: beats {beats:?}");
             assert!(deadline >= now, "never a deadline in the past");
             now = deadline;
@@ -256,7 +261,7 @@ fn heartbeats_jitter_once_then_keep_the_interval_and_report_rtt() {
             }
             if beats.last() == Some(&now) {
                 step(&mut shard, now + 30, text(1, r#"{"op":11}"#));
-                assert_eq!(shard.heartbeat_rtt(), Some(30));
+                assert_eq!(shard.machine.heartbeat_rtt(), Some(30));
             }
         }
         assert!(beats[0] < 41_250, "seed {seed}: first beat at {}", beats[0]);
@@ -268,14 +273,14 @@ fn heartbeats_jitter_once_then_keep_the_interval_and_report_rtt() {
 #[test]
 fn early_and_backwards_time_are_harmless() {
     let mut shard = ready_shard(config());
-    let next = shard.poll_timeout().unwrap();
+    let next = shard.machine.poll_timeout().unwrap();
     // Early timer: nothing happens.
     assert!(step(&mut shard, next.0 - 1, Input::Timer).is_empty());
     // Time going backwards is clamped: the due heartbeat still fires once.
     let out = step(&mut shard, next.0, Input::Timer);
     assert_eq!(sent_texts(&out), vec![r#"{"op":1,"d":1}"#]);
     assert!(step(&mut shard, 5, Input::Timer).is_empty());
-    assert!(shard.poll_timeout().unwrap() > next);
+    assert!(shard.machine.poll_timeout().unwrap() > next);
 }
 
 #[test]
@@ -299,7 +304,11 @@ fn an_op1_flood_never_breaks_120_sends_per_minute() {
         step(&mut shard, now + 1, text(1, r#"{"op":11}"#));
         now += 1;
     }
-    assert_eq!(shard.status(), Status::Connected, "no zombie, no close");
+    assert_eq!(
+        shard.machine.status(),
+        Status::Connected,
+        "no zombie, no close"
+    );
     for (i, &start) in sends.iter().enumerate() {
         let in_window = sends[i..]
             .iter()
@@ -332,14 +341,14 @@ fn zlib_stream(payloads: &[&str]) -> Vec<Vec<u8>> {
 
 /// Emitted events and sent frames after feeding `messages` as binary frames.
 fn replay_binary(messages: &[Vec<u8>]) -> Vec<String> {
-    let mut shard = DiscordShard::new(
+    let mut shard = sim(DiscordShard::new(
         DiscordConfig {
             compress: true,
             ..config()
         },
         7,
     )
-    .unwrap();
+    .unwrap());
     step(&mut shard, 0, Input::Start);
     step(&mut shard, 1, Input::Opened { conn: ConnId(1) });
     let mut seen = Vec::new();
@@ -445,7 +454,7 @@ fn arbitrary_frames_never_panic() {
                 }
             }
         }
-        assert!(!shard.is_finished(), "garbage is never fatal");
+        assert!(!shard.machine.is_finished(), "garbage is never fatal");
         assert!(
             live.0 > 1,
             "the garbage should have forced reconnects (compress {compress})"
@@ -455,7 +464,7 @@ fn arbitrary_frames_never_panic() {
 
 #[test]
 fn shards_of_one_gateway_share_identify_spacing() {
-    let mut gateway = DiscordGateway::new(
+    let mut gateway = sim(DiscordGateway::new(
         DiscordGatewayConfig {
             shard: config(),
             shard_count: Some(3),
@@ -463,7 +472,7 @@ fn shards_of_one_gateway_share_identify_spacing() {
         },
         7,
     )
-    .unwrap();
+    .unwrap());
     let out = step(&mut gateway, 0, Input::Start);
     let conns: Vec<u64> = out
         .iter()
@@ -499,7 +508,7 @@ fn shards_of_one_gateway_share_identify_spacing() {
     }
     // The first HELLO (shard 2) identifies at once; the others wait their turn, 5 s apart.
     assert_eq!(identifies, vec![(20, 3), (5_020, 1), (10_020, 2)]);
-    assert_eq!(gateway.shards().len(), 3);
+    assert_eq!(gateway.machine.shards().len(), 3);
 
     // Reconnects keep ids unique: shard 1 loses its connection and gets id 2 + 3 = 5.
     step(&mut gateway, 20_100, text(2, &ready(1)));
@@ -522,7 +531,12 @@ fn shards_of_one_gateway_share_identify_spacing() {
         .collect();
     assert_eq!(reconnect, vec![5]);
     assert_eq!(
-        gateway.sessions().keys().copied().collect::<Vec<_>>(),
+        gateway
+            .machine
+            .sessions()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
         vec![1]
     );
 }
