@@ -263,10 +263,14 @@ impl DiscordShard {
             return;
         }
         let Some(conn) = self.conn() else { return };
-        let code_text = code.map_or_else(
-            || "no close code".to_owned(),
-            |code| format!("close {code}"),
-        );
+        // What the peer (or the transport) said, shown as it was, made safe and short.
+        let said = peer_text(reason);
+        let code_text = match (code, said.is_empty()) {
+            (Some(code), true) => format!("close {code}"),
+            (Some(code), false) => format!("close {code} \"{said}\""),
+            (None, true) => "no close code".to_owned(),
+            (None, false) => format!("no close code: {said}"),
+        };
         let detail = serde_json::json!({ "code": code, "reason": reason });
         match std::mem::replace(&mut conn.stage, Stage::Connecting) {
             Stage::Closing { then } => {
@@ -284,7 +288,12 @@ impl DiscordShard {
             }
             _ => {
                 let verdict = close_action(code);
-                let why = format!("{code_text}: {}", verdict.cause);
+                // Without a code, the transport's own words are the cause.
+                let why = if code.is_none() && !said.is_empty() {
+                    code_text.clone()
+                } else {
+                    format!("{code_text}: {}", verdict.cause)
+                };
                 match verdict.action {
                     CloseAction::Fatal => {
                         self.leave_connection();
@@ -437,5 +446,39 @@ impl DiscordShard {
     pub(super) fn finish(&mut self, status: Status, reason: String) {
         self.phase = Phase::Waiting;
         self.core.finish(status, Some(reason));
+    }
+}
+
+/// Longest close reason shown: what a close frame can carry (125 bytes less the code).
+const MAX_REASON_BYTES: usize = 123;
+
+/// `reason` as a log may show it: control characters (a server could forge lines or rewrite a
+/// terminal with them) become spaces, and it is cut to [`MAX_REASON_BYTES`] at a character
+/// boundary.
+fn peer_text(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.trim().chars() {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reason_is_shown_safe_and_short() {
+        assert_eq!(peer_text("  Unknown error ✓ "), "Unknown error ✓");
+        assert_eq!(peer_text("a\nb\u{1b}[2J"), "a b [2J");
+        let long = "é".repeat(100);
+        let shown = peer_text(&long);
+        assert!(shown.len() <= MAX_REASON_BYTES + '…'.len_utf8());
+        assert!(shown.ends_with('…'));
+        assert_eq!(peer_text(""), "");
     }
 }
