@@ -202,24 +202,15 @@ impl Buffer {
 
     /// Waits until a push could succeed: room, or the reader went away.
     pub(crate) async fn writable(&self) {
-        loop {
-            let listener = self.writable.listen();
-            if self.reader_gone() || lock(&self.state).items.len() < self.capacity {
-                return;
-            }
-            listener.await;
-        }
+        wait_until(&self.writable, || {
+            self.reader_gone() || lock(&self.state).items.len() < self.capacity
+        })
+        .await;
     }
 
     /// Waits until the consumer holds item `seq`, or went away.
     pub(crate) async fn progressed_to(&self, seq: u64) {
-        loop {
-            let listener = self.progressed.listen();
-            if self.holds(seq) || self.reader_gone() {
-                return;
-            }
-            listener.await;
-        }
+        wait_until(&self.progressed, || self.holds(seq) || self.reader_gone()).await;
     }
 
     /// No item will come any more: the reader ends once it has drained the buffer.
@@ -272,6 +263,18 @@ impl Buffer {
     fn set_holds(&self, held: u64) {
         self.holds.fetch_max(held, Ordering::AcqRel);
         self.progressed.notify(usize::MAX);
+    }
+}
+
+/// Resolves once `done` holds, checking it again each time `event` fires. Listening before each
+/// check means a change between the check and the wait is never missed.
+async fn wait_until(event: &Event, done: impl Fn() -> bool) {
+    loop {
+        let listener = event.listen();
+        if done() {
+            return;
+        }
+        listener.await;
     }
 }
 

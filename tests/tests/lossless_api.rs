@@ -189,6 +189,16 @@ fn slack_flume(ack_deadline: Duration) -> (SlackSim, Flume) {
     (slack, flume)
 }
 
+/// Starts `flume` and waits for its first connection; returns it with the test's deadline.
+fn start_connected(flume: Flume) -> (Running, Instant) {
+    let running = flume.start().expect("starts");
+    let deadline = Instant::now() + WAIT;
+    block_on_until(deadline, running.started())
+        .expect("in time")
+        .expect("starts");
+    (running, deadline)
+}
+
 /// A consumer that holds until commit and takes its time: Slack must not hear an ack for an
 /// envelope before the consumer committed it, and hears one for each once it did.
 #[test]
@@ -200,11 +210,7 @@ fn slack_acks_wait_until_the_consumer_holds_the_event() {
         .holds_until_commit();
     // A display beside it may miss items: it must not hold acks up.
     let _display = flume.stream(1, Overflow::DropNewest);
-    let running = flume.start().expect("starts");
-    let deadline = Instant::now() + WAIT;
-    block_on_until(deadline, running.started())
-        .expect("in time")
-        .expect("starts");
+    let (running, deadline) = start_connected(flume);
     slack.inject(SlackAction::Messages(ENVELOPES));
 
     let event_ids_of = |items: &[Item]| -> Vec<String> {
@@ -275,11 +281,7 @@ fn a_backlog_of_acks_released_at_once_keeps_the_connection() {
     let mut stream = flume
         .stream(256, Overflow::Backpressure)
         .holds_until_commit();
-    let running = flume.start().expect("starts");
-    let deadline = Instant::now() + WAIT;
-    block_on_until(deadline, running.started())
-        .expect("in time")
-        .expect("starts");
+    let (running, deadline) = start_connected(flume);
     slack.inject(SlackAction::Messages(ENVELOPES));
     // The stall: the burst piles up behind a full stream (pacing the test, not waiting for an
     // effect).
