@@ -12,6 +12,7 @@ use crate::delivery::Lane;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
+use crate::serve::{Listener, StreamCommand, Streams};
 use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{
     ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
@@ -60,6 +61,9 @@ struct Io {
     /// Connections whose handshake completed.
     opened: HashSet<ConnId>,
     requests: HashMap<ReqId, Task<()>>,
+    /// Served connections (a machine that serves), and the task accepting them until a stop.
+    streams: Streams,
+    accepting: Option<Task<()>>,
     /// Inputs the driver itself produced during a drain (stuck sockets), fed after the drain,
     /// one at a time.
     synthesized: Vec<Input>,
@@ -78,9 +82,16 @@ pub(crate) async fn drive(
     stop: Receiver<StopRequest>,
     status: StatusCell,
     changed: Arc<event_listener::Event>,
+    listener: Option<Listener>,
 ) {
     let (inputs_tx, inputs_rx) = smol::channel::bounded(INPUT_QUEUE);
     let clock = env.clock;
+    // Items the machine makes in its own name carry the source's name; those it makes for
+    // another source (the webhook ingress's Slack and GitHub events) keep theirs.
+    let own = machine.source().to_owned();
+    let streams = Streams::default();
+    let listening = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let accepting = listener.map(|l| l.serve(streams.clone(), inputs_tx.clone()));
     let mut io = Io {
         lane: Lane::new(env.hub.clone()),
         env,
@@ -88,10 +99,20 @@ pub(crate) async fn drive(
         connections: HashMap::new(),
         opened: HashSet::new(),
         requests: HashMap::new(),
+        streams,
+        accepting,
         synthesized: Vec::new(),
         changed: changed.clone(),
         stopping: false,
     };
+    if let Some(addr) = listening {
+        io.log(
+            Level::Info,
+            &source,
+            "listening",
+            format!("listening on http://{addr}"),
+        );
+    }
     let mut pending = VecDeque::from([Input::Start]);
     let mut stop_deadline = None;
     let mut alarm = Alarm::default();
@@ -113,7 +134,7 @@ pub(crate) async fn drive(
                 break;
             }
             while let Some(output) = machine.poll_output() {
-                io.perform(&source, output, now, &status);
+                io.perform(&source, &own, output, now, &status);
             }
             pending.extend(io.synthesized.drain(..));
         }
@@ -181,6 +202,7 @@ pub(crate) async fn drive(
             Wake::Stop(request) => {
                 stop_deadline = Some(clock.now().mono + io.env.shutdown_grace.as_millis() as u64);
                 io.stopping = true;
+                io.accepting = None;
                 // A machine that ended by itself only has its deliveries left to finish.
                 if !machine.is_finished() {
                     pending.push_back(Input::Shutdown {
@@ -209,6 +231,8 @@ pub(crate) async fn drive(
     // period. Closing the command channels ends every other connection at once.
     drop(inputs_rx);
     io.requests.clear();
+    io.accepting = None;
+    lock(&io.streams).clear();
     let closing: Vec<Task<()>> = io
         .connections
         .drain()
@@ -410,6 +434,7 @@ impl Io {
     fn perform(
         &mut self,
         source: &Cow<'static, str>,
+        own: &str,
         output: Output,
         now: Now,
         status: &StatusCell,
@@ -445,14 +470,34 @@ impl Io {
                 });
                 self.requests.insert(req, task);
             }
+            Output::Transmit { conn, bytes } => {
+                let sent = lock(&self.streams)
+                    .get(&conn)
+                    .map(|commands| commands.try_send(StreamCommand::Write(bytes)).is_ok());
+                if sent == Some(false) {
+                    // The client does not read its answers: drop it and tell the machine.
+                    lock(&self.streams).remove(&conn);
+                    self.synthesized.push(Input::Closed {
+                        conn,
+                        code: None,
+                        reason: "client does not read its responses".into(),
+                    });
+                }
+            }
+            Output::Hangup { conn } => {
+                if let Some(commands) = lock(&self.streams).remove(&conn) {
+                    // A full queue drops the sender instead, which closes the connection too.
+                    let _ = commands.try_send(StreamCommand::Hangup);
+                }
+            }
             Output::Emit { mut event, confirm } => {
-                if event.source != *source {
+                if event.source != *source && event.source == own {
                     event.source = source.clone();
                 }
                 self.deliver(Item::Event(event), confirm)
             }
             Output::Log(mut log) => {
-                if log.source != *source {
+                if log.source != *source && log.source == own {
                     log.source = source.to_string();
                 }
                 self.deliver(Item::Log(log), None)
@@ -497,6 +542,7 @@ impl Io {
             Input::Closed { conn, .. } | Input::ConnectFailed { conn, .. } => {
                 self.connections.remove(conn);
                 self.opened.remove(conn);
+                lock(&self.streams).remove(conn);
             }
             Input::Response { req, .. } | Input::RequestFailed { req, .. } => {
                 self.requests.remove(req);

@@ -613,12 +613,14 @@ pub struct Running {
     started: OnceCell<Result<(), StartError>>,
     closed: OnceCell<Closed>,
     cancel: (Sender<bool>, Receiver<bool>),
+    local_addrs: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Running {
     fn new(set: SourceSet, hub: Hub, subscribers: Subscribers, rules: StartRules) -> Running {
         Running {
             watch: set.watch(),
+            local_addrs: set.local_addrs(),
             set: AsyncMutex::new(set),
             hub: Mutex::new(Some(hub)),
             subscribers,
@@ -712,6 +714,29 @@ impl Running {
     /// ```
     pub fn statuses(&self) -> Vec<SourceStatus> {
         self.watch.statuses()
+    }
+
+    /// The address the serving source `name` (the webhook ingress: `webhooks`) listens on: the
+    /// port chosen when it was asked for port 0.
+    ///
+    /// ```
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::webhook::WebhookConfig;
+    /// let config = WebhookConfig { github_secret: Some("s".into()), ..WebhookConfig::default() };
+    /// let running = Flume::builder()
+    ///     .source(Source::webhooks(config, "127.0.0.1:0".parse().unwrap()))
+    ///     .build()
+    ///     .start()?;
+    /// let addr = running.local_addr("webhooks").expect("listening");
+    /// assert!(addr.ip().is_loopback() && addr.port() != 0);
+    /// assert_eq!(running.local_addr("discord"), None);
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn local_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.local_addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
     }
 
     /// A handle that closes this flume from anywhere (a signal handler, another task).

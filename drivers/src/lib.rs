@@ -37,6 +37,7 @@ mod http;
 mod hub;
 mod lock;
 mod net;
+mod serve;
 mod source;
 mod sources;
 mod stream;

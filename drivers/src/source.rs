@@ -5,8 +5,10 @@ use openflume_proto::cron::{CronConfig, CronMachine};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
+use openflume_proto::webhook::{WebhookConfig, WebhookIngress};
 use openflume_proto::{Machine, Misuse};
 use std::borrow::Cow;
+use std::net::SocketAddr;
 
 type Build = Box<dyn FnOnce(u64) -> Result<Box<dyn Machine + Send>, Misuse> + Send>;
 
@@ -26,6 +28,8 @@ pub struct Source {
     /// Borrowed for the built-in names, so their items cost no allocation.
     name: Cow<'static, str>,
     build: Build,
+    /// For a machine that serves: the address its driver listens on.
+    listen: Option<SocketAddr>,
 }
 
 impl Source {
@@ -75,6 +79,7 @@ impl Source {
             build: Box::new(move |seed| {
                 build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)
             }),
+            listen: None,
         }
     }
 
@@ -135,6 +140,41 @@ impl Source {
         })
     }
 
+    /// The verified webhook ingress (Slack Events API, GitHub webhooks, signed custom
+    /// webhooks; see [`openflume_proto::webhook`]), listening on `addr` (port 0: any free port,
+    /// see [`Running::local_addr`](crate::Running::local_addr)). Named `webhooks`; its events
+    /// carry their provider's source (`slack`, `github`, `custom`), and each is answered 200 only
+    /// once every back-pressure consumer holds it. Binding fails the start.
+    ///
+    /// ```no_run
+    /// use openflume::{Flume, Overflow, Source};
+    /// use openflume_proto::webhook::WebhookConfig;
+    ///
+    /// let config = WebhookConfig {
+    ///     github_secret: Some(std::env::var("GITHUB_WEBHOOK_SECRET").unwrap().into()),
+    ///     ..WebhookConfig::default()
+    /// };
+    /// smol::block_on(async {
+    ///     let flume = Flume::builder()
+    ///         .source(Source::webhooks(config, "127.0.0.1:8787".parse().unwrap()))
+    ///         .build();
+    ///     let mut items = flume.stream(1000, Overflow::Backpressure);
+    ///     let running = flume.open().await?;
+    ///     println!("listening on {:?}", running.local_addr("webhooks"));
+    ///     while let Some(item) = items.next().await {
+    ///         println!("{}", serde_json::to_string(&item).unwrap());
+    ///     }
+    ///     Ok::<(), openflume::StartError>(())
+    /// });
+    /// ```
+    pub fn webhooks(config: WebhookConfig, addr: SocketAddr) -> Source {
+        let mut source = Source::named(Cow::Borrowed("webhooks"), move |_seed| {
+            WebhookIngress::new(config)
+        });
+        source.listen = Some(addr);
+        source
+    }
+
     /// The name used in statuses and start errors.
     ///
     /// ```
@@ -154,6 +194,11 @@ impl Source {
     }
 
     /// The name and the machine built with `seed`.
+    /// The address to listen on, for a machine that serves.
+    pub(crate) fn listen(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
     pub(crate) fn build(
         self,
         seed: u64,

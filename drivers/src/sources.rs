@@ -5,11 +5,13 @@ use crate::Source;
 use crate::clock::os_seed;
 use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
 use crate::lock::lock;
+use crate::serve::Listener;
 use event_listener::Event;
 use openflume_proto::Status;
 use smol::Task;
 use smol::channel::Sender;
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +81,8 @@ pub struct SourceFailure {
 
 struct Member {
     name: String,
+    /// Where a serving source listens.
+    local_addr: Option<SocketAddr>,
     status: StatusCell,
     stop: Sender<StopRequest>,
     task: Option<Task<()>>,
@@ -207,11 +211,18 @@ impl SourceSet {
         let mut machines = Vec::new();
         let mut failures = Vec::new();
         for source in sources {
-            match source.build(os_seed()) {
-                (name, Ok(machine)) => machines.push((name, machine)),
-                (name, Err(misuse)) => failures.push(SourceFailure {
+            let listener = source.listen().map(|addr| {
+                Listener::bind(addr).map_err(|error| format!("cannot listen on {addr}: {error}"))
+            });
+            match (source.build(os_seed()), listener.transpose()) {
+                ((name, Ok(machine)), Ok(listener)) => machines.push((name, machine, listener)),
+                ((name, Err(misuse)), _) => failures.push(SourceFailure {
                     source: name.into_owned(),
                     reason: misuse.to_string(),
+                }),
+                ((name, Ok(_)), Err(reason)) => failures.push(SourceFailure {
+                    source: name.into_owned(),
+                    reason,
                 }),
             }
         }
@@ -221,7 +232,9 @@ impl SourceSet {
         let changed = Arc::new(Event::new());
         let members = machines
             .into_iter()
-            .map(|(name, machine)| spawn(name, machine, env.clone(), changed.clone()))
+            .map(|(name, machine, listener)| {
+                spawn(name, machine, env.clone(), changed.clone(), listener)
+            })
             .collect();
         Ok(SourceSet { members, changed })
     }
@@ -242,6 +255,14 @@ impl SourceSet {
         self.watch().statuses()
     }
 
+    /// Where each serving source listens.
+    pub(crate) fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.local_addr?)))
+            .collect()
+    }
+
     /// Asks every member to shut down and waits for their drivers to end.
     pub(crate) async fn stop(&mut self, keep_session: bool) {
         for member in &self.members {
@@ -260,8 +281,10 @@ fn spawn(
     machine: Box<dyn openflume_proto::Machine + Send>,
     env: DriverEnv,
     changed: Arc<Event>,
+    listener: Option<Listener>,
 ) -> Member {
     let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
+    let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     let (stop, stop_rx) = smol::channel::bounded(1);
     let task = smol::spawn(driver::drive(
         name.clone(),
@@ -270,9 +293,11 @@ fn spawn(
         stop_rx,
         status.clone(),
         changed,
+        listener,
     ));
     Member {
         name: name.into_owned(),
+        local_addr,
         status,
         stop,
         task: Some(task),

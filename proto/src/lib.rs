@@ -53,6 +53,7 @@ pub mod testing;
 mod time;
 mod timers;
 pub mod url;
+pub mod webhook;
 
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;

@@ -268,7 +268,8 @@ pub enum Input {
     Start,
     /// A deadline from `poll_timeout` passed (or the driver woke early: machines check).
     Timer,
-    /// The WebSocket handshake on `conn` completed.
+    /// The WebSocket handshake on `conn` completed; for a machine that serves (the webhook
+    /// ingress), the driver accepted a client's connection and named it `conn`.
     Opened {
         /// Connection.
         conn: ConnId,
@@ -290,6 +291,14 @@ pub enum Input {
         /// Close reason or transport error text.
         #[serde(default)]
         reason: String,
+    },
+    /// Bytes arrived on the byte stream `conn` of a machine that serves (the webhook ingress),
+    /// exactly as read from the socket, split anywhere.
+    Received {
+        /// Connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Bytes,
     },
     /// Opening `conn` failed (DNS, TCP, TLS or the WebSocket handshake).
     ConnectFailed {
@@ -375,6 +384,19 @@ pub enum Output {
         /// Close reason.
         reason: String,
     },
+    /// Write these bytes to the byte stream `conn` (a machine that serves), in order.
+    Transmit {
+        /// Connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// Close the byte stream `conn` once what was transmitted before has been written. The
+    /// machine has forgotten `conn`: nothing more is fed about it.
+    Hangup {
+        /// Connection.
+        conn: ConnId,
+    },
     /// Send an HTTP request and report its outcome as `req`.
     Request {
         /// Request id.
@@ -416,6 +438,12 @@ impl fmt::Debug for Output {
                 .field("code", code)
                 .field("reason", reason)
                 .finish(),
+            Output::Transmit { conn, bytes } => f
+                .debug_struct("Transmit")
+                .field("conn", conn)
+                .field("bytes", &bytes.len())
+                .finish(),
+            Output::Hangup { conn } => f.debug_struct("Hangup").field("conn", conn).finish(),
             Output::Request { req, request } => f
                 .debug_struct("Request")
                 .field("req", req)
@@ -453,6 +481,9 @@ pub enum Misuse {
     /// `Start` twice.
     #[error("the machine was already started")]
     AlreadyStarted,
+    /// `Received` for a machine that opens connections but serves none.
+    #[error("this machine reads no byte streams: Input::Received is for a machine that serves")]
+    NotServing,
     /// A `Delivered` for an id the machine never handed out.
     #[error("unknown delivery id {0:?}")]
     UnknownDelivery(DeliveryId),

@@ -107,12 +107,37 @@ pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
     Ok(Shard { id, count })
 }
 
+/// `--http`: PORT, HOST:PORT, or :PORT (no host means 127.0.0.1).
+pub(crate) fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    let with_host = match text.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None if text.bytes().all(|b| b.is_ascii_digit()) => format!("127.0.0.1:{text}"),
+        None => text.to_owned(),
+    };
+    with_host.parse().map_err(|_| {
+        format!("expected PORT or HOST:PORT (e.g. 8787 or 0.0.0.0:8787), got {text:?}")
+    })
+}
+
+/// `--webhook NAME=ENV_VAR`.
+pub(crate) fn parse_webhook(text: &str) -> Result<(String, String), String> {
+    let (name, var) = text.split_once('=').ok_or_else(|| {
+        format!("expected NAME=ENV_VAR (e.g. deploys=DEPLOY_SECRET), got {text:?}")
+    })?;
+    let (name, var) = (name.trim(), var.trim());
+    if name.is_empty() || var.is_empty() {
+        return Err(format!("expected NAME=ENV_VAR, got {text:?}"));
+    }
+    Ok((name.to_owned(), var.to_owned()))
+}
+
 /// `openflume listen`: a source is enabled by giving its credentials.
 ///
 /// Prefer the environment variables for tokens: flags are visible to other users in the process list.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), or --cron. Secrets are never printed.
+    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), --cron, or --http with a webhook secret. Secrets are never printed.
 
 Items are printed as they happen, from the first status log on. Nothing is dropped: a slow reader slows the sources down (heartbeats and pings still go out), and a Slack envelope is acknowledged, or a GitHub cursor advanced, only once its line was written to stdout.
 
@@ -213,6 +238,44 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) github_api_url: String,
 
+    /// Serve the verified webhook ingress on this address: PORT or HOST:PORT (a bare port, or
+    /// no host, binds 127.0.0.1). Needs at least one secret: SLACK_SIGNING_SECRET,
+    /// GITHUB_WEBHOOK_SECRET or --webhook. Each request is answered 200 only once its event is
+    /// written to stdout.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr, help_heading = "Webhooks")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// Serve the channels under this path (e.g. /hooks serves /hooks/channels/…).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "",
+        hide_default_value = true,
+        help_heading = "Webhooks"
+    )]
+    pub(crate) http_prefix: String,
+    /// Slack signing secret: serves /channels/slack/{events,interactions,commands} (prefer the
+    /// environment variable).
+    #[arg(
+        long,
+        env = "SLACK_SIGNING_SECRET",
+        hide_env_values = true,
+        help_heading = "Webhooks"
+    )]
+    pub(crate) slack_signing_secret: Option<String>,
+    /// GitHub webhook secret: serves /channels/github/webhook (prefer the environment variable).
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        help_heading = "Webhooks"
+    )]
+    pub(crate) github_webhook_secret: Option<String>,
+    /// A custom sender NAME whose secret is in the environment variable ENV_VAR (repeatable):
+    /// serves /channels/custom/NAME, signed with X-Signature-256 (sha256=<hex>) or Standard
+    /// Webhooks headers; its events have source `custom` and type NAME.
+    #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, help_heading = "Webhooks")]
+    pub(crate) webhook: Vec<(String, String)>,
+
     /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'.
     #[arg(long, help_heading = "Time")]
     pub(crate) cron: Vec<String>,
@@ -294,5 +357,21 @@ mod tests {
         assert!(parse_shard("0/0").is_err());
         assert!(parse_shard("x/1").is_err());
         assert!(parse_shard("1").is_err());
+    }
+
+    #[test]
+    fn http_addresses_default_to_loopback() {
+        let addr = |text: &str| parse_http_addr(text).map(|a| a.to_string());
+        assert_eq!(addr("8787").as_deref(), Ok("127.0.0.1:8787"));
+        assert_eq!(addr(":0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(addr("0.0.0.0:80").as_deref(), Ok("0.0.0.0:80"));
+        assert_eq!(addr("[::1]:9").as_deref(), Ok("[::1]:9"));
+        assert!(parse_http_addr("localhost").is_err());
+        assert_eq!(
+            parse_webhook("deploys=DEPLOY_SECRET"),
+            Ok(("deploys".into(), "DEPLOY_SECRET".into()))
+        );
+        assert!(parse_webhook("deploys").is_err());
+        assert!(parse_webhook("=X").is_err());
     }
 }

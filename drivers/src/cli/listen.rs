@@ -11,6 +11,7 @@ use openflume_proto::cron::{CronConfig, Schedule};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::SlackConfig;
+use openflume_proto::webhook::{CustomSender, WebhookConfig, WebhookIngress};
 use openflume_proto::{Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -96,14 +97,65 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
             sources.push(Source::cron(CronConfig::new(expr.clone()), zone.clone()));
         }
     }
+    if let Some(source) = webhooks(args)? {
+        sources.push(source);
+    }
     if sources.is_empty() {
         return Err(UsageError(
             "no source enabled: set DISCORD_BOT_TOKEN (or --discord-token), SLACK_APP_TOKEN (or \
-             --slack-app-token), GITHUB_TOKEN (or --github-token), or give --cron EXPR"
+             --slack-app-token), GITHUB_TOKEN (or --github-token), give --cron EXPR, or --http \
+             ADDR with a webhook secret"
                 .to_owned(),
         ));
     }
     Ok(sources)
+}
+
+/// The webhook ingress, when `--http` asks for it; `--http` without a secret, or `--webhook`
+/// without `--http`, is a usage error.
+fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
+    let Some(addr) = args.http else {
+        if !args.webhook.is_empty() {
+            return Err(UsageError::flag(
+                "--webhook",
+                "needs --http ADDR to serve it",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut senders = Vec::new();
+    for (name, var) in &args.webhook {
+        let secret = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
+        let Some(secret) = secret else {
+            return Err(UsageError::flag(
+                "--webhook",
+                format!("the environment variable {var} (the secret of {name}) is not set"),
+            ));
+        };
+        senders.push(CustomSender {
+            name: name.clone(),
+            secret: secret.into(),
+        });
+    }
+    let config = WebhookConfig {
+        path_prefix: args.http_prefix.clone(),
+        slack_signing_secret: non_empty(&args.slack_signing_secret).map(Into::into),
+        github_secret: non_empty(&args.github_webhook_secret).map(Into::into),
+        senders,
+        ..WebhookConfig::default()
+    };
+    if config.slack_signing_secret.is_none()
+        && config.github_secret.is_none()
+        && config.senders.is_empty()
+    {
+        return Err(UsageError::flag(
+            "--http",
+            "needs a webhook secret: set SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET, or give \
+             --webhook NAME=ENV_VAR",
+        ));
+    }
+    WebhookIngress::new(config.clone()).map_err(|e| UsageError::flag("--http", e))?;
+    Ok(Some(Source::webhooks(config, addr)))
 }
 
 fn non_empty(value: &Option<String>) -> Option<&str> {

@@ -444,6 +444,7 @@ fn input_name(input: &Input) -> &'static str {
         Input::Frame { .. } => "frame",
         Input::Closed { .. } => "closed",
         Input::ConnectFailed { .. } => "connect_failed",
+        Input::Received { .. } => "received",
         Input::Response { .. } => "response",
         Input::RequestFailed { .. } => "request_failed",
         Input::ReadingPaused => "reading_paused",
@@ -464,6 +465,7 @@ impl Machine for CronMachine {
             Input::ReadingPaused | Input::ReadingResumed => {}
             // Cron never asks for confirmation, so no delivery id is ours.
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            Input::Received { .. } => return Err(Misuse::NotServing),
             other => {
                 let message = format!(
                     "the cron source opens no connections or requests; ignored a {} input",

@@ -514,6 +514,7 @@ impl Machine for DiscordGateway {
                 }
             }
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            Input::Received { .. } => return Err(Misuse::NotServing),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())

@@ -499,6 +499,7 @@ impl Machine for GithubMachine {
             // A response not read yet is the HTTP client's to time out; no deadline here waits
             // on one.
             Input::ReadingPaused | Input::ReadingResumed => {}
+            Input::Received { .. } => return Err(Misuse::NotServing),
             Input::Opened { .. }
             | Input::Frame { .. }
             | Input::Closed { .. }

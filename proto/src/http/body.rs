@@ -69,6 +69,19 @@ impl BodyReader {
         })
     }
 
+    /// Lowers the limit: a declared length or a body so far over it is refused.
+    pub(crate) fn limit(&mut self, max_body_bytes: usize) -> Result<(), HttpError> {
+        self.limits.max_body_bytes = max_body_bytes;
+        let promised = match self.state {
+            State::Length { remaining } => remaining,
+            _ => 0,
+        };
+        check_body_size(
+            (self.body.len() as u64).saturating_add(promised),
+            &self.limits,
+        )
+    }
+
     /// True once the whole body (and any trailers) has been read.
     pub(crate) fn is_complete(&self) -> bool {
         matches!(self.state, State::Complete)

@@ -55,7 +55,7 @@ mod server;
 pub use error::{HttpError, Side};
 pub use request::encode_request;
 pub use response::{ReadResponse, ResponseReader};
-pub use server::{ReadRequest, ReceivedRequest, RequestReader, encode_response};
+pub use server::{ReadRequest, ReceivedRequest, RequestHeadView, RequestReader, encode_response};
 
 use serde::{Deserialize, Serialize};
 

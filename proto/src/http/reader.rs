@@ -58,6 +58,15 @@ pub(crate) struct Reader<R: Role> {
     state: State<R::Head>,
 }
 
+/// How far one feed reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// To the end of the message.
+    AtEnd,
+    /// To the end of the head, leaving the body unread.
+    AfterHead,
+}
+
 #[derive(Debug)]
 enum State<H> {
     Head(HeadBuffer),
@@ -82,11 +91,50 @@ impl<R: Role> Reader<R> {
 
     /// Feeds received bytes; the message once complete, with the bytes after it as leftover.
     pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Option<R::Message>, HttpError> {
-        let result = self.advance(input);
+        self.feed_up_to(input, Stop::AtEnd)
+            .map(|(_, message)| message)
+    }
+
+    /// Feeds received bytes up to the end of the head and no further; returns how many were
+    /// used. Once the head is in, [`head`](Self::head) shows it and the body is still unread, so
+    /// the caller can judge the head (and [`limit_body`](Self::limit_body)) before reading on.
+    pub(crate) fn feed_head(&mut self, input: &[u8]) -> Result<usize, HttpError> {
+        self.feed_up_to(input, Stop::AfterHead)
+            .map(|(used, _)| used)
+    }
+
+    /// The parsed head, once it is in and until the message is handed over.
+    pub(crate) fn head(&self) -> Option<&R::Head> {
+        match &self.state {
+            State::Body { head, .. } => Some(head),
+            _ => None,
+        }
+    }
+
+    /// Lowers the body limit for this message, as the head's target requires. A declared length
+    /// over the new limit, or a body already past it, is refused at once.
+    pub(crate) fn limit_body(&mut self, max_body_bytes: usize) -> Result<(), HttpError> {
+        self.limits.max_body_bytes = max_body_bytes;
+        let result = match &mut self.state {
+            State::Body { body, .. } => body.limit(max_body_bytes),
+            _ => Ok(()),
+        };
+        if let Err(error) = &result {
+            self.state = State::Failed(error.clone());
+        }
+        result
+    }
+
+    fn feed_up_to(
+        &mut self,
+        input: &[u8],
+        stop: Stop,
+    ) -> Result<(usize, Option<R::Message>), HttpError> {
+        let result = self.advance(input, stop);
         match &result {
             Err(error) => self.state = State::Failed(error.clone()),
-            Ok(Some(_)) => self.state = State::Finished,
-            Ok(None) => {}
+            Ok((_, Some(_))) => self.state = State::Finished,
+            Ok((_, None)) => {}
         }
         result
     }
@@ -124,7 +172,13 @@ impl<R: Role> Reader<R> {
         }
     }
 
-    fn advance(&mut self, mut input: &[u8]) -> Result<Option<R::Message>, HttpError> {
+    fn advance(
+        &mut self,
+        whole: &[u8],
+        stop: Stop,
+    ) -> Result<(usize, Option<R::Message>), HttpError> {
+        let mut input = whole;
+        let consumed = |rest: &[u8]| whole.len() - rest.len();
         loop {
             match &mut self.state {
                 State::Finished => return Err(HttpError::ReaderFinished),
@@ -135,7 +189,7 @@ impl<R: Role> Reader<R> {
                         buffer.advance(input, &limits, |bytes| R::parse_head(bytes, &limits))?;
                     input = input.get(used..).unwrap_or_default();
                     let Some(head) = head else {
-                        return Ok(None);
+                        return Ok((consumed(input), None));
                     };
                     self.state = match self.role.after_head(head)? {
                         AfterHead::Interim => {
@@ -152,12 +206,15 @@ impl<R: Role> Reader<R> {
                             body: BodyReader::new(framing, limits)?,
                         },
                     };
+                    if stop == Stop::AfterHead && matches!(self.state, State::Body { .. }) {
+                        return Ok((consumed(input), None));
+                    }
                 }
                 State::Body { body, .. } => {
-                    let used = body.read(input)?;
-                    input = input.get(used..).unwrap_or_default();
+                    let read = body.read(input)?;
+                    input = input.get(read..).unwrap_or_default();
                     if !body.is_complete() {
-                        return Ok(None);
+                        return Ok((consumed(input), None));
                     }
                     let State::Body {
                         head,
@@ -167,12 +224,8 @@ impl<R: Role> Reader<R> {
                     else {
                         return Err(HttpError::ReaderFinished);
                     };
-                    return Ok(Some(R::complete(
-                        head,
-                        persistence,
-                        body.into_parts(),
-                        input,
-                    )));
+                    let message = R::complete(head, persistence, body.into_parts(), input);
+                    return Ok((whole.len(), Some(message)));
                 }
             }
         }

@@ -82,6 +82,55 @@ pub struct ReadRequest {
 #[derive(Debug)]
 pub struct RequestReader(Reader<Server>);
 
+/// A request head as read, before its body: see [`RequestReader::head`].
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHeadView<'a>(&'a RequestHead);
+
+impl<'a> RequestHeadView<'a> {
+    /// `GET`, `POST`, …
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed_head(b"DELETE /x HTTP/1.1\r\nContent-Length: 1\r\n\r\n")?;
+    /// assert_eq!(reader.head().unwrap().method(), "DELETE");
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn method(&self) -> &'a str {
+        &self.0.method
+    }
+
+    /// The request target as sent.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed_head(b"POST /a?b=1 HTTP/1.1\r\nContent-Length: 1\r\n\r\n")?;
+    /// assert_eq!(reader.head().unwrap().target(), "/a?b=1");
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn target(&self) -> &'a str {
+        &self.0.target
+    }
+
+    /// The first header with this name, compared case-insensitively.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed_head(b"POST / HTTP/1.1\r\nX-Id: 7\r\nContent-Length: 1\r\n\r\n")?;
+    /// assert_eq!(reader.head().unwrap().header("x-id"), Some("7"));
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.0
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The server's rules: no framing headers means no body, and an upgrade request ends at its head.
 #[derive(Debug)]
 struct Server;
@@ -123,6 +172,57 @@ impl RequestReader {
     /// ```
     pub fn feed(&mut self, input: &[u8]) -> Result<Option<ReadRequest>, HttpError> {
         self.0.feed(input)
+    }
+
+    /// Feeds received bytes up to the end of the request head and no further, and returns how
+    /// many were used. Once the head is in, [`head`](Self::head) shows it with the body still
+    /// unread, so a server can refuse the request (unknown path, wrong method, a body too large
+    /// for this target: [`limit_body`](Self::limit_body)) before reading a byte of the body;
+    /// [`feed`](Self::feed) then reads on from the bytes not used.
+    ///
+    /// ```
+    /// use openflume_proto::http::{HttpError, Limits, RequestReader};
+    /// let wire = b"POST /hook HTTP/1.1\r\nContent-Length: 5000\r\n\r\n{\"a\":";
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// let used = reader.feed_head(wire)?;
+    /// assert_eq!(&wire[used..], b"{\"a\":");
+    /// assert_eq!(reader.head().map(|h| h.target()), Some("/hook"));
+    /// assert_eq!(reader.limit_body(1024), Err(HttpError::BodyTooLarge { limit: 1024 }));
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn feed_head(&mut self, input: &[u8]) -> Result<usize, HttpError> {
+        self.0.feed_head(input)
+    }
+
+    /// The head of the request being read, once it is in and until the request is returned.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// reader.feed_head(b"PUT /x HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\n")?;
+    /// let head = reader.head().expect("head is in");
+    /// assert_eq!((head.method(), head.header("content-type")), ("PUT", Some("text/plain")));
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn head(&self) -> Option<RequestHeadView<'_>> {
+        self.0.head().map(RequestHeadView)
+    }
+
+    /// Lowers the body limit of the request being read (a target that takes less than the
+    /// reader's [`Limits`]). Fails at once when the declared length, or the body read so far, is
+    /// over it; later bytes are held to it.
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, RequestReader};
+    /// let mut reader = RequestReader::new(Limits::default());
+    /// let wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    /// reader.feed_head(wire)?;
+    /// reader.limit_body(3)?;
+    /// assert!(reader.feed(b"4\r\nabcd\r\n0\r\n\r\n").is_err());
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
+    pub fn limit_body(&mut self, max_body_bytes: usize) -> Result<(), HttpError> {
+        self.0.limit_body(max_body_bytes)
     }
 
     /// The client closed the connection. `Ok` when that happened between requests (nothing but

@@ -30,7 +30,7 @@ mod connections;
 mod dedup;
 mod frames;
 mod liveness;
-mod meta;
+pub(crate) mod meta;
 mod wire;
 
 pub use acks::{ACK_DEADLINE_MS, MAX_PENDING_ACKS};
@@ -616,6 +616,7 @@ impl Machine for SlackMachine {
             Input::ReadingPaused => self.pool.pause(now.mono),
             Input::ReadingResumed => self.pool.resume(now.mono),
             Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
+            Input::Received { .. } => return Err(Misuse::NotServing),
         }
         match self.pool.next_deadline() {
             Some(at) if !self.core.is_finished() => self

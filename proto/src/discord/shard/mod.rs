@@ -292,6 +292,7 @@ impl DiscordShard {
             Input::ReadingPaused => self.core.timers.pause(AWAIT_SERVER, now.mono),
             Input::ReadingResumed => self.on_reading_resumed(now),
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
+            Input::Received { .. } => return Err(Misuse::NotServing),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())
