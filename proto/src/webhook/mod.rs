@@ -500,13 +500,15 @@ impl WebhookIngress {
                 self.answer(now, conn, answer);
             }
             Ok(Arrival::Event { event, dedup }) => {
-                let delivery = DeliveryId(self.deliveries.next());
-                let sighting = match &dedup {
-                    Some(key) => self.seen.sight(key, conn, delivery),
-                    None => Sighting::First,
-                };
+                let sighting = dedup
+                    .as_deref()
+                    .map_or(Sighting::First, |key| self.seen.sight(key, conn));
                 match sighting {
                     Sighting::First => {
+                        let delivery = DeliveryId(self.deliveries.next());
+                        if let Some(key) = &dedup {
+                            self.seen.first(key, delivery);
+                        }
                         self.awaiting.insert(delivery, (conn, dedup));
                         self.core.emit_event(event, Some(delivery));
                         self.wait(now, conn);

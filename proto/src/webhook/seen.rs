@@ -41,30 +41,32 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// Records an arrival of `key` on `conn`, to be emitted as `delivery` if it is the first.
-    pub(crate) fn sight(&mut self, key: &str, conn: ConnId, delivery: DeliveryId) -> Sighting {
+    /// Judges an arrival of `key` on `conn`; a follower is recorded, a first copy is not (see
+    /// [`first`](Self::first)).
+    pub(crate) fn sight(&mut self, key: &str, conn: ConnId) -> Sighting {
         match self.keys.get_mut(key) {
             Some(State::Held) => Sighting::Held,
             Some(State::Waiting { followers, .. }) => {
                 followers.push(conn);
                 Sighting::Waiting
             }
-            None => {
-                if self.order.len() >= CAPACITY
-                    && let Some(oldest) = self.order.pop_front()
-                {
-                    self.keys.remove(&oldest);
-                }
-                self.keys.insert(
-                    key.to_owned(),
-                    State::Waiting {
-                        delivery,
-                        followers: Vec::new(),
-                    },
-                );
-                self.order.push_back(key.to_owned());
-                Sighting::First
-            }
+            None => Sighting::First,
+        }
+    }
+
+    /// The first copy of `key` was emitted as `delivery`.
+    pub(crate) fn first(&mut self, key: &str, delivery: DeliveryId) {
+        if self.order.len() >= CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        let waiting = State::Waiting {
+            delivery,
+            followers: Vec::new(),
+        };
+        if self.keys.insert(key.to_owned(), waiting).is_none() {
+            self.order.push_back(key.to_owned());
         }
     }
 
@@ -101,28 +103,21 @@ mod tests {
     #[test]
     fn a_redelivery_waits_for_the_first_copy() {
         let mut seen = Seen::default();
-        assert_eq!(
-            seen.sight("slack:Ev1", ConnId(1), DeliveryId(1)),
-            Sighting::First
-        );
-        assert_eq!(
-            seen.sight("slack:Ev1", ConnId(2), DeliveryId(2)),
-            Sighting::Waiting
-        );
+        assert_eq!(seen.sight("slack:Ev1", ConnId(1)), Sighting::First);
+        seen.first("slack:Ev1", DeliveryId(1));
+        assert_eq!(seen.sight("slack:Ev1", ConnId(2)), Sighting::Waiting);
+        assert_eq!(seen.held("slack:Ev1", DeliveryId(2)), vec![]);
         assert_eq!(seen.held("slack:Ev1", DeliveryId(1)), vec![ConnId(2)]);
-        assert_eq!(
-            seen.sight("slack:Ev1", ConnId(3), DeliveryId(3)),
-            Sighting::Held
-        );
+        assert_eq!(seen.sight("slack:Ev1", ConnId(3)), Sighting::Held);
     }
 
     #[test]
     fn memory_is_bounded() {
         let mut seen = Seen::default();
         for n in 0..CAPACITY as u64 + 10 {
-            seen.sight(&n.to_string(), ConnId(n), DeliveryId(n));
+            seen.first(&n.to_string(), DeliveryId(n));
         }
         assert_eq!(seen.keys.len(), CAPACITY);
-        assert_eq!(seen.sight("0", ConnId(0), DeliveryId(0)), Sighting::First);
+        assert_eq!(seen.sight("0", ConnId(0)), Sighting::First);
     }
 }
