@@ -65,6 +65,8 @@ fn check_invariants(transcript: &Transcript, path: &std::path::Path) {
             },
             Entry::Out(output) => match output {
                 Output::Transmit { conn, bytes } => {
+                    // An answer lets the connection's next request in: its emit comes after.
+                    last_conn = Some(*conn);
                     let code = status(bytes.as_slice());
                     assert!(code != 500, "{name}: a 500");
                     if code == 200 {
