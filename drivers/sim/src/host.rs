@@ -12,6 +12,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{Stream, StreamExt};
+use smol::channel::Sender;
 use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
@@ -69,6 +70,18 @@ pub(crate) trait Simulator: Service {
     type Action: Clone + Send + Sync + 'static;
     fn core(&self) -> &Core<Self::State>;
     fn inject(&self, action: Self::Action) -> usize;
+}
+
+/// Sends `message()` to every connection task behind `senders`; returns how many took it. A
+/// full queue counts as not reached: the connection is too far behind to act now.
+pub(crate) fn broadcast<'a, M: 'a>(
+    senders: impl IntoIterator<Item = &'a Sender<M>>,
+    message: impl Fn() -> M,
+) -> usize {
+    senders
+        .into_iter()
+        .filter(|tx| tx.try_send(message()).is_ok())
+        .count()
 }
 
 /// The part of every shared half that is the same: the clock of the records, the first-client

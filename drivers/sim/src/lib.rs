@@ -54,7 +54,7 @@ pub use github::{
     GithubAction, GithubRecords, GithubRequest, GithubSim, GithubSimConfig, GithubThread,
 };
 pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
-pub use scenario::{HttpFault, Rate, Scenario, Timed};
+pub use scenario::{HttpFault, Rate, Scenario, SocketFault, Timed};
 pub use slack::{
     AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord,
     GivenUpRecord, SlackAction, SlackRecords, SlackSim, SlackSimConfig, SocketConnection,

@@ -34,9 +34,9 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{Core, Host, Simulator};
+use crate::host::{Core, Host, Simulator, broadcast};
 use crate::records::WaitTimedOut;
-use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
+use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Signal, Ws, split_target};
 use fastrand::Rng;
 use jiff::Timestamp;
@@ -155,23 +155,9 @@ pub enum DiscordAction {
         /// The `d` field.
         resumable: bool,
     },
-    /// Close with this code and reason. 4003, 4004, 4007, 4009 and 4010–4014 end the session.
-    Close {
-        /// Close code.
-        code: u16,
-        /// Close reason (cut to 123 bytes).
-        reason: String,
-    },
-    /// A text frame that is not JSON.
-    GarbageText,
-    /// A binary frame of random bytes (with zlib-stream it corrupts the client's inflate stream).
-    GarbageBinary,
-    /// A payload of `bytes` bytes (a HEARTBEAT_ACK with a huge `d`), compressed when the connection
-    /// uses zlib-stream.
-    Oversized {
-        /// Payload size.
-        bytes: usize,
-    },
+    /// A close or a bad frame. A close with 4003, 4004, 4007, 4009 or 4010–4014 ends the
+    /// session.
+    Fault(SocketFault),
     /// The next `times` REST requests show `fault`.
     Http {
         /// The fault.
@@ -443,14 +429,9 @@ impl Simulator for Discord {
                 state.refuse_resume = state.refuse_resume.saturating_add(times);
                 1
             }
-            action => {
-                let state = self.lock();
-                state
-                    .connections
-                    .values()
-                    .filter(|tx| tx.try_send(Command::Act(action.clone())).is_ok())
-                    .count()
-            }
+            action => broadcast(self.lock().connections.values(), || {
+                Command::Act(action.clone())
+            }),
         }
     }
 }

@@ -33,9 +33,9 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{Core, Host, Simulator};
+use crate::host::{Core, Host, Simulator, broadcast};
 use crate::records::WaitTimedOut;
-use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
+use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Ws};
 use envelopes::Envelope;
 use fastrand::Rng;
@@ -204,22 +204,8 @@ pub enum SlackAction {
     /// connection open (a half-open connection as the client sees it). Envelopes routed to a
     /// silent connection are lost and, for `events_api`, redelivered after the deadline.
     Silent,
-    /// Close with this code and reason.
-    Close {
-        /// Close code.
-        code: u16,
-        /// Close reason (cut to 123 bytes).
-        reason: String,
-    },
-    /// A text frame that is not JSON.
-    GarbageText,
-    /// A binary frame of random bytes.
-    GarbageBinary,
-    /// A text frame of `bytes` bytes (a valid JSON message of an unknown type).
-    Oversized {
-        /// Frame size.
-        bytes: usize,
-    },
+    /// A close or a bad frame.
+    Fault(SocketFault),
     /// Send the last `events_api` envelope again: the same envelope (`new_envelope_id: false`),
     /// or the same event with a new `envelope_id`.
     Duplicate {
@@ -465,11 +451,8 @@ impl Simulator for Slack {
             }
             action => {
                 let state = self.lock();
-                state
-                    .conns
-                    .values()
-                    .filter(|entry| entry.tx.try_send(Outbound::Act(action.clone())).is_ok())
-                    .count()
+                let senders = state.conns.values().map(|entry| &entry.tx);
+                broadcast(senders, || Outbound::Act(action.clone()))
             }
         }
     }

@@ -7,6 +7,7 @@ use super::{
     EnvelopeRecord, Outbound, Slack, SlackAction, SocketConnection,
 };
 use crate::host::{await_close_reply, client_close, close_frame, close_reason, read_leftovers};
+use crate::scenario::{SocketFault, garbage_bytes};
 use crate::server::{Shutdown, Ws, answer_close};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
 use futures_lite::{AsyncReadExt, StreamExt};
@@ -339,23 +340,20 @@ impl Socket<'_> {
             }
             SlackAction::DropConnection => return Flow::End,
             SlackAction::Silent => return self.silent().await,
-            SlackAction::Close { code, reason } => {
+            SlackAction::Fault(SocketFault::Close { code, reason }) => {
                 self.close(code, close_reason(&reason)).await;
                 return Flow::End;
             }
-            SlackAction::GarbageText => {
+            SlackAction::Fault(SocketFault::GarbageText) => {
                 self.ws
                     .send(Message::text("<html>502 Bad Gateway</html>"))
                     .await
             }
-            SlackAction::GarbageBinary => {
-                let junk: Vec<u8> = {
-                    let mut state = self.sim.lock();
-                    (0..64).map(|_| state.rng.u8(..)).collect()
-                };
+            SlackAction::Fault(SocketFault::GarbageBinary) => {
+                let junk = garbage_bytes(&mut self.sim.lock().rng);
                 self.ws.send(Message::binary(junk)).await
             }
-            SlackAction::Oversized { bytes } => {
+            SlackAction::Fault(SocketFault::Oversized { bytes }) => {
                 let skeleton = r#"{"type":"oversized","filler":""}"#;
                 let filler = "x".repeat(bytes.saturating_sub(skeleton.len()));
                 self.ws
