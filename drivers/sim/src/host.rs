@@ -7,12 +7,12 @@
 
 use crate::records::{CloseRecord, HttpRecord, Records, WaitTimedOut, wait_until};
 use crate::scenario::{HttpFault, HttpFaults, Scenario, run_schedule};
-use crate::server::{Answer, Reply, Server, Service, Signal};
+use crate::server::{Answer, Reply, Server, Service, Shutdown, Signal};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{Stream, StreamExt};
-use smol::channel::Sender;
+use smol::channel::{Receiver, Sender};
 use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
@@ -248,6 +248,43 @@ impl<S: Simulator> Host<S> {
     pub(crate) async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// What woke a connection task (Discord's Gateway, Slack's Socket Mode).
+pub(crate) enum Wake<C, T> {
+    /// The client sent a message, or the read ended (`None`) or failed.
+    Inbound(Option<Result<Message, WsError>>),
+    /// The shared half queued a command; `None` when its queue closed.
+    Command(Option<C>),
+    /// The simulator is stopping.
+    Shutdown,
+    /// The connection's own timer (or other wait) finished with this.
+    Timer(T),
+}
+
+/// Waits for the next thing a connection task must handle. When several are ready at once they
+/// are taken in this order: the client, the shared half, the stop, the timer.
+pub(crate) async fn next_wake<C, T>(
+    incoming: &mut (impl Stream<Item = Result<Message, WsError>> + Unpin),
+    commands: &Receiver<C>,
+    shutdown: &Shutdown,
+    timer: impl Future<Output = T>,
+) -> Wake<C, T> {
+    use futures_lite::future::or;
+    or(async { Wake::Inbound(incoming.next().await) }, async {
+        or(async { Wake::Command(commands.recv().await.ok()) }, async {
+            or(
+                async {
+                    shutdown.wait().await;
+                    Wake::Shutdown
+                },
+                async { Wake::Timer(timer.await) },
+            )
+            .await
+        })
+        .await
+    })
+    .await
 }
 
 /// A close frame with `code` and `reason`.
