@@ -63,6 +63,41 @@ macro_rules! conn_logs {
 }
 pub(crate) use conn_logs;
 
+/// Adds the methods every simulator handle has alike to `$handle`, a struct with a `host:
+/// Host<_>` field whose records are `$records`: its address, its records, a wait for a record,
+/// and stop.
+macro_rules! handle_methods {
+    ($handle:ty, $records:ty) => {
+        impl $handle {
+            /// The address it listens on.
+            pub fn local_addr(&self) -> std::net::SocketAddr {
+                self.host.local_addr()
+            }
+
+            /// A copy of the records so far.
+            pub fn records(&self) -> $records {
+                self.host.records()
+            }
+
+            /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
+            pub async fn wait_for<T>(
+                &self,
+                timeout: std::time::Duration,
+                check: impl FnMut(&$records) -> Option<T>,
+            ) -> Result<T, $crate::records::WaitTimedOut> {
+                self.host.wait_for(timeout, check).await
+            }
+
+            /// Stops: requests in progress get a moment to finish and open connections a close
+            /// frame (1001), then everything is cancelled.
+            pub async fn stop(self) {
+                self.host.stop().await;
+            }
+        }
+    };
+}
+pub(crate) use handle_methods;
+
 /// A simulator's shared half, as the host drives it.
 pub(crate) trait Simulator: Service {
     type State: SimState;

@@ -35,7 +35,6 @@ pub use records::{
 
 use crate::fake;
 use crate::host::{Core, Host, Simulator, broadcast};
-use crate::records::WaitTimedOut;
 use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Signal, Ws, split_target};
 use fastrand::Rng;
@@ -221,11 +220,6 @@ impl DiscordSim {
         self.host.shared().resume_url.clone()
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
     /// The bot token it accepts.
     pub fn token(&self) -> &str {
         self.host.shared().config.token.expose()
@@ -237,31 +231,14 @@ impl DiscordSim {
         self.host.shared().inject(action)
     }
 
-    /// A copy of the records so far.
-    pub fn records(&self) -> DiscordRecords {
-        self.host.records()
-    }
-
     /// Time since the simulator started: now, on the clock of the records' `at` fields (to
     /// measure the silence after the last heartbeat, say).
     pub fn elapsed(&self) -> Duration {
         self.host.shared().since_start()
     }
-
-    /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        check: impl FnMut(&DiscordRecords) -> Option<T>,
-    ) -> Result<T, WaitTimedOut> {
-        self.host.wait_for(timeout, check).await
-    }
-
-    /// Stops: open connections get a close frame (1001), then everything is cancelled.
-    pub async fn stop(self) {
-        self.host.stop().await;
-    }
 }
+
+crate::host::handle_methods!(DiscordSim, DiscordRecords);
 
 /// The simulator's shared half: configuration, URLs, state.
 struct Discord {

@@ -34,7 +34,6 @@ pub use records::{
 
 use crate::fake;
 use crate::host::{Core, Host, Simulator, broadcast};
-use crate::records::WaitTimedOut;
 use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Ws};
 use envelopes::Envelope;
@@ -267,11 +266,6 @@ impl SlackSim {
         format!("http://{}/api", self.host.local_addr())
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
     /// The app-level token it accepts.
     pub fn app_token(&self) -> &str {
         self.host.shared().config.app_token.expose()
@@ -296,26 +290,9 @@ impl SlackSim {
             .get(&conn)
             .is_some_and(|entry| entry.tx.try_send(Outbound::Act(action)).is_ok())
     }
-
-    /// A copy of the records so far.
-    pub fn records(&self) -> SlackRecords {
-        self.host.records()
-    }
-
-    /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        check: impl FnMut(&SlackRecords) -> Option<T>,
-    ) -> Result<T, WaitTimedOut> {
-        self.host.wait_for(timeout, check).await
-    }
-
-    /// Stops: open connections get a close frame (1001), then everything is cancelled.
-    pub async fn stop(self) {
-        self.host.stop().await;
-    }
 }
+
+crate::host::handle_methods!(SlackSim, SlackRecords);
 
 /// What the shared half asks of a connection task.
 #[derive(Debug)]
