@@ -17,6 +17,7 @@ use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::{Item, ReconnectPolicy};
 use openflume_sim::{
     AllSimConfig, DisconnectReason, DiscordAction, GithubAction, HttpFault, Scenario, SlackAction,
+    SocketFault,
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -331,7 +332,10 @@ fn fault(sims: &openflume_sim::Handles, which: u8) {
         3 | 10 => drop(sims.discord.inject(DiscordAction::InvalidSession {
             resumable: which == 10,
         })),
-        4 => drop(sims.discord.inject(DiscordAction::GarbageText)),
+        4 => drop(
+            sims.discord
+                .inject(DiscordAction::Fault(SocketFault::GarbageText)),
+        ),
         5 => drop(
             sims.slack
                 .inject(SlackAction::Disconnect(DisconnectReason::RefreshRequested)),

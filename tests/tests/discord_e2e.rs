@@ -10,6 +10,7 @@ use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::{Item, Level, ReconnectPolicy, Status};
 use openflume_sim::{
     Control, DiscordAction, DiscordSim, DiscordSimConfig, IdentifyOutcome, ResumeOutcome,
+    SocketFault,
 };
 use openflume_tests::{Collector, block_on, data_field, dump, events_of, has_status};
 use std::collections::{BTreeMap, HashSet};
@@ -538,10 +539,10 @@ fn close_4004_while_running_fails_the_source() {
             .any(|e| e.event_type == "READY")
             .then_some(())
     });
-    sim.inject(DiscordAction::Close {
+    sim.inject(DiscordAction::Fault(SocketFault::Close {
         code: 4004,
         reason: "Authentication failed.".into(),
-    });
+    }));
     items.wait(WAIT, "status failed", |items| {
         has_status(items, "discord", "failed").then_some(())
     });

@@ -7,11 +7,12 @@
 
 use crate::records::{CloseRecord, HttpRecord, Records, WaitTimedOut, wait_until};
 use crate::scenario::{HttpFault, HttpFaults, Scenario, run_schedule};
-use crate::server::{Answer, Reply, Server, Service, Signal};
+use crate::server::{Answer, Reply, Server, Service, Shutdown, Signal};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{Stream, StreamExt};
+use smol::channel::{Receiver, Sender};
 use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
@@ -62,6 +63,41 @@ macro_rules! conn_logs {
 }
 pub(crate) use conn_logs;
 
+/// Adds the methods every simulator handle has alike to `$handle`, a struct with a `host:
+/// Host<_>` field whose records are `$records`: its address, its records, a wait for a record,
+/// and stop.
+macro_rules! handle_methods {
+    ($handle:ty, $records:ty) => {
+        impl $handle {
+            /// The address it listens on.
+            pub fn local_addr(&self) -> std::net::SocketAddr {
+                self.host.local_addr()
+            }
+
+            /// A copy of the records so far.
+            pub fn records(&self) -> $records {
+                self.host.records()
+            }
+
+            /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
+            pub async fn wait_for<T>(
+                &self,
+                timeout: std::time::Duration,
+                check: impl FnMut(&$records) -> Option<T>,
+            ) -> Result<T, $crate::records::WaitTimedOut> {
+                self.host.wait_for(timeout, check).await
+            }
+
+            /// Stops: requests in progress get a moment to finish and open connections a close
+            /// frame (1001), then everything is cancelled.
+            pub async fn stop(self) {
+                self.host.stop().await;
+            }
+        }
+    };
+}
+pub(crate) use handle_methods;
+
 /// A simulator's shared half, as the host drives it.
 pub(crate) trait Simulator: Service {
     type State: SimState;
@@ -69,6 +105,18 @@ pub(crate) trait Simulator: Service {
     type Action: Clone + Send + Sync + 'static;
     fn core(&self) -> &Core<Self::State>;
     fn inject(&self, action: Self::Action) -> usize;
+}
+
+/// Sends `message()` to every connection task behind `senders`; returns how many took it. A
+/// full queue counts as not reached: the connection is too far behind to act now.
+pub(crate) fn broadcast<'a, M: 'a>(
+    senders: impl IntoIterator<Item = &'a Sender<M>>,
+    message: impl Fn() -> M,
+) -> usize {
+    senders
+        .into_iter()
+        .filter(|tx| tx.try_send(message()).is_ok())
+        .count()
 }
 
 /// The part of every shared half that is the same: the clock of the records, the first-client
@@ -235,6 +283,43 @@ impl<S: Simulator> Host<S> {
     pub(crate) async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// What woke a connection task (Discord's Gateway, Slack's Socket Mode).
+pub(crate) enum Wake<C, T> {
+    /// The client sent a message, or the read ended (`None`) or failed.
+    Inbound(Option<Result<Message, WsError>>),
+    /// The shared half queued a command; `None` when its queue closed.
+    Command(Option<C>),
+    /// The simulator is stopping.
+    Shutdown,
+    /// The connection's own timer (or other wait) finished with this.
+    Timer(T),
+}
+
+/// Waits for the next thing a connection task must handle. When several are ready at once they
+/// are taken in this order: the client, the shared half, the stop, the timer.
+pub(crate) async fn next_wake<C, T>(
+    incoming: &mut (impl Stream<Item = Result<Message, WsError>> + Unpin),
+    commands: &Receiver<C>,
+    shutdown: &Shutdown,
+    timer: impl Future<Output = T>,
+) -> Wake<C, T> {
+    use futures_lite::future::or;
+    or(async { Wake::Inbound(incoming.next().await) }, async {
+        or(async { Wake::Command(commands.recv().await.ok()) }, async {
+            or(
+                async {
+                    shutdown.wait().await;
+                    Wake::Shutdown
+                },
+                async { Wake::Timer(timer.await) },
+            )
+            .await
+        })
+        .await
+    })
+    .await
 }
 
 /// A close frame with `code` and `reason`.

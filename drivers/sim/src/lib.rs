@@ -54,7 +54,7 @@ pub use github::{
     GithubAction, GithubRecords, GithubRequest, GithubSim, GithubSimConfig, GithubThread,
 };
 pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
-pub use scenario::{HttpFault, Rate, Scenario, Timed};
+pub use scenario::{HttpFault, Rate, Scenario, SocketFault, Timed};
 pub use slack::{
     AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord,
     GivenUpRecord, SlackAction, SlackRecords, SlackSim, SlackSimConfig, SocketConnection,
@@ -228,16 +228,10 @@ impl Handles {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("OPENFLUME_DISCORD_API_URL", self.discord.api_url()),
-            ("OPENFLUME_DISCORD_GATEWAY_URL", self.discord.gateway_url()),
-            ("DISCORD_BOT_TOKEN", self.discord.token().to_owned()),
-            ("OPENFLUME_SLACK_API_URL", self.slack.api_url()),
-            ("SLACK_APP_TOKEN", self.slack.app_token().to_owned()),
-            ("SLACK_BOT_TOKEN", self.slack.bot_token().to_owned()),
-            ("OPENFLUME_GITHUB_API_URL", self.github.api_url()),
-            ("GITHUB_TOKEN", self.github.token().to_owned()),
-        ]
+        self.settings()
+            .into_iter()
+            .map(|(name, _, value)| (name, value))
+            .collect()
     }
 
     /// What [`env`](Self::env) says, as `openflume listen` flags, plus `--github-interval` set to
@@ -262,20 +256,30 @@ impl Handles {
     /// ```
     pub fn listen_args(&self) -> Vec<String> {
         let poll_interval = self.github.poll_interval();
+        self.settings()
+            .into_iter()
+            .map(|(_, flag, value)| (flag, value))
+            .chain([("--github-interval", poll_interval.to_string())])
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect()
+    }
+
+    /// Each setting that points `openflume listen` at the simulators, once: its environment
+    /// variable, its flag and its value.
+    // Kept as a table, one setting a line, which rustfmt would break into four lines each.
+    #[rustfmt::skip]
+    fn settings(&self) -> [(&'static str, &'static str, String); 8] {
+        let (discord, slack, github) = (&self.discord, &self.slack, &self.github);
         [
-            ("--discord-api-url", self.discord.api_url()),
-            ("--discord-gateway-url", self.discord.gateway_url()),
-            ("--discord-token", self.discord.token().to_owned()),
-            ("--slack-api-url", self.slack.api_url()),
-            ("--slack-app-token", self.slack.app_token().to_owned()),
-            ("--slack-bot-token", self.slack.bot_token().to_owned()),
-            ("--github-api-url", self.github.api_url()),
-            ("--github-token", self.github.token().to_owned()),
-            ("--github-interval", poll_interval.to_string()),
+            ("OPENFLUME_DISCORD_API_URL", "--discord-api-url", discord.api_url()),
+            ("OPENFLUME_DISCORD_GATEWAY_URL", "--discord-gateway-url", discord.gateway_url()),
+            ("DISCORD_BOT_TOKEN", "--discord-token", discord.token().to_owned()),
+            ("OPENFLUME_SLACK_API_URL", "--slack-api-url", slack.api_url()),
+            ("SLACK_APP_TOKEN", "--slack-app-token", slack.app_token().to_owned()),
+            ("SLACK_BOT_TOKEN", "--slack-bot-token", slack.bot_token().to_owned()),
+            ("OPENFLUME_GITHUB_API_URL", "--github-api-url", github.api_url()),
+            ("GITHUB_TOKEN", "--github-token", github.token().to_owned()),
         ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value])
-        .collect()
     }
 
     /// Stops all three (open connections get a close frame first).

@@ -150,6 +150,47 @@ pub enum HttpFault {
     Drop,
 }
 
+/// A fault either WebSocket simulator (Discord, Slack) can show on every open connection: a
+/// close the client did not ask for, or a frame it must survive. What the frames hold is each
+/// protocol's own; the kinds are the same.
+///
+/// ```
+/// use openflume_sim::{DiscordAction, SlackAction, SocketFault};
+/// let close = SocketFault::Close { code: 4000, reason: "again".into() };
+/// let discord = DiscordAction::Fault(close.clone());
+/// let slack = SlackAction::Fault(close);
+/// assert!(matches!(discord, DiscordAction::Fault(SocketFault::Close { code: 4000, .. })));
+/// assert!(matches!(slack, SlackAction::Fault(SocketFault::Close { code: 4000, .. })));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketFault {
+    /// Close with this code and reason.
+    Close {
+        /// Close code.
+        code: u16,
+        /// Close reason (cut to 123 bytes).
+        reason: String,
+    },
+    /// A text frame that is not JSON.
+    GarbageText,
+    /// A binary frame of random bytes (with Discord's zlib-stream it corrupts the client's
+    /// inflate stream).
+    GarbageBinary,
+    /// A frame of `bytes` bytes that is otherwise valid: for Discord a HEARTBEAT_ACK with a huge
+    /// `d` (compressed when the connection uses zlib-stream), for Slack a JSON message of an
+    /// unknown type.
+    Oversized {
+        /// Frame size.
+        bytes: usize,
+    },
+}
+
+/// The 64 random bytes of a [`SocketFault::GarbageBinary`] frame.
+pub(crate) fn garbage_bytes(rng: &mut fastrand::Rng) -> Vec<u8> {
+    (0..64).map(|_| rng.u8(..)).collect()
+}
+
 /// Pending HTTP faults: each applies to the next request, `times` times, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct HttpFaults(Mutex<VecDeque<(HttpFault, u32)>>);

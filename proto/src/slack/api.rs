@@ -219,6 +219,19 @@ mod tests {
         HttpResponse::new(status, headers, body)
     }
 
+    /// The expected outcomes, one line each, so a case of the table reads as one row.
+    fn retryable(cause: &str) -> ApiOutcome<String> {
+        ApiOutcome::Retryable {
+            cause: cause.to_owned(),
+        }
+    }
+
+    fn fatal(code: &str) -> ApiOutcome<String> {
+        ApiOutcome::Fatal {
+            code: code.to_owned(),
+        }
+    }
+
     #[test]
     fn connections_open_table() {
         use ApiOutcome::*;
@@ -228,33 +241,23 @@ mod tests {
             (response(200, &[], &ok_body), Ok(url.to_owned())),
             (
                 response(200, &[], r#"{"ok":true}"#),
-                Retryable {
-                    cause: "ok response without a URL".into(),
-                },
+                retryable("ok response without a URL"),
             ),
             (
                 response(200, &[], r#"{"ok":true,"url":"https://x/"}"#),
-                Retryable {
-                    cause: "ok response with a URL that is not ws(s)://".into(),
-                },
+                retryable("ok response with a URL that is not ws(s)://"),
             ),
             (
                 response(200, &[], r#"{"ok":false,"error":"invalid_auth"}"#),
-                Fatal {
-                    code: "invalid_auth".into(),
-                },
+                fatal("invalid_auth"),
             ),
             (
                 response(200, &[], r#"{"ok":false,"error":"internal_error"}"#),
-                Retryable {
-                    cause: "error internal_error".into(),
-                },
+                retryable("error internal_error"),
             ),
             (
                 response(200, &[], r#"{"ok":false}"#),
-                Retryable {
-                    cause: "ok is not true and no error code".into(),
-                },
+                retryable("ok is not true and no error code"),
             ),
             (
                 response(
@@ -278,39 +281,27 @@ mod tests {
             ),
             (
                 response(503, &[], "<html>down</html>"),
-                Retryable {
-                    cause: "HTTP 503".into(),
-                },
+                retryable("HTTP 503"),
             ),
             (
                 response(401, &[], r#"{"ok":false,"error":"not_authed"}"#),
-                Fatal {
-                    code: "not_authed".into(),
-                },
+                fatal("not_authed"),
             ),
             (
                 response(500, &[], r#"{"ok":false,"error":"fatal_error"}"#),
-                Retryable {
-                    cause: "HTTP 500: fatal_error".into(),
-                },
+                retryable("HTTP 500: fatal_error"),
             ),
             (
                 response(200, &[], "not json"),
-                Retryable {
-                    cause: "HTTP 200 with a body that is not a JSON object".into(),
-                },
+                retryable("HTTP 200 with a body that is not a JSON object"),
             ),
             (
                 response(200, &[], r#"[{"ok":true}]"#),
-                Retryable {
-                    cause: "HTTP 200 with a body that is not a JSON object".into(),
-                },
+                retryable("HTTP 200 with a body that is not a JSON object"),
             ),
             (
                 response(200, &[], r#"{"ok":"yes","url":"wss://x/"}"#),
-                Retryable {
-                    cause: "ok is not true and no error code".into(),
-                },
+                retryable("ok is not true and no error code"),
             ),
         ];
         for (response, expected) in cases {

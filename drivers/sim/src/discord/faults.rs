@@ -5,6 +5,7 @@ use super::gateway::{Flow, Gateway};
 use super::payloads::control;
 use super::{Command, Control, DiscordAction};
 use crate::host::close_reason;
+use crate::scenario::{SocketFault, garbage_bytes};
 use async_tungstenite::tungstenite::Message;
 
 impl Gateway<'_> {
@@ -47,42 +48,39 @@ impl Gateway<'_> {
                 self.send_control(control(9, data), Control::InvalidSession(resumable))
                     .await
             }
-            DiscordAction::Close { code, reason } => {
-                self.close_flow(code, close_reason(&reason)).await
-            }
-            DiscordAction::GarbageText => {
-                let sent = self
-                    .sender
-                    .send(Message::text("this is not json {\"op\":"))
-                    .await;
-                self.record_control(Control::GarbageText);
-                if sent.is_ok() {
-                    Flow::Continue
-                } else {
-                    Flow::End
-                }
-            }
-            DiscordAction::GarbageBinary => {
-                let junk: Vec<u8> = {
-                    let mut state = self.sim.lock();
-                    (0..64).map(|_| state.rng.u8(..)).collect()
-                };
-                let sent = self.sender.send(Message::binary(junk)).await;
-                self.record_control(Control::GarbageBinary);
-                if sent.is_ok() {
-                    Flow::Continue
-                } else {
-                    Flow::End
-                }
-            }
-            DiscordAction::Oversized { bytes } => {
-                let filler = bytes.saturating_sub(control(11, "\"\"").len());
-                let payload = control(11, &format!("\"{}\"", "x".repeat(filler)));
-                self.send_control(payload, Control::Oversized(bytes)).await
-            }
+            DiscordAction::Fault(fault) => self.fault(fault).await,
             DiscordAction::Messages(_)
             | DiscordAction::Http { .. }
             | DiscordAction::RefuseResume { .. } => Flow::Continue,
+        }
+    }
+
+    /// Sends the fault's close or frame; the frames are Discord-shaped where they can be.
+    async fn fault(&mut self, fault: SocketFault) -> Flow {
+        let (sent, what) = match fault {
+            SocketFault::Close { code, reason } => {
+                return self.close_flow(code, close_reason(&reason)).await;
+            }
+            SocketFault::Oversized { bytes } => {
+                let filler = bytes.saturating_sub(control(11, "\"\"").len());
+                let payload = control(11, &format!("\"{}\"", "x".repeat(filler)));
+                return self.send_control(payload, Control::Oversized(bytes)).await;
+            }
+            SocketFault::GarbageText => {
+                let text = Message::text("this is not json {\"op\":");
+                (self.sender.send(text).await, Control::GarbageText)
+            }
+            SocketFault::GarbageBinary => {
+                let junk = garbage_bytes(&mut self.sim.lock().rng);
+                let sent = self.sender.send(Message::binary(junk)).await;
+                (sent, Control::GarbageBinary)
+            }
+        };
+        self.record_control(what);
+        if sent.is_ok() {
+            Flow::Continue
+        } else {
+            Flow::End
         }
     }
 }

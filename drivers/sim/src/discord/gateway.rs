@@ -7,7 +7,7 @@ use super::payloads::control;
 use super::{
     COMMAND_QUEUE, Command, Control, ControlRecord, Discord, GatewayConnection, HeartbeatRecord,
 };
-use crate::host::{await_close_reply, client_close, close_frame};
+use crate::host::{Wake, await_close_reply, client_close, close_frame, next_wake};
 use crate::server::{Cork, Shutdown, SimStream, Ws, answer_close, query_value, split_target};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
@@ -107,13 +107,6 @@ pub(super) struct Gateway<'a> {
     pub(super) received: VecDeque<Instant>,
 }
 
-enum Next {
-    Inbound(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
-    Command(Option<Command>),
-    Shutdown,
-    Blast,
-}
-
 impl Gateway<'_> {
     pub(super) async fn run(&mut self, shutdown: Shutdown) {
         let interval = self.sim.config.heartbeat_interval.as_millis();
@@ -139,47 +132,27 @@ impl Gateway<'_> {
                 continue;
             }
             let blast = self.blast_due();
-            let next = {
-                let receiver = &mut self.receiver;
-                let commands = &self.commands;
-                futures_lite::future::or(async { Next::Inbound(receiver.next().await) }, async {
-                    futures_lite::future::or(
-                        async { Next::Command(commands.recv().await.ok()) },
-                        async {
-                            futures_lite::future::or(
-                                async {
-                                    shutdown.wait().await;
-                                    Next::Shutdown
-                                },
-                                async {
-                                    if !blast {
-                                        futures_lite::future::pending::<()>().await;
-                                    }
-                                    Next::Blast
-                                },
-                            )
-                            .await
-                        },
-                    )
-                    .await
-                })
-                .await
+            let blast_now = async {
+                if !blast {
+                    futures_lite::future::pending::<()>().await;
+                }
             };
+            let next = next_wake(&mut self.receiver, &self.commands, &shutdown, blast_now).await;
             let flow = match next {
-                Next::Inbound(Some(Ok(message))) => {
+                Wake::Inbound(Some(Ok(message))) => {
                     self.on_message(message, self.sim.since_start()).await
                 }
-                Next::Inbound(Some(Err(_)) | None) => {
+                Wake::Inbound(Some(Err(_)) | None) => {
                     self.record_client_close(None, "");
                     Flow::End
                 }
-                Next::Command(Some(command)) => self.on_command(command).await,
-                Next::Command(None) => Flow::End,
-                Next::Shutdown => {
+                Wake::Command(Some(command)) => self.on_command(command).await,
+                Wake::Command(None) => Flow::End,
+                Wake::Shutdown => {
                     self.close(1001, "The simulator is stopping.").await;
                     Flow::End
                 }
-                Next::Blast => {
+                Wake::Timer(()) => {
                     self.blast();
                     Flow::Continue
                 }

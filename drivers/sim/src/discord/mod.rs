@@ -34,9 +34,8 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{Core, Host, Simulator};
-use crate::records::WaitTimedOut;
-use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
+use crate::host::{Core, Host, Simulator, broadcast};
+use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Signal, Ws, split_target};
 use fastrand::Rng;
 use jiff::Timestamp;
@@ -155,23 +154,9 @@ pub enum DiscordAction {
         /// The `d` field.
         resumable: bool,
     },
-    /// Close with this code and reason. 4003, 4004, 4007, 4009 and 4010–4014 end the session.
-    Close {
-        /// Close code.
-        code: u16,
-        /// Close reason (cut to 123 bytes).
-        reason: String,
-    },
-    /// A text frame that is not JSON.
-    GarbageText,
-    /// A binary frame of random bytes (with zlib-stream it corrupts the client's inflate stream).
-    GarbageBinary,
-    /// A payload of `bytes` bytes (a HEARTBEAT_ACK with a huge `d`), compressed when the connection
-    /// uses zlib-stream.
-    Oversized {
-        /// Payload size.
-        bytes: usize,
-    },
+    /// A close or a bad frame. A close with 4003, 4004, 4007, 4009 or 4010–4014 ends the
+    /// session.
+    Fault(SocketFault),
     /// The next `times` REST requests show `fault`.
     Http {
         /// The fault.
@@ -235,11 +220,6 @@ impl DiscordSim {
         self.host.shared().resume_url.clone()
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
     /// The bot token it accepts.
     pub fn token(&self) -> &str {
         self.host.shared().config.token.expose()
@@ -251,31 +231,14 @@ impl DiscordSim {
         self.host.shared().inject(action)
     }
 
-    /// A copy of the records so far.
-    pub fn records(&self) -> DiscordRecords {
-        self.host.records()
-    }
-
     /// Time since the simulator started: now, on the clock of the records' `at` fields (to
     /// measure the silence after the last heartbeat, say).
     pub fn elapsed(&self) -> Duration {
         self.host.shared().since_start()
     }
-
-    /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        check: impl FnMut(&DiscordRecords) -> Option<T>,
-    ) -> Result<T, WaitTimedOut> {
-        self.host.wait_for(timeout, check).await
-    }
-
-    /// Stops: open connections get a close frame (1001), then everything is cancelled.
-    pub async fn stop(self) {
-        self.host.stop().await;
-    }
 }
+
+crate::host::handle_methods!(DiscordSim, DiscordRecords);
 
 /// The simulator's shared half: configuration, URLs, state.
 struct Discord {
@@ -443,14 +406,9 @@ impl Simulator for Discord {
                 state.refuse_resume = state.refuse_resume.saturating_add(times);
                 1
             }
-            action => {
-                let state = self.lock();
-                state
-                    .connections
-                    .values()
-                    .filter(|tx| tx.try_send(Command::Act(action.clone())).is_ok())
-                    .count()
-            }
+            action => broadcast(self.lock().connections.values(), || {
+                Command::Act(action.clone())
+            }),
         }
     }
 }

@@ -416,19 +416,21 @@ fn faults_reach_the_connection() {
             next_json(&mut ws).await,
             json!({"t": null, "s": null, "op": 7, "d": null})
         );
-        sim.inject(DiscordAction::GarbageText);
+        sim.inject(DiscordAction::Fault(SocketFault::GarbageText));
         assert!(
             matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err())
         );
-        sim.inject(DiscordAction::Oversized { bytes: 100_000 });
+        sim.inject(DiscordAction::Fault(SocketFault::Oversized {
+            bytes: 100_000,
+        }));
         let Some(Message::Text(big)) = next_message(&mut ws).await else {
             panic!("expected text")
         };
         assert_eq!(big.len(), 100_000);
-        sim.inject(DiscordAction::Close {
+        sim.inject(DiscordAction::Fault(SocketFault::Close {
             code: 4009,
             reason: "Session timed out.".into(),
-        });
+        }));
         assert!(
             matches!(next_message(&mut ws).await, Some(Message::Close(Some(f))) if u16::from(f.code) == 4009)
         );

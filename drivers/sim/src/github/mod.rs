@@ -26,7 +26,7 @@ pub use records::{GithubRecords, GithubRequest, GithubThread};
 
 use crate::fake;
 use crate::host::{Core, Host, SimState, Simulator};
-use crate::records::{Records, WaitTimedOut};
+use crate::records::Records;
 use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
 use crate::server::{Answer, Reply, Service, Shutdown, Ws};
 use fastrand::Rng;
@@ -162,11 +162,6 @@ impl GithubSim {
         self.host.shared().base.clone()
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
     /// The token it accepts.
     pub fn token(&self) -> &str {
         self.host.shared().config.token.expose()
@@ -208,26 +203,9 @@ impl GithubSim {
             })
             .collect()
     }
-
-    /// A copy of the records so far.
-    pub fn records(&self) -> GithubRecords {
-        self.host.records()
-    }
-
-    /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        check: impl FnMut(&GithubRecords) -> Option<T>,
-    ) -> Result<T, WaitTimedOut> {
-        self.host.wait_for(timeout, check).await
-    }
-
-    /// Stops, letting requests in progress finish for a moment.
-    pub async fn stop(self) {
-        self.host.stop().await;
-    }
 }
+
+crate::host::handle_methods!(GithubSim, GithubRecords);
 
 struct State {
     records: GithubRecords,

@@ -33,9 +33,8 @@ pub use records::{
 };
 
 use crate::fake;
-use crate::host::{Core, Host, Simulator};
-use crate::records::WaitTimedOut;
-use crate::scenario::{HttpFault, Pacer, Rate, Scenario};
+use crate::host::{Core, Host, Simulator, broadcast};
+use crate::scenario::{HttpFault, Pacer, Rate, Scenario, SocketFault};
 use crate::server::{Answer, Reply, Service, Shutdown, Ws};
 use envelopes::Envelope;
 use fastrand::Rng;
@@ -204,22 +203,8 @@ pub enum SlackAction {
     /// connection open (a half-open connection as the client sees it). Envelopes routed to a
     /// silent connection are lost and, for `events_api`, redelivered after the deadline.
     Silent,
-    /// Close with this code and reason.
-    Close {
-        /// Close code.
-        code: u16,
-        /// Close reason (cut to 123 bytes).
-        reason: String,
-    },
-    /// A text frame that is not JSON.
-    GarbageText,
-    /// A binary frame of random bytes.
-    GarbageBinary,
-    /// A text frame of `bytes` bytes (a valid JSON message of an unknown type).
-    Oversized {
-        /// Frame size.
-        bytes: usize,
-    },
+    /// A close or a bad frame.
+    Fault(SocketFault),
     /// Send the last `events_api` envelope again: the same envelope (`new_envelope_id: false`),
     /// or the same event with a new `envelope_id`.
     Duplicate {
@@ -281,11 +266,6 @@ impl SlackSim {
         format!("http://{}/api", self.host.local_addr())
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
     /// The app-level token it accepts.
     pub fn app_token(&self) -> &str {
         self.host.shared().config.app_token.expose()
@@ -310,26 +290,9 @@ impl SlackSim {
             .get(&conn)
             .is_some_and(|entry| entry.tx.try_send(Outbound::Act(action)).is_ok())
     }
-
-    /// A copy of the records so far.
-    pub fn records(&self) -> SlackRecords {
-        self.host.records()
-    }
-
-    /// Waits until `check` finds what it looks for in the records, or `timeout` passes.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        check: impl FnMut(&SlackRecords) -> Option<T>,
-    ) -> Result<T, WaitTimedOut> {
-        self.host.wait_for(timeout, check).await
-    }
-
-    /// Stops: open connections get a close frame (1001), then everything is cancelled.
-    pub async fn stop(self) {
-        self.host.stop().await;
-    }
 }
+
+crate::host::handle_methods!(SlackSim, SlackRecords);
 
 /// What the shared half asks of a connection task.
 #[derive(Debug)]
@@ -465,11 +428,8 @@ impl Simulator for Slack {
             }
             action => {
                 let state = self.lock();
-                state
-                    .conns
-                    .values()
-                    .filter(|entry| entry.tx.try_send(Outbound::Act(action.clone())).is_ok())
-                    .count()
+                let senders = state.conns.values().map(|entry| &entry.tx);
+                broadcast(senders, || Outbound::Act(action.clone()))
             }
         }
     }

@@ -6,10 +6,13 @@ use super::{
     AckRecord, AppliedRecord, CONN_QUEUE, ConnEntry, DisconnectReason, DisconnectRecord,
     EnvelopeRecord, Outbound, Slack, SlackAction, SocketConnection,
 };
-use crate::host::{await_close_reply, client_close, close_frame, close_reason, read_leftovers};
+use crate::host::{
+    Wake, await_close_reply, client_close, close_frame, close_reason, next_wake, read_leftovers,
+};
+use crate::scenario::{SocketFault, garbage_bytes};
 use crate::server::{Shutdown, Ws, answer_close};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
-use futures_lite::{AsyncReadExt, StreamExt};
+use futures_lite::AsyncReadExt;
 use serde_json::{Value, json};
 use smol::channel::Receiver;
 use std::time::Instant;
@@ -58,12 +61,12 @@ enum Flow {
     End,
 }
 
-enum Next {
-    Inbound(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
-    Outbound(Option<Outbound>),
+/// The connection's own deadlines.
+enum Due {
+    /// Time to ping the client.
     Ping,
-    CloseDue,
-    Shutdown,
+    /// The close a `disconnect` announced.
+    Close,
 }
 
 /// One Socket Mode connection.
@@ -126,56 +129,37 @@ impl Socket<'_> {
             .ping_interval
             .and_then(|every| Instant::now().checked_add(every));
         loop {
-            let next = {
-                let ws = &mut self.ws;
-                let outbound = &self.outbound;
-                let close_at = self.close_at;
-                futures_lite::future::or(async { Next::Inbound(ws.next().await) }, async {
-                    futures_lite::future::or(
-                        async { Next::Outbound(outbound.recv().await.ok()) },
-                        async {
-                            futures_lite::future::or(
-                                async {
-                                    shutdown.wait().await;
-                                    Next::Shutdown
-                                },
-                                async {
-                                    match (close_at, next_ping) {
-                                        (Some(close), Some(ping)) if ping < close => {
-                                            async_io::Timer::at(ping).await;
-                                            Next::Ping
-                                        }
-                                        (Some(close), _) => {
-                                            async_io::Timer::at(close).await;
-                                            Next::CloseDue
-                                        }
-                                        (None, Some(ping)) => {
-                                            async_io::Timer::at(ping).await;
-                                            Next::Ping
-                                        }
-                                        (None, None) => futures_lite::future::pending().await,
-                                    }
-                                },
-                            )
-                            .await
-                        },
-                    )
-                    .await
-                })
-                .await
+            let close_at = self.close_at;
+            let due = async {
+                match (close_at, next_ping) {
+                    (Some(close), Some(ping)) if ping < close => {
+                        async_io::Timer::at(ping).await;
+                        Due::Ping
+                    }
+                    (Some(close), _) => {
+                        async_io::Timer::at(close).await;
+                        Due::Close
+                    }
+                    (None, Some(ping)) => {
+                        async_io::Timer::at(ping).await;
+                        Due::Ping
+                    }
+                    (None, None) => futures_lite::future::pending().await,
+                }
             };
+            let next = next_wake(&mut self.ws, &self.outbound, &shutdown, due).await;
             let flow = match next {
-                Next::Inbound(Some(Ok(message))) => self.on_message(message).await,
-                Next::Inbound(Some(Err(_)) | None) => {
+                Wake::Inbound(Some(Ok(message))) => self.on_message(message).await,
+                Wake::Inbound(Some(Err(_)) | None) => {
                     self.record_client_close(None, "");
                     Flow::End
                 }
-                Next::Outbound(Some(Outbound::Envelope(envelope))) => {
+                Wake::Command(Some(Outbound::Envelope(envelope))) => {
                     self.write_envelope(envelope).await
                 }
-                Next::Outbound(Some(Outbound::Act(action))) => self.act(action).await,
-                Next::Outbound(None) => Flow::End,
-                Next::Ping => {
+                Wake::Command(Some(Outbound::Act(action))) => self.act(action).await,
+                Wake::Command(None) => Flow::End,
+                Wake::Timer(Due::Ping) => {
                     next_ping = self
                         .sim
                         .config
@@ -190,11 +174,11 @@ impl Socket<'_> {
                         Err(_) => Flow::End,
                     }
                 }
-                Next::CloseDue => {
+                Wake::Timer(Due::Close) => {
                     self.close(1000, "").await;
                     Flow::End
                 }
-                Next::Shutdown => {
+                Wake::Shutdown => {
                     self.close(1001, "").await;
                     Flow::End
                 }
@@ -339,23 +323,20 @@ impl Socket<'_> {
             }
             SlackAction::DropConnection => return Flow::End,
             SlackAction::Silent => return self.silent().await,
-            SlackAction::Close { code, reason } => {
+            SlackAction::Fault(SocketFault::Close { code, reason }) => {
                 self.close(code, close_reason(&reason)).await;
                 return Flow::End;
             }
-            SlackAction::GarbageText => {
+            SlackAction::Fault(SocketFault::GarbageText) => {
                 self.ws
                     .send(Message::text("<html>502 Bad Gateway</html>"))
                     .await
             }
-            SlackAction::GarbageBinary => {
-                let junk: Vec<u8> = {
-                    let mut state = self.sim.lock();
-                    (0..64).map(|_| state.rng.u8(..)).collect()
-                };
+            SlackAction::Fault(SocketFault::GarbageBinary) => {
+                let junk = garbage_bytes(&mut self.sim.lock().rng);
                 self.ws.send(Message::binary(junk)).await
             }
-            SlackAction::Oversized { bytes } => {
+            SlackAction::Fault(SocketFault::Oversized { bytes }) => {
                 let skeleton = r#"{"type":"oversized","filler":""}"#;
                 let filler = "x".repeat(bytes.saturating_sub(skeleton.len()));
                 self.ws

@@ -320,7 +320,7 @@ fn disconnects_close_after_the_delay_and_faults_reach_the_client() {
         let copy = next_json(&mut ws).await;
         assert_eq!(copy["payload"], event["payload"]);
         assert_ne!(copy["envelope_id"], event["envelope_id"]);
-        sim.inject(SlackAction::GarbageText);
+        sim.inject(SlackAction::Fault(SocketFault::GarbageText));
         assert!(
             matches!(next_message(&mut ws).await, Some(Message::Text(t)) if serde_json::from_str::<Value>(t.as_str()).is_err())
         );

@@ -6,6 +6,7 @@ use super::{
 use crate::discord::heartbeat::Liveness;
 use crate::discord::wire;
 use crate::discord::{CloseAction, IdentifyLimiter, SendClass, close_action, session};
+use crate::timers::TimerKind;
 use crate::{ConnId, Level, Now, Output, Status};
 
 impl DiscordShard {
@@ -239,16 +240,13 @@ impl DiscordShard {
         }
     }
 
+    /// Cancels every deadline of the connection: all but `Reconnect`, which belongs to the gap
+    /// between connections.
     pub(super) fn cancel_connection_timers(&mut self) {
-        for timer in [
-            Timer::CloseTimeout,
-            Timer::HelloTimeout,
-            Timer::ReadyTimeout,
-            Timer::Heartbeat,
-            Timer::SendRetry,
-            Timer::IdentifyPermit,
-        ] {
-            self.core.timers.cancel(timer);
+        for &timer in Timer::ALL {
+            if timer != Timer::Reconnect {
+                self.core.timers.cancel(timer);
+            }
         }
     }
 
