@@ -222,6 +222,13 @@ impl GithubMachine {
                 .map(|v| ("subject_type", v.into_owned())),
         );
         meta.extend(thread.repository.map(|v| ("repository", v.into_owned())));
+        meta.extend(
+            thread
+                .subject_url
+                .as_deref()
+                .and_then(crate::conversation::github_subject_url)
+                .map(|key| ("conversation_key", key)),
+        );
 
         if !self.seen.insert(key, now.mono) {
             return;

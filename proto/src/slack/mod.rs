@@ -39,6 +39,7 @@ pub use config::{DEFAULT_API_BASE, MAX_CONNECTIONS, SlackConfig};
 pub use connections::DRAIN_TIMEOUT_MS;
 pub use dedup::{DEDUP_CAPACITY, DEDUP_TTL_MS};
 pub use liveness::DEAD_AFTER_INTERVALS;
+pub use meta::conversation_key;
 
 use crate::core::{Core, answered_by_core};
 use crate::{
