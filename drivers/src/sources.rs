@@ -157,13 +157,19 @@ impl StatusWatch {
         let failures: Vec<SourceFailure> = statuses
             .into_iter()
             .filter_map(|s| {
-                let reason = s.reason.unwrap_or_else(|| s.status.to_string());
-                match s.status {
-                    Status::Connected => None,
-                    Status::Failed | Status::Disconnected => Some(reason),
-                    status => Some(format!(
-                        "not connected after {} ms (status {status}: {reason})",
-                        timeout.as_millis()
+                let after = timeout.as_millis();
+                match (s.status, s.reason) {
+                    (Status::Connected, _) => None,
+                    (Status::Failed | Status::Disconnected, reason) => {
+                        Some(reason.unwrap_or_else(|| s.status.to_string()))
+                    }
+                    // The machine's status reason is its last real error (a refused URL, no
+                    // READY, a connect error): the start failure names it.
+                    (status, Some(reason)) => Some(format!(
+                        "not connected after {after} ms; last error: {reason} (status {status})"
+                    )),
+                    (status, None) => Some(format!(
+                        "not connected after {after} ms; no error reported (status {status})"
                     )),
                 }
                 .map(|reason| SourceFailure {

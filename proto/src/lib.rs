@@ -34,6 +34,7 @@
 
 mod backoff;
 mod bytes;
+pub mod conversation;
 mod core;
 pub mod cron;
 mod dedup;

@@ -466,7 +466,12 @@ fn arbitrary_frames_never_panic() {
 fn shards_of_one_gateway_share_identify_spacing() {
     let mut gateway = sim(DiscordGateway::new(
         DiscordGatewayConfig {
-            shard: config(),
+            // Two shards never get READY: a READY timeout within the 30 s run would add
+            // reconnects this test does not count.
+            shard: DiscordConfig {
+                ready_timeout_ms: 60_000,
+                ..config()
+            },
             shard_count: Some(3),
             ..DiscordGatewayConfig::default()
         },

@@ -7,7 +7,7 @@
 use openflume_proto::github::{GithubConfig, GithubMachine};
 use openflume_proto::testing::{Entry, Fixture, Simulator, Transcript, invariants};
 use openflume_proto::{
-    HttpResponse, Input, Level, Machine, Millis, Now, Output, ReqId, Status, UnixMillis,
+    HttpResponse, Input, Level, Log, Machine, Millis, Now, Output, ReqId, Status, UnixMillis,
 };
 
 fn run(path: &std::path::Path) -> (GithubMachine, Transcript, GithubConfig) {
@@ -180,6 +180,38 @@ fn bootstrap_skips_then_emits_only_news_with_conditional_requests() {
     assert_eq!(
         statuses(&t),
         [(Status::Connecting, None), (Status::Connected, None)]
+    );
+}
+
+/// Issue 21: a 304 to a request that carried no validators is not "nothing there". Taken as an
+/// answer, it ended the bootstrap with 0 recorded and the next 200 emitted 3 old notifications.
+#[test]
+fn not_modified_without_validators_is_a_fault_and_keeps_the_bootstrap_pending() {
+    let (_, t, _) = run(&fixture("not_modified_without_validators"));
+    assert_eq!(emitted_ids(&t), Vec::<String>::new(), "nothing old is news");
+    let reqs = requests(&t);
+    assert_eq!(reqs.len(), 2, "one retry after the 304");
+    for (_, _, request) in &reqs {
+        assert_eq!(header(request, "If-Modified-Since"), None);
+        assert_eq!(header(request, "If-None-Match"), None);
+    }
+    assert!(actions(&t, Level::Warn).contains(&"poll.retry".to_owned()));
+    let bootstrap: Vec<Log> = t
+        .outputs()
+        .filter_map(|(_, o)| match o {
+            Output::Log(log) if log.action == "poll.bootstrap" => Some(log.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bootstrap.len(), 1, "one bootstrap, after the 200");
+    assert_eq!(bootstrap[0].detail.as_ref().unwrap()["count"], 3);
+    assert_eq!(
+        statuses(&t),
+        [
+            (Status::Connecting, None),
+            (Status::Reconnecting, Some("HTTP 304".to_owned())),
+            (Status::Connected, None)
+        ]
     );
 }
 

@@ -57,7 +57,8 @@ pub use records::{CloseRecord, HttpRecord, Records, WaitTimedOut};
 pub use scenario::{HttpFault, Rate, Scenario, SocketFault, Timed};
 pub use slack::{
     AckRecord, AppliedRecord, DisconnectReason, DisconnectRecord, EnvelopeKind, EnvelopeRecord,
-    GivenUpRecord, SlackAction, SlackRecords, SlackSim, SlackSimConfig, SocketConnection,
+    GivenUpRecord, OpenAnswer, SlackAction, SlackRecords, SlackSim, SlackSimConfig,
+    SocketConnection,
 };
 
 use std::io;

@@ -112,7 +112,9 @@ pub struct DiscordConfig {
     pub max_message_bytes: usize,
     /// From connecting until HELLO, in ms (bounds the WebSocket handshake too); default 20 s.
     pub hello_timeout_ms: u64,
-    /// From IDENTIFY or RESUME until READY or RESUMED, in ms; default 60 s.
+    /// From IDENTIFY or RESUME until READY or RESUMED, in ms; default 15 s. Discord answers in
+    /// well under a second (READY lists guilds as unavailable and sends them later), and the
+    /// default must run out before a caller's start timeout (30 s) so a start failure names it.
     pub ready_timeout_ms: u64,
     /// From sending a close frame until the server's, in ms; default 5 s.
     pub close_timeout_ms: u64,
@@ -138,7 +140,7 @@ impl Default for DiscordConfig {
             resume: None,
             max_message_bytes: 64 << 20,
             hello_timeout_ms: 20_000,
-            ready_timeout_ms: 60_000,
+            ready_timeout_ms: 15_000,
             close_timeout_ms: 5_000,
         }
     }

@@ -27,6 +27,13 @@ pub(super) struct Validators {
     etag: Option<String>,
 }
 
+impl Validators {
+    /// Neither header was given: page 1 goes out unconditional.
+    fn is_empty(&self) -> bool {
+        self.last_modified.is_none() && self.etag.is_none()
+    }
+}
+
 /// What one cycle gathered so far.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Cycle {
@@ -102,6 +109,7 @@ impl GithubMachine {
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
             .header("User-Agent", self.config.user_agent.clone());
+        let conditional = page == 1 && !self.validators.is_empty();
         if page == 1 {
             if let Some(last_modified) = &self.validators.last_modified {
                 request = request.header("If-Modified-Since", last_modified.clone());
@@ -115,6 +123,7 @@ impl GithubMachine {
             page,
             url,
             redirects,
+            conditional,
         });
         self.core.timers.arm(
             Timer::RequestTimeout,
@@ -222,6 +231,13 @@ impl GithubMachine {
                 .map(|v| ("subject_type", v.into_owned())),
         );
         meta.extend(thread.repository.map(|v| ("repository", v.into_owned())));
+        meta.extend(
+            thread
+                .subject_url
+                .as_deref()
+                .and_then(crate::conversation::github_subject_url)
+                .map(|key| ("conversation_key", key)),
+        );
 
         if !self.seen.insert(key, now.mono) {
             return;

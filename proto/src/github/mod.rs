@@ -37,6 +37,8 @@
 //! - A cycle that reaches `page_cap` counts as complete: older threads are read again only once
 //!   they change and move up.
 //! - A 304 never replaces the stored validators; only a complete 200 cycle does.
+//! - A 304 to a page 1 sent without validators is a server fault: it is retried with backoff
+//!   (still without validators) and the bootstrap stays pending, so the next 200 is the bootstrap.
 //! - The dedup cache holds four cycles' worth of keys (at least 1 000) and forgets the oldest
 //!   first; an unchanged thread that outlives that many newer ones is emitted again once.
 //!
@@ -129,6 +131,8 @@ struct InFlight {
     page: u32,
     url: String,
     redirects: u8,
+    /// Page 1 sent with `If-Modified-Since` or `If-None-Match`: only then is a 304 an answer.
+    conditional: bool,
 }
 
 /// The GitHub notifications poller.
@@ -281,11 +285,22 @@ impl GithubMachine {
         };
         match rate_limit::classify(&response, now.wall, self.rate_strikes) {
             Verdict::Page => self.on_page(now, flight, &response),
-            Verdict::NotModified if flight.page == 1 => {
+            Verdict::NotModified if flight.page == 1 && flight.conditional => {
                 let cycle = self.cycle.get_or_insert_with(Cycle::default);
                 cycle.note_pacing(&response);
                 self.finish_cycle(now, CycleEnd::NotModified);
             }
+            // A 304 to a request without validators compares with nothing: a server (or proxy)
+            // fault. Taking it as "nothing there" would end the bootstrap with nothing recorded,
+            // and the next 200 would emit every old notification as news.
+            Verdict::NotModified if flight.page == 1 => self.retry_later(
+                now,
+                "HTTP 304",
+                "304 Not Modified to page 1, which carried no validators (a server fault); \
+                 asking again without validators"
+                    .to_owned(),
+                None,
+            ),
             Verdict::NotModified => self.retry_later(
                 now,
                 "HTTP 304",

@@ -31,6 +31,8 @@ pub(crate) struct Thread<'a> {
     pub reason: Option<Cow<'a, str>>,
     /// `subject.type`, when it is a string.
     pub subject_type: Option<Cow<'a, str>>,
+    /// `subject.url`, when it is a string (null for discussions).
+    pub subject_url: Option<Cow<'a, str>>,
     /// `repository.full_name`, when it is a string.
     pub repository: Option<Cow<'a, str>>,
 }
@@ -126,6 +128,7 @@ pub(crate) fn thread(raw: &RawValue) -> Result<Thread<'_>, Malformed> {
         updated_at,
         reason: fields.reason.and_then(Scalar::into_str),
         subject_type: fields.subject_type.and_then(Scalar::into_str),
+        subject_url: fields.subject_url.and_then(Scalar::into_str),
         repository: fields.repository.and_then(Scalar::into_str),
     })
 }
@@ -207,6 +210,7 @@ struct Fields<'a> {
     updated_at: Option<Scalar<'a>>,
     reason: Option<Scalar<'a>>,
     subject_type: Option<Scalar<'a>>,
+    subject_url: Option<Scalar<'a>>,
     repository: Option<Scalar<'a>>,
 }
 
@@ -233,8 +237,11 @@ impl<'de> Visitor<'de> for ElementVisitor {
                 "id" => fields.id = Some(map.next_value()?),
                 "updated_at" => fields.updated_at = Some(map.next_value()?),
                 "reason" => fields.reason = Some(map.next_value()?),
-                "subject" => fields.subject_type = map.next_value_seed(Pick("type"))?,
-                "repository" => fields.repository = map.next_value_seed(Pick("full_name"))?,
+                "subject" => {
+                    [fields.subject_type, fields.subject_url] =
+                        map.next_value_seed(Pick(["type", "url"]))?
+                }
+                "repository" => [fields.repository] = map.next_value_seed(Pick(["full_name"]))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -272,27 +279,29 @@ fn other(scalar: Scalar<'_>) -> Element<'_> {
     Element::Other(scalar.kind())
 }
 
-/// One field of a nested object (`subject.type`, `repository.full_name`); `None` when the value
-/// is not an object or lacks the field.
-struct Pick(&'static str);
+/// Fields of a nested object (`subject.type` and `subject.url`, `repository.full_name`); each
+/// `None` when the value is not an object or lacks the field.
+struct Pick<const N: usize>([&'static str; N]);
 
-impl<'de> DeserializeSeed<'de> for Pick {
-    type Value = Option<Scalar<'de>>;
+impl<'de, const N: usize> DeserializeSeed<'de> for Pick<N> {
+    type Value = [Option<Scalar<'de>>; N];
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Pick {
-    type Value = Option<Scalar<'de>>;
+impl<'de, const N: usize> Visitor<'de> for Pick<N> {
+    type Value = [Option<Scalar<'de>>; N];
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an object with `{}`", self.0)
+        write!(f, "an object with `{}`", self.0.join("`, `"))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut picked = None;
+        let mut picked = [const { None }; N];
         while let Some(key) = map.next_key::<Scalar<'de>>()? {
             match key {
-                Scalar::Str(key) if key == self.0 => picked = Some(map.next_value()?),
+                Scalar::Str(key) if let Some(i) = self.0.iter().position(|name| key == *name) => {
+                    picked[i] = Some(map.next_value()?)
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -301,25 +310,25 @@ impl<'de> Visitor<'de> for Pick {
         Ok(picked)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        ScalarVisitor.visit_seq(seq).map(|_| None)
+        ScalarVisitor.visit_seq(seq).map(|_| [const { None }; N])
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok([const { None }; N])
     }
 }
 
@@ -339,6 +348,7 @@ mod tests {
             updated_at: Cow::Owned(t.updated_at.into_owned()),
             reason: t.reason.map(|r| Cow::Owned(r.into_owned())),
             subject_type: t.subject_type.map(|r| Cow::Owned(r.into_owned())),
+            subject_url: t.subject_url.map(|r| Cow::Owned(r.into_owned())),
             repository: t.repository.map(|r| Cow::Owned(r.into_owned())),
         })
     }
@@ -356,6 +366,7 @@ mod tests {
             updated_at: own(updated_at),
             reason: reason.map(own),
             subject_type: subject_type.map(own),
+            subject_url: None,
             repository: repository.map(own),
         })
     }

@@ -98,7 +98,7 @@ struct ResponseFields<'a> {
     #[serde(borrow)]
     error: Text<'a>,
     #[serde(borrow)]
-    url: Text<'a>,
+    url: Option<&'a RawValue>,
     #[serde(borrow)]
     user_id: Text<'a>,
     #[serde(borrow)]
@@ -109,16 +109,28 @@ struct ResponseFields<'a> {
     app_id: Text<'a>,
 }
 
-/// Classifies an `apps.connections.open` response; `Ok` carries the WebSocket URL.
+/// Classifies an `apps.connections.open` response; `Ok` carries the WebSocket URL. An `ok` answer
+/// without a usable `ws(s)://` URL is retryable, and its cause says what came instead.
 pub(crate) fn classify_connections_open(response: &HttpResponse) -> ApiOutcome<String> {
-    classify(response, |fields| match fields.url.0 {
-        Some(url) if is_websocket_url(&url) => ApiOutcome::Ok(url.into_owned()),
-        Some(_) => ApiOutcome::Retryable {
-            cause: "ok response with a URL that is not ws(s)://".to_owned(),
-        },
-        None => ApiOutcome::Retryable {
-            cause: "ok response without a URL".to_owned(),
-        },
+    classify(response, |fields| {
+        let cause = match fields
+            .url
+            .map(|raw| serde_json::from_str::<Text<'_>>(raw.get()))
+        {
+            None => "ok:true without a url".to_owned(),
+            Some(Ok(Text(Some(url)))) => match Url::parse(&url) {
+                Ok(parsed) if matches!(parsed.scheme.as_str(), "ws" | "wss") => {
+                    return ApiOutcome::Ok(url.into_owned());
+                }
+                Ok(parsed) => format!(
+                    "ok:true with a {}:// url, not ws:// or wss://",
+                    parsed.scheme.chars().take(16).collect::<String>()
+                ),
+                Err(_) => "ok:true with a url that does not parse".to_owned(),
+            },
+            Some(_) => "ok:true with a url that is not a string".to_owned(),
+        };
+        ApiOutcome::Retryable { cause }
     })
 }
 
@@ -133,10 +145,6 @@ pub(crate) fn classify_auth_test(response: &HttpResponse) -> ApiOutcome<Identity
             app_id: owned(fields.app_id),
         })
     })
-}
-
-fn is_websocket_url(url: &str) -> bool {
-    Url::parse(url).is_ok_and(|url| matches!(url.scheme.as_str(), "ws" | "wss"))
 }
 
 fn classify<T>(
@@ -241,11 +249,19 @@ mod tests {
             (response(200, &[], &ok_body), Ok(url.to_owned())),
             (
                 response(200, &[], r#"{"ok":true}"#),
-                retryable("ok response without a URL"),
+                retryable("ok:true without a url"),
             ),
             (
                 response(200, &[], r#"{"ok":true,"url":"https://x/"}"#),
-                retryable("ok response with a URL that is not ws(s)://"),
+                retryable("ok:true with a https:// url, not ws:// or wss://"),
+            ),
+            (
+                response(200, &[], r#"{"ok":true,"url":"wss ://garbage"}"#),
+                retryable("ok:true with a url that does not parse"),
+            ),
+            (
+                response(200, &[], r#"{"ok":true,"url":5}"#),
+                retryable("ok:true with a url that is not a string"),
             ),
             (
                 response(200, &[], r#"{"ok":false,"error":"invalid_auth"}"#),

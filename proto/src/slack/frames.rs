@@ -13,6 +13,7 @@ use super::{
 use super::{config, meta, scrub};
 use crate::{ConnId, DeliveryId, Event, Frame, Level, Misuse, Now, RawJson};
 use serde_json::json;
+use std::borrow::Cow;
 
 impl SlackMachine {
     pub(super) fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) {
@@ -237,25 +238,54 @@ impl SlackMachine {
             retry_attempt,
             retry_reason,
         } = envelope;
+        // An `events_api` envelope without a usable id is still an event: emitted (deduplicated
+        // by its `event_id`), but nothing can acknowledge it.
+        let (envelope_id, no_id) = match envelope_id {
+            Ok(id) => (id, None),
+            Err(what) => (Cow::Borrowed(""), Some(what)),
+        };
         let missing = if payload.is_none() { "payload" } else { "type" };
         let (Some(kind), Some(payload)) = (kind, payload) else {
+            let acked = if no_id.is_some() {
+                "not acknowledged (no envelope_id)"
+            } else {
+                "acknowledged"
+            };
             self.core.log_with(
                 now,
                 Level::Warn,
                 "envelope.incomplete",
                 format!(
-                    "envelope {envelope_id} on connection {} has no {missing}; acknowledged, not emitted",
+                    "envelope {envelope_id} on connection {} has no {missing}; {acked}, not emitted",
                     conn.0
                 ),
                 json!({"conn": conn, "envelope_id": envelope_id}),
             );
+            if no_id.is_some() {
+                return;
+            }
             return self.send_ack(now, conn, &envelope_id);
         };
         let extracted = meta::extract(&kind, &payload);
-        if !self
-            .seen
-            .first_sighting(extracted.event_id.as_deref(), &envelope_id, now.mono)
-        {
+        let first = match (&extracted.event_id, no_id) {
+            (None, Some(_)) => true,
+            (event_id, _) => self
+                .seen
+                .first_sighting(event_id.as_deref(), &envelope_id, now.mono),
+        };
+        if !first {
+            if no_id.is_some() {
+                return self.core.log_with(
+                    now,
+                    Level::Debug,
+                    "envelope.duplicate",
+                    format!(
+                        "an envelope without envelope_id on connection {} repeats an emitted payload; not emitted",
+                        conn.0
+                    ),
+                    json!({"conn": conn, "event_id": extracted.event_id}),
+                );
+            }
             // The original may not be held yet: then this copy is acknowledged with it, so an
             // ack never runs ahead of the consumer.
             let original = extracted
@@ -296,6 +326,23 @@ impl SlackMachine {
             }
             return self.send_ack(now, conn, &envelope_id);
         }
+        if let Some(what) = no_id {
+            let dedup = match &extracted.event_id {
+                Some(event_id) => format!("deduplicated by event_id {event_id}"),
+                None => "not deduplicated (no event_id either)".to_owned(),
+            };
+            self.core.log_with(
+                now,
+                Level::Warn,
+                "envelope.no_id",
+                format!(
+                    "{kind} envelope on connection {} has no envelope_id ({what}): emitted, {dedup}, \
+                     but it cannot be acknowledged (Slack may redeliver it)",
+                    conn.0
+                ),
+                json!({"conn": conn, "field": "envelope_id", "found": what, "event_id": extracted.event_id}),
+            );
+        }
         let mut event = Event::new(SOURCE, kind.as_ref(), RawJson::from_raw(payload), now.wall);
         event.meta = extracted.meta;
         event.meta.insert("event_type".into(), kind.into_owned());
@@ -318,6 +365,10 @@ impl SlackMachine {
                     event.meta.insert(key.into(), value.clone());
                 }
             }
+        }
+        if no_id.is_some() {
+            // Nothing to acknowledge, so nothing to confirm.
+            return self.core.emit_event(event, None);
         }
         let (delivery, given_up) = self.acks.register(PendingAck {
             conn,

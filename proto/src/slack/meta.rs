@@ -34,6 +34,10 @@ struct PayloadFields<'a> {
     container: Option<&'a RawValue>,
     #[serde(borrow)]
     message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    team_id: Text<'a>,
+    #[serde(borrow)]
+    team: IdText<'a>,
 }
 
 /// `payload.event` of an `events_api` envelope.
@@ -48,14 +52,21 @@ struct InnerEvent<'a> {
     user: IdText<'a>,
     #[serde(borrow)]
     thread_ts: Text<'a>,
+    #[serde(borrow)]
+    ts: Text<'a>,
 }
 
-/// A `container` or `message` of an interactive payload: only its thread matters here.
+/// A `container` or `message` of an interactive payload: only its thread (and the message's own
+/// `ts`, which starts one) matters here.
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct Threaded<'a> {
     #[serde(borrow)]
     thread_ts: Text<'a>,
+    #[serde(borrow)]
+    ts: Text<'a>,
+    #[serde(borrow)]
+    message_ts: Text<'a>,
 }
 
 /// Parses a JSON object into `T`; anything else (including an array, which derived structs would
@@ -73,6 +84,28 @@ pub(crate) struct PayloadMeta {
     pub event_id: Option<String>,
     /// Flat meta entries for the event, without the envelope-level ones.
     pub meta: BTreeMap<Cow<'static, str>, String>,
+}
+
+/// The `conversation_key` of a Socket Mode payload of envelope type `envelope_type`
+/// (`events_api`, `interactive`, `slash_commands`), the same key the Slack source puts in
+/// `meta.conversation_key`: `slack:v1:<team>:<channel>:<thread_ts or ts>`, or
+/// `slack:v1:<team>:<channel>` when the payload has no `thread_ts` nor `ts` (a slash command).
+/// The team is the payload's `team_id` (or `team.id`); the channel, thread and ts are read where
+/// the envelope type keeps them (`payload.event` for `events_api`). `None` without a team or a
+/// channel, or when `payload` is not a JSON object. A webhook ingress receives the same payloads
+/// and can use this as it is. See [`conversation`](crate::conversation) for the format.
+///
+/// ```
+/// use openflume_proto::slack::conversation_key;
+/// let payload = r#"{"team_id":"T1","event_id":"Ev1","event":{"type":"message","channel":"C1","ts":"1.2"}}"#;
+/// assert_eq!(conversation_key("events_api", payload).as_deref(), Some("slack:v1:T1:C1:1.2"));
+/// let command = r#"{"team_id":"T1","channel_id":"C2","command":"/deploy"}"#;
+/// assert_eq!(conversation_key("slash_commands", command).as_deref(), Some("slack:v1:T1:C2"));
+/// assert_eq!(conversation_key("events_api", "[1]"), None);
+/// ```
+pub fn conversation_key(envelope_type: &str, payload: &str) -> Option<String> {
+    let raw: &RawValue = serde_json::from_str(payload).ok()?;
+    extract(envelope_type, raw).meta.remove("conversation_key")
 }
 
 /// Reads the meta of a payload of envelope type `envelope_type`. A payload that is not an object
@@ -110,6 +143,18 @@ pub(crate) fn extract(envelope_type: &str, payload: &RawValue) -> PayloadMeta {
         ),
     ];
     let event_id = fields.event_id.0.filter(|id| !id.is_empty());
+    // The thread, else the message's own ts (a message starts a thread), else the channel alone.
+    let own_ts = match envelope_type {
+        "slash_commands" => None,
+        "interactive" => container.message_ts.0.or(container.ts.0).or(message.ts.0),
+        _ => event.ts.0,
+    };
+    let thread = facts[3].1.clone().filter(|t| !t.is_empty()).or(own_ts);
+    let team = fields.team_id.0.or(fields.team.0);
+    let conversation_key = match (&team, &facts[1].1) {
+        (Some(team), Some(channel)) => crate::conversation::slack(team, channel, thread.as_deref()),
+        _ => None,
+    };
     let mut meta: BTreeMap<Cow<'static, str>, String> = facts
         .into_iter()
         .filter_map(|(key, value)| Some((Cow::Borrowed(key), value?.into_owned())))
@@ -117,6 +162,9 @@ pub(crate) fn extract(envelope_type: &str, payload: &RawValue) -> PayloadMeta {
         .collect();
     if let Some(id) = &event_id {
         meta.insert("event_id".into(), id.to_string());
+    }
+    if let Some(key) = conversation_key {
+        meta.insert("conversation_key".into(), key);
     }
     PayloadMeta {
         event_id: event_id.map(Cow::into_owned),

@@ -39,6 +39,7 @@ pub use config::{DEFAULT_API_BASE, MAX_CONNECTIONS, SlackConfig};
 pub use connections::DRAIN_TIMEOUT_MS;
 pub use dedup::{DEDUP_CAPACITY, DEDUP_TTL_MS};
 pub use liveness::DEAD_AFTER_INTERVALS;
+pub use meta::conversation_key;
 
 use crate::core::{Core, answered_by_core};
 use crate::{
@@ -147,11 +148,17 @@ impl SlackMachine {
 
     // ----- outputs -------------------------------------------------------------------------
 
-    /// Connected while some connection receives; otherwise reconnecting once it had been connected.
+    /// Connected while some connection receives; otherwise reconnecting, with the last cause, once
+    /// it had been connected or an attempt failed. A failed first attempt moves `connecting` to
+    /// `reconnecting` too (as Discord and GitHub do), so the status names the cause as it happens
+    /// instead of saying `connecting` until the start times out.
     fn update_status(&mut self, reason: impl FnOnce() -> String) {
         if self.pool.is_receiving() {
             self.core.set_status(Status::Connected, None);
-        } else if self.core.status() == Status::Connected {
+        } else if matches!(
+            self.core.status(),
+            Status::Connected | Status::Connecting | Status::Reconnecting
+        ) {
             self.core.set_status(Status::Reconnecting, Some(reason()));
         }
     }

@@ -92,13 +92,24 @@ pub(crate) fn lenient_u64(raw: Option<&RawValue>) -> Option<u64> {
     serde_json::from_str(raw?.get()).ok()
 }
 
+/// A field's raw value when the field is there, `null` included (an `Option` would read `null`
+/// as absent).
+#[derive(Default)]
+struct Present<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Present(Some(raw)))
+    }
+}
+
 /// The top-level fields of any inbound frame; unknown fields are skipped without being parsed.
 #[derive(Deserialize)]
 struct FrameFields<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: Text<'a>,
     #[serde(default, borrow)]
-    envelope_id: Text<'a>,
+    envelope_id: Present<'a>,
     #[serde(default)]
     payload: Option<Box<RawValue>>,
     #[serde(default, borrow)]
@@ -144,8 +155,9 @@ impl DebugInfo {
 /// An envelope: something Slack wants acknowledged by its `envelope_id`.
 #[derive(Debug)]
 pub(crate) struct Envelope<'a> {
-    /// The id to acknowledge.
-    pub envelope_id: Cow<'a, str>,
+    /// The id to acknowledge, or what stood in its place (`missing`, `null`, `a number`, …) in an
+    /// `events_api` envelope, which is still emitted (it cannot be acknowledged).
+    pub envelope_id: Result<Cow<'a, str>, &'static str>,
     /// `events_api`, `slash_commands`, `interactive`, or a type added later.
     pub kind: Option<Cow<'a, str>>,
     /// The payload, exactly as received.
@@ -173,7 +185,8 @@ pub(crate) enum Message<'a> {
         /// Host, when given.
         debug_info: DebugInfo,
     },
-    /// A frame with an `envelope_id` (every type except `hello` and `disconnect`).
+    /// A frame with an `envelope_id` (every type except `hello` and `disconnect`), or an
+    /// `events_api` frame without a usable one.
     Envelope(Envelope<'a>),
     /// Anything else; only its type is kept, for the log.
     Other {
@@ -198,20 +211,38 @@ pub(crate) fn parse(text: &str) -> Result<Message<'_>, serde_json::Error> {
             reason: fields.reason.0,
             debug_info: DebugInfo::parse(fields.debug_info),
         },
-        _ => match fields.envelope_id.0 {
-            Some(envelope_id) => Message::Envelope(Envelope {
+        kind => match envelope_id(fields.envelope_id.0) {
+            // Only an `events_api` payload can be recognised again without it (by `event_id`).
+            Err(_) if kind != Some("events_api") => Message::Other {
+                kind: fields.kind.0,
+            },
+            envelope_id => Message::Envelope(Envelope {
                 envelope_id,
                 kind: fields.kind.0,
                 payload: fields.payload,
                 retry_attempt: lenient_u64(fields.retry_attempt),
                 retry_reason: fields.retry_reason.0.filter(|r| !r.is_empty()),
             }),
-            None => Message::Other {
-                kind: fields.kind.0,
-            },
         },
     };
     Ok(message)
+}
+
+/// The `envelope_id` when it is a string, else what stands in its place, for the log.
+fn envelope_id(raw: Option<&RawValue>) -> Result<Cow<'_, str>, &'static str> {
+    let Some(raw) = raw else {
+        return Err("missing");
+    };
+    match serde_json::from_str::<Text<'_>>(raw.get()) {
+        Ok(Text(Some(id))) => Ok(id),
+        _ => Err(match raw.get().trim_start().as_bytes().first() {
+            Some(b'n') => "null",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            _ => "a number",
+        }),
+    }
 }
 
 /// The acknowledgement frame `{"envelope_id":"…"}`.
@@ -240,7 +271,8 @@ mod tests {
             }
             Ok(Message::Envelope(e)) => format!(
                 "envelope {} {:?} payload={:?} retry={:?}/{:?}",
-                e.envelope_id,
+                e.envelope_id
+                    .unwrap_or_else(|what| format!("({what})").into()),
                 e.kind,
                 e.payload.map(|p| p.get().to_owned()),
                 e.retry_attempt,
@@ -282,8 +314,24 @@ mod tests {
                 r#"envelope e3 None payload=Some("\"text\"") retry=None/None"#,
             ),
             (
+                r#"{"envelope_id":{"id":"x"},"type":"slash_commands"}"#,
+                r#"other Some("slash_commands")"#,
+            ),
+            (
                 r#"{"envelope_id":{"id":"x"},"type":"events_api"}"#,
-                r#"other Some("events_api")"#,
+                r#"envelope (an object) Some("events_api") payload=None retry=None/None"#,
+            ),
+            (
+                r#"{"type":"events_api","payload":{}}"#,
+                r#"envelope (missing) Some("events_api") payload=Some("{}") retry=None/None"#,
+            ),
+            (
+                r#"{"envelope_id":null,"type":"events_api"}"#,
+                r#"envelope (null) Some("events_api") payload=None retry=None/None"#,
+            ),
+            (
+                r#"{"envelope_id":12,"type":"events_api"}"#,
+                r#"envelope (a number) Some("events_api") payload=None retry=None/None"#,
             ),
             (r#"{"type":"goodbye"}"#, r#"other Some("goodbye")"#),
             (r#"{}"#, "other None"),

@@ -27,6 +27,8 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
+pub use rest::OpenAnswer;
+
 pub use records::{
     AckRecord, AppliedRecord, DisconnectRecord, EnvelopeRecord, GivenUpRecord, SlackRecords,
     SocketConnection,
@@ -226,6 +228,14 @@ pub enum SlackAction {
         /// How many calls.
         times: u32,
     },
+    /// The next `times` authenticated `apps.connections.open` calls answer `answer` instead of a
+    /// URL with a ticket.
+    ConnectionsOpen {
+        /// The answer.
+        answer: OpenAnswer,
+        /// How many calls.
+        times: u32,
+    },
 }
 
 /// A running Slack simulator. Stops when dropped.
@@ -326,6 +336,7 @@ struct State {
     outstanding: HashMap<String, Outstanding>,
     queue: VecDeque<Envelope>,
     api_errors: VecDeque<(String, u32)>,
+    open_answers: VecDeque<(OpenAnswer, u32)>,
     last_events_api: Option<Envelope>,
 }
 
@@ -356,6 +367,7 @@ impl Slack {
             outstanding: HashMap::new(),
             queue: VecDeque::new(),
             api_errors: VecDeque::new(),
+            open_answers: VecDeque::new(),
             last_events_api: None,
         };
         Slack {
@@ -423,6 +435,13 @@ impl Simulator for Slack {
                 let mut state = self.lock();
                 if times > 0 && state.api_errors.len() < 1024 {
                     state.api_errors.push_back((error, times));
+                }
+                1
+            }
+            SlackAction::ConnectionsOpen { answer, times } => {
+                let mut state = self.lock();
+                if times > 0 && state.open_answers.len() < 1024 {
+                    state.open_answers.push_back((answer, times));
                 }
                 1
             }

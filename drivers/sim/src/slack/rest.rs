@@ -10,6 +10,49 @@ use serde_json::json;
 /// Tickets remembered, at most (used ones are forgotten first).
 const MAX_TICKETS: usize = 10_000;
 
+/// An `apps.connections.open` answer that gives no usable Socket Mode URL, injected with
+/// [`SlackAction::ConnectionsOpen`](super::SlackAction::ConnectionsOpen): the causes a client must
+/// name instead of saying "connecting" until its start times out.
+///
+/// ```
+/// use openflume_sim::{OpenAnswer, SlackAction};
+/// let fault = SlackAction::ConnectionsOpen { answer: OpenAnswer::NoUrl, times: 3 };
+/// assert_eq!(OpenAnswer::HttpUrl.body("127.0.0.1:1"), r#"{"ok":true,"url":"http://127.0.0.1:1/link/?ticket=t"}"#);
+/// # drop(fault);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenAnswer {
+    /// `{"ok":true}`: no `url` at all.
+    NoUrl,
+    /// An `http://` URL instead of `ws://` or `wss://`.
+    HttpUrl,
+    /// A `url` that is not a URL.
+    GarbageUrl,
+    /// A number where the URL string should be.
+    NumberUrl,
+    /// HTTP 200 with an HTML page (a captive portal, a proxy's error page).
+    Html,
+    /// A `wss://` URL on a port where nothing listens (127.0.0.1:1): the connect fails.
+    Unreachable,
+}
+
+impl OpenAnswer {
+    /// The response body; `addr` is the simulator's own address, for the `http://` URL.
+    pub fn body(self, addr: &str) -> String {
+        match self {
+            OpenAnswer::NoUrl => r#"{"ok":true}"#.to_owned(),
+            OpenAnswer::HttpUrl => format!(r#"{{"ok":true,"url":"http://{addr}/link/?ticket=t"}}"#),
+            OpenAnswer::GarbageUrl => r#"{"ok":true,"url":"::not a url::"}"#.to_owned(),
+            OpenAnswer::NumberUrl => r#"{"ok":true,"url":12345}"#.to_owned(),
+            OpenAnswer::Html => "<html><body>Sign in to the network</body></html>".to_owned(),
+            OpenAnswer::Unreachable => {
+                r#"{"ok":true,"url":"wss://127.0.0.1:1/link/?ticket=t"}"#.to_owned()
+            }
+        }
+    }
+}
+
 impl Slack {
     /// Answers a Web API request, or with an injected fault.
     pub(super) async fn rest(&self, request: ReceivedRequest) -> Answer {
@@ -64,6 +107,22 @@ impl Slack {
             );
         }
         let mut state = self.lock();
+        if let Some((answer, times)) = state.open_answers.front_mut() {
+            let answer = *answer;
+            *times -= 1;
+            if *times == 0 {
+                state.open_answers.pop_front();
+            }
+            let body = answer.body(&self.addr.to_string());
+            return if answer == OpenAnswer::Html {
+                let mut reply =
+                    Reply::empty(200).header("Content-Type", "text/html; charset=utf-8");
+                reply.body = body.into_bytes();
+                reply
+            } else {
+                Reply::json(200, body)
+            };
+        }
         if let Some((error, times)) = state.api_errors.front_mut() {
             let error = error.clone();
             *times -= 1;

@@ -350,7 +350,8 @@ impl Socket<'_> {
             | SlackAction::Interactive
             | SlackAction::Duplicate { .. }
             | SlackAction::Http { .. }
-            | SlackAction::ApiError { .. } => Ok(()),
+            | SlackAction::ApiError { .. }
+            | SlackAction::ConnectionsOpen { .. } => Ok(()),
         };
         if sent.is_ok() {
             Flow::Continue

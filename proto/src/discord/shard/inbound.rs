@@ -391,6 +391,13 @@ impl DiscordShard {
         event
             .meta
             .insert("event_type".into(), event.event_type.clone());
+        if let Some(key) = meta
+            .channel_id
+            .as_deref()
+            .and_then(|channel| crate::conversation::discord(meta.guild_id.as_deref(), channel))
+        {
+            event.meta.insert("conversation_key".into(), key);
+        }
         for (key, value) in [
             ("channel_id", meta.channel_id),
             ("guild_id", meta.guild_id),

@@ -112,7 +112,15 @@ impl DiscordShard {
             return;
         }
         let timeout = self.config.ready_timeout_ms;
-        let why = format!("no {what} within {timeout} ms");
+        let within = if timeout.is_multiple_of(1000) {
+            format!("{} s", timeout / 1000)
+        } else {
+            format!("{timeout} ms")
+        };
+        let why = format!("{what} not received within {within}");
+        // Said now, not after the close handshake: a start that times out meanwhile names it.
+        self.core
+            .set_status(Status::Reconnecting, Some(why.clone()));
         self.core.log(
             now,
             Level::Warn,
