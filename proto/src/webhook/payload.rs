@@ -243,7 +243,7 @@ fn github(request: &ReceivedRequest, now: UnixMillis) -> Result<Arrival, Malform
     {
         meta.insert(
             "conversation_key".into(),
-            format!("github:v1:owner:{owner}:repo:{repo}:issue:{number}"),
+            crate::conversation::github(owner, repo, number),
         );
     }
     if let Some(full_name) = repository {
