@@ -7,8 +7,10 @@
 //! item waits for room.
 
 use crate::hub::{Blocked, Hub, Offer, Receipt, Settled};
+use crate::twins::{self, Fate, Sighting, Slot};
 use openflume_proto::{DeliveryId, Input, Item, Level, Log, UnixMillis};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Items queued behind a blocked one while the source shuts down and reads on regardless (so
 /// its close handshake completes); past this the rest are discarded and counted.
@@ -17,13 +19,25 @@ const SHUTDOWN_QUEUE: usize = 1024;
 pub(crate) struct Lane {
     hub: Hub,
     /// The item the hub could not place yet: a back-pressure stream was full.
-    blocked: Option<(Blocked, Option<DeliveryId>)>,
+    blocked: Option<(Blocked, Confirm)>,
     /// Items behind it, in order.
-    queued: VecDeque<(Item, Option<DeliveryId>)>,
-    /// Receipts of events that wait for confirmation, oldest first.
-    receipts: VecDeque<(DeliveryId, Receipt)>,
+    queued: VecDeque<(Item, Confirm)>,
+    /// What events that wait for confirmation wait on, oldest first.
+    receipts: VecDeque<(DeliveryId, Awaited)>,
     /// Items discarded at shutdown because the consumer did not take them in time.
     discarded: u64,
+}
+
+/// What an item asks to be told: its delivery id, and for the first copy of a keyed event the
+/// slot its twins wait on.
+type Confirm = Option<(DeliveryId, Option<Arc<Slot>>)>;
+
+/// What a delivery waits on.
+enum Awaited {
+    /// This lane's own copy, and the slot to settle for its twins.
+    Own(Receipt, Option<Arc<Slot>>),
+    /// A twin: the first copy, offered by another lane (or earlier by this one).
+    Twin(Arc<Slot>),
 }
 
 impl Lane {
@@ -40,6 +54,17 @@ impl Lane {
     /// Hands `item` to the hub now, or queues it behind a blocked one. `confirm` asks for an
     /// `Input::Delivered` once every back-pressure consumer holds it.
     pub(crate) fn deliver(&mut self, item: Item, confirm: Option<DeliveryId>) {
+        let confirm = match (confirm, twins::key(&item)) {
+            (Some(delivery), Some(key)) => match self.hub.twins().sight(key) {
+                Sighting::First(slot) => Some((delivery, Some(slot))),
+                Sighting::Twin(slot) => {
+                    // Already on its way to the consumers through another transport.
+                    self.receipts.push_back((delivery, Awaited::Twin(slot)));
+                    return;
+                }
+            },
+            (confirm, _) => confirm.map(|delivery| (delivery, None)),
+        };
         if self.blocked.is_some() {
             self.queued.push_back((item, confirm));
         } else {
@@ -51,22 +76,29 @@ impl Lane {
     /// bounded, since the source keeps reading to finish its close handshake.
     pub(crate) fn deliver_while_stopping(&mut self, item: Item, confirm: Option<DeliveryId>) {
         if self.blocked.is_some() && self.queued.len() >= SHUTDOWN_QUEUE {
+            // Never offered: nothing was acknowledged, and no twin may count on it.
+            if let Some(key) = twins::key(&item)
+                && let Sighting::First(slot) = self.hub.twins().sight(key)
+            {
+                slot.settle(Fate::Abandoned);
+            }
             self.discarded += 1;
         } else {
             self.deliver(item, confirm);
         }
     }
 
-    fn offer(&mut self, item: Item, confirm: Option<DeliveryId>) {
+    fn offer(&mut self, item: Item, confirm: Confirm) {
         match self.hub.offer(item, confirm.is_some()) {
             Offer::Taken(receipt) => self.taken(receipt, confirm),
             Offer::Blocked(blocked) => self.blocked = Some((blocked, confirm)),
         }
     }
 
-    fn taken(&mut self, receipt: Receipt, confirm: Option<DeliveryId>) {
-        if let Some(delivery) = confirm {
-            self.receipts.push_back((delivery, receipt));
+    fn taken(&mut self, receipt: Receipt, confirm: Confirm) {
+        if let Some((delivery, slot)) = confirm {
+            self.receipts
+                .push_back((delivery, Awaited::Own(receipt, slot)));
         }
     }
 
@@ -114,7 +146,8 @@ impl Lane {
     /// Resolves once the oldest receipt may have settled (never, when none waits).
     pub(crate) async fn progressed(&self) {
         match self.receipts.front() {
-            Some((_, receipt)) => receipt.progressed().await,
+            Some((_, Awaited::Own(receipt, _))) => receipt.progressed().await,
+            Some((_, Awaited::Twin(slot))) => slot.settled().await,
             None => futures_lite::future::pending().await,
         }
     }
@@ -122,30 +155,56 @@ impl Lane {
     /// The confirmations now due, in order. A receipt abandoned by a consumer that went away is
     /// dropped: that event is never acknowledged, so the service redelivers it.
     pub(crate) fn settled(&mut self, inputs: &mut VecDeque<Input>) {
-        while let Some((_, receipt)) = self.receipts.front() {
-            match receipt.state() {
-                Settled::Pending => break,
-                Settled::Held => {
-                    if let Some((delivery, _)) = self.receipts.pop_front() {
-                        inputs.push_back(Input::Delivered { delivery });
+        while let Some((delivery, awaited)) = self.receipts.front() {
+            let fate = match awaited {
+                Awaited::Own(receipt, slot) => {
+                    let fate = match receipt.state() {
+                        Settled::Pending => Fate::Pending,
+                        Settled::Held => Fate::Held,
+                        Settled::Abandoned => Fate::Abandoned,
+                    };
+                    if let Some(slot) = slot {
+                        slot.settle(fate);
                     }
+                    fate
                 }
-                Settled::Abandoned => {
-                    self.receipts.pop_front();
-                }
+                Awaited::Twin(slot) => slot.fate(),
+            };
+            match fate {
+                Fate::Pending => break,
+                Fate::Held => inputs.push_back(Input::Delivered {
+                    delivery: *delivery,
+                }),
+                // Nobody holds it: no acknowledgement, the service redelivers.
+                Fate::Abandoned => {}
             }
+            self.receipts.pop_front();
         }
     }
 
     /// Drops every receipt: for a machine that finished, which takes no confirmation any more.
     pub(crate) fn forget_receipts(&mut self) {
-        self.receipts.clear();
+        // The machine acknowledges nothing more, so its twins may not count on it either.
+        for (_, awaited) in self.receipts.drain(..) {
+            if let Awaited::Own(_, Some(slot)) = awaited {
+                slot.settle(Fate::Abandoned);
+            }
+        }
     }
 
     /// Gives up on what is still waiting (the shutdown's grace is over), saying how much.
     pub(crate) fn abandon(&mut self, source: &str, now: UnixMillis) -> Option<Log> {
-        let waiting = u64::from(self.blocked.take().is_some()) + self.queued.len() as u64;
-        self.queued.clear();
+        let blocked = self.blocked.take().map(|(_, confirm)| confirm);
+        let waiting = u64::from(blocked.is_some()) + self.queued.len() as u64;
+        for (_, slot) in blocked
+            .into_iter()
+            .chain(self.queued.drain(..).map(|(_, confirm)| confirm))
+            .flatten()
+        {
+            if let Some(slot) = slot {
+                slot.settle(Fate::Abandoned);
+            }
+        }
         let lost = waiting + std::mem::take(&mut self.discarded);
         (lost > 0).then(|| {
             Log::new(

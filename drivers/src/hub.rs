@@ -15,12 +15,17 @@
 //!    Slack ack, GitHub validators). A stream whose consumer went away before holding the event
 //!    abandons the receipt: nothing is acknowledged, and the service redelivers.
 //!
+//! 4. A confirmed event whose key another lane already offered (the same Slack `event_id` by
+//!    Socket Mode and by the Events API, see [`twins`](crate::twins)) is not offered again: its
+//!    confirmation waits for the first copy's receipt instead.
+//!
 //! A callback holds an item once it returned. Without any back-pressure stream, an event is
 //! confirmed as soon as the callbacks returned.
 
 use crate::clock::wall_now;
 use crate::lock::lock;
 use crate::stream::{Buffer, ItemStream, Overflow, Pushed};
+use crate::twins::Twins;
 use openflume_proto::{Item, Level, Log};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -64,6 +69,8 @@ struct Shared {
     /// Held while an item is dispatched, so callbacks and streams see one order of items.
     callbacks: Mutex<Callbacks>,
     streams: Arc<Mutex<Streams>>,
+    /// Recent keyed events, so a second transport's copy is not offered again.
+    twins: Twins,
 }
 
 struct Callbacks {
@@ -118,6 +125,7 @@ pub(crate) fn hub(
         min_level,
         callbacks: Mutex::new(Callbacks { on_item, on_error }),
         streams: streams.clone(),
+        twins: Twins::default(),
     };
     (
         Hub {
@@ -253,6 +261,11 @@ impl Blocked {
 }
 
 impl Hub {
+    /// The keys of recent confirmed events, shared by every source's lane.
+    pub(crate) fn twins(&self) -> &Twins {
+        &self.shared.twins
+    }
+
     /// Wakes every stream's reader that has items it was not woken for: a source calls this
     /// before it waits (see [`Buffer::announce`]).
     pub(crate) fn announce(&self) {

@@ -41,6 +41,7 @@ mod serve;
 mod source;
 mod sources;
 mod stream;
+mod twins;
 mod ws;
 
 pub use confluence::{Confluence, ConfluenceError};

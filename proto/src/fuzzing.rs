@@ -496,7 +496,7 @@ pub fn webhook_ingress(data: &[u8]) {
         wall: UnixMillis(1_764_100_000_000),
     };
     let mut reader = Reader { data };
-    let mut sim = Simulator::new(machine, start, reader.byte() % 2 == 0);
+    let mut sim = Simulator::new(machine, start, reader.byte().is_multiple_of(2));
     let _ = sim.feed(Input::Start);
     let (mut at, mut next_conn, mut steps, mut checked) = (Millis(0), 0u64, 0, 0);
     while !reader.is_empty() && steps < 256 && at < MAX_VIRTUAL_TIME {
