@@ -90,10 +90,10 @@ struct Inner {
 impl Twins {
     pub(crate) fn sight(&self, key: String) -> Sighting {
         let mut inner = lock(&self.inner);
-        if let Some(slot) = inner.slots.get(&key) {
-            if slot.fate() != Fate::Abandoned {
-                return Sighting::Twin(slot.clone());
-            }
+        if let Some(slot) = inner.slots.get(&key)
+            && slot.fate() != Fate::Abandoned
+        {
+            return Sighting::Twin(slot.clone());
         }
         if inner.order.len() >= CAPACITY
             && let Some(oldest) = inner.order.pop_front()
