@@ -2,6 +2,9 @@
 //! twice, with the same `event_id`. `listen` prints it once, and answers (acks, 200s) the second
 //! copy only once the first is written to stdout.
 
+// A broken precondition (no simulator, no answer) is a test failure: panics are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openflume_proto::webhook::sign_slack;
 use openflume_sim::{SlackAction, SlackSim, SlackSimConfig};
 use openflume_tests::{Reader, block_on, is_event_json, is_status_json, listen};
