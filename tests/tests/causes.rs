@@ -87,3 +87,30 @@ fn the_start_failure_quotes_the_last_error() {
         "stderr: {stderr}"
     );
 }
+
+/// A gateway that takes IDENTIFY and never sends READY: the status names it as soon as the READY
+/// timeout (15 s) runs out, long before the start would fail, and the session is retried.
+#[test]
+fn ready_never_sent_is_named_as_it_happens() {
+    let discord = openflume_tests::discord_sim(openflume_sim::DiscordSimConfig {
+        withhold_ready: true,
+        ..openflume_sim::DiscordSimConfig::default()
+    });
+    let env = openflume_tests::discord_env(&discord);
+    let mut cli = listen(&["--start-timeout", "600"], &env, Reader::Eager);
+    let status = cli
+        .try_wait_for_json(Duration::from_secs(30), |line| {
+            is_status_json(line, "discord", "reconnecting")
+                && line["log"]["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains("READY not received within 15 s"))
+        })
+        .unwrap_or_else(|why| panic!("no status naming the missing READY: {why}"));
+    assert!(
+        !status.to_string().contains(discord.token()),
+        "the token leaked: {status}"
+    );
+    cli.terminate();
+    let (code, _, stderr) = cli.wait_exit(WAIT);
+    assert_eq!(code.code(), Some(0), "stderr: {stderr}");
+}

@@ -6,8 +6,8 @@ use super::gateway::{Flow, Gateway};
 use super::payloads::{RESUMED_DATA, control};
 use super::session::{Session, evict_sessions};
 use super::{
-    Command, Control, IdentifyOutcome, IdentifyRecord, PRIVILEGED_INTENTS, ResumeOutcome,
-    ResumeRecord,
+    Command, Control, Discord, IdentifyOutcome, IdentifyRecord, PRIVILEGED_INTENTS, ResumeOutcome,
+    ResumeRecord, State,
 };
 use crate::fake;
 use serde_json::Value;
@@ -97,18 +97,8 @@ impl Gateway<'_> {
                     attached: Some(self.conn),
                     detached_at: None,
                 };
-                let capacity = self.sim.config.resume_buffer;
-                session.push("READY", &self.sim.ready_data(&id, shard), capacity);
-                for guild in &self.sim.guilds {
-                    if session.receives(guild.id) {
-                        session.push("GUILD_CREATE", &self.sim.guild_create_data(guild), capacity);
-                    }
-                }
-                for _ in 0..self.sim.config.messages_after_ready {
-                    let (guild, data) = self.sim.message_create(state);
-                    if session.receives(guild) {
-                        session.push("MESSAGE_CREATE", &data, capacity);
-                    }
+                if !self.sim.config.withhold_ready {
+                    greet(self.sim, &mut session, state, &id, shard);
                 }
                 state.sessions.insert(id.clone(), session);
                 record.outcome = IdentifyOutcome::Ready {
@@ -227,6 +217,29 @@ impl Gateway<'_> {
                     .await
             }
             Verdict::FutureSeq => self.close_flow(4007, "Invalid seq.").await,
+        }
+    }
+}
+
+/// Queues what a new session hears first: READY, each of its guilds, and the configured burst.
+fn greet(
+    sim: &Discord,
+    session: &mut Session,
+    state: &mut State,
+    id: &str,
+    shard: Option<[u64; 2]>,
+) {
+    let capacity = sim.config.resume_buffer;
+    session.push("READY", &sim.ready_data(id, shard), capacity);
+    for guild in &sim.guilds {
+        if session.receives(guild.id) {
+            session.push("GUILD_CREATE", &sim.guild_create_data(guild), capacity);
+        }
+    }
+    for _ in 0..sim.config.messages_after_ready {
+        let (guild, data) = sim.message_create(state);
+        if session.receives(guild) {
+            session.push("MESSAGE_CREATE", &data, capacity);
         }
     }
 }

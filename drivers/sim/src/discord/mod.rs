@@ -102,6 +102,9 @@ pub struct DiscordSimConfig {
     /// session, so they go out in the same writes: a burst that meets the client at the moment
     /// it becomes ready, whatever the test's own timing. Default 0.
     pub messages_after_ready: u32,
+    /// Accept IDENTIFY and then say nothing: no READY, no GUILD_CREATE (a gateway that stalls
+    /// mid-handshake). Heartbeats are still acknowledged. Default false.
+    pub withhold_ready: bool,
     /// Records kept per log. Default 100 000.
     pub max_records: usize,
     /// Seed for generated texts and ids.
@@ -126,6 +129,7 @@ impl Default for DiscordSimConfig {
             privileged_intents: PRIVILEGED_INTENTS,
             guilds: 1,
             messages_after_ready: 0,
+            withhold_ready: false,
             max_records: super::records::DEFAULT_MAX_RECORDS,
             seed: 0x5eed,
             scenario: Scenario::manual(),
