@@ -80,19 +80,26 @@ fn random_user(rng: &mut Rng) -> (&'static str, &'static str) {
 }
 
 impl Slack {
-    /// An `events_api` envelope carrying a `message` event.
-    pub(super) fn events_api(&self, rng: &mut Rng) -> Envelope {
+    /// An `events_api` envelope carrying a `message` event: a top-level message in a random
+    /// channel, or with `reply_to` `(channel, thread_ts)` a reply in that thread.
+    pub(super) fn events_api(&self, rng: &mut Rng, reply_to: Option<(&str, &str)>) -> Envelope {
         let now = Timestamp::now();
         let ts = fake::slack_ts(now);
-        let (channel, _) = CHANNELS
-            .get(rng.usize(..CHANNELS.len()))
-            .copied()
-            .unwrap_or(CHANNELS[0]);
+        let channel = match reply_to {
+            Some((channel, _)) => channel,
+            None => {
+                CHANNELS
+                    .get(rng.usize(..CHANNELS.len()))
+                    .copied()
+                    .unwrap_or(CHANNELS[0])
+                    .0
+            }
+        };
         let (user, _) = random_user(rng);
         let text = fake::text(rng);
         let event_id = format!("Ev{}", fake::upper_alnum(rng, 9));
         let team = &self.config.team_id;
-        let payload = json!({
+        let mut payload = json!({
             "token": "simulatedverificationtoken",
             "team_id": team,
             "context_team_id": team,
@@ -116,6 +123,9 @@ impl Slack {
             "is_ext_shared_channel": false,
             "event_context": format!("4-{}", fake::hex(rng, 40))
         });
+        if let Some((_, thread_ts)) = reply_to {
+            payload["event"]["thread_ts"] = thread_ts.into();
+        }
         Envelope::first(
             rng,
             EnvelopeKind::EventsApi,

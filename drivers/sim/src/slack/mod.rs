@@ -191,8 +191,21 @@ impl DisconnectReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlackAction {
-    /// This many `events_api` message envelopes, now.
+    /// This many `events_api` message envelopes, now: each a top-level message in a random
+    /// channel, so each starts a conversation of its own.
     Messages(u32),
+    /// `count` `events_api` message envelopes replying in one thread, now: each `message` event
+    /// is in `channel` and carries `thread_ts` (the parent message's `ts`) besides its own fresh
+    /// `ts`, so they all share the conversation key
+    /// `slack:v1:<team>:<channel>:<thread_ts>`. The parent need not have been sent.
+    ThreadReplies {
+        /// The channel id, e.g. `C0SIMGEN01` (any id is accepted).
+        channel: String,
+        /// The thread's parent `ts`, e.g. `1764100001.000100`.
+        thread_ts: String,
+        /// How many replies.
+        count: u32,
+    },
     /// One `slash_commands` envelope (`/deploy staging`).
     SlashCommand,
     /// One `interactive` envelope (a `block_actions` button click).
@@ -400,7 +413,19 @@ impl Simulator for Slack {
             SlackAction::Messages(count) => {
                 let mut state = self.lock();
                 for _ in 0..count {
-                    let envelope = self.events_api(&mut state.rng);
+                    let envelope = self.events_api(&mut state.rng, None);
+                    state.deliver(envelope, None, now);
+                }
+                usize::from(count > 0)
+            }
+            SlackAction::ThreadReplies {
+                channel,
+                thread_ts,
+                count,
+            } => {
+                let mut state = self.lock();
+                for _ in 0..count {
+                    let envelope = self.events_api(&mut state.rng, Some((&channel, &thread_ts)));
                     state.deliver(envelope, None, now);
                 }
                 usize::from(count > 0)

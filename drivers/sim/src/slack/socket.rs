@@ -346,6 +346,7 @@ impl Socket<'_> {
                     .await
             }
             SlackAction::Messages(_)
+            | SlackAction::ThreadReplies { .. }
             | SlackAction::SlashCommand
             | SlackAction::Interactive
             | SlackAction::Duplicate { .. }

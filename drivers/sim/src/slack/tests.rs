@@ -189,6 +189,50 @@ fn hello_envelopes_and_acks() {
 }
 
 #[test]
+fn thread_replies_share_one_conversation() {
+    smol::block_on(async {
+        let sim = start(SlackSimConfig::default()).await;
+        let (mut ws, _) = connect(&sim).await;
+        let thread_ts = "1764100001.000100";
+        let reached = sim.inject(SlackAction::ThreadReplies {
+            channel: "C0SIMTHR01".to_owned(),
+            thread_ts: thread_ts.to_owned(),
+            count: 3,
+        });
+        assert_eq!(reached, 1);
+        let mut event_ids = Vec::new();
+        for _ in 0..3 {
+            let envelope = next_json(&mut ws).await;
+            assert_eq!(envelope["type"], "events_api");
+            let event = &envelope["payload"]["event"];
+            assert_eq!(
+                (event["type"].as_str(), event["channel"].as_str()),
+                (Some("message"), Some("C0SIMTHR01"))
+            );
+            assert_eq!(event["thread_ts"], thread_ts);
+            assert!(event["ts"].is_string());
+            // What openflume makes of it: the thread's key, the same for every reply.
+            assert_eq!(
+                openflume_proto::slack::conversation_key(
+                    "events_api",
+                    &envelope["payload"].to_string()
+                )
+                .as_deref(),
+                Some("slack:v1:T0SIMTEAM1:C0SIMTHR01:1764100001.000100")
+            );
+            event_ids.push(envelope["payload"]["event_id"].as_str().unwrap().to_owned());
+            ack(&mut ws, &envelope).await;
+        }
+        event_ids.dedup();
+        assert_eq!(event_ids.len(), 3, "each reply is an event of its own");
+        // A plain message is top-level: no thread_ts, its own ts starts a conversation.
+        sim.inject(SlackAction::Messages(1));
+        let top = next_json(&mut ws).await;
+        assert!(top["payload"]["event"].get("thread_ts").is_none());
+    });
+}
+
+#[test]
 fn unacked_events_are_redelivered_on_another_connection() {
     smol::block_on(async {
         let sim = start(SlackSimConfig {
