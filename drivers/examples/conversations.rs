@@ -239,7 +239,7 @@ async fn dispatch(mut items: ItemStream, idle: Duration) {
         println!("[{key}] worker w{} drained and stopped", worker.id);
     }
     println!(
-        "summary: {} conversations, {keyless} events without a key; workers: {started} started, \
+        "summary: conversations {}, events without a key {keyless}; workers: {started} started, \
          {retired} retired idle, {drained} drained at shutdown",
         conversations.len()
     );
