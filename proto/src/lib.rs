@@ -43,6 +43,7 @@ pub mod discord;
 pub mod fuzzing;
 pub mod github;
 pub mod http;
+pub mod hub;
 mod item;
 mod machine;
 pub mod redact;

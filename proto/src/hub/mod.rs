@@ -1,0 +1,633 @@
+//! # The replaying hub's protocol, sans-IO: one subscriber's session
+//!
+//! An agent connects to `serve`'s `/ws` (authenticated before the upgrade, by the driver) and
+//! talks JSON text frames:
+//!
+//! ```text
+//! → {"type":"hello","after_event_id":120,"subscriptions":{"sources":["slack"]}}
+//! ← {"type":"hello_ok","replay_until":180,"instance_id":"…"}
+//! ← {"type":"item","event_id":121,"item":{…}}        121 ≤ id ≤ 180: replay from the log
+//! ← {"type":"item","event_id":181,"item":{…}}        live, in order, no gap at the seam
+//! → {"type":"ack","event_id":181}                    named consumers: cumulative
+//! → {"type":"subscribe","subscriptions":{…},"since":181}
+//! ← {"type":"subscribed","effective_after":181}
+//! ```
+//!
+//! The log is the source of truth for replay and live alike: the session asks the driver for the
+//! items after the last one it sent ([`HubOutput::ReadLog`]) whenever the log has committed more
+//! and the client's send queue has room, so the seam between replay and live is the same read,
+//! a slow subscriber reads from the log (never from memory), and nothing is skipped or repeated.
+//!
+//! A hello names either a position (`after_event_id`, default: the end of the log, so only new
+//! items) or a durable consumer (`consumer`, whose cursor the log keeps: a reconnect under the
+//! same name resumes after its last `ack`, so a crashed agent needs to remember nothing; a new
+//! consumer starts at `after_event_id`, or at the end). Omitted subscriptions mean everything;
+//! an empty list means nothing. `subscribe`/`unsubscribe` add or remove values from the lists;
+//! a change applies to items after `since` or after the last item sent, whichever is later,
+//! so order is kept (a client that wants older items says hello again).
+//!
+//! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
+//! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
+//! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
+//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`]; 1001 at shutdown and when
+//! no pong came for two ping intervals; 1002 for a hello that does not come in time.
+
+mod filter;
+
+pub use filter::Filter;
+
+use crate::{Item, Millis, Now};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Bounds and timing of a session.
+///
+/// ```
+/// use openflume_proto::hub::HubConfig;
+/// let config = HubConfig::new("instance-1");
+/// assert_eq!(config.send_queue, 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubConfig {
+    /// Names this server in `hello_ok`, so a client behind a load balancer knows whose ids it has.
+    pub instance_id: String,
+    /// Frames queued for the client before the session stops reading the log. Default 1024.
+    pub send_queue: usize,
+    /// A send queue full this long closes the session with 1008. Default 10 s.
+    pub stall_timeout_ms: u64,
+    /// Items asked of the log at once. Default 256.
+    pub page: usize,
+    /// Largest client frame. Default 64 KiB.
+    pub max_frame_bytes: usize,
+    /// The hello must come this soon after the upgrade. Default 10 s.
+    pub hello_timeout_ms: u64,
+    /// A ping this often; no pong for two intervals closes. Default 30 s.
+    pub ping_interval_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            instance_id: String::new(),
+            send_queue: 1024,
+            stall_timeout_ms: 10_000,
+            page: 256,
+            max_frame_bytes: 64 * 1024,
+            hello_timeout_ms: 10_000,
+            ping_interval_ms: 30_000,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Defaults, for a server named `instance_id`.
+    pub fn new(instance_id: impl Into<String>) -> HubConfig {
+        HubConfig {
+            instance_id: instance_id.into(),
+            ..HubConfig::default()
+        }
+    }
+}
+
+/// An item as the log stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredItem {
+    /// The log's id for it.
+    pub event_id: u64,
+    /// The item.
+    pub item: Item,
+}
+
+/// What the driver tells a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubInput {
+    /// The connection was upgraded; `committed` is the log's last committed id.
+    Start {
+        /// The last committed id.
+        committed: u64,
+    },
+    /// The log committed up to this id.
+    Committed {
+        /// The last committed id.
+        last_id: u64,
+    },
+    /// A text frame from the client.
+    Text(String),
+    /// A binary frame from the client (refused).
+    Binary,
+    /// A pong from the client.
+    Pong,
+    /// The answer to [`HubOutput::ReadLog`]: the matching items, and the highest id the read
+    /// covered (beyond the last item when the rest did not match).
+    Read {
+        /// Matching items, ids ascending.
+        items: Vec<StoredItem>,
+        /// Every id up to this one was looked at.
+        up_to: u64,
+    },
+    /// The answer to [`HubOutput::LookupConsumer`].
+    Consumer {
+        /// The consumer's last acked id, `None` for a new consumer.
+        acked: Option<u64>,
+    },
+    /// The transport wrote this many queued frames to the client.
+    Sent {
+        /// Frames written.
+        frames: usize,
+    },
+    /// A deadline from [`HubSession::poll_timeout`] passed.
+    Timer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// What a session asks of the driver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubOutput {
+    /// Send this text frame.
+    Send(String),
+    /// Send a ping.
+    Ping,
+    /// Close with this code; the session is over.
+    Close {
+        /// Close code.
+        code: u16,
+        /// Close reason (short, safe).
+        reason: String,
+    },
+    /// Read up to `limit` items with `after < id ≤ until` that `filter` matches, and answer with
+    /// [`HubInput::Read`].
+    ReadLog {
+        /// Exclusive lower bound.
+        after: u64,
+        /// Inclusive upper bound: what is committed.
+        until: u64,
+        /// Most items.
+        limit: usize,
+        /// Which items.
+        filter: Filter,
+    },
+    /// Look up a named consumer's cursor and answer with [`HubInput::Consumer`].
+    LookupConsumer {
+        /// The name.
+        name: String,
+    },
+    /// Store a named consumer's cumulative ack.
+    AckConsumer {
+        /// The name.
+        name: String,
+        /// Everything up to this id is acknowledged.
+        event_id: u64,
+    },
+}
+
+/// Where the session is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    AwaitingHello,
+    /// A consumer's cursor was asked for; the hello's position and filter wait for it.
+    AwaitingConsumer {
+        after: Option<u64>,
+    },
+    Streaming,
+    Closed,
+}
+
+/// A client message.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Hello {
+        #[serde(default)]
+        after_event_id: Option<u64>,
+        #[serde(default)]
+        consumer: Option<String>,
+        #[serde(default)]
+        subscriptions: Filter,
+    },
+    Ack {
+        event_id: u64,
+    },
+    Subscribe {
+        subscriptions: Filter,
+        #[serde(default)]
+        since: u64,
+    },
+    Unsubscribe {
+        subscriptions: Filter,
+        #[serde(default)]
+        since: u64,
+    },
+}
+
+/// One subscriber's session. Feed [`HubInput`]s with the time, then drain
+/// [`poll_output`](Self::poll_output) and arm [`poll_timeout`](Self::poll_timeout).
+///
+/// ```
+/// use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession, StoredItem};
+/// use openflume_proto::{Event, Item, Millis, Now, RawJson, UnixMillis};
+///
+/// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+/// let mut session = HubSession::new(HubConfig::new("i-1"));
+/// session.handle_input(now, HubInput::Start { committed: 2 });
+/// session.handle_input(now, HubInput::Text(r#"{"type":"hello","after_event_id":0}"#.into()));
+/// let out: Vec<HubOutput> = std::iter::from_fn(|| session.poll_output()).collect();
+/// assert!(matches!(&out[0], HubOutput::Send(text) if text.contains("\"replay_until\":2")));
+/// assert!(matches!(&out[1], HubOutput::ReadLog { after: 0, until: 2, .. }));
+/// let item = Item::Event(Event::new("time", "tick", RawJson::null(), UnixMillis(0)));
+/// session.handle_input(now, HubInput::Read { items: vec![StoredItem { event_id: 1, item }], up_to: 2 });
+/// let Some(HubOutput::Send(frame)) = session.poll_output() else { panic!() };
+/// assert!(frame.starts_with(r#"{"type":"item","event_id":1,"#));
+/// ```
+#[derive(Debug)]
+pub struct HubSession {
+    config: HubConfig,
+    phase: Phase,
+    filter: Filter,
+    /// Subscription changes not in force yet: each applies to ids after its point.
+    changes: VecDeque<(u64, Filter)>,
+    consumer: Option<String>,
+    /// The last id the client was sent or passed over (everything up to it is done).
+    sent_up_to: u64,
+    /// The highest id acked by the consumer.
+    acked: u64,
+    committed: u64,
+    /// The upper bound of the read in flight.
+    reading: Option<u64>,
+    /// Frames handed to the transport and not yet written.
+    queued: usize,
+    /// Since when the send queue has been full.
+    full_since: Option<Millis>,
+    hello_deadline: Option<Millis>,
+    next_ping: Option<Millis>,
+    /// A pong is owed since this ping.
+    ping_outstanding: Option<Millis>,
+    out: VecDeque<HubOutput>,
+}
+
+impl HubSession {
+    /// A session before the upgrade.
+    pub fn new(config: HubConfig) -> HubSession {
+        HubSession {
+            config,
+            phase: Phase::AwaitingHello,
+            filter: Filter::default(),
+            changes: VecDeque::new(),
+            consumer: None,
+            sent_up_to: 0,
+            acked: 0,
+            committed: 0,
+            reading: None,
+            queued: 0,
+            full_since: None,
+            hello_deadline: None,
+            next_ping: None,
+            ping_outstanding: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, until `None`.
+    pub fn poll_output(&mut self) -> Option<HubOutput> {
+        self.out.pop_front()
+    }
+
+    /// When to feed [`HubInput::Timer`].
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        let stall = self
+            .full_since
+            .map(|since| since + self.config.stall_timeout_ms);
+        let pong = self
+            .ping_outstanding
+            .map(|since| since + 2 * self.config.ping_interval_ms);
+        [self.hello_deadline, self.next_ping, stall, pong]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// True once the session closed.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// How far behind the log the client is: committed ids not yet sent or passed over.
+    pub fn lag(&self) -> u64 {
+        self.committed.saturating_sub(self.sent_up_to)
+    }
+
+    /// Handles one input at `now`. Input after the close is ignored.
+    pub fn handle_input(&mut self, now: Now, input: HubInput) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match input {
+            HubInput::Start { committed } => {
+                self.committed = committed;
+                self.hello_deadline = Some(now.mono + self.config.hello_timeout_ms);
+            }
+            HubInput::Committed { last_id } => self.committed = self.committed.max(last_id),
+            HubInput::Text(text) => self.on_text(now, &text),
+            HubInput::Binary => self.close(1003, "binary frames are not supported".into()),
+            HubInput::Pong => self.ping_outstanding = None,
+            HubInput::Read { items, up_to } => self.on_read(now, items, up_to),
+            HubInput::Consumer { acked } => self.on_consumer(acked),
+            HubInput::Sent { frames } => {
+                self.queued = self.queued.saturating_sub(frames);
+                if self.queued < self.config.send_queue {
+                    self.full_since = None;
+                }
+            }
+            HubInput::Timer => self.on_timer(now),
+            HubInput::Shutdown => {
+                let reason = format!(
+                    "server shutting down; resume after event {}",
+                    self.sent_up_to
+                );
+                self.close(1001, reason);
+            }
+        }
+        self.read_more();
+    }
+
+    fn on_text(&mut self, now: Now, text: &str) {
+        if text.len() > self.config.max_frame_bytes {
+            return self.close(
+                1009,
+                format!("frame larger than {} bytes", self.config.max_frame_bytes),
+            );
+        }
+        let message = match serde_json::from_str::<ClientMessage>(text) {
+            Ok(message) => message,
+            Err(error) => {
+                let what = if self.phase == Phase::AwaitingHello {
+                    "the first frame must be a hello"
+                } else {
+                    "invalid message"
+                };
+                return self.close(1003, format!("{what}: {}", short(&error.to_string())));
+            }
+        };
+        match (message, &self.phase) {
+            (
+                ClientMessage::Hello {
+                    after_event_id,
+                    consumer,
+                    subscriptions,
+                },
+                Phase::AwaitingHello,
+            ) => {
+                self.hello_deadline = None;
+                self.filter = subscriptions;
+                self.next_ping = Some(now.mono + self.config.ping_interval_ms);
+                match consumer {
+                    Some(name) if !name.is_empty() && name.len() <= 128 => {
+                        self.out
+                            .push_back(HubOutput::LookupConsumer { name: name.clone() });
+                        self.consumer = Some(name);
+                        self.phase = Phase::AwaitingConsumer {
+                            after: after_event_id,
+                        };
+                    }
+                    Some(_) => self.close(1008, "a consumer name is 1 to 128 bytes".into()),
+                    None => self.stream_from(after_event_id.unwrap_or(self.committed)),
+                }
+            }
+            (_, Phase::AwaitingHello) => self.close(1003, "the first frame must be a hello".into()),
+            (ClientMessage::Hello { .. }, _) => self.close(1008, "a second hello".into()),
+            (ClientMessage::Ack { event_id }, Phase::Streaming) => self.on_ack(event_id),
+            (
+                ClientMessage::Subscribe {
+                    subscriptions,
+                    since,
+                },
+                Phase::Streaming,
+            ) => {
+                let mut next = self.latest_filter().clone();
+                next.extend(subscriptions);
+                self.change(since, next);
+            }
+            (
+                ClientMessage::Unsubscribe {
+                    subscriptions,
+                    since,
+                },
+                Phase::Streaming,
+            ) => {
+                let mut next = self.latest_filter().clone();
+                match next.cannot_remove(&subscriptions) {
+                    Some(list) => self.close(
+                        1008,
+                        format!("cannot unsubscribe from {list}: it is not a list (everything)"),
+                    ),
+                    None => {
+                        next.remove(&subscriptions);
+                        self.change(since, next);
+                    }
+                }
+            }
+            // Waiting for the consumer's cursor: the client should wait for hello_ok.
+            (_, _) => self.close(1008, "a message before hello_ok".into()),
+        }
+    }
+
+    fn on_consumer(&mut self, acked: Option<u64>) {
+        if let Phase::AwaitingConsumer { after } = self.phase {
+            self.acked = acked.unwrap_or(0);
+            self.stream_from(acked.or(after).unwrap_or(self.committed));
+        }
+    }
+
+    /// Answers the hello and starts reading after `after`.
+    fn stream_from(&mut self, after: u64) {
+        self.phase = Phase::Streaming;
+        self.sent_up_to = after;
+        let hello_ok = frame(&HelloOk {
+            kind: "hello_ok",
+            replay_until: self.committed,
+            instance_id: &self.config.instance_id,
+        });
+        self.send(hello_ok);
+    }
+
+    fn on_ack(&mut self, event_id: u64) {
+        let Some(name) = self.consumer.clone() else {
+            return self.close(1008, "ack without a consumer".into());
+        };
+        if event_id > self.sent_up_to {
+            return self.close(
+                1008,
+                format!(
+                    "ack of event {event_id}, beyond the last sent ({})",
+                    self.sent_up_to
+                ),
+            );
+        }
+        // Cumulative: an older ack changes nothing.
+        if event_id > self.acked {
+            self.acked = event_id;
+            self.out
+                .push_back(HubOutput::AckConsumer { name, event_id });
+        }
+    }
+
+    /// The filter that will be in force once every pending change is.
+    fn latest_filter(&self) -> &Filter {
+        self.changes
+            .back()
+            .map_or(&self.filter, |(_, filter)| filter)
+    }
+
+    /// Puts `next` in force for ids after `since` (or after the last one sent, if later).
+    fn change(&mut self, since: u64, next: Filter) {
+        let point = since
+            .max(self.sent_up_to)
+            .max(self.changes.back().map_or(0, |(at, _)| *at));
+        self.changes.push_back((point, next));
+        self.promote_changes();
+        let subscribed = frame(&Subscribed {
+            kind: "subscribed",
+            effective_after: point,
+        });
+        self.send(subscribed);
+    }
+
+    fn promote_changes(&mut self) {
+        while let Some((at, _)) = self.changes.front()
+            && *at <= self.sent_up_to
+        {
+            if let Some((_, filter)) = self.changes.pop_front() {
+                self.filter = filter;
+            }
+        }
+    }
+
+    fn on_read(&mut self, now: Now, items: Vec<StoredItem>, up_to: u64) {
+        let Some(until) = self.reading.take() else {
+            // No read was asked for: a driver bug, nothing to send.
+            return;
+        };
+        for stored in items {
+            if stored.event_id <= self.sent_up_to || !self.filter.matches(&stored.item) {
+                continue;
+            }
+            let item = frame(&ItemFrame {
+                kind: "item",
+                event_id: stored.event_id,
+                item: &stored.item,
+            });
+            self.send(item);
+            self.sent_up_to = stored.event_id;
+        }
+        self.sent_up_to = self.sent_up_to.max(up_to.min(until));
+        self.promote_changes();
+        if self.queued >= self.config.send_queue {
+            self.full_since.get_or_insert(now.mono);
+        }
+    }
+
+    fn read_more(&mut self) {
+        // One filter per read: stop at the next subscription change.
+        let until = self
+            .changes
+            .front()
+            .map_or(self.committed, |(at, _)| self.committed.min(*at));
+        if self.phase != Phase::Streaming
+            || self.reading.is_some()
+            || until <= self.sent_up_to
+            || self.queued >= self.config.send_queue
+        {
+            return;
+        }
+        self.reading = Some(until);
+        self.out.push_back(HubOutput::ReadLog {
+            after: self.sent_up_to,
+            until,
+            limit: self
+                .config
+                .page
+                .min(self.config.send_queue - self.queued)
+                .max(1),
+            filter: self.filter.clone(),
+        });
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        if self.hello_deadline.is_some_and(|at| at <= now.mono) {
+            return self.close(1002, "no hello in time".into());
+        }
+        if let Some(since) = self.full_since
+            && since + self.config.stall_timeout_ms <= now.mono
+        {
+            let reason = format!(
+                "send queue full for {} ms; resume after event {}",
+                self.config.stall_timeout_ms, self.sent_up_to
+            );
+            return self.close(1008, reason);
+        }
+        if let Some(since) = self.ping_outstanding
+            && since + 2 * self.config.ping_interval_ms <= now.mono
+        {
+            return self.close(1001, "no pong in time".into());
+        }
+        if let Some(at) = self.next_ping
+            && at <= now.mono
+        {
+            self.out.push_back(HubOutput::Ping);
+            self.ping_outstanding.get_or_insert(now.mono);
+            self.next_ping = Some(now.mono + self.config.ping_interval_ms);
+        }
+    }
+
+    fn send(&mut self, frame: String) {
+        self.queued += 1;
+        self.out.push_back(HubOutput::Send(frame));
+    }
+
+    fn close(&mut self, code: u16, reason: String) {
+        self.out.push_back(HubOutput::Close { code, reason });
+        self.phase = Phase::Closed;
+    }
+}
+
+/// `hello_ok`, fields in the documented order.
+#[derive(Serialize)]
+struct HelloOk<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    replay_until: u64,
+    instance_id: &'a str,
+}
+
+/// `subscribed`.
+#[derive(Serialize)]
+struct Subscribed {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    effective_after: u64,
+}
+
+/// `item`: the item exactly as the JSON Lines output prints it.
+#[derive(Serialize)]
+struct ItemFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event_id: u64,
+    item: &'a Item,
+}
+
+/// A frame's text; the frames are plain structs of strings and numbers, so this cannot fail.
+fn frame(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A parse error cut to fit a close reason (123 bytes in all).
+fn short(text: &str) -> String {
+    text.chars().take(80).collect()
+}
