@@ -12,7 +12,7 @@ use crate::delivery::Lane;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
-use crate::serve::{Listener, StreamCommand, Streams};
+use crate::serve::{Flushed, Listener, StreamCommand, Streams};
 use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{
     ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
@@ -64,6 +64,7 @@ struct Io {
     /// Served connections (a machine that serves), and the task accepting them until a stop.
     streams: Streams,
     accepting: Option<Task<()>>,
+    flushed: Option<Flushed>,
     /// Inputs the driver itself produced during a drain (stuck sockets), fed after the drain,
     /// one at a time.
     synthesized: Vec<Input>,
@@ -91,7 +92,9 @@ pub(crate) async fn drive(
     let own = machine.source().to_owned();
     let streams = Streams::default();
     let listening = listener.as_ref().and_then(|l| l.local_addr().ok());
-    let accepting = listener.map(|l| l.serve(streams.clone(), inputs_tx.clone()));
+    let (accepting, flushed) = listener
+        .map(|l| l.serve(streams.clone(), inputs_tx.clone()))
+        .unzip();
     let mut io = Io {
         lane: Lane::new(env.hub.clone()),
         env,
@@ -101,6 +104,7 @@ pub(crate) async fn drive(
         requests: HashMap::new(),
         streams,
         accepting,
+        flushed,
         synthesized: Vec::new(),
         changed: changed.clone(),
         stopping: false,
@@ -241,6 +245,19 @@ pub(crate) async fn drive(
             task
         })
         .collect();
+    if let Some(flushed) = io.flushed.take() {
+        // The served connections write their last answers (closing the queues above ends the
+        // others): the process may exit once this returns.
+        futures_lite::future::or(
+            async {
+                let _ = flushed.recv().await;
+            },
+            async {
+                async_io::Timer::after(io.env.shutdown_grace).await;
+            },
+        )
+        .await;
+    }
     if machine.is_finished() {
         let grace = io.env.shutdown_grace;
         futures_lite::future::or(

@@ -796,7 +796,8 @@ impl Running {
     }
 
     /// Stops every source (Discord closes with 1000: the session ends), delivers the items still
-    /// in flight, and ends every stream. Idempotent.
+    /// in flight, and ends every stream. Idempotent, and cancel-safe: a close given up on (raced
+    /// with a timer) leaves the sources stopping, and the next close waits for them.
     ///
     /// ```
     /// # use openflume::{Flume, Source};

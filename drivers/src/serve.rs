@@ -38,6 +38,11 @@ pub(crate) enum StreamCommand {
 /// The connections of one listener, by the id the machine knows them as.
 pub(crate) type Streams = Arc<Mutex<HashMap<ConnId, Sender<StreamCommand>>>>;
 
+/// Ends (`recv` fails) once the accepting task and every connection are done writing: each
+/// holds a sender until its last answer is written, so a driver that waits on this before it
+/// returns does not let the process exit with an answer (a 503 at shutdown) still unwritten.
+pub(crate) type Flushed = Receiver<std::convert::Infallible>;
+
 /// A bound listener, ready to be served by a driver.
 pub(crate) struct Listener {
     socket: Async<TcpListener>,
@@ -57,8 +62,9 @@ impl Listener {
 
     /// Accepts until dropped: each connection gets the next id, a command queue in `streams`,
     /// and a task that feeds its bytes to `inputs`.
-    pub(crate) fn serve(self, streams: Streams, inputs: Sender<Input>) -> Task<()> {
-        smol::spawn(async move {
+    pub(crate) fn serve(self, streams: Streams, inputs: Sender<Input>) -> (Task<()>, Flushed) {
+        let (flushing, flushed) = smol::channel::bounded(1);
+        let accepting = smol::spawn(async move {
             let mut next_id = 0u64;
             loop {
                 let stream = match self.socket.accept().await {
@@ -73,9 +79,11 @@ impl Listener {
                 let conn = ConnId(next_id);
                 let (commands_tx, commands_rx) = smol::channel::bounded(WRITE_QUEUE);
                 lock(&streams).insert(conn, commands_tx);
-                smol::spawn(connection(conn, stream, commands_rx, inputs.clone())).detach();
+                let task = connection(conn, stream, commands_rx, inputs.clone(), flushing.clone());
+                smol::spawn(task).detach();
             }
-        })
+        });
+        (accepting, flushed)
     }
 }
 
@@ -85,6 +93,7 @@ async fn connection(
     stream: Async<TcpStream>,
     commands: Receiver<StreamCommand>,
     inputs: Sender<Input>,
+    flushing: Sender<std::convert::Infallible>,
 ) {
     if inputs.send(Input::Opened { conn }).await.is_err() {
         return;
@@ -141,6 +150,7 @@ async fn connection(
     if hung_up {
         // Close politely: the answer first, then drain what the client still sends.
         let _ = stream.get_ref().shutdown(Shutdown::Write);
+        drop(flushing);
         let mut sink = vec![0u8; READ_CHUNK];
         let drain = async { while matches!((&stream).read(&mut sink).await, Ok(n) if n > 0) {} };
         futures_lite::future::or(drain, async {

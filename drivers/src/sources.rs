@@ -275,8 +275,13 @@ impl SourceSet {
             let _ = member.stop.try_send(StopRequest { keep_session });
         }
         for member in &mut self.members {
-            if let Some(task) = member.task.take() {
+            // Awaited in place, not taken: a caller that gives up waiting (listen races the close
+            // with its drain deadline) must not cancel the driver by dropping its task, which
+            // cut every shutdown short (a webhook request in flight lost its answer); the next
+            // stop awaits it again.
+            if let Some(task) = member.task.as_mut() {
                 task.await;
+                member.task = None;
             }
         }
     }

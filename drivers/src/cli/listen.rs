@@ -177,6 +177,12 @@ const STREAM_CAPACITY: usize = 256;
 /// After a stop signal, how long the writer may take to print what is in flight before it is
 /// given up on (a reader that stopped reading): nothing it did not write is acknowledged.
 const DRAIN_DEADLINE: Duration = Duration::from_millis(700);
+/// With the webhook ingress serving, how long the sources get in all after a stop signal, a
+/// stalled reader or not: requests in flight are answered within
+/// [`SHUTDOWN_ANSWER_MS`](openflume_proto::webhook::SHUTDOWN_ANSWER_MS) (200 if the line got out,
+/// else 503 so the sender retries), not cut off without an answer.
+const SERVING_STOP_DEADLINE: Duration =
+    Duration::from_millis(openflume_proto::webhook::SHUTDOWN_ANSWER_MS + 300);
 
 /// Why `run` stops.
 enum Stop {
@@ -213,6 +219,14 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             report(format_args!("cannot watch signals: {error}"));
             return 1;
         }
+    };
+    let serving = sources
+        .iter()
+        .any(|s| s.name() == openflume_proto::webhook::SOURCE);
+    let stop_deadline = if serving {
+        SERVING_STOP_DEADLINE
+    } else {
+        DRAIN_DEADLINE
     };
     let flume = Flume::builder()
         .sources(sources)
@@ -279,7 +293,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
                     }
                 }
             });
-            close_and_drain(&running, &writer).await;
+            close_and_drain(&running, &writer, stop_deadline).await;
             drop(impatient);
             0
         }
@@ -296,12 +310,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         }
         Stop::StartFailed(error) => {
             // The flume is closed: the writer prints what every source delivered until then.
-            close_and_drain(&running, &writer).await;
+            close_and_drain(&running, &writer, stop_deadline).await;
             report(format_args!("{error}"));
             1
         }
         Stop::SourcesEnded => {
-            close_and_drain(&running, &writer).await;
+            close_and_drain(&running, &writer, stop_deadline).await;
             let closed = running.close().await;
             if let Some(WriterEnd::Failed(error)) = writer.end() {
                 report(format_args!("cannot write to stdout: {error}"));
@@ -320,8 +334,9 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
 }
 
 /// Closes the flume and lets the writer print what is in flight, giving up on a reader that does
-/// not read within [`DRAIN_DEADLINE`].
-async fn close_and_drain(running: &Running, writer: &Writer) {
+/// not read within [`DRAIN_DEADLINE`]; the sources then go on stopping (their items dropped)
+/// until `stop_deadline` from the start.
+async fn close_and_drain(running: &Running, writer: &Writer, stop_deadline: Duration) {
     let drained = async {
         running.close().await;
         writer.stopped().await;
@@ -333,7 +348,16 @@ async fn close_and_drain(running: &Running, writer: &Writer) {
     };
     if !future::or(drained, late).await {
         writer.detach();
-        running.close().await;
+        // Closing again waits on the same stop (closing is cancel-safe), no longer than what is
+        // left; the process exits after, drivers still running or not.
+        let closed = async {
+            running.close().await;
+        };
+        let left = stop_deadline.saturating_sub(DRAIN_DEADLINE);
+        future::or(closed, async {
+            async_io::Timer::after(left).await;
+        })
+        .await;
     }
 }
 
