@@ -449,6 +449,7 @@ fn slack_events_interactions_and_commands_are_answered_200_and_emitted_as_socket
             ("user_id", "U1"),
             ("thread_ts", "1.2"),
             ("team_id", "T1"),
+            ("conversation_key", "slack:v1:T1:C1:1.2"),
             ("retry_num", "2"),
             ("retry_reason", "http_timeout"),
         ])
@@ -478,6 +479,7 @@ fn slack_events_interactions_and_commands_are_answered_200_and_emitted_as_socket
             ("channel_id", "C3"),
             ("user_id", "U3"),
             ("team_id", "T2"),
+            ("conversation_key", "slack:v1:T2:C3"),
         ])
     );
 
@@ -504,6 +506,7 @@ fn slack_events_interactions_and_commands_are_answered_200_and_emitted_as_socket
             ("channel_id", "C4"),
             ("user_id", "U4"),
             ("team_id", "T4"),
+            ("conversation_key", "slack:v1:T4:C4"),
         ])
     );
     server.stop();
