@@ -524,6 +524,7 @@ fn machine_alone(events: u64) -> Row {
     let text = |t: &str| Input::Frame {
         conn,
         frame: openflume_proto::Frame::Text(t.to_owned()),
+        arrived: None,
     };
     feed(
         &mut shard,

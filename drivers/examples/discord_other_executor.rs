@@ -108,7 +108,12 @@ async fn receive(conn: ConnId, socket: &mut Socket) -> Input {
             Some(Err(error)) => return closed(None, error.to_string()),
             None => return closed(None, "connection closed".into()),
         };
-        return Input::Frame { conn, frame };
+        // Handed over at once: the read time is the handling time.
+        return Input::Frame {
+            conn,
+            frame,
+            arrived: None,
+        };
     }
 }
 

@@ -20,9 +20,14 @@ impl Clock {
     /// Both clocks, read now.
     pub(crate) fn now(&self) -> Now {
         Now {
-            mono: Millis(self.origin.elapsed().as_millis() as u64),
+            mono: self.mono(),
             wall: wall_now(),
         }
+    }
+
+    /// The monotonic clock alone: when a socket task read a frame (`Input::Frame::arrived`).
+    pub(crate) fn mono(&self) -> Millis {
+        Millis(self.origin.elapsed().as_millis() as u64)
     }
 
     /// The `Instant` of a machine deadline.

@@ -463,6 +463,7 @@ impl Io {
                     conn,
                     url,
                     self.env.ws.clone(),
+                    self.env.clock,
                     commands_rx,
                     self.inputs_tx.clone(),
                 ));

@@ -1,6 +1,12 @@
 //! One WebSocket connection as a task: opens it, reports every frame and the close to the driver
 //! loop as machine inputs, and performs the sends and closes the machine asks for.
+//!
+//! Each frame carries the time this task read it (`Input::Frame::arrived`): under back-pressure
+//! it may wait in the driver's input queue for seconds before the machine sees it, and peer
+//! deadlines (Slack's 3 s ack window) run from the read, not from the hand-over. Time a frame
+//! spends in the kernel's socket buffer before the read is invisible here.
 
+use crate::clock::Clock;
 use crate::net::{self, TlsConfig};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -50,10 +56,11 @@ pub(crate) async fn run(
     conn: ConnId,
     url: String,
     settings: WsSettings,
+    clock: Clock,
     commands: Receiver<WsCommand>,
     inputs: Sender<Input>,
 ) {
-    let input = match connect_and_serve(conn, &url, settings, &commands, &inputs).await {
+    let input = match connect_and_serve(conn, &url, settings, clock, &commands, &inputs).await {
         Ok(closed) => closed,
         Err(ConnectError(error)) => Input::ConnectFailed { conn, error },
     };
@@ -67,6 +74,7 @@ async fn connect_and_serve(
     conn: ConnId,
     url_text: &str,
     settings: WsSettings,
+    clock: Clock,
     commands: &Receiver<WsCommand>,
     inputs: &Sender<Input>,
 ) -> Result<Input, ConnectError> {
@@ -130,6 +138,7 @@ async fn connect_and_serve(
         };
         match next {
             Next::Inbound(Some(Ok(message))) => {
+                let arrived = Some(clock.mono());
                 let frame = match message {
                     Message::Text(text) => Frame::Text(text.as_str().to_owned()),
                     Message::Binary(bytes) => Frame::Binary(Bytes(bytes.to_vec())),
@@ -151,7 +160,11 @@ async fn connect_and_serve(
                     }
                     Message::Frame(_) => continue,
                 };
-                let input = Input::Frame { conn, frame };
+                let input = Input::Frame {
+                    conn,
+                    frame,
+                    arrived,
+                };
                 match forward(input, inputs, commands, &mut sender, &mut deferred_close).await {
                     Forwarded::Yes => {}
                     Forwarded::DriverGone => return Ok(closed(conn, None, "driver stopped")),
@@ -201,13 +214,19 @@ async fn connect_and_serve(
                 let peer = futures_lite::future::or(
                     async {
                         while let Some(Ok(message)) = receiver.next().await {
+                            let arrived = Some(clock.mono());
                             let frame = match message {
                                 Message::Close(frame) => return Some(close_parts(frame)),
                                 Message::Text(text) => Frame::Text(text.as_str().to_owned()),
                                 Message::Binary(bytes) => Frame::Binary(Bytes(bytes.to_vec())),
                                 _ => continue,
                             };
-                            if inputs.send(Input::Frame { conn, frame }).await.is_err() {
+                            let input = Input::Frame {
+                                conn,
+                                frame,
+                                arrived,
+                            };
+                            if inputs.send(input).await.is_err() {
                                 return None;
                             }
                         }

@@ -185,6 +185,17 @@ fn pick<T: Copy>(reader: &mut Reader<'_>, ids: &[T], fallback: T) -> T {
         .unwrap_or(fallback)
 }
 
+/// A frame's arrival stamp: none, up to a minute in the driver's queue (back-pressure), or a
+/// driver bug's stamp later than `now`, which machines must read as `now`.
+fn arrived(reader: &mut Reader<'_>, now: Millis) -> Option<Millis> {
+    let ms = u64::from(reader.u16());
+    match reader.byte() % 4 {
+        0 | 1 => None,
+        2 => Some(Millis(now.0.saturating_sub(ms))),
+        _ => Some(now + ms),
+    }
+}
+
 fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
     let (conns, reqs, _) = live_ids(sim);
     let conn = pick(reader, &conns, ConnId(1));
@@ -199,10 +210,12 @@ fn input<M: Machine>(reader: &mut Reader<'_>, sim: &Simulator<M>) -> Input {
         1 => Input::Opened { conn },
         2 | 3 => Input::Frame {
             conn,
+            arrived: arrived(reader, sim.now().mono),
             frame: Frame::Text(String::from_utf8_lossy(reader.bytes(8192)).into_owned()),
         },
         4 => Input::Frame {
             conn,
+            arrived: arrived(reader, sim.now().mono),
             frame: match reader.byte() % 3 {
                 0 => Frame::Binary(Bytes::from(reader.bytes(8192))),
                 1 => Frame::Ping(Bytes::from(reader.bytes(16))),

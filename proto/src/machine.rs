@@ -275,11 +275,29 @@ pub enum Input {
         conn: ConnId,
     },
     /// A message arrived on `conn`.
+    ///
+    /// ```
+    /// use openflume_proto::{ConnId, Frame, Input, Millis};
+    /// // Recordings without `arrived` read as before, and a frame without it records without it.
+    /// let line = r#"{"frame":{"conn":1,"frame":{"text":"{}"}}}"#;
+    /// let input: Input = serde_json::from_str(line).unwrap();
+    /// assert_eq!(input, Input::Frame { conn: ConnId(1), frame: Frame::Text("{}".into()), arrived: None });
+    /// assert_eq!(serde_json::to_string(&input).unwrap(), line);
+    /// let queued = Input::Frame { conn: ConnId(1), frame: Frame::Text("{}".into()), arrived: Some(Millis(40)) };
+    /// assert!(serde_json::to_string(&queued).unwrap().ends_with(r#""arrived":40}}"#));
+    /// ```
     Frame {
         /// Connection.
         conn: ConnId,
         /// The message.
         frame: Frame,
+        /// When the driver read the frame, on the same monotonic clock as `now`. Under
+        /// back-pressure a frame already read waits in the driver's queue before it is handed
+        /// over, so machines measure peer-facing deadlines (Slack's 3 s ack window) from this,
+        /// not from `now`. Never later than the `now` it is handed over with (a later one is
+        /// read as `now`); `None` when unknown (recordings, tests): then it arrived at `now`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arrived: Option<Millis>,
     },
     /// `conn` closed; `code` is absent when the transport dropped without a close frame.
     Closed {

@@ -91,6 +91,22 @@ impl Now {
         self.mono + ahead as u64
     }
 
+    /// When something handed over now arrived: `arrived` (the driver's stamp, say
+    /// [`Input::Frame`](crate::Input::Frame)'s), or `self.mono` when there is none or it is
+    /// later than now. Only for measuring how long something waited: it may be earlier than
+    /// instants the machine has already seen, so never arm a deadline from it.
+    ///
+    /// ```
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(5_000), wall: UnixMillis(0) };
+    /// assert_eq!(now.arrival(Some(Millis(1_200))), Millis(1_200)); // queued for 3.8 s
+    /// assert_eq!(now.arrival(None), Millis(5_000));
+    /// assert_eq!(now.arrival(Some(Millis(9_000))), Millis(5_000)); // never in the future
+    /// ```
+    pub fn arrival(&self, arrived: Option<Millis>) -> Millis {
+        arrived.map_or(self.mono, |at| at.min(self.mono))
+    }
+
     /// The wall-clock reading at monotonic instant `mono`, assuming the wall clock keeps pace.
     ///
     /// ```

@@ -62,6 +62,7 @@ fn text(conn: u64, json: &str) -> Input {
     Input::Frame {
         conn: ConnId(conn),
         frame: Frame::Text(json.to_owned()),
+        arrived: None,
     }
 }
 
@@ -359,6 +360,7 @@ fn replay_binary(messages: &[Vec<u8>]) -> Vec<String> {
             Input::Frame {
                 conn: ConnId(1),
                 frame: Frame::Binary(Bytes(message.clone())),
+                arrived: None,
             },
         ) {
             match out {
@@ -445,7 +447,15 @@ fn arbitrary_frames_never_panic() {
                 Frame::Binary(Bytes(bytes))
             };
             let now = 1_000 + i * 100;
-            let mut outputs = step(&mut shard, now, Input::Frame { conn: live, frame });
+            let mut outputs = step(
+                &mut shard,
+                now,
+                Input::Frame {
+                    conn: live,
+                    frame,
+                    arrived: None,
+                },
+            );
             outputs.extend(run_timers(&mut shard, now).into_iter().map(|(_, o)| o));
             for output in outputs {
                 if let Output::Connect { conn, .. } = output {

@@ -70,6 +70,7 @@ fn acks_follow_delivery_on_the_receiving_connection(transcript: &Transcript) {
                     Input::Frame {
                         conn,
                         frame: Frame::Text(text),
+                        ..
                     } => envelope_id(text).map(|id| (*conn, id)),
                     _ => None,
                 };

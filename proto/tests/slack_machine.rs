@@ -58,6 +58,7 @@ impl Harness {
             Input::Frame {
                 conn: ConnId(conn),
                 frame: Frame::Text(text.to_owned()),
+                arrived: None,
             },
         )
     }
@@ -169,6 +170,7 @@ fn misuse_is_an_error_and_nothing_else_is() {
         Input::Frame {
             conn: ConnId(5),
             frame: Frame::Binary(vec![0xff].into()),
+            arrived: None,
         },
     ] {
         assert!(h.try_feed(3, input).is_ok());
@@ -421,6 +423,7 @@ fn early_timers_and_backwards_time_change_nothing() {
         Input::Frame {
             conn: ConnId(1),
             frame: Frame::Pong(Default::default()),
+            arrived: None,
         },
     );
     assert_eq!(h.sim.machine.poll_timeout(), Some(deadline));

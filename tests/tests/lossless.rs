@@ -1,6 +1,7 @@
 //! Nothing lost, start to stop (issue 14), through the real `openflume listen` against the
 //! simulators: a burst at start-up, start failures and signals while connecting, a partial start,
-//! and the readers `listen` meets in real use (slow, stalled, leaving early, a full disk).
+//! and the readers `listen` meets in real use (slow, stalled, leaving early, a full disk), and
+//! the `ack.late` warnings a stalled reader causes (issue 21).
 //!
 //! The contract under test: items are printed as they happen from the first status log on; an
 //! upstream ack (Slack) means the item's line was written to stdout; a slow reader slows the
@@ -493,6 +494,157 @@ fn no_slack_envelope_is_acked_before_its_line_is_written() {
     cli.terminate();
     let (status, _, stderr) = cli.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// How long the stalled reader reads nothing once openflume is blocked writing to it: past
+/// Slack's 3 s ack window, with room.
+const ACK_STALL: Duration = Duration::from_millis(4_500);
+
+/// Slack's ack window (issue 21).
+const ACK_WINDOW_MS: u64 = openflume_proto::slack::ACK_DEADLINE_MS;
+
+/// Issue 21: under back-pressure, envelopes already read from the socket wait in the driver's
+/// input queue, and their acks go out late. The `ack.late` warning must count the delay from
+/// when the frame was read, not from when the machine got it: for envelopes that waited in the
+/// queue the second measure stays within the window, so only the first warns.
+#[test]
+fn acks_held_back_by_a_stalled_reader_warn_ack_late_with_the_delay_from_arrival() {
+    let slack = slack_sim();
+    let mut cli = listen(&[], &slack_env(&slack), Reader::Pull);
+    cli.wait_for_json(WAIT, |line| is_status_json(line, "slack", "connected"));
+    // More envelopes than the pipe, the 256 items of the stdout stream and the driver's 64
+    // queued inputs hold: the rest wait in the socket, and the input queue stays full.
+    let burst = cli.pipe_state().capacity / SLACK_LINE_FLOOR + 600;
+    slack.inject(SlackAction::Messages(u32::try_from(burst).unwrap()));
+
+    // The reader stalls: openflume blocks writing, and stays blocked until the reader reads
+    // again, past the ack window.
+    let deadline = Instant::now() + WAIT;
+    while !cli.blocked_writing() {
+        assert!(
+            Instant::now() < deadline,
+            "openflume never blocked writing to the stalled reader"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let blocked = Instant::now();
+    let mut acks_during_stall = 0;
+    while blocked.elapsed() < ACK_STALL {
+        assert!(
+            cli.blocked_writing(),
+            "openflume stopped blocking with nobody reading"
+        );
+        acks_during_stall = slack.records().acks.len() as u64;
+        // Watching that the back-pressure holds, not waiting for something.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        acks_during_stall < burst,
+        "every envelope was acked while the reader read nothing"
+    );
+
+    // The reader reads again: every event is printed, every envelope acked.
+    let mut events = 0;
+    cli.wait_for_json(WAIT, |line| {
+        events += u64::from(is_event_json(line, "slack", "events_api"));
+        events == burst
+    });
+    let records = block_on(
+        WAIT + Duration::from_secs(1),
+        "every ack",
+        slack.wait_for(WAIT, |r| (r.acks.len() as u64 >= burst).then(|| r.clone())),
+    )
+    .expect("every envelope acked once printed");
+    // The warnings go out with the acks, so they are all printed before the event of one more
+    // envelope: read up to it, so that the stop leaves nothing unread behind (the stalled
+    // reader would not read it, and the stop would cut it).
+    slack.inject(SlackAction::Messages(1));
+    cli.wait_for_json(WAIT, |line| {
+        events += u64::from(is_event_json(line, "slack", "events_api"));
+        events == burst + 1
+    });
+    cli.terminate();
+    let (status, lines, stderr) = cli.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    let items = parse(&lines, &stderr, &[slack.app_token(), slack.bot_token()]);
+
+    // When the machine handled each event (its receivedAt), by event id.
+    let handled: HashMap<&str, i64> = items
+        .iter()
+        .filter(|i| is_event_json(i, "slack", "events_api"))
+        .map(|i| {
+            let event = &i["event"];
+            let id = event["meta"]["event_id"].as_str().expect("event_id");
+            (id, event["receivedAt"].as_i64().expect("receivedAt"))
+        })
+        .collect();
+    let event_of: HashMap<&str, &str> = records
+        .envelopes
+        .iter()
+        .filter_map(|e| Some((e.envelope_id.as_str(), e.event_id.as_deref()?)))
+        .collect();
+    let latency_ms: HashMap<&str, u128> = records
+        .acks
+        .iter()
+        .filter_map(|a| Some((a.envelope_id.as_str(), a.latency?.as_millis())))
+        .collect();
+
+    let late: Vec<&Value> = items
+        .iter()
+        .filter(|i| is_log_json(i, "slack", "ack.late"))
+        .map(|i| &i["log"])
+        .collect();
+    let slack_late = latency_ms
+        .values()
+        .filter(|&&ms| ms > u128::from(ACK_WINDOW_MS))
+        .count();
+    let summary = format!(
+        "{} ack.late warnings; Slack saw {slack_late} of {} acks after {ACK_WINDOW_MS} ms",
+        late.len(),
+        latency_ms.len()
+    );
+    // Late acks of envelopes that waited in the input queue, told apart by the delay from when
+    // the machine handled them (the old measure), which stays within the window.
+    let mut from_arrival_only = 0;
+    for log in &late {
+        let envelope = log["detail"]["envelope_id"].as_str().expect("envelope_id");
+        let waited_ms = log["detail"]["waitedMs"].as_u64().expect("waitedMs");
+        let message = log["message"].as_str().expect("message");
+        assert!(
+            waited_ms > ACK_WINDOW_MS
+                && message.contains(&format!("{waited_ms} ms after it arrived")),
+            "{summary}; an ack.late without its delay over the window: {log}"
+        );
+        // Slack's clock started when it sent the envelope, before openflume read it: the delay
+        // openflume reports is never more than Slack saw (1 ms for rounding both ends).
+        let seen_by_slack = latency_ms
+            .get(envelope)
+            .copied()
+            .expect("the ack reached Slack");
+        assert!(
+            u128::from(waited_ms) <= seen_by_slack + 1,
+            "{summary}; envelope {envelope}: openflume says {waited_ms} ms, Slack saw only \
+             {seen_by_slack} ms"
+        );
+        let event = event_of.get(envelope).expect("an events_api envelope");
+        let handled_at = handled.get(event).copied().expect("its event was printed");
+        let acked_at = log["timestamp"].as_i64().expect("timestamp");
+        let since_handled_ms = u64::try_from(acked_at - handled_at).unwrap_or(0);
+        if since_handled_ms <= ACK_WINDOW_MS {
+            from_arrival_only += 1;
+            let queued_ms = log["detail"]["queuedMs"].as_u64().unwrap_or(0);
+            assert!(
+                queued_ms + since_handled_ms + 100 >= waited_ms,
+                "{summary}; envelope {envelope}: late by {waited_ms} ms, of which only \
+                 {queued_ms} ms queued and {since_handled_ms} ms after it was handled: {log}"
+            );
+        }
+    }
+    assert!(
+        from_arrival_only > 0,
+        "{summary}; no warning for an envelope that waited in the driver's input queue"
+    );
+    eprintln!("{summary}, {from_arrival_only} of them counted from arrival only");
 }
 
 /// MESSAGE_CREATE dispatches behind the slow reader.

@@ -277,7 +277,11 @@ impl DiscordGateway {
         };
         let input = match input {
             Input::Opened { .. } => Input::Opened { conn: local },
-            Input::Frame { frame, .. } => Input::Frame { conn: local, frame },
+            Input::Frame { frame, arrived, .. } => Input::Frame {
+                conn: local,
+                frame,
+                arrived,
+            },
             Input::Closed { code, reason, .. } => Input::Closed {
                 conn: local,
                 code,

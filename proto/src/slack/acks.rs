@@ -5,7 +5,8 @@
 use crate::{ConnId, DeliveryId, IdCounter, Millis, Misuse};
 use std::collections::BTreeMap;
 
-/// Slack expects an ack within this long (the Events API's 3 s rule); later acks are logged.
+/// Slack expects an ack within this long (the Events API's 3 s rule), counted here from when
+/// the driver read the envelope; later acks are logged.
 pub const ACK_DEADLINE_MS: u64 = 3_000;
 
 /// At most this many envelopes wait for confirmation; beyond it the oldest is given up (Slack
@@ -19,8 +20,11 @@ pub(crate) struct PendingAck {
     pub conn: ConnId,
     /// The id to acknowledge.
     pub envelope_id: String,
-    /// When it arrived.
-    pub received_at: Millis,
+    /// When the driver read its frame: Slack's ack window runs from then.
+    pub arrived_at: Millis,
+    /// When the machine handled it; later than `arrived_at` by the time the frame waited in
+    /// the driver's queue (back-pressure).
+    pub handled_at: Millis,
     /// Its `payload.event_id`, the dedup key of redeliveries.
     pub event_id: Option<String>,
     /// Redeliveries of the same event that arrived while this one waited: acknowledged with it,
@@ -75,7 +79,8 @@ mod tests {
         PendingAck {
             conn: ConnId(1),
             envelope_id: format!("env{n}"),
-            received_at: Millis(n),
+            arrived_at: Millis(n),
+            handled_at: Millis(n),
             event_id: Some(format!("Ev{n}")),
             redeliveries: Vec::new(),
         }

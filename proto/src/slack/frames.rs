@@ -11,12 +11,14 @@ use super::{
     TOO_MANY_WEBSOCKETS_WAIT_MS,
 };
 use super::{config, meta, scrub};
-use crate::{ConnId, DeliveryId, Event, Frame, Level, Misuse, Now, RawJson};
+use crate::{ConnId, DeliveryId, Event, Frame, Level, Millis, Misuse, Now, RawJson};
 use serde_json::json;
 use std::borrow::Cow;
 
 impl SlackMachine {
-    pub(super) fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame) {
+    /// A frame on `conn` that the driver read at `arrived` (at most `now.mono`): Slack's ack
+    /// window runs from then, however long the frame waited in the driver's queue.
+    pub(super) fn on_frame(&mut self, now: Now, conn: ConnId, frame: Frame, arrived: Millis) {
         if self.pool.phase(conn).is_none() {
             return self.stale_connection(now, conn, "a frame");
         }
@@ -30,11 +32,11 @@ impl SlackMachine {
                 format!("ignored a binary frame on connection {}", conn.0),
                 json!({"conn": conn, "bytes": bytes.len()}),
             ),
-            Frame::Text(text) => self.on_text(now, conn, &text),
+            Frame::Text(text) => self.on_text(now, conn, &text, arrived),
         }
     }
 
-    fn on_text(&mut self, now: Now, conn: ConnId, text: &str) {
+    fn on_text(&mut self, now: Now, conn: ConnId, text: &str, arrived: Millis) {
         match wire::parse(text) {
             Err(error) => {
                 let message = format!(
@@ -55,7 +57,7 @@ impl SlackMachine {
             Ok(Message::Disconnect { reason, debug_info }) => {
                 self.on_disconnect(now, conn, reason.as_deref(), debug_info)
             }
-            Ok(Message::Envelope(envelope)) => self.on_envelope(now, conn, envelope),
+            Ok(Message::Envelope(envelope)) => self.on_envelope(now, conn, envelope, arrived),
             Ok(Message::Other { kind }) => self.core.log_with(
                 now,
                 Level::Debug,
@@ -230,7 +232,7 @@ impl SlackMachine {
         }
     }
 
-    fn on_envelope(&mut self, now: Now, conn: ConnId, envelope: Envelope<'_>) {
+    fn on_envelope(&mut self, now: Now, conn: ConnId, envelope: Envelope<'_>, arrived: Millis) {
         let Envelope {
             envelope_id,
             kind,
@@ -373,7 +375,8 @@ impl SlackMachine {
         let (delivery, given_up) = self.acks.register(PendingAck {
             conn,
             envelope_id: envelope_id.into_owned(),
-            received_at: now.mono,
+            arrived_at: arrived,
+            handled_at: now.mono,
             event_id: extracted.event_id,
             redeliveries: Vec::new(),
         });
@@ -396,18 +399,28 @@ impl SlackMachine {
         let Some(pending) = self.acks.take(delivery)? else {
             return Ok(());
         };
-        let waited_ms = now.mono - pending.received_at;
+        // From when the driver read the frame: Slack's clock started even earlier, when it
+        // sent it, so this is a lower bound on the delay Slack sees.
+        let waited_ms = now.mono - pending.arrived_at;
         let sendable = self.pool.phase(pending.conn).is_some_and(Phase::can_send);
         if sendable && waited_ms > ACK_DEADLINE_MS {
+            let mut detail = json!({"conn": pending.conn, "envelope_id": pending.envelope_id, "waitedMs": waited_ms});
+            let queued_ms = pending.handled_at - pending.arrived_at;
+            let queued = if queued_ms > 0 {
+                detail["queuedMs"] = json!(queued_ms);
+                format!(" ({queued_ms} ms of it in the driver's input queue)")
+            } else {
+                String::new()
+            };
             self.core.log_with(
                 now,
                 Level::Warn,
                 "ack.late",
                 format!(
-                    "acknowledging envelope {} {waited_ms} ms after it arrived; Slack may already have redelivered it",
+                    "acknowledging envelope {} {waited_ms} ms after it arrived{queued}; Slack may already have redelivered it",
                     pending.envelope_id
                 ),
-                json!({"conn": pending.conn, "envelope_id": pending.envelope_id, "waitedMs": waited_ms}),
+                detail,
             );
         }
         self.send_ack(now, pending.conn, &pending.envelope_id);

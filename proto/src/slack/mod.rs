@@ -612,7 +612,11 @@ impl Machine for SlackMachine {
             Input::Start => self.start(),
             Input::Timer => self.on_timer(now),
             Input::Opened { conn } => self.on_opened(now, conn),
-            Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            Input::Frame {
+                conn,
+                frame,
+                arrived,
+            } => self.on_frame(now, conn, frame, now.arrival(arrived)),
             Input::Closed { conn, code, reason } => {
                 self.on_closed(now, conn, describe_close(code, &reason))
             }

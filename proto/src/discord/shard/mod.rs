@@ -165,7 +165,7 @@ enum SendError {
 ///     if url == "wss://gateway.discord.gg/?v=10&encoding=json")));
 /// step(&mut shard, now, Input::Opened { conn: ConnId(1) });
 /// let hello = r#"{"op":10,"d":{"heartbeat_interval":41250}}"#;
-/// let out = step(&mut shard, now, Input::Frame { conn: ConnId(1), frame: Frame::Text(hello.into()) });
+/// let out = step(&mut shard, now, Input::Frame { conn: ConnId(1), frame: Frame::Text(hello.into()), arrived: None });
 /// assert!(out.iter().any(|o| matches!(o, Output::Send { frame: Frame::Text(text), .. } if text.contains(r#""op":2"#))));
 /// assert!(shard.poll_timeout().is_some()); // the first heartbeat
 /// ```
@@ -261,7 +261,8 @@ impl DiscordShard {
             }
             Input::Timer => self.on_timer(now, limiter),
             Input::Opened { conn } => self.on_opened(now, conn),
-            Input::Frame { conn, frame } => self.on_frame(now, conn, frame, limiter),
+            // Discord has no deadline that runs from a frame's arrival: `arrived` is not needed.
+            Input::Frame { conn, frame, .. } => self.on_frame(now, conn, frame, limiter),
             Input::Closed { conn, code, reason } => self.on_closed(now, conn, code, &reason),
             Input::ConnectFailed { conn, error } => {
                 if self.is_current(conn) {
