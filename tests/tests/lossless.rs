@@ -15,8 +15,8 @@ use openflume_sim::{
     HttpFault, Scenario, SlackAction, SlackSim, SlackSimConfig,
 };
 use openflume_tests::{
-    PipeState, Reader, Signal, assert_text_has_no_secret, block_on, discord_env, discord_sim,
-    is_event_json, is_log_json, is_status_json, listen, tail,
+    Openflume, PipeState, Reader, Signal, assert_text_has_no_secret, block_on, discord_env,
+    discord_sim, is_event_json, is_log_json, is_status_json, listen, tail,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -400,14 +400,21 @@ fn slack_line_ends(lines: &[String]) -> HashMap<String, u64> {
     ends
 }
 
-#[test]
-fn no_slack_envelope_is_acked_before_its_line_is_written() {
+/// `listen` on a Slack simulator, read only when the test pulls, meets a burst of `beyond_pipe`
+/// more envelopes than its stdout pipe holds. Returns the burst's size.
+fn burst_behind_a_pulling_reader(beyond_pipe: u64) -> (SlackSim, Openflume, u64) {
     let slack = slack_sim();
     let mut cli = listen(&[], &slack_env(&slack), Reader::Pull);
     cli.wait_for_json(WAIT, |line| is_status_json(line, "slack", "connected"));
-    // More envelopes than the pipe holds, so the stalled reader keeps most of them back.
-    let burst = cli.pipe_state().capacity / SLACK_LINE_FLOOR + 400;
+    let burst = cli.pipe_state().capacity / SLACK_LINE_FLOOR + beyond_pipe;
     slack.inject(SlackAction::Messages(u32::try_from(burst).unwrap()));
+    (slack, cli, burst)
+}
+
+#[test]
+fn no_slack_envelope_is_acked_before_its_line_is_written() {
+    // More envelopes than the pipe holds, so the stalled reader keeps most of them back.
+    let (slack, mut cli, burst) = burst_behind_a_pulling_reader(400);
 
     // Between pulls nothing is read: every ack seen then must be for a line within what was
     // read plus a full pipe.
@@ -509,13 +516,9 @@ const ACK_WINDOW_MS: u64 = openflume_proto::slack::ACK_DEADLINE_MS;
 /// queue the second measure stays within the window, so only the first warns.
 #[test]
 fn acks_held_back_by_a_stalled_reader_warn_ack_late_with_the_delay_from_arrival() {
-    let slack = slack_sim();
-    let mut cli = listen(&[], &slack_env(&slack), Reader::Pull);
-    cli.wait_for_json(WAIT, |line| is_status_json(line, "slack", "connected"));
     // More envelopes than the pipe, the 256 items of the stdout stream and the driver's 64
     // queued inputs hold: the rest wait in the socket, and the input queue stays full.
-    let burst = cli.pipe_state().capacity / SLACK_LINE_FLOOR + 600;
-    slack.inject(SlackAction::Messages(u32::try_from(burst).unwrap()));
+    let (slack, mut cli, burst) = burst_behind_a_pulling_reader(600);
 
     // The reader stalls: openflume blocks writing, and stays blocked until the reader reads
     // again, past the ack window.
