@@ -330,6 +330,7 @@ pub(crate) struct DemoArgs {
 
 /// `openflume sim`.
 #[derive(Debug, Args)]
+#[command(after_help = super::sim_control::AFTER_HELP)]
 pub(crate) struct SimArgs {
     /// Address to listen on. Anything but loopback must be asked for explicitly.
     #[arg(long, default_value = "127.0.0.1")]

@@ -6,6 +6,7 @@ mod demo;
 mod listen;
 mod output;
 mod sim;
+mod sim_control;
 mod writer;
 
 use args::{Cli, Command, CronCommand};
