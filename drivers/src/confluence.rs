@@ -179,7 +179,7 @@ impl Confluence {
     pub async fn remove(&self, name: &str) -> Option<Closed> {
         let mut set = self.groups.lock().await.remove(name)?;
         set.stop(false).await;
-        Some(Closed::new(set.statuses()))
+        Some(Closed::new(set.statuses(), set.checkpoints()))
     }
 
     /// The running groups' names, in alphabetical order.
@@ -286,12 +286,13 @@ impl Confluence {
                 let hub = lock(&self.hub).take();
                 drop(hub);
                 let mut groups = self.groups.lock().await;
-                let mut statuses = Vec::new();
+                let (mut statuses, mut checkpoints) = (Vec::new(), Vec::new());
                 for (_, mut set) in std::mem::take(&mut *groups) {
                     set.stop(false).await;
                     statuses.extend(set.statuses());
+                    checkpoints.extend(set.checkpoints());
                 }
-                Closed::new(statuses)
+                Closed::new(statuses, checkpoints)
             })
             .await
             .clone()

@@ -15,7 +15,8 @@ use crate::lock::lock;
 use crate::serve::{Flushed, Listener, StreamCommand, Streams};
 use crate::ws::{self, WsCommand, WsSettings};
 use openflume_proto::{
-    ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId, Status,
+    Checkpoint, ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId,
+    Status,
 };
 use smol::Task;
 use smol::channel::{Receiver, Sender};
@@ -84,7 +85,7 @@ pub(crate) async fn drive(
     status: StatusCell,
     changed: Arc<event_listener::Event>,
     listener: Option<Listener>,
-) {
+) -> Option<Checkpoint> {
     let (inputs_tx, inputs_rx) = smol::channel::bounded(INPUT_QUEUE);
     let clock = env.clock;
     // Items the machine makes in its own name carry the source's name; those it makes for
@@ -280,6 +281,7 @@ pub(crate) async fn drive(
         }
     }
     changed.notify(usize::MAX);
+    machine.checkpoint()
 }
 
 enum Wake {

@@ -11,7 +11,7 @@ use crate::net::{self, TlsError};
 use crate::sources::{SourceSet, SourceStatus, StartError, StartRules, StatusWatch};
 use crate::stream::{ItemStream, Overflow};
 use crate::ws::WsSettings;
-use openflume_proto::{Item, Level, Log};
+use openflume_proto::{Checkpoint, Item, Level, Log};
 use smol::channel::{Receiver, Sender};
 use smol::lock::{Mutex as AsyncMutex, OnceCell};
 use std::sync::Mutex;
@@ -849,7 +849,7 @@ impl Running {
                 let statuses = set.statuses();
                 // The sources are gone; with the last hub every stream ends once drained.
                 drop(lock(&self.hub).take());
-                Closed::new(statuses)
+                Closed::new(statuses, set.checkpoints())
             })
             .await
             .clone()
@@ -928,11 +928,47 @@ impl CancelHandle {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closed {
     statuses: Vec<SourceStatus>,
+    checkpoints: Vec<(String, Checkpoint)>,
 }
 
 impl Closed {
-    pub(crate) fn new(statuses: Vec<SourceStatus>) -> Closed {
-        Closed { statuses }
+    pub(crate) fn new(
+        statuses: Vec<SourceStatus>,
+        checkpoints: Vec<(String, Checkpoint)>,
+    ) -> Closed {
+        Closed {
+            statuses,
+            checkpoints,
+        }
+    }
+
+    /// What the source named `source` left to carry on from: after
+    /// [`Running::close_keeping_sessions`], a Discord source's session, to hand to the next
+    /// run's `DiscordConfig::resume` (within Discord's resume window, the next run resumes
+    /// instead of identifying, and gets the dispatches it missed). `None` when the source keeps
+    /// nothing, or has no session to keep.
+    ///
+    /// ```no_run
+    /// use openflume::{Flume, Source};
+    /// use openflume_proto::Checkpoint;
+    /// use openflume_proto::discord::DiscordConfig;
+    /// # smol::block_on(async {
+    /// let config = DiscordConfig::new(std::env::var("DISCORD_BOT_TOKEN").unwrap());
+    /// let running = Flume::builder().source(Source::discord(config.clone())).build().open().await?;
+    /// let closed = running.close_keeping_sessions().await;
+    /// let mut next = config;
+    /// if let Some(Checkpoint::DiscordSession(session)) = closed.checkpoint("discord") {
+    ///     next.resume = Some(session.clone());
+    /// }
+    /// let resumed = Flume::builder().source(Source::discord(next)).build().open().await?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # });
+    /// ```
+    pub fn checkpoint(&self, source: &str) -> Option<&Checkpoint> {
+        self.checkpoints
+            .iter()
+            .find(|(name, _)| name == source)
+            .map(|(_, checkpoint)| checkpoint)
     }
 
     /// Every source's final status.

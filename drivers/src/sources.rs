@@ -7,7 +7,7 @@ use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
 use crate::lock::lock;
 use crate::serve::Listener;
 use event_listener::Event;
-use openflume_proto::Status;
+use openflume_proto::{Checkpoint, Status};
 use smol::Task;
 use smol::channel::Sender;
 use std::borrow::Cow;
@@ -19,7 +19,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use openflume::SourceStatus;
-/// use openflume_proto::Status;
+/// use openflume_proto::{Checkpoint, Status};
 /// let s = SourceStatus { source: "github".into(), status: Status::Connected, reason: None };
 /// assert_eq!(s.to_string(), "github: connected");
 /// ```
@@ -85,7 +85,9 @@ struct Member {
     local_addr: Option<SocketAddr>,
     status: StatusCell,
     stop: Sender<StopRequest>,
-    task: Option<Task<()>>,
+    task: Option<Task<Option<Checkpoint>>>,
+    /// What the machine left to carry on from, once its driver ended.
+    checkpoint: Option<Checkpoint>,
 }
 
 pub(crate) struct SourceSet {
@@ -261,6 +263,14 @@ impl SourceSet {
         self.watch().statuses()
     }
 
+    /// Each stopped source's checkpoint, by name.
+    pub(crate) fn checkpoints(&self) -> Vec<(String, Checkpoint)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.checkpoint.clone()?)))
+            .collect()
+    }
+
     /// Where each serving source listens.
     pub(crate) fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.members
@@ -280,7 +290,7 @@ impl SourceSet {
             // cut every shutdown short (a webhook request in flight lost its answer); the next
             // stop awaits it again.
             if let Some(task) = member.task.as_mut() {
-                task.await;
+                member.checkpoint = task.await;
                 member.task = None;
             }
         }
@@ -309,6 +319,7 @@ fn spawn(
     Member {
         name: name.into_owned(),
         local_addr,
+        checkpoint: None,
         status,
         stop,
         task: Some(task),

@@ -62,8 +62,8 @@ pub use bytes::Bytes;
 pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
 pub use machine::{
-    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine, Misuse,
-    Output, ReqId,
+    Checkpoint, ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine,
+    Misuse, Output, ReqId,
 };
 pub use secret::Secret;
 pub use status::{Status, StatusChange, StatusTracker};

@@ -578,6 +578,13 @@ pub trait Machine {
 
     /// The current status.
     fn status(&self) -> Status;
+
+    /// What a later run needs to carry on where this one stopped, when there is something (a
+    /// Discord session to resume). Asked for after the machine shut down with
+    /// `keep_session: true`; `None` by default.
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        None
+    }
 }
 
 impl<M: Machine + ?Sized> Machine for Box<M> {
@@ -602,4 +609,30 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     fn status(&self) -> Status {
         (**self).status()
     }
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        (**self).checkpoint()
+    }
+}
+
+/// A machine's state worth keeping across runs (see [`Machine::checkpoint`]).
+///
+/// ```
+/// use openflume_proto::Checkpoint;
+/// use openflume_proto::discord::ResumeState;
+/// let session = ResumeState {
+///     session_id: "9f3c".into(),
+///     resume_gateway_url: "wss://gateway-us-east1-b.discord.gg".into(),
+///     seq: 42,
+/// };
+/// let checkpoint = Checkpoint::DiscordSession(session);
+/// // Serialisable, to be stored; Debug hides the session id.
+/// assert!(serde_json::to_string(&checkpoint).unwrap().contains("\"seq\":42"));
+/// assert!(!format!("{checkpoint:?}").contains("9f3c"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Checkpoint {
+    /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window.
+    DiscordSession(crate::discord::ResumeState),
 }

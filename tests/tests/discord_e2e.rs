@@ -591,3 +591,69 @@ fn a_dropped_backpressure_stream_does_not_stall_the_firehose() {
     close(&running, &mut items);
     assert_exactly_once(&sim, &items);
 }
+
+fn messages(items: &[Item]) -> usize {
+    events_of(items, "discord")
+        .iter()
+        .filter(|e| e.event_type == "MESSAGE_CREATE")
+        .count()
+}
+
+/// A run closed with `close_keeping_sessions` hands back its Discord session; the next run,
+/// given it as `DiscordConfig::resume`, resumes (no IDENTIFY) and gets what was dispatched in
+/// between, exactly once.
+#[test]
+fn a_session_kept_at_close_is_resumed_by_the_next_run() {
+    use openflume_proto::Checkpoint;
+    let sim = start_sim(1_000);
+    let config = machine_config(&sim, true);
+    let (running, mut items) = open_collected(config.clone(), &sim);
+    sim.inject(DiscordAction::Messages(2));
+    items.wait(WAIT, "two messages", |items| {
+        (messages(items) == 2).then_some(())
+    });
+    let closed = block_on(
+        WAIT,
+        "close keeping the session",
+        running.close_keeping_sessions(),
+    );
+    items.drain_to_end(WAIT);
+    let Some(Checkpoint::DiscordSession(session)) = closed.checkpoint("discord") else {
+        panic!("no session kept: {closed:?}")
+    };
+    let sessions = sim.records().sessions();
+    assert_eq!(sessions, [session.session_id.clone()]);
+
+    // Dispatched while no process runs: the server keeps them for the resume.
+    sim.inject(DiscordAction::Messages(3));
+    let resumed = DiscordConfig {
+        resume: Some(session.clone()),
+        ..config
+    };
+    let (running, mut items) = open_collected(resumed, &sim);
+    let resume = items.wait(WAIT, "a RESUME", |_| {
+        sim.records().resumes.iter().next().cloned()
+    });
+    assert!(
+        matches!(resume.outcome, ResumeOutcome::Resumed { .. }),
+        "{resume:?}"
+    );
+    items.wait(WAIT, "the three missed messages", |items| {
+        (messages(items) == 3).then_some(())
+    });
+    close(&running, &mut items);
+    let records = sim.records();
+    assert_eq!(
+        records.identifies.len(),
+        1,
+        "the second run did not identify"
+    );
+    assert_eq!(records.sessions().len(), 1, "one session across both runs");
+    assert!(
+        items
+            .events("discord")
+            .iter()
+            .all(|e| e.event_type != "READY"),
+        "no READY on a resume"
+    );
+}

@@ -507,4 +507,8 @@ impl Machine for DiscordShard {
     }
 
     answered_by_core!();
+
+    fn checkpoint(&self) -> Option<crate::Checkpoint> {
+        self.session().map(crate::Checkpoint::DiscordSession)
+    }
 }
