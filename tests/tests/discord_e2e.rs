@@ -622,7 +622,7 @@ fn a_session_kept_at_close_is_resumed_by_the_next_run() {
         panic!("no session kept: {closed:?}")
     };
     let sessions = sim.records().sessions();
-    assert_eq!(sessions, [session.session_id.clone()]);
+    assert_eq!(sessions, std::slice::from_ref(&session.session_id));
 
     // Dispatched while no process runs: the server keeps them for the resume.
     sim.inject(DiscordAction::Messages(3));
