@@ -271,7 +271,7 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) github_webhook_secret: Option<String>,
     /// A custom sender NAME whose secret is in the environment variable ENV_VAR (repeatable):
-    /// serves /channels/custom/NAME, signed with X-Signature-256 (sha256=<hex>) or Standard
+    /// serves /channels/custom/NAME, signed with X-Signature-256 (sha256=HEX) or Standard
     /// Webhooks headers; its events have source `custom` and type NAME.
     #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, help_heading = "Webhooks")]
     pub(crate) webhook: Vec<(String, String)>,
