@@ -330,9 +330,9 @@ impl FlumeBuilder {
     }
 
     /// Trusts `der`, a DER-encoded X.509 certificate, as a TLS root for every `https://` and
-    /// `wss://` connection of this flume, besides the built-in webpki roots: a corporate proxy's
-    /// CA, a self-hosted endpoint's own CA. (A PEM file converts with
-    /// `openssl x509 -in ca.pem -outform der -out ca.der`.)
+    /// `wss://` connection of this flume, besides the built-in webpki roots and the OS trust
+    /// store: a corporate proxy's CA, a self-hosted endpoint's own CA. (For a PEM file, use
+    /// [`add_root_certificates_pem`](Self::add_root_certificates_pem).)
     ///
     /// The TLS configuration with the extra roots is built once, by [`build`](Self::build), and
     /// shared by every connection; a flume without extra roots uses the process-wide default.
@@ -358,6 +358,39 @@ impl FlumeBuilder {
     /// ```
     pub fn add_root_certificate(mut self, der: Vec<u8>) -> Result<Self, TlsError> {
         net::add_root(&mut self.extra_roots, der)?;
+        Ok(self)
+    }
+
+    /// Trusts every certificate in `pem` (PEM text with one or more `CERTIFICATE` sections, as a
+    /// corporate CA bundle comes) as a TLS root, like
+    /// [`add_root_certificate`](Self::add_root_certificate) does for one DER certificate. Other
+    /// sections (a key) are skipped. Nothing is added unless every certificate is usable.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::InvalidPem`] for text without a certificate or with a broken section,
+    /// [`TlsError::InvalidRootCertificate`] for a certificate that cannot be a root. Neither
+    /// quotes the text.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pem = std::fs::read("corporate-ca.pem")?;
+    /// let flume = openflume::Flume::builder()
+    ///     .add_root_certificates_pem(&pem)?
+    ///     /* .source(…) */
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ```
+    /// use openflume::{Flume, TlsError};
+    /// let refused = Flume::builder().add_root_certificates_pem(b"no PEM here");
+    /// assert!(matches!(refused, Err(TlsError::InvalidPem { .. })));
+    /// ```
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, TlsError> {
+        for der in net::parse_pem_roots(pem)? {
+            net::add_root(&mut self.extra_roots, der)?;
+        }
         Ok(self)
     }
 
@@ -543,6 +576,22 @@ impl Flume {
     /// ```
     pub fn start(self) -> Result<Running, StartError> {
         let env = self.settings.env(self.hub.clone());
+        // The OS trust store could not be read (a broken SSL_CERT_FILE, say): the bundled roots
+        // still work, so this is a warning, not a failure. Offered before any source runs, so
+        // every stream has room for it.
+        for error in net::trust_store_errors() {
+            let log = Log {
+                error: Some(error.clone()),
+                ..Log::new(
+                    Level::Warn,
+                    "flume",
+                    "tls.trust_store",
+                    "cannot read the OS trust store; trusting the bundled and the added roots",
+                    crate::clock::wall_now(),
+                )
+            };
+            let _ = self.hub.offer(Item::Log(log), false);
+        }
         // On failure the hub goes with this scope, which ends every stream.
         let set = SourceSet::spawn(self.sources, &env)?;
         Ok(Running::new(

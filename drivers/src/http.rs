@@ -3,6 +3,7 @@
 
 use crate::lock::lock;
 use crate::net::{self, Stream, TlsConfig};
+use crate::proxy::ProxySetting;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use openflume_proto::http::{HttpError, Limits, ReadResponse, ResponseReader, encode_request};
 use openflume_proto::url::{Url, UrlError};
@@ -26,6 +27,8 @@ pub(crate) struct HttpSettings {
     pub(crate) limits: Limits,
     /// The roots `https://` trusts.
     pub(crate) tls: TlsConfig,
+    /// The proxies connections go through (from the environment).
+    pub(crate) proxies: ProxySetting,
 }
 
 impl Default for HttpSettings {
@@ -37,6 +40,7 @@ impl Default for HttpSettings {
             max_idle_per_origin: 4,
             limits: Limits::default(),
             tls: net::default_tls_config(),
+            proxies: crate::proxy::from_env(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl HttpClient {
             &url.host,
             url.port,
             url.tls().then_some(&self.settings.tls),
+            &self.settings.proxies,
             self.settings.connect_timeout,
         )
         .await

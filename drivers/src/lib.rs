@@ -37,6 +37,7 @@ mod http;
 mod hub;
 mod lock;
 mod net;
+mod proxy;
 mod serve;
 mod source;
 mod sources;

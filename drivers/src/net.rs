@@ -1,5 +1,6 @@
 //! TCP and TLS streams behind one type, with connect timeouts and readable errors.
 
+use crate::proxy::ProxySetting;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
@@ -17,15 +18,16 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The TLS client configuration connections use: the webpki roots, optionally plus a user's own.
+/// The TLS client configuration connections use: the webpki roots and the OS trust store,
+/// optionally plus a user's own.
 pub(crate) type TlsConfig = Arc<rustls::ClientConfig>;
 
-/// Why extra TLS roots were refused.
+/// Why extra TLS roots were refused. Messages never quote the certificate bytes.
 ///
 /// ```
 /// use openflume::{Flume, TlsError};
 /// match Flume::builder().add_root_certificate(b"-----BEGIN CERTIFICATE-----".to_vec()) {
-///     // PEM text is not DER: convert it first.
+///     // PEM text is not DER: use `add_root_certificates_pem` for it.
 ///     Err(error @ TlsError::InvalidRootCertificate { .. }) => {
 ///         assert!(error.to_string().starts_with("invalid root certificate: "));
 ///     }
@@ -42,17 +44,56 @@ pub enum TlsError {
         /// What the parser said.
         reason: String,
     },
+    /// The text given to
+    /// [`FlumeBuilder::add_root_certificates_pem`](crate::FlumeBuilder::add_root_certificates_pem)
+    /// holds no certificate, or a broken PEM section.
+    #[error("invalid PEM: {reason}")]
+    InvalidPem {
+        /// What is wrong, in words (never the text itself).
+        reason: String,
+    },
 }
 
-/// The webpki roots, built once for the process and shared by every flume without extra roots.
+/// The trust every connection starts from: the webpki roots, then the OS store's certificates,
+/// read once for the process. Errors reading the OS store are kept to be reported as warnings:
+/// the bundled roots still work without it.
+struct BaseRoots {
+    roots: rustls::RootCertStore,
+    store_errors: Vec<String>,
+}
+
+fn base_roots() -> &'static BaseRoots {
+    static ROOTS: OnceLock<BaseRoots> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = webpki_roots();
+        let native = rustls_native_certs::load_native_certs();
+        // A platform certificate webpki cannot use as an anchor (expired formats, odd
+        // extensions) is skipped, as every other client does.
+        roots.add_parsable_certificates(native.certs);
+        BaseRoots {
+            roots,
+            store_errors: native.errors.iter().map(ToString::to_string).collect(),
+        }
+    })
+}
+
+/// What went wrong reading the OS trust store, one line each (empty when it read cleanly): the
+/// flume reports each as a warning when it starts.
+pub(crate) fn trust_store_errors() -> &'static [String] {
+    &base_roots().store_errors
+}
+
+/// The base roots, built once for the process and shared by every flume without extra roots.
 pub(crate) fn default_tls_config() -> TlsConfig {
     static CONFIG: OnceLock<TlsConfig> = OnceLock::new();
-    CONFIG.get_or_init(|| client_config(webpki_roots())).clone()
+    CONFIG
+        .get_or_init(|| client_config(base_roots().roots.clone()))
+        .clone()
 }
 
-/// The webpki roots plus `extra`: built once per flume that trusts its own roots.
+/// The base roots plus `extra`: built once per flume that trusts its own roots.
 pub(crate) fn tls_config_with(extra: rustls::RootCertStore) -> TlsConfig {
-    let mut roots = webpki_roots();
+    let mut roots = base_roots().roots.clone();
     roots.roots.extend(extra.roots);
     client_config(roots)
 }
@@ -88,16 +129,73 @@ pub(crate) fn add_root(store: &mut rustls::RootCertStore, der: Vec<u8>) -> Resul
         })
 }
 
-/// Resolves, connects and (with a `tls` configuration) handshakes, each within `timeout`.
+/// The DER of every certificate in `pem` (one or more `CERTIFICATE` sections; other sections,
+/// such as a key, are skipped), each checked as a trust anchor. The errors say what is wrong
+/// without quoting the text: pki-types' own PEM errors carry the offending line.
+pub(crate) fn parse_pem_roots(pem: &[u8]) -> Result<Vec<Vec<u8>>, TlsError> {
+    use rustls::pki_types::pem::{self, PemObject};
+    let mut ders = Vec::new();
+    for (index, section) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let der = section.map_err(|e| TlsError::InvalidPem {
+            reason: match e {
+                pem::Error::MissingSectionEnd { .. } => "a section has no END line".to_owned(),
+                pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed".to_owned(),
+                pem::Error::Base64Decode(_) => "a section is not valid base64".to_owned(),
+                _ => "unreadable PEM".to_owned(),
+            },
+        })?;
+        let mut scratch = rustls::RootCertStore::empty();
+        add_root(&mut scratch, der.to_vec()).map_err(|e| match e {
+            TlsError::InvalidRootCertificate { reason } => TlsError::InvalidRootCertificate {
+                reason: format!("certificate {} of the file: {reason}", index + 1),
+            },
+            other => other,
+        })?;
+        ders.push(der.to_vec());
+    }
+    if ders.is_empty() {
+        return Err(TlsError::InvalidPem {
+            reason: "no CERTIFICATE section found".to_owned(),
+        });
+    }
+    Ok(ders)
+}
+
+/// Resolves, connects and (with a `tls` configuration) handshakes, each within `timeout`. When
+/// `proxies` name a proxy for this target, the TCP connection goes to the proxy, a `CONNECT`
+/// opens a tunnel to `host:port` (within the same `timeout`), and TLS runs inside the tunnel.
 pub(crate) async fn connect(
     host: &str,
     port: u16,
     tls: Option<&TlsConfig>,
+    proxies: &ProxySetting,
     timeout: Duration,
 ) -> io::Result<Stream> {
-    let tcp = with_timeout(timeout, "connect", TcpStream::connect((host, port)))
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("connect to {host}:{port}: {e}")))?;
+    let proxies = proxies
+        .as_ref()
+        .as_ref()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let tcp = match proxies.for_target(tls.is_some(), host, port) {
+        None => with_timeout(timeout, "connect", TcpStream::connect((host, port)))
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {host}:{port}: {e}")))?,
+        Some(proxy) => {
+            let mut tcp = with_timeout(
+                timeout,
+                "connect",
+                TcpStream::connect((proxy.host.as_str(), proxy.port)),
+            )
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {proxy}: {e}")))?;
+            with_timeout(
+                timeout,
+                "CONNECT through the proxy",
+                crate::proxy::open_tunnel(&mut tcp, proxy, host, port),
+            )
+            .await?;
+            tcp
+        }
+    };
     tcp.set_nodelay(true)?;
     let Some(tls) = tls else {
         return Ok(Stream::Plain(tcp));

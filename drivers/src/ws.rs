@@ -8,6 +8,7 @@
 
 use crate::clock::Clock;
 use crate::net::{self, TlsConfig};
+use crate::proxy::ProxySetting;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
@@ -38,6 +39,8 @@ pub(crate) struct WsSettings {
     pub(crate) close_timeout: Duration,
     /// The roots `wss://` trusts.
     pub(crate) tls: TlsConfig,
+    /// The proxies connections go through (from the environment).
+    pub(crate) proxies: ProxySetting,
 }
 
 impl Default for WsSettings {
@@ -47,6 +50,7 @@ impl Default for WsSettings {
             connect_timeout: Duration::from_secs(15),
             close_timeout: Duration::from_secs(5),
             tls: net::default_tls_config(),
+            proxies: crate::proxy::from_env(),
         }
     }
 }
@@ -90,6 +94,7 @@ async fn connect_and_serve(
         &url.host,
         url.port,
         url.tls().then_some(&settings.tls),
+        &settings.proxies,
         settings.connect_timeout,
     )
     .await

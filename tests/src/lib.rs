@@ -313,6 +313,14 @@ impl Openflume {
             "OPENFLUME_DISCORD_GATEWAY_URL",
             "OPENFLUME_SLACK_API_URL",
             "OPENFLUME_GITHUB_API_URL",
+            // The machine's own network settings would send the simulators' traffic elsewhere.
+            "OPENFLUME_CA_CERT",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
         ] {
             command.env_remove(var);
         }

@@ -303,6 +303,17 @@ pub(crate) struct ListenArgs {
     #[arg(long, help_heading = "Start")]
     pub(crate) allow_partial: bool,
 
+    /// Also trust the certificates in this PEM file (one or more) as TLS roots, besides the
+    /// bundled roots and the OS trust store: a corporate or self-hosted CA. Proxies come from
+    /// HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENFLUME_CA_CERT",
+        help_heading = "Network"
+    )]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
+
     /// Lowest log level printed (logs below it are dropped at the source).
     #[arg(long, value_enum, default_value = "info", help_heading = "Output")]
     pub(crate) log_level: LogLevel,

@@ -38,6 +38,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
                 count: args.count,
                 start_timeout: std::time::Duration::from_secs(listen_args.start_timeout),
                 allow_partial: listen_args.allow_partial,
+                extra_roots: Vec::new(),
             },
         )
         .await;

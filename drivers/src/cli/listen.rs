@@ -158,6 +158,21 @@ fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
     Ok(Some(Source::webhooks(config, addr)))
 }
 
+/// The DER roots of `--ca-cert`, after checking the proxy variables: a bad file or proxy URL is a
+/// usage error (exit 2) naming the file or variable and why, never their content.
+pub(crate) fn network(args: &ListenArgs) -> Result<Vec<Vec<u8>>, UsageError> {
+    if let Err(error) = crate::proxy::from_env().as_ref() {
+        return Err(UsageError(error.to_string()));
+    }
+    let Some(path) = &args.ca_cert else {
+        return Ok(Vec::new());
+    };
+    let flag = format!("--ca-cert {}", path.display());
+    let pem =
+        std::fs::read(path).map_err(|e| UsageError::flag(&flag, format!("cannot read: {e}")))?;
+    crate::net::parse_pem_roots(&pem).map_err(|e| UsageError::flag(&flag, e))
+}
+
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
@@ -169,6 +184,8 @@ pub(crate) struct RunOptions {
     pub(crate) count: Option<u64>,
     pub(crate) start_timeout: Duration,
     pub(crate) allow_partial: bool,
+    /// DER roots to trust besides the bundled ones and the OS store (`--ca-cert`).
+    pub(crate) extra_roots: Vec<Vec<u8>>,
 }
 
 /// Items buffered between the sources and the stdout thread: enough for the writer to take a
@@ -228,7 +245,18 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     } else {
         DRAIN_DEADLINE
     };
-    let flume = Flume::builder()
+    let mut builder = Flume::builder();
+    for der in options.extra_roots {
+        builder = match builder.add_root_certificate(der) {
+            Ok(builder) => builder,
+            // `network` checked each one already; kept as a usage error all the same.
+            Err(error) => {
+                report(format_args!("--ca-cert: {error}"));
+                return 2;
+            }
+        };
+    }
+    let flume = builder
         .sources(sources)
         .min_log_level(min_level)
         .start_timeout(Some(options.start_timeout))

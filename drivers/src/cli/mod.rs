@@ -26,8 +26,9 @@ impl UsageError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Listen(args) => listen::sources(&args).map(|sources| {
-            smol::block_on(listen::run(
+        Command::Listen(args) => listen::sources(&args).and_then(|sources| {
+            let extra_roots = listen::network(&args)?;
+            Ok(smol::block_on(listen::run(
                 sources,
                 listen::RunOptions {
                     format: args.format,
@@ -35,8 +36,9 @@ pub fn main() -> i32 {
                     count: args.count,
                     start_timeout: std::time::Duration::from_secs(args.start_timeout),
                     allow_partial: args.allow_partial,
+                    extra_roots,
                 },
-            ))
+            )))
         }),
         Command::Cron(CronCommand::Next {
             expr,

@@ -7,6 +7,7 @@
 //!
 //! Client side:
 //! - [`encode_request`] writes an [`HttpRequest`](crate::HttpRequest) (absolute URL) as bytes.
+//! - [`encode_connect`] writes the `CONNECT` that opens a tunnel through an HTTP proxy.
 //! - [`ResponseReader`] takes whatever byte chunks the socket yields and returns the complete
 //!   [`HttpResponse`](crate::HttpResponse) (de-chunked body), whether the connection may carry
 //!   another request ([`Persistence`]), and the bytes that already belong to the next response.
@@ -53,7 +54,7 @@ mod response;
 mod server;
 
 pub use error::{HttpError, Side};
-pub use request::encode_request;
+pub use request::{encode_connect, encode_request};
 pub use response::{ReadResponse, ResponseReader};
 pub use server::{ReadRequest, ReceivedRequest, RequestHeadView, RequestReader, encode_response};
 

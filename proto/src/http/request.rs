@@ -80,6 +80,51 @@ pub fn encode_request(request: &HttpRequest) -> Result<Vec<u8>, HttpError> {
     Ok(out)
 }
 
+/// Writes a `CONNECT` request for a tunnel to `host:port` through an HTTP proxy (RFC 9110
+/// §9.3.6): the authority-form target, `Host` naming the same authority, then `headers` in order
+/// (`Proxy-Authorization`, say). The same checks as [`encode_request`] apply, so no value can
+/// inject a line; errors never quote values. An IPv6 `host` is bracketed.
+///
+/// ```
+/// use openflume_proto::http::{encode_connect, HttpError};
+/// assert_eq!(
+///     encode_connect("gateway.discord.gg", 443, &[("Proxy-Authorization", "Basic dTpw")])?,
+///     b"CONNECT gateway.discord.gg:443 HTTP/1.1\r\n\
+///       Host: gateway.discord.gg:443\r\n\
+///       Proxy-Authorization: Basic dTpw\r\n\
+///       \r\n"
+/// );
+/// assert_eq!(encode_connect("::1", 8080, &[])?.split(|b| *b == b'\r').next(), Some(&b"CONNECT [::1]:8080 HTTP/1.1"[..]));
+/// assert_eq!(encode_connect("a b", 1, &[]), Err(HttpError::InvalidTarget));
+/// # Ok::<(), HttpError>(())
+/// ```
+pub fn encode_connect(
+    host: &str,
+    port: u16,
+    headers: &[(&str, &str)],
+) -> Result<Vec<u8>, HttpError> {
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if host.is_empty() || !authority.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HttpError::InvalidTarget);
+    }
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"CONNECT ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_field(&mut out, "Host", &authority);
+    write_fields(
+        &mut out,
+        headers.iter().copied(),
+        &["Host", "Content-Length", "Transfer-Encoding"],
+    )?;
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

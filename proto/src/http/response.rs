@@ -55,6 +55,9 @@ pub struct ResponseReader(Reader<Client>);
 #[derive(Debug)]
 struct Client {
     head_request: bool,
+    /// A 2xx answer to `CONNECT` ends with its head: the tunnel starts right after it
+    /// (RFC 9110 §9.3.6), so the bytes that follow are [`ReadResponse::leftover`].
+    connect_request: bool,
     request_close: bool,
 }
 
@@ -67,10 +70,22 @@ struct ResponseHead {
 }
 
 impl ResponseReader {
-    /// A reader for the response to a request with this method (`HEAD` responses have no body).
+    /// A reader for the response to a request with this method (`HEAD` responses have no body,
+    /// nor do 2xx answers to `CONNECT`: the tunnel's bytes follow the head, in `leftover`).
+    ///
+    /// ```
+    /// use openflume_proto::http::{Limits, ResponseReader};
+    /// let mut reader = ResponseReader::new("CONNECT", Limits::default());
+    /// let done = reader.feed(b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03")?.expect("head");
+    /// assert_eq!(done.response.status, 200);
+    /// assert!(done.response.body.is_empty());
+    /// assert_eq!(done.leftover, b"\x16\x03"); // the first tunnelled bytes
+    /// # Ok::<(), openflume_proto::http::HttpError>(())
+    /// ```
     pub fn new(method: &str, limits: Limits) -> ResponseReader {
         let client = Client {
             head_request: method == "HEAD",
+            connect_request: method == "CONNECT",
             request_close: false,
         };
         ResponseReader(Reader::new(client, limits))
@@ -90,6 +105,7 @@ impl ResponseReader {
     pub fn for_request(request: &HttpRequest, limits: Limits) -> ResponseReader {
         let client = Client {
             head_request: request.method == "HEAD",
+            connect_request: request.method == "CONNECT",
             request_close: request.headers.iter().any(|(name, value)| {
                 name.eq_ignore_ascii_case("connection")
                     && list_items(value).any(|option| option.eq_ignore_ascii_case("close"))
@@ -161,8 +177,8 @@ impl Role for Client {
         Ok(Some((len, head)))
     }
 
-    /// Interim responses are skipped; `HEAD` responses and 204/304 have no body whatever their
-    /// headers say; a body without framing headers runs until the connection closes.
+    /// Interim responses are skipped; `HEAD` responses, 2xx answers to `CONNECT` and 204/304
+    /// have no body whatever their headers say; a body without framing headers runs until the connection closes.
     fn after_head(&self, head: ResponseHead) -> Result<AfterHead<ResponseHead>, HttpError> {
         match head.status {
             101 => return Err(HttpError::SwitchingProtocols),
@@ -170,7 +186,8 @@ impl Role for Client {
             _ => {}
         }
         let semantics = interpret(head.minor_version, &head.headers)?;
-        let framing = if self.head_request || matches!(head.status, 204 | 304) {
+        let tunnel = self.connect_request && (200..300).contains(&head.status);
+        let framing = if self.head_request || tunnel || matches!(head.status, 204 | 304) {
             Framing::Length(0)
         } else {
             match semantics.body {
