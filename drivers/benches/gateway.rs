@@ -593,12 +593,11 @@ fn github_pages() {
     let baseline = cpu_time(false) - start_cpu;
 
     let config = GithubConfig {
-        token: "bench".into(),
         api_url: "https://api.github.com".into(),
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,
         page_cap: 1,
-        ..GithubConfig::default()
+        ..GithubConfig::new("bench")
     };
     let mut machine = GithubMachine::new(config, 1).expect("github machine");
     let mut now = Now {

@@ -96,11 +96,10 @@ fn main() {
         }
     };
     let config = GithubConfig {
-        token: token.into(),
         api_url,
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit, // also print the notifications that exist already
-        ..GithubConfig::default()
+        ..GithubConfig::new(token)
     };
     let seed = RandomState::new().hash_one("seed");
     let mut machine = GithubMachine::new(config, seed).expect("a valid configuration");

@@ -106,7 +106,6 @@ fn main() {
         slack.ping_interval_ms = 2000;
         slack.reconnect = reconnect;
         let github = GithubConfig {
-            token: text("github_token").into(),
             api_url: text("github_api"),
             interval_ms: 1000,
             bootstrap: Bootstrap::Emit,
@@ -115,7 +114,7 @@ fn main() {
                 base_ms: 500,
                 max_ms: 5000,
             },
-            ..GithubConfig::default()
+            ..GithubConfig::new(text("github_token"))
         };
         let running = Flume::builder()
             .source(Source::custom("discord", move |seed| {

@@ -349,7 +349,6 @@ pub fn github_machine(data: &[u8]) {
         return;
     };
     let config = GithubConfig {
-        token: FUZZ_TOKEN.into(),
         api_url: "https://api.github.example".to_owned(),
         interval_ms: 1000,
         bootstrap: if flags & 1 == 1 {
@@ -357,7 +356,7 @@ pub fn github_machine(data: &[u8]) {
         } else {
             Bootstrap::Skip
         },
-        ..GithubConfig::default()
+        ..GithubConfig::new(FUZZ_TOKEN)
     };
     if let Ok(machine) = GithubMachine::new(config, u64::from(flags)) {
         whole_machine(machine, rest);

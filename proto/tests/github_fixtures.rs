@@ -454,8 +454,7 @@ fn shutdown_does_not_wait_for_the_request_in_flight() {
 #[test]
 fn time_never_goes_backwards_and_timers_never_in_the_past() {
     let config = GithubConfig {
-        token: "ghp_x".into(),
-        ..GithubConfig::default()
+        ..GithubConfig::new("ghp_x")
     };
     let mut m = GithubMachine::new(config, 1).unwrap();
     let at = |mono| Now {
@@ -531,7 +530,6 @@ fn garbage_responses_never_panic_or_break_the_contract() {
     for seed in 0..200u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let config = GithubConfig {
-            token: TOKEN.into(),
             interval_ms: 1_000,
             page_cap: 3,
             reconnect: openflume_proto::ReconnectPolicy {
@@ -539,7 +537,7 @@ fn garbage_responses_never_panic_or_break_the_contract() {
                 base_ms: 100,
                 max_ms: 1_000,
             },
-            ..GithubConfig::default()
+            ..GithubConfig::new(TOKEN)
         };
         let mut machine = GithubMachine::new(config, seed).unwrap();
         let mut now = Now {

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 fn github_source(sim: &GithubSim) -> Source {
     let config = GithubConfig {
-        token: sim.token().into(),
         api_url: sim.api_url(),
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,
-        ..GithubConfig::default()
+        ..GithubConfig::new(sim.token())
     };
     Source::custom("github", move |seed| GithubMachine::new(config, seed))
 }

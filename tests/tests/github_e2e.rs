@@ -26,7 +26,6 @@ fn start_sim() -> GithubSim {
 
 fn machine_config(sim: &GithubSim) -> GithubConfig {
     GithubConfig {
-        token: sim.token().into(),
         api_url: sim.api_url(),
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,
@@ -35,7 +34,7 @@ fn machine_config(sim: &GithubSim) -> GithubConfig {
             base_ms: 100,
             max_ms: 500,
         },
-        ..GithubConfig::default()
+        ..GithubConfig::new(sim.token())
     }
 }
 

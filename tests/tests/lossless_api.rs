@@ -94,9 +94,8 @@ fn burst_round(round: u32) {
         ..DiscordConfig::new(discord.token())
     };
     let github_config = GithubConfig {
-        token: github.token().into(),
         api_url: github.api_url(),
-        ..GithubConfig::default()
+        ..GithubConfig::new(github.token())
     };
     let flume = Flume::builder()
         .source(Source::custom("discord", move |seed| {

@@ -132,12 +132,11 @@ fn start_github() -> GithubSim {
 
 fn github_source(sim: &GithubSim, api_url: String, reconnect: ReconnectPolicy) -> Source {
     let config = GithubConfig {
-        token: sim.token().into(),
         api_url,
         interval_ms: 1000,
         bootstrap: Bootstrap::Emit,
         reconnect,
-        ..GithubConfig::default()
+        ..GithubConfig::new(sim.token())
     };
     Source::custom("github", move |seed| GithubMachine::new(config, seed))
 }

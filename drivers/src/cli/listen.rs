@@ -74,8 +74,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
     }
     if let Some(token) = non_empty(&args.github_token) {
         let mut config = GithubConfig {
-            token: token.into(),
-            ..GithubConfig::default()
+            ..GithubConfig::new(token)
         };
         config.interval_ms = args.github_interval.saturating_mul(1000);
         config.participating = args.github_participating;

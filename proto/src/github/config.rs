@@ -47,7 +47,7 @@ pub enum Bootstrap {
 /// assert!(!format!("{config:?}").contains("ghp_secret"));
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default = "GithubConfig::unset", deny_unknown_fields)]
 pub struct GithubConfig {
     /// A classic personal access token with the `notifications` (or `repo`) scope; sent as
     /// `Authorization: Bearer <token>`, and only to the API's origin.
@@ -78,8 +78,23 @@ pub struct GithubConfig {
     pub request_timeout_ms: u64,
 }
 
-impl Default for GithubConfig {
-    fn default() -> Self {
+impl GithubConfig {
+    /// The defaults with `token`, like `DiscordConfig::new` and `SlackConfig::new`.
+    ///
+    /// ```
+    /// use openflume_proto::github::{Bootstrap, GithubConfig};
+    /// let config = GithubConfig { interval_ms: 5_000, ..GithubConfig::new("ghp_example") };
+    /// assert_eq!((config.per_page, config.bootstrap), (50, Bootstrap::Skip));
+    /// ```
+    pub fn new(token: impl Into<Secret>) -> GithubConfig {
+        GithubConfig {
+            token: token.into(),
+            ..GithubConfig::unset()
+        }
+    }
+
+    /// The defaults before a token is given: what deserialising fills in, never valid alone.
+    fn unset() -> Self {
         GithubConfig {
             token: Secret::default(),
             api_url: DEFAULT_API_URL.to_owned(),
@@ -178,8 +193,7 @@ mod tests {
 
     fn valid() -> GithubConfig {
         GithubConfig {
-            token: "ghp_test".into(),
-            ..GithubConfig::default()
+            ..GithubConfig::new("ghp_test")
         }
     }
 
@@ -206,7 +220,7 @@ mod tests {
     #[test]
     fn user_agent_defaults_to_crate_version() {
         assert_eq!(
-            GithubConfig::default().user_agent,
+            GithubConfig::new("").user_agent,
             format!("openflume/{}", env!("CARGO_PKG_VERSION"))
         );
     }
@@ -214,7 +228,7 @@ mod tests {
     #[test]
     fn refuses_unusable_configs() {
         let cases: Vec<(&str, GithubConfig)> = vec![
-            ("empty token", GithubConfig::default()),
+            ("empty token", GithubConfig::new("")),
             (
                 "token with newline",
                 GithubConfig {

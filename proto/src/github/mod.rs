@@ -57,7 +57,7 @@
 //! use openflume_proto::github::{GithubConfig, GithubMachine};
 //! use openflume_proto::{Input, Machine, Millis, Now, Output, UnixMillis};
 //!
-//! let config = GithubConfig { token: "ghp_example".into(), ..GithubConfig::default() };
+//! let config = GithubConfig { ..GithubConfig::new("ghp_example") };
 //! let mut machine = GithubMachine::new(config, 7).unwrap();
 //! let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
 //! machine.handle_input(now, Input::Start).unwrap();
@@ -144,7 +144,7 @@ struct InFlight {
 /// use openflume_proto::github::{GithubConfig, GithubMachine};
 /// use openflume_proto::{Input, Machine, Millis, Now, Output, Status, UnixMillis};
 ///
-/// let config = GithubConfig { token: "ghp_example".into(), ..GithubConfig::default() };
+/// let config = GithubConfig { ..GithubConfig::new("ghp_example") };
 /// let mut github = GithubMachine::new(config, 7).unwrap();
 /// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
 /// github.handle_input(now, Input::Start).unwrap();
@@ -202,10 +202,10 @@ impl GithubMachine {
     /// use openflume_proto::github::{GithubConfig, GithubMachine};
     /// use openflume_proto::{Machine, Misuse, Status};
     ///
-    /// let machine = GithubMachine::new(GithubConfig { token: "ghp_x".into(), ..Default::default() }, 1).unwrap();
+    /// let machine = GithubMachine::new(GithubConfig { ..GithubConfig::new("ghp_x") }, 1).unwrap();
     /// assert_eq!(machine.source(), "github");
     /// assert_eq!(machine.status(), Status::Idle);
-    /// assert!(matches!(GithubMachine::new(GithubConfig::default(), 1), Err(Misuse::Config(_))));
+    /// assert!(matches!(GithubMachine::new(GithubConfig::new(""), 1), Err(Misuse::Config(_))));
     /// ```
     pub fn new(config: GithubConfig, seed: u64) -> Result<GithubMachine, Misuse> {
         let checked = config.check()?;
@@ -241,7 +241,7 @@ impl GithubMachine {
     /// ```
     /// use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
     ///
-    /// let config = GithubConfig { token: "ghp_example".into(), interval_ms: 5_000, ..GithubConfig::default() };
+    /// let config = GithubConfig { interval_ms: 5_000, ..GithubConfig::new("ghp_example") };
     /// let github = GithubMachine::new(config, 7).unwrap();
     /// assert_eq!(github.config().interval_ms, 5_000);
     /// assert_eq!(github.config().bootstrap, Bootstrap::Skip);
