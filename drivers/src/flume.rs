@@ -313,7 +313,7 @@ impl FlumeBuilder {
     /// use openflume_proto::github::{GithubConfig, GithubMachine};
     /// use std::time::Duration;
     /// # smol::block_on(async {
-    /// let config = GithubConfig { ..GithubConfig::new(std::env::var("GITHUB_TOKEN")?) };
+    /// let config = GithubConfig::new(std::env::var("GITHUB_TOKEN")?);
     /// let running = Flume::builder()
     ///     .source(Source::custom("github", move |seed| GithubMachine::new(config, seed)))
     ///     .connect_timeout(Duration::from_secs(5)) // each connection attempt gives up after 5 s

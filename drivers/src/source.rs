@@ -116,7 +116,7 @@ impl Source {
     /// ```
     /// use openflume::Source;
     /// use openflume_proto::github::GithubConfig;
-    /// let config = GithubConfig { ..GithubConfig::new("ghp_secret") };
+    /// let config = GithubConfig::new("ghp_secret");
     /// assert_eq!(Source::github(config).name(), "github");
     /// ```
     pub fn github(config: GithubConfig) -> Source {

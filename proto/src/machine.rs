@@ -562,7 +562,7 @@ pub trait Machine {
     /// ```
     /// use openflume_proto::github::{GithubConfig, GithubMachine};
     /// use openflume_proto::{Input, Machine, Millis, Now, UnixMillis};
-    /// let config = GithubConfig { ..GithubConfig::new("ghp_example") };
+    /// let config = GithubConfig::new("ghp_example");
     /// let mut github = GithubMachine::new(config, 7).unwrap();
     /// assert_eq!(github.next_timer(), None);
     /// github.handle_input(Now { mono: Millis(0), wall: UnixMillis(0) }, Input::Start).unwrap();

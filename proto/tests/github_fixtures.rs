@@ -453,9 +453,7 @@ fn shutdown_does_not_wait_for_the_request_in_flight() {
 
 #[test]
 fn time_never_goes_backwards_and_timers_never_in_the_past() {
-    let config = GithubConfig {
-        ..GithubConfig::new("ghp_x")
-    };
+    let config = GithubConfig::new("ghp_x");
     let mut m = GithubMachine::new(config, 1).unwrap();
     let at = |mono| Now {
         mono: Millis(mono),

@@ -73,9 +73,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         sources.push(Source::slack(config));
     }
     if let Some(token) = non_empty(&args.github_token) {
-        let mut config = GithubConfig {
-            ..GithubConfig::new(token)
-        };
+        let mut config = GithubConfig::new(token);
         config.interval_ms = args.github_interval.saturating_mul(1000);
         config.participating = args.github_participating;
         config.bootstrap = match args.github_bootstrap {

@@ -192,9 +192,7 @@ mod tests {
     use super::*;
 
     fn valid() -> GithubConfig {
-        GithubConfig {
-            ..GithubConfig::new("ghp_test")
-        }
+        GithubConfig::new("ghp_test")
     }
 
     #[test]

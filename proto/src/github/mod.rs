@@ -57,7 +57,7 @@
 //! use openflume_proto::github::{GithubConfig, GithubMachine};
 //! use openflume_proto::{Input, Machine, Millis, Now, Output, UnixMillis};
 //!
-//! let config = GithubConfig { ..GithubConfig::new("ghp_example") };
+//! let config = GithubConfig::new("ghp_example");
 //! let mut machine = GithubMachine::new(config, 7).unwrap();
 //! let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
 //! machine.handle_input(now, Input::Start).unwrap();
@@ -144,7 +144,7 @@ struct InFlight {
 /// use openflume_proto::github::{GithubConfig, GithubMachine};
 /// use openflume_proto::{Input, Machine, Millis, Now, Output, Status, UnixMillis};
 ///
-/// let config = GithubConfig { ..GithubConfig::new("ghp_example") };
+/// let config = GithubConfig::new("ghp_example");
 /// let mut github = GithubMachine::new(config, 7).unwrap();
 /// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
 /// github.handle_input(now, Input::Start).unwrap();
@@ -202,7 +202,7 @@ impl GithubMachine {
     /// use openflume_proto::github::{GithubConfig, GithubMachine};
     /// use openflume_proto::{Machine, Misuse, Status};
     ///
-    /// let machine = GithubMachine::new(GithubConfig { ..GithubConfig::new("ghp_x") }, 1).unwrap();
+    /// let machine = GithubMachine::new(GithubConfig::new("ghp_x"), 1).unwrap();
     /// assert_eq!(machine.source(), "github");
     /// assert_eq!(machine.status(), Status::Idle);
     /// assert!(matches!(GithubMachine::new(GithubConfig::new(""), 1), Err(Misuse::Config(_))));
