@@ -58,3 +58,70 @@ fn usage_errors_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--discord-shard"));
 }
+
+/// `--help` of a command, with a clean environment (clap prints the values of variables that
+/// are set, e.g. `[env: OPENFLUME_FORMAT=json]`) and a fixed width, so wrapping is stable.
+fn stable_help(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_openflume"))
+        .args(args)
+        .arg("--help")
+        .env_clear()
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?} --help failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every subcommand's `--help` matches its committed snapshot: a change of wording, a new flag or
+/// a lost environment variable shows up in review.
+#[test]
+fn help_of_every_subcommand_matches_its_snapshot() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["listen"],
+        &["cron"],
+        &["cron", "next"],
+        &["demo"],
+        &["sim"],
+        &["completions"],
+        &["man"],
+    ];
+    for command in commands {
+        let name = if command.is_empty() {
+            "openflume".to_owned()
+        } else {
+            format!("openflume-{}", command.join("-"))
+        };
+        insta::assert_snapshot!(name, stable_help(command));
+    }
+}
+
+/// Completions and the man page come from the same definitions as `--help`.
+#[test]
+fn completions_and_man_page_are_generated_from_the_definitions() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_openflume"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?} failed");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_openflume()"), "{bash}");
+    assert!(bash.contains("--discord-intents"), "{bash}");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.contains("#compdef openflume"), "{zsh}");
+    let man = run(&["man"]);
+    assert!(man.contains(".TH openflume 1"), "{man}");
+    let listen = run(&["man", "listen"]);
+    assert!(listen.contains(".TH openflume-listen 1"), "{listen}");
+    assert!(listen.contains(r"\-\-sources"), "{listen}");
+    assert!(listen.contains("DISCORD_BOT_TOKEN_FILE"), "{listen}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_openflume"))
+        .args(["man", "lisen"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}

@@ -32,6 +32,17 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Run local simulators of Discord, Slack and GitHub for manual testing and print their URLs.
     Sim(SimArgs),
+    /// Print a shell completion script, e.g. `openflume completions bash > ~/.local/share/bash-completion/completions/openflume`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `openflume man | man -l -`; `openflume man listen` for a
+    /// subcommand's page.
+    Man {
+        /// The subcommand whose page to print (default: the top-level page).
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,14 +148,16 @@ pub(crate) fn parse_webhook(text: &str) -> Result<(String, String), String> {
 /// Prefer the environment variables for tokens: flags are visible to other users in the process list.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), --cron, or --http with a webhook secret. Secrets are never printed.
+    after_help = "Sources are enabled by credentials: DISCORD_BOT_TOKEN, SLACK_APP_TOKEN, GITHUB_TOKEN (or the matching flags), --cron, or --http with a webhook secret. Each secret can come from a file instead: DISCORD_BOT_TOKEN_FILE, SLACK_APP_TOKEN_FILE, SLACK_BOT_TOKEN_FILE, GITHUB_TOKEN_FILE, SLACK_SIGNING_SECRET_FILE, GITHUB_WEBHOOK_SECRET_FILE (one trailing newline is trimmed; setting both a variable and its _FILE is a usage error). Secrets are never printed. Every other flag can be set from the OPENFLUME_… variable shown beside it.
+
+Flags under a source's heading (Discord, Slack, GitHub, Webhooks, Time) apply to that source only: one given while its source is not enabled is warned about on stderr, and so is a flag that does nothing for an enabled source.
 
 Items are printed as they happen, from the first status log on. Nothing is dropped: a slow reader slows the sources down (heartbeats and pings still go out), and a Slack envelope is acknowledged, or a GitHub cursor advanced, only once its line was written to stdout.
 
 Exit status: 0 after SIGINT, SIGTERM or SIGHUP (a second SIGINT exits 130 at once), after --count events, or when stdout's reader went away; 1 when the start failed, every source failed, or stdout could not be written (the reason is on stderr); 2 for a usage error."
 )]
 pub(crate) struct ListenArgs {
-    /// Discord bot token (prefer the environment variable).
+    /// Discord bot token (prefer the environment variable, or DISCORD_BOT_TOKEN_FILE).
     #[arg(
         long,
         env = "DISCORD_BOT_TOKEN",
@@ -152,20 +165,30 @@ pub(crate) struct ListenArgs {
         help_heading = "Discord"
     )]
     pub(crate) discord_token: Option<String>,
-    /// Gateway intents bitmask. Default: GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT (37377).
-    #[arg(long, help_heading = "Discord")]
+    /// Gateway intents: names (case-insensitive, comma-separated, e.g.
+    /// GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT) or a bitmask. Default: GUILDS, GUILD_MESSAGES,
+    /// DIRECT_MESSAGES, MESSAGE_CONTENT (37377).
+    #[arg(long, value_name = "NAMES|BITS", value_parser = parse_intents, env = "OPENFLUME_DISCORD_INTENTS", help_heading = "Discord")]
     pub(crate) discord_intents: Option<u64>,
     /// Shard as ID/COUNT.
-    #[arg(long, value_parser = parse_shard, default_value = "0/1", help_heading = "Discord")]
+    #[arg(long, value_parser = parse_shard, default_value = "0/1", env = "OPENFLUME_DISCORD_SHARD", help_heading = "Discord")]
     pub(crate) discord_shard: Shard,
-    /// Only emit these dispatch types (comma-separated, e.g. MESSAGE_CREATE,READY).
-    #[arg(long, value_delimiter = ',', help_heading = "Discord")]
+    /// Only receive these dispatch types (case-insensitive, comma-separated, e.g.
+    /// MESSAGE_CREATE,READY); the others are dropped in the machine. Unknown names are warned
+    /// about.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "OPENFLUME_DISCORD_EVENTS",
+        help_heading = "Discord"
+    )]
     pub(crate) discord_events: Option<Vec<String>>,
     /// Transport compression.
     #[arg(
         long,
         value_enum,
         default_value = "zlib-stream",
+        env = "OPENFLUME_DISCORD_COMPRESS",
         help_heading = "Discord"
     )]
     pub(crate) discord_compress: Compression,
@@ -181,7 +204,7 @@ pub(crate) struct ListenArgs {
     #[arg(long, env = "OPENFLUME_DISCORD_GATEWAY_URL", help_heading = "Discord")]
     pub(crate) discord_gateway_url: Option<String>,
 
-    /// Slack app-level token, xapp-… (prefer the environment variable).
+    /// Slack app-level token, xapp-… (prefer the environment variable, or SLACK_APP_TOKEN_FILE).
     #[arg(
         long,
         env = "SLACK_APP_TOKEN",
@@ -189,7 +212,8 @@ pub(crate) struct ListenArgs {
         help_heading = "Slack"
     )]
     pub(crate) slack_app_token: Option<String>,
-    /// Slack bot token, xoxb-…, used once for auth.test (team and bot ids in event meta).
+    /// Slack bot token, xoxb-…, used once for auth.test (team and bot ids in event meta; or
+    /// SLACK_BOT_TOKEN_FILE).
     #[arg(
         long,
         env = "SLACK_BOT_TOKEN",
@@ -198,10 +222,10 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) slack_bot_token: Option<String>,
     /// Parallel Socket Mode connections (1-10).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10), help_heading = "Slack")]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10), env = "OPENFLUME_SLACK_CONNECTIONS", help_heading = "Slack")]
     pub(crate) slack_connections: u8,
     /// Seconds between WebSocket pings; a connection silent for 3 intervals is replaced.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Slack")]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), env = "OPENFLUME_SLACK_PING_INTERVAL", help_heading = "Slack")]
     pub(crate) slack_ping_interval: u64,
     /// Slack Web API base.
     #[arg(
@@ -212,7 +236,7 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) slack_api_url: String,
 
-    /// GitHub token (prefer the environment variable).
+    /// GitHub token (prefer the environment variable, or GITHUB_TOKEN_FILE).
     #[arg(
         long,
         env = "GITHUB_TOKEN",
@@ -221,13 +245,19 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) github_token: Option<String>,
     /// Seconds between notification polls (minimum 1; GitHub's X-Poll-Interval can raise it).
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "GitHub")]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), env = "OPENFLUME_GITHUB_INTERVAL", help_heading = "GitHub")]
     pub(crate) github_interval: u64,
     /// Notifications present at start: skip (record only) or emit.
-    #[arg(long, value_enum, default_value = "skip", help_heading = "GitHub")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "skip",
+        env = "OPENFLUME_GITHUB_BOOTSTRAP",
+        help_heading = "GitHub"
+    )]
     pub(crate) github_bootstrap: Bootstrap,
     /// Only notifications in which you are directly participating or mentioned.
-    #[arg(long, help_heading = "GitHub")]
+    #[arg(long, env = "OPENFLUME_GITHUB_PARTICIPATING", help_heading = "GitHub")]
     pub(crate) github_participating: bool,
     /// GitHub REST API base.
     #[arg(
@@ -242,7 +272,7 @@ pub(crate) struct ListenArgs {
     /// no host, binds 127.0.0.1). Needs at least one secret: SLACK_SIGNING_SECRET,
     /// GITHUB_WEBHOOK_SECRET or --webhook. Each request is answered 200 only once its event is
     /// written to stdout.
-    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr, help_heading = "Webhooks")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr, env = "OPENFLUME_HTTP", help_heading = "Webhooks")]
     pub(crate) http: Option<std::net::SocketAddr>,
     /// Serve the channels under this path (e.g. /hooks serves /hooks/channels/…).
     #[arg(
@@ -250,11 +280,12 @@ pub(crate) struct ListenArgs {
         value_name = "PATH",
         default_value = "",
         hide_default_value = true,
+        env = "OPENFLUME_HTTP_PREFIX",
         help_heading = "Webhooks"
     )]
     pub(crate) http_prefix: String,
     /// Slack signing secret: serves /channels/slack/{events,interactions,commands} (prefer the
-    /// environment variable).
+    /// environment variable, or SLACK_SIGNING_SECRET_FILE).
     #[arg(
         long,
         env = "SLACK_SIGNING_SECRET",
@@ -262,7 +293,8 @@ pub(crate) struct ListenArgs {
         help_heading = "Webhooks"
     )]
     pub(crate) slack_signing_secret: Option<String>,
-    /// GitHub webhook secret: serves /channels/github/webhook (prefer the environment variable).
+    /// GitHub webhook secret: serves /channels/github/webhook (prefer the environment variable,
+    /// or GITHUB_WEBHOOK_SECRET_FILE).
     #[arg(
         long,
         env = "GITHUB_WEBHOOK_SECRET",
@@ -273,34 +305,39 @@ pub(crate) struct ListenArgs {
     /// A custom sender NAME whose secret is in the environment variable ENV_VAR (repeatable):
     /// serves /channels/custom/NAME, signed with X-Signature-256 (sha256=HEX) or Standard
     /// Webhooks headers; its events have source `custom` and type NAME.
-    #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, help_heading = "Webhooks")]
+    #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, env = "OPENFLUME_WEBHOOK", help_heading = "Webhooks")]
     pub(crate) webhook: Vec<(String, String)>,
 
     /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'.
-    #[arg(long, help_heading = "Time")]
+    #[arg(long, env = "OPENFLUME_CRON", help_heading = "Time")]
     pub(crate) cron: Vec<String>,
     /// IANA time zone for --cron (default: the local zone).
-    #[arg(long, help_heading = "Time")]
+    #[arg(long, env = "OPENFLUME_TZ", help_heading = "Time")]
     pub(crate) tz: Option<String>,
 
-    /// Give up after this many consecutive failed reconnects (default: never).
-    #[arg(long, help_heading = "Reconnect")]
+    /// Give up after this many consecutive failed reconnects or polls (default: never).
+    #[arg(
+        long,
+        env = "OPENFLUME_RECONNECT_MAX_ATTEMPTS",
+        help_heading = "Reconnect"
+    )]
     pub(crate) reconnect_max_attempts: Option<u32>,
-    /// First reconnect delay bound, ms (at least 250: lower values are raised to it).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
+    /// First reconnect delay bound, ms (at least 250: lower values are raised to it). Discord
+    /// and Slack only: GitHub backs off by its own rules (Retry-After, X-Poll-Interval).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), env = "OPENFLUME_RECONNECT_BASE_MS", help_heading = "Reconnect")]
     pub(crate) reconnect_base_ms: u64,
-    /// Largest reconnect delay, ms (at least 250).
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Reconnect")]
+    /// Largest reconnect delay, ms (at least 250). Discord and Slack only.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), env = "OPENFLUME_RECONNECT_MAX_MS", help_heading = "Reconnect")]
     pub(crate) reconnect_max_ms: u64,
 
     /// How long to wait for every source's first connection, in seconds. A source failing for
     /// good (a bad token) fails the start at once; one still retrying fails it when this runs out.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "Start")]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400), env = "OPENFLUME_START_TIMEOUT", help_heading = "Start")]
     pub(crate) start_timeout: u64,
     /// Keep the healthy sources running when others fail at start or never connect; the start
     /// then fails only when no source connected. A failed source stays visible in its error log
     /// and its status (failed, or reconnecting while it retries).
-    #[arg(long, help_heading = "Start")]
+    #[arg(long, env = "OPENFLUME_ALLOW_PARTIAL", help_heading = "Start")]
     pub(crate) allow_partial: bool,
 
     /// Also trust the certificates in this PEM file (one or more) as TLS roots, besides the
@@ -314,29 +351,137 @@ pub(crate) struct ListenArgs {
     )]
     pub(crate) ca_cert: Option<std::path::PathBuf>,
 
+    /// Only print events from these sources (case-insensitive, comma-separated): discord, slack,
+    /// github, time, custom. The others are still acknowledged upstream (a Slack ack, a GitHub
+    /// cursor, a webhook's 200) as if printed: nobody asked to hold them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SOURCES",
+        env = "OPENFLUME_SOURCES",
+        help_heading = "Filters"
+    )]
+    pub(crate) sources: Option<Vec<String>>,
+    /// Only print events of these types (case-insensitive, comma-separated, e.g.
+    /// MESSAGE_CREATE,events_api,notification,tick). Filtered-out events are acknowledged like
+    /// --sources says. Logs are not filtered: see --logs and --log-level.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TYPES",
+        env = "OPENFLUME_TYPES",
+        help_heading = "Filters"
+    )]
+    pub(crate) types: Option<Vec<String>>,
+
+    /// Where logs go: stdout (beside the events, as the item format documents), stderr (JSON
+    /// Lines, or pretty lines with --format pretty), or off. Events always go to stdout.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "stdout",
+        env = "OPENFLUME_LOGS",
+        help_heading = "Output"
+    )]
+    pub(crate) logs: LogRoute,
     /// Lowest log level printed (logs below it are dropped at the source).
-    #[arg(long, value_enum, default_value = "info", help_heading = "Output")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "info",
+        env = "OPENFLUME_LOG_LEVEL",
+        help_heading = "Output"
+    )]
     pub(crate) log_level: LogLevel,
     /// Output format. Default: pretty on a terminal, json otherwise.
-    #[arg(long, value_enum, help_heading = "Output")]
+    #[arg(long, value_enum, env = "OPENFLUME_FORMAT", help_heading = "Output")]
     pub(crate) format: Option<Format>,
-    /// Exit 0 after this many events (every emitted event counts, READY included).
-    #[arg(long, help_heading = "Output")]
+    /// Colour in pretty output: auto (only on a terminal, and only when NO_COLOR is unset),
+    /// always, or never.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "OPENFLUME_COLOR",
+        help_heading = "Output"
+    )]
+    pub(crate) color: ColorChoice,
+    /// Exit 0 after this many printed events (every printed event counts, READY included;
+    /// filtered-out events do not).
+    #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
     pub(crate) count: Option<u64>,
+}
+
+/// Where `--logs` sends log items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogRoute {
+    /// Beside the events, on stdout.
+    Stdout,
+    /// On stderr, in the output format.
+    Stderr,
+    /// Nowhere.
+    Off,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorChoice {
+    /// Colour on a terminal when NO_COLOR is unset.
+    Auto,
+    /// Always colour pretty output.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// `--discord-intents`: a bitmask, or intent names from Discord's table (case-insensitive,
+/// separated by commas or `|`).
+pub(crate) fn parse_intents(text: &str) -> Result<u64, String> {
+    use openflume_proto::discord::intents;
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|_| format!("intents bitmask {text:?} is too large"));
+    }
+    let mut bits = 0;
+    for name in text.split([',', '|']).map(str::trim) {
+        // The names Discord used before renaming these two.
+        let name = match name.to_ascii_uppercase().as_str() {
+            "GUILD_BANS" => "GUILD_MODERATION".to_owned(),
+            "GUILD_EMOJIS_AND_STICKERS" => "GUILD_EXPRESSIONS".to_owned(),
+            other => other.to_owned(),
+        };
+        let Some((_, bit)) = intents::NAMED.iter().find(|(known, _)| *known == name) else {
+            let known: Vec<&str> = intents::NAMED.iter().map(|(known, _)| *known).collect();
+            return Err(format!(
+                "unknown intent {name:?}; known: {} (or a number)",
+                known.join(", ")
+            ));
+        };
+        bits |= bit;
+    }
+    Ok(bits)
 }
 
 /// `openflume demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Output format. Default: pretty on a terminal, json otherwise.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "OPENFLUME_FORMAT")]
     pub(crate) format: Option<Format>,
     /// Exit 0 after this many events.
-    #[arg(long)]
+    #[arg(long, env = "OPENFLUME_COUNT")]
     pub(crate) count: Option<u64>,
     /// Lowest log level printed.
-    #[arg(long, value_enum, default_value = "info")]
+    #[arg(long, value_enum, default_value = "info", env = "OPENFLUME_LOG_LEVEL")]
     pub(crate) log_level: LogLevel,
+    /// Where logs go: stdout, stderr or off.
+    #[arg(long, value_enum, default_value = "stdout", env = "OPENFLUME_LOGS")]
+    pub(crate) logs: LogRoute,
+    /// Colour in pretty output: auto (a terminal, NO_COLOR unset), always, or never.
+    #[arg(long, value_enum, default_value = "auto", env = "OPENFLUME_COLOR")]
+    pub(crate) color: ColorChoice,
 }
 
 /// `openflume sim`.
@@ -344,11 +489,11 @@ pub(crate) struct DemoArgs {
 #[command(after_help = super::sim_control::AFTER_HELP)]
 pub(crate) struct SimArgs {
     /// Address to listen on. Anything but loopback must be asked for explicitly.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", env = "OPENFLUME_SIM_BIND")]
     pub(crate) bind: std::net::IpAddr,
     /// Events per second each simulator sends once a client is connected (above 0, at most
     /// 20000).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, env = "OPENFLUME_SIM_RATE")]
     pub(crate) rate: f64,
 }
 
@@ -360,6 +505,37 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every `listen` flag can be set from the environment, and `--help` shows the variable.
+    #[test]
+    fn every_listen_flag_has_an_environment_variable() {
+        let cli = Cli::command();
+        let listen = cli.find_subcommand("listen").unwrap();
+        for arg in listen.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str());
+            assert!(env.is_some(), "--{long} has no environment variable");
+            assert!(!arg.is_hide_env_set(), "--{long} hides its variable");
+        }
+    }
+
+    #[test]
+    fn intents_by_name_or_number() {
+        assert_eq!(parse_intents("37377"), Ok(37377));
+        assert_eq!(
+            parse_intents("guilds,GUILD_MESSAGES, direct_messages|Message_Content"),
+            Ok(37377)
+        );
+        assert_eq!(parse_intents("guild_bans"), Ok(1 << 2));
+        let unknown = parse_intents("GUILDS,GUILD_TYPO").unwrap_err();
+        assert!(unknown.contains("\"GUILD_TYPO\""), "{unknown}");
+        assert!(unknown.contains("GUILD_PRESENCES"), "{unknown}");
+        assert!(parse_intents("").is_err());
+        assert!(parse_intents("99999999999999999999999").is_err());
     }
 
     #[test]

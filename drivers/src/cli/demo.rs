@@ -35,6 +35,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
             listen::RunOptions {
                 format: args.format,
                 log_level: args.log_level,
+                logs: args.logs,
+                color: args.color,
+                filter: Default::default(),
                 count: args.count,
                 start_timeout: std::time::Duration::from_secs(listen_args.start_timeout),
                 allow_partial: listen_args.allow_partial,

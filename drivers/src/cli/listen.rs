@@ -1,8 +1,10 @@
 //! `openflume listen`: sources from flags and environment, the firehose to stdout.
 
-use super::args::{Bootstrap, Compression, ListenArgs, LogLevel};
+use super::args::{Bootstrap, ColorChoice, Compression, ListenArgs, LogLevel, LogRoute};
+use super::filter::{self, EventFilter};
+use super::flags::config_error;
 use super::output::{Format, neutral};
-use super::writer::{Writer, WriterEnd, WriterOptions};
+use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
 use crate::{Flume, Overflow, Running, Source, StartError};
 use async_signal::{Signal, Signals};
@@ -47,16 +49,16 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         }
         config.shard_id = args.discord_shard.id;
         config.shard_count = args.discord_shard.count;
-        config.events = args
-            .discord_events
-            .as_ref()
-            .map(|events| events.iter().map(|e| e.trim().to_owned()).collect());
+        config.events = args.discord_events.as_ref().map(|events| {
+            filter::discord_events(events, |warning| report(format_args!("{warning}")))
+                .into_iter()
+                .collect()
+        });
         config.compress = args.discord_compress == Compression::ZlibStream;
         config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
         config.gateway_url = args.discord_gateway_url.clone();
         config.reconnect = reconnect;
-        let probe =
-            DiscordShard::new(config.clone(), 0).map_err(|e| UsageError::flag("--discord-*", e))?;
+        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| config_error("discord", e))?;
         drop(probe);
         sources.push(Source::discord(config));
     }
@@ -67,9 +69,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
         config.reconnect = reconnect;
-        config
-            .validate()
-            .map_err(|e| UsageError::flag("--slack-*", e))?;
+        config.validate().map_err(|e| config_error("slack", e))?;
         sources.push(Source::slack(config));
     }
     if let Some(token) = non_empty(&args.github_token) {
@@ -82,8 +82,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         };
         config.api_url = args.github_api_url.trim_end_matches('/').to_owned();
         config.reconnect.max_attempts = args.reconnect_max_attempts;
-        let probe =
-            GithubMachine::new(config.clone(), 0).map_err(|e| UsageError::flag("--github-*", e))?;
+        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| config_error("github", e))?;
         drop(probe);
         sources.push(Source::github(config));
     }
@@ -151,7 +150,7 @@ fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
              --webhook NAME=ENV_VAR",
         ));
     }
-    WebhookIngress::new(config.clone()).map_err(|e| UsageError::flag("--http", e))?;
+    WebhookIngress::new(config.clone()).map_err(|e| config_error("webhooks", e))?;
     Ok(Some(Source::webhooks(config, addr)))
 }
 
@@ -178,6 +177,9 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
 pub(crate) struct RunOptions {
     pub(crate) format: Option<Format>,
     pub(crate) log_level: LogLevel,
+    pub(crate) logs: LogRoute,
+    pub(crate) color: ColorChoice,
+    pub(crate) filter: EventFilter,
     pub(crate) count: Option<u64>,
     pub(crate) start_timeout: Duration,
     pub(crate) allow_partial: bool,
@@ -216,14 +218,27 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         LogLevel::Error | LogLevel::Off => Level::Error,
     };
     let terminal = std::io::stdout().is_terminal();
+    let colour = |terminal: bool| match options.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
+    };
     let writer_options = WriterOptions {
         format: options.format.unwrap_or(if terminal {
             Format::Pretty
         } else {
             Format::Json
         }),
-        colour: terminal && std::env::var_os("NO_COLOR").is_none(),
-        print_logs: options.log_level != LogLevel::Off,
+        colour: colour(terminal),
+        logs: match options.logs {
+            _ if options.log_level == LogLevel::Off => LogSink::Off,
+            LogRoute::Off => LogSink::Off,
+            LogRoute::Stdout => LogSink::Stdout,
+            LogRoute::Stderr => LogSink::Stderr {
+                colour: colour(std::io::stderr().is_terminal()),
+            },
+        },
+        filter: options.filter,
         count: options.count,
     };
     // Signals are watched before anything starts: a stop while connecting is a clean stop too.

@@ -3,6 +3,8 @@
 mod args;
 mod cron;
 mod demo;
+mod filter;
+mod flags;
 mod listen;
 mod output;
 mod sim;
@@ -10,7 +12,8 @@ mod sim_control;
 mod writer;
 
 use args::{Cli, Command, CronCommand};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use std::io::Write;
 
 /// A usage or configuration error: exit 2 with a message that names the flag.
 #[derive(Debug)]
@@ -24,22 +27,11 @@ impl UsageError {
 
 /// Runs the command line and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // The matches are kept beside the parsed values: they say which flags the user gave.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let result = match cli.command {
-        Command::Listen(args) => listen::sources(&args).and_then(|sources| {
-            let extra_roots = listen::network(&args)?;
-            Ok(smol::block_on(listen::run(
-                sources,
-                listen::RunOptions {
-                    format: args.format,
-                    log_level: args.log_level,
-                    count: args.count,
-                    start_timeout: std::time::Duration::from_secs(args.start_timeout),
-                    allow_partial: args.allow_partial,
-                    extra_roots,
-                },
-            )))
-        }),
+        Command::Listen(mut args) => listen_main(&mut args, matches.subcommand_matches("listen")),
         Command::Cron(CronCommand::Next {
             expr,
             after,
@@ -48,6 +40,12 @@ pub fn main() -> i32 {
         }) => cron::next(&expr, after.as_deref(), count, tz.as_deref()),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "openflume", &mut out);
+            Ok(i32::from(out.flush().is_err()))
+        }
+        Command::Man { command } => man(command.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -56,6 +54,62 @@ pub fn main() -> i32 {
             2
         }
     }
+}
+
+/// `openflume listen`: secrets from files, warnings for idle flags, then the sources.
+fn listen_main(
+    args: &mut args::ListenArgs,
+    matches: Option<&clap::ArgMatches>,
+) -> Result<i32, UsageError> {
+    flags::read_secret_files(args)?;
+    if let Some(matches) = matches {
+        flags::warn_idle_flags(args, matches, |warning| {
+            listen::report(format_args!("{warning}"));
+        });
+    }
+    let filter = filter::EventFilter::new(args.sources.as_deref(), args.types.as_deref())?;
+    let sources = listen::sources(args)?;
+    let extra_roots = listen::network(args)?;
+    Ok(smol::block_on(listen::run(
+        sources,
+        listen::RunOptions {
+            format: args.format,
+            log_level: args.log_level,
+            logs: args.logs,
+            color: args.color,
+            filter,
+            count: args.count,
+            start_timeout: std::time::Duration::from_secs(args.start_timeout),
+            allow_partial: args.allow_partial,
+            extra_roots,
+        },
+    )))
+}
+
+/// `openflume man [COMMAND]`: the roff page of the whole command, or of one subcommand, from
+/// the same definitions as `--help`.
+fn man(command: Option<&str>) -> Result<i32, UsageError> {
+    let mut cli = Cli::command();
+    cli.build();
+    let page = match command {
+        None => cli,
+        Some(name) => {
+            let Some(sub) = cli.find_subcommand(name) else {
+                let known: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+                return Err(UsageError(format!(
+                    "man: no command {name:?}; known: {}",
+                    known.join(", ")
+                )));
+            };
+            // Built, it is titled `openflume-<name>` and its usage says `openflume <name>`.
+            sub.clone()
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = clap_mangen::Man::new(page)
+        .render(&mut out)
+        .and_then(|()| out.flush());
+    Ok(i32::from(written.is_err()))
 }
 
 /// The zone named by `--tz`, or the system's local zone.

@@ -23,6 +23,8 @@ pub(crate) struct ItemWriter<W: Write> {
     out: io::BufWriter<W>,
     format: Format,
     colour: bool,
+    /// The zone pretty times are shown in.
+    zone: jiff::tz::TimeZone,
     line: Vec<u8>,
 }
 
@@ -32,8 +34,15 @@ impl<W: Write> ItemWriter<W> {
             out: io::BufWriter::with_capacity(WRITE_BYTES, out),
             format,
             colour,
+            zone: jiff::tz::TimeZone::UTC,
             line: Vec::with_capacity(4096),
         }
+    }
+
+    /// Pretty times in `zone` (the local zone on the command line), UTC by default.
+    pub(crate) fn in_zone(mut self, zone: jiff::tz::TimeZone) -> Self {
+        self.zone = zone;
+        self
     }
 
     pub(crate) fn write(&mut self, item: &Item) -> io::Result<()> {
@@ -48,7 +57,7 @@ impl<W: Write> ItemWriter<W> {
                 self.out.write_all(&self.line)
             }
             Format::Pretty => {
-                let line = pretty(item, self.colour);
+                let line = pretty(item, self.colour, &self.zone);
                 self.out.write_all(line.as_bytes())
             }
         }
@@ -76,8 +85,9 @@ fn event_line(line: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
     Ok(())
 }
 
-/// `12:00:01.250 discord  MESSAGE_CREATE  channel=… user=…  {"content":…}` (data cut to 160 chars).
-pub(crate) fn pretty(item: &Item, colour: bool) -> String {
+/// `12:00:01.250+01:00 event discord  MESSAGE_CREATE  channel=… user=…  {"content":…}` (data cut
+/// to 160 chars), the time in `zone` with its offset.
+pub(crate) fn pretty(item: &Item, colour: bool, zone: &jiff::tz::TimeZone) -> String {
     let paint = |code: &str, text: &str| {
         if colour {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -87,7 +97,7 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
     };
     match item {
         Item::Event(event) => {
-            let time = clock_time(event.received_at.0);
+            let time = clock_time(event.received_at.0, zone);
             let meta: Vec<String> = event
                 .meta
                 .iter()
@@ -105,7 +115,7 @@ pub(crate) fn pretty(item: &Item, colour: bool) -> String {
             )
         }
         Item::Log(log) => {
-            let time = clock_time(log.timestamp.0);
+            let time = clock_time(log.timestamp.0, zone);
             let level_colour = match log.level {
                 Level::Debug => "2",
                 Level::Info => "32",
@@ -154,15 +164,16 @@ pub(crate) fn neutral(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn clock_time(unix_ms: i64) -> String {
-    let ms = unix_ms.rem_euclid(86_400_000);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
+/// `HH:MM:SS.mmm±HH:MM` in `zone`: the offset says which zone a reader is looking at.
+fn clock_time(unix_ms: i64, zone: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(unix_ms) {
+        Ok(at) => at
+            .to_zoned_datetime(zone.clone())
+            .strftime("%H:%M:%S%.3f%:z")
+            .to_string(),
+        // Outside jiff's range (years beyond ±9999): the raw number, rather than nothing.
+        Err(_) => format!("@{unix_ms}ms"),
+    }
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -239,7 +250,7 @@ mod tests {
         )
         .with_error("\u{1b}[1A");
         for item in [Item::Event(event), Item::Log(log)] {
-            let line = pretty(&item, false);
+            let line = pretty(&item, false, &jiff::tz::TimeZone::UTC);
             assert_eq!(line.matches('\n').count(), 1, "{line:?}");
             assert!(
                 !line.chars().any(|c| c.is_control() && c != '\n'),
@@ -261,18 +272,22 @@ mod tests {
             UnixMillis(3_723_004),
         )
         .with_error("boom");
-        let line = pretty(&Item::Log(log), false);
+        let line = pretty(&Item::Log(log.clone()), false, &jiff::tz::TimeZone::UTC);
         assert_eq!(
             line,
-            "01:02:03.004 warn  slack    ws.reconnect reconnecting: boom\n"
+            "01:02:03.004+00:00 warn  slack    ws.reconnect reconnecting: boom\n"
         );
+        // In a zone of its own, with that zone's offset (no DST in Kolkata).
+        let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
+        let line = pretty(&Item::Log(log), false, &kolkata);
+        assert!(line.starts_with("06:32:03.004+05:30 warn"), "{line}");
         let long = Event::new(
             "x",
             "t",
             RawJson::from_str(&format!("\"{}\"", "é".repeat(300))).unwrap(),
             UnixMillis(0),
         );
-        let line = pretty(&Item::Event(long), true);
+        let line = pretty(&Item::Event(long), true, &jiff::tz::TimeZone::UTC);
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.contains('…'));
     }

@@ -6,6 +6,7 @@
 //! line was written. When stdout breaks it stops and drops the stream, so nothing more is
 //! acknowledged and the services redeliver the rest to the next run.
 
+use super::filter::EventFilter;
 use super::output::{Format, ItemWriter};
 use crate::stream::{Detacher, ItemStream};
 use futures_lite::StreamExt;
@@ -21,10 +22,25 @@ const READER_CHECK: Duration = Duration::from_millis(250);
 /// What the writer prints and when it stops by itself.
 pub(crate) struct WriterOptions {
     pub(crate) format: Format,
+    /// Colour on stdout.
     pub(crate) colour: bool,
-    pub(crate) print_logs: bool,
-    /// Stop after this many events.
+    /// Where logs go.
+    pub(crate) logs: LogSink,
+    /// The events printed; the others are committed with their batch all the same.
+    pub(crate) filter: EventFilter,
+    /// Stop after this many printed events.
     pub(crate) count: Option<u64>,
+}
+
+/// Where the writer sends logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogSink {
+    Stdout,
+    /// On stderr, coloured or not (pretty format).
+    Stderr {
+        colour: bool,
+    },
+    Off,
 }
 
 /// Why the writer stopped.
@@ -89,7 +105,16 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
     // The pipe keeps the kernel's size: enlarging it to 1 MiB (F_SETPIPE_SZ) measured no less
     // CPU per event, only more memory touched (README, performance).
     let stdout = io::stdout();
-    let mut writer = ItemWriter::new(stdout.lock(), options.format, options.colour);
+    let zone = jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC);
+    let mut writer =
+        ItemWriter::new(stdout.lock(), options.format, options.colour).in_zone(zone.clone());
+    // Logs on stderr are diagnostics: a failed write there never stops the firehose.
+    let mut log_writer = match options.logs {
+        LogSink::Stderr { colour } => {
+            Some(ItemWriter::new(io::stderr(), options.format, colour).in_zone(zone))
+        }
+        LogSink::Stdout | LogSink::Off => None,
+    };
     let mut events = 0u64;
     let reached = |events: u64| options.count.is_some_and(|count| events >= count);
     // One timer for the whole run: registering a new one per wait would wake the reactor thread.
@@ -105,13 +130,20 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
         }
         while !batch.is_empty() {
             while let Some(item) = batch.pop_front() {
-                let is_event = matches!(item, Item::Event(_));
-                if (is_event || options.print_logs)
-                    && let Err(error) = writer.write(&item)
-                {
+                // A filtered-out event is committed with this batch: acknowledged, not held.
+                let printed = match &item {
+                    Item::Event(event) => options.filter.wants(event),
+                    Item::Log(_) => {
+                        if let Some(log_writer) = &mut log_writer {
+                            let _ = log_writer.write(&item);
+                        }
+                        options.logs == LogSink::Stdout
+                    }
+                };
+                if printed && let Err(error) = writer.write(&item) {
                     return failed(error);
                 }
-                if is_event {
+                if printed && matches!(item, Item::Event(_)) {
                     events += 1;
                     if reached(events) {
                         if let Err(error) = writer.flush() {
@@ -124,6 +156,9 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
                 }
             }
             stream.take_ready(&mut batch);
+        }
+        if let Some(log_writer) = &mut log_writer {
+            let _ = log_writer.flush();
         }
         if let Err(error) = writer.flush() {
             return failed(error);

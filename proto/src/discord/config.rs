@@ -61,6 +61,56 @@ pub mod intents {
     pub const DIRECT_MESSAGE_POLLS: u64 = 1 << 25;
     /// The default: guilds, guild and direct messages, and their content.
     pub const DEFAULT: u64 = GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT;
+    /// The intents a bot must enable in the Developer Portal before asking for them (else 4014).
+    pub const PRIVILEGED: u64 = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT;
+
+    /// Every intent by its name in Discord's table, in bit order: what a command line or a
+    /// configuration file can name.
+    ///
+    /// ```
+    /// use openflume_proto::discord::intents;
+    /// assert_eq!(intents::NAMED.iter().find(|(name, _)| *name == "MESSAGE_CONTENT").map(|(_, bit)| *bit), Some(intents::MESSAGE_CONTENT));
+    /// ```
+    pub const NAMED: &[(&str, u64)] = &[
+        ("GUILDS", GUILDS),
+        ("GUILD_MEMBERS", GUILD_MEMBERS),
+        ("GUILD_MODERATION", GUILD_MODERATION),
+        ("GUILD_EXPRESSIONS", GUILD_EXPRESSIONS),
+        ("GUILD_INTEGRATIONS", GUILD_INTEGRATIONS),
+        ("GUILD_WEBHOOKS", GUILD_WEBHOOKS),
+        ("GUILD_INVITES", GUILD_INVITES),
+        ("GUILD_VOICE_STATES", GUILD_VOICE_STATES),
+        ("GUILD_PRESENCES", GUILD_PRESENCES),
+        ("GUILD_MESSAGES", GUILD_MESSAGES),
+        ("GUILD_MESSAGE_REACTIONS", GUILD_MESSAGE_REACTIONS),
+        ("GUILD_MESSAGE_TYPING", GUILD_MESSAGE_TYPING),
+        ("DIRECT_MESSAGES", DIRECT_MESSAGES),
+        ("DIRECT_MESSAGE_REACTIONS", DIRECT_MESSAGE_REACTIONS),
+        ("DIRECT_MESSAGE_TYPING", DIRECT_MESSAGE_TYPING),
+        ("MESSAGE_CONTENT", MESSAGE_CONTENT),
+        ("GUILD_SCHEDULED_EVENTS", GUILD_SCHEDULED_EVENTS),
+        (
+            "AUTO_MODERATION_CONFIGURATION",
+            AUTO_MODERATION_CONFIGURATION,
+        ),
+        ("AUTO_MODERATION_EXECUTION", AUTO_MODERATION_EXECUTION),
+        ("GUILD_MESSAGE_POLLS", GUILD_MESSAGE_POLLS),
+        ("DIRECT_MESSAGE_POLLS", DIRECT_MESSAGE_POLLS),
+    ];
+
+    /// The names of the intents set in `bits`, in bit order (unnamed bits are left out).
+    ///
+    /// ```
+    /// use openflume_proto::discord::intents;
+    /// assert_eq!(intents::names(intents::DEFAULT & intents::PRIVILEGED), ["MESSAGE_CONTENT"]);
+    /// ```
+    pub fn names(bits: u64) -> Vec<&'static str> {
+        NAMED
+            .iter()
+            .filter(|(_, bit)| bits & bit != 0)
+            .map(|(name, _)| *name)
+            .collect()
+    }
 }
 
 /// Configuration of one Discord shard. Every field has a default except `token`.

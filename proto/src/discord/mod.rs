@@ -36,6 +36,7 @@
 
 mod close_codes;
 mod config;
+mod dispatch_names;
 pub(crate) mod envelope;
 mod gateway;
 mod gateway_bot;
@@ -50,6 +51,7 @@ mod wire;
 
 pub use close_codes::{CloseAction, CloseVerdict, close_action};
 pub use config::{DiscordConfig, intents};
+pub use dispatch_names::DISPATCH_NAMES;
 pub use gateway::{DiscordGateway, DiscordGatewayConfig, MAX_SHARDS};
 pub use heartbeat::Liveness;
 pub use identify::{IDENTIFY_SPACING_MS, IdentifyLimiter, IdentifyWait, SessionStartLimit};

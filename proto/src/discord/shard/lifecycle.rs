@@ -5,7 +5,7 @@ use super::{
 };
 use crate::discord::heartbeat::Liveness;
 use crate::discord::wire;
-use crate::discord::{CloseAction, IdentifyLimiter, SendClass, close_action, session};
+use crate::discord::{CloseAction, IdentifyLimiter, SendClass, close_action, intents, session};
 use crate::timers::TimerKind;
 use crate::{ConnId, Level, Now, Output, Status};
 
@@ -295,11 +295,19 @@ impl DiscordShard {
             _ => {
                 let verdict = close_action(code);
                 // Without a code, the transport's own words are the cause.
-                let why = if code.is_none() && !said.is_empty() {
+                let mut why = if code.is_none() && !said.is_empty() {
                     code_text.clone()
                 } else {
                     format!("{code_text}: {}", verdict.cause)
                 };
+                // Disallowed intents: say which privileged ones were asked for.
+                let privileged = intents::names(self.config.intents & intents::PRIVILEGED);
+                if code == Some(4014) && !privileged.is_empty() {
+                    why.push_str(&format!(
+                        " (privileged intents asked for: {})",
+                        privileged.join(", ")
+                    ));
+                }
                 match verdict.action {
                     CloseAction::Fatal => {
                         self.leave_connection();

@@ -1,0 +1,232 @@
+//! What the command line does around clap: secrets read from `*_FILE` variables, warnings for
+//! flags that do nothing, and configuration errors named by the flag the user typed.
+
+use super::UsageError;
+use super::args::ListenArgs;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory};
+
+/// Each secret that can come from a file: its field, its variable, its flag.
+fn secret_slots(args: &mut ListenArgs) -> [(&mut Option<String>, &'static str, &'static str); 6] {
+    [
+        (
+            &mut args.discord_token,
+            "DISCORD_BOT_TOKEN",
+            "--discord-token",
+        ),
+        (
+            &mut args.slack_app_token,
+            "SLACK_APP_TOKEN",
+            "--slack-app-token",
+        ),
+        (
+            &mut args.slack_bot_token,
+            "SLACK_BOT_TOKEN",
+            "--slack-bot-token",
+        ),
+        (&mut args.github_token, "GITHUB_TOKEN", "--github-token"),
+        (
+            &mut args.slack_signing_secret,
+            "SLACK_SIGNING_SECRET",
+            "--slack-signing-secret",
+        ),
+        (
+            &mut args.github_webhook_secret,
+            "GITHUB_WEBHOOK_SECRET",
+            "--github-webhook-secret",
+        ),
+    ]
+}
+
+/// Reads each secret whose `<VAR>_FILE` is set (Docker and systemd credentials style), trimming
+/// one trailing newline. Setting both the secret and its file, an unreadable file or an empty
+/// one is a usage error that names the file and never its content.
+pub(crate) fn read_secret_files(args: &mut ListenArgs) -> Result<(), UsageError> {
+    for (value, var, flag) in secret_slots(args) {
+        let file_var = format!("{var}_FILE");
+        let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let shown = std::path::Path::new(&path).display().to_string();
+        if value.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+            return Err(UsageError(format!(
+                "{file_var} and {var} (or {flag}) are both set: keep one"
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            // The kind only: an io::Error never quotes the file, but keep it that way.
+            UsageError(format!("{file_var}: cannot read {shown}: {}", error.kind()))
+        })?;
+        let secret = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if secret.trim().is_empty() {
+            return Err(UsageError(format!("{file_var}: {shown} is empty")));
+        }
+        *value = Some(secret.to_owned());
+    }
+    Ok(())
+}
+
+/// Warns about each flag given (on the command line, or through its `OPENFLUME_*` variable) for
+/// a source that is not enabled, and about flags that do nothing for an enabled source.
+/// Shared variables (`SLACK_BOT_TOKEN`, the webhook secrets) are not warned about when they come
+/// from the environment: they may be set for other programs.
+pub(crate) fn warn_idle_flags(args: &ListenArgs, matches: &ArgMatches, warn: impl Fn(String)) {
+    let enabled = |heading: &str| match heading {
+        "Discord" => present(&args.discord_token),
+        "Slack" => present(&args.slack_app_token),
+        "GitHub" => present(&args.github_token),
+        "Webhooks" => args.http.is_some(),
+        "Time" => !args.cron.is_empty(),
+        _ => true,
+    };
+    let enabler = |heading: &str| match heading {
+        "Discord" => "DISCORD_BOT_TOKEN or --discord-token",
+        "Slack" => "SLACK_APP_TOKEN or --slack-app-token",
+        "GitHub" => "GITHUB_TOKEN or --github-token",
+        "Webhooks" => "--http ADDR",
+        _ => "--cron EXPR",
+    };
+    let command = super::args::Cli::command();
+    let Some(listen) = command.find_subcommand("listen") else {
+        return;
+    };
+    for arg in listen.get_arguments() {
+        let (Some(heading), Some(long)) = (arg.get_help_heading(), arg.get_long()) else {
+            continue;
+        };
+        // The flags that enable their source.
+        if matches!(
+            long,
+            "discord-token" | "slack-app-token" | "github-token" | "http" | "cron"
+        ) {
+            continue;
+        }
+        let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+        let given = match matches.value_source(arg.get_id().as_str()) {
+            Some(ValueSource::CommandLine) => format!("--{long}"),
+            Some(ValueSource::EnvVariable) if env.starts_with("OPENFLUME_") => {
+                format!("--{long} (from {env})")
+            }
+            _ => continue,
+        };
+        if !enabled(heading) {
+            warn(format!(
+                "{given} does nothing: the {heading} source is not enabled ({} enables it)",
+                enabler(heading)
+            ));
+        }
+    }
+    if present(&args.github_token) {
+        for long in ["reconnect-base-ms", "reconnect-max-ms"] {
+            if matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine) {
+                warn(format!(
+                    "--{long} does nothing for github: its poller backs off by its own rules \
+                     (Retry-After, X-Poll-Interval); it applies to discord and slack"
+                ));
+            }
+        }
+    }
+}
+
+fn present(value: &Option<String>) -> bool {
+    value.as_deref().is_some_and(|v| !v.trim().is_empty())
+}
+
+/// A configuration error from `source`'s validation, named by the flag that sets the field it
+/// names: `discord: gateway_url: unsupported scheme` becomes `--discord-gateway-url: unsupported
+/// scheme`. A field no flag sets keeps the source's name.
+pub(crate) fn config_error(source: &str, error: impl std::fmt::Display) -> UsageError {
+    let text = error.to_string();
+    let text = text
+        .strip_prefix("invalid configuration: ")
+        .unwrap_or(&text);
+    let text = text
+        .strip_prefix(&format!("{source}: "))
+        .unwrap_or(text)
+        .to_owned();
+    let fields: &[(&str, &str)] = match source {
+        "discord" => &[
+            ("gateway_url", "--discord-gateway-url"),
+            ("api_base", "--discord-api-url"),
+            ("shard_id", "--discord-shard"),
+            ("shard_count", "--discord-shard"),
+            ("token", "--discord-token"),
+            ("intents", "--discord-intents"),
+        ],
+        "slack" => &[
+            ("app_token", "--slack-app-token"),
+            ("bot_token", "--slack-bot-token"),
+            ("api_base", "--slack-api-url"),
+            ("connections", "--slack-connections"),
+            ("ping_interval_ms", "--slack-ping-interval"),
+        ],
+        "github" => &[
+            ("token", "--github-token"),
+            ("api_url", "--github-api-url"),
+            ("interval_ms", "--github-interval"),
+        ],
+        "webhooks" => &[
+            ("path prefix", "--http-prefix"),
+            ("custom webhook", "--webhook"),
+        ],
+        _ => &[],
+    };
+    for (field, flag) in fields {
+        if let Some(rest) = text.strip_prefix(field) {
+            // `field: why` loses the field; `field is …` / `field must …` keeps the sentence.
+            let why = rest.strip_prefix(": ").unwrap_or(&text);
+            return UsageError::flag(flag, why);
+        }
+    }
+    if source == "webhooks" {
+        return UsageError::flag("--http", text);
+    }
+    UsageError::flag(source, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_flag() {
+        let cases = [
+            (
+                "discord",
+                "invalid configuration: discord: gateway_url: unsupported scheme \"http\"",
+                "--discord-gateway-url: unsupported scheme \"http\"",
+            ),
+            (
+                "discord",
+                "invalid configuration: discord: token contains whitespace or control characters",
+                "--discord-token: token contains whitespace or control characters",
+            ),
+            (
+                "slack",
+                "app_token looks like a bot or user token (xox…)",
+                "--slack-app-token: app_token looks like a bot or user token (xox…)",
+            ),
+            (
+                "slack",
+                "api_base: relative URL",
+                "--slack-api-url: relative URL",
+            ),
+            (
+                "github",
+                "invalid configuration: github: api_url must be an http or https URL",
+                "--github-api-url: api_url must be an http or https URL",
+            ),
+            (
+                "discord",
+                "invalid configuration: discord: presence must be a JSON object",
+                "discord: presence must be a JSON object",
+            ),
+        ];
+        for (source, error, expected) in cases {
+            assert_eq!(config_error(source, error).0, expected);
+        }
+    }
+}
