@@ -19,7 +19,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn top_level_help_lists_every_command() {
     let text = help(&["--help"]);
-    for command in ["listen", "cron", "demo", "sim"] {
+    for command in ["listen", "cron", "demo", "sim", "log"] {
         assert!(text.contains(command), "--help misses {command}:\n{text}");
     }
     assert!(text.contains("Exit codes"), "{text}");

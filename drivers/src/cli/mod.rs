@@ -1,14 +1,15 @@
-//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`.
+//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`, `log tail`.
 
 mod args;
 mod cron;
 mod demo;
 mod listen;
+mod log;
 mod output;
 mod sim;
 mod writer;
 
-use args::{Cli, Command, CronCommand};
+use args::{Cli, Command, CronCommand, LogCommand};
 use clap::Parser;
 
 /// A usage or configuration error: exit 2 with a message that names the flag.
@@ -45,6 +46,7 @@ pub fn main() -> i32 {
         }) => cron::next(&expr, after.as_deref(), count, tz.as_deref()),
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Log(LogCommand::Tail(args)) => log::tail(&args),
     };
     match result {
         Ok(code) => code,
