@@ -3,15 +3,15 @@
 //!
 //! Who holds an event, and who may forget it: the sink reads a back-pressure stream that
 //! [holds until commit](crate::ItemStream::holds_until_commit). It takes what is ready, appends
-//! it as one batch, waits for the writer's group commit (fsynced), and only then commits the
-//! stream. So an upstream acknowledgement (a Slack ack, GitHub's validators, a webhook's 200)
+//! it as one batch, and commits the stream up to that batch only once the writer's group commit
+//! (fsynced) resolved its append; one more batch may be on its way to the writer meanwhile. So an upstream acknowledgement (a Slack ack, GitHub's validators, a webhook's 200)
 //! is sent only after the event is in the log for good. While the log is slow, the stream fills
 //! and the sources wait (back-pressure), as for any back-pressure consumer. If an append fails
 //! (a disk error) the sink stops and drops its stream: nothing it had not committed is ever
 //! acknowledged, and the services redeliver to the next run.
 
 use crate::stream::ItemStream;
-use openflume_log::{EventLog, LogError, Record};
+use openflume_log::{Appended, EventLog, LogError, Record};
 use std::collections::VecDeque;
 
 /// The task that appends a flume's items to a durable log: see [`Flume::log_into`](crate::Flume::log_into).
@@ -57,24 +57,55 @@ impl LogSink {
     }
 }
 
+/// Appends in flight at once: while the log commits one batch, the next is already queued for
+/// the writer's next group, so the writer never waits for this thread to turn items into rows.
+const IN_FLIGHT: usize = 2;
+
 fn append_all(mut stream: ItemStream, log: &EventLog) -> Result<u64, LogError> {
     let mut appended = 0u64;
     let mut batch = VecDeque::new();
-    // A plain parker, as the stdout writer does: `smol::block_on` would make this thread drive
-    // the reactor and pull the sources' socket wake-ups onto it.
-    while let Some(first) = futures_lite::future::block_on(stream.next()) {
-        batch.push_back(first);
+    // Appends not yet known committed, oldest first, with their item counts.
+    let mut in_flight: VecDeque<(Appended, usize)> = VecDeque::new();
+    // Waits for the oldest append, then declares held everything taken before it: the stream's
+    // commit is cumulative, so the younger appends' items are left out. On an error the stream is
+    // dropped with them uncommitted: nothing taken since the last commit is ever acknowledged.
+    let settle_oldest = |stream: &ItemStream,
+                         in_flight: &mut VecDeque<(Appended, usize)>|
+     -> Result<u64, LogError> {
+        let Some((oldest, count)) = in_flight.pop_front() else {
+            return Ok(0);
+        };
+        oldest.wait()?;
+        stream.commit_all_but(in_flight.iter().map(|(_, n)| n).sum());
+        Ok(count as u64)
+    };
+    loop {
         stream.take_ready(&mut batch);
+        if batch.is_empty() {
+            if !in_flight.is_empty() {
+                appended += settle_oldest(&stream, &mut in_flight)?;
+                continue;
+            }
+            // A plain parker, as the stdout writer does: `smol::block_on` would make this thread
+            // drive the reactor and pull the sources' socket wake-ups onto it.
+            match futures_lite::future::block_on(stream.next()) {
+                Some(item) => batch.push_back(item),
+                None => break,
+            }
+            stream.take_ready(&mut batch);
+        }
         let records: Vec<Record> = batch
             .drain(..)
             .map(|item| Record::from_item(&item))
             .collect();
-        let count = records.len() as u64;
-        // On an error the stream is dropped uncommitted: nothing taken since the last commit
-        // is ever acknowledged.
-        log.append(records, Vec::new())?.wait()?;
-        stream.commit();
-        appended += count;
+        let count = records.len();
+        in_flight.push_back((log.append(records, Vec::new())?, count));
+        if in_flight.len() >= IN_FLIGHT {
+            appended += settle_oldest(&stream, &mut in_flight)?;
+        }
+    }
+    while !in_flight.is_empty() {
+        appended += settle_oldest(&stream, &mut in_flight)?;
     }
     Ok(appended)
 }

@@ -58,7 +58,13 @@ impl Record {
     /// assert_eq!((record.kind, record.item_type.as_str(), record.received_at), (Kind::Log, "socket.closed", 9));
     /// ```
     pub fn from_item(item: &Item) -> Record {
-        let mut json = Vec::with_capacity(256);
+        // Room for the whole line at once: growing a 1.5 KB line from a small buffer cost three
+        // reallocations per item (the append benchmark's profile).
+        let room = match item {
+            Item::Event(event) => event.data.get().len() + 64 * (event.meta.len() + 2),
+            Item::Log(_) => 256,
+        };
+        let mut json = Vec::with_capacity(room);
         match item {
             Item::Event(event) => event_json(&mut json, event),
             Item::Log(_) => {

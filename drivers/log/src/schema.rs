@@ -16,6 +16,9 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 /// The database file's name inside the data directory.
 pub(crate) const FILE_NAME: &str = "log.sqlite";
 
+/// The page size of a new database file.
+const PAGE_SIZE: i64 = 16 * 1024;
+
 /// How long a connection waits for another's lock (a reader's checkpoint, another process
 /// acknowledging a consumer) before it reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +60,11 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
     let err = open_error(path);
     let conn = Connection::open(path).map_err(&err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+    // 16 KiB pages for a new file (an existing one keeps its size): an item is ~1–2 KB of JSON,
+    // and fewer, larger pages cost fewer WAL frames, checksums and writes per item (the append
+    // benchmark: about a quarter less CPU per event than the default 4 KiB).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(&err)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
         .map_err(&err)?;
