@@ -32,6 +32,8 @@ mod clock;
 mod confluence;
 mod delivery;
 mod driver;
+#[cfg(feature = "log")]
+mod durable;
 mod flume;
 mod http;
 mod hub;
@@ -46,9 +48,14 @@ mod twins;
 mod ws;
 
 pub use confluence::{Confluence, ConfluenceError};
+#[cfg(feature = "log")]
+pub use durable::LogSink;
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
 pub use hub::{ErrorCallback, ItemCallback};
 pub use net::TlsError;
+/// The durable event log (feature `log`): the `openflume-log` crate.
+#[cfg(feature = "log")]
+pub use openflume_log as log;
 pub use source::Source;
 pub use sources::{SourceFailure, SourceStatus, StartError};
 pub use stream::{ItemStream, Overflow};

@@ -19,7 +19,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn top_level_help_lists_every_command() {
     let text = help(&["--help"]);
-    for command in ["listen", "cron", "demo", "sim"] {
+    for command in ["listen", "cron", "demo", "sim", "log"] {
         assert!(text.contains(command), "--help misses {command}:\n{text}");
     }
     assert!(text.contains("Exit codes"), "{text}");
@@ -86,6 +86,8 @@ fn help_of_every_subcommand_matches_its_snapshot() {
         &["sim"],
         &["completions"],
         &["man"],
+        &["log"],
+        &["log", "tail"],
     ];
     for command in commands {
         let name = if command.is_empty() {

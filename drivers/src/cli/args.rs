@@ -43,6 +43,37 @@ pub(crate) enum Command {
         /// The subcommand whose page to print (default: the top-level page).
         command: Option<String>,
     },
+    /// Read the durable event log.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogCommand {
+    /// Print the log's items as JSON Lines: each item exactly as `listen` prints it, with a
+    /// top-level "event_id" added. Works while another process appends.
+    ///
+    /// Exit codes: 0 once everything was printed (or stdout's reader left), 1 when the log cannot
+    /// be read (the reason on stderr), 2 for a usage error.
+    Tail(TailArgs),
+}
+
+/// `openflume log tail`.
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// The data directory that holds the log (log.sqlite). Default: $XDG_DATA_HOME/openflume, or
+    /// ~/.local/share/openflume when XDG_DATA_HOME is not set.
+    #[arg(long, value_name = "DIR", env = "OPENFLUME_DATA")]
+    pub(crate) data: Option<std::path::PathBuf>,
+    /// Print only items with an event_id above this one.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub(crate) after: u64,
+    /// Keep running and print items as they are appended.
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// Print only items of this source (repeatable).
+    #[arg(long = "source", value_name = "S")]
+    pub(crate) sources: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`.
+//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`, `log tail`.
 
 mod args;
 mod cron;
@@ -6,12 +6,13 @@ mod demo;
 mod filter;
 mod flags;
 mod listen;
+mod log;
 mod output;
 mod sim;
 mod sim_control;
 mod writer;
 
-use args::{Cli, Command, CronCommand};
+use args::{Cli, Command, CronCommand, LogCommand};
 use clap::{CommandFactory, FromArgMatches};
 use std::io::Write;
 
@@ -46,6 +47,7 @@ pub fn main() -> i32 {
             Ok(i32::from(out.flush().is_err()))
         }
         Command::Man { command } => man(command.as_deref()),
+        Command::Log(LogCommand::Tail(args)) => log::tail(&args),
     };
     match result {
         Ok(code) => code,

@@ -199,7 +199,7 @@ fn next_or_reader_gone(stream: &mut ItemStream, reader_check: &mut async_io::Tim
 /// True when stdout is a pipe or socket whose other end is closed (poll reports an error or a
 /// hang-up without writing anything).
 #[cfg(target_os = "linux")]
-fn stdout_reader_gone() -> bool {
+pub(crate) fn stdout_reader_gone() -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let stdout = io::stdout();
     let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
@@ -212,7 +212,7 @@ fn stdout_reader_gone() -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn stdout_reader_gone() -> bool {
+pub(crate) fn stdout_reader_gone() -> bool {
     false
 }
 
