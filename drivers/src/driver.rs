@@ -12,8 +12,11 @@ use crate::delivery::Lane;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
-use crate::serve::{Flushed, Listener, StreamCommand, Streams};
+use crate::serve::{
+    Flushed, HANDED_OFF, HandedOff, HandoffHandler, Listener, StreamCommand, Streams,
+};
 use crate::ws::{self, WsCommand, WsSettings};
+use openflume_proto::http::ReceivedRequest;
 use openflume_proto::{
     Checkpoint, ConnId, DeliveryId, Input, Item, Level, Log, Machine, Millis, Now, Output, ReqId,
     Status,
@@ -66,6 +69,11 @@ struct Io {
     streams: Streams,
     accepting: Option<Task<()>>,
     flushed: Option<Flushed>,
+    /// Serves what the machine hands off (none: handed-off connections are closed).
+    handoff: Option<HandoffHandler>,
+    /// Connections handed off whose task has not given its stream back yet: the request, the
+    /// bytes read after it so far, and where the stream will come.
+    handing_off: HashMap<ConnId, PendingHandoff>,
     /// Inputs the driver itself produced during a drain (stuck sockets), fed after the drain,
     /// one at a time.
     synthesized: Vec<Input>,
@@ -73,6 +81,13 @@ struct Io {
     lane: Lane,
     /// A stop was requested: read on even while an item waits, to finish the close handshakes.
     stopping: bool,
+}
+
+/// A handoff waiting for its connection task's last chunks and its stream.
+struct PendingHandoff {
+    request: ReceivedRequest,
+    leftover: Vec<u8>,
+    stream: Receiver<async_io::Async<std::net::TcpStream>>,
 }
 
 /// Runs `machine`, the source named `source`, until it finishes, or until `stop` fires and it
@@ -93,6 +108,7 @@ pub(crate) async fn drive(
     let own = machine.source().to_owned();
     let streams = Streams::default();
     let listening = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let handoff = listener.as_ref().and_then(Listener::handoff);
     let (accepting, flushed) = listener
         .map(|l| l.serve(streams.clone(), inputs_tx.clone()))
         .unzip();
@@ -106,6 +122,8 @@ pub(crate) async fn drive(
         streams,
         accepting,
         flushed,
+        handoff,
+        handing_off: HashMap::new(),
         synthesized: Vec::new(),
         changed: changed.clone(),
         stopping: false,
@@ -192,7 +210,11 @@ pub(crate) async fn drive(
             }
         };
         match next {
-            Wake::Input(input) => pending.push_back(input),
+            Wake::Input(input) => {
+                if let Some(input) = io.handoff_input(input) {
+                    pending.push_back(input);
+                }
+            }
             Wake::Timer { late_ms } => {
                 if late_ms > LATE_WAKE_MS {
                     io.log(
@@ -510,6 +532,11 @@ impl Io {
                     let _ = commands.try_send(StreamCommand::Hangup);
                 }
             }
+            Output::Handoff {
+                conn,
+                request,
+                leftover,
+            } => self.hand_off(conn, request, leftover.0),
             Output::Emit { mut event, confirm } => {
                 if event.source != *source && event.source == own {
                     event.source = source.clone();
@@ -554,6 +581,63 @@ impl Io {
     }
 
     /// Drops the handles of connections and requests that `input` reports as over.
+    /// Takes `conn` back from its connection task for the listener's handoff handler.
+    fn hand_off(&mut self, conn: ConnId, request: ReceivedRequest, leftover: Vec<u8>) {
+        let Some(commands) = lock(&self.streams).remove(&conn) else {
+            return;
+        };
+        if self.handoff.is_none() {
+            // Nobody serves it: dropping the queue closes the connection.
+            return;
+        }
+        let (reply, stream) = smol::channel::bounded(1);
+        if commands.try_send(StreamCommand::Handoff(reply)).is_ok() {
+            self.handing_off.insert(
+                conn,
+                PendingHandoff {
+                    request,
+                    leftover,
+                    stream,
+                },
+            );
+        }
+    }
+
+    /// Keeps the chunks of a connection being handed off (read after its request, so they
+    /// belong after its leftover bytes) away from the machine, and at the task's marker gives
+    /// the stream to the handler. Other input is returned to be fed.
+    fn handoff_input(&mut self, input: Input) -> Option<Input> {
+        match input {
+            Input::Received { conn, bytes } if self.handing_off.contains_key(&conn) => {
+                if let Some(pending) = self.handing_off.get_mut(&conn) {
+                    pending.leftover.extend_from_slice(bytes.as_slice());
+                }
+                None
+            }
+            Input::Closed { conn, reason, .. } if self.handing_off.contains_key(&conn) => {
+                let pending = self.handing_off.remove(&conn)?;
+                let handler = self.handoff.clone();
+                if reason == HANDED_OFF
+                    && let Some(handler) = handler
+                {
+                    smol::spawn(async move {
+                        // No stream if the client went away first.
+                        if let Ok(stream) = pending.stream.recv().await {
+                            handler(HandedOff {
+                                stream,
+                                request: pending.request,
+                                leftover: pending.leftover,
+                            });
+                        }
+                    })
+                    .detach();
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     fn forget_finished(&mut self, input: &Input) {
         match input {
             Input::Opened { conn } => {

@@ -30,6 +30,8 @@ pub struct Source {
     build: Build,
     /// For a machine that serves: the address its driver listens on.
     listen: Option<SocketAddr>,
+    /// For a machine that serves: who serves the connections it hands off.
+    handoff: Option<crate::serve::HandoffHandler>,
 }
 
 impl Source {
@@ -80,6 +82,7 @@ impl Source {
                 build(seed).map(|m| Box::new(m) as Box<dyn Machine + Send>)
             }),
             listen: None,
+            handoff: None,
         }
     }
 
@@ -193,12 +196,24 @@ impl Source {
         &self.name
     }
 
-    /// The name and the machine built with `seed`.
     /// The address to listen on, for a machine that serves.
     pub(crate) fn listen(&self) -> Option<SocketAddr> {
         self.listen
     }
 
+    /// Serves the connections this source's machine hands off (`Output::Handoff`) with
+    /// `handler`: `serve` puts its hub and health endpoints on the webhook port this way.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn with_handoff(mut self, handler: crate::serve::HandoffHandler) -> Source {
+        self.handoff = Some(handler);
+        self
+    }
+
+    pub(crate) fn handoff(&self) -> Option<crate::serve::HandoffHandler> {
+        self.handoff.clone()
+    }
+
+    /// The name and the machine built with `seed`.
     pub(crate) fn build(
         self,
         seed: u64,

@@ -220,7 +220,9 @@ impl SourceSet {
         let mut failures = Vec::new();
         for source in sources {
             let listener = source.listen().map(|addr| {
-                Listener::bind(addr).map_err(|error| format!("cannot listen on {addr}: {error}"))
+                Listener::bind(addr)
+                    .map(|l| l.with_handoff(source.handoff()))
+                    .map_err(|error| format!("cannot listen on {addr}: {error}"))
             });
             match (source.build(os_seed()), listener.transpose()) {
                 ((name, Ok(machine)), Ok(listener)) => machines.push((name, machine, listener)),

@@ -1,5 +1,6 @@
 //! The one shape every protocol machine has: inputs in, outputs polled, deadlines exposed.
 
+use crate::http::ReceivedRequest;
 use crate::{Bytes, Event, Log, Millis, Now, Status, StatusChange};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -415,6 +416,34 @@ pub enum Output {
         /// Connection.
         conn: ConnId,
     },
+    /// A machine that serves routed this request elsewhere (the webhook ingress's
+    /// `handoff_paths`: `serve`'s hub and health endpoints on the same port): take the byte
+    /// stream `conn` back from the machine, which has forgotten it and answers nothing on it,
+    /// and hand it to whoever serves `request.target`. `leftover` holds the bytes the client sent
+    /// after the request (a WebSocket client's first frames): they come before anything still
+    /// unread on the stream.
+    ///
+    /// ```
+    /// use openflume_proto::http::ReceivedRequest;
+    /// use openflume_proto::{Bytes, ConnId, Output};
+    /// let request = ReceivedRequest {
+    ///     method: "GET".into(),
+    ///     target: "/healthz".into(),
+    ///     headers: vec![("Authorization".into(), "Bearer hub-secret".into())],
+    ///     body: Bytes::default(),
+    /// };
+    /// let handoff = Output::Handoff { conn: ConnId(3), request, leftover: Bytes::default() };
+    /// // Debug names the request, never its header values (a bearer token).
+    /// assert!(!format!("{handoff:?}").contains("hub-secret"));
+    /// ```
+    Handoff {
+        /// Connection.
+        conn: ConnId,
+        /// The request, read whole (head and body).
+        request: ReceivedRequest,
+        /// Bytes read after the request.
+        leftover: Bytes,
+    },
     /// Send an HTTP request and report its outcome as `req`.
     Request {
         /// Request id.
@@ -462,6 +491,19 @@ impl fmt::Debug for Output {
                 .field("bytes", &bytes.len())
                 .finish(),
             Output::Hangup { conn } => f.debug_struct("Hangup").field("conn", conn).finish(),
+            Output::Handoff {
+                conn,
+                request,
+                leftover,
+            } => f
+                .debug_struct("Handoff")
+                .field("conn", conn)
+                .field("method", &request.method)
+                .field("target", &crate::redact::url(&request.target))
+                .field("headers", &request.headers.len())
+                .field("body", &request.body.len())
+                .field("leftover", &leftover.len())
+                .finish(),
             Output::Request { req, request } => f
                 .debug_struct("Request")
                 .field("req", req)

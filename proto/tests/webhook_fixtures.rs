@@ -76,7 +76,7 @@ fn check_invariants(transcript: &Transcript, path: &std::path::Path) {
                         );
                     }
                 }
-                Output::Hangup { conn } => {
+                Output::Hangup { conn } | Output::Handoff { conn, .. } => {
                     open.remove(conn);
                     unanswered.remove(conn);
                 }

@@ -9,7 +9,7 @@ use super::{HttpError, Limits, Persistence};
 use crate::Bytes;
 
 /// A request as a server received it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReceivedRequest {
     /// `GET`, `POST`, …
     pub method: String,

@@ -5,7 +5,7 @@ use crate::{Misuse, Secret};
 use serde::{Deserialize, Serialize};
 
 /// The webhook ingress's configuration. A channel is served only when its secret is set; at
-/// least one must be.
+/// least one must be, or at least one path handed off.
 ///
 /// ```
 /// use openflume_proto::webhook::{CustomSender, WebhookConfig};
@@ -51,7 +51,16 @@ pub struct WebhookConfig {
     pub github_body_limit: usize,
     /// Largest custom webhook body. Default 1 MiB.
     pub custom_body_limit: usize,
+    /// Paths the ingress does not answer but hands off (`Output::Handoff`), matched exactly
+    /// against the request's path (the query aside, and outside `path_prefix`), whatever the
+    /// method: `serve` puts its hub (`/ws`) and health endpoints on the same port this way. A
+    /// handed-off request's body may be at most [`HANDOFF_BODY_LIMIT`] bytes. Default none.
+    pub handoff_paths: Vec<String>,
 }
+
+/// The largest body of a handed-off request: the routes handed off are GETs and WebSocket
+/// upgrades, so anything bigger is refused (413) before it is read.
+pub const HANDOFF_BODY_LIMIT: usize = 16 * 1024;
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -69,6 +78,7 @@ impl Default for WebhookConfig {
             slack_body_limit: 1 << 20,
             github_body_limit: 25 << 20,
             custom_body_limit: 1 << 20,
+            handoff_paths: Vec::new(),
         }
     }
 }
@@ -111,8 +121,21 @@ impl WebhookConfig {
         {
             return bad("a webhook secret is empty".into());
         }
-        if secrets.iter().all(|s| s.is_none()) && self.senders.is_empty() {
+        if secrets.iter().all(|s| s.is_none())
+            && self.senders.is_empty()
+            && self.handoff_paths.is_empty()
+        {
             return bad("no webhook secret: set the Slack signing secret, the GitHub webhook secret or a custom sender".into());
+        }
+        for path in &self.handoff_paths {
+            if !path.starts_with('/')
+                || path.contains(['?', '#', ' '])
+                || path.chars().any(char::is_control)
+            {
+                return bad(format!(
+                    "handoff path {path:?} must start with '/' and hold no '?', '#', space or control"
+                ));
+            }
         }
         for (i, sender) in self.senders.iter().enumerate() {
             let valid = !sender.name.is_empty()

@@ -22,6 +22,12 @@
 //!    that could still be lost. A redelivery (same `event_id`, delivery id or `webhook-id`) is
 //!    not emitted again; it is answered when the first copy is held.
 //!
+//! A request for one of [`WebhookConfig::handoff_paths`] is not judged at all: once its head and
+//! body (at most [`HANDOFF_BODY_LIMIT`] bytes) are read, the machine emits
+//! [`Output::Handoff`] with the request and every byte read after it, and forgets the
+//! connection; the driver gives the stream to whoever serves that path (`serve`'s hub and health
+//! endpoints share the port this way, with no second HTTP parser in the driver).
+//!
 //! Never a 500 for bad input. Deadlines: a head within
 //! [`head_timeout_ms`](WebhookConfig::head_timeout_ms) of the connection opening or the previous
 //! response (408, or a quiet close of an idle keep-alive connection), a body within
@@ -66,7 +72,7 @@ mod route;
 mod seen;
 mod signature;
 
-pub use config::{CustomSender, WebhookConfig};
+pub use config::{CustomSender, HANDOFF_BODY_LIMIT, WebhookConfig};
 pub use encoding::base64_encode;
 
 use crate::core::{Core, answered_by_core};
@@ -162,6 +168,8 @@ enum Phase {
     Head,
     /// The head was accepted for this channel; reading the body.
     Body(Channel),
+    /// The head is for a handoff path; reading its (small) body before handing it off.
+    HandoffBody,
     /// The request was accepted; its answer waits for a delivery (its own or the first copy's).
     Waiting,
 }
@@ -392,6 +400,14 @@ impl WebhookIngress {
                         return;
                     };
                     let (method, target) = (head.method().to_owned(), head.target().to_owned());
+                    if route::is_handoff(&self.config, &target) {
+                        if let Err(error) = c.reader.limit_body(HANDOFF_BODY_LIMIT) {
+                            return self.bad_http(now, conn, &error);
+                        }
+                        c.phase = Phase::HandoffBody;
+                        c.deadline = now.mono + self.config.body_timeout_ms;
+                        continue;
+                    }
                     match route::route(&self.config, &method, &target, head.header("content-type"))
                     {
                         Ok(channel) => {
@@ -406,6 +422,20 @@ impl WebhookIngress {
                         Err(refusal) => return self.refuse(now, conn, &method, &target, refusal),
                     }
                 }
+                Phase::HandoffBody => match c.reader.feed(&input) {
+                    Err(error) => return self.bad_http(now, conn, &error),
+                    Ok(None) => return,
+                    Ok(Some(read)) => {
+                        // Forgotten here, not hung up: the driver takes the stream back.
+                        self.connections.remove(&conn);
+                        self.core.emit(Output::Handoff {
+                            conn,
+                            request: read.request,
+                            leftover: Bytes(read.leftover),
+                        });
+                        return;
+                    }
+                },
                 Phase::Body(channel) => match c.reader.feed(&input) {
                     Err(error) => return self.bad_http(now, conn, &error),
                     Ok(None) => {
@@ -716,7 +746,7 @@ impl WebhookIngress {
                     self.hang_up(conn);
                     continue;
                 }
-                Phase::Head | Phase::Body(_) => {
+                Phase::Head | Phase::Body(_) | Phase::HandoffBody => {
                     let part = if matches!(c.phase, Phase::Head) {
                         "head"
                     } else {
@@ -802,7 +832,7 @@ impl Machine for WebhookIngress {
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes.0),
             Input::Closed { conn, .. } | Input::ConnectFailed { conn, .. } => {
                 if let Some(c) = self.connections.remove(&conn)
-                    && matches!(c.phase, Phase::Head | Phase::Body(_))
+                    && matches!(c.phase, Phase::Head | Phase::Body(_) | Phase::HandoffBody)
                 {
                     self.core.log(
                         now,

@@ -76,6 +76,12 @@ impl Channel {
     }
 }
 
+/// Whether `target` (its path, the query aside) is one of the paths handed off.
+pub(crate) fn is_handoff(config: &WebhookConfig, target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    config.handoff_paths.iter().any(|p| p == path)
+}
+
 /// The channel for a request head, or why it is refused.
 pub(crate) fn route(
     config: &WebhookConfig,
