@@ -46,6 +46,55 @@ pub(crate) enum Command {
     /// Read the durable event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Run the sources into the durable log and serve the hub (/ws), the webhook channels and
+    /// the health endpoints on one port.
+    Serve(Box<ServeArgs>),
+}
+
+/// `openflume serve`.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("http", |arg| arg
+        .default_value("127.0.0.1:8787")
+        .help("Serve on this address: PORT or HOST:PORT (a bare port, or no host, binds \
+               127.0.0.1). /healthz, /readyz and /ws (the hub) are always served; each webhook \
+               channel when its secret is set. A non-loopback address needs a hub token.")),
+    after_help = "Every item is appended to the durable log in --data; an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
+
+The hub: connect to ws://ADDR/ws with `Authorization: Bearer TOKEN` (when a token is set), send {\"type\":\"hello\",\"after_event_id\":N} (or \"consumer\":\"NAME\"), and receive {\"type\":\"item\",\"event_id\":…,\"item\":…} frames: the replay from the log, then live items, with no gap and no duplicate.
+
+Exit status: 0 after SIGINT or SIGTERM (hub clients are closed with 1001); 1 when the log cannot be opened or the port cannot be bound; 2 for a usage error (a non-loopback --http without a hub token among them)."
+)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    /// The data directory that holds the log (log.sqlite). Default: $XDG_DATA_HOME/openflume, or
+    /// ~/.local/share/openflume when XDG_DATA_HOME is not set.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "OPENFLUME_DATA",
+        help_heading = "Serve"
+    )]
+    pub(crate) data: Option<std::path::PathBuf>,
+    /// A file holding the bearer token hub clients must send (one trailing newline is trimmed);
+    /// or set OPENFLUME_HUB_TOKEN. Without one, only a loopback address is served.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENFLUME_HUB_TOKEN_FILE",
+        help_heading = "Serve"
+    )]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+    /// Lowest log level appended to the log (logs below it are dropped at the source).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "info",
+        env = "OPENFLUME_LOG_LEVEL",
+        help_heading = "Serve"
+    )]
+    pub(crate) log_level: LogLevel,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +237,74 @@ Items are printed as they happen, from the first status log on. Nothing is dropp
 Exit status: 0 after SIGINT, SIGTERM or SIGHUP (a second SIGINT exits 130 at once), after --count events, or when stdout's reader went away; 1 when the start failed, every source failed, or stdout could not be written (the reason is on stderr); 2 for a usage error."
 )]
 pub(crate) struct ListenArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+
+    /// Only print events from these sources (case-insensitive, comma-separated): discord, slack,
+    /// github, time, custom. The others are still acknowledged upstream (a Slack ack, a GitHub
+    /// cursor, a webhook's 200) as if printed: nobody asked to hold them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SOURCES",
+        env = "OPENFLUME_SOURCES",
+        help_heading = "Filters"
+    )]
+    pub(crate) sources: Option<Vec<String>>,
+    /// Only print events of these types (case-insensitive, comma-separated, e.g.
+    /// MESSAGE_CREATE,events_api,notification,tick). Filtered-out events are acknowledged like
+    /// --sources says. Logs are not filtered: see --logs and --log-level.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TYPES",
+        env = "OPENFLUME_TYPES",
+        help_heading = "Filters"
+    )]
+    pub(crate) types: Option<Vec<String>>,
+
+    /// Where logs go: stdout (beside the events, as the item format documents), stderr (JSON
+    /// Lines, or pretty lines with --format pretty), or off. Events always go to stdout.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "stdout",
+        env = "OPENFLUME_LOGS",
+        help_heading = "Output"
+    )]
+    pub(crate) logs: LogRoute,
+    /// Lowest log level printed (logs below it are dropped at the source).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "info",
+        env = "OPENFLUME_LOG_LEVEL",
+        help_heading = "Output"
+    )]
+    pub(crate) log_level: LogLevel,
+    /// Output format. Default: pretty on a terminal, json otherwise.
+    #[arg(long, value_enum, env = "OPENFLUME_FORMAT", help_heading = "Output")]
+    pub(crate) format: Option<Format>,
+    /// Colour in pretty output: auto (only on a terminal, and only when NO_COLOR is unset),
+    /// always, or never.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "OPENFLUME_COLOR",
+        help_heading = "Output"
+    )]
+    pub(crate) color: ColorChoice,
+    /// Exit 0 after this many printed events (every printed event counts, READY included;
+    /// filtered-out events do not).
+    #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
+    pub(crate) count: Option<u64>,
+}
+
+/// The source flags `listen` and `serve` share: credentials, each source's settings, the
+/// webhook ingress, reconnects, the start and the network.
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
     /// Discord bot token (prefer the environment variable, or DISCORD_BOT_TOKEN_FILE).
     #[arg(
         long,
@@ -381,66 +498,6 @@ pub(crate) struct ListenArgs {
         help_heading = "Network"
     )]
     pub(crate) ca_cert: Option<std::path::PathBuf>,
-
-    /// Only print events from these sources (case-insensitive, comma-separated): discord, slack,
-    /// github, time, custom. The others are still acknowledged upstream (a Slack ack, a GitHub
-    /// cursor, a webhook's 200) as if printed: nobody asked to hold them.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "SOURCES",
-        env = "OPENFLUME_SOURCES",
-        help_heading = "Filters"
-    )]
-    pub(crate) sources: Option<Vec<String>>,
-    /// Only print events of these types (case-insensitive, comma-separated, e.g.
-    /// MESSAGE_CREATE,events_api,notification,tick). Filtered-out events are acknowledged like
-    /// --sources says. Logs are not filtered: see --logs and --log-level.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "TYPES",
-        env = "OPENFLUME_TYPES",
-        help_heading = "Filters"
-    )]
-    pub(crate) types: Option<Vec<String>>,
-
-    /// Where logs go: stdout (beside the events, as the item format documents), stderr (JSON
-    /// Lines, or pretty lines with --format pretty), or off. Events always go to stdout.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "stdout",
-        env = "OPENFLUME_LOGS",
-        help_heading = "Output"
-    )]
-    pub(crate) logs: LogRoute,
-    /// Lowest log level printed (logs below it are dropped at the source).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "info",
-        env = "OPENFLUME_LOG_LEVEL",
-        help_heading = "Output"
-    )]
-    pub(crate) log_level: LogLevel,
-    /// Output format. Default: pretty on a terminal, json otherwise.
-    #[arg(long, value_enum, env = "OPENFLUME_FORMAT", help_heading = "Output")]
-    pub(crate) format: Option<Format>,
-    /// Colour in pretty output: auto (only on a terminal, and only when NO_COLOR is unset),
-    /// always, or never.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "auto",
-        env = "OPENFLUME_COLOR",
-        help_heading = "Output"
-    )]
-    pub(crate) color: ColorChoice,
-    /// Exit 0 after this many printed events (every printed event counts, READY included;
-    /// filtered-out events do not).
-    #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
-    pub(crate) count: Option<u64>,
 }
 
 /// Where `--logs` sends log items.

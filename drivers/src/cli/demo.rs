@@ -29,7 +29,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
         else {
             return Err(UsageError("demo: internal argument error".to_owned()));
         };
-        let sources = listen::sources(&listen_args)?;
+        let sources = listen::sources(&listen_args.source)?;
         let code = listen::run(
             sources,
             listen::RunOptions {
@@ -39,8 +39,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
                 color: args.color,
                 filter: Default::default(),
                 count: args.count,
-                start_timeout: std::time::Duration::from_secs(listen_args.start_timeout),
-                allow_partial: listen_args.allow_partial,
+                start_timeout: std::time::Duration::from_secs(listen_args.source.start_timeout),
+                allow_partial: listen_args.source.allow_partial,
                 extra_roots: Vec::new(),
             },
         )

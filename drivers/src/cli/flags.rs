@@ -2,12 +2,12 @@
 //! flags that do nothing, and configuration errors named by the flag the user typed.
 
 use super::UsageError;
-use super::args::ListenArgs;
+use super::args::SourceArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
 
 /// Each secret that can come from a file: its field, its variable, its flag.
-fn secret_slots(args: &mut ListenArgs) -> [(&mut Option<String>, &'static str, &'static str); 6] {
+fn secret_slots(args: &mut SourceArgs) -> [(&mut Option<String>, &'static str, &'static str); 6] {
     [
         (
             &mut args.discord_token,
@@ -41,7 +41,7 @@ fn secret_slots(args: &mut ListenArgs) -> [(&mut Option<String>, &'static str, &
 /// Reads each secret whose `<VAR>_FILE` is set (Docker and systemd credentials style), trimming
 /// one trailing newline. Setting both the secret and its file, an unreadable file or an empty
 /// one is a usage error that names the file and never its content.
-pub(crate) fn read_secret_files(args: &mut ListenArgs) -> Result<(), UsageError> {
+pub(crate) fn read_secret_files(args: &mut SourceArgs) -> Result<(), UsageError> {
     for (value, var, flag) in secret_slots(args) {
         let file_var = format!("{var}_FILE");
         let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) else {
@@ -73,12 +73,18 @@ pub(crate) fn read_secret_files(args: &mut ListenArgs) -> Result<(), UsageError>
 /// a source that is not enabled, and about flags that do nothing for an enabled source.
 /// Shared variables (`SLACK_BOT_TOKEN`, the webhook secrets) are not warned about when they come
 /// from the environment: they may be set for other programs.
-pub(crate) fn warn_idle_flags(args: &ListenArgs, matches: &ArgMatches, warn: impl Fn(String)) {
+pub(crate) fn warn_idle_flags(
+    args: &SourceArgs,
+    subcommand: &str,
+    matches: &ArgMatches,
+    warn: impl Fn(String),
+) {
     let enabled = |heading: &str| match heading {
         "Discord" => present(&args.discord_token),
         "Slack" => present(&args.slack_app_token),
         "GitHub" => present(&args.github_token),
-        "Webhooks" => args.http.is_some(),
+        // `serve` always serves its port.
+        "Webhooks" => subcommand == "serve" || args.http.is_some(),
         "Time" => !args.cron.is_empty(),
         _ => true,
     };
@@ -90,7 +96,7 @@ pub(crate) fn warn_idle_flags(args: &ListenArgs, matches: &ArgMatches, warn: imp
         _ => "--cron EXPR",
     };
     let command = super::args::Cli::command();
-    let Some(listen) = command.find_subcommand("listen") else {
+    let Some(listen) = command.find_subcommand(subcommand) else {
         return;
     };
     for arg in listen.get_arguments() {

@@ -1,6 +1,6 @@
 //! `openflume listen`: sources from flags and environment, the firehose to stdout.
 
-use super::args::{Bootstrap, ColorChoice, Compression, ListenArgs, LogLevel, LogRoute};
+use super::args::{Bootstrap, ColorChoice, Compression, LogLevel, LogRoute, SourceArgs};
 use super::filter::{self, EventFilter};
 use super::flags::config_error;
 use super::output::{Format, neutral};
@@ -24,7 +24,25 @@ use std::time::Duration;
 const MIN_RECONNECT_MS: u64 = 250;
 
 /// Builds the sources the flags enable; a flag that cannot work is a usage error naming it.
-pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
+pub(crate) fn sources(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
+    let mut sources = upstream(args)?;
+    if let Some(source) = webhooks(args)? {
+        sources.push(source);
+    }
+    if sources.is_empty() {
+        return Err(UsageError(
+            "no source enabled: set DISCORD_BOT_TOKEN (or --discord-token), SLACK_APP_TOKEN (or \
+             --slack-app-token), GITHUB_TOKEN (or --github-token), give --cron EXPR, or --http \
+             ADDR with a webhook secret"
+                .to_owned(),
+        ));
+    }
+    Ok(sources)
+}
+
+/// The sources that connect out (Discord, Slack, GitHub) or tick (cron), without the webhook
+/// ingress.
+pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
     for (flag, ms) in [
         ("--reconnect-base-ms", args.reconnect_base_ms),
         ("--reconnect-max-ms", args.reconnect_max_ms),
@@ -93,23 +111,12 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
             sources.push(Source::cron(CronConfig::new(expr.clone()), zone.clone()));
         }
     }
-    if let Some(source) = webhooks(args)? {
-        sources.push(source);
-    }
-    if sources.is_empty() {
-        return Err(UsageError(
-            "no source enabled: set DISCORD_BOT_TOKEN (or --discord-token), SLACK_APP_TOKEN (or \
-             --slack-app-token), GITHUB_TOKEN (or --github-token), give --cron EXPR, or --http \
-             ADDR with a webhook secret"
-                .to_owned(),
-        ));
-    }
     Ok(sources)
 }
 
 /// The webhook ingress, when `--http` asks for it; `--http` without a secret, or `--webhook`
 /// without `--http`, is a usage error.
-fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
+fn webhooks(args: &SourceArgs) -> Result<Option<Source>, UsageError> {
     let Some(addr) = args.http else {
         if !args.webhook.is_empty() {
             return Err(UsageError::flag(
@@ -119,6 +126,23 @@ fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
         }
         return Ok(None);
     };
+    let config = webhook_config(args)?;
+    if config.slack_signing_secret.is_none()
+        && config.github_secret.is_none()
+        && config.senders.is_empty()
+    {
+        return Err(UsageError::flag(
+            "--http",
+            "needs a webhook secret: set SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET, or give \
+             --webhook NAME=ENV_VAR",
+        ));
+    }
+    WebhookIngress::new(config.clone()).map_err(|e| config_error("webhooks", e))?;
+    Ok(Some(Source::webhooks(config, addr)))
+}
+
+/// The webhook channels the flags and the environment configure (possibly none).
+pub(crate) fn webhook_config(args: &SourceArgs) -> Result<WebhookConfig, UsageError> {
     let mut senders = Vec::new();
     for (name, var) in &args.webhook {
         let secret = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
@@ -140,23 +164,12 @@ fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
         senders,
         ..WebhookConfig::default()
     };
-    if config.slack_signing_secret.is_none()
-        && config.github_secret.is_none()
-        && config.senders.is_empty()
-    {
-        return Err(UsageError::flag(
-            "--http",
-            "needs a webhook secret: set SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET, or give \
-             --webhook NAME=ENV_VAR",
-        ));
-    }
-    WebhookIngress::new(config.clone()).map_err(|e| config_error("webhooks", e))?;
-    Ok(Some(Source::webhooks(config, addr)))
+    Ok(config)
 }
 
 /// The DER roots of `--ca-cert`, after checking the proxy variables: a bad file or proxy URL is a
 /// usage error (exit 2) naming the file or variable and why, never their content.
-pub(crate) fn network(args: &ListenArgs) -> Result<Vec<Vec<u8>>, UsageError> {
+pub(crate) fn network(args: &SourceArgs) -> Result<Vec<Vec<u8>>, UsageError> {
     if let Err(error) = crate::proxy::from_env().as_ref() {
         return Err(UsageError(error.to_string()));
     }

@@ -1,13 +1,15 @@
-//! The `openflume` command line: `listen`, `cron next`, `demo`, `sim`, `log tail`.
+//! The `openflume` command line: `listen`, `serve`, `cron next`, `demo`, `sim`, `log tail`.
 
 mod args;
 mod cron;
 mod demo;
 mod filter;
 mod flags;
+mod hub_client;
 mod listen;
 mod log;
 mod output;
+mod serve;
 mod sim;
 mod sim_control;
 mod writer;
@@ -48,6 +50,7 @@ pub fn main() -> i32 {
         }
         Command::Man { command } => man(command.as_deref()),
         Command::Log(LogCommand::Tail(args)) => log::tail(&args),
+        Command::Serve(mut args) => serve::main(&mut args, matches.subcommand_matches("serve")),
     };
     match result {
         Ok(code) => code,
@@ -63,15 +66,15 @@ fn listen_main(
     args: &mut args::ListenArgs,
     matches: Option<&clap::ArgMatches>,
 ) -> Result<i32, UsageError> {
-    flags::read_secret_files(args)?;
+    flags::read_secret_files(&mut args.source)?;
     if let Some(matches) = matches {
-        flags::warn_idle_flags(args, matches, |warning| {
+        flags::warn_idle_flags(&args.source, "listen", matches, |warning| {
             listen::report(format_args!("{warning}"));
         });
     }
     let filter = filter::EventFilter::new(args.sources.as_deref(), args.types.as_deref())?;
-    let sources = listen::sources(args)?;
-    let extra_roots = listen::network(args)?;
+    let sources = listen::sources(&args.source)?;
+    let extra_roots = listen::network(&args.source)?;
     Ok(smol::block_on(listen::run(
         sources,
         listen::RunOptions {
@@ -81,8 +84,8 @@ fn listen_main(
             color: args.color,
             filter,
             count: args.count,
-            start_timeout: std::time::Duration::from_secs(args.start_timeout),
-            allow_partial: args.allow_partial,
+            start_timeout: std::time::Duration::from_secs(args.source.start_timeout),
+            allow_partial: args.source.allow_partial,
             extra_roots,
         },
     )))

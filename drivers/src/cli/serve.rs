@@ -1,0 +1,405 @@
+//! `openflume serve`: the sources into the durable log, and one port that serves the webhook
+//! channels, `/healthz`, `/readyz` and the hub (`/ws`).
+//!
+//! One port, one HTTP parser: the webhook ingress machine reads every request, answers the
+//! channels itself and hands `/healthz`, `/readyz` and `/ws` off (`Output::Handoff`); its driver
+//! gives those connections, with the request and the bytes read after it, to [`Server::handle`].
+//!
+//! Who holds an event: a source's item goes to the log through `Flume::log_into` (a
+//! back-pressure stream that holds until the append is committed and fsynced), so an upstream
+//! acknowledgement (a Slack ack, GitHub's validators, a webhook's 200) waits for the log. Hub
+//! clients read from the log only ([`hub_client`](super::hub_client)), never from memory, so a
+//! client that reconnects after its last id misses nothing.
+
+use super::args::{LogLevel, ServeArgs};
+use super::hub_client;
+use super::listen::{self, report};
+use super::log::default_data_dir;
+use super::{UsageError, flags};
+use crate::serve::{HandedOff, HandoffHandler};
+use crate::{Flume, Running, Source};
+use async_io::Async;
+use async_signal::{Signal, Signals};
+use futures_lite::{AsyncWriteExt, StreamExt, future};
+use openflume_log::{EventLog, LogOptions};
+use openflume_proto::http::{ReceivedRequest, encode_response};
+use openflume_proto::webhook::{SOURCE as WEBHOOKS, WebhookIngress};
+use openflume_proto::{Level, Status};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The paths served beside the webhook channels.
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const HUB: &str = "/ws";
+/// Items between the sources and the log's writer.
+const LOG_STREAM: usize = 4096;
+/// After SIGTERM, how long hub clients get to take their close frame, and the sources to stop.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
+/// A client gets this long to take a health answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the handed-off connections share.
+pub(crate) struct Server {
+    pub(crate) log: EventLog,
+    /// The hub's bearer token, kept as its HMAC so it is compared in constant time.
+    token: Option<hub_client::Token>,
+    /// Set once the flume started: `/readyz` answers 503 until then.
+    running: OnceLock<Arc<Running>>,
+    pub(crate) instance_id: String,
+    /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) stopped: event_listener::Event,
+    /// Hub clients still connected, and a wake when one leaves.
+    pub(crate) clients: AtomicUsize,
+    pub(crate) left: event_listener::Event,
+}
+
+impl Server {
+    /// Serves one handed-off connection.
+    async fn handle(self: Arc<Server>, handed: HandedOff) {
+        let HandedOff {
+            mut stream,
+            request,
+            leftover,
+        } = handed;
+        let path = request.target.split(['?', '#']).next().unwrap_or_default();
+        match path {
+            HUB => {
+                if let Err(refusal) = self.authorize(&request) {
+                    answer(&mut stream, refusal).await;
+                    return;
+                }
+                hub_client::serve(self, stream, &request, leftover).await;
+            }
+            _ if request.method != "GET" && request.method != "HEAD" => {
+                let refusal = Answer::text(405, "Method Not Allowed", "use GET\n")
+                    .header("Allow", "GET, HEAD");
+                answer(&mut stream, refusal).await;
+            }
+            HEALTHZ => answer(&mut stream, Answer::text(200, "OK", "ok\n")).await,
+            READYZ => {
+                let answer_ = self.readiness();
+                answer(&mut stream, answer_).await;
+            }
+            _ => answer(&mut stream, Answer::text(404, "Not Found", "not found\n")).await,
+        }
+    }
+
+    /// 401 unless the request carries the hub's bearer token (or none is configured).
+    fn authorize(&self, request: &ReceivedRequest) -> Result<(), Answer> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = request
+            .header("Authorization")
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(given) if token.matches(given) => Ok(()),
+            _ => Err(
+                Answer::text(401, "Unauthorized", "a valid bearer token is required\n")
+                    .header("WWW-Authenticate", "Bearer"),
+            ),
+        }
+    }
+
+    /// 200 when every source is connected, else 503; the body lists each source's status.
+    fn readiness(&self) -> Answer {
+        let statuses = self
+            .running
+            .get()
+            .map(|running| running.statuses())
+            .unwrap_or_default();
+        let ready = !statuses.is_empty()
+            && !self.stopping.load(Ordering::Acquire)
+            && statuses.iter().all(|s| s.status == Status::Connected);
+        let sources: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "source": s.source,
+                    "status": s.status.to_string(),
+                    "reason": s.reason,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "ready": ready, "sources": sources }).to_string() + "\n";
+        let (status, reason) = if ready {
+            (200, "OK")
+        } else {
+            (503, "Service Unavailable")
+        };
+        let mut answer = Answer::text(status, reason, &body);
+        answer.content_type = "application/json";
+        answer
+    }
+}
+
+/// A short answer on a handed-off connection, which then closes.
+pub(crate) struct Answer {
+    status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: String,
+}
+
+impl Answer {
+    pub(crate) fn text(status: u16, reason: &'static str, body: &str) -> Answer {
+        Answer {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: &'static str) -> Answer {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// Writes `answer` (with `Connection: close`) and closes.
+pub(crate) async fn answer(stream: &mut Async<TcpStream>, answer: Answer) {
+    let mut headers = vec![
+        ("Content-Type", answer.content_type),
+        ("Cache-Control", "no-store"),
+        ("Connection", "close"),
+    ];
+    headers.extend(answer.headers.iter().copied());
+    let Ok(bytes) = encode_response(
+        answer.status,
+        answer.reason,
+        &headers,
+        answer.body.as_bytes(),
+    ) else {
+        return;
+    };
+    let write = async {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.flush().await;
+    };
+    future::or(write, async {
+        async_io::Timer::after(ANSWER_TIMEOUT).await;
+    })
+    .await;
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+    // Give the client a moment to read the answer before the socket goes.
+    async_io::Timer::after(Duration::from_millis(50)).await;
+}
+
+/// `openflume serve`: the flags checked, then [`run`].
+pub(crate) fn main(
+    args: &mut ServeArgs,
+    matches: Option<&clap::ArgMatches>,
+) -> Result<i32, UsageError> {
+    flags::read_secret_files(&mut args.source)?;
+    if let Some(matches) = matches {
+        flags::warn_idle_flags(&args.source, "serve", matches, |warning| {
+            report(format_args!("{warning}"));
+        });
+    }
+    let Some(addr) = args.source.http else {
+        return Err(UsageError::flag("--http", "an address is required"));
+    };
+    let token = hub_token(args.token_file.as_deref())?;
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(UsageError::flag(
+            "--http",
+            format!(
+                "{addr} is not a loopback address: set a hub token (--token-file FILE or \
+                 OPENFLUME_HUB_TOKEN) before serving it"
+            ),
+        ));
+    }
+    let Some(dir) = args.data.clone().or_else(default_data_dir) else {
+        return Err(UsageError::flag(
+            "--data",
+            "no default: neither XDG_DATA_HOME nor HOME is set",
+        ));
+    };
+    let mut webhooks = listen::webhook_config(&args.source)?;
+    webhooks.handoff_paths = [HEALTHZ, READYZ, HUB].map(str::to_owned).to_vec();
+    WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::config_error(WEBHOOKS, e))?;
+    let channels = webhooks.slack_signing_secret.is_some()
+        || webhooks.github_secret.is_some()
+        || !webhooks.senders.is_empty();
+    let mut sources = listen::upstream(&args.source)?;
+    if sources.is_empty() && !channels {
+        return Err(UsageError(
+            "no source enabled: set DISCORD_BOT_TOKEN (or --discord-token), SLACK_APP_TOKEN (or \
+             --slack-app-token), GITHUB_TOKEN (or --github-token), give --cron EXPR, or set a \
+             webhook secret"
+                .to_owned(),
+        ));
+    }
+    let extra_roots = listen::network(&args.source)?;
+    let log = match EventLog::open(&dir, LogOptions::default()) {
+        Ok(log) => log,
+        Err(error) => {
+            report(format_args!("{error}"));
+            return Ok(1);
+        }
+    };
+    let server = Arc::new(Server {
+        log,
+        token,
+        running: OnceLock::new(),
+        instance_id: format!("openflume-{:016x}", crate::clock::os_seed()),
+        stopping: AtomicBool::new(false),
+        stopped: event_listener::Event::new(),
+        clients: AtomicUsize::new(0),
+        left: event_listener::Event::new(),
+    });
+    let handler: HandoffHandler = {
+        let server = server.clone();
+        Arc::new(move |handed| {
+            smol::spawn(server.clone().handle(handed)).detach();
+        })
+    };
+    sources.push(Source::webhooks(webhooks, addr).with_handoff(handler));
+    let min_level = match args.log_level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Warn => Level::Warn,
+        LogLevel::Error | LogLevel::Off => Level::Error,
+    };
+    Ok(smol::block_on(run(server, sources, min_level, extra_roots)))
+}
+
+/// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
+fn hub_token(file: Option<&std::path::Path>) -> Result<Option<hub_client::Token>, UsageError> {
+    let from_env = std::env::var("OPENFLUME_HUB_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let text = match (file, from_env) {
+        (Some(_), Some(_)) => {
+            return Err(UsageError(
+                "--token-file and OPENFLUME_HUB_TOKEN are both set: keep one".to_owned(),
+            ));
+        }
+        (None, env) => env,
+        (Some(path), None) => {
+            let shown = path.display();
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                UsageError::flag(
+                    "--token-file",
+                    format!("cannot read {shown}: {}", error.kind()),
+                )
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text).to_owned();
+            if text.trim().is_empty() {
+                return Err(UsageError::flag(
+                    "--token-file",
+                    format!("{shown} is empty"),
+                ));
+            }
+            Some(text)
+        }
+    };
+    Ok(text.map(|t| hub_client::Token::new(t.trim())))
+}
+
+async fn run(
+    server: Arc<Server>,
+    sources: Vec<Source>,
+    min_level: Level,
+    extra_roots: Vec<Vec<u8>>,
+) -> i32 {
+    let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            report(format_args!("cannot watch signals: {error}"));
+            return 1;
+        }
+    };
+    let mut builder = Flume::builder();
+    for der in extra_roots {
+        builder = match builder.add_root_certificate(der) {
+            Ok(builder) => builder,
+            Err(error) => {
+                report(format_args!("--ca-cert: {error}"));
+                return 2;
+            }
+        };
+    }
+    let flume = builder
+        .sources(sources)
+        .min_log_level(min_level)
+        .start_timeout(None)
+        .build();
+    // Attached before the start: the log holds everything from the first status on.
+    let sink = match flume.log_into(server.log.clone(), LOG_STREAM) {
+        Ok(sink) => sink,
+        Err(error) => {
+            report(format_args!("{error}"));
+            return 1;
+        }
+    };
+    let running = match flume.start() {
+        Ok(running) => Arc::new(running),
+        Err(error) => {
+            report(format_args!("{error}"));
+            return 1;
+        }
+    };
+    let _ = server.running.set(running.clone());
+    if let Some(addr) = running.local_addr(WEBHOOKS) {
+        report(format_args!(
+            "serving on http://{addr} (hub at ws://{addr}{HUB})"
+        ));
+    }
+    let signalled = async {
+        let signal = signals.next().await;
+        let name = match signal {
+            Some(Ok(Signal::Term)) => "SIGTERM",
+            Some(Ok(Signal::Hup)) => "SIGHUP",
+            _ => "SIGINT",
+        };
+        report(format_args!("stopping on {name}"));
+        true
+    };
+    let ended = async {
+        running.wait().await;
+        false
+    };
+    let by_signal = future::or(signalled, ended).await;
+    // Hub clients first: they get 1001 and the id to resume after.
+    server.stopping.store(true, Ordering::Release);
+    server.stopped.notify(usize::MAX);
+    let clients_gone = async {
+        loop {
+            let left = server.left.listen();
+            if server.clients.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            left.await;
+        }
+    };
+    let stopping = async {
+        future::zip(clients_gone, running.close()).await;
+    };
+    future::or(stopping, async {
+        async_io::Timer::after(STOP_GRACE).await;
+    })
+    .await;
+    drop(running);
+    match future::or(async { Some(sink.finished().await) }, async {
+        async_io::Timer::after(STOP_GRACE).await;
+        None
+    })
+    .await
+    {
+        Some(Err(error)) => {
+            report(format_args!("the log failed: {error}"));
+            1
+        }
+        _ if by_signal => 0,
+        _ => 0,
+    }
+}
