@@ -88,6 +88,7 @@ fn help_of_every_subcommand_matches_its_snapshot() {
         &["man"],
         &["log"],
         &["log", "tail"],
+        &["serve"],
     ];
     for command in commands {
         let name = if command.is_empty() {
