@@ -30,7 +30,17 @@ use std::sync::Mutex;
 /// # })?;
 /// # Ok::<(), openflume::ConfluenceError>(())
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume::ConfluenceError;
+/// fn retry(e: &ConfluenceError) -> bool {
+///     match e { ConfluenceError::GroupExists(_) | ConfluenceError::Closed => false, ConfluenceError::Start { .. } => true }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfluenceError {
     /// A group with this name is running.
     #[error("group {0:?} already exists")]

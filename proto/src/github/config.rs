@@ -24,8 +24,16 @@ pub const MAX_PAGE_CAP: u32 = 100;
 /// assert_eq!(serde_json::to_string(&Bootstrap::Emit).unwrap(), r#""emit""#);
 /// assert_eq!(Bootstrap::default(), Bootstrap::Skip);
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume_proto::github::Bootstrap;
+/// fn emits(b: Bootstrap) -> bool { match b { Bootstrap::Skip => false, Bootstrap::Emit => true } }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Bootstrap {
     /// Record them as seen without emitting them: only what happens from now on is news.
     #[default]
