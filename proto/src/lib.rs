@@ -34,6 +34,7 @@
 
 mod backoff;
 mod bytes;
+mod config_error;
 pub mod conversation;
 mod core;
 pub mod cron;
@@ -59,6 +60,7 @@ pub mod webhook;
 
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
+pub use config_error::ConfigError;
 pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
 pub use machine::{

@@ -549,9 +549,9 @@ pub enum Misuse {
     /// A `Delivered` for an id the machine never handed out.
     #[error("unknown delivery id {0:?}")]
     UnknownDelivery(DeliveryId),
-    /// The configuration cannot work.
+    /// The configuration cannot work: which field, and why.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::ConfigError),
 }
 
 /// A sans-IO protocol machine. Discord, Slack, GitHub, cron and custom sources all implement it, so

@@ -310,8 +310,9 @@ fn an_invalid_expression_is_a_config_misuse_with_the_parser_message() {
     else {
         panic!("accepted an invalid expression");
     };
+    assert_eq!(message.field(), Some("expression"));
     assert_eq!(
-        message,
+        message.to_string(),
         "cron expression \"5/15 * * * *\": minute field, character 2: a step needs a range or `*`: did you mean 5-59/15?"
     );
     let mut config = CronConfig::new("@daily");

@@ -2,7 +2,7 @@
 
 use super::args::{Bootstrap, ColorChoice, Compression, ListenArgs, LogLevel, LogRoute};
 use super::filter::{self, EventFilter};
-use super::flags::config_error;
+use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
@@ -58,7 +58,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
         config.gateway_url = args.discord_gateway_url.clone();
         config.reconnect = reconnect;
-        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| config_error("discord", e))?;
+        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| misuse_error("discord", e))?;
         drop(probe);
         sources.push(Source::discord(config));
     }
@@ -69,7 +69,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
         config.reconnect = reconnect;
-        config.validate().map_err(|e| config_error("slack", e))?;
+        config.validate().map_err(|e| config_error("slack", &e))?;
         sources.push(Source::slack(config));
     }
     if let Some(token) = non_empty(&args.github_token) {
@@ -82,7 +82,7 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
         };
         config.api_url = args.github_api_url.trim_end_matches('/').to_owned();
         config.reconnect.max_attempts = args.reconnect_max_attempts;
-        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| config_error("github", e))?;
+        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| misuse_error("github", e))?;
         drop(probe);
         sources.push(Source::github(config));
     }
@@ -150,7 +150,7 @@ fn webhooks(args: &ListenArgs) -> Result<Option<Source>, UsageError> {
              --webhook NAME=ENV_VAR",
         ));
     }
-    WebhookIngress::new(config.clone()).map_err(|e| config_error("webhooks", e))?;
+    WebhookIngress::new(config.clone()).map_err(|e| misuse_error("webhooks", e))?;
     Ok(Some(Source::webhooks(config, addr)))
 }
 

@@ -19,7 +19,9 @@ pub use format::format_fire_time;
 pub use next::{next_after, next_fire_times};
 
 use crate::core::{Core, answered_by_core};
-use crate::{Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis};
+use crate::{
+    ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis,
+};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -179,7 +181,8 @@ impl CronMachine {
     /// let Err(Misuse::Config(why)) = CronMachine::new(CronConfig::new("61 * * * *"), TimeZone::UTC, 0) else {
     ///     panic!("61 is not a minute");
     /// };
-    /// assert!(why.contains(r#""61 * * * *""#));
+    /// assert!(why.to_string().contains(r#""61 * * * *""#));
+    /// assert_eq!(why.field(), Some("expression"));
     ///
     /// // So is an empty event type in the template.
     /// let mut config = CronConfig::new("@hourly");
@@ -189,12 +192,19 @@ impl CronMachine {
     pub fn new(config: CronConfig, zone: TimeZone, seed: u64) -> Result<CronMachine, Misuse> {
         let _ = seed;
         let schedule = Schedule::parse(&config.expression).map_err(|error| {
-            Misuse::Config(format!("cron expression {:?}: {error}", config.expression))
+            Misuse::Config(ConfigError::CronExpression {
+                field: "expression",
+                expression: config.expression.clone(),
+                error,
+            })
         })?;
         let template = config.template;
         if template.event_type.as_deref() == Some("") {
             return Err(Misuse::Config(
-                "cron template: the event type is empty".into(),
+                ConfigError::Empty {
+                    field: "event_type",
+                }
+                .in_scope("cron template"),
             ));
         }
         let zone_label = config
