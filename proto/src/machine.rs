@@ -678,5 +678,6 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
 #[non_exhaustive]
 pub enum Checkpoint {
     /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window.
+    #[cfg(feature = "discord")]
     DiscordSession(crate::discord::ResumeState),
 }
