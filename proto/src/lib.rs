@@ -68,6 +68,7 @@ pub mod testing;
 mod time;
 mod timers;
 pub mod url;
+mod view;
 pub mod webhook;
 
 pub use backoff::{Backoff, ReconnectPolicy};

@@ -46,6 +46,7 @@ mod frames;
 mod liveness;
 #[cfg(feature = "slack")]
 mod machine;
+mod message;
 pub(crate) mod meta;
 mod text;
 #[cfg(feature = "slack")]
@@ -67,6 +68,7 @@ pub use liveness::DEAD_AFTER_INTERVALS;
 use machine::scrub;
 #[cfg(feature = "slack")]
 pub use machine::{SlackMachine, TOO_MANY_WEBSOCKETS_WAIT_MS};
+pub use message::SlackMessage;
 pub use meta::conversation_key;
 
 /// The source name on every event and log.
