@@ -14,7 +14,7 @@ use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::webhook::{CustomSender, WebhookConfig, WebhookIngress};
-use openflume_proto::{Level, ReconnectPolicy, Status};
+use openflume_proto::{ConfigError, Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -88,9 +88,15 @@ pub(crate) fn sources(args: &ListenArgs) -> Result<Vec<Source>, UsageError> {
     }
     if !args.cron.is_empty() {
         let zone = resolve_zone(args.tz.as_deref())?;
-        for expr in &args.cron {
-            Schedule::parse(expr).map_err(|e| UsageError::flag("--cron", e))?;
-            sources.push(Source::cron(CronConfig::new(expr.clone()), zone.clone()));
+        for spec in &args.cron {
+            // `EXPR`, or `NAME=EXPR` for events of type NAME (CronConfig::from_spec's rule).
+            let config = CronConfig::from_spec(spec).map_err(|e| match e {
+                ConfigError::CronExpression { error, .. } => UsageError::flag("--cron", error),
+                ConfigError::Invalid { reason, .. } => UsageError::flag("--cron", reason),
+                other => UsageError::flag("--cron", other),
+            })?;
+            Schedule::parse(&config.expression).map_err(|e| UsageError::flag("--cron", e))?;
+            sources.push(Source::cron(config, zone.clone()));
         }
     }
     if let Some(source) = webhooks(args)? {
