@@ -394,6 +394,11 @@ impl FlumeBuilder {
         Ok(self)
     }
 
+    /// The names of the sources added so far.
+    pub(crate) fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name().to_owned()).collect()
+    }
+
     pub(crate) fn into_parts(self) -> (Settings, Option<ItemCallback>, Option<ErrorCallback>) {
         (
             self.settings.trusting(self.extra_roots),
