@@ -42,7 +42,7 @@ impl TimerKind for SlackTimer {
     }
 }
 
-/// The Slack Socket Mode machine. See the [module docs](self) for the behaviour.
+/// The Slack Socket Mode machine. See the [module docs](crate::slack) for the behaviour.
 ///
 /// ```
 /// use openflume_proto::slack::{SlackConfig, SlackMachine};

@@ -28,7 +28,7 @@
 //! The machine, its config and its wire format need the `slack` feature (on by default). What
 //! reads Slack *payloads* is always compiled, because the webhook ingress receives Slack events
 //! over HTTP without Socket Mode: [`conversation_key`], the metadata stamped on Slack events,
-//! and the typed view [`SlackMessage`](crate::slack::SlackMessage).
+//! and the typed view [`SlackMessage`].
 
 #[cfg(feature = "slack")]
 mod acks;
