@@ -269,8 +269,11 @@ fn committed_beyond_wakes_a_follower() {
         let log = log.clone();
         std::thread::spawn(move || {
             smol::block_on(async {
-                let seen = log.read_after(EventId(0), 100, &Filter::default()).unwrap();
+                // What the follower had before the append below: id 1. (Taking the last id of a
+                // read made here raced the append: a read after it saw id 3 and waited for 4.)
+                let seen = log.read_after(EventId(0), 1, &Filter::default()).unwrap();
                 let last = seen.last().unwrap().event_id;
+                assert_eq!(last, EventId(1));
                 let woke = futures_lite::future::or(
                     async {
                         log.committed_beyond(last).await;
