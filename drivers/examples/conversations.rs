@@ -229,6 +229,8 @@ async fn dispatch(mut items: ItemStream, idle: Duration) {
                 }
             }
             Next::Item(Some(Item::Log(log))) => println!("{}: {}", log.source, log.message),
+            // A kind of item newer than this example (`Item` is `#[non_exhaustive]`).
+            Next::Item(Some(_)) => {}
             Next::Item(None) => break, // the flume closed; all it delivered is queued
         }
     }

@@ -25,9 +25,9 @@
 
 use openflume::{Flume, Overflow, Source};
 use openflume_proto::{
-    Backoff, DedupCache, Event, HttpRequest, HttpResponse, IdCounter, Input, Item, Level, Log,
-    Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReconnectPolicy, ReqId, Status,
-    StatusTracker,
+    Backoff, ConfigError, DedupCache, Event, HttpRequest, HttpResponse, IdCounter, Input, Item,
+    Level, Log, Machine, Millis, Misuse, MonotonicGuard, Now, Output, RawJson, ReconnectPolicy,
+    ReqId, Status, StatusTracker,
 };
 use openflume_sim::{GithubSim, GithubSimConfig, Scenario};
 use serde_json::value::RawValue;
@@ -62,7 +62,13 @@ impl JsonPoller {
         seed: u64,
     ) -> Result<Self, Misuse> {
         if openflume_proto::url::Url::parse(&url).is_err() {
-            return Err(Misuse::Config(format!("{SOURCE}: not an http(s) URL")));
+            return Err(Misuse::Config(
+                ConfigError::Invalid {
+                    field: "url",
+                    reason: "not an http(s) URL".into(),
+                }
+                .in_scope(SOURCE),
+            ));
         }
         Ok(JsonPoller {
             url,

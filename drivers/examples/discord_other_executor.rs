@@ -81,13 +81,15 @@ async fn connect(url: &str) -> Result<Socket, String> {
         .map_err(|e| e.to_string())
 }
 
-fn to_message(frame: Frame) -> Message {
-    match frame {
+/// `None` for a kind of frame newer than this example (`Frame` is `#[non_exhaustive]`).
+fn to_message(frame: Frame) -> Option<Message> {
+    Some(match frame {
         Frame::Text(text) => Message::text(text),
         Frame::Binary(bytes) => Message::binary(bytes.0),
         Frame::Ping(bytes) => Message::Ping(WsBytes::from(bytes.0)),
         Frame::Pong(bytes) => Message::Pong(WsBytes::from(bytes.0)),
-    }
+        _ => return None,
+    })
 }
 
 /// The next message on `conn` as a shard input.
@@ -147,9 +149,13 @@ async fn run(mut shard: DiscordShard, count: usize) {
                         Err(error) => Input::ConnectFailed { conn, error },
                     }),
                     Output::Send { conn, frame } if live(conn) => {
-                        if let Some((_, ws)) = &mut socket {
+                        match (&mut socket, to_message(frame)) {
                             // A failed send shows up as the read side closing; reported there.
-                            let _ = ws.send(to_message(frame)).await;
+                            (Some((_, ws)), Some(message)) => {
+                                let _ = ws.send(message).await;
+                            }
+                            (_, None) => eprintln!("ignored a frame this example cannot send"),
+                            (None, _) => {}
                         }
                     }
                     // Send our close frame; the server's answer arrives as Message::Close.
@@ -175,7 +181,9 @@ async fn run(mut shard: DiscordShard, count: usize) {
                         req,
                         error: "this example makes no HTTP requests".into(),
                     }),
-                    other => eprintln!("ignored (stale connection): {other:?}"),
+                    // Outputs for a stale connection, and outputs newer than this example
+                    // (`Output` is `#[non_exhaustive]`): nothing to carry out.
+                    other => eprintln!("ignored: {other:?}"),
                 }
             }
         }

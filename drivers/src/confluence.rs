@@ -20,7 +20,7 @@ use std::sync::Mutex;
 /// # });
 /// use openflume::{Confluence, ConfluenceError};
 /// # smol::block_on(async {
-/// let confluence = Confluence::new(Flume::builder());
+/// let confluence = Confluence::new(Flume::builder())?;
 /// confluence.add("clock", vec![cron]).await?;
 /// let again = confluence.add("clock", vec![]).await;
 /// assert_eq!(again, Err(ConfluenceError::GroupExists("clock".into())));
@@ -30,7 +30,17 @@ use std::sync::Mutex;
 /// # })?;
 /// # Ok::<(), openflume::ConfluenceError>(())
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume::ConfluenceError;
+/// fn retry(e: &ConfluenceError) -> bool {
+///     match e { ConfluenceError::GroupExists(_) | ConfluenceError::Closed => false, ConfluenceError::Start { .. } => true }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfluenceError {
     /// A group with this name is running.
     #[error("group {0:?} already exists")]
@@ -46,6 +56,14 @@ pub enum ConfluenceError {
         /// Which sources failed and why.
         error: StartError,
     },
+    /// [`Confluence::new`] was given a builder holding sources: a confluence runs sources only
+    /// in named groups, so they would have nowhere to go.
+    #[error(
+        "the builder holds sources ({}): a confluence starts sources only in named groups, \
+         with Confluence::add",
+        .0.join(", ")
+    )]
+    BuilderHasSources(Vec<String>),
 }
 
 /// Several named groups of sources with one merged firehose.
@@ -54,7 +72,7 @@ pub enum ConfluenceError {
 /// use openflume::{Confluence, Flume, Overflow, Source};
 /// use openflume_proto::cron::{CronConfig, CronMachine};
 /// # smol::block_on(async {
-/// let confluence = Confluence::new(Flume::builder());
+/// let confluence = Confluence::new(Flume::builder())?;
 /// let tick = |expr: &'static str| Source::custom("time", move |seed| {
 ///     CronMachine::new(CronConfig::new(expr), jiff::tz::TimeZone::UTC, seed)
 /// });
@@ -84,38 +102,51 @@ impl std::fmt::Debug for Confluence {
 }
 
 impl Confluence {
-    /// A confluence with the callbacks and settings of `builder`. Sources given to the builder are
-    /// ignored: add each group with [`add`](Self::add).
+    /// A confluence with the callbacks and settings of `builder` (log level, TLS roots,
+    /// timeouts), and no group yet: every source belongs to a named group, added with
+    /// [`add`](Self::add), so its events can say which group they came from (`meta.groupId`).
+    ///
+    /// A builder holding sources is refused with [`ConfluenceError::BuilderHasSources`]
+    /// rather than having them silently dropped (or started under a name nobody chose).
     ///
     /// ```
     /// # use openflume::{Flume, Source};
     /// # use openflume_proto::cron::{CronConfig, CronMachine};
-    /// # let cron = Source::custom("time", |seed| {
+    /// # let cron = || Source::custom("time", |seed| {
     /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
     /// # });
-    /// use openflume::Confluence;
+    /// use openflume::{Confluence, ConfluenceError};
     /// use openflume_proto::Level;
     /// # smol::block_on(async {
-    /// let builder = Flume::builder().source(cron).min_log_level(Level::Info);
-    /// let confluence = Confluence::new(builder);
-    /// // The log level applies to every group; the builder's source was not started.
-    /// assert!(confluence.statuses().await.is_empty());
+    /// // The log level applies to every group.
+    /// let confluence = Confluence::new(Flume::builder().min_log_level(Level::Info))?;
+    /// confluence.add("clock", vec![cron()]).await?;
     /// confluence.close_all().await;
-    /// # });
+    ///
+    /// let with_sources = Confluence::new(Flume::builder().source(cron()));
+    /// assert_eq!(with_sources.err(), Some(ConfluenceError::BuilderHasSources(vec!["time".into()])));
+    /// # Ok::<(), openflume::ConfluenceError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::ConfluenceError>(())
     /// ```
-    pub fn new(builder: FlumeBuilder) -> Confluence {
+    pub fn new(builder: FlumeBuilder) -> Result<Confluence, ConfluenceError> {
+        let sources = builder.source_names();
+        if !sources.is_empty() {
+            return Err(ConfluenceError::BuilderHasSources(sources));
+        }
         let (settings, on_item, on_error) = builder.into_parts();
         let (hub, subscribers) = hub::hub(settings.min_level, on_item, on_error);
-        Confluence {
+        Ok(Confluence {
             settings,
             hub: Mutex::new(Some(hub)),
             subscribers,
             groups: AsyncMutex::new(BTreeMap::new()),
             closed: OnceCell::new(),
-        }
+        })
     }
 
-    /// Starts `sources` as group `name`. If any fails to start, none is left running.
+    /// Starts `sources` as group `name`. If any fails to start, none is left running. Their
+    /// events carry `meta.groupId = name`, as open-flume's do.
     ///
     /// ```
     /// use openflume::{Confluence, ConfluenceError, Flume, Source};
@@ -126,7 +157,7 @@ impl Confluence {
     ///     })
     /// };
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// confluence.add("hourly", vec![tick("@hourly")]).await?;
     /// let refused = confluence.add("broken", vec![tick("@hourly"), tick("hourly")]).await;
     /// assert!(matches!(refused, Err(ConfluenceError::Start { .. })));
@@ -146,7 +177,8 @@ impl Confluence {
             group: name.to_owned(),
             error,
         };
-        let mut set = SourceSet::spawn(sources, &self.settings.env(hub)).map_err(failed)?;
+        let env = self.settings.env(hub.in_group(name));
+        let mut set = SourceSet::spawn(sources, &env).map_err(failed)?;
         if let Err(error) = set.watch().settle(self.settings.start_rules()).await {
             set.stop(false).await;
             return Err(failed(error));
@@ -165,7 +197,7 @@ impl Confluence {
     /// # });
     /// use openflume::Confluence;
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// confluence.add("clock", vec![cron]).await?;
     /// let removed = confluence.remove("clock").await;
     /// let ended = removed.map(|closed| closed.statuses()[0].to_string());
@@ -193,7 +225,7 @@ impl Confluence {
     ///     })
     /// };
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// confluence.add("ops", vec![tick()]).await?;
     /// confluence.add("billing", vec![tick()]).await?;
     /// assert_eq!(confluence.groups().await, ["billing", "ops"]);
@@ -217,7 +249,7 @@ impl Confluence {
     /// use openflume::{Confluence, Overflow};
     /// use openflume_proto::Item;
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// let mut items = confluence.stream(100, Overflow::DropOldest);
     /// confluence.add("clock", vec![cron]).await?;
     /// confluence.close_all().await;
@@ -242,7 +274,7 @@ impl Confluence {
     /// # });
     /// use openflume::Confluence;
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// confluence.add("clock", vec![cron]).await?;
     /// let statuses = confluence.statuses().await;
     /// assert_eq!(statuses[0].0, "clock");
@@ -271,7 +303,7 @@ impl Confluence {
     /// # });
     /// use openflume::Confluence;
     /// # smol::block_on(async {
-    /// let confluence = Confluence::new(Flume::builder());
+    /// let confluence = Confluence::new(Flume::builder())?;
     /// confluence.add("clock", vec![cron]).await?;
     /// let closed = confluence.close_all().await;
     /// assert_eq!(closed.statuses()[0].to_string(), "time: disconnected");

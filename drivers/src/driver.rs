@@ -493,7 +493,17 @@ impl Io {
                 ));
                 self.connections.insert(conn, (commands_tx, task));
             }
-            Output::Send { conn, frame } => self.command(source, conn, WsCommand::Send(frame)),
+            Output::Send { conn, frame } => match ws::message(frame) {
+                Some(message) => self.command(source, conn, WsCommand::Send(message)),
+                // A frame kind newer than this driver (`Frame` is `#[non_exhaustive]`): nothing
+                // here can put it on the wire, so say so instead of sending something else.
+                None => self.log(
+                    Level::Warn,
+                    source,
+                    "driver.unknown_frame",
+                    format!("a frame this driver cannot send, for connection {}", conn.0),
+                ),
+            },
             Output::Close { conn, code, reason } => {
                 self.command(source, conn, WsCommand::Close { code, reason })
             }
@@ -556,6 +566,16 @@ impl Io {
                 let log = change.to_log(source, now.wall);
                 self.deliver(Item::Log(log), None);
             }
+            // An output newer than this driver (`Output` is `#[non_exhaustive]`, so a new
+            // protocol feature does not break the build of every driver). Ignoring it is the
+            // safe reading: an output this loop cannot carry out is one it was never asked for,
+            // and the machine's own logs and timers go on. A debug line keeps it visible.
+            other => self.log(
+                Level::Debug,
+                source,
+                "driver.unknown_output",
+                format!("ignored an output this driver does not know: {other:?}"),
+            ),
         }
     }
 

@@ -394,6 +394,11 @@ impl FlumeBuilder {
         Ok(self)
     }
 
+    /// The names of the sources added so far.
+    pub(crate) fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name().to_owned()).collect()
+    }
+
     pub(crate) fn into_parts(self) -> (Settings, Option<ItemCallback>, Option<ErrorCallback>) {
         (
             self.settings.trusting(self.extra_roots),
@@ -555,7 +560,7 @@ impl Flume {
     /// Appends every item to the durable `log`, from the first status log on, and makes every
     /// upstream acknowledgement wait for the append: a Slack envelope is acked, GitHub's
     /// validators advance, a webhook gets its 200, only once the item's append has committed
-    /// (fsynced) in the log. Attach it before [`start`](Self::start), like a stream.
+    /// (fsynced) in the log. Attach it before [`start`](Flume::start), like a stream.
     ///
     /// It is a back-pressure stream of `capacity` items that
     /// [holds until commit](ItemStream::holds_until_commit), read by a thread that appends what
@@ -791,7 +796,7 @@ impl Running {
     /// Appends every item to the durable `log`, from the first status log on, and makes every
     /// upstream acknowledgement wait for the append: a Slack envelope is acked, GitHub's
     /// validators advance, a webhook gets its 200, only once the item's append has committed
-    /// (fsynced) in the log. Attach it before [`start`](Self::start), like a stream.
+    /// (fsynced) in the log. Attach it before [`start`](Flume::start), like a stream.
     ///
     /// It is a back-pressure stream of `capacity` items that
     /// [holds until commit](ItemStream::holds_until_commit), read by a thread that appends what

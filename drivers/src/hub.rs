@@ -62,6 +62,9 @@ pub type ErrorCallback = Box<dyn FnMut(&Log) + Send>;
 #[derive(Clone)]
 pub(crate) struct Hub {
     shared: Arc<Shared>,
+    /// The confluence group whose sources offer through this clone: stamped on their events as
+    /// `meta.groupId`. `None` for a flume's own sources.
+    group: Option<Arc<str>>,
 }
 
 struct Shared {
@@ -130,6 +133,7 @@ pub(crate) fn hub(
     (
         Hub {
             shared: Arc::new(shared),
+            group: None,
         },
         Subscribers { streams },
     )
@@ -274,9 +278,21 @@ impl Hub {
         }
     }
 
+    /// This hub for the sources of confluence group `name`: their events carry
+    /// `meta.groupId = name` (the key open-flume uses), stamped before any consumer sees them.
+    pub(crate) fn in_group(&self, name: &str) -> Hub {
+        Hub {
+            shared: self.shared.clone(),
+            group: Some(name.into()),
+        }
+    }
+
     /// Runs the callbacks on `item` and puts it in every stream without waiting. With `confirm`,
     /// the answer carries the receipt to wait on before acknowledging the item upstream.
-    pub(crate) fn offer(&self, item: Item, confirm: bool) -> Offer {
+    pub(crate) fn offer(&self, mut item: Item, confirm: bool) -> Offer {
+        if let (Some(group), Item::Event(event)) = (&self.group, &mut item) {
+            event.meta.insert("groupId".into(), group.to_string());
+        }
         if let Item::Log(log) = &item
             && log.level < self.shared.min_level
         {
@@ -351,6 +367,8 @@ fn callback_panicked(callback: &str, item: &Item) -> Item {
     let (kind, what) = match item {
         Item::Event(e) => ("event", e.event_type.as_str()),
         Item::Log(l) => ("log", l.action.as_str()),
+        // A kind newer than this crate (`Item` is `#[non_exhaustive]`).
+        _ => ("item", "unknown"),
     };
     Item::Log(Log::new(
         Level::Error,
@@ -390,6 +408,7 @@ mod tests {
             .map(|item| match item {
                 Item::Event(e) => e.data.get().to_owned(),
                 Item::Log(l) => l.action,
+                other => panic!("an item this test does not send: {other:?}"),
             })
             .collect()
     }
@@ -420,6 +439,29 @@ mod tests {
             let dropped = stream.dropped();
             (numbers(&mut stream), dropped)
         })
+    }
+
+    /// A group's clone stamps `meta.groupId` on its events only; the flume's own hub and logs
+    /// are left as they are, and every clone feeds the same streams.
+    #[test]
+    fn group_clones_stamp_their_events() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let mut stream = subscribers.subscribe(10, Overflow::DropNewest);
+        let ops = hub.in_group("ops");
+        ops.offer(event(1), false);
+        hub.offer(event(2), false);
+        let log = Log::new(Level::Info, "x", "status", "up", UnixMillis(0));
+        ops.offer(Item::Log(log.clone()), false);
+        let items: Vec<Item> = std::iter::from_fn(|| stream.try_next()).collect();
+        let Item::Event(first) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(first.meta.get("groupId").map(String::as_str), Some("ops"));
+        let Item::Event(second) = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert!(!second.meta.contains_key("groupId"));
+        assert_eq!(items[2], Item::Log(log));
     }
 
     #[test]

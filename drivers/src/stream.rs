@@ -24,7 +24,17 @@ use std::time::{Duration, Instant};
 /// // Nothing is lost unless a consumer asks for it.
 /// assert_eq!(Overflow::default(), Overflow::Backpressure);
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume::Overflow;
+/// fn lossless(o: Overflow) -> bool {
+///     match o { Overflow::Backpressure => true, Overflow::DropOldest | Overflow::DropNewest => false }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Overflow {
     /// Wait for the consumer: the sources that deliver to a full stream stop reading until it
     /// has room (their heartbeats and acks still go out), and upstream acknowledgements wait

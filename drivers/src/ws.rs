@@ -24,8 +24,13 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// What the driver asks of a live connection.
 #[derive(Debug)]
 pub(crate) enum WsCommand {
-    Send(Frame),
-    Close { code: u16, reason: String },
+    /// A frame already in tungstenite's form ([`message`]), so a frame kind this driver cannot
+    /// carry is caught by the driver, which can log it, rather than here.
+    Send(Message),
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// Limits, timeouts and TLS roots for WebSocket connections.
@@ -203,7 +208,7 @@ async fn connect_and_serve(
                 ));
             }
             Next::Command(Some(WsCommand::Send(frame))) => {
-                if let Err(error) = sender.send(message(frame)).await {
+                if let Err(error) = sender.send(frame).await {
                     return Ok(closed(conn, None, &format!("send failed: {error}")));
                 }
             }
@@ -298,7 +303,7 @@ where
             Step::Sent(true) => return Forwarded::Yes,
             Step::Sent(false) | Step::Command(None) => return Forwarded::DriverGone,
             Step::Command(Some(WsCommand::Send(frame))) => {
-                if let Err(error) = sender.send(message(frame)).await {
+                if let Err(error) = sender.send(frame).await {
                     return Forwarded::SendFailed(error);
                 }
             }
@@ -307,13 +312,16 @@ where
     }
 }
 
-fn message(frame: Frame) -> Message {
-    match frame {
+/// The WebSocket message for `frame`, or `None` for a kind of frame newer than this driver
+/// (`Frame` is `#[non_exhaustive]`): the caller logs and drops it rather than guess a encoding.
+pub(crate) fn message(frame: Frame) -> Option<Message> {
+    Some(match frame {
         Frame::Text(text) => Message::text(text),
         Frame::Binary(bytes) => Message::binary(bytes.0),
         Frame::Ping(bytes) => Message::Ping(WsBytes::from(bytes.0)),
         Frame::Pong(bytes) => Message::Pong(WsBytes::from(bytes.0)),
-    }
+        _ => return None,
+    })
 }
 
 /// The code and reason of a peer's close frame. A close frame without a status code reads as

@@ -307,6 +307,7 @@ fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
     entries.len()
 }
 
+#[cfg(feature = "discord")]
 /// The Discord shard over arbitrary inputs; the first byte picks compression and whether a
 /// gateway URL skips `/gateway/bot`.
 pub fn discord_machine(data: &[u8]) {
@@ -324,6 +325,7 @@ pub fn discord_machine(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "slack")]
 /// The Slack machine over arbitrary inputs; the first byte picks the connection count and
 /// whether a bot token triggers `auth.test`.
 pub fn slack_machine(data: &[u8]) {
@@ -342,6 +344,7 @@ pub fn slack_machine(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "github")]
 /// The GitHub poller over arbitrary inputs (statuses, headers and bodies from the data).
 pub fn github_machine(data: &[u8]) {
     use crate::github::{Bootstrap, GithubConfig, GithubMachine};
@@ -363,6 +366,7 @@ pub fn github_machine(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "cron")]
 /// The cron parser on arbitrary text; an expression that parses must fire strictly later each
 /// time, in UTC and in a zone with DST.
 pub fn cron_expression(data: &[u8]) {
@@ -392,6 +396,7 @@ pub fn cron_expression(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "cron")]
 /// The cron machine over arbitrary inputs, including long sleeps.
 pub fn cron_machine(data: &[u8]) {
     use crate::cron::{CronConfig, CronMachine};
@@ -411,6 +416,7 @@ pub fn cron_machine(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "discord")]
 /// The Discord envelope parser against serde_json, on the data as a whole frame and as the `d`
 /// of one: it never accepts text that is not JSON (serde_json's `RawValue`, which like the JSON
 /// grammar lets a `\u` escape name a lone surrogate), accepts any `d` that a `Value` accepts,
@@ -655,15 +661,22 @@ fn ingress_answers(transcript: &crate::testing::Transcript) {
     }
 }
 
-/// Every fuzz target by name, for the corpus regression test and the `fuzz/` crate.
+/// Every fuzz target by name, for the corpus regression test and the `fuzz/` crate (a
+/// protocol's targets need its feature).
 pub const TARGETS: &[(&str, Target)] = &[
     ("http_response", http_response),
     ("http_request", http_request),
+    #[cfg(feature = "discord")]
     ("discord_machine", discord_machine),
+    #[cfg(feature = "slack")]
     ("slack_machine", slack_machine),
+    #[cfg(feature = "github")]
     ("github_machine", github_machine),
+    #[cfg(feature = "cron")]
     ("cron_expression", cron_expression),
+    #[cfg(feature = "cron")]
     ("cron_machine", cron_machine),
+    #[cfg(feature = "discord")]
     ("discord_envelope", discord_envelope),
     ("webhook_ingress", webhook_ingress),
 ];

@@ -29,18 +29,31 @@
 //! # let _ = step::<Box<dyn Machine>>;
 //! ```
 //!
+//! ## Features
+//!
+//! One feature per protocol, all on by default: `discord` (brings flate2, for zlib-stream),
+//! `slack`, `github` and `cron` (both bring jiff: HTTP dates and time zones). Without one, its
+//! module is not compiled. The webhook ingress ([`webhook`]), the hub protocol ([`hub`]), the
+//! HTTP codec ([`http`]) and conversation keys ([`conversation`]) are always there; so is the
+//! part of [`slack`] that reads Slack payloads, because webhooks deliver Slack events too.
+//! `testing` adds the fixture simulator and the fuzzing entry points.
+//!
 //! Time is [`Now`]: a monotonic [`Millis`] chosen by the driver (0 in tests) and the wall clock as
 //! [`UnixMillis`]. Randomness comes from a seed passed at construction.
 
 mod backoff;
 mod bytes;
+mod config_error;
 pub mod conversation;
 mod core;
+#[cfg(feature = "cron")]
 pub mod cron;
 mod dedup;
+#[cfg(feature = "discord")]
 pub mod discord;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
+#[cfg(feature = "github")]
 pub mod github;
 pub mod http;
 pub mod hub;
@@ -55,12 +68,18 @@ pub mod testing;
 mod time;
 mod timers;
 pub mod url;
+mod view;
 pub mod webhook;
 
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
+pub use config_error::ConfigError;
 pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
+/// The time zone library of the cron API ([`cron::CronMachine::new`] takes a
+/// `jiff::tz::TimeZone`): use this one, and its version always matches.
+#[cfg(feature = "cron")]
+pub use jiff;
 pub use machine::{
     Checkpoint, ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine,
     Misuse, Output, ReqId,

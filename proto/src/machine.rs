@@ -82,8 +82,19 @@ impl IdCounter {
 /// let identify = Frame::Text(r#"{"op":2,"d":{"token":"Bot.secret"}}"#.into());
 /// assert!(!format!("{identify:?}").contains("secret"));
 /// ```
+///
+/// `#[non_exhaustive]`: a driver's match ends in a wildcard arm (a frame kind it cannot put on
+/// the wire is logged and dropped, as the `openflume` drivers do).
+///
+/// ```compile_fail,E0004
+/// # use openflume_proto::Frame;
+/// fn is_text(frame: &Frame) -> bool {
+///     match frame { Frame::Text(_) => true, Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_) => false }
+/// }
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Frame {
     /// A text message.
     Text(String),
@@ -262,8 +273,23 @@ impl HttpResponse {
 /// let shutdown: Input = serde_json::from_str(r#"{"shutdown":{}}"#).unwrap();
 /// assert_eq!(shutdown, Input::Shutdown { keep_session: false });
 /// ```
+///
+/// `#[non_exhaustive]`: later versions may add inputs; a match outside this crate ends in a
+/// wildcard arm.
+///
+/// ```
+/// # use openflume_proto::Input;
+/// fn is_timer(input: &Input) -> bool {
+///     match input {
+///         Input::Timer => true,
+///         _ => false,
+///     }
+/// }
+/// assert!(is_timer(&Input::Timer));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Input {
     /// Begin: issue the first request or connection.
     Start,
@@ -377,8 +403,26 @@ pub enum Input {
 /// let slack = Output::Connect { conn: ConnId(2), url: "wss://x.slack.com/link/?ticket=tkt-1".into() };
 /// assert!(!format!("{slack:?}").contains("tkt-1"));
 /// ```
+///
+/// `#[non_exhaustive]`: later versions add outputs (a new protocol feature must not break
+/// every driver's build), so a driver's match ends in a wildcard arm. An output a driver does
+/// not know is one it was never built to carry out: log it and ignore it.
+///
+/// ```
+/// # use openflume_proto::Output;
+/// fn perform(output: Output) {
+///     match output {
+///         Output::Emit { event, .. } => println!("{}", event.event_type),
+///         Output::Log(log) => eprintln!("{}", log.message),
+///         // Connect, Send, Request, … and whatever later versions add.
+///         other => eprintln!("ignored: {other:?}"),
+///     }
+/// }
+/// # let _ = perform;
+/// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Output {
     /// Open a WebSocket to `url` and report it as `conn`.
     Connect {
@@ -547,9 +591,9 @@ pub enum Misuse {
     /// A `Delivered` for an id the machine never handed out.
     #[error("unknown delivery id {0:?}")]
     UnknownDelivery(DeliveryId),
-    /// The configuration cannot work.
+    /// The configuration cannot work: which field, and why.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::ConfigError),
 }
 
 /// A sans-IO protocol machine. Discord, Slack, GitHub, cron and custom sources all implement it, so
@@ -676,5 +720,6 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
 #[non_exhaustive]
 pub enum Checkpoint {
     /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window.
+    #[cfg(feature = "discord")]
     DiscordSession(crate::discord::ResumeState),
 }

@@ -10,8 +10,21 @@ use std::fmt;
 /// use openflume_proto::Status;
 /// assert_eq!(Status::Reconnecting.to_string(), "reconnecting");
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume_proto::Status;
+/// fn up(status: Status) -> bool {
+///     match status {
+///         Status::Connected => true,
+///         Status::Idle | Status::Connecting | Status::Reconnecting | Status::Disconnected | Status::Failed => false,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     /// Built, not started.
     #[default]

@@ -45,7 +45,18 @@ pub struct Url {
 /// assert_eq!(err, UrlError::UserInfo);
 /// assert_eq!(err.to_string(), "credentials in URLs are not supported");
 /// ```
+///
+/// `#[non_exhaustive]`: later versions may reject more kinds of URL, so a match outside this
+/// crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume_proto::url::UrlError;
+/// fn code(e: &UrlError) -> u8 {
+///     match e { UrlError::NotAbsolute => 1, UrlError::Scheme(_) => 2, UrlError::Authority => 3, UrlError::UserInfo => 4 }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UrlError {
     /// Not `scheme://…`.
     #[error("not an absolute URL (expected scheme://host/…)")]

@@ -310,8 +310,9 @@ fn an_invalid_expression_is_a_config_misuse_with_the_parser_message() {
     else {
         panic!("accepted an invalid expression");
     };
+    assert_eq!(message.field(), Some("expression"));
     assert_eq!(
-        message,
+        message.to_string(),
         "cron expression \"5/15 * * * *\": minute field, character 2: a step needs a range or `*`: did you mean 5-59/15?"
     );
     let mut config = CronConfig::new("@daily");
@@ -363,4 +364,92 @@ fn the_deadline_follows_the_wall_clock_not_a_fixed_period() {
         cron.next_fire().map(|t| t.to_string()).as_deref(),
         Some("2025-11-25T21:00:00Z")
     );
+}
+
+/// A named schedule (`NAME=EXPR`, as `--cron` takes it) emits events of type NAME from the
+/// source `time`, with the default data and meta of a tick.
+#[test]
+fn a_named_schedule_emits_its_name_as_the_type() {
+    let config = CronConfig::from_spec("daily-report=0 9 * * mon-fri").unwrap();
+    let mut machine = CronMachine::new(config, TimeZone::UTC, 0).unwrap();
+    // Friday 2026-12-04 08:59:59 UTC: the next fire is one second away.
+    let wall = UnixMillis(1_796_374_799_000);
+    let start = Now {
+        mono: Millis(0),
+        wall,
+    };
+    machine.handle_input(start, Input::Start).unwrap();
+    while machine.poll_output().is_some() {}
+    let at = machine.poll_timeout().unwrap();
+    assert_eq!(at, Millis(1_000));
+    machine
+        .handle_input(
+            Now {
+                mono: at,
+                wall: start.wall_at(at),
+            },
+            Input::Timer,
+        )
+        .unwrap();
+    let emitted: Vec<Event> = std::iter::from_fn(|| machine.poll_output())
+        .filter_map(|output| match output {
+            Output::Emit { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(emitted.len(), 1, "{emitted:?}");
+    let event = &emitted[0];
+    assert_eq!(
+        (event.source.as_ref(), event.event_type.as_str()),
+        ("time", "daily-report")
+    );
+    assert_eq!(
+        event.data.get(),
+        r#"{"firedAt":1796374800000,"cron":"0 9 * * mon-fri"}"#
+    );
+    assert_eq!(
+        event.meta.get("cron").map(String::as_str),
+        Some("0 9 * * mon-fri")
+    );
+}
+
+/// The naming rule, table-driven: what is named, what stays an expression, what is refused.
+#[test]
+fn schedule_specs_follow_the_naming_rule() {
+    let named: &[(&str, &str, &str)] = &[
+        (
+            "daily-report=0 9 * * mon-fri",
+            "daily-report",
+            "0 9 * * mon-fri",
+        ),
+        ("backup=@weekly", "backup", "@weekly"),
+        ("job_2= */5 * * * *", "job_2", "*/5 * * * *"),
+        ("x1=@daily", "x1", "@daily"),
+    ];
+    for (spec, name, expression) in named {
+        let config = CronConfig::from_spec(spec).unwrap();
+        assert_eq!(config.template.event_type.as_deref(), Some(*name), "{spec}");
+        assert_eq!(config.expression, *expression, "{spec}");
+    }
+    for plain in ["@daily", "*/5 * * * *", "0 9 * * mon-fri"] {
+        assert_eq!(
+            CronConfig::from_spec(plain).unwrap(),
+            CronConfig::new(plain)
+        );
+    }
+    let refused: &[(&str, &str)] = &[
+        ("5=* * * * *", "reads as a cron field"),
+        ("1-5=@daily", "reads as a cron field"),
+        ("mon-fri=@daily", "reads as a cron field"),
+        ("jan=@daily", "reads as a cron field"),
+        ("Daily=@daily", "a-z, 0-9"),
+        ("=@daily", "a-z, 0-9"),
+        ("a b=@daily", "a-z, 0-9"),
+        ("report=61 * * * *", "minute field"),
+        ("report=", "cron expression"),
+    ];
+    for (spec, needle) in refused {
+        let error = CronConfig::from_spec(spec).unwrap_err().to_string();
+        assert!(error.contains(needle), "{spec}: {error}");
+    }
 }

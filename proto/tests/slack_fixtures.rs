@@ -15,6 +15,7 @@ const TICKET: &str = "tkt-SECRET";
 
 #[test]
 fn fixtures() {
+    let typed_messages = std::cell::Cell::new(0);
     insta::glob!("../../fixtures/slack", "*.jsonl", |path| {
         let fixture = Fixture::load(path).unwrap();
         let config: SlackConfig = serde_json::from_value(fixture.header.config.clone()).unwrap();
@@ -29,8 +30,35 @@ fn fixtures() {
         each_event_once(&transcript);
         acks_follow_delivery_on_the_receiving_connection(&transcript);
         connections_used_only_while_open(&transcript);
+        typed_messages.set(typed_messages.get() + messages_read_typed(&transcript));
         insta::assert_snapshot!(transcript.to_jsonl());
     });
+    assert!(typed_messages.get() > 0, "no fixture has a message event");
+}
+
+/// Every emitted `events_api` event whose inner event is a `message` with a channel and a `ts`
+/// reads as a [`SlackMessage`](openflume_proto::slack::SlackMessage) that agrees with the
+/// routing meta; returns how many did.
+fn messages_read_typed(transcript: &Transcript) -> usize {
+    let mut read = 0;
+    for event in outputs(transcript).filter_map(|output| match output {
+        Output::Emit { event, .. } if event.event_type == "events_api" => Some(event),
+        _ => None,
+    }) {
+        let data = event.data.parse().unwrap();
+        let inner = &data["event"];
+        let complete = inner["type"] == "message"
+            && inner["channel"].as_str().is_some_and(|c| !c.is_empty())
+            && inner["ts"].as_str().is_some_and(|t| !t.is_empty());
+        let view = event.slack_message();
+        assert_eq!(view.is_some(), complete, "{}", event.data.get());
+        if let Some(message) = view {
+            assert_eq!(Some(&message.channel), event.meta.get("channel_id"));
+            assert_eq!(message.user.as_ref(), event.meta.get("user_id"));
+            read += 1;
+        }
+    }
+    read
 }
 
 fn outputs(transcript: &Transcript) -> impl Iterator<Item = &Output> {

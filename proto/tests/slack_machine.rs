@@ -144,7 +144,7 @@ fn failed_reason(out: &[Output]) -> Option<String> {
 #[test]
 fn misuse_is_an_error_and_nothing_else_is() {
     let err = SlackMachine::new(SlackConfig::new("xoxb-1-DISTINCTIVE"), 0).err();
-    assert!(matches!(&err, Some(Misuse::Config(msg)) if !msg.contains("DISTINCTIVE")));
+    assert!(matches!(&err, Some(Misuse::Config(msg)) if !msg.to_string().contains("DISTINCTIVE")));
 
     let mut h = Harness::new(SlackConfig::new(APP_TOKEN));
     assert_eq!(h.try_feed(0, Input::Timer), Err(Misuse::NotStarted));

@@ -26,7 +26,8 @@ async fn next_event(stream: &mut openflume::ItemStream) -> openflume_proto::Even
         loop {
             match stream.next().await {
                 Some(Item::Event(event)) => return event,
-                Some(Item::Log(_)) => {}
+                // Logs, and kinds of item newer than this test.
+                Some(_) => {}
                 None => panic!("stream ended"),
             }
         }
@@ -55,7 +56,12 @@ fn confluence_groups_come_and_go_over_one_firehose() {
         })
         .await
         .unwrap();
-        let confluence = Confluence::new(Flume::builder());
+        // Sources given to the builder would have no group: refused, not dropped.
+        assert_eq!(
+            Confluence::new(Flume::builder().source(github_source(&sim_a))).err(),
+            Some(ConfluenceError::BuilderHasSources(vec!["github".into()]))
+        );
+        let confluence = Confluence::new(Flume::builder()).unwrap();
         let mut stream = confluence.stream(100, Overflow::Backpressure);
         confluence
             .add("a", vec![github_source(&sim_a)])
@@ -70,11 +76,20 @@ fn confluence_groups_come_and_go_over_one_firehose() {
             .await
             .unwrap();
         assert_eq!(confluence.groups().await, ["a", "b"]);
-        let mut ids = Vec::new();
+        // Each event names its group (meta.groupId, as open-flume's do): two notifications
+        // from group a's simulator, one from b's.
+        let mut groups = Vec::new();
         for _ in 0..3 {
-            ids.push(next_event(&mut stream).await.data.parse().unwrap()["id"].clone());
+            let event = next_event(&mut stream).await;
+            assert!(event.data.parse().unwrap()["id"].is_string());
+            assert!(
+                event.meta.contains_key("reason"),
+                "the source's own meta stays"
+            );
+            groups.push(event.meta.get("groupId").cloned().unwrap_or_default());
         }
-        assert_eq!(ids.len(), 3);
+        groups.sort();
+        assert_eq!(groups, ["a", "a", "b"]);
 
         let removed = confluence.remove("a").await.expect("group a existed");
         assert!(

@@ -408,3 +408,26 @@ fn pretty_times_are_local_and_colour_is_chosen() {
         assert_eq!(status.code(), Some(0), "{stderr}");
     }
 }
+
+/// `--cron NAME=EXPR` is checked as CronConfig::from_spec says: a name that reads as a cron
+/// field, or a bad expression after a good name, is a usage error naming --cron.
+#[test]
+fn named_cron_schedules_are_checked() {
+    for (spec, needle) in [
+        (
+            "5=* * * * *",
+            "--cron: schedule name \"5\" reads as a cron field",
+        ),
+        (
+            "Daily=@daily",
+            "--cron: schedule name \"Daily\" must be one or more of",
+        ),
+        ("report=61 * * * *", "--cron: minute field"),
+    ] {
+        let mut cli = listen(&["--cron", spec], &[]);
+        let (status, lines, stderr) = cli.wait_exit(WAIT);
+        assert_eq!(status.code(), Some(2), "{spec}: {stderr}");
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(stderr.contains(needle), "{spec}: {stderr}");
+    }
+}

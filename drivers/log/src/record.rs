@@ -62,12 +62,12 @@ impl Record {
         // reallocations per item (the append benchmark's profile).
         let room = match item {
             Item::Event(event) => event.data.get().len() + 64 * (event.meta.len() + 2),
-            Item::Log(_) => 256,
+            _ => 256,
         };
         let mut json = Vec::with_capacity(room);
         match item {
             Item::Event(event) => event_json(&mut json, event),
-            Item::Log(_) => {
+            _ => {
                 // Writing into a Vec fails only for a map with non-string keys, which no item has.
                 let _ = serde_json::to_writer(&mut json, item);
             }
@@ -87,6 +87,17 @@ impl Record {
                 source: log.source.clone(),
                 kind: Kind::Log,
                 item_type: log.action.clone(),
+                json,
+            },
+            // A kind of item newer than this crate (`Item` is `#[non_exhaustive]`). The row keeps
+            // the item's own JSON, so a reader parsing the line gets the item back whole; the
+            // columns file it beside the logs (no consumer acts on it as an event) under the
+            // `item` type, with its own time so retention treats it like any other row.
+            _ => Record {
+                received_at: item.timestamp().0,
+                source: item.source().to_owned(),
+                kind: Kind::Log,
+                item_type: "item".to_owned(),
                 json,
             },
         }

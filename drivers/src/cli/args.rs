@@ -456,8 +456,15 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, env = "OPENFLUME_WEBHOOK", help_heading = "Webhooks")]
     pub(crate) webhook: Vec<(String, String)>,
 
-    /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'.
-    #[arg(long, env = "OPENFLUME_CRON", help_heading = "Time")]
+    /// A cron schedule that emits a `tick` event (repeatable), e.g. --cron '*/5 * * * *'. Named
+    /// with NAME=EXPR, its events have type NAME: --cron 'daily-report=0 9 * * mon-fri' (NAME is
+    /// a-z, 0-9, '-' and '_', and not itself a cron field).
+    #[arg(
+        long,
+        value_name = "[NAME=]EXPR",
+        env = "OPENFLUME_CRON",
+        help_heading = "Time"
+    )]
     pub(crate) cron: Vec<String>,
     /// IANA time zone for --cron (default: the local zone).
     #[arg(long, env = "OPENFLUME_TZ", help_heading = "Time")]

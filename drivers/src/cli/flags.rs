@@ -5,6 +5,7 @@ use super::UsageError;
 use super::args::SourceArgs;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
+use openflume_proto::{ConfigError, Misuse};
 
 /// Each secret that can come from a file: its field, its variable, its flag.
 fn secret_slots(args: &mut SourceArgs) -> [(&mut Option<String>, &'static str, &'static str); 6] {
@@ -141,56 +142,55 @@ fn present(value: &Option<String>) -> bool {
     value.as_deref().is_some_and(|v| !v.trim().is_empty())
 }
 
+/// The flag that sets `field` of `source`'s configuration, from the field the typed
+/// [`ConfigError`] names; `None` for a field no flag sets.
+fn flag_for(source: &str, field: &str) -> Option<&'static str> {
+    Some(match (source, field) {
+        ("discord", "gateway_url") => "--discord-gateway-url",
+        ("discord", "api_base") => "--discord-api-url",
+        ("discord", "shard_id" | "shard_count") => "--discord-shard",
+        ("discord", "token") => "--discord-token",
+        ("discord", "intents") => "--discord-intents",
+        ("slack", "app_token") => "--slack-app-token",
+        ("slack", "bot_token") => "--slack-bot-token",
+        ("slack", "api_base") => "--slack-api-url",
+        ("slack", "connections") => "--slack-connections",
+        ("slack", "ping_interval_ms") => "--slack-ping-interval",
+        ("github", "token") => "--github-token",
+        ("github", "api_url") => "--github-api-url",
+        ("github", "interval_ms") => "--github-interval",
+        ("webhooks", "path_prefix") => "--http-prefix",
+        ("webhooks", "senders") => "--webhook",
+        _ => return None,
+    })
+}
+
 /// A configuration error from `source`'s validation, named by the flag that sets the field it
-/// names: `discord: gateway_url: unsupported scheme` becomes `--discord-gateway-url: unsupported
-/// scheme`. A field no flag sets keeps the source's name.
-pub(crate) fn config_error(source: &str, error: impl std::fmt::Display) -> UsageError {
-    let text = error.to_string();
-    let text = text
-        .strip_prefix("invalid configuration: ")
-        .unwrap_or(&text);
-    let text = text
-        .strip_prefix(&format!("{source}: "))
-        .unwrap_or(text)
-        .to_owned();
-    let fields: &[(&str, &str)] = match source {
-        "discord" => &[
-            ("gateway_url", "--discord-gateway-url"),
-            ("api_base", "--discord-api-url"),
-            ("shard_id", "--discord-shard"),
-            ("shard_count", "--discord-shard"),
-            ("token", "--discord-token"),
-            ("intents", "--discord-intents"),
-        ],
-        "slack" => &[
-            ("app_token", "--slack-app-token"),
-            ("bot_token", "--slack-bot-token"),
-            ("api_base", "--slack-api-url"),
-            ("connections", "--slack-connections"),
-            ("ping_interval_ms", "--slack-ping-interval"),
-        ],
-        "github" => &[
-            ("token", "--github-token"),
-            ("api_url", "--github-api-url"),
-            ("interval_ms", "--github-interval"),
-        ],
-        "webhooks" => &[
-            ("path prefix", "--http-prefix"),
-            ("custom webhook", "--webhook"),
-        ],
-        _ => &[],
-    };
-    for (field, flag) in fields {
-        if let Some(rest) = text.strip_prefix(field) {
-            // `field: why` loses the field; `field is …` / `field must …` keeps the sentence.
-            let why = rest.strip_prefix(": ").unwrap_or(&text);
-            return UsageError::flag(flag, why);
+/// is about: `discord: gateway_url: unsupported scheme` becomes `--discord-gateway-url:
+/// unsupported scheme`. A field no flag sets keeps the source's name (webhooks: `--http`).
+pub(crate) fn config_error(source: &str, error: &ConfigError) -> UsageError {
+    let flag = error.field().and_then(|field| flag_for(source, field));
+    // The scope (`discord: `) is the flag's job now; so is the field, where the sentence is
+    // `field: why` rather than one that reads on its own (`token is empty`).
+    let why = match error.problem() {
+        ConfigError::Url { reason, .. } | ConfigError::Invalid { reason, .. } if flag.is_some() => {
+            reason.clone()
         }
+        problem => problem.to_string(),
+    };
+    match flag {
+        Some(flag) => UsageError::flag(flag, why),
+        None if source == "webhooks" => UsageError::flag("--http", why),
+        None => UsageError::flag(source, why),
     }
-    if source == "webhooks" {
-        return UsageError::flag("--http", text);
+}
+
+/// [`config_error`] for a machine's constructor; other misuse keeps the source's name.
+pub(crate) fn misuse_error(source: &str, error: Misuse) -> UsageError {
+    match error {
+        Misuse::Config(error) => config_error(source, &error),
+        other => UsageError::flag(source, other),
     }
-    UsageError::flag(source, text)
 }
 
 #[cfg(test)]
@@ -202,37 +202,85 @@ mod tests {
         let cases = [
             (
                 "discord",
-                "invalid configuration: discord: gateway_url: unsupported scheme \"http\"",
+                ConfigError::Url {
+                    field: "gateway_url",
+                    reason: "unsupported scheme \"http\"".into(),
+                }
+                .in_scope("discord"),
                 "--discord-gateway-url: unsupported scheme \"http\"",
             ),
             (
                 "discord",
-                "invalid configuration: discord: token contains whitespace or control characters",
+                ConfigError::Whitespace { field: "token" }.in_scope("discord"),
                 "--discord-token: token contains whitespace or control characters",
             ),
             (
                 "slack",
-                "app_token looks like a bot or user token (xox…)",
-                "--slack-app-token: app_token looks like a bot or user token (xox…)",
+                ConfigError::NotAppToken { field: "app_token" },
+                "--slack-app-token: app_token looks like a bot or user token (xox…): Socket Mode \
+                 needs an app-level token (xapp-…) with the connections:write scope",
             ),
             (
                 "slack",
-                "api_base: relative URL",
+                ConfigError::Url {
+                    field: "api_base",
+                    reason: "relative URL".into(),
+                },
                 "--slack-api-url: relative URL",
             ),
             (
                 "github",
-                "invalid configuration: github: api_url must be an http or https URL",
+                ConfigError::NotHttp {
+                    field: "api_url",
+                    schemes: "http or https",
+                }
+                .in_scope("github"),
                 "--github-api-url: api_url must be an http or https URL",
             ),
             (
                 "discord",
-                "invalid configuration: discord: presence must be a JSON object",
+                ConfigError::NotObject { field: "presence" }.in_scope("discord"),
                 "discord: presence must be a JSON object",
+            ),
+            (
+                "webhooks",
+                ConfigError::SenderTwice {
+                    field: "senders",
+                    name: "billing".into(),
+                },
+                "--webhook: custom webhook billing is configured twice",
+            ),
+            (
+                "webhooks",
+                ConfigError::NoWebhookSecret,
+                "--http: no webhook secret: set the Slack signing secret, the GitHub webhook \
+                 secret or a custom sender",
             ),
         ];
         for (source, error, expected) in cases {
-            assert_eq!(config_error(source, error).0, expected);
+            assert_eq!(config_error(source, &error).0, expected);
         }
+    }
+
+    /// The real checks' errors, end to end: the typed field picks the flag.
+    #[test]
+    fn machine_errors_name_the_flag() {
+        use openflume_proto::discord::{DiscordConfig, DiscordShard};
+        let config = DiscordConfig {
+            gateway_url: Some("http://example".into()),
+            ..DiscordConfig::new("Bot abc")
+        };
+        let Err(error) = DiscordShard::new(config, 0) else {
+            panic!("accepted an http gateway URL");
+        };
+        assert!(
+            misuse_error("discord", error)
+                .0
+                .starts_with("--discord-gateway-url: unsupported scheme"),
+        );
+        assert_eq!(
+            misuse_error("github", Misuse::NotStarted).0,
+            "github: the machine has not been started: send Input::Start first"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use super::args::{Bootstrap, ColorChoice, Compression, LogLevel, LogRoute, SourceArgs};
 use super::filter::{self, EventFilter};
-use super::flags::config_error;
+use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
@@ -14,7 +14,7 @@ use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::webhook::{CustomSender, WebhookConfig, WebhookIngress};
-use openflume_proto::{Level, ReconnectPolicy, Status};
+use openflume_proto::{ConfigError, Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
         config.gateway_url = args.discord_gateway_url.clone();
         config.reconnect = reconnect;
-        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| config_error("discord", e))?;
+        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| misuse_error("discord", e))?;
         drop(probe);
         sources.push(Source::discord(config));
     }
@@ -87,7 +87,7 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
         config.reconnect = reconnect;
-        config.validate().map_err(|e| config_error("slack", e))?;
+        config.validate().map_err(|e| config_error("slack", &e))?;
         sources.push(Source::slack(config));
     }
     if let Some(token) = non_empty(&args.github_token) {
@@ -100,15 +100,21 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         };
         config.api_url = args.github_api_url.trim_end_matches('/').to_owned();
         config.reconnect.max_attempts = args.reconnect_max_attempts;
-        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| config_error("github", e))?;
+        let probe = GithubMachine::new(config.clone(), 0).map_err(|e| misuse_error("github", e))?;
         drop(probe);
         sources.push(Source::github(config));
     }
     if !args.cron.is_empty() {
         let zone = resolve_zone(args.tz.as_deref())?;
-        for expr in &args.cron {
-            Schedule::parse(expr).map_err(|e| UsageError::flag("--cron", e))?;
-            sources.push(Source::cron(CronConfig::new(expr.clone()), zone.clone()));
+        for spec in &args.cron {
+            // `EXPR`, or `NAME=EXPR` for events of type NAME (CronConfig::from_spec's rule).
+            let config = CronConfig::from_spec(spec).map_err(|e| match e {
+                ConfigError::CronExpression { error, .. } => UsageError::flag("--cron", error),
+                ConfigError::Invalid { reason, .. } => UsageError::flag("--cron", reason),
+                other => UsageError::flag("--cron", other),
+            })?;
+            Schedule::parse(&config.expression).map_err(|e| UsageError::flag("--cron", e))?;
+            sources.push(Source::cron(config, zone.clone()));
         }
     }
     Ok(sources)
@@ -137,7 +143,7 @@ fn webhooks(args: &SourceArgs) -> Result<Option<Source>, UsageError> {
              --webhook NAME=ENV_VAR",
         ));
     }
-    WebhookIngress::new(config.clone()).map_err(|e| config_error("webhooks", e))?;
+    WebhookIngress::new(config.clone()).map_err(|e| misuse_error("webhooks", e))?;
     Ok(Some(Source::webhooks(config, addr)))
 }
 

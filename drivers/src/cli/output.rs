@@ -51,7 +51,8 @@ impl<W: Write> ItemWriter<W> {
                 self.line.clear();
                 match item {
                     Item::Event(event) => event_line(&mut self.line, event)?,
-                    Item::Log(_) => serde_json::to_writer(&mut self.line, item)?,
+                    // Logs, and kinds of item newer than this writer: serde's own line.
+                    _ => serde_json::to_writer(&mut self.line, item)?,
                 }
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)
@@ -121,6 +122,8 @@ pub(crate) fn pretty(item: &Item, colour: bool, zone: &jiff::tz::TimeZone) -> St
                 Level::Info => "32",
                 Level::Warn => "33",
                 Level::Error => "1;31",
+                // A level newer than this writer: plain.
+                _ => "0",
             };
             let error = log
                 .error
@@ -137,6 +140,15 @@ pub(crate) fn pretty(item: &Item, colour: bool, zone: &jiff::tz::TimeZone) -> St
                 error,
             )
         }
+        // A kind of item newer than this writer (`Item` is `#[non_exhaustive]`): its JSON, so
+        // nothing is hidden, after the time and source every item has.
+        other => format!(
+            "{} {} {} {}\n",
+            paint("2", &clock_time(other.timestamp().0, zone)),
+            paint("2", "item "),
+            paint("36", &format!("{:<8}", neutral(other.source()))),
+            neutral(&serde_json::to_string(other).unwrap_or_default()),
+        ),
     }
 }
 

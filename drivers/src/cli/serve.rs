@@ -225,7 +225,7 @@ pub(crate) fn main(
     };
     let mut webhooks = listen::webhook_config(&args.source)?;
     webhooks.handoff_paths = [HEALTHZ, READYZ, HUB].map(str::to_owned).to_vec();
-    WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::config_error(WEBHOOKS, e))?;
+    WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::misuse_error(WEBHOOKS, e))?;
     let channels = webhooks.slack_signing_secret.is_some()
         || webhooks.github_secret.is_some()
         || !webhooks.senders.is_empty();

@@ -133,7 +133,10 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
                 // A filtered-out event is committed with this batch: acknowledged, not held.
                 let printed = match &item {
                     Item::Event(event) => options.filter.wants(event),
-                    Item::Log(_) => {
+                    // Logs, and kinds of item newer than this writer (`Item` is
+                    // `#[non_exhaustive]`): they go where the logs go, so stdout stays events
+                    // alone when the logs are routed elsewhere.
+                    _ => {
                         if let Some(log_writer) = &mut log_writer {
                             let _ = log_writer.write(&item);
                         }

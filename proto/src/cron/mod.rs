@@ -19,7 +19,9 @@ pub use format::format_fire_time;
 pub use next::{next_after, next_fire_times};
 
 use crate::core::{Core, answered_by_core};
-use crate::{Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis};
+use crate::{
+    ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis,
+};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,95 @@ impl CronConfig {
             template: TickTemplate::default(),
         }
     }
+
+    /// Events of type `event_type` instead of `tick` (a named schedule; the source stays
+    /// `time`).
+    ///
+    /// ```
+    /// use openflume_proto::cron::CronConfig;
+    /// let config = CronConfig::new("0 9 * * mon-fri").with_event_type("daily-report");
+    /// assert_eq!(config.template.event_type.as_deref(), Some("daily-report"));
+    /// ```
+    pub fn with_event_type(mut self, event_type: impl Into<String>) -> CronConfig {
+        self.template.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Events carrying `data` on every tick instead of `{"firedAt", "cron"}` (the TypeScript
+    /// library's `message()`).
+    ///
+    /// ```
+    /// use openflume_proto::cron::CronConfig;
+    /// let config = CronConfig::new("@hourly").with_data(serde_json::json!({"job": "sync"}));
+    /// assert_eq!(config.template.data.unwrap()["job"], "sync");
+    /// ```
+    pub fn with_data(mut self, data: serde_json::Value) -> CronConfig {
+        self.template.data = Some(data);
+        self
+    }
+
+    /// Reads a schedule as the command line writes it: an expression (`*/5 * * * *`, `@daily`),
+    /// or `NAME=EXPRESSION` for a named one whose events have type NAME.
+    ///
+    /// The rule: a spec holding `=` is named. NAME is one or more of `a-z`, `0-9`, `-` and `_`,
+    /// and must not itself be a valid cron field (`5`, `1-5`, `mon-fri`, `jan` are refused), so a
+    /// name can never be mistaken for part of a schedule; the rest must parse as an expression.
+    /// (No cron expression holds `=`, so an unnamed spec is never misread.) An unnamed spec is
+    /// checked when the machine is built, as [`CronConfig::new`]'s is.
+    ///
+    /// ```
+    /// use openflume_proto::cron::CronConfig;
+    /// let named = CronConfig::from_spec("daily-report=0 9 * * mon-fri").unwrap();
+    /// assert_eq!(named.expression, "0 9 * * mon-fri");
+    /// assert_eq!(named.template.event_type.as_deref(), Some("daily-report"));
+    /// assert_eq!(CronConfig::from_spec("@daily").unwrap(), CronConfig::new("@daily"));
+    /// assert_eq!(CronConfig::from_spec("backup=@weekly").unwrap().expression, "@weekly");
+    ///
+    /// for bad in ["5=* * * * *", "mon-fri=@daily", "Daily=@daily", "=@daily", "x=61 * * * *"] {
+    ///     assert!(CronConfig::from_spec(bad).is_err(), "{bad}");
+    /// }
+    /// ```
+    pub fn from_spec(spec: &str) -> Result<CronConfig, ConfigError> {
+        let Some((name, expression)) = spec.split_once('=') else {
+            return Ok(CronConfig::new(spec));
+        };
+        let charset = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !charset {
+            return Err(ConfigError::Invalid {
+                field: "name",
+                reason: format!(
+                    "schedule name {name:?} must be one or more of a-z, 0-9, '-' and '_'"
+                ),
+            });
+        }
+        if looks_like_a_field(name) {
+            return Err(ConfigError::Invalid {
+                field: "name",
+                reason: format!(
+                    "schedule name {name:?} reads as a cron field: pick a name that is not one"
+                ),
+            });
+        }
+        let expression = expression.trim();
+        Schedule::parse(expression).map_err(|error| ConfigError::CronExpression {
+            field: "expression",
+            expression: expression.to_owned(),
+            error,
+        })?;
+        Ok(CronConfig::new(expression).with_event_type(name))
+    }
+}
+
+/// Whether `name` parses as one field of a cron expression, in any of the five positions.
+fn looks_like_a_field(name: &str) -> bool {
+    (0..5).any(|position| {
+        let mut fields = ["*"; 5];
+        fields[position] = name;
+        Schedule::parse(&fields.join(" ")).is_ok()
+    })
 }
 
 /// Overrides for the shape of tick events (open-flume's `message()`).
@@ -179,7 +270,8 @@ impl CronMachine {
     /// let Err(Misuse::Config(why)) = CronMachine::new(CronConfig::new("61 * * * *"), TimeZone::UTC, 0) else {
     ///     panic!("61 is not a minute");
     /// };
-    /// assert!(why.contains(r#""61 * * * *""#));
+    /// assert!(why.to_string().contains(r#""61 * * * *""#));
+    /// assert_eq!(why.field(), Some("expression"));
     ///
     /// // So is an empty event type in the template.
     /// let mut config = CronConfig::new("@hourly");
@@ -189,12 +281,19 @@ impl CronMachine {
     pub fn new(config: CronConfig, zone: TimeZone, seed: u64) -> Result<CronMachine, Misuse> {
         let _ = seed;
         let schedule = Schedule::parse(&config.expression).map_err(|error| {
-            Misuse::Config(format!("cron expression {:?}: {error}", config.expression))
+            Misuse::Config(ConfigError::CronExpression {
+                field: "expression",
+                expression: config.expression.clone(),
+                error,
+            })
         })?;
         let template = config.template;
         if template.event_type.as_deref() == Some("") {
             return Err(Misuse::Config(
-                "cron template: the event type is empty".into(),
+                ConfigError::Empty {
+                    field: "event_type",
+                }
+                .in_scope("cron template"),
             ));
         }
         let zone_label = config

@@ -5,7 +5,7 @@ use super::ratelimit::MAX_PAYLOAD_BYTES;
 use super::session::ResumeState;
 use super::wire;
 use crate::url::Url;
-use crate::{Misuse, ReconnectPolicy, Secret};
+use crate::{ConfigError, Misuse, ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -225,57 +225,84 @@ impl DiscordConfig {
 
     /// Checks everything that cannot work, without naming the token.
     pub(crate) fn validate(&self) -> Result<(), Misuse> {
-        let bad = |why: String| Err(Misuse::Config(format!("discord: {why}")));
+        let bad = |why: ConfigError| Err(Misuse::Config(why.in_scope("discord")));
         let token = self.bare_token();
         if token.is_empty() {
-            return bad("token is required".into());
+            return bad(ConfigError::Required { field: "token" });
         }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("token contains whitespace or control characters".into());
+            return bad(ConfigError::Whitespace { field: "token" });
         }
         if self.shard_count == 0 || self.shard_id >= self.shard_count {
-            return bad(format!(
-                "shard_id {} is not below shard_count {}",
-                self.shard_id, self.shard_count
-            ));
+            return bad(ConfigError::ShardId {
+                field: "shard_id",
+                shard_id: self.shard_id,
+                shard_count: self.shard_count,
+            });
         }
         if let Some(threshold) = self.large_threshold
             && !(50..=250).contains(&threshold)
         {
-            return bad(format!("large_threshold {threshold} is not within 50–250"));
+            return bad(ConfigError::NotWithin {
+                field: "large_threshold",
+                value: threshold.into(),
+                min: 50,
+                max: 250,
+            });
         }
         if self
             .presence
             .as_ref()
             .is_some_and(|presence| !presence.is_object())
         {
-            return bad("presence must be a JSON object".into());
+            return bad(ConfigError::NotObject { field: "presence" });
         }
         match &self.gateway_url {
             Some(url) => {
                 if let Err(why) = wire::connect_url(url, self.compress) {
-                    return bad(format!("gateway_url: {why}"));
+                    return bad(ConfigError::Url {
+                        field: "gateway_url",
+                        reason: why,
+                    });
                 }
             }
             None => match Url::parse(&self.api_base) {
                 Ok(url) if matches!(url.scheme.as_str(), "http" | "https") => {}
-                Ok(_) => return bad("api_base must be an http or https URL".into()),
-                Err(why) => return bad(format!("api_base: {why}")),
+                Ok(_) => {
+                    return bad(ConfigError::NotHttp {
+                        field: "api_base",
+                        schemes: "http or https",
+                    });
+                }
+                Err(why) => {
+                    return bad(ConfigError::Url {
+                        field: "api_base",
+                        reason: why.to_string(),
+                    });
+                }
             },
         }
         if self.max_message_bytes < MAX_PAYLOAD_BYTES {
-            return bad(format!(
-                "max_message_bytes must be at least {MAX_PAYLOAD_BYTES}"
-            ));
+            return bad(ConfigError::Minimum {
+                field: "max_message_bytes",
+                min: MAX_PAYLOAD_BYTES as u64,
+            });
         }
-        if self.hello_timeout_ms == 0 || self.ready_timeout_ms == 0 || self.close_timeout_ms == 0 {
-            return bad("timeouts must be positive".into());
+        let timeouts = [
+            ("hello_timeout_ms", self.hello_timeout_ms),
+            ("ready_timeout_ms", self.ready_timeout_ms),
+            ("close_timeout_ms", self.close_timeout_ms),
+        ];
+        if let Some((field, _)) = timeouts.iter().find(|(_, ms)| *ms == 0) {
+            return bad(ConfigError::ZeroTimeout { field });
         }
         let identify = self.identify_frame().len();
         if identify > MAX_PAYLOAD_BYTES {
-            return bad(format!(
-                "the IDENTIFY payload would be {identify} bytes, over Discord's {MAX_PAYLOAD_BYTES}: shorten presence"
-            ));
+            return bad(ConfigError::IdentifyTooLarge {
+                field: "presence",
+                bytes: identify,
+                max: MAX_PAYLOAD_BYTES,
+            });
         }
         Ok(())
     }
@@ -361,7 +388,10 @@ mod tests {
         ];
         for (config, needle) in cases {
             match config.validate() {
-                Err(Misuse::Config(why)) => assert!(why.contains(needle), "{why} / {needle}"),
+                Err(Misuse::Config(why)) => {
+                    let why = why.to_string();
+                    assert!(why.contains(needle), "{why} / {needle}")
+                }
                 other => panic!("{needle}: {other:?}"),
             }
         }

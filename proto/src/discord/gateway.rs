@@ -11,8 +11,8 @@
 use super::{DiscordConfig, DiscordShard, IdentifyLimiter, ResumeState, SOURCE, gateway_bot};
 use crate::core::{Core, answered_by_core};
 use crate::{
-    Backoff, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse, Now, Output,
-    ReqId, Status, TimerKind,
+    Backoff, ConfigError, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse,
+    Now, Output, ReqId, Status, TimerKind,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,22 +55,32 @@ impl fmt::Debug for DiscordGatewayConfig {
 
 impl DiscordGatewayConfig {
     fn validate(&self) -> Result<(), Misuse> {
-        let bad = |why: String| Err(Misuse::Config(format!("discord gateway: {why}")));
+        let bad = |why: ConfigError| Err(Misuse::Config(why.in_scope("discord gateway")));
         match self.shard_count {
             Some(count) if count == 0 || count > MAX_SHARDS => {
-                return bad(format!("shard_count {count} is not within 1–{MAX_SHARDS}"));
+                return bad(ConfigError::NotWithin {
+                    field: "shard_count",
+                    value: count.into(),
+                    min: 1,
+                    max: MAX_SHARDS.into(),
+                });
             }
             None if self.shard.gateway_url.is_some() => {
-                return bad("shard_count is required with gateway_url".into());
+                return bad(ConfigError::RequiredWith {
+                    field: "shard_count",
+                    with: "gateway_url",
+                });
             }
             _ => {}
         }
         if let (Some(count), Some(&id)) = (self.shard_count, self.resume.keys().next_back())
             && id >= count
         {
-            return bad(format!(
-                "resume has shard {id}, not below shard_count {count}"
-            ));
+            return bad(ConfigError::ResumeShard {
+                field: "resume",
+                shard_id: id,
+                shard_count: count,
+            });
         }
         DiscordConfig {
             shard_id: 0,

@@ -1,7 +1,7 @@
 //! What a GitHub poller needs to know, with defaults that are polite to the API.
 
 use crate::url::Url;
-use crate::{Misuse, ReconnectPolicy, Secret};
+use crate::{ConfigError, Misuse, ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
 
 /// The API base used when none is configured.
@@ -24,8 +24,16 @@ pub const MAX_PAGE_CAP: u32 = 100;
 /// assert_eq!(serde_json::to_string(&Bootstrap::Emit).unwrap(), r#""emit""#);
 /// assert_eq!(Bootstrap::default(), Bootstrap::Skip);
 /// ```
+///
+/// `#[non_exhaustive]`: a match outside this crate ends in a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// # use openflume_proto::github::Bootstrap;
+/// fn emits(b: Bootstrap) -> bool { match b { Bootstrap::Skip => false, Bootstrap::Emit => true } }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Bootstrap {
     /// Record them as seen without emitting them: only what happens from now on is news.
     #[default]
@@ -127,47 +135,65 @@ pub(crate) struct Checked {
 impl GithubConfig {
     /// Validates the configuration and derives the polled URL.
     pub(crate) fn check(&self) -> Result<Checked, Misuse> {
-        let bad = |why: String| Err(Misuse::Config(why));
+        let bad = |why: ConfigError| Err(Misuse::Config(why.in_scope("github")));
         if self.token.is_empty() {
-            return bad("github: token is empty".into());
+            return bad(ConfigError::Empty { field: "token" });
         }
         if !is_header_value(self.token.expose()) || self.token.expose().contains(' ') {
-            return bad("github: token contains spaces or control characters".into());
+            return bad(ConfigError::NotHeaderToken { field: "token" });
         }
         if self.user_agent.trim().is_empty() || !is_header_value(&self.user_agent) {
-            return bad("github: user_agent must be a non-empty header value".into());
+            return bad(ConfigError::NotHeaderValue {
+                field: "user_agent",
+            });
         }
         if self.interval_ms < MIN_INTERVAL_MS {
-            return bad(format!(
-                "github: interval_ms is {}, the minimum is {MIN_INTERVAL_MS}",
-                self.interval_ms
-            ));
+            return bad(ConfigError::BelowMinimum {
+                field: "interval_ms",
+                value: self.interval_ms,
+                min: MIN_INTERVAL_MS,
+            });
         }
         if self.request_timeout_ms < MIN_INTERVAL_MS {
-            return bad(format!(
-                "github: request_timeout_ms is {}, the minimum is {MIN_INTERVAL_MS}",
-                self.request_timeout_ms
-            ));
+            return bad(ConfigError::BelowMinimum {
+                field: "request_timeout_ms",
+                value: self.request_timeout_ms,
+                min: MIN_INTERVAL_MS,
+            });
         }
         if !(1..=MAX_PER_PAGE).contains(&self.per_page) {
-            return bad(format!(
-                "github: per_page is {}, expected 1 to {MAX_PER_PAGE}",
-                self.per_page
-            ));
+            return bad(ConfigError::Expected {
+                field: "per_page",
+                value: self.per_page.into(),
+                min: 1,
+                max: MAX_PER_PAGE.into(),
+            });
         }
         if !(1..=MAX_PAGE_CAP).contains(&self.page_cap) {
-            return bad(format!(
-                "github: page_cap is {}, expected 1 to {MAX_PAGE_CAP}",
-                self.page_cap
-            ));
+            return bad(ConfigError::Expected {
+                field: "page_cap",
+                value: self.page_cap.into(),
+                min: 1,
+                max: MAX_PAGE_CAP.into(),
+            });
         }
         if self.api_url.contains(['?', '#']) {
-            return bad("github: api_url must not have a query or fragment".into());
+            return bad(ConfigError::QueryOrFragment { field: "api_url" });
         }
         let origin = match Url::parse(&self.api_url) {
             Ok(url) if matches!(url.scheme.as_str(), "http" | "https") => url,
-            Ok(_) => return bad("github: api_url must be an http or https URL".into()),
-            Err(error) => return bad(format!("github: api_url: {error}")),
+            Ok(_) => {
+                return bad(ConfigError::NotHttp {
+                    field: "api_url",
+                    schemes: "http or https",
+                });
+            }
+            Err(error) => {
+                return bad(ConfigError::Url {
+                    field: "api_url",
+                    reason: error.to_string(),
+                });
+            }
         };
         let first_page = format!(
             "{}/notifications?all={}&participating={}&per_page={}",

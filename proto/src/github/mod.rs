@@ -77,10 +77,12 @@ mod cycle;
 mod follow;
 mod interval;
 mod link;
+mod notification;
 mod rate_limit;
 mod wire;
 
 pub use config::{Bootstrap, GithubConfig};
+pub use notification::GithubNotification;
 
 use crate::core::{Core, answered_by_core};
 use crate::url::Url;

@@ -2,7 +2,7 @@
 //! Slack leaves undocumented (ping interval, hello timeout), kept configurable.
 
 use crate::url::Url;
-use crate::{ReconnectPolicy, Secret};
+use crate::{ConfigError, ReconnectPolicy, Secret};
 use serde::{Deserialize, Serialize};
 
 /// The Web API base used when none is configured.
@@ -87,44 +87,57 @@ impl SlackConfig {
     ///
     /// ```
     /// use openflume_proto::slack::SlackConfig;
+    /// use openflume_proto::ConfigError;
     /// let err = SlackConfig::new("xoxb-1-abc").validate().unwrap_err();
-    /// assert!(err.contains("app-level token"));
-    /// assert!(!err.contains("abc"));
+    /// assert_eq!(err, ConfigError::NotAppToken { field: "app_token" });
+    /// assert!(err.to_string().contains("app-level token"));
+    /// assert!(!err.to_string().contains("abc"));
     /// ```
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         check_token("app_token", self.app_token.expose())?;
         if self.app_token.expose().starts_with("xox") {
-            return Err(
-                "app_token looks like a bot or user token (xox…): Socket Mode needs an \
-                        app-level token (xapp-…) with the connections:write scope"
-                    .to_owned(),
-            );
+            return Err(ConfigError::NotAppToken { field: "app_token" });
         }
         if let Some(bot_token) = &self.bot_token {
             check_token("bot_token", bot_token.expose())?;
         }
         match Url::parse(&self.api_base) {
             Ok(url) if matches!(url.scheme.as_str(), "http" | "https") => {}
-            Ok(_) => return Err("api_base must be an http(s) URL".to_owned()),
-            Err(e) => return Err(format!("api_base: {e}")),
+            Ok(_) => {
+                return Err(ConfigError::NotHttp {
+                    field: "api_base",
+                    schemes: "http(s)",
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Url {
+                    field: "api_base",
+                    reason: e.to_string(),
+                });
+            }
         }
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
-            return Err(format!(
-                "connections must be between 1 and {MAX_CONNECTIONS} (Slack's limit per app), got {}",
-                self.connections
-            ));
+            return Err(ConfigError::Between {
+                field: "connections",
+                value: self.connections.into(),
+                min: 1,
+                max: MAX_CONNECTIONS.into(),
+                why: "Slack's limit per app",
+            });
         }
         if self.ping_interval_ms < 1000 {
-            return Err(format!(
-                "ping_interval_ms must be at least 1000, got {}",
-                self.ping_interval_ms
-            ));
+            return Err(ConfigError::AtLeast {
+                field: "ping_interval_ms",
+                value: self.ping_interval_ms,
+                min: 1000,
+            });
         }
         if self.hello_timeout_ms < 1000 {
-            return Err(format!(
-                "hello_timeout_ms must be at least 1000, got {}",
-                self.hello_timeout_ms
-            ));
+            return Err(ConfigError::AtLeast {
+                field: "hello_timeout_ms",
+                value: self.hello_timeout_ms,
+                min: 1000,
+            });
         }
         Ok(())
     }
@@ -135,12 +148,12 @@ impl SlackConfig {
     }
 }
 
-fn check_token(field: &str, token: &str) -> Result<(), String> {
+fn check_token(field: &'static str, token: &str) -> Result<(), ConfigError> {
     if token.is_empty() {
-        return Err(format!("{field} is empty"));
+        return Err(ConfigError::Empty { field });
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{field} contains whitespace or control characters"));
+        return Err(ConfigError::Whitespace { field });
     }
     Ok(())
 }
@@ -212,7 +225,9 @@ mod tests {
         for (config, expected) in cases {
             match (config.validate(), expected) {
                 (Ok(()), None) => {}
-                (Err(e), Some(part)) => assert!(e.contains(part), "{e:?} lacks {part:?}"),
+                (Err(e), Some(part)) => {
+                    assert!(e.to_string().contains(part), "{e:?} lacks {part:?}")
+                }
                 (got, want) => panic!("{config:?}: got {got:?}, want {want:?}"),
             }
         }

@@ -5,7 +5,7 @@
 //! `slash_commands` has flat `channel_id`/`user_id`, `interactive` has `channel`/`user` objects.
 //! Each nested part is parsed on its own, so one odd field loses that fact, not the others.
 
-use super::wire::{IdText, Text};
+use super::text::{IdText, Text};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

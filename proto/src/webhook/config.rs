@@ -1,7 +1,7 @@
 //! What the ingress serves and with which secrets, and the bounds that keep a hostile client
 //! from holding memory or connections.
 
-use crate::{Misuse, Secret};
+use crate::{ConfigError, Misuse, Secret};
 use serde::{Deserialize, Serialize};
 
 /// The webhook ingress's configuration. A channel is served only when its secret is set; at
@@ -101,40 +101,46 @@ pub struct CustomSender {
 impl WebhookConfig {
     /// The configuration as the machine uses it: prefix normalised, everything checked.
     pub(crate) fn validated(mut self) -> Result<WebhookConfig, Misuse> {
-        let bad = |why: String| Err(Misuse::Config(why));
+        let bad = |why: ConfigError| Err(Misuse::Config(why));
         let prefix = self.path_prefix.trim_end_matches('/').to_owned();
         if !prefix.is_empty()
             && (!prefix.starts_with('/')
                 || prefix.contains(['?', '#', ' '])
                 || prefix.chars().any(char::is_control))
         {
-            return bad(format!(
-                "path prefix {:?} must start with '/' and hold no '?', '#', space or control",
-                self.path_prefix
-            ));
+            return bad(ConfigError::PathPrefix {
+                field: "path_prefix",
+                prefix: self.path_prefix,
+            });
         }
         self.path_prefix = prefix;
-        let secrets = [&self.slack_signing_secret, &self.github_secret];
-        if secrets
+        let secrets = [
+            ("slack_signing_secret", &self.slack_signing_secret),
+            ("github_secret", &self.github_secret),
+        ];
+        if let Some((field, _)) = secrets
             .iter()
-            .any(|s| s.as_ref().is_some_and(Secret::is_empty))
+            .find(|(_, s)| s.as_ref().is_some_and(Secret::is_empty))
         {
-            return bad("a webhook secret is empty".into());
+            return bad(ConfigError::EmptyWebhookSecret { field });
         }
-        if secrets.iter().all(|s| s.is_none())
+        if secrets.iter().all(|(_, s)| s.is_none())
             && self.senders.is_empty()
             && self.handoff_paths.is_empty()
         {
-            return bad("no webhook secret: set the Slack signing secret, the GitHub webhook secret or a custom sender".into());
+            return bad(ConfigError::NoWebhookSecret);
         }
         for path in &self.handoff_paths {
             if !path.starts_with('/')
                 || path.contains(['?', '#', ' '])
                 || path.chars().any(char::is_control)
             {
-                return bad(format!(
-                    "handoff path {path:?} must start with '/' and hold no '?', '#', space or control"
-                ));
+                return bad(ConfigError::Invalid {
+                    field: "handoff_paths",
+                    reason: format!(
+                        "{path:?} must start with '/' and hold no '?', '#', space or control"
+                    ),
+                });
             }
         }
         for (i, sender) in self.senders.iter().enumerate() {
@@ -145,26 +151,29 @@ impl WebhookConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !valid {
-                return bad(format!(
-                    "custom webhook name {:?} must be 1 to 64 letters, digits, '-' or '_'",
-                    sender.name
-                ));
+                return bad(ConfigError::SenderName {
+                    field: "senders",
+                    name: sender.name.clone(),
+                });
             }
             if sender.secret.is_empty() {
-                return bad(format!(
-                    "custom webhook {} has an empty secret",
-                    sender.name
-                ));
+                return bad(ConfigError::SenderSecret {
+                    field: "senders",
+                    name: sender.name.clone(),
+                });
             }
             if self.senders[..i].iter().any(|s| s.name == sender.name) {
-                return bad(format!(
-                    "custom webhook {} is configured twice",
-                    sender.name
-                ));
+                return bad(ConfigError::SenderTwice {
+                    field: "senders",
+                    name: sender.name.clone(),
+                });
             }
         }
         if self.max_connections == 0 {
-            return bad("max_connections must be at least 1".into());
+            return bad(ConfigError::Minimum {
+                field: "max_connections",
+                min: 1,
+            });
         }
         Ok(self)
     }
