@@ -6,7 +6,7 @@ use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
-use crate::{Flume, Overflow, Running, Source, StartError};
+use crate::{Flume, FlumeBuilder, Overflow, Running, Source, StartError};
 use async_signal::{Signal, Signals};
 use futures_lite::{StreamExt, future};
 use openflume_proto::cron::{CronConfig, Schedule};
@@ -276,17 +276,10 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     } else {
         DRAIN_DEADLINE
     };
-    let mut builder = Flume::builder();
-    for der in options.extra_roots {
-        builder = match builder.add_root_certificate(der) {
-            Ok(builder) => builder,
-            // `network` checked each one already; kept as a usage error all the same.
-            Err(error) => {
-                report(format_args!("--ca-cert: {error}"));
-                return 2;
-            }
-        };
-    }
+    let builder = match builder_trusting(options.extra_roots) {
+        Ok(builder) => builder,
+        Err(code) => return code,
+    };
     let flume = builder
         .sources(sources)
         .min_log_level(min_level)
@@ -426,4 +419,18 @@ pub(crate) fn report(message: std::fmt::Arguments<'_>) {
     // Reasons quote what servers said: neutralised like pretty output.
     let message = message.to_string();
     let _ = writeln!(std::io::stderr(), "openflume: {}", neutral(&message));
+}
+
+/// A flume builder that trusts `extra_roots` (DER, from `--ca-cert`) besides the bundled roots
+/// and the OS store; the exit code 2 when one is refused (`network` checked each one already:
+/// kept as a usage error all the same).
+pub(crate) fn builder_trusting(extra_roots: Vec<Vec<u8>>) -> Result<FlumeBuilder, i32> {
+    let mut builder = Flume::builder();
+    for der in extra_roots {
+        builder = builder.add_root_certificate(der).map_err(|error| {
+            report(format_args!("--ca-cert: {error}"));
+            2
+        })?;
+    }
+    Ok(builder)
 }

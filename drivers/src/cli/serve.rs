@@ -17,7 +17,7 @@ use super::listen::{self, report};
 use super::log::default_data_dir;
 use super::{UsageError, flags};
 use crate::serve::{HandedOff, HandoffHandler};
-use crate::{Flume, Running, Source};
+use crate::{Running, Source};
 use async_io::Async;
 use async_signal::{Signal, Signals};
 use futures_lite::{AsyncWriteExt, StreamExt, future};
@@ -318,16 +318,10 @@ async fn run(
             return 1;
         }
     };
-    let mut builder = Flume::builder();
-    for der in extra_roots {
-        builder = match builder.add_root_certificate(der) {
-            Ok(builder) => builder,
-            Err(error) => {
-                report(format_args!("--ca-cert: {error}"));
-                return 2;
-            }
-        };
-    }
+    let builder = match super::listen::builder_trusting(extra_roots) {
+        Ok(builder) => builder,
+        Err(code) => return code,
+    };
     let flume = builder
         .sources(sources)
         .min_log_level(min_level)
