@@ -6,16 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use futures_rustls::TlsAcceptor;
-use futures_rustls::rustls::{self, ServerConfig};
+use futures_rustls::rustls::ServerConfig;
 use openflume_proto::webhook::base64_encode;
 use openflume_sim::{DiscordAction, DiscordSimConfig, GithubSim, GithubSimConfig};
+use openflume_tests::tls::{TlsRelay, pipe};
 use openflume_tests::{
     Openflume, Reader, assert_text_has_no_secret, block_on, discord_env, is_event_json, is_log_json,
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use smol::net::{TcpListener, TcpStream};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,115 +21,23 @@ use std::time::Duration;
 /// Longest wait for any one effect.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A CA made for this test (its PEM in a file) and a `localhost` server configuration it signed.
+/// A CA made for this test, its PEM in a file, and a `localhost` server configuration it signed.
 struct Pki {
     ca_pem: PathBuf,
     server: Arc<ServerConfig>,
-    _dir: TempDir,
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "openflume-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: tempfile::TempDir,
 }
 
 fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![server_cert.der().clone(), ca.der().clone()], key)
-        .unwrap();
-    let dir = TempDir::new("pki");
-    let ca_pem = dir.0.join("ca.pem");
-    std::fs::write(&ca_pem, pem_of(ca.der())).unwrap();
+    let pki = openflume_tests::tls::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, pki.ca_pem()).unwrap();
     Pki {
         ca_pem,
-        server: Arc::new(server),
+        server: pki.server,
         _dir: dir,
     }
-}
-
-/// A certificate as PEM text (rcgen's `pem` feature is off in the workspace).
-fn pem_of(der: &[u8]) -> String {
-    let base64 = base64_encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in base64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
-}
-
-/// Accepts TLS on 127.0.0.1 and relays the plaintext to `target` (the simulator).
-struct TlsRelay {
-    port: u16,
-    _task: smol::Task<()>,
-}
-
-impl TlsRelay {
-    fn start(target: SocketAddr, config: Arc<ServerConfig>) -> TlsRelay {
-        let listener = block_on(WAIT, "bind the relay", TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let acceptor = TlsAcceptor::from(config);
-        let task = smol::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                smol::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(upstream) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (read, write) = smol::io::split(tls);
-                    futures_lite::future::zip(pipe(read, upstream.clone()), pipe(upstream, write))
-                        .await;
-                })
-                .detach();
-            }
-        });
-        TlsRelay { port, _task: task }
-    }
-}
-
-/// Copies `from` into `to` until either side ends, then closes `to`.
-async fn pipe(
-    from: impl futures_lite::AsyncRead + Unpin,
-    mut to: impl futures_lite::AsyncWrite + Unpin,
-) {
-    let _ = smol::io::copy(from, &mut to).await;
-    let _ = to.close().await;
 }
 
 /// One CONNECT the proxy received.
@@ -334,7 +240,7 @@ fn without_the_ca_the_status_names_the_certificate_error() {
 
 #[test]
 fn a_bad_ca_file_is_a_usage_error_naming_the_file_not_its_content() {
-    let dir = TempDir::new("badca");
+    let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("garbage.pem", "not a certificate: HUSH-1234"),
         (
@@ -344,7 +250,7 @@ fn a_bad_ca_file_is_a_usage_error_naming_the_file_not_its_content() {
         ("unended.pem", "-----BEGIN CERTIFICATE-----\nHUSH-1234\n"),
     ];
     for (name, content) in cases {
-        let path = dir.0.join(name);
+        let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         let cli = listen(
             &["--cron", "@hourly", "--ca-cert", path.to_str().unwrap()],
@@ -356,7 +262,7 @@ fn a_bad_ca_file_is_a_usage_error_naming_the_file_not_its_content() {
         assert!(!stderr.contains("HUSH"), "{name}: {stderr}");
         assert!(lines.is_empty(), "{name}: {lines:?}");
     }
-    let missing = dir.0.join("missing.pem");
+    let missing = dir.path().join("missing.pem");
     let (status, _, stderr) = exit_of(listen(
         &["--cron", "@hourly", "--ca-cert", missing.to_str().unwrap()],
         &[],

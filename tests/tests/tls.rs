@@ -5,101 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use futures_lite::AsyncWriteExt;
-use futures_rustls::TlsAcceptor;
-use futures_rustls::rustls::{self, ServerConfig};
 use openflume::{Flume, FlumeBuilder, Running, Source, StartError, TlsError};
 use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{Bootstrap, GithubConfig, GithubMachine};
 use openflume_proto::{Item, Level, ReconnectPolicy};
 use openflume_sim::{DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig};
+use openflume_tests::tls::{Pki, TlsRelay};
 use openflume_tests::{Collector, block_on, events_of};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use smol::net::{TcpListener, TcpStream};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest wait for any one effect.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A CA made for this test and a `localhost` server certificate it signed.
-struct Pki {
-    ca_der: Vec<u8>,
-    server: Arc<ServerConfig>,
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![server_cert.der().clone(), ca.der().clone()], key)
-        .unwrap();
-    Pki {
-        ca_der: ca.der().to_vec(),
-        server: Arc::new(server),
-    }
-}
-
-/// Accepts TLS on 127.0.0.1 and forwards the plaintext both ways to `target`. Connections whose
-/// handshake fails (a client that does not trust the CA) are dropped.
-struct TlsProxy {
-    port: u16,
-    _task: smol::Task<()>,
-}
-
-impl TlsProxy {
-    fn start(target: SocketAddr, config: Arc<ServerConfig>) -> TlsProxy {
-        let listener = block_on(WAIT, "bind the proxy", TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let acceptor = TlsAcceptor::from(config);
-        let task = smol::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                smol::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(upstream) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (tls_read, tls_write) = smol::io::split(tls);
-                    futures_lite::future::zip(
-                        pipe(tls_read, upstream.clone()),
-                        pipe(upstream, tls_write),
-                    )
-                    .await;
-                })
-                .detach();
-            }
-        });
-        TlsProxy { port, _task: task }
-    }
-
-    fn url(&self, scheme: &str) -> String {
-        format!("{scheme}://localhost:{}", self.port)
-    }
-}
-
-/// Copies `from` into `to` until either side ends, then closes `to` (passing the EOF on).
-async fn pipe(
-    from: impl futures_lite::AsyncRead + Unpin,
-    mut to: impl futures_lite::AsyncWrite + Unpin,
-) {
-    let _ = smol::io::copy(from, &mut to).await;
-    let _ = to.close().await;
-}
 
 fn builder(on_item: impl FnMut(&Item) + Send + 'static) -> FlumeBuilder {
     Flume::builder()
@@ -157,9 +73,9 @@ fn start_discord() -> DiscordSim {
 
 #[test]
 fn github_over_https_with_a_trusted_root() {
-    let pki = pki();
+    let pki = Pki::new();
     let sim = start_github();
-    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let proxy = TlsRelay::start(sim.local_addr(), pki.server.clone());
     let (mut items, on_item) = Collector::callback(&[sim.token()]);
     let source = github_source(&sim, proxy.url("https"), ReconnectPolicy::default());
     let running = open(
@@ -188,9 +104,9 @@ fn github_over_https_with_a_trusted_root() {
 
 #[test]
 fn discord_over_wss_with_a_trusted_root() {
-    let pki = pki();
+    let pki = Pki::new();
     let sim = start_discord();
-    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let proxy = TlsRelay::start(sim.local_addr(), pki.server.clone());
     let (mut items, on_item) = Collector::callback(&[sim.token()]);
     let config = DiscordConfig {
         api_base: sim.api_url(),
@@ -224,9 +140,9 @@ fn discord_over_wss_with_a_trusted_root() {
 
 #[test]
 fn an_untrusted_certificate_fails_with_a_readable_error() {
-    let pki = pki();
+    let pki = Pki::new();
     let sim = start_github();
-    let proxy = TlsProxy::start(sim.local_addr(), pki.server.clone());
+    let proxy = TlsRelay::start(sim.local_addr(), pki.server.clone());
     let (mut items, on_item) = Collector::callback(&[sim.token()]);
     // One retry: the machine logs each failed attempt's error (`poll.retry`), then gives up.
     let one_retry = ReconnectPolicy {
