@@ -104,7 +104,7 @@ impl std::fmt::Debug for Confluence {
 impl Confluence {
     /// A confluence with the callbacks and settings of `builder` (log level, TLS roots,
     /// timeouts), and no group yet: every source belongs to a named group, added with
-    /// [`add`](Self::add), so its events can say which group they came from (`meta.groupId`).
+    /// [`add`](Self::add), so its items can say which group they came from (`meta.groupId` on events, `detail.groupId` on logs).
     ///
     /// A builder holding sources is refused with [`ConfluenceError::BuilderHasSources`]
     /// rather than having them silently dropped (or started under a name nobody chose).
@@ -146,7 +146,7 @@ impl Confluence {
     }
 
     /// Starts `sources` as group `name`. If any fails to start, none is left running. Their
-    /// events carry `meta.groupId = name`, as open-flume's do.
+    /// events carry `meta.groupId = name`, as open-flume's do, and its logs `detail.groupId`.
     ///
     /// ```
     /// use openflume::{Confluence, ConfluenceError, Flume, Source};

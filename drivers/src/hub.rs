@@ -290,13 +290,13 @@ impl Hub {
     /// Runs the callbacks on `item` and puts it in every stream without waiting. With `confirm`,
     /// the answer carries the receipt to wait on before acknowledging the item upstream.
     pub(crate) fn offer(&self, mut item: Item, confirm: bool) -> Offer {
-        if let (Some(group), Item::Event(event)) = (&self.group, &mut item) {
-            event.meta.insert("groupId".into(), group.to_string());
-        }
         if let Item::Log(log) = &item
             && log.level < self.shared.min_level
         {
             return Offer::Taken(Receipt::default());
+        }
+        if let Some(group) = &self.group {
+            stamp_group(&mut item, group);
         }
         let shared = &self.shared;
         let mut callbacks = lock(&shared.callbacks);
@@ -331,6 +331,27 @@ impl Hub {
 }
 
 /// Gives `item` to every buffer: a copy to each but the last, which gets the item itself.
+/// Names the confluence group on an item: `meta.groupId` on an event, `detail.groupId` on a log
+/// (a log's detail that is not an object is kept under `detail.detail`).
+fn stamp_group(item: &mut Item, group: &str) {
+    match item {
+        Item::Event(event) => {
+            event.meta.insert("groupId".into(), group.to_owned());
+        }
+        Item::Log(log) => {
+            let mut detail = match log.detail.take() {
+                Some(serde_json::Value::Object(map)) => map,
+                Some(other) => serde_json::Map::from_iter([("detail".to_owned(), other)]),
+                None => serde_json::Map::new(),
+            };
+            detail.insert("groupId".to_owned(), group.into());
+            log.detail = Some(serde_json::Value::Object(detail));
+        }
+        // An item kind added later carries no group until it has a place for one.
+        _ => {}
+    }
+}
+
 fn fan_out(buffers: &[Arc<Buffer>], item: Item, confirm: bool) -> Offer {
     let mut receipt = confirm.then(Receipt::default);
     let mut full = Vec::new();
@@ -441,8 +462,9 @@ mod tests {
         })
     }
 
-    /// A group's clone stamps `meta.groupId` on its events only; the flume's own hub and logs
-    /// are left as they are, and every clone feeds the same streams.
+    /// A group's clone stamps its name on its items (`meta.groupId` on events, `detail.groupId`
+    /// on logs); the flume's own hub leaves them as they are, and every clone feeds the same
+    /// streams.
     #[test]
     fn group_clones_stamp_their_events() {
         let (hub, subscribers) = super::hub(Level::Debug, None, None);
@@ -461,7 +483,14 @@ mod tests {
             panic!("{items:?}")
         };
         assert!(!second.meta.contains_key("groupId"));
-        assert_eq!(items[2], Item::Log(log));
+        let Item::Log(stamped) = &items[2] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(
+            stamped.detail,
+            Some(serde_json::json!({ "groupId": "ops" }))
+        );
+        assert_eq!(stamped.message, log.message);
     }
 
     #[test]
