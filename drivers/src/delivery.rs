@@ -54,7 +54,10 @@ impl Lane {
     /// Hands `item` to the hub now, or queues it behind a blocked one. `confirm` asks for an
     /// `Input::Delivered` once every back-pressure consumer holds it.
     pub(crate) fn deliver(&mut self, item: Item, confirm: Option<DeliveryId>) {
-        let confirm = match (confirm, twins::key(&item)) {
+        // Only confirmed events can have twins: the key (an allocation) is not built for the
+        // rest, which are most of a Discord burst.
+        let key = confirm.and_then(|_| twins::key(&item));
+        let confirm = match (confirm, key) {
             (Some(delivery), Some(key)) => match self.hub.twins().sight(key) {
                 Sighting::First(slot) => Some((delivery, Some(slot))),
                 Sighting::Twin(slot) => {
