@@ -113,6 +113,23 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
         self.inserted_at.len()
     }
 
+    /// The remembered keys, oldest first (ages are not checked).
+    ///
+    /// ```
+    /// use openflume_proto::{DedupCache, Millis};
+    /// let mut seen = DedupCache::new(2, 60_000);
+    /// for key in ["a", "b", "c"] {
+    ///     seen.insert(key, Millis(0));
+    /// }
+    /// assert_eq!(seen.keys().copied().collect::<Vec<_>>(), ["b", "c"]);
+    /// ```
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.order
+            .iter()
+            .filter(|(key, at)| self.inserted_at.get(key) == Some(at))
+            .map(|(key, _)| key)
+    }
+
     /// True when nothing is remembered.
     ///
     /// ```

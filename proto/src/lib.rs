@@ -57,6 +57,7 @@ pub mod fuzzing;
 pub mod github;
 pub mod http;
 pub mod hub;
+mod cursor;
 mod item;
 mod machine;
 pub mod redact;
@@ -75,13 +76,14 @@ pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
 pub use config_error::ConfigError;
 pub use dedup::DedupCache;
+pub use cursor::{CatchUp, Checkpoint, CronCursor, Cursors, GithubCursor, SlackCursor};
 pub use item::{Event, Item, Level, Log, RawJson};
 /// The time zone library of the cron API ([`cron::CronMachine::new`] takes a
 /// `jiff::tz::TimeZone`): use this one, and its version always matches.
 #[cfg(feature = "cron")]
 pub use jiff;
 pub use machine::{
-    Checkpoint, ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine,
+    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine,
     Misuse, Output, ReqId,
 };
 pub use secret::Secret;

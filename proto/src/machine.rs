@@ -1,7 +1,7 @@
 //! The one shape every protocol machine has: inputs in, outputs polled, deadlines exposed.
 
 use crate::http::ReceivedRequest;
-use crate::{Bytes, Event, Log, Millis, Now, Status, StatusChange};
+use crate::{Bytes, Checkpoint, Event, Log, Millis, Now, Status, StatusChange};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -508,6 +508,11 @@ pub enum Output {
     Log(Log),
     /// The source's status changed; the driver reports it as a `status` log.
     Status(StatusChange),
+    /// State a restart needs that no item shows (GitHub's validators, the notifications
+    /// recorded at bootstrap), valid once everything emitted before it is held: it takes its
+    /// place in the firehose after those items, and replaces the source's cursor where they are
+    /// stored (see [`Cursors`](crate::Cursors)).
+    Checkpoint(Checkpoint),
 }
 
 impl fmt::Debug for Output {
@@ -560,6 +565,7 @@ impl fmt::Debug for Output {
                 .finish(),
             Output::Log(log) => f.debug_tuple("Log").field(log).finish(),
             Output::Status(change) => f.debug_tuple("Status").field(change).finish(),
+            Output::Checkpoint(checkpoint) => f.debug_tuple("Checkpoint").field(checkpoint).finish(),
         }
     }
 }
@@ -700,26 +706,3 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     }
 }
 
-/// A machine's state worth keeping across runs (see [`Machine::checkpoint`]).
-///
-/// ```
-/// use openflume_proto::Checkpoint;
-/// use openflume_proto::discord::ResumeState;
-/// let session = ResumeState {
-///     session_id: "9f3c".into(),
-///     resume_gateway_url: "wss://gateway-us-east1-b.discord.gg".into(),
-///     seq: 42,
-/// };
-/// let checkpoint = Checkpoint::DiscordSession(session);
-/// // Serialisable, to be stored; Debug hides the session id.
-/// assert!(serde_json::to_string(&checkpoint).unwrap().contains("\"seq\":42"));
-/// assert!(!format!("{checkpoint:?}").contains("9f3c"));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Checkpoint {
-    /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window.
-    #[cfg(feature = "discord")]
-    DiscordSession(crate::discord::ResumeState),
-}

@@ -237,6 +237,7 @@ fn the_template_shapes_the_event() {
         let meta: Vec<(&str, &str)> = tick
             .meta
             .iter()
+            .filter(|(k, _)| *k != "fired_at")
             .map(|(k, v)| (k.as_ref(), v.as_str()))
             .collect();
         assert_eq!(
@@ -452,4 +453,28 @@ fn schedule_specs_follow_the_naming_rule() {
         let error = CronConfig::from_spec(spec).unwrap_err().to_string();
         assert!(error.contains(needle), "{spec}: {error}");
     }
+}
+
+#[test]
+fn a_restart_catches_up_by_its_policy_within_a_day() {
+    let caught_up = |name: &str| {
+        let (_, transcript) = fixture(name);
+        let ticks = events(&transcript);
+        let late: Vec<bool> = ticks.iter().map(|t| t.meta.contains_key("catch_up")).collect();
+        (fired_at(&transcript), late, logs(&transcript, "tick.catch_up").len())
+    };
+    let on_time = "2025-11-25T20:00:00Z".to_owned();
+    let (fired, late, logged) = caught_up("restart_catch_up_last.jsonl");
+    assert_eq!(fired, ["2025-11-25T19:45:00Z".to_owned(), on_time.clone()]);
+    assert_eq!((late, logged), (vec![true, false], 1));
+    let (fired, _, _) = caught_up("restart_catch_up_all.jsonl");
+    assert_eq!(
+        fired,
+        ["19:00", "19:15", "19:30", "19:45", "20:00"].map(|t| format!("2025-11-25T{t}:00Z"))
+    );
+    let (fired, _, logged) = caught_up("restart_catch_up_off.jsonl");
+    assert_eq!((fired, logged), (vec![on_time], 1));
+    let (fired, late, _) = caught_up("restart_catch_up_window.jsonl");
+    assert_eq!(late.iter().filter(|l| **l).count(), 24, "one day back, no more");
+    assert_eq!(fired[0], "2025-11-24T20:00:00Z");
 }

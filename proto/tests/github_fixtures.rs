@@ -650,3 +650,28 @@ fn garbage_responses_never_panic_or_break_the_contract() {
     assert!(emits > 20, "{emits} events");
     assert!((1..200).contains(&finished), "{finished} finished");
 }
+
+#[test]
+fn a_restart_from_a_stored_cursor_emits_only_what_changed_while_down() {
+    let (_, transcript, _) = run(&fixture("resume_from_cursor"));
+    let requests = requests(&transcript);
+    assert_eq!(
+        header(requests[0].2, "If-Modified-Since"),
+        Some("Tue, 25 Nov 2025 19:40:00 GMT"),
+        "page 1 is conditional from the first poll"
+    );
+    assert_eq!(emitted_ids(&transcript), ["1003"]);
+    assert!(!actions(&transcript, Level::Info).contains(&"poll.bootstrap".to_owned()));
+    let checkpoints: Vec<&openflume_proto::GithubCursor> = transcript
+        .outputs()
+        .filter_map(|(_, out)| match out {
+            Output::Checkpoint(openflume_proto::Checkpoint::Github(cursor)) => Some(cursor),
+            _ => None,
+        })
+        .collect();
+    let [cursor] = &checkpoints[..] else {
+        panic!("one checkpoint, after the confirmation: {checkpoints:?}")
+    };
+    assert_eq!(cursor.seen.len(), 3);
+    assert_eq!(cursor.etag.as_deref(), Some("W/\"d4e5f6\""));
+}

@@ -20,7 +20,7 @@ pub use next::{next_after, next_fire_times};
 
 use crate::core::{Core, answered_by_core};
 use crate::{
-    ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis,
+    CatchUp, ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis,
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -53,6 +53,16 @@ pub struct CronConfig {
     /// Overrides for the emitted events. Default: type `tick`, data `{"firedAt", "cron"}`, meta `{"cron"}`.
     #[serde(default)]
     pub template: TickTemplate,
+    /// The last fire of an earlier run (Unix ms, from its stored
+    /// [`CronCursor`](crate::CronCursor) under [`cursor_key`](Self::cursor_key)): the fire
+    /// times missed since are handled at start by [`catch_up`](Self::catch_up). Default: none
+    /// (a first start fires nothing missed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fire: Option<i64>,
+    /// What a start after `last_fire` does with the fire times missed meanwhile, at most 24 h
+    /// back. Default: [`CatchUp::Last`](crate::CatchUp::Last).
+    #[serde(default)]
+    pub catch_up: crate::CatchUp,
 }
 
 impl CronConfig {
@@ -70,7 +80,21 @@ impl CronConfig {
             expression: expression.into(),
             zone: None,
             template: TickTemplate::default(),
+            last_fire: None,
+            catch_up: crate::CatchUp::default(),
         }
+    }
+
+    /// This schedule's key in a [`CronCursor`](crate::CronCursor): its event type and expression.
+    ///
+    /// ```
+    /// use openflume_proto::cron::CronConfig;
+    /// assert_eq!(CronConfig::new(" @daily ").cursor_key(), "tick @daily");
+    /// assert_eq!(CronConfig::from_spec("report=0 9 * * *").unwrap().cursor_key(), "report 0 9 * * *");
+    /// ```
+    pub fn cursor_key(&self) -> String {
+        let event_type = self.template.event_type.as_deref().unwrap_or("tick");
+        crate::CronCursor::key(event_type, self.expression.trim())
     }
 
     /// Events of type `event_type` instead of `tick` (a named schedule; the source stays
@@ -251,6 +275,9 @@ pub struct CronMachine {
     handled_up_to: Timestamp,
     /// The first fire time after `handled_up_to`; `None` past the year 9999.
     next_fire: Option<Timestamp>,
+    /// An earlier run's last fire, caught up on at start by `catch_up`.
+    resume_from: Option<Timestamp>,
+    catch_up: CatchUp,
 }
 
 impl CronMachine {
@@ -287,6 +314,10 @@ impl CronMachine {
                 error,
             })
         })?;
+        let resume_from = config
+            .last_fire
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        let catch_up = config.catch_up;
         let template = config.template;
         if template.event_type.as_deref() == Some("") {
             return Err(Misuse::Config(
@@ -315,6 +346,8 @@ impl CronMachine {
             core: Core::new(SOURCE),
             handled_up_to: Timestamp::UNIX_EPOCH,
             next_fire: None,
+            resume_from,
+            catch_up,
             schedule,
         })
     }
@@ -373,6 +406,9 @@ impl CronMachine {
             );
             return;
         };
+        if let Some(last) = self.resume_from.take() {
+            self.catch_up(now, last, wall);
+        }
         self.handled_up_to = wall;
         self.next_fire = next_after(&self.schedule, wall, &self.zone);
         let message = match self.next_fire {
@@ -391,6 +427,51 @@ impl CronMachine {
         self.arm(now);
     }
 
+    /// Handles the fire times missed between an earlier run's last fire and now (at most
+    /// [`CatchUp::WINDOW_MS`] back) by the catch-up policy, and says what it did.
+    fn catch_up(&mut self, now: Now, last: Timestamp, wall: Timestamp) {
+        let window_start = Timestamp::from_millisecond(wall.as_millisecond() - CatchUp::WINDOW_MS)
+            .unwrap_or(last);
+        let mut missed = Vec::new();
+        let mut at = last.max(window_start);
+        // Five fields fire at most once a minute: a day holds at most 1 440 of them.
+        while let Some(next) = next_after(&self.schedule, at, &self.zone).filter(|n| *n <= wall) {
+            missed.push(next);
+            at = next;
+        }
+        let Some(&latest) = missed.last() else {
+            return;
+        };
+        let fired: &[Timestamp] = match self.catch_up {
+            CatchUp::Off => &[],
+            CatchUp::Last => &missed[missed.len() - 1..],
+            CatchUp::All => &missed,
+        };
+        let message = format!(
+            "missed {} fire time{} while stopped (since {}); catch-up {}: firing {}",
+            missed.len(),
+            if missed.len() == 1 { "" } else { "s" },
+            format_fire_time(last, &self.zone),
+            self.catch_up,
+            match fired.len() {
+                0 => "none".to_owned(),
+                1 => format!("once, for {}", format_fire_time(latest, &self.zone)),
+                n => format!("all {n}"),
+            },
+        );
+        let detail = serde_json::json!({
+            "missed": missed.len(),
+            "fired": fired.len(),
+            "policy": self.catch_up,
+            "lastFiredAt": last.as_millisecond(),
+        });
+        self.core
+            .log_with(now, Level::Info, "tick.catch_up", message, detail);
+        for &at in fired {
+            self.emit_tick(now, at, true);
+        }
+    }
+
     fn on_timer(&mut self, now: Now) {
         // The wall clock decides, not the deadline: the monotonic clock may have stood still
         // while the machine slept, and the wall clock may have been stepped.
@@ -404,7 +485,7 @@ impl CronMachine {
         }
         let latest = self.latest_due(due, wall);
         self.report_missed(now, due, latest, wall);
-        self.emit_tick(now, latest);
+        self.emit_tick(now, latest, false);
         self.handled_up_to = latest;
         self.next_fire = next_after(&self.schedule, latest, &self.zone);
         if self.next_fire.is_none() {
@@ -499,7 +580,9 @@ impl CronMachine {
             .log_with(now, Level::Warn, "tick.missed", message, detail);
     }
 
-    fn emit_tick(&mut self, now: Now, fired_at: Timestamp) {
+    /// Emits the tick for `fired_at`; `caught_up` marks one fired late, at start, for a time
+    /// missed while the process was down (`meta.catch_up`).
+    fn emit_tick(&mut self, now: Now, fired_at: Timestamp, caught_up: bool) {
         let data = match &self.data {
             Some(data) => data.clone(),
             None => RawJson::from_value(&TickData {
@@ -509,6 +592,13 @@ impl CronMachine {
         };
         let mut event = Event::new(SOURCE, self.event_type.clone(), data, now.wall);
         event.meta = self.meta.clone();
+        // The scheduled time, from which a stored cursor knows the last fire.
+        event
+            .meta
+            .insert("fired_at".into(), fired_at.as_millisecond().to_string());
+        if caught_up {
+            event.meta.insert("catch_up".into(), "true".to_owned());
+        }
         self.core.emit_event(event, None);
     }
 

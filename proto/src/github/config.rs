@@ -84,6 +84,12 @@ pub struct GithubConfig {
     /// How long one request may take before it counts as a network error, in ms; 30 000 by
     /// default, at least 1 000. A late response is then ignored as stale.
     pub request_timeout_ms: u64,
+    /// Where an earlier run stopped (its stored [`GithubCursor`](crate::GithubCursor)): polling
+    /// starts with its validators and seen notifications, and is no first start, so
+    /// [`bootstrap`](Self::bootstrap) does not apply. What changed while the process was down is
+    /// emitted. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<crate::GithubCursor>,
 }
 
 impl GithubConfig {
@@ -119,6 +125,7 @@ impl GithubConfig {
             },
             user_agent: concat!("openflume/", env!("CARGO_PKG_VERSION")).to_owned(),
             request_timeout_ms: 30_000,
+            resume: None,
         }
     }
 }

@@ -6,13 +6,16 @@
 //! [`Input::Delivered`](crate::Input::Delivered); a poll that falls due before then waits. The
 //! dedup keys are recorded as threads are read: a cycle abandoned part-way is retried from page 1
 //! and must not emit again what it already emitted.
+//!
+//! The same rule covers the cursor a restart starts from: an `Output::Checkpoint` with the
+//! validators and the seen keys goes out only when no emitted event is unconfirmed.
 
 use super::config::Bootstrap;
 use super::rate_limit::Budget;
 use super::{GithubMachine, InFlight, SOURCE, Timer, follow, interval, link, seconds, wire};
 use crate::{
-    DeliveryId, Event, HttpRequest, HttpResponse, Level, Misuse, Now, Output, RawJson, ReqId,
-    Status,
+    Checkpoint, DeliveryId, Event, GithubCursor, HttpRequest, HttpResponse, Level, Misuse, Now,
+    Output, RawJson, ReqId, Status,
 };
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -23,8 +26,8 @@ const API_VERSION: &str = "2022-11-28";
 /// `Last-Modified` and `ETag` of page 1, sent back verbatim.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Validators {
-    last_modified: Option<String>,
-    etag: Option<String>,
+    pub(super) last_modified: Option<String>,
+    pub(super) etag: Option<String>,
 }
 
 impl Validators {
@@ -223,6 +226,7 @@ impl GithubMachine {
         let mut meta = vec![
             ("event_type", "notification".to_owned()),
             ("thread_id", key.0.clone()),
+            ("updated_at", key.1.clone()),
         ];
         meta.extend(thread.reason.map(|v| ("reason", v.into_owned())));
         meta.extend(
@@ -242,6 +246,7 @@ impl GithubMachine {
         if !self.seen.insert(key, now.mono) {
             return;
         }
+        self.cursor_moved = true;
         let cycle = self.cycle.get_or_insert_with(Cycle::default);
         if !self.bootstrapped && self.config.bootstrap == Bootstrap::Skip {
             cycle.recorded += 1;
@@ -256,6 +261,26 @@ impl GithubMachine {
         self.last_delivery = delivery.0;
         self.unconfirmed.insert(delivery);
         self.core.emit_event(event, Some(delivery));
+    }
+
+    /// Adopts a complete cycle's validators: what page 1 is compared against from now on.
+    fn commit_validators(&mut self, validators: Validators) {
+        self.cursor_moved |= self.validators != validators;
+        self.validators = validators;
+    }
+
+    /// Emits the cursor a restart would start from, when it moved: called only with every
+    /// emitted event confirmed, so the firehose already holds everything it covers.
+    fn checkpoint_if_moved(&mut self) {
+        if !std::mem::take(&mut self.cursor_moved) {
+            return;
+        }
+        let cursor = GithubCursor {
+            last_modified: self.validators.last_modified.clone(),
+            etag: self.validators.etag.clone(),
+            seen: self.seen.keys().cloned().collect(),
+        };
+        self.core.emit(Output::Checkpoint(Checkpoint::Github(cursor)));
     }
 
     /// One event confirmed. The last confirmation of a complete cycle commits its validators and
@@ -275,8 +300,9 @@ impl GithubMachine {
         }
         if self.unconfirmed.is_empty() {
             if let Some(validators) = self.validators_to_commit.take() {
-                self.validators = validators;
+                self.commit_validators(validators);
             }
+            self.checkpoint_if_moved();
             if self.poll_waiting {
                 self.start_cycle(now);
             }
@@ -289,6 +315,8 @@ impl GithubMachine {
         let cycle = self.cycle.take().unwrap_or_default();
         if !self.bootstrapped {
             self.bootstrapped = true;
+            // Stored, this makes the next start no first one (bootstrap does not apply again).
+            self.cursor_moved = true;
             let (count, message) = match self.config.bootstrap {
                 Bootstrap::Skip => (
                     cycle.recorded,
@@ -329,10 +357,13 @@ impl GithubMachine {
             && let Some(validators) = cycle.validators
         {
             if self.unconfirmed.is_empty() {
-                self.validators = validators;
+                self.commit_validators(validators);
             } else {
                 self.validators_to_commit = Some(validators);
             }
+        }
+        if self.unconfirmed.is_empty() {
+            self.checkpoint_if_moved();
         }
 
         self.backoff.reset();

@@ -87,8 +87,8 @@ pub use notification::GithubNotification;
 use crate::core::{Core, answered_by_core};
 use crate::url::Url;
 use crate::{
-    Backoff, DedupCache, DeliveryId, HttpResponse, IdCounter, Input, Level, Machine, Misuse, Now,
-    ReqId, Status, TimerKind,
+    Backoff, DedupCache, DeliveryId, GithubCursor, HttpResponse, IdCounter, Input, Level, Machine,
+    Millis, Misuse, Now, ReqId, Status, TimerKind,
 };
 use cycle::{Cycle, CycleEnd, Validators};
 use follow::MAX_REDIRECTS;
@@ -187,6 +187,8 @@ pub struct GithubMachine {
     poll_waiting: bool,
     seen: DedupCache<(String, String)>,
     bootstrapped: bool,
+    /// The validators or the seen keys changed since the last `Output::Checkpoint`.
+    cursor_moved: bool,
     backoff: Backoff,
     /// Rate-limited responses in a row.
     rate_strikes: u32,
@@ -213,6 +215,22 @@ impl GithubMachine {
         let checked = config.check()?;
         let visible_per_cycle = (config.page_cap as usize).saturating_mul(config.per_page as usize);
         let capacity = visible_per_cycle.saturating_mul(4).max(MIN_DEDUP_CAPACITY);
+        // Threads stay listed for weeks, so keys expire by count only: an age limit would
+        // re-emit an unchanged thread whenever a later 200 lists it again.
+        let mut seen = DedupCache::new(capacity.max(GithubCursor::MAX_SEEN), u64::MAX);
+        let (validators, bootstrapped) = match &config.resume {
+            Some(cursor) => {
+                for key in &cursor.seen {
+                    seen.insert(key.clone(), Millis(0));
+                }
+                let validators = Validators {
+                    last_modified: cursor.last_modified.clone(),
+                    etag: cursor.etag.clone(),
+                };
+                (validators, true)
+            }
+            None => (Validators::default(), false),
+        };
         Ok(GithubMachine {
             origin: checked.origin,
             first_page: checked.first_page,
@@ -223,14 +241,13 @@ impl GithubMachine {
             last_delivery: 0,
             in_flight: None,
             cycle: None,
-            validators: Validators::default(),
+            validators,
             unconfirmed: HashSet::new(),
             validators_to_commit: None,
             poll_waiting: false,
-            // Threads stay listed for weeks, so keys expire by count only: an age limit would
-            // re-emit an unchanged thread whenever a later 200 lists it again.
-            seen: DedupCache::new(capacity, u64::MAX),
-            bootstrapped: false,
+            seen,
+            bootstrapped,
+            cursor_moved: false,
             backoff: Backoff::new(config.reconnect),
             rate_strikes: 0,
             base_interval_ms: config.interval_ms,

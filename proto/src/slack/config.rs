@@ -46,6 +46,10 @@ pub struct SlackConfig {
     pub hello_timeout_ms: u64,
     /// Delays between failed attempts (URL requests, connects, connections without hello).
     pub reconnect: ReconnectPolicy,
+    /// The event ids an earlier run handed on (its stored [`SlackCursor`](crate::SlackCursor)):
+    /// Slack's redeliveries of them are acknowledged without being emitted again. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<crate::SlackCursor>,
 }
 
 impl Default for SlackConfig {
@@ -58,6 +62,7 @@ impl Default for SlackConfig {
             ping_interval_ms: 10_000,
             hello_timeout_ms: 15_000,
             reconnect: ReconnectPolicy::default(),
+            resume: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! overlap or with parallel connections the same payload can arrive twice; each must reach the
 //! firehose once.
 
-use crate::{DedupCache, Millis};
+use crate::{DedupCache, Millis, Now, SlackCursor};
 
 /// How long an id is remembered: longer than Slack's redelivery schedule (immediately, about
 /// 1 min, about 5 min) with room to spare.
@@ -44,6 +44,18 @@ impl Seen {
         };
         self.0.insert(key, now)
     }
+
+    /// Remembers the ids an earlier run handed on (its stored cursor), each for what is left of
+    /// its time, so their redeliveries after a restart are acknowledged and not emitted again.
+    pub fn restore(&mut self, cursor: &SlackCursor, now: Now) {
+        for (id, received_at) in &cursor.recent {
+            let age = u64::try_from(now.wall.0.saturating_sub(received_at.0)).unwrap_or(0);
+            if age < DEDUP_TTL_MS {
+                let at = Millis(now.mono.0.saturating_sub(age));
+                self.0.insert(Key::Event(id.clone()), at);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +74,22 @@ mod tests {
         // Remembered for the whole TTL, forgotten after.
         assert!(!seen.first_sighting(Some("Ev1"), "env3", Millis(DEDUP_TTL_MS - 1)));
         assert!(seen.first_sighting(Some("Ev1"), "env3", Millis(DEDUP_TTL_MS)));
+    }
+
+    #[test]
+    fn restored_ids_are_remembered_for_what_is_left_of_their_time() {
+        use crate::UnixMillis;
+        let mut cursor = SlackCursor::default();
+        let wall = 1_764_000_000_000;
+        cursor.recent.push_back(("EvOld".into(), UnixMillis(wall - 20 * 60 * 1000)));
+        cursor.recent.push_back(("EvKept".into(), UnixMillis(wall - 60 * 1000)));
+        let mut seen = Seen::default();
+        let now = Now { mono: Millis(5_000_000), wall: UnixMillis(wall) };
+        seen.restore(&cursor, now);
+        assert!(!seen.first_sighting(Some("EvKept"), "env9", now.mono), "a redelivery");
+        assert!(seen.first_sighting(Some("EvOld"), "env8", now.mono), "past Slack's retries");
+        // Kept for the rest of its 15 minutes only: 14 minutes on, it is forgotten.
+        let later = Millis(now.mono.0 + DEDUP_TTL_MS - 60 * 1000);
+        assert!(seen.first_sighting(Some("EvKept"), "env7", later));
     }
 }

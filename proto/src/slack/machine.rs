@@ -566,7 +566,12 @@ impl Machine for SlackMachine {
     fn handle_input(&mut self, now: Now, input: Input) -> Result<(), Misuse> {
         let now = self.core.admit(now, &input)?;
         match input {
-            Input::Start => self.start(),
+            Input::Start => {
+                if let Some(cursor) = self.config.resume.take() {
+                    self.seen.restore(&cursor, now);
+                }
+                self.start();
+            }
             Input::Timer => self.on_timer(now),
             Input::Opened { conn } => self.on_opened(now, conn),
             Input::Frame {

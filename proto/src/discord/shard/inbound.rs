@@ -375,6 +375,7 @@ impl DiscordShard {
             .as_ref()
             .is_none_or(|events| events.contains(event_type));
         wanted.then(|| Dispatch {
+            seq: envelope.s,
             event_type: event_type.to_owned(),
             data: envelope.d,
             meta: envelope.meta,
@@ -391,6 +392,9 @@ impl DiscordShard {
         event
             .meta
             .insert("event_type".into(), event.event_type.clone());
+        if let Some(seq) = dispatch.seq {
+            event.meta.insert("seq".into(), seq.to_string());
+        }
         if let Some(key) = meta
             .channel_id
             .as_deref()
@@ -590,6 +594,8 @@ impl DiscordShard {
 
 /// A dispatch to emit: its type, where its `d` lies in the frame, and its routing facts.
 pub(super) struct Dispatch {
+    /// `s`: stamped as `meta.seq`, from which a stored cursor knows where to resume.
+    seq: Option<u64>,
     event_type: String,
     data: Option<Range<usize>>,
     meta: DispatchMeta,
