@@ -8,7 +8,7 @@
 
 use crate::hub::{Blocked, Hub, Offer, Receipt, Settled};
 use crate::twins::{self, Fate, Sighting, Slot};
-use openflume_proto::{DeliveryId, Input, Item, Level, Log, UnixMillis};
+use openflume_proto::{Checkpoint, DeliveryId, Input, Item, Level, Log, UnixMillis};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -20,8 +20,8 @@ pub(crate) struct Lane {
     hub: Hub,
     /// The item the hub could not place yet: a back-pressure stream was full.
     blocked: Option<(Blocked, Confirm)>,
-    /// Items behind it, in order.
-    queued: VecDeque<(Item, Confirm)>,
+    /// Items (and checkpoints) behind it, in order.
+    queued: VecDeque<Queued>,
     /// What events that wait for confirmation wait on, oldest first.
     receipts: VecDeque<(DeliveryId, Awaited)>,
     /// Items discarded at shutdown because the consumer did not take them in time.
@@ -31,6 +31,13 @@ pub(crate) struct Lane {
 /// What an item asks to be told: its delivery id, and for the first copy of a keyed event the
 /// slot its twins wait on.
 type Confirm = Option<(DeliveryId, Option<Arc<Slot>>)>;
+
+/// What waits behind a blocked item.
+enum Queued {
+    Item(Item, Confirm),
+    /// A source's checkpoint: placed only after every item before it.
+    Checkpoint(Arc<str>, Checkpoint),
+}
 
 /// What a delivery waits on.
 enum Awaited {
@@ -69,9 +76,20 @@ impl Lane {
             (confirm, _) => confirm.map(|delivery| (delivery, None)),
         };
         if self.blocked.is_some() {
-            self.queued.push_back((item, confirm));
+            self.queued.push_back(Queued::Item(item, confirm));
         } else {
             self.offer(item, confirm);
+        }
+    }
+
+    /// Hands `source`'s checkpoint to the hub after the items delivered before it: now, or once
+    /// the blocked item and those queued behind it are placed.
+    pub(crate) fn checkpoint(&mut self, source: &str, checkpoint: Checkpoint) {
+        if self.blocked.is_some() {
+            self.queued
+                .push_back(Queued::Checkpoint(source.into(), checkpoint));
+        } else {
+            self.hub.offer_checkpoint(source, &checkpoint);
         }
     }
 
@@ -127,9 +145,14 @@ impl Lane {
             }
         }
         while self.blocked.is_none()
-            && let Some((item, confirm)) = self.queued.pop_front()
+            && let Some(queued) = self.queued.pop_front()
         {
-            self.offer(item, confirm);
+            match queued {
+                Queued::Item(item, confirm) => self.offer(item, confirm),
+                Queued::Checkpoint(source, checkpoint) => {
+                    self.hub.offer_checkpoint(&source, &checkpoint);
+                }
+            }
         }
     }
 
@@ -198,12 +221,17 @@ impl Lane {
     /// Gives up on what is still waiting (the shutdown's grace is over), saying how much.
     pub(crate) fn abandon(&mut self, source: &str, now: UnixMillis) -> Option<Log> {
         let blocked = self.blocked.take().map(|(_, confirm)| confirm);
-        let waiting = u64::from(blocked.is_some()) + self.queued.len() as u64;
-        for (_, slot) in blocked
-            .into_iter()
-            .chain(self.queued.drain(..).map(|(_, confirm)| confirm))
-            .flatten()
-        {
+        let queued: Vec<Confirm> = self
+            .queued
+            .drain(..)
+            .filter_map(|queued| match queued {
+                Queued::Item(_, confirm) => Some(confirm),
+                // Never placed, so never stored: the next run starts from the one before.
+                Queued::Checkpoint(..) => None,
+            })
+            .collect();
+        let waiting = u64::from(blocked.is_some()) + queued.len() as u64;
+        for (_, slot) in blocked.into_iter().chain(queued).flatten() {
             if let Some(slot) = slot {
                 slot.settle(Fate::Abandoned);
             }

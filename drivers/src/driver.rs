@@ -566,6 +566,7 @@ impl Io {
                 let log = change.to_log(source, now.wall);
                 self.deliver(Item::Log(log), None);
             }
+            Output::Checkpoint(checkpoint) => self.lane.checkpoint(source, checkpoint),
             // An output newer than this driver (`Output` is `#[non_exhaustive]`, so a new
             // protocol feature does not break the build of every driver). Ignoring it is the
             // safe reading: an output this loop cannot carry out is one it was never asked for,

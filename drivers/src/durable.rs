@@ -9,7 +9,11 @@
 //! and the sources wait (back-pressure), as for any back-pressure consumer. If an append fails
 //! (a disk error) the sink stops and drops its stream: nothing it had not committed is ever
 //! acknowledged, and the services redeliver to the next run.
+//!
+//! The sources' cursors go in the same append as the items they were folded from (see
+//! [`StreamCursors`]): the next start reads them back, so a restart loses and repeats nothing.
 
+use crate::cursors::{StreamCursors, stored_cursors, to_stored};
 use crate::stream::ItemStream;
 use openflume_log::{Appended, EventLog, LogError, Record};
 use std::collections::VecDeque;
@@ -28,10 +32,12 @@ impl LogSink {
     pub(crate) fn spawn(stream: ItemStream, log: EventLog) -> Result<LogSink, LogError> {
         let (done_tx, done) = smol::channel::bounded(1);
         let path = log.path().to_owned();
+        // Stored cursors are the base the new items fold into (a Slack cursor keeps its ids).
+        let cursors = StreamCursors::new(stored_cursors(&log)?);
         std::thread::Builder::new()
             .name("openflume-log-sink".to_owned())
             .spawn(move || {
-                let _ = done_tx.try_send(append_all(stream, &log));
+                let _ = done_tx.try_send(append_all(stream, &log, cursors));
             })
             .map_err(|error| LogError::Open {
                 path,
@@ -61,7 +67,11 @@ impl LogSink {
 /// the writer's next group, so the writer never waits for this thread to turn items into rows.
 const IN_FLIGHT: usize = 2;
 
-fn append_all(mut stream: ItemStream, log: &EventLog) -> Result<u64, LogError> {
+fn append_all(
+    mut stream: ItemStream,
+    log: &EventLog,
+    mut cursors: StreamCursors,
+) -> Result<u64, LogError> {
     let mut appended = 0u64;
     let mut batch = VecDeque::new();
     // Appends not yet known committed, oldest first, with their item counts.
@@ -94,12 +104,17 @@ fn append_all(mut stream: ItemStream, log: &EventLog) -> Result<u64, LogError> {
             }
             stream.take_ready(&mut batch);
         }
+        cursors.take_checkpoints(&mut stream);
         let records: Vec<Record> = batch
             .drain(..)
-            .map(|item| Record::from_item(&item))
+            .map(|item| {
+                cursors.held(&item);
+                Record::from_item(&item)
+            })
             .collect();
         let count = records.len();
-        in_flight.push_back((log.append(records, Vec::new())?, count));
+        let moved = to_stored(cursors.take_changed());
+        in_flight.push_back((log.append(records, moved)?, count));
         if in_flight.len() >= IN_FLIGHT {
             appended += settle_oldest(&stream, &mut in_flight)?;
         }

@@ -596,7 +596,8 @@ impl Flume {
     ) -> Result<crate::LogSink, openflume_log::LogError> {
         let stream = self
             .stream(capacity, Overflow::Backpressure)
-            .holds_until_commit();
+            .holds_until_commit()
+            .with_checkpoints();
         crate::LogSink::spawn(stream, log)
     }
 
@@ -832,7 +833,8 @@ impl Running {
     ) -> Result<crate::LogSink, openflume_log::LogError> {
         let stream = self
             .stream(capacity, Overflow::Backpressure)
-            .holds_until_commit();
+            .holds_until_commit()
+            .with_checkpoints();
         crate::LogSink::spawn(stream, log)
     }
 

@@ -26,7 +26,7 @@ use crate::clock::wall_now;
 use crate::lock::lock;
 use crate::stream::{Buffer, ItemStream, Overflow, Pushed};
 use crate::twins::Twins;
-use openflume_proto::{Item, Level, Log};
+use openflume_proto::{Checkpoint, Item, Level, Log};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
@@ -275,6 +275,14 @@ impl Hub {
     pub(crate) fn announce(&self) {
         for buffer in &lock(&self.shared.streams).buffers {
             buffer.announce();
+        }
+    }
+
+    /// Puts `source`'s checkpoint after everything offered so far, in every stream that wants
+    /// checkpoints. The lane calls it only once every item before it was placed.
+    pub(crate) fn offer_checkpoint(&self, source: &str, checkpoint: &Checkpoint) {
+        for buffer in &lock(&self.shared.streams).buffers {
+            buffer.push_checkpoint(source, checkpoint);
         }
     }
 

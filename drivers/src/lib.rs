@@ -30,6 +30,7 @@
 pub mod cli;
 mod clock;
 mod confluence;
+mod cursors;
 mod delivery;
 mod driver;
 #[cfg(feature = "log")]
@@ -48,6 +49,7 @@ mod twins;
 mod ws;
 
 pub use confluence::{Confluence, ConfluenceError};
+pub use cursors::StreamCursors;
 #[cfg(feature = "log")]
 pub use durable::LogSink;
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
@@ -58,4 +60,4 @@ pub use net::TlsError;
 pub use openflume_log as log;
 pub use source::Source;
 pub use sources::{SourceFailure, SourceStatus, StartError};
-pub use stream::{ItemStream, Overflow};
+pub use stream::{ItemStream, Overflow, StreamCheckpoint};

@@ -9,7 +9,7 @@
 use crate::clock::wall_now;
 use crate::lock::lock;
 use event_listener::{Event, EventListener, IntoNotification};
-use openflume_proto::{Item, Level, Log};
+use openflume_proto::{Checkpoint, Item, Level, Log};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,6 +86,10 @@ struct State {
     closed: bool,
     dropped_unreported: u64,
     last_report: Option<Instant>,
+    /// The reader asked for the sources' checkpoints ([`ItemStream::with_checkpoints`]).
+    wants_checkpoints: bool,
+    /// Checkpoints not taken yet, each after the item count it follows, in order.
+    checkpoints: VecDeque<StreamCheckpoint>,
 }
 
 /// What [`Buffer::push`] did with an item.
@@ -114,6 +118,8 @@ impl Buffer {
                 closed,
                 dropped_unreported: 0,
                 last_report: None,
+                wants_checkpoints: false,
+                checkpoints: VecDeque::new(),
             }),
             holds: AtomicU64::new(0),
             reader_gone: AtomicBool::new(false),
@@ -208,6 +214,32 @@ impl Buffer {
         state.last_report = Some(Instant::now());
         state.items.push_back(overflow_log(dropped, self.policy));
         state.pushed += 1;
+    }
+
+    /// Puts a source's checkpoint after the items pushed so far, for a reader that wants them.
+    /// Never waits and never blocks: a checkpoint is small, and one that follows another of the
+    /// same source with no item between replaces it, so they are at most one per item.
+    pub(crate) fn push_checkpoint(&self, source: &str, checkpoint: &Checkpoint) {
+        let mut state = lock(&self.state);
+        if !state.wants_checkpoints {
+            return;
+        }
+        let after = state.pushed;
+        if let Some(last) = state
+            .checkpoints
+            .iter_mut()
+            .rev()
+            .take_while(|c| c.after == after)
+            .find(|c| c.source == source)
+        {
+            last.checkpoint = checkpoint.clone();
+            return;
+        }
+        state.checkpoints.push_back(StreamCheckpoint {
+            after,
+            source: source.to_owned(),
+            checkpoint: checkpoint.clone(),
+        });
     }
 
     /// Waits until a push could succeed: room, or the reader went away.
@@ -308,6 +340,31 @@ fn overflow_log(dropped: u64, policy: Overflow) -> Item {
         )
         .with_detail(serde_json::json!({ "dropped": dropped })),
     )
+}
+
+/// A source's checkpoint (`Output::Checkpoint`) in a stream that asked for them
+/// ([`ItemStream::with_checkpoints`]): it holds once the stream's first `after` items are held,
+/// and it replaces the source's cursor at that place among the items (see
+/// [`Cursors`](openflume_proto::Cursors)).
+///
+/// ```
+/// use openflume::StreamCheckpoint;
+/// use openflume_proto::{Checkpoint, GithubCursor};
+/// let pinned = StreamCheckpoint {
+///     after: 12,
+///     source: "github".into(),
+///     checkpoint: Checkpoint::Github(GithubCursor::default()),
+/// };
+/// assert_eq!(pinned.after, 12);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamCheckpoint {
+    /// How many of the stream's items come before it (counted from the first item ever taken).
+    pub after: u64,
+    /// Whose checkpoint.
+    pub source: String,
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
 }
 
 /// A pull view of the firehose with its own bounded buffer.
@@ -413,6 +470,55 @@ impl ItemStream {
     /// ```
     pub fn take_ready(&mut self, out: &mut VecDeque<Item>) {
         self.buffer.take_all(out);
+    }
+
+    /// From now on the stream also carries the sources' checkpoints (`Output::Checkpoint`),
+    /// each in its place among the items: take them with
+    /// [`take_checkpoints`](Self::take_checkpoints). For a consumer that stores cursors beside
+    /// the items (the durable log, `listen --data`).
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// use openflume::Overflow;
+    /// # smol::block_on(async {
+    /// let flume = Flume::builder().source(cron).build();
+    /// let mut items = flume.stream(100, Overflow::Backpressure).with_checkpoints();
+    /// flume.open().await?.close().await;
+    /// let (mut batch, mut checkpoints) = (Default::default(), Vec::new());
+    /// items.take_ready(&mut batch);
+    /// items.take_checkpoints(&mut checkpoints);
+    /// assert!(checkpoints.is_empty()); // cron has nothing but its ticks to go by
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    #[must_use]
+    pub fn with_checkpoints(self) -> ItemStream {
+        lock(&self.buffer.state).wants_checkpoints = true;
+        self
+    }
+
+    /// Moves to `out` the checkpoints among the items taken so far (each with its place:
+    /// [`StreamCheckpoint::after`]), in order.
+    pub fn take_checkpoints(&mut self, out: &mut Vec<StreamCheckpoint>) {
+        let mut state = lock(&self.buffer.state);
+        while state
+            .checkpoints
+            .front()
+            .is_some_and(|c| c.after <= state.taken)
+        {
+            out.extend(state.checkpoints.pop_front());
+        }
+    }
+
+    /// How many items were taken from this stream so far: the count
+    /// [`StreamCheckpoint::after`] is measured in.
+    pub fn taken(&self) -> u64 {
+        lock(&self.buffer.state).taken
     }
 
     /// Declares every item taken so far held except the last `unwritten` ones (see

@@ -360,7 +360,12 @@ mod tests {
     use crate::RawJson;
 
     fn event(source: &'static str, kind: &str, data: &str, meta: &[(&'static str, &str)]) -> Item {
-        let mut event = Event::new(source, kind, RawJson::from_str(data).unwrap(), UnixMillis(0));
+        let mut event = Event::new(
+            source,
+            kind,
+            RawJson::from_str(data).unwrap(),
+            UnixMillis(0),
+        );
         for (key, value) in meta {
             event.meta.insert((*key).into(), (*value).to_owned());
         }

@@ -48,6 +48,7 @@ pub mod conversation;
 mod core;
 #[cfg(feature = "cron")]
 pub mod cron;
+mod cursor;
 mod dedup;
 #[cfg(feature = "discord")]
 pub mod discord;
@@ -57,7 +58,6 @@ pub mod fuzzing;
 pub mod github;
 pub mod http;
 pub mod hub;
-mod cursor;
 mod item;
 mod machine;
 pub mod redact;
@@ -75,16 +75,16 @@ pub mod webhook;
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
 pub use config_error::ConfigError;
-pub use dedup::DedupCache;
 pub use cursor::{CatchUp, Checkpoint, CronCursor, Cursors, GithubCursor, SlackCursor};
+pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
 /// The time zone library of the cron API ([`cron::CronMachine::new`] takes a
 /// `jiff::tz::TimeZone`): use this one, and its version always matches.
 #[cfg(feature = "cron")]
 pub use jiff;
 pub use machine::{
-    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine,
-    Misuse, Output, ReqId,
+    ConnId, DeliveryId, Frame, HttpRequest, HttpResponse, IdCounter, Input, Machine, Misuse,
+    Output, ReqId,
 };
 pub use secret::Secret;
 pub use status::{Status, StatusChange, StatusTracker};

@@ -565,7 +565,9 @@ impl fmt::Debug for Output {
                 .finish(),
             Output::Log(log) => f.debug_tuple("Log").field(log).finish(),
             Output::Status(change) => f.debug_tuple("Status").field(change).finish(),
-            Output::Checkpoint(checkpoint) => f.debug_tuple("Checkpoint").field(checkpoint).finish(),
+            Output::Checkpoint(checkpoint) => {
+                f.debug_tuple("Checkpoint").field(checkpoint).finish()
+            }
         }
     }
 }
@@ -705,4 +707,3 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
         (**self).checkpoint()
     }
 }
-

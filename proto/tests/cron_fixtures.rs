@@ -460,8 +460,15 @@ fn a_restart_catches_up_by_its_policy_within_a_day() {
     let caught_up = |name: &str| {
         let (_, transcript) = fixture(name);
         let ticks = events(&transcript);
-        let late: Vec<bool> = ticks.iter().map(|t| t.meta.contains_key("catch_up")).collect();
-        (fired_at(&transcript), late, logs(&transcript, "tick.catch_up").len())
+        let late: Vec<bool> = ticks
+            .iter()
+            .map(|t| t.meta.contains_key("catch_up"))
+            .collect();
+        (
+            fired_at(&transcript),
+            late,
+            logs(&transcript, "tick.catch_up").len(),
+        )
     };
     let on_time = "2025-11-25T20:00:00Z".to_owned();
     let (fired, late, logged) = caught_up("restart_catch_up_last.jsonl");
@@ -475,6 +482,10 @@ fn a_restart_catches_up_by_its_policy_within_a_day() {
     let (fired, _, logged) = caught_up("restart_catch_up_off.jsonl");
     assert_eq!((fired, logged), (vec![on_time], 1));
     let (fired, late, _) = caught_up("restart_catch_up_window.jsonl");
-    assert_eq!(late.iter().filter(|l| **l).count(), 24, "one day back, no more");
+    assert_eq!(
+        late.iter().filter(|l| **l).count(),
+        24,
+        "one day back, no more"
+    );
     assert_eq!(fired[0], "2025-11-24T20:00:00Z");
 }

@@ -343,6 +343,11 @@ impl EventLog {
         self.inner.reader.cursor(source)
     }
 
+    /// See [`LogReader::cursors`].
+    pub fn cursors(&self) -> Result<Vec<(String, serde_json::Value)>, LogError> {
+        self.inner.reader.cursors()
+    }
+
     /// See [`LogReader::consumer`].
     pub fn consumer(&self, name: &str) -> Result<Option<EventId>, LogError> {
         self.inner.reader.consumer(name)

@@ -222,6 +222,25 @@ impl LogReader {
         .transpose()
     }
 
+    /// Every stored cursor, by source.
+    pub fn cursors(&self) -> Result<Vec<(String, serde_json::Value)>, LogError> {
+        let rows: Vec<(String, String)> = self.with_conn(|conn| {
+            let mut statement =
+                conn.prepare("SELECT source, value FROM cursors ORDER BY source")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(source, text)| {
+                let value = serde_json::from_str(&text).map_err(|_| LogError::Read {
+                    path: self.path.clone(),
+                    reason: format!("the cursor of {source:?} is not JSON"),
+                })?;
+                Ok((source, value))
+            })
+            .collect()
+    }
+
     /// The last id the named consumer acknowledged, `None` if it never did.
     pub fn consumer(&self, name: &str) -> Result<Option<EventId>, LogError> {
         self.with_conn(|conn| {

@@ -240,6 +240,18 @@ pub(crate) struct ListenArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 
+    /// Keep the sources' cursors in DIR (log.sqlite), stored once the items they cover are
+    /// written to stdout, and start from them: a Discord session is resumed, GitHub
+    /// notifications that came while stopped are printed, Slack redeliveries are not printed
+    /// twice, and --cron catches up. Without it, each start is a first start.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "OPENFLUME_DATA",
+        help_heading = "Durability"
+    )]
+    pub(crate) data: Option<std::path::PathBuf>,
+
     /// Only print events from these sources (case-insensitive, comma-separated): discord, slack,
     /// github, time, custom. The others are still acknowledged upstream (a Slack ack, a GitHub
     /// cursor, a webhook's 200) as if printed: nobody asked to hold them.
@@ -469,6 +481,18 @@ pub(crate) struct SourceArgs {
     /// IANA time zone for --cron (default: the local zone).
     #[arg(long, env = "OPENFLUME_TZ", help_heading = "Time")]
     pub(crate) tz: Option<String>,
+    /// With a data directory (--data), what a start does with the fire times each --cron missed
+    /// while openflume was stopped, at most 24 hours back: off (none), last (fire once, for the
+    /// latest) or all (each, oldest first). Caught-up ticks carry meta.catch_up = "true".
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "last",
+        value_parser = ["off", "last", "all"],
+        env = "OPENFLUME_CRON_CATCH_UP",
+        help_heading = "Time"
+    )]
+    pub(crate) cron_catch_up: String,
 
     /// Give up after this many consecutive failed reconnects or polls (default: never).
     #[arg(

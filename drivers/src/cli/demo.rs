@@ -29,7 +29,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
         else {
             return Err(UsageError("demo: internal argument error".to_owned()));
         };
-        let sources = listen::sources(&listen_args.source)?;
+        let sources = listen::sources(&listen_args.source, &Default::default())?;
         let code = listen::run(
             sources,
             listen::RunOptions {
@@ -42,6 +42,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
                 start_timeout: std::time::Duration::from_secs(listen_args.source.start_timeout),
                 allow_partial: listen_args.source.allow_partial,
                 extra_roots: Vec::new(),
+                data: None,
             },
         )
         .await;

@@ -6,7 +6,8 @@ use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
-use crate::{Flume, FlumeBuilder, Overflow, Running, Source, StartError};
+use crate::log::EventLog;
+use crate::{Flume, FlumeBuilder, Overflow, Running, Source, StartError, StreamCursors};
 use async_signal::{Signal, Signals};
 use futures_lite::{StreamExt, future};
 use openflume_proto::cron::{CronConfig, Schedule};
@@ -14,7 +15,7 @@ use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::webhook::{CustomSender, WebhookConfig, WebhookIngress};
-use openflume_proto::{ConfigError, Level, ReconnectPolicy, Status};
+use openflume_proto::{Checkpoint, ConfigError, Cursors, Level, ReconnectPolicy, Status};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ use std::time::Duration;
 const MIN_RECONNECT_MS: u64 = 250;
 
 /// Builds the sources the flags enable; a flag that cannot work is a usage error naming it.
-pub(crate) fn sources(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
-    let mut sources = upstream(args)?;
+pub(crate) fn sources(args: &SourceArgs, resume: &Cursors) -> Result<Vec<Source>, UsageError> {
+    let mut sources = upstream(args, resume)?;
     if let Some(source) = webhooks(args)? {
         sources.push(source);
     }
@@ -41,8 +42,8 @@ pub(crate) fn sources(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
 }
 
 /// The sources that connect out (Discord, Slack, GitHub) or tick (cron), without the webhook
-/// ingress.
-pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
+/// ingress; each starts from its stored cursor in `resume`, if any.
+pub(crate) fn upstream(args: &SourceArgs, resume: &Cursors) -> Result<Vec<Source>, UsageError> {
     for (flag, ms) in [
         ("--reconnect-base-ms", args.reconnect_base_ms),
         ("--reconnect-max-ms", args.reconnect_max_ms),
@@ -76,6 +77,9 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
         config.gateway_url = args.discord_gateway_url.clone();
         config.reconnect = reconnect;
+        if let Some(Checkpoint::DiscordSession(session)) = resume.get("discord") {
+            config.resume = Some(session.clone());
+        }
         let probe = DiscordShard::new(config.clone(), 0).map_err(|e| misuse_error("discord", e))?;
         drop(probe);
         sources.push(Source::discord(config));
@@ -87,6 +91,9 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         config.ping_interval_ms = args.slack_ping_interval.saturating_mul(1000);
         config.api_base = args.slack_api_url.trim_end_matches('/').to_owned();
         config.reconnect = reconnect;
+        if let Some(Checkpoint::Slack(cursor)) = resume.get("slack") {
+            config.resume = Some(cursor.clone());
+        }
         config.validate().map_err(|e| config_error("slack", &e))?;
         sources.push(Source::slack(config));
     }
@@ -100,6 +107,9 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         };
         config.api_url = args.github_api_url.trim_end_matches('/').to_owned();
         config.reconnect.max_attempts = args.reconnect_max_attempts;
+        if let Some(Checkpoint::Github(cursor)) = resume.get("github") {
+            config.resume = Some(cursor.clone());
+        }
         let probe = GithubMachine::new(config.clone(), 0).map_err(|e| misuse_error("github", e))?;
         drop(probe);
         sources.push(Source::github(config));
@@ -108,12 +118,19 @@ pub(crate) fn upstream(args: &SourceArgs) -> Result<Vec<Source>, UsageError> {
         let zone = resolve_zone(args.tz.as_deref())?;
         for spec in &args.cron {
             // `EXPR`, or `NAME=EXPR` for events of type NAME (CronConfig::from_spec's rule).
-            let config = CronConfig::from_spec(spec).map_err(|e| match e {
+            let mut config = CronConfig::from_spec(spec).map_err(|e| match e {
                 ConfigError::CronExpression { error, .. } => UsageError::flag("--cron", error),
                 ConfigError::Invalid { reason, .. } => UsageError::flag("--cron", reason),
                 other => UsageError::flag("--cron", other),
             })?;
             Schedule::parse(&config.expression).map_err(|e| UsageError::flag("--cron", e))?;
+            if let Some(Checkpoint::Cron(cursor)) = resume.get("time") {
+                config.last_fire = cursor.last_fire.get(&config.cursor_key()).copied();
+            }
+            config.catch_up = args
+                .cron_catch_up
+                .parse()
+                .map_err(|e: String| UsageError::flag("--cron-catch-up", e))?;
             sources.push(Source::cron(config, zone.clone()));
         }
     }
@@ -204,6 +221,9 @@ pub(crate) struct RunOptions {
     pub(crate) allow_partial: bool,
     /// DER roots to trust besides the bundled ones and the OS store (`--ca-cert`).
     pub(crate) extra_roots: Vec<Vec<u8>>,
+    /// `--data`: where the cursors are kept, and those it held at start. A SIGTERM then keeps
+    /// the Discord session for the next start to resume.
+    pub(crate) data: Option<(EventLog, StreamCursors)>,
 }
 
 /// Items buffered between the sources and the stdout thread: enough for the writer to take a
@@ -221,7 +241,10 @@ const SERVING_STOP_DEADLINE: Duration =
 
 /// Why `run` stops.
 enum Stop {
-    Signal,
+    /// With `keep_sessions`, Discord closes resumably (a SIGTERM with `--data`).
+    Signal {
+        keep_sessions: bool,
+    },
     Writer,
     SourcesEnded,
     StartFailed(StartError),
@@ -259,7 +282,9 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         },
         filter: options.filter,
         count: options.count,
+        cursors: options.data,
     };
+    let keep_sessions_on_term = writer_options.cursors.is_some();
     // Signals are watched before anything starts: a stop while connecting is a clean stop too.
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -287,9 +312,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         .allow_partial(options.allow_partial)
         .build();
     // Attached before the start, so the very first status log is printed.
-    let stream = flume
+    let mut stream = flume
         .stream(STREAM_CAPACITY, Overflow::Backpressure)
         .holds_until_commit();
+    if keep_sessions_on_term {
+        stream = stream.with_checkpoints();
+    }
     let writer = match Writer::spawn(stream, writer_options) {
         Ok(writer) => writer,
         Err(error) => {
@@ -324,7 +352,9 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             report(format_args!(
                 "stopping on {name}; a second SIGINT exits at once"
             ));
-            Stop::Signal
+            Stop::Signal {
+                keep_sessions: keep_sessions_on_term && name == "SIGTERM",
+            }
         };
         let writer_stopped = async {
             // A stream that ended was closed by the flume: its own arm says why.
@@ -336,7 +366,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         future::or(signalled, future::or(writer_stopped, lifetime)).await
     };
     match stop {
-        Stop::Signal => {
+        Stop::Signal { keep_sessions } => {
             // A second SIGINT means now.
             let impatient = smol::spawn(async move {
                 while let Some(Ok(signal)) = signals.next().await {
@@ -345,7 +375,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
                     }
                 }
             });
-            close_and_drain(&running, &writer, stop_deadline).await;
+            close_and_drain(&running, &writer, stop_deadline, keep_sessions).await;
             drop(impatient);
             0
         }
@@ -362,12 +392,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         }
         Stop::StartFailed(error) => {
             // The flume is closed: the writer prints what every source delivered until then.
-            close_and_drain(&running, &writer, stop_deadline).await;
+            close_and_drain(&running, &writer, stop_deadline, false).await;
             report(format_args!("{error}"));
             1
         }
         Stop::SourcesEnded => {
-            close_and_drain(&running, &writer, stop_deadline).await;
+            close_and_drain(&running, &writer, stop_deadline, false).await;
             let closed = running.close().await;
             if let Some(WriterEnd::Failed(error)) = writer.end() {
                 report(format_args!("cannot write to stdout: {error}"));
@@ -387,10 +417,19 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
 
 /// Closes the flume and lets the writer print what is in flight, giving up on a reader that does
 /// not read within [`DRAIN_DEADLINE`]; the sources then go on stopping (their items dropped)
-/// until `stop_deadline` from the start.
-async fn close_and_drain(running: &Running, writer: &Writer, stop_deadline: Duration) {
+/// until `stop_deadline` from the start. With `keep_sessions`, Discord closes resumably.
+async fn close_and_drain(
+    running: &Running,
+    writer: &Writer,
+    stop_deadline: Duration,
+    keep_sessions: bool,
+) {
     let drained = async {
-        running.close().await;
+        if keep_sessions {
+            running.close_keeping_sessions().await;
+        } else {
+            running.close().await;
+        }
         writer.stopped().await;
         true
     };

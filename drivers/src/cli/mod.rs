@@ -73,7 +73,23 @@ fn listen_main(
         });
     }
     let filter = filter::EventFilter::new(args.sources.as_deref(), args.types.as_deref())?;
-    let sources = listen::sources(&args.source)?;
+    let data = match &args.data {
+        Some(dir) => match crate::log::EventLog::open(dir, crate::log::LogOptions::default())
+            .and_then(|log| Ok((crate::cursors::stored_cursors(&log)?, log)))
+        {
+            Ok(data) => Some(data),
+            Err(error) => {
+                listen::report(format_args!("--data: {error}"));
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
+    let resume = data
+        .as_ref()
+        .map(|(cursors, _)| cursors.clone())
+        .unwrap_or_default();
+    let sources = listen::sources(&args.source, &resume)?;
     let extra_roots = listen::network(&args.source)?;
     Ok(smol::block_on(listen::run(
         sources,
@@ -87,6 +103,7 @@ fn listen_main(
             start_timeout: std::time::Duration::from_secs(args.source.start_timeout),
             allow_partial: args.source.allow_partial,
             extra_roots,
+            data: data.map(|(cursors, log)| (log, crate::StreamCursors::new(cursors))),
         },
     )))
 }

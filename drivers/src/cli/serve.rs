@@ -16,6 +16,7 @@ use super::hub_client;
 use super::listen::{self, report};
 use super::log::default_data_dir;
 use super::{UsageError, flags};
+use crate::cursors::stored_cursors;
 use crate::serve::{HandedOff, HandoffHandler};
 use crate::{Running, Source};
 use async_io::Async;
@@ -229,7 +230,17 @@ pub(crate) fn main(
     let channels = webhooks.slack_signing_secret.is_some()
         || webhooks.github_secret.is_some()
         || !webhooks.senders.is_empty();
-    let mut sources = listen::upstream(&args.source)?;
+    // The sources start where the log's cursors say the kept items end.
+    let (log, resume) = match EventLog::open(&dir, LogOptions::default())
+        .and_then(|log| Ok((stored_cursors(&log)?, log)))
+    {
+        Ok((resume, log)) => (log, resume),
+        Err(error) => {
+            report(format_args!("{error}"));
+            return Ok(1);
+        }
+    };
+    let mut sources = listen::upstream(&args.source, &resume)?;
     if sources.is_empty() && !channels {
         return Err(UsageError(
             "no source enabled: set DISCORD_BOT_TOKEN (or --discord-token), SLACK_APP_TOKEN (or \
@@ -239,13 +250,6 @@ pub(crate) fn main(
         ));
     }
     let extra_roots = listen::network(&args.source)?;
-    let log = match EventLog::open(&dir, LogOptions::default()) {
-        Ok(log) => log,
-        Err(error) => {
-            report(format_args!("{error}"));
-            return Ok(1);
-        }
-    };
     let server = Arc::new(Server {
         log,
         token,
@@ -356,13 +360,15 @@ async fn run(
             _ => "SIGINT",
         };
         report(format_args!("stopping on {name}"));
-        true
+        // A SIGTERM is a restart (a deploy, systemd): the next start resumes Discord's session
+        // from the log's cursor.
+        name == "SIGTERM"
     };
     let ended = async {
         running.wait().await;
         false
     };
-    let by_signal = future::or(signalled, ended).await;
+    let keep_sessions = future::or(signalled, ended).await;
     // Hub clients first: they get 1001 and the id to resume after.
     server.stopping.store(true, Ordering::Release);
     server.stopped.notify(usize::MAX);
@@ -375,8 +381,15 @@ async fn run(
             left.await;
         }
     };
+    let close = async {
+        if keep_sessions {
+            running.close_keeping_sessions().await
+        } else {
+            running.close().await
+        }
+    };
     let stopping = async {
-        future::zip(clients_gone, running.close()).await;
+        future::zip(clients_gone, close).await;
     };
     future::or(stopping, async {
         async_io::Timer::after(STOP_GRACE).await;
@@ -393,7 +406,6 @@ async fn run(
             report(format_args!("the log failed: {error}"));
             1
         }
-        _ if by_signal => 0,
         _ => 0,
     }
 }

@@ -5,16 +5,27 @@
 //! is flushed into stdout: a Slack envelope is acked, a GitHub cursor advanced, only once its
 //! line was written. When stdout breaks it stops and drops the stream, so nothing more is
 //! acknowledged and the services redeliver the rest to the next run.
+//!
+//! With `--data`, it also keeps the sources' cursors ([`StreamCursors`]): folded from every item
+//! it took, and stored (at most once a second, and at the end) only once those items were
+//! flushed to stdout. A crash between a flush and the next store repeats at most that second's
+//! items on the next start; it never skips one.
 
 use super::filter::EventFilter;
+use super::listen::report;
 use super::output::{Format, ItemWriter};
+use crate::cursors::{StreamCursors, to_stored};
 use crate::stream::{Detacher, ItemStream};
 use futures_lite::StreamExt;
-use openflume_proto::Item;
+use openflume_log::{Appended, EventLog};
+use openflume_proto::{Checkpoint, Item};
 use smol::lock::OnceCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Flushed cursors are stored at most this often: each store is a transaction with an fsync.
+const STORE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a writer with nothing to write checks that stdout's reader is still there.
 const READER_CHECK: Duration = Duration::from_millis(250);
@@ -30,6 +41,8 @@ pub(crate) struct WriterOptions {
     pub(crate) filter: EventFilter,
     /// Stop after this many printed events.
     pub(crate) count: Option<u64>,
+    /// `--data`: where the cursors are kept, and the cursors stored there.
+    pub(crate) cursors: Option<(EventLog, StreamCursors)>,
 }
 
 /// Where the writer sends logs.
@@ -72,7 +85,13 @@ impl Writer {
         std::thread::Builder::new()
             .name("openflume-stdout".to_owned())
             .spawn(move || {
-                let _ = done_tx.try_send(write_all(stream, &options));
+                let mut options = options;
+                let mut store = options.cursors.take().map(CursorStore::new);
+                let end = write_all(stream, &options, store.as_mut());
+                if let Some(store) = store {
+                    store.finish();
+                }
+                let _ = done_tx.try_send(end);
             })?;
         Ok(Writer {
             detacher,
@@ -101,7 +120,66 @@ impl Writer {
     }
 }
 
-fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
+/// The cursors of what the writer took, and which of them are flushed and due to be stored.
+struct CursorStore {
+    log: EventLog,
+    cursors: StreamCursors,
+    /// Cursors whose items are all flushed, not stored yet.
+    flushed: BTreeMap<String, Checkpoint>,
+    last_store: Instant,
+    storing: Option<Appended>,
+}
+
+impl CursorStore {
+    fn new((log, cursors): (EventLog, StreamCursors)) -> CursorStore {
+        CursorStore {
+            log,
+            cursors,
+            flushed: BTreeMap::new(),
+            last_store: Instant::now(),
+            storing: None,
+        }
+    }
+
+    /// Everything folded so far is flushed: store it, if the last store is long enough ago.
+    fn flushed(&mut self) {
+        self.flushed.extend(self.cursors.take_changed());
+        self.store_if_due();
+    }
+
+    fn store_if_due(&mut self) {
+        if self.last_store.elapsed() >= STORE_EVERY {
+            self.store();
+        }
+    }
+
+    fn store(&mut self) {
+        if self.flushed.is_empty() {
+            return;
+        }
+        self.last_store = Instant::now();
+        let changed = std::mem::take(&mut self.flushed).into_iter().collect();
+        match self.log.append(Vec::new(), to_stored(changed)) {
+            Ok(appended) => self.storing = Some(appended),
+            Err(error) => report(format_args!("cannot store the cursors: {error}")),
+        }
+    }
+
+    /// Stores what is flushed and waits for it.
+    fn finish(mut self) {
+        self.store();
+        if let Some(Err(error)) = self.storing.take().map(Appended::wait) {
+            report(format_args!("cannot store the cursors: {error}"));
+        }
+        self.log.close();
+    }
+}
+
+fn write_all(
+    mut stream: ItemStream,
+    options: &WriterOptions,
+    mut store: Option<&mut CursorStore>,
+) -> WriterEnd {
     // The pipe keeps the kernel's size: enlarging it to 1 MiB (F_SETPIPE_SZ) measured no less
     // CPU per event, only more memory touched (README, performance).
     let stdout = io::stdout();
@@ -122,13 +200,16 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
     let mut batch = VecDeque::new();
     loop {
         // Wait for the first item of a batch, then take what is ready without waiting.
-        match next_or_reader_gone(&mut stream, &mut reader_check) {
+        match next_or_reader_gone(&mut stream, &mut reader_check, store.as_deref_mut()) {
             Waited::Item(item) => batch.push_back(item),
             // Every batch was flushed and committed already.
             Waited::End => return WriterEnd::Drained,
             Waited::ReaderGone => return WriterEnd::BrokenPipe,
         }
         while !batch.is_empty() {
+            if let Some(store) = store.as_deref_mut() {
+                store.cursors.take_checkpoints(&mut stream);
+            }
             while let Some(item) = batch.pop_front() {
                 // A filtered-out event is committed with this batch: acknowledged, not held.
                 let printed = match &item {
@@ -146,6 +227,9 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
                 if printed && let Err(error) = writer.write(&item) {
                     return failed(error);
                 }
+                if let Some(store) = store.as_deref_mut() {
+                    store.cursors.held(&item);
+                }
                 if printed && matches!(item, Item::Event(_)) {
                     events += 1;
                     if reached(events) {
@@ -154,6 +238,9 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
                         }
                         // What was taken but not written is not held.
                         stream.commit_all_but(batch.len());
+                        if let Some(store) = store {
+                            store.flushed();
+                        }
                         return WriterEnd::CountReached;
                     }
                 }
@@ -167,6 +254,9 @@ fn write_all(mut stream: ItemStream, options: &WriterOptions) -> WriterEnd {
             return failed(error);
         }
         stream.commit();
+        if let Some(store) = store.as_deref_mut() {
+            store.flushed();
+        }
     }
 }
 
@@ -178,8 +268,13 @@ enum Waited {
 
 /// The next item; while none comes, checks every [`READER_CHECK`] whether stdout's reader went
 /// away, so that `listen | head -1` ends soon after `head` does even when the sources are quiet
-/// (a write would tell, but there is nothing to write).
-fn next_or_reader_gone(stream: &mut ItemStream, reader_check: &mut async_io::Timer) -> Waited {
+/// (a write would tell, but there is nothing to write); and stores flushed cursors that are due,
+/// so a quiet stream stores them too.
+fn next_or_reader_gone(
+    stream: &mut ItemStream,
+    reader_check: &mut async_io::Timer,
+    mut store: Option<&mut CursorStore>,
+) -> Waited {
     loop {
         // A plain parker: `smol::block_on` would make this thread drive the reactor while it
         // waits, moving the sources' socket wake-ups across threads.
@@ -194,7 +289,11 @@ fn next_or_reader_gone(stream: &mut ItemStream, reader_check: &mut async_io::Tim
             Some(Some(item)) => return Waited::Item(item),
             Some(None) => return Waited::End,
             None if stdout_reader_gone() => return Waited::ReaderGone,
-            None => {}
+            None => {
+                if let Some(store) = store.as_deref_mut() {
+                    store.store_if_due();
+                }
+            }
         }
     }
 }

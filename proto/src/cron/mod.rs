@@ -20,7 +20,8 @@ pub use next::{next_after, next_fire_times};
 
 use crate::core::{Core, answered_by_core};
 use crate::{
-    CatchUp, ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind, UnixMillis,
+    CatchUp, ConfigError, Event, Input, Level, Machine, Misuse, Now, RawJson, Status, TimerKind,
+    UnixMillis,
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -430,8 +431,8 @@ impl CronMachine {
     /// Handles the fire times missed between an earlier run's last fire and now (at most
     /// [`CatchUp::WINDOW_MS`] back) by the catch-up policy, and says what it did.
     fn catch_up(&mut self, now: Now, last: Timestamp, wall: Timestamp) {
-        let window_start = Timestamp::from_millisecond(wall.as_millisecond() - CatchUp::WINDOW_MS)
-            .unwrap_or(last);
+        let window_start =
+            Timestamp::from_millisecond(wall.as_millisecond() - CatchUp::WINDOW_MS).unwrap_or(last);
         let mut missed = Vec::new();
         let mut at = last.max(window_start);
         // Five fields fire at most once a minute: a day holds at most 1 440 of them.

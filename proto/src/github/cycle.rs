@@ -280,7 +280,8 @@ impl GithubMachine {
             etag: self.validators.etag.clone(),
             seen: self.seen.keys().cloned().collect(),
         };
-        self.core.emit(Output::Checkpoint(Checkpoint::Github(cursor)));
+        self.core
+            .emit(Output::Checkpoint(Checkpoint::Github(cursor)));
     }
 
     /// One event confirmed. The last confirmation of a complete cycle commits its validators and

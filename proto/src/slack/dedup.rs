@@ -81,13 +81,26 @@ mod tests {
         use crate::UnixMillis;
         let mut cursor = SlackCursor::default();
         let wall = 1_764_000_000_000;
-        cursor.recent.push_back(("EvOld".into(), UnixMillis(wall - 20 * 60 * 1000)));
-        cursor.recent.push_back(("EvKept".into(), UnixMillis(wall - 60 * 1000)));
+        cursor
+            .recent
+            .push_back(("EvOld".into(), UnixMillis(wall - 20 * 60 * 1000)));
+        cursor
+            .recent
+            .push_back(("EvKept".into(), UnixMillis(wall - 60 * 1000)));
         let mut seen = Seen::default();
-        let now = Now { mono: Millis(5_000_000), wall: UnixMillis(wall) };
+        let now = Now {
+            mono: Millis(5_000_000),
+            wall: UnixMillis(wall),
+        };
         seen.restore(&cursor, now);
-        assert!(!seen.first_sighting(Some("EvKept"), "env9", now.mono), "a redelivery");
-        assert!(seen.first_sighting(Some("EvOld"), "env8", now.mono), "past Slack's retries");
+        assert!(
+            !seen.first_sighting(Some("EvKept"), "env9", now.mono),
+            "a redelivery"
+        );
+        assert!(
+            seen.first_sighting(Some("EvOld"), "env8", now.mono),
+            "past Slack's retries"
+        );
         // Kept for the rest of its 15 minutes only: 14 minutes on, it is forgotten.
         let later = Millis(now.mono.0 + DEDUP_TTL_MS - 60 * 1000);
         assert!(seen.first_sighting(Some("EvKept"), "env7", later));
