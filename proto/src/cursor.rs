@@ -13,6 +13,7 @@
 //! | GitHub | validators and the seen `(thread, updated_at)` keys | polls with the validators; what changed while down is news, nothing else |
 //! | Slack | event ids of the last 15 minutes | a redelivery of a kept event is acknowledged, not emitted again |
 //! | cron | each schedule's last fire time | catches up by [`CatchUp`] |
+//! | webhooks | GitHub and custom deliveries of the last days | a sender's redelivery of a kept event is answered 200, not emitted again |
 //!
 //! [`Output::Checkpoint`]: crate::Output::Checkpoint
 
@@ -49,6 +50,8 @@ pub enum Checkpoint {
     Slack(SlackCursor),
     /// The cron schedules' last fires (`CronConfig::last_fire`).
     Cron(CronCursor),
+    /// The webhook ingress's recent GitHub and custom deliveries (`WebhookConfig::resume`).
+    Webhooks(WebhookCursor),
 }
 
 /// Where the GitHub poller stands: the validators of its last complete cycle, and the
@@ -114,18 +117,56 @@ impl SlackCursor {
     pub const MAX_AGE_MS: i64 = 15 * 60 * 1000;
 
     fn remember(&mut self, id: &str, at: UnixMillis) {
-        if self.recent.iter().rev().any(|(seen, _)| seen == id) {
-            return;
-        }
-        self.recent.push_back((id.to_owned(), at));
-        while self.recent.len() > Self::MAX_IDS
-            || self
-                .recent
-                .front()
-                .is_some_and(|(_, first)| at.0.saturating_sub(first.0) > Self::MAX_AGE_MS)
-        {
-            self.recent.pop_front();
-        }
+        remember_recent(&mut self.recent, id, at, Self::MAX_IDS, Self::MAX_AGE_MS);
+    }
+}
+
+/// The webhook deliveries handed on recently (their
+/// [`redelivery_key`](crate::webhook::redelivery_key): `github:…`, `custom:…`), oldest first.
+/// Slack's Events API deliveries are in the [`SlackCursor`] (by `event_id`, as Socket Mode's).
+///
+/// ```
+/// use openflume_proto::{UnixMillis, WebhookCursor};
+/// let cursor: WebhookCursor = serde_json::from_str(r#"{"recent":[["github:72d3",1764000000000]]}"#).unwrap();
+/// assert_eq!(cursor.recent[0].0, "github:72d3");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookCursor {
+    /// `(redelivery key, receivedAt)`, at most [`WebhookCursor::MAX_IDS`], none older than
+    /// [`WebhookCursor::MAX_AGE_MS`] before the newest.
+    pub recent: VecDeque<(String, UnixMillis)>,
+}
+
+impl WebhookCursor {
+    /// Deliveries kept: far more than can be in flight at a crash.
+    pub const MAX_IDS: usize = 1_000;
+    /// Senders retry for up to a day or more (Standard Webhooks schedules run about 27 h).
+    pub const MAX_AGE_MS: i64 = 3 * 24 * 3600 * 1000;
+
+    fn remember(&mut self, key: &str, at: UnixMillis) {
+        remember_recent(&mut self.recent, key, at, Self::MAX_IDS, Self::MAX_AGE_MS);
+    }
+}
+
+/// Appends `id` unless it is there, then forgets the oldest past `max_ids` or `max_age_ms`.
+fn remember_recent(
+    recent: &mut VecDeque<(String, UnixMillis)>,
+    id: &str,
+    at: UnixMillis,
+    max_ids: usize,
+    max_age_ms: i64,
+) {
+    if recent.iter().rev().any(|(seen, _)| seen == id) {
+        return;
+    }
+    recent.push_back((id.to_owned(), at));
+    while recent.len() > max_ids
+        || recent
+            .front()
+            .is_some_and(|(_, first)| at.0.saturating_sub(first.0) > max_age_ms)
+    {
+        recent.pop_front();
     }
 }
 
@@ -242,18 +283,35 @@ impl Cursors {
         let Item::Event(event) = item else {
             return;
         };
-        let source = event.source.as_ref();
-        let current = self.by_source.get_mut(source);
-        let changed = match fold(current, event) {
+        // A webhook delivery's key is the ingress's to keep, whatever source the event is of.
+        let webhook_key = event
+            .meta
+            .contains_key("delivery_id")
+            .then(|| crate::webhook::redelivery_key(event))
+            .flatten();
+        let (owner, folded) = match webhook_key {
+            Some(key) => {
+                let owner = crate::webhook::SOURCE;
+                (
+                    owner,
+                    fold_delivery(self.by_source.get_mut(owner), &key, event),
+                )
+            }
+            None => {
+                let owner = event.source.as_ref();
+                (owner, fold(self.by_source.get_mut(owner), event))
+            }
+        };
+        let changed = match folded {
             Fold::Unchanged => false,
             Fold::Updated => true,
             Fold::New(checkpoint) => {
-                self.by_source.insert(source.to_owned(), checkpoint);
+                self.by_source.insert(owner.to_owned(), checkpoint);
                 true
             }
         };
-        if changed && !self.changed.contains(source) {
-            self.changed.insert(source.to_owned());
+        if changed && !self.changed.contains(owner) {
+            self.changed.insert(owner.to_owned());
         }
     }
 
@@ -326,6 +384,20 @@ fn fold(current: Option<&mut Checkpoint>, event: &Event) -> Fold {
         };
     }
     Fold::Unchanged
+}
+
+fn fold_delivery(current: Option<&mut Checkpoint>, key: &str, event: &Event) -> Fold {
+    match current {
+        Some(Checkpoint::Webhooks(cursor)) => {
+            cursor.remember(key, event.received_at);
+            Fold::Updated
+        }
+        _ => {
+            let mut cursor = WebhookCursor::default();
+            cursor.remember(key, event.received_at);
+            Fold::New(Checkpoint::Webhooks(cursor))
+        }
+    }
 }
 
 /// READY starts a session (its data names it); every later dispatch moves its `seq`.
@@ -446,6 +518,19 @@ mod tests {
         };
         assert_eq!(cursor.last_fire["tick * * * * *"], 120_000);
         assert_eq!(cursor.last_fire["report 0 9 * * *"], 32_400_000);
+    }
+
+    #[test]
+    fn webhook_deliveries_are_the_ingress_s_to_keep() {
+        let mut cursors = Cursors::default();
+        cursors.observe(&event("github", "push", "{}", &[("delivery_id", "d1")]));
+        cursors.observe(&event("custom", "deploys", "{}", &[("delivery_id", "m1")]));
+        let Some(Checkpoint::Webhooks(cursor)) = cursors.get("webhooks") else {
+            panic!("{:?}", cursors.take_changed())
+        };
+        let keys: Vec<&str> = cursor.recent.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["github:d1", "custom:deploys:m1"]);
+        assert!(cursors.get("github").is_none(), "not a notification cursor");
     }
 
     #[test]

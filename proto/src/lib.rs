@@ -75,7 +75,9 @@ pub mod webhook;
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
 pub use config_error::ConfigError;
-pub use cursor::{CatchUp, Checkpoint, CronCursor, Cursors, GithubCursor, SlackCursor};
+pub use cursor::{
+    CatchUp, Checkpoint, CronCursor, Cursors, GithubCursor, SlackCursor, WebhookCursor,
+};
 pub use dedup::DedupCache;
 pub use item::{Event, Item, Level, Log, RawJson};
 /// The time zone library of the cron API ([`cron::CronMachine::new`] takes a

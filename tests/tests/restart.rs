@@ -381,3 +381,73 @@ fn listen_with_data_resumes_discord_after_a_sigterm() {
         "resumed, not identified"
     );
 }
+
+/// `openflume serve` with only the GitHub webhook channel, and where it serves.
+fn serve_github_webhooks(dir: &Path, secret: &str) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(openflume_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .env("GITHUB_WEBHOOK_SECRET", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve says where it serves").unwrap();
+        if let Some(rest) = line.split("serving on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Posts a signed GitHub `push` delivery; returns the status code.
+fn post_delivery(addr: std::net::SocketAddr, secret: &str, delivery: &str) -> u16 {
+    use std::io::{Read, Write};
+    let body = br#"{"ref":"refs/heads/main","repository":{"full_name":"octo/app"}}"#;
+    let signature = openflume_proto::webhook::sign_github(secret.as_bytes(), body);
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let head = format!(
+        "POST /channels/github/webhook HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\n\
+         X-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_webhook_redelivered_after_a_kill_is_logged_once() {
+    const SECRET: &str = "restart-webhook-test-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, addr) = serve_github_webhooks(dir.path(), SECRET);
+    assert_eq!(post_delivery(addr, SECRET, "delivery-1"), 200);
+    // Killed before the sender saw its 200 (as the sender sees it: it retries).
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, addr) = serve_github_webhooks(dir.path(), SECRET);
+    assert_eq!(post_delivery(addr, SECRET, "delivery-1"), 200, "answered");
+    assert_eq!(post_delivery(addr, SECRET, "delivery-2"), 200);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let pushes = counts(&logged(dir.path()), "github", "push", "/meta/delivery_id");
+    assert_eq!(
+        pushes,
+        HashMap::from([
+            ("\"delivery-1\"".to_owned(), 1),
+            ("\"delivery-2\"".to_owned(), 1)
+        ])
+    );
+}

@@ -27,7 +27,7 @@ const MIN_RECONNECT_MS: u64 = 250;
 /// Builds the sources the flags enable; a flag that cannot work is a usage error naming it.
 pub(crate) fn sources(args: &SourceArgs, resume: &Cursors) -> Result<Vec<Source>, UsageError> {
     let mut sources = upstream(args, resume)?;
-    if let Some(source) = webhooks(args)? {
+    if let Some(source) = webhooks(args, resume)? {
         sources.push(source);
     }
     if sources.is_empty() {
@@ -137,9 +137,22 @@ pub(crate) fn upstream(args: &SourceArgs, resume: &Cursors) -> Result<Vec<Source
     Ok(sources)
 }
 
+/// The redelivery keys of the webhook deliveries an earlier run kept: its GitHub and custom
+/// deliveries, and its Slack events (by `event_id`, whichever transport brought them).
+pub(crate) fn redelivery_keys(resume: &Cursors) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(Checkpoint::Webhooks(cursor)) = resume.get(openflume_proto::webhook::SOURCE) {
+        keys.extend(cursor.recent.iter().map(|(key, _)| key.clone()));
+    }
+    if let Some(Checkpoint::Slack(cursor)) = resume.get("slack") {
+        keys.extend(cursor.recent.iter().map(|(id, _)| format!("slack:{id}")));
+    }
+    keys
+}
+
 /// The webhook ingress, when `--http` asks for it; `--http` without a secret, or `--webhook`
 /// without `--http`, is a usage error.
-fn webhooks(args: &SourceArgs) -> Result<Option<Source>, UsageError> {
+fn webhooks(args: &SourceArgs, resume: &Cursors) -> Result<Option<Source>, UsageError> {
     let Some(addr) = args.http else {
         if !args.webhook.is_empty() {
             return Err(UsageError::flag(
@@ -149,7 +162,8 @@ fn webhooks(args: &SourceArgs) -> Result<Option<Source>, UsageError> {
         }
         return Ok(None);
     };
-    let config = webhook_config(args)?;
+    let mut config = webhook_config(args)?;
+    config.resume = redelivery_keys(resume);
     if config.slack_signing_secret.is_none()
         && config.github_secret.is_none()
         && config.senders.is_empty()

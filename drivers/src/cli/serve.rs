@@ -224,12 +224,6 @@ pub(crate) fn main(
             "no default: neither XDG_DATA_HOME nor HOME is set",
         ));
     };
-    let mut webhooks = listen::webhook_config(&args.source)?;
-    webhooks.handoff_paths = [HEALTHZ, READYZ, HUB].map(str::to_owned).to_vec();
-    WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::misuse_error(WEBHOOKS, e))?;
-    let channels = webhooks.slack_signing_secret.is_some()
-        || webhooks.github_secret.is_some()
-        || !webhooks.senders.is_empty();
     // The sources start where the log's cursors say the kept items end.
     let (log, resume) = match EventLog::open(&dir, LogOptions::default())
         .and_then(|log| Ok((stored_cursors(&log)?, log)))
@@ -240,6 +234,13 @@ pub(crate) fn main(
             return Ok(1);
         }
     };
+    let mut webhooks = listen::webhook_config(&args.source)?;
+    webhooks.resume = listen::redelivery_keys(&resume);
+    webhooks.handoff_paths = [HEALTHZ, READYZ, HUB].map(str::to_owned).to_vec();
+    WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::misuse_error(WEBHOOKS, e))?;
+    let channels = webhooks.slack_signing_secret.is_some()
+        || webhooks.github_secret.is_some()
+        || !webhooks.senders.is_empty();
     let mut sources = listen::upstream(&args.source, &resume)?;
     if sources.is_empty() && !channels {
         return Err(UsageError(

@@ -56,6 +56,10 @@ pub struct WebhookConfig {
     /// method: `serve` puts its hub (`/ws`) and health endpoints on the same port this way. A
     /// handed-off request's body may be at most [`HANDOFF_BODY_LIMIT`] bytes. Default none.
     pub handoff_paths: Vec<String>,
+    /// The redelivery keys ([`redelivery_key`](super::redelivery_key)) of the events an earlier
+    /// run kept (from its stored cursors): a sender's redelivery of one after a restart (its 200
+    /// was cut off by the crash) is answered 200 and not emitted again. Default none.
+    pub resume: Vec<String>,
 }
 
 /// The largest body of a handed-off request: the routes handed off are GETs and WebSocket
@@ -79,6 +83,7 @@ impl Default for WebhookConfig {
             github_body_limit: 25 << 20,
             custom_body_limit: 1 << 20,
             handoff_paths: Vec::new(),
+            resume: Vec::new(),
         }
     }
 }

@@ -95,6 +95,30 @@ const MAX_AHEAD: usize = 64 * 1024;
 /// The `source` of the ingress's own logs and status; its events carry their provider's.
 pub const SOURCE: &str = "webhooks";
 
+/// The key a sender's redelivery of `event` is recognised by: Slack's `event_id`, GitHub's
+/// delivery id (`X-GitHub-Delivery`), a custom sender's `webhook-id`; `None` for an event
+/// without one (each copy is then emitted). Stored with the cursors, it lets a restarted
+/// ingress answer a redelivery of a kept event without emitting it again
+/// ([`WebhookConfig::resume`]).
+///
+/// ```
+/// use openflume_proto::webhook::redelivery_key;
+/// use openflume_proto::{Event, RawJson, UnixMillis};
+/// let mut event = Event::new("github", "push", RawJson::null(), UnixMillis(0));
+/// assert_eq!(redelivery_key(&event), None);
+/// event.meta.insert("delivery_id".into(), "72d3162e".into());
+/// assert_eq!(redelivery_key(&event).as_deref(), Some("github:72d3162e"));
+/// ```
+pub fn redelivery_key(event: &crate::Event) -> Option<String> {
+    let meta = |key: &str| event.meta.get(key);
+    match event.source.as_ref() {
+        "slack" => meta("event_id").map(|id| format!("slack:{id}")),
+        "github" => meta("delivery_id").map(|id| format!("github:{id}")),
+        "custom" => meta("delivery_id").map(|id| format!("custom:{}:{id}", event.event_type)),
+        _ => None,
+    }
+}
+
 /// `sha256=<hex>` of `body` under `secret`: the `X-Hub-Signature-256` (and `X-Signature-256`)
 /// value a sender computes. For tests and for senders written in Rust.
 ///
@@ -298,6 +322,10 @@ impl WebhookIngress {
         .into_iter()
         .max()
         .unwrap_or(0);
+        let mut seen = Seen::default();
+        for key in &config.resume {
+            seen.restore(key);
+        }
         Ok(WebhookIngress {
             core: Core::new(SOURCE),
             standard_keys,
@@ -309,7 +337,7 @@ impl WebhookIngress {
             connections: BTreeMap::new(),
             deliveries: IdCounter::default(),
             awaiting: HashMap::new(),
-            seen: Seen::default(),
+            seen,
             stopping: false,
             paused_since: None,
         })

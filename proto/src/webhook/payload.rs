@@ -113,7 +113,7 @@ fn slack_event(
             event.meta.insert(key.into(), value.to_owned());
         }
     }
-    let dedup = extracted.event_id.map(|id| format!("slack:{id}"));
+    let dedup = super::redelivery_key(&event);
     (event, dedup)
 }
 
@@ -251,10 +251,8 @@ fn github(request: &ReceivedRequest, now: UnixMillis) -> Result<Arrival, Malform
     }
     let mut event = Event::new("github", kind, RawJson::from_raw(raw), now);
     event.meta = meta;
-    Ok(Arrival::Event {
-        event,
-        dedup: Some(format!("github:{delivery}")),
-    })
+    let dedup = super::redelivery_key(&event);
+    Ok(Arrival::Event { event, dedup })
 }
 
 fn custom(sender: &str, request: &ReceivedRequest, now: UnixMillis) -> Result<Arrival, Malformed> {
@@ -267,6 +265,6 @@ fn custom(sender: &str, request: &ReceivedRequest, now: UnixMillis) -> Result<Ar
     if let Some(id) = id {
         event.meta.insert("delivery_id".into(), id.to_owned());
     }
-    let dedup = id.map(|id| format!("custom:{sender}:{id}"));
+    let dedup = super::redelivery_key(&event);
     Ok(Arrival::Event { event, dedup })
 }

@@ -70,6 +70,18 @@ impl Seen {
         }
     }
 
+    /// Remembers `key` as held already (kept by an earlier run).
+    pub(crate) fn restore(&mut self, key: &str) {
+        if self.order.len() >= CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        if self.keys.insert(key.to_owned(), State::Held).is_none() {
+            self.order.push_back(key.to_owned());
+        }
+    }
+
     /// The first copy of `key` is held: returns the connections that wait for it.
     pub(crate) fn held(&mut self, key: &str, delivery: DeliveryId) -> Vec<ConnId> {
         match self.keys.get_mut(key) {
