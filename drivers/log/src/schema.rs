@@ -26,7 +26,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Items: `event_id` is AUTOINCREMENT so an id is never reused, even after retention deleted the
 /// newest rows (SQLite keeps the highest id ever given out in `sqlite_sequence`). No index but
 /// the primary key: readers and retention go in id order, and every index costs each append.
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
