@@ -239,6 +239,7 @@ pub(crate) fn main(
         ));
     }
     let extra_roots = listen::network(&args.source)?;
+    let forward_targets = super::forward::targets(args)?;
     let log = match EventLog::open(&dir, LogOptions::default()) {
         Ok(log) => log,
         Err(error) => {
@@ -269,7 +270,22 @@ pub(crate) fn main(
         LogLevel::Warn => Level::Warn,
         LogLevel::Error | LogLevel::Off => Level::Error,
     };
-    Ok(smol::block_on(run(server, sources, min_level, extra_roots)))
+    // Started before the flume: a new target forwards every event of this run.
+    let forward_options = super::forward::options(min_level, extra_roots.clone());
+    let forwarder = match crate::Forwarder::start(&server.log, forward_targets, forward_options) {
+        Ok(forwarder) => forwarder,
+        Err(error) => {
+            report(format_args!("{error}"));
+            return Ok(1);
+        }
+    };
+    Ok(smol::block_on(run(
+        server,
+        sources,
+        min_level,
+        extra_roots,
+        forwarder,
+    )))
 }
 
 /// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
@@ -310,6 +326,7 @@ async fn run(
     sources: Vec<Source>,
     min_level: Level,
     extra_roots: Vec<Vec<u8>>,
+    forwarder: crate::Forwarder,
 ) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -363,6 +380,8 @@ async fn run(
         false
     };
     let by_signal = future::or(signalled, ended).await;
+    // A delivery in flight is abandoned: its state says to send it again at the next start.
+    forwarder.stop().await;
     // Hub clients first: they get 1001 and the id to resume after.
     server.stopping.store(true, Ordering::Release);
     server.stopped.notify(usize::MAX);
