@@ -570,8 +570,12 @@ impl TargetRun {
             on_log(&log);
         }
         let record = Record::from_item(&Item::Log(log));
-        // Not awaited to commit: a log is not an event anyone acknowledges.
-        let _ = self.log.append_async(vec![record], Vec::new()).await;
+        // Committed before the next output is performed: a give-up or a 410 is in the log
+        // before the state that acts on it is stored. (A log that cannot be appended is only
+        // lost: the state alone decides what is sent.)
+        if let Ok(appended) = self.log.append_async(vec![record], Vec::new()).await {
+            let _ = appended.await;
+        }
     }
 
     /// The log cannot be used: this target stops, with an error log saying so. Its stored state

@@ -11,7 +11,7 @@
 //! → Read { items, up_to }
 //! ← Send { req, event_id, request }               one in flight, in event_id order
 //! → Response { req, status } | RequestFailed | Timer (the request's deadline)
-//! ← Persist(state) ← Log(…)                       after every outcome, before the next send
+//! ← Persist(state), Log(…)                        after every outcome, before the next send
 //! ```
 //!
 //! **Outcomes.** A 2xx means delivered: the cursor moves past the event and the next one goes at
@@ -30,7 +30,9 @@
 //!   cursor; it is sent again after the restart (its attempt count may miss that one attempt);
 //! - after the 2xx, before the state is stored: the event is sent again: **at least once**, never
 //!   lost; receivers deduplicate by `webhook-id`, the event's id in the log;
-//! - during a backoff: the persisted `next_attempt_at` is honoured after the restart.
+//! - during a backoff: the persisted `next_attempt_at` is honoured after the restart;
+//! - between a give-up's (or a 410's) error log and its state: the log comes first, so the
+//!   event is tried once more after the restart; nothing is dropped without a log.
 //!
 //! A new target starts after the last committed event (it forwards what comes from now on) and
 //! persists that starting point first, so a crash before its first delivery cannot move it.
@@ -623,12 +625,9 @@ impl Outbox {
         self.log(now, Level::Debug, "forward.delivered", message, detail);
     }
 
+    /// 410 Gone. The log goes first: a crash before the state is stored leaves a target that
+    /// tries once more, never one disabled without a word.
     fn disable(&mut self, now: Now) {
-        self.state.disabled = true;
-        self.phase = Phase::Disabled;
-        self.queue.clear();
-        self.out
-            .push_back(OutboxOutput::Persist(self.state.clone()));
         let head = self.state.head;
         let message = format!(
             "{} answered 410 Gone to event {}: the target is disabled, nothing more is sent to it",
@@ -637,6 +636,11 @@ impl Outbox {
         );
         let detail = self.detail(head);
         self.log(now, Level::Error, "forward.disabled", message, detail);
+        self.state.disabled = true;
+        self.phase = Phase::Disabled;
+        self.queue.clear();
+        self.out
+            .push_back(OutboxOutput::Persist(self.state.clone()));
     }
 
     fn on_failure(&mut self, now: Now, error: String) {
@@ -668,11 +672,8 @@ impl Outbox {
                 self.log_error(now, Level::Warn, "forward.retry", message, detail, error);
             }
             AfterFailure::GiveUp => {
-                self.queue.pop_front();
-                self.state.delivered_through = head;
-                self.state.clear_attempts();
-                self.out
-                    .push_back(OutboxOutput::Persist(self.state.clone()));
+                // The log goes before the state: a crash between the two tries the event once
+                // more rather than dropping it without a word.
                 let message = format!(
                     "{}: gave up on event {head} after {attempts} attempts over {} ms",
                     self.target,
@@ -683,6 +684,11 @@ impl Outbox {
                     detail["attempts"] = attempts.into();
                 }
                 self.log_error(now, Level::Error, "forward.gave_up", message, detail, error);
+                self.queue.pop_front();
+                self.state.delivered_through = head;
+                self.state.clear_attempts();
+                self.out
+                    .push_back(OutboxOutput::Persist(self.state.clone()));
             }
         }
     }
