@@ -101,6 +101,17 @@ impl ForwardTarget {
 }
 
 /// Called with each log a target writes (retries, give-ups, a 410), besides the log itself.
+///
+/// ```
+/// use openflume::ForwardLogCallback;
+/// use openflume_proto::Level;
+/// let to_stderr: ForwardLogCallback = std::sync::Arc::new(|log| {
+///     if log.level >= Level::Warn {
+///         eprintln!("{}", log.message);
+///     }
+/// });
+/// # let _ = to_stderr;
+/// ```
 pub type ForwardLogCallback = Arc<dyn Fn(&Log) + Send + Sync>;
 
 /// How the forwarder runs.

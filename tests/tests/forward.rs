@@ -543,3 +543,47 @@ fn a_delivery_is_given_up_after_the_max_age() {
     assert_eq!(gave_up["log"]["detail"]["attempts"], attempts);
     assert_no_secret(&serve.stderr_lines());
 }
+
+/// A target whose secret is not in the environment is a usage error (exit 2) naming `--forward`
+/// and the variable, before anything starts; a secret that is set is never printed.
+#[test]
+fn a_target_without_its_secret_is_a_usage_error() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |forward: &str, env: &[(&str, &str)]| {
+        let mut command = Command::new(openflume_bin());
+        command
+            .args(["serve", "--http", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(["--webhook", "deploys=DEPLOY_SECRET", "--forward", forward])
+            .env("DEPLOY_SECRET", DEPLOY_SECRET)
+            .env_remove("OPENFLUME_FORWARD_SECRET");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run("http://127.0.0.1:9/hook", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--forward") && stderr.contains("OPENFLUME_FORWARD_SECRET"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("http://127.0.0.1:9/hook,secret=MISSING_VAR", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("MISSING_VAR"), "{stderr}");
+    // A whsec_ secret that is not base64: refused, and not quoted.
+    let bad = "whsec_not-base64-SECRET!";
+    let (code, stderr) = run(
+        "http://127.0.0.1:9/hook",
+        &[("OPENFLUME_FORWARD_SECRET", bad)],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--forward") && !stderr.contains(bad),
+        "{stderr}"
+    );
+}
