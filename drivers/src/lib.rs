@@ -36,6 +36,8 @@ mod driver;
 #[cfg(feature = "log")]
 mod durable;
 mod flume;
+#[cfg(feature = "log")]
+mod forward;
 mod http;
 mod hub;
 mod lock;
@@ -53,6 +55,10 @@ pub use cursors::StreamCursors;
 #[cfg(feature = "log")]
 pub use durable::LogSink;
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
+#[cfg(feature = "log")]
+pub use forward::{
+    ForwardError, ForwardLogCallback, ForwardOptions, ForwardStatus, ForwardTarget, Forwarder,
+};
 pub use hub::{ErrorCallback, ItemCallback};
 pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.

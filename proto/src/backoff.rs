@@ -66,6 +66,25 @@ impl Backoff {
         Backoff { policy, attempt: 0 }
     }
 
+    /// A counter that has already made `attempts` attempts: for a retry schedule kept across
+    /// restarts (the outbox persists its attempt count), so the next delay continues the curve
+    /// instead of starting over.
+    ///
+    /// ```
+    /// use openflume_proto::{Backoff, ReconnectPolicy};
+    /// let mut rng = fastrand::Rng::with_seed(3);
+    /// let policy = ReconnectPolicy { max_attempts: None, base_ms: 100, max_ms: 10_000 };
+    /// let mut resumed = Backoff::with_attempts(policy, 3);
+    /// assert_eq!(resumed.attempts(), 3);
+    /// assert!((400..=800).contains(&resumed.next_delay(&mut rng).unwrap())); // cap 100 · 2³
+    /// ```
+    pub fn with_attempts(policy: ReconnectPolicy, attempts: u32) -> Backoff {
+        Backoff {
+            policy,
+            attempt: attempts,
+        }
+    }
+
     /// The delay before the next attempt, or `None` once `max_attempts` is spent.
     ///
     /// ```

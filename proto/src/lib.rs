@@ -34,7 +34,8 @@
 //! One feature per protocol, all on by default: `discord` (brings flate2, for zlib-stream),
 //! `slack`, `github` and `cron` (both bring jiff: HTTP dates and time zones). Without one, its
 //! module is not compiled. The webhook ingress ([`webhook`]), the hub protocol ([`hub`]), the
-//! HTTP codec ([`http`]) and conversation keys ([`conversation`]) are always there; so is the
+//! forwarding outbox ([`outbox`]), the HTTP codec ([`http`]) and conversation keys
+//! ([`conversation`]) are always there (they need none of those dependencies); so is the
 //! part of [`slack`] that reads Slack payloads, because webhooks deliver Slack events too.
 //! `testing` adds the fixture simulator and the fuzzing entry points.
 //!
@@ -60,6 +61,7 @@ pub mod http;
 pub mod hub;
 mod item;
 mod machine;
+pub mod outbox;
 pub mod redact;
 mod secret;
 pub mod slack;

@@ -19,6 +19,10 @@
 //! **Cursors** ([`Cursor`]) go in the same transaction as the items of their append, so a crash
 //! can never keep one without the other.
 //!
+//! **Forwarding targets** (`serve --forward`) keep their outbox state here too
+//! ([`LogReader::outbox_state`], [`LogReader::store_outbox_state`]): the cursor into the items
+//! and the head delivery's attempts and backoff, stored after each attempt.
+//!
 //! **Retention** ([`LogOptions::max_age`], [`LogOptions::max_bytes`]) runs on the writer between
 //! groups, at most once a second, and deletes the oldest items. Retention wins over consumers: a
 //! named consumer that has not acknowledged what is deleted misses it. Each run that deletes
@@ -40,6 +44,7 @@
 //! ```
 
 mod error;
+mod outbox;
 mod pending;
 mod reader;
 mod record;

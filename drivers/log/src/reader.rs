@@ -108,7 +108,7 @@ impl LogReader {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn with_conn<T>(
+    pub(crate) fn with_conn<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, LogError> {

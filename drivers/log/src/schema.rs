@@ -47,6 +47,22 @@ CREATE TABLE IF NOT EXISTS consumers (
 );
 ";
 
+/// Each forwarding target's outbox state (`outbox.rs`), keyed by the target's URL. Created on
+/// first use, by whichever connection stores or reads a state first, so a log that forwards
+/// nothing keeps the pages it had (size retention counts them). A table added without a version
+/// change: a build that does not know it never reads it, and an older file gets it when a
+/// forwarder first runs on it.
+pub(crate) const OUTBOX_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    target TEXT PRIMARY KEY NOT NULL,
+    delivered_through INTEGER NOT NULL,
+    head INTEGER,
+    attempts INTEGER NOT NULL,
+    first_attempt_at INTEGER,
+    next_attempt_at INTEGER,
+    disabled INTEGER NOT NULL
+)";
+
 fn open_error(path: &Path) -> impl Fn(rusqlite::Error) -> LogError + '_ {
     move |error| LogError::Open {
         path: path.to_owned(),
@@ -122,6 +138,10 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, LogError> {
     )
     .map_err(&err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+    // What this connection writes (a consumer's ack, a forwarding target's state) is synced at
+    // its commit, as the writer's groups are: the caller goes on only once it is durable.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(&err)?;
     let found: Option<i64> = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
             row.get(0)

@@ -95,6 +95,111 @@ pub(crate) struct ServeArgs {
         help_heading = "Serve"
     )]
     pub(crate) log_level: LogLevel,
+    /// POST every event to URL as it is logged, signed (repeatable; OPENFLUME_FORWARD holds one
+    /// target). The HMAC secret comes from the environment variable named by secret=, or from
+    /// OPENFLUME_FORWARD_SECRET; a secret starting with whsec_ is a Standard Webhooks key (base64
+    /// after the prefix), any other is used as its bytes. sources= and types= keep only the
+    /// events of these sources and types ('+' between names). Delivery is in order per target,
+    /// at least once: a failure is retried with backoff until a 2xx or --forward-max-age, and a
+    /// 410 disables the target for good.
+    #[arg(
+        long,
+        value_name = "URL[,secret=ENV_VAR][,sources=S1+S2][,types=T1+T2]",
+        value_parser = parse_forward,
+        env = "OPENFLUME_FORWARD",
+        help_heading = "Forward"
+    )]
+    pub(crate) forward: Vec<ForwardSpec>,
+    /// Give up a delivery still failing this long after its first attempt (e.g. 24h, 90m, 2d),
+    /// with an error log, and go on with the next event.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = parse_duration,
+        env = "OPENFLUME_FORWARD_MAX_AGE",
+        help_heading = "Forward"
+    )]
+    pub(crate) forward_max_age: std::time::Duration,
+}
+
+/// `--forward URL[,secret=ENV_VAR][,sources=S1+S2][,types=T1+T2]`, before the secret is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ForwardSpec {
+    /// The target (a comma in it must be written %2C).
+    pub(crate) url: String,
+    /// The environment variable holding the secret; `None` for OPENFLUME_FORWARD_SECRET.
+    pub(crate) secret_var: Option<String>,
+    /// Only events of these sources (lowercase, as items name them).
+    pub(crate) sources: Option<Vec<String>>,
+    /// Only events of these types (exact).
+    pub(crate) types: Option<Vec<String>>,
+}
+
+pub(crate) fn parse_forward(text: &str) -> Result<ForwardSpec, String> {
+    let mut parts = text.split(',');
+    let url = parts.next().unwrap_or_default().trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "expected URL[,secret=ENV_VAR][,sources=S1+S2][,types=T1+T2] with an http:// or \
+             https:// URL, got {text:?}"
+        ));
+    }
+    let mut spec = ForwardSpec {
+        url: url.to_owned(),
+        secret_var: None,
+        sources: None,
+        types: None,
+    };
+    for part in parts {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let (key, value) = (key.trim(), value.trim());
+        let names = || -> Result<Vec<String>, String> {
+            let names: Vec<String> = value
+                .split('+')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() {
+                return Err(format!("{key}= needs at least one name"));
+            }
+            Ok(names)
+        };
+        let twice = |key: &str| format!("{key}= is given twice");
+        match key {
+            "secret" if value.is_empty() => return Err("secret= needs a variable name".into()),
+            "secret" if spec.secret_var.is_some() => return Err(twice(key)),
+            "secret" => spec.secret_var = Some(value.to_owned()),
+            "sources" if spec.sources.is_some() => return Err(twice(key)),
+            "sources" => {
+                spec.sources = Some(names()?.iter().map(|s| s.to_ascii_lowercase()).collect());
+            }
+            "types" if spec.types.is_some() => return Err(twice(key)),
+            "types" => spec.types = Some(names()?),
+            _ => {
+                return Err(format!(
+                    "unknown option {part:?} (expected secret=ENV_VAR, sources=S1+S2 or \
+                     types=T1+T2; a comma in the URL is written %2C)"
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
+/// A duration such as `24h`, `90m`, `2d`, `1h30m` or ISO 8601's `PT24H` (a day is 24 hours);
+/// above zero.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let refused = || format!("expected a duration such as 24h, 90m, 2d or 1h30m, got {text:?}");
+    let span: jiff::Span = text.trim().parse().map_err(|_| refused())?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| refused())?;
+    match std::time::Duration::try_from(duration) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("the duration must be above zero, got {text:?}")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -664,6 +769,52 @@ mod tests {
         assert!(parse_shard("0/0").is_err());
         assert!(parse_shard("x/1").is_err());
         assert!(parse_shard("1").is_err());
+    }
+
+    #[test]
+    fn forward_targets_and_their_options() {
+        let spec = parse_forward(
+            "https://hooks.example/in?a=1,secret=HOOK_SECRET,sources=Slack+github,types=events_api",
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            ForwardSpec {
+                url: "https://hooks.example/in?a=1".into(),
+                secret_var: Some("HOOK_SECRET".into()),
+                sources: Some(vec!["slack".into(), "github".into()]),
+                types: Some(vec!["events_api".into()]),
+            }
+        );
+        let bare = parse_forward("http://127.0.0.1:9000/").unwrap();
+        assert_eq!(
+            (bare.secret_var, bare.sources, bare.types),
+            (None, None, None)
+        );
+        for bad in [
+            "hooks.example/in",
+            "ftp://hooks.example/in",
+            "http://h/,secret=",
+            "http://h/,sources=",
+            "http://h/,sources=a,sources=b",
+            "http://h/,color=red",
+            "http://h/?a=1,2",
+        ] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |text: &str| parse_duration(text).map(|d| d.as_secs());
+        assert_eq!(secs("24h"), Ok(86_400));
+        assert_eq!(secs("2d"), Ok(172_800));
+        assert_eq!(secs("1h30m"), Ok(5_400));
+        assert_eq!(secs("PT90S"), Ok(90));
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        for bad in ["", "24", "0s", "-5s", "1mo", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod cron;
 mod demo;
 mod filter;
 mod flags;
+mod forward;
 mod hub_client;
 mod listen;
 mod log;

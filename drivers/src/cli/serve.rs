@@ -224,6 +224,7 @@ pub(crate) fn main(
             "no default: neither XDG_DATA_HOME nor HOME is set",
         ));
     };
+    let forward_targets = super::forward::targets(args)?;
     // The sources start where the log's cursors say the kept items end.
     let (log, resume) = match EventLog::open(&dir, LogOptions::default())
         .and_then(|log| Ok((stored_cursors(&log)?, log)))
@@ -274,7 +275,22 @@ pub(crate) fn main(
         LogLevel::Warn => Level::Warn,
         LogLevel::Error | LogLevel::Off => Level::Error,
     };
-    Ok(smol::block_on(run(server, sources, min_level, extra_roots)))
+    // Started before the flume: a new target forwards every event of this run.
+    let forward_options = super::forward::options(min_level, extra_roots.clone());
+    let forwarder = match crate::Forwarder::start(&server.log, forward_targets, forward_options) {
+        Ok(forwarder) => forwarder,
+        Err(error) => {
+            report(format_args!("{error}"));
+            return Ok(1);
+        }
+    };
+    Ok(smol::block_on(run(
+        server,
+        sources,
+        min_level,
+        extra_roots,
+        forwarder,
+    )))
 }
 
 /// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
@@ -315,6 +331,7 @@ async fn run(
     sources: Vec<Source>,
     min_level: Level,
     extra_roots: Vec<Vec<u8>>,
+    forwarder: crate::Forwarder,
 ) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -370,6 +387,8 @@ async fn run(
         false
     };
     let keep_sessions = future::or(signalled, ended).await;
+    // A delivery in flight is abandoned: its state says to send it again at the next start.
+    forwarder.stop().await;
     // Hub clients first: they get 1001 and the id to resume after.
     server.stopping.store(true, Ordering::Release);
     server.stopped.notify(usize::MAX);

@@ -74,6 +74,9 @@ mod signature;
 
 pub use config::{CustomSender, HANDOFF_BODY_LIMIT, WebhookConfig};
 pub use encoding::base64_encode;
+// The outbox signs what it forwards with the same HMAC and decodes `whsec_` secrets the same way.
+pub(crate) use encoding::base64_decode;
+pub(crate) use signature::sign as hmac_sha256;
 
 use crate::core::{Core, answered_by_core};
 use crate::http::{HttpError, Limits, ReadRequest, RequestReader, encode_response};

@@ -1,0 +1,589 @@
+//! `openflume serve --forward` through the real binary (issue 17): events posted to serve's
+//! custom webhook channel are forwarded, signed, to a local HTTP receiver written here, which
+//! checks both signatures with its own HMAC (ring) and answers as each test scripts it.
+//!
+//! - Failures, then a SIGKILL between two attempts and a restart on the same data: every event
+//!   arrives, in order; an event whose 2xx was stored is never sent again; the one that was
+//!   failing is sent again after the restart (at least once).
+//! - A 410 disables the target, with an error log, across a restart too; a healthy second
+//!   target is the witness that the disabled one was given every chance to send more.
+//! - A delivery that keeps failing is given up after `--forward-max-age`, and the next goes.
+//!
+//! Every wait has a deadline and a condition; none sleeps for a fixed time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openflume_proto::outbox::TargetState;
+use openflume_proto::webhook::{base64_encode, sign_github};
+use openflume_tests::openflume_bin;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WAIT: Duration = Duration::from_secs(30);
+const DEPLOY_SECRET: &str = "forward-e2e-deploys-secret";
+const FORWARD_SECRET: &str = "forward-e2e-SECRET-5c1a";
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    event_id: u64,
+    deploy: u64,
+    status: u16,
+    /// Both signatures, the ids and the timestamp checked out.
+    verified: Result<(), String>,
+}
+
+/// What the receiver answers to the `attempt`-th request (from 1) for `deploy`.
+type Policy = Box<dyn Fn(u64, usize) -> u16 + Send>;
+
+struct ReceiverState {
+    received: Vec<Received>,
+    policy: Policy,
+}
+
+/// A local webhook receiver on 127.0.0.1, verifying with `key`.
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<(Mutex<ReceiverState>, Condvar)>,
+}
+
+impl Receiver {
+    fn start(key: Vec<u8>, policy: Policy) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new((
+            Mutex::new(ReceiverState {
+                received: Vec::new(),
+                policy,
+            }),
+            Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = shared.clone();
+                let key = key.clone();
+                std::thread::spawn(move || serve_connection(stream, &key, &shared));
+            }
+        });
+        Receiver { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        self.state.0.lock().unwrap().policy = policy;
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.0.lock().unwrap().received.clone()
+    }
+
+    /// Waits until `done` holds for what was received; panics with it at the deadline.
+    fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + WAIT;
+        let (lock, changed) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if done(&state.received) {
+                return state.received.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{what}: never happened: {:?}",
+                state.received
+            );
+            state = changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+}
+
+/// Reads requests on one connection (the forwarder keeps connections alive) and answers each.
+fn serve_connection(stream: TcpStream, key: &[u8], shared: &(Mutex<ReceiverState>, Condvar)) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut headers = Vec::new();
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end().to_owned();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let event_id = parsed["event_id"].as_u64().unwrap_or(0);
+        let deploy = parsed["event"]["data"]["deploy"].as_u64().unwrap_or(0);
+        let verified = verify(key, &header, &body, event_id);
+        let status = {
+            let (lock, changed) = shared;
+            let mut state = lock.lock().unwrap();
+            let attempt = 1 + state.received.iter().filter(|r| r.deploy == deploy).count();
+            let status = if verified.is_ok() {
+                (state.policy)(deploy, attempt)
+            } else {
+                401
+            };
+            state.received.push(Received {
+                event_id,
+                deploy,
+                status,
+                verified,
+            });
+            changed.notify_all();
+            status
+        };
+        let answer = format!("HTTP/1.1 {status} Scripted\r\nContent-Length: 0\r\n\r\n");
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Both signatures with ring's HMAC, the Standard Webhooks id and timestamp, the body's shape.
+fn verify(
+    key: &[u8],
+    header: &dyn Fn(&str) -> String,
+    body: &[u8],
+    event_id: u64,
+) -> Result<(), String> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let hex: String = ring::hmac::sign(&key, body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if header("x-openflume-signature") != format!("sha256={hex}") {
+        return Err("X-Openflume-Signature".into());
+    }
+    if header("content-type") != "application/json" {
+        return Err("Content-Type".into());
+    }
+    let id = header("webhook-id");
+    if id != event_id.to_string() {
+        return Err(format!("webhook-id {id} for event {event_id}"));
+    }
+    let timestamp = header("webhook-timestamp");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at: i64 = timestamp.parse().map_err(|_| "webhook-timestamp")?;
+    if (now - at).abs() > 300 {
+        return Err(format!("webhook-timestamp {at} is {} s off", now - at));
+    }
+    let message = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+    let tag = ring::hmac::sign(&key, &message);
+    if header("webhook-signature") != format!("v1,{}", base64_encode(tag.as_ref())) {
+        return Err("webhook-signature".into());
+    }
+    Ok(())
+}
+
+/// A running `openflume serve` with the custom webhook `deploys`, and its stderr lines.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    fn spawn(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut command = Command::new(openflume_bin());
+        command
+            .args(["serve", "--http", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(["--webhook", "deploys=DEPLOY_SECRET"])
+            .args(extra)
+            .env("DEPLOY_SECRET", DEPLOY_SECRET)
+            .env_remove("OPENFLUME_FORWARD_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn openflume serve");
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            stderr,
+            seen: Vec::new(),
+        };
+        let line = serve.wait_stderr(|line| line.contains("serving on http://"));
+        let rest = line.split("serving on http://").nth(1).unwrap();
+        serve.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+        serve
+    }
+
+    /// The first stderr line (seen already or coming) that `pred` accepts.
+    fn wait_stderr(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no such line on stderr: {:?}", self.seen));
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Every stderr line so far.
+    fn stderr_lines(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
+    /// Posts deploy `n`, signed; returns once serve answered 200 (the event is in the log).
+    fn post(&self, n: u64) {
+        let body = format!(r#"{{"deploy":{n}}}"#);
+        let signature = sign_github(DEPLOY_SECRET.as_bytes(), body.as_bytes());
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let head = format!(
+            "POST /channels/custom/deploys HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nX-Signature-256: {signature}\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `openflume log tail` of `data`: every line as JSON.
+fn tail(data: &Path) -> Vec<serde_json::Value> {
+    let output = Command::new(openflume_bin())
+        .args(["log", "tail", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Waits until the target's state stored in `data` satisfies `done` (read as another process
+/// would, beside the running serve).
+fn wait_stored(data: &Path, url: &str, what: &str, done: impl Fn(&TargetState) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    let reader = openflume_log::LogReader::open(data).unwrap();
+    loop {
+        let state = reader.outbox_state(url).unwrap();
+        if state.as_ref().is_some_and(&done) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: never stored: {state:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_no_secret(texts: &[String]) {
+    for text in texts {
+        assert!(!text.contains(FORWARD_SECRET), "the secret leaked: {text}");
+    }
+}
+
+/// Every request verified, in non-decreasing event order (a retry repeats the same event, the
+/// next event only comes after).
+fn assert_in_order(received: &[Received]) {
+    for request in received {
+        assert_eq!(request.verified, Ok(()), "{request:?}");
+    }
+    let ids: Vec<u64> = received.iter().map(|r| r.event_id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {ids:?}"
+    );
+}
+
+fn delivered(received: &[Received], deploy: u64) -> bool {
+    received
+        .iter()
+        .any(|r| r.deploy == deploy && (200..300).contains(&r.status))
+}
+
+/// Deploys 1 and 2 are answered 204 at once; deploy 3 gets 500 twice. serve is killed (SIGKILL)
+/// after the second failure, between two attempts, and restarted on the same data; then every
+/// deploy is answered 200. All six deploys arrive, in order; 1 and 2, whose 2xx were stored
+/// before deploy 3 was first sent, are never sent again; deploy 3 is (at least once).
+#[test]
+fn every_event_arrives_in_order_through_failures_and_a_kill() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(
+        FORWARD_SECRET.as_bytes().to_vec(),
+        Box::new(|deploy, _| if deploy == 3 { 500 } else { 204 }),
+    );
+    let forward = format!("{},secret=FWD_SECRET,sources=custom", receiver.url());
+    let env = [("FWD_SECRET", FORWARD_SECRET)];
+    let mut serve = Serve::spawn(data.path(), &["--forward", &forward], &env);
+    for n in 1..=3 {
+        serve.post(n);
+    }
+    let before = receiver.wait_until("two failed attempts of deploy 3", |r| {
+        r.iter().filter(|r| r.deploy == 3).count() >= 2
+    });
+    let retry = serve.wait_stderr(|l| l.contains("failed (attempt 2)"));
+    assert!(retry.contains("HTTP 500"), "{retry}");
+    // Between two attempts: the second failure and its backoff are stored.
+    wait_stored(data.path(), &receiver.url(), "the second failure", |s| {
+        s.attempts == 2 && s.next_attempt_at.is_some()
+    });
+    let mut stderr = serve.stderr_lines();
+    serve.kill();
+    assert!(delivered(&before, 1) && delivered(&before, 2));
+
+    receiver.set_policy(Box::new(|_, _| 200));
+    let mut serve = Serve::spawn(data.path(), &["--forward", &forward], &env);
+    for n in 4..=6 {
+        serve.post(n);
+    }
+    let all = receiver.wait_until("deploys 1 to 6 delivered", |r| {
+        (1..=6).all(|n| delivered(r, n))
+    });
+    assert_in_order(&all);
+    let after = &all[before.len()..];
+    assert!(
+        after.iter().all(|r| r.deploy >= 3),
+        "a delivered event was sent again after the restart: {after:?}"
+    );
+    assert_eq!(after[0].deploy, 3, "the failing delivery resumes first");
+    // Each of 4, 5 and 6 went once: nothing failed after the restart.
+    for n in 4..=6 {
+        assert_eq!(all.iter().filter(|r| r.deploy == n).count(), 1, "{all:?}");
+    }
+    stderr.extend(serve.stderr_lines());
+    let log: Vec<String> = tail(data.path()).iter().map(|l| l.to_string()).collect();
+    let retries = log
+        .iter()
+        .filter(|l| l.contains(r#""action":"forward.retry""#))
+        .count();
+    // The second retry's log may have been on its way to the log at the kill (stderr first).
+    assert!(retries >= 1, "the retries are in the log");
+    assert_no_secret(&stderr);
+    assert_no_secret(&log);
+}
+
+/// A 410 disables its target (an error on stderr and in the log, naming it and the event), and
+/// nothing more is sent to it, even after a restart; the healthy target beside it gets every
+/// event, so the disabled one had every chance to send more. This target's secret is a Standard
+/// Webhooks `whsec_` key from OPENFLUME_FORWARD_SECRET.
+#[test]
+fn a_410_disables_the_target_for_good() {
+    let data = tempfile::tempdir().unwrap();
+    let raw_key = b"forward-e2e-standard-key".to_vec();
+    let whsec = format!("whsec_{}", base64_encode(&raw_key));
+    let gone = Receiver::start(raw_key, Box::new(|_, _| 410));
+    let healthy = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let healthy_target = format!("{},secret=FWD_SECRET,types=deploys", healthy.url());
+    let args = ["--forward", &gone.url(), "--forward", &healthy_target];
+    let env = [
+        ("FWD_SECRET", FORWARD_SECRET),
+        ("OPENFLUME_FORWARD_SECRET", whsec.as_str()),
+    ];
+    let mut serve = Serve::spawn(data.path(), &args, &env);
+    for n in 1..=3 {
+        serve.post(n);
+    }
+    let line = serve.wait_stderr(|l| l.contains("410 Gone"));
+    assert!(
+        line.contains(&gone.url()) && line.contains("disabled"),
+        "{line}"
+    );
+    healthy.wait_until("deploys 1 to 3 at the healthy target", |r| {
+        (1..=3).all(|n| delivered(r, n))
+    });
+    let refused = gone.received();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0].verified,
+        Ok(()),
+        "the whsec_ key signs both headers"
+    );
+    let log = tail(data.path());
+    let disabled = log
+        .iter()
+        .find(|l| l["log"]["action"] == "forward.disabled")
+        .expect("the disabling is logged");
+    assert_eq!(disabled["log"]["level"], "error");
+    assert_eq!(disabled["log"]["detail"]["event_id"], refused[0].event_id);
+    assert_eq!(disabled["log"]["detail"]["target"], gone.url());
+    // The error log comes before the state that acts on it: kill only once the state is stored
+    // (killed between the two, the next start would try the event once more, and disable again).
+    wait_stored(data.path(), &gone.url(), "the disabled target", |s| {
+        s.disabled
+    });
+    let mut stderr = serve.stderr_lines();
+    serve.kill();
+
+    // Disabled across the restart: said so at the start, and nothing sent.
+    let mut serve = Serve::spawn(data.path(), &args, &env);
+    serve.wait_stderr(|l| l.contains("is disabled (it answered 410 Gone)"));
+    serve.post(4);
+    healthy.wait_until("deploy 4 at the healthy target", |r| delivered(r, 4));
+    assert_eq!(gone.received().len(), 1);
+    assert_in_order(&healthy.received());
+    stderr.extend(serve.stderr_lines());
+    assert_no_secret(&stderr);
+    for text in &stderr {
+        assert!(!text.contains(&whsec), "the secret leaked: {text}");
+    }
+}
+
+/// With `--forward-max-age 2s`, deploy 1 keeps failing: it is retried until two seconds after
+/// its first attempt, then given up (an error on stderr and in the log, naming the target and
+/// the event), and deploy 2 goes.
+#[test]
+fn a_delivery_is_given_up_after_the_max_age() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(
+        FORWARD_SECRET.as_bytes().to_vec(),
+        Box::new(|deploy, _| if deploy == 1 { 503 } else { 200 }),
+    );
+    let forward = format!("{},sources=custom", receiver.url());
+    let mut serve = Serve::spawn(
+        data.path(),
+        &["--forward", &forward, "--forward-max-age", "2s"],
+        &[("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)],
+    );
+    let started = Instant::now();
+    serve.post(1);
+    serve.post(2);
+    let all = receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "given up too early"
+    );
+    assert_in_order(&all);
+    let attempts = all.iter().filter(|r| r.deploy == 1).count();
+    assert!(attempts >= 2, "retried before giving up: {all:?}");
+    assert!(!delivered(&all, 1));
+    let event_id = all[0].event_id;
+    let line = serve.wait_stderr(|l| l.contains("gave up on event"));
+    assert!(
+        line.contains(&format!("event {event_id}")) && line.contains(&receiver.url()),
+        "{line}"
+    );
+    let log = tail(data.path());
+    let gave_up = log
+        .iter()
+        .find(|l| l["log"]["action"] == "forward.gave_up")
+        .expect("the give-up is logged");
+    assert_eq!(gave_up["log"]["detail"]["event_id"], event_id);
+    assert_eq!(gave_up["log"]["detail"]["attempts"], attempts);
+    assert_no_secret(&serve.stderr_lines());
+}
+
+/// A target whose secret is not in the environment is a usage error (exit 2) naming `--forward`
+/// and the variable, before anything starts; a secret that is set is never printed.
+#[test]
+fn a_target_without_its_secret_is_a_usage_error() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |forward: &str, env: &[(&str, &str)]| {
+        let mut command = Command::new(openflume_bin());
+        command
+            .args(["serve", "--http", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(["--webhook", "deploys=DEPLOY_SECRET", "--forward", forward])
+            .env("DEPLOY_SECRET", DEPLOY_SECRET)
+            .env_remove("OPENFLUME_FORWARD_SECRET");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run("http://127.0.0.1:9/hook", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--forward") && stderr.contains("OPENFLUME_FORWARD_SECRET"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("http://127.0.0.1:9/hook,secret=MISSING_VAR", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("MISSING_VAR"), "{stderr}");
+    // A whsec_ secret that is not base64: refused, and not quoted.
+    let bad = "whsec_not-base64-SECRET!";
+    let (code, stderr) = run(
+        "http://127.0.0.1:9/hook",
+        &[("OPENFLUME_FORWARD_SECRET", bad)],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--forward") && !stderr.contains(bad),
+        "{stderr}"
+    );
+}
