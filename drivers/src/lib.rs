@@ -38,6 +38,7 @@ mod flume;
 mod http;
 mod hub;
 mod lock;
+mod metrics;
 mod net;
 mod proxy;
 mod serve;
@@ -52,6 +53,7 @@ pub use confluence::{Confluence, ConfluenceError};
 pub use durable::LogSink;
 pub use flume::{CancelHandle, Closed, Flume, FlumeBuilder, Running};
 pub use hub::{ErrorCallback, ItemCallback};
+pub use metrics::{Metrics, SourceMetrics};
 pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.
 #[cfg(feature = "log")]
