@@ -25,6 +25,9 @@ const STATUSES: [Status; 6] = [
     Status::Failed,
 ];
 
+/// Reads one counter of a source.
+type Counter = fn(&crate::SourceMetrics) -> u64;
+
 /// The text of `/metrics`.
 pub(crate) fn render(snapshot: &Snapshot) -> String {
     let mut out = Exposition::default();
@@ -123,7 +126,7 @@ fn sources(out: &mut Exposition, snapshot: &Snapshot) {
             );
         }
     }
-    let counters: [(&str, &str, fn(&crate::SourceMetrics) -> u64); 4] = [
+    let counters: [(&str, &str, Counter); 4] = [
         (
             "openflume_source_events_total",
             "Events the source delivered into the firehose.",
