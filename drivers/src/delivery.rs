@@ -7,6 +7,7 @@
 //! item waits for room.
 
 use crate::hub::{Blocked, Hub, Offer, Receipt, Settled};
+use crate::metrics::LaneMeters;
 use crate::twins::{self, Fate, Sighting, Slot};
 use openflume_proto::{Checkpoint, DeliveryId, Input, Item, Level, Log, UnixMillis};
 use std::collections::VecDeque;
@@ -26,6 +27,8 @@ pub(crate) struct Lane {
     receipts: VecDeque<(DeliveryId, Awaited)>,
     /// Items discarded at shutdown because the consumer did not take them in time.
     discarded: u64,
+    /// The counters of the sources this lane delivers for.
+    meters: LaneMeters,
 }
 
 /// What an item asks to be told: its delivery id, and for the first copy of a keyed event the
@@ -48,14 +51,22 @@ enum Awaited {
 }
 
 impl Lane {
-    pub(crate) fn new(hub: Hub) -> Lane {
+    /// The lane of source `own`.
+    pub(crate) fn new(hub: Hub, own: &str) -> Lane {
+        let meters = LaneMeters::new(hub.meters().clone(), own);
         Lane {
             hub,
             blocked: None,
             queued: VecDeque::new(),
             receipts: VecDeque::new(),
             discarded: 0,
+            meters,
         }
+    }
+
+    /// The counters this lane adds to, for the driver's status changes and logs.
+    pub(crate) fn meters(&mut self) -> &mut LaneMeters {
+        &mut self.meters
     }
 
     /// Hands `item` to the hub now, or queues it behind a blocked one. `confirm` asks for an
@@ -75,6 +86,7 @@ impl Lane {
             },
             (confirm, _) => confirm.map(|delivery| (delivery, None)),
         };
+        self.meters.event(&item);
         if self.blocked.is_some() {
             self.queued.push_back(Queued::Item(item, confirm));
         } else {
@@ -103,6 +115,7 @@ impl Lane {
             {
                 slot.settle(Fate::Abandoned);
             }
+            self.meters.dropped(&item);
             self.discarded += 1;
         } else {
             self.deliver(item, confirm);
@@ -220,16 +233,21 @@ impl Lane {
 
     /// Gives up on what is still waiting (the shutdown's grace is over), saying how much.
     pub(crate) fn abandon(&mut self, source: &str, now: UnixMillis) -> Option<Log> {
-        let blocked = self.blocked.take().map(|(_, confirm)| confirm);
-        let queued: Vec<Confirm> = self
-            .queued
-            .drain(..)
-            .filter_map(|queued| match queued {
-                Queued::Item(_, confirm) => Some(confirm),
+        let blocked = self.blocked.take().map(|(blocked, confirm)| {
+            self.meters.dropped(blocked.item());
+            confirm
+        });
+        let mut queued: Vec<Confirm> = Vec::new();
+        for waiting in self.queued.drain(..) {
+            match waiting {
+                Queued::Item(item, confirm) => {
+                    self.meters.dropped(&item);
+                    queued.push(confirm);
+                }
                 // Never placed, so never stored: the next run starts from the one before.
-                Queued::Checkpoint(..) => None,
-            })
-            .collect();
+                Queued::Checkpoint(..) => {}
+            }
+        }
         let waiting = u64::from(blocked.is_some()) + queued.len() as u64;
         for (_, slot) in blocked.into_iter().chain(queued).flatten() {
             if let Some(slot) = slot {

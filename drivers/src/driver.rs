@@ -113,7 +113,7 @@ pub(crate) async fn drive(
         .map(|l| l.serve(streams.clone(), inputs_tx.clone()))
         .unzip();
     let mut io = Io {
-        lane: Lane::new(env.hub.clone()),
+        lane: Lane::new(env.hub.clone(), &source),
         env,
         inputs_tx,
         connections: HashMap::new(),
@@ -557,12 +557,14 @@ impl Io {
                 if log.source != *source && log.source == own {
                     log.source = source.to_string();
                 }
+                self.lane.meters().log(&log);
                 self.deliver(Item::Log(log), None)
             }
             Output::Status(change) => {
                 // The status is live at once; its log takes its turn in the lane.
                 *lock(status) = (change.to, change.reason.clone());
                 self.changed.notify(usize::MAX);
+                self.lane.meters().status(change.to);
                 let log = change.to_log(source, now.wall);
                 self.deliver(Item::Log(log), None);
             }

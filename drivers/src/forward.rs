@@ -409,6 +409,19 @@ impl Forwarder {
             .sum()
     }
 
+    /// Each target (its URL, credentials hidden) with a reader of its queue depth: an atomic
+    /// load, cheap enough for every metrics scrape.
+    pub(crate) fn depth_readers(&self) -> Vec<(String, impl Fn() -> u64 + Send + Sync + 'static)> {
+        self.shared
+            .iter()
+            .map(|shared| {
+                let shared = shared.clone();
+                let target = shared.target.clone();
+                (target, move || shared.queue_depth.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
     /// Stops every target's task and waits until they are gone. What was stored stays: the
     /// next start resumes from it.
     ///

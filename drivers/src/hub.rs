@@ -24,6 +24,7 @@
 
 use crate::clock::wall_now;
 use crate::lock::lock;
+use crate::metrics::Meters;
 use crate::stream::{Buffer, ItemStream, Overflow, Pushed};
 use crate::twins::Twins;
 use openflume_proto::{Checkpoint, Item, Level, Log};
@@ -74,6 +75,8 @@ struct Shared {
     streams: Arc<Mutex<Streams>>,
     /// Recent keyed events, so a second transport's copy is not offered again.
     twins: Twins,
+    /// Every source's counters.
+    meters: Arc<Meters>,
 }
 
 struct Callbacks {
@@ -129,6 +132,7 @@ pub(crate) fn hub(
         callbacks: Mutex::new(Callbacks { on_item, on_error }),
         streams: streams.clone(),
         twins: Twins::default(),
+        meters: Arc::default(),
     };
     (
         Hub {
@@ -225,6 +229,11 @@ pub(crate) struct Blocked {
 }
 
 impl Blocked {
+    /// The item waiting for room.
+    pub(crate) fn item(&self) -> &Item {
+        &self.item
+    }
+
     /// Resolves once the first full stream has room (or lost its reader): time to [`retry`](Self::retry).
     pub(crate) async fn writable(&self) {
         if let Some(buffer) = self.full.first() {
@@ -248,6 +257,8 @@ impl Blocked {
                     }
                 }
                 Pushed::Untracked => {}
+                // Only back-pressure streams are retried, and they never drop.
+                Pushed::Dropped(_) => {}
                 Pushed::Full(_) => still_full.push(buffer),
             }
         }
@@ -268,6 +279,11 @@ impl Hub {
     /// The keys of recent confirmed events, shared by every source's lane.
     pub(crate) fn twins(&self) -> &Twins {
         &self.shared.twins
+    }
+
+    /// Every source's counters, shared by the lanes and the flume.
+    pub(crate) fn meters(&self) -> &Arc<Meters> {
+        &self.shared.meters
     }
 
     /// Wakes every stream's reader that has items it was not woken for: a source calls this
@@ -328,7 +344,7 @@ impl Hub {
                 buffer.force(log.clone());
             }
         }
-        let mut offer = fan_out(&streams.buffers, item, confirm);
+        let mut offer = fan_out(&streams.buffers, item, confirm, &shared.meters);
         if streams.orphaned
             && let Offer::Taken(receipt) = &mut offer
         {
@@ -338,7 +354,6 @@ impl Hub {
     }
 }
 
-/// Gives `item` to every buffer: a copy to each but the last, which gets the item itself.
 /// Names the confluence group on an item: `meta.groupId` on an event, `detail.groupId` on a log
 /// (a log's detail that is not an object is kept under `detail.detail`).
 fn stamp_group(item: &mut Item, group: &str) {
@@ -360,7 +375,9 @@ fn stamp_group(item: &mut Item, group: &str) {
     }
 }
 
-fn fan_out(buffers: &[Arc<Buffer>], item: Item, confirm: bool) -> Offer {
+/// Gives `item` to every buffer: a copy to each but the last, which gets the item itself. An
+/// item a full drop-policy buffer loses is counted for its source.
+fn fan_out(buffers: &[Arc<Buffer>], item: Item, confirm: bool, meters: &Meters) -> Offer {
     let mut receipt = confirm.then(Receipt::default);
     let mut full = Vec::new();
     let mut returned = None;
@@ -376,6 +393,8 @@ fn fan_out(buffers: &[Arc<Buffer>], item: Item, confirm: bool) -> Offer {
                 }
             }
             Pushed::Untracked => {}
+            // Off the way of an item: only a drop-policy stream that is full gets here.
+            Pushed::Dropped(lost) => meters.source(lost.source()).dropped(1),
             Pushed::Full(back) => {
                 full.push(buffer.clone());
                 returned.get_or_insert(back);
@@ -702,6 +721,18 @@ mod tests {
         );
         drop(hub);
         assert_eq!(numbers(&mut stream), ["kept"]);
+    }
+
+    #[test]
+    fn a_drop_is_counted_for_the_source_of_the_item_lost() {
+        let (hub, subscribers) = super::hub(Level::Debug, None, None);
+        let _display = subscribers.subscribe(2, Overflow::DropOldest);
+        for i in 0..5 {
+            hub.offer(event(i), false);
+        }
+        // Two fit; each of the next three evicts the oldest.
+        let metrics = hub.meters().snapshot(&[]);
+        assert_eq!(metrics.source("test").map(|s| s.drops), Some(3));
     }
 
     #[test]

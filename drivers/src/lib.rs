@@ -41,6 +41,7 @@ mod forward;
 mod http;
 mod hub;
 mod lock;
+mod metrics;
 mod net;
 mod proxy;
 mod serve;
@@ -60,6 +61,7 @@ pub use forward::{
     ForwardError, ForwardLogCallback, ForwardOptions, ForwardStatus, ForwardTarget, Forwarder,
 };
 pub use hub::{ErrorCallback, ItemCallback};
+pub use metrics::{Metrics, SourceMetrics};
 pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.
 #[cfg(feature = "log")]

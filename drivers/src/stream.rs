@@ -96,8 +96,11 @@ struct State {
 pub(crate) enum Pushed {
     /// In the buffer as item number `seq`, which the consumer must hold before an ack.
     Tracked(u64),
-    /// In the buffer or dropped by a drop policy: nobody waits for this consumer.
+    /// In the buffer of a drop-policy stream: nobody waits for this consumer.
     Untracked,
+    /// A drop-policy buffer was full: this item (the new one, or the oldest it evicted) is
+    /// lost to this consumer, to be counted for its source.
+    Dropped(Item),
     /// A back-pressure buffer was full: the item comes back, to offer again once there is room.
     Full(Item),
 }
@@ -157,18 +160,19 @@ impl Buffer {
                 Pushed::Untracked
             }
         } else {
-            match self.policy {
+            let lost = match self.policy {
                 Overflow::Backpressure => return Pushed::Full(item),
                 Overflow::DropOldest => {
-                    state.items.pop_front();
                     state.items.push_back(item);
+                    // Full before this push: the front is the oldest item, never the new one.
+                    state.items.pop_front()
                 }
-                Overflow::DropNewest => drop(item),
-            }
+                Overflow::DropNewest => Some(item),
+            };
             state.pushed += 1;
             state.dropped_unreported += 1;
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
-            Pushed::Untracked
+            lost.map_or(Pushed::Untracked, Pushed::Dropped)
         };
         let wake = state.items.len() >= self.wake_batch && std::mem::take(&mut state.unannounced);
         drop(state);

@@ -44,6 +44,7 @@
 //! ```
 
 mod error;
+mod latency;
 mod outbox;
 mod pending;
 mod reader;
@@ -54,6 +55,7 @@ mod testing;
 mod writer;
 
 pub use error::LogError;
+pub use latency::LatencyHistogram;
 pub use pending::{AppendResult, Appended, IdRange};
 pub use reader::{Entry, Filter, LogReader};
 pub use record::{Kind, Record};
@@ -158,6 +160,8 @@ struct Inner {
     queue: async_channel::Sender<Command>,
     reader: LogReader,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Appends' latency, counted by their slots as the writer resolves them.
+    latency: Arc<latency::AppendLatency>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -221,6 +225,7 @@ impl EventLog {
                 queue,
                 reader: LogReader::at(path),
                 thread: Mutex::new(Some(thread)),
+                latency: Arc::default(),
             }),
         })
     }
@@ -234,7 +239,7 @@ impl EventLog {
     /// for room while the queue is full; the returned handle resolves once they are committed.
     /// For an appender on a plain thread: on an executor use [`append_async`](Self::append_async).
     pub fn append(&self, records: Vec<Record>, cursors: Vec<Cursor>) -> Result<Appended, LogError> {
-        let slot = pending::Slot::new();
+        let slot = pending::Slot::timed(&self.inner.latency);
         self.inner
             .queue
             .send_blocking(Command::Append {
@@ -252,7 +257,7 @@ impl EventLog {
         records: Vec<Record>,
         cursors: Vec<Cursor>,
     ) -> Result<Appended, LogError> {
-        let slot = pending::Slot::new();
+        let slot = pending::Slot::timed(&self.inner.latency);
         self.inner
             .queue
             .send(Command::Append {
@@ -321,6 +326,12 @@ impl EventLog {
             items: shared.items.load(Ordering::Relaxed),
             retention_deleted: shared.retention_deleted.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long appends took, from the call until their handle resolved `Ok` (committed and
+    /// fsynced; waiting for room in the queue included), since open. See [`LatencyHistogram`].
+    pub fn append_latency(&self) -> LatencyHistogram {
+        self.inner.latency.snapshot()
     }
 
     /// Read access on connections separate from the writer's.

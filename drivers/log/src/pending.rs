@@ -1,12 +1,14 @@
 //! The handle an append returns: resolved by the writer thread once the append's group committed
 //! (or failed), awaitable from any executor or waited on from a plain thread.
 
+use crate::latency::AppendLatency;
 use crate::{EventId, LogError};
 use event_listener::{Event, EventListener, Listener};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// The ids a committed append got: consecutive, `first..=last`. `None` for an append of cursors
 /// alone.
@@ -43,6 +45,8 @@ pub type AppendResult = Result<Option<IdRange>, LogError>;
 pub(crate) struct Slot {
     result: Mutex<Option<AppendResult>>,
     done: Event,
+    /// For an append: when it was asked for, and where its latency is counted once it commits.
+    timing: Option<(Instant, Arc<AppendLatency>)>,
 }
 
 impl Slot {
@@ -50,10 +54,23 @@ impl Slot {
         Arc::new(Slot {
             result: Mutex::new(None),
             done: Event::new(),
+            timing: None,
+        })
+    }
+
+    /// A slot for an append asked for now, whose latency `latency` counts once it commits.
+    pub(crate) fn timed(latency: &Arc<AppendLatency>) -> Arc<Slot> {
+        Arc::new(Slot {
+            result: Mutex::new(None),
+            done: Event::new(),
+            timing: Some((Instant::now(), latency.clone())),
         })
     }
 
     pub(crate) fn resolve(&self, result: AppendResult) {
+        if let (Some((asked, latency)), Ok(_)) = (&self.timing, &result) {
+            latency.record(asked.elapsed());
+        }
         *self.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
         self.done.notify(usize::MAX);
     }

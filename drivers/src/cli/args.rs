@@ -57,11 +57,14 @@ pub(crate) enum Command {
     mut_arg("http", |arg| arg
         .default_value("127.0.0.1:8787")
         .help("Serve on this address: PORT or HOST:PORT (a bare port, or no host, binds \
-               127.0.0.1). /healthz, /readyz and /ws (the hub) are always served; each webhook \
-               channel when its secret is set. A non-loopback address needs a hub token.")),
+               127.0.0.1). The status page (/), /healthz, /readyz, /metrics and /ws (the hub) \
+               are always served; each webhook channel when its secret is set. A non-loopback \
+               address needs a hub token.")),
     after_help = "Every item is appended to the durable log in --data; an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
 
 The hub: connect to ws://ADDR/ws with `Authorization: Bearer TOKEN` (when a token is set), send {\"type\":\"hello\",\"after_event_id\":N} (or \"consumer\":\"NAME\"), and receive {\"type\":\"item\",\"event_id\":…,\"item\":…} frames: the replay from the log, then live items, with no gap and no duplicate.
+
+Operations: http://ADDR/ is a status page (sources, rates, the last events live, hub subscribers, forward targets; with a token, open http://ADDR/#token=TOKEN), /metrics is in the Prometheus text format, /status.json is what the page reads. With a token, /metrics and /status.json want it as a bearer token too; /healthz and /readyz never do.
 
 Exit status: 0 after SIGINT or SIGTERM (hub clients are closed with 1001); 1 when the log cannot be opened or the port cannot be bound; 2 for a usage error (a non-loopback --http without a hub token among them)."
 )]
@@ -121,6 +124,12 @@ pub(crate) struct ServeArgs {
         help_heading = "Forward"
     )]
     pub(crate) forward_max_age: std::time::Duration,
+    /// Serve the bundled simulators of Discord, Slack and GitHub (and a cron tick every
+    /// minute) instead of real services: no credentials, no network. The source flags are
+    /// ignored; --http and the hub token still apply. The log goes to a temporary directory
+    /// removed at exit, unless --data is given.
+    #[arg(long, help_heading = "Serve")]
+    pub(crate) demo: bool,
 }
 
 /// `--forward URL[,secret=ENV_VAR][,sources=S1+S2][,types=T1+T2]`, before the secret is read.

@@ -5,6 +5,7 @@
 //! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
 //! log commits more ([`EventLog::committed_beyond`]), and keeps its timer.
 
+use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
 use async_io::Async;
 use async_tungstenite::WebSocketStream;
@@ -26,6 +27,39 @@ use std::time::Duration;
 const MAX_MESSAGE: usize = 1 << 20;
 /// After the close frame, how long the client gets to answer it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The WebSocket subprotocol the server selects when a client offers it (the status page
+/// does): the hub protocol of [`openflume_proto::hub`].
+pub(crate) const PROTOCOL: &str = "openflume.v1";
+/// A client that cannot send an `Authorization` header (a browser's WebSocket) offers the
+/// token as a subprotocol: this prefix, then the hex of the token's UTF-8 bytes (a subprotocol
+/// holds only token characters). It is never selected, so never echoed back.
+const TOKEN_PROTOCOL: &str = "openflume.token.";
+
+/// The hub token a client offered in `Sec-WebSocket-Protocol`, if any.
+///
+/// The header lists protocols separated by commas; the first `openflume.token.HEX` counts.
+/// Hex that does not decode, or decodes to anything but UTF-8, is no token.
+pub(crate) fn token_from_protocols(header: Option<&str>) -> Option<String> {
+    let hex = header?
+        .split(',')
+        .map(str::trim)
+        .find_map(|protocol| protocol.strip_prefix(TOKEN_PROTOCOL))?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Whether the client offered [`PROTOCOL`], which the handshake then selects.
+fn offers_protocol(request: &ReceivedRequest) -> bool {
+    request
+        .header("Sec-WebSocket-Protocol")
+        .is_some_and(|offered| offered.split(',').any(|p| p.trim() == PROTOCOL))
+}
 
 /// The hub's bearer token, kept as an HMAC tag: a candidate is checked with `ring::hmac::verify`,
 /// in constant time, and the token itself is not kept.
@@ -65,8 +99,14 @@ pub(crate) async fn serve(
         return answer(&mut stream, refusal).await;
     };
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // Only the hub's own protocol is ever selected: the token one is not echoed.
+    let protocol = if offers_protocol(request) {
+        format!("Sec-WebSocket-Protocol: {PROTOCOL}\r\n")
+    } else {
+        String::new()
+    };
     let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
     );
     if stream.write_all(head.as_bytes()).await.is_err() {
         return;
@@ -74,10 +114,13 @@ pub(crate) async fn serve(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
+    let peer = stream.get_ref().peer_addr().ok();
     let socket =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     server.clients.fetch_add(1, Ordering::AcqRel);
-    run(&server, socket).await;
+    let subscription = server.ops.subscribers.join(peer);
+    run(&server, socket, &subscription).await;
+    drop(subscription);
     server.clients.fetch_sub(1, Ordering::AcqRel);
     server.left.notify(usize::MAX);
 }
@@ -90,7 +133,11 @@ enum Wake {
     Shutdown,
 }
 
-async fn run(server: &Server, socket: WebSocketStream<Async<TcpStream>>) {
+async fn run(
+    server: &Server,
+    socket: WebSocketStream<Async<TcpStream>>,
+    subscription: &Subscription<'_>,
+) {
     let clock = crate::clock::Clock::new();
     let log = &server.log;
     let (mut sender, mut receiver) = socket.split();
@@ -188,6 +235,8 @@ async fn run(server: &Server, socket: WebSocketStream<Async<TcpStream>>) {
         if session.is_closed() {
             return;
         }
+        // For /metrics: how far this client got.
+        subscription.publish(session.position(), session.consumer());
         let deadline = session.poll_timeout();
         let wake = future::or(
             async { Wake::Client(receiver.next().await) },
@@ -248,4 +297,29 @@ async fn run(server: &Server, socket: WebSocketStream<Async<TcpStream>>) {
 
 fn now(clock: &crate::clock::Clock) -> Now {
     clock.now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_offered_as_a_subprotocol_is_read_from_its_hex() {
+        let offered = |header: &str| token_from_protocols(Some(header));
+        // "s3cret" in UTF-8 hex.
+        assert_eq!(
+            offered("openflume.v1, openflume.token.733363726574").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            offered("openflume.token.733363726574").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(offered("openflume.v1"), None);
+        assert_eq!(offered("openflume.token."), None);
+        assert_eq!(offered("openflume.token.7"), None, "odd length");
+        assert_eq!(offered("openflume.token.zz"), None, "not hex");
+        assert_eq!(offered("openflume.token.ff"), None, "not UTF-8");
+        assert_eq!(token_from_protocols(None), None);
+    }
 }

@@ -9,10 +9,13 @@ mod forward;
 mod hub_client;
 mod listen;
 mod log;
+mod metrics;
+mod ops;
 mod output;
 mod serve;
 mod sim;
 mod sim_control;
+mod status_page;
 mod writer;
 
 use args::{Cli, Command, CronCommand, LogCommand};

@@ -1,9 +1,14 @@
 //! `openflume serve`: the sources into the durable log, and one port that serves the webhook
-//! channels, `/healthz`, `/readyz` and the hub (`/ws`).
+//! channels, `/healthz`, `/readyz`, the hub (`/ws`), `/metrics` and the status page (`/`,
+//! `/status.js`, `/status.json`).
 //!
 //! One port, one HTTP parser: the webhook ingress machine reads every request, answers the
-//! channels itself and hands `/healthz`, `/readyz` and `/ws` off (`Output::Handoff`); its driver
-//! gives those connections, with the request and the bytes read after it, to [`Server::handle`].
+//! channels itself and hands the other paths off (`Output::Handoff`); its driver gives those
+//! connections, with the request and the bytes read after it, to [`Server::handle`].
+//!
+//! With a hub token, `/ws`, `/metrics` and `/status.json` want it (`Authorization: Bearer`, or
+//! for `/ws` the subprotocol a browser can send, see [`hub_client::token_from_protocols`]);
+//! `/healthz`, `/readyz`, the page and its script do not.
 //!
 //! Who holds an event: a source's item goes to the log through `Flume::log_into` (a
 //! back-pressure stream that holds until the append is committed and fsynced), so an upstream
@@ -15,7 +20,8 @@ use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
 use super::listen::{self, report};
 use super::log::default_data_dir;
-use super::{UsageError, flags};
+use super::ops::Ops;
+use super::{UsageError, flags, metrics, status_page};
 use crate::cursors::stored_cursors;
 use crate::serve::{HandedOff, HandoffHandler};
 use crate::{Running, Source};
@@ -35,6 +41,10 @@ use std::time::Duration;
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const HUB: &str = "/ws";
+const METRICS: &str = "/metrics";
+const STATUS_PAGE: &str = "/";
+const STATUS_SCRIPT: &str = "/status.js";
+const STATUS_JSON: &str = "/status.json";
 /// Items between the sources and the log's writer.
 const LOG_STREAM: usize = 4096;
 /// After SIGTERM, how long hub clients get to take their close frame, and the sources to stop.
@@ -56,6 +66,8 @@ pub(crate) struct Server {
     /// Hub clients still connected, and a wake when one leaves.
     pub(crate) clients: AtomicUsize,
     pub(crate) left: event_listener::Event,
+    /// What `/metrics` and `/status.json` read besides the flume and the log.
+    pub(crate) ops: Ops,
 }
 
 impl Server {
@@ -69,7 +81,7 @@ impl Server {
         let path = request.target.split(['?', '#']).next().unwrap_or_default();
         match path {
             HUB => {
-                if let Err(refusal) = self.authorize(&request) {
+                if let Err(refusal) = self.authorize(&request, Via::HeaderOrProtocol) {
                     answer(&mut stream, refusal).await;
                     return;
                 }
@@ -85,21 +97,57 @@ impl Server {
                 let answer_ = self.readiness();
                 answer(&mut stream, answer_).await;
             }
+            STATUS_PAGE | STATUS_SCRIPT => {
+                let (content_type, body) = match path {
+                    STATUS_PAGE => ("text/html; charset=utf-8", status_page::HTML),
+                    _ => ("text/javascript; charset=utf-8", status_page::SCRIPT),
+                };
+                let page = Answer::typed(content_type, body)
+                    .header(
+                        "Content-Security-Policy",
+                        status_page::CONTENT_SECURITY_POLICY,
+                    )
+                    .header("X-Content-Type-Options", "nosniff")
+                    .header("Referrer-Policy", "no-referrer");
+                answer(&mut stream, page).await;
+            }
+            METRICS | STATUS_JSON => {
+                if let Err(refusal) = self.authorize(&request, Via::Header) {
+                    answer(&mut stream, refusal).await;
+                    return;
+                }
+                let running = self.running.get().map(|running| &**running);
+                let snapshot = self.ops.snapshot(&self.log, running, &self.instance_id);
+                let reply = match path {
+                    METRICS => Answer::typed(metrics::CONTENT_TYPE, &metrics::render(&snapshot)),
+                    _ => Answer::typed("application/json", &status_page::status_json(&snapshot)),
+                };
+                answer(&mut stream, reply).await;
+            }
             _ => answer(&mut stream, Answer::text(404, "Not Found", "not found\n")).await,
         }
     }
 
-    /// 401 unless the request carries the hub's bearer token (or none is configured).
-    fn authorize(&self, request: &ReceivedRequest) -> Result<(), Answer> {
+    /// 401 unless the request carries the hub's bearer token (or none is configured), in
+    /// `Authorization`, or for `via` [`Via::HeaderOrProtocol`] in `Sec-WebSocket-Protocol`.
+    /// Either way it is compared in constant time ([`hub_client::Token::matches`]) and never
+    /// logged or echoed.
+    fn authorize(&self, request: &ReceivedRequest, via: Via) -> Result<(), Answer> {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let given = request
+        let bearer = request
             .header("Authorization")
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
+            .map(|value| value.trim().to_owned());
+        let given = match via {
+            Via::Header => bearer,
+            Via::HeaderOrProtocol => bearer.or_else(|| {
+                hub_client::token_from_protocols(request.header("Sec-WebSocket-Protocol"))
+            }),
+        };
         match given {
-            Some(given) if token.matches(given) => Ok(()),
+            Some(given) if token.matches(&given) => Ok(()),
             _ => Err(
                 Answer::text(401, "Unauthorized", "a valid bearer token is required\n")
                     .header("WWW-Authenticate", "Bearer"),
@@ -139,6 +187,15 @@ impl Server {
     }
 }
 
+/// Where a request may carry the hub token.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `Authorization: Bearer TOKEN` only.
+    Header,
+    /// That, or a browser's WebSocket subprotocol (`/ws`).
+    HeaderOrProtocol,
+}
+
 /// A short answer on a handed-off connection, which then closes.
 pub(crate) struct Answer {
     status: u16,
@@ -156,6 +213,14 @@ impl Answer {
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
             body: body.to_owned(),
+        }
+    }
+
+    /// A 200 with this content type.
+    pub(crate) fn typed(content_type: &'static str, body: &str) -> Answer {
+        Answer {
+            content_type,
+            ..Answer::text(200, "OK", body)
         }
     }
 
@@ -205,6 +270,12 @@ pub(crate) fn main(
             report(format_args!("{warning}"));
         });
     }
+    // Before anything else reads the sources or the data directory: --demo replaces both.
+    let demo = if args.demo {
+        Some(super::demo::for_serve(args)?)
+    } else {
+        None
+    };
     let Some(addr) = args.source.http else {
         return Err(UsageError::flag("--http", "an address is required"));
     };
@@ -237,7 +308,17 @@ pub(crate) fn main(
     };
     let mut webhooks = listen::webhook_config(&args.source)?;
     webhooks.resume = listen::redelivery_keys(&resume);
-    webhooks.handoff_paths = [HEALTHZ, READYZ, HUB].map(str::to_owned).to_vec();
+    webhooks.handoff_paths = [
+        HEALTHZ,
+        READYZ,
+        HUB,
+        METRICS,
+        STATUS_PAGE,
+        STATUS_SCRIPT,
+        STATUS_JSON,
+    ]
+    .map(str::to_owned)
+    .to_vec();
     WebhookIngress::new(webhooks.clone()).map_err(|e| super::flags::misuse_error(WEBHOOKS, e))?;
     let channels = webhooks.slack_signing_secret.is_some()
         || webhooks.github_secret.is_some()
@@ -261,6 +342,7 @@ pub(crate) fn main(
         stopped: event_listener::Event::new(),
         clients: AtomicUsize::new(0),
         left: event_listener::Event::new(),
+        ops: Ops::new(),
     });
     let handler: HandoffHandler = {
         let server = server.clone();
@@ -284,13 +366,14 @@ pub(crate) fn main(
             return Ok(1);
         }
     };
-    Ok(smol::block_on(run(
-        server,
-        sources,
-        min_level,
-        extra_roots,
-        forwarder,
-    )))
+    for (target, depth) in forwarder.depth_readers() {
+        server.ops.forward.register(&target, depth);
+    }
+    let code = smol::block_on(run(server, sources, min_level, extra_roots, forwarder));
+    if let Some(demo) = demo {
+        demo.finish();
+    }
+    Ok(code)
 }
 
 /// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
@@ -367,7 +450,8 @@ async fn run(
     let _ = server.running.set(running.clone());
     if let Some(addr) = running.local_addr(WEBHOOKS) {
         report(format_args!(
-            "serving on http://{addr} (hub at ws://{addr}{HUB})"
+            "serving on http://{addr} (status page at /, hub at ws://{addr}{HUB}, metrics at \
+             {METRICS})"
         ));
     }
     let signalled = async {

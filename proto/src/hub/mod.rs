@@ -322,6 +322,39 @@ impl HubSession {
         self.committed.saturating_sub(self.sent_up_to)
     }
 
+    /// The last id the client was sent or passed over (its subscriptions did not match), once
+    /// the hello is answered: a driver compares it with the log's last id to report the
+    /// client's lag (`/metrics`) without waiting for the session to be told of each commit.
+    ///
+    /// ```
+    /// use openflume_proto::hub::{HubConfig, HubInput, HubSession};
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+    /// let mut session = HubSession::new(HubConfig::new("i-1"));
+    /// session.handle_input(now, HubInput::Start { committed: 9 });
+    /// assert_eq!(session.position(), None);
+    /// session.handle_input(now, HubInput::Text(r#"{"type":"hello","after_event_id":4}"#.into()));
+    /// assert_eq!(session.position(), Some(4));
+    /// ```
+    pub fn position(&self) -> Option<u64> {
+        (self.phase == Phase::Streaming).then_some(self.sent_up_to)
+    }
+
+    /// The durable consumer the hello named, if any.
+    ///
+    /// ```
+    /// use openflume_proto::hub::{HubConfig, HubInput, HubSession};
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+    /// let mut session = HubSession::new(HubConfig::new("i-1"));
+    /// session.handle_input(now, HubInput::Start { committed: 0 });
+    /// session.handle_input(now, HubInput::Text(r#"{"type":"hello","consumer":"triage"}"#.into()));
+    /// assert_eq!(session.consumer(), Some("triage"));
+    /// ```
+    pub fn consumer(&self) -> Option<&str> {
+        self.consumer.as_deref()
+    }
+
     /// Handles one input at `now`. Input after the close is ignored.
     pub fn handle_input(&mut self, now: Now, input: HubInput) {
         if self.phase == Phase::Closed {
