@@ -173,6 +173,18 @@ pub enum ConfigError {
         /// The shard count.
         shard_count: u32,
     },
+    /// A shard range that is empty, too long, or reaches past the shard count.
+    #[error("shard range {first}-{last} is not within the shards{}", shard_count.map(|count| format!(" 0-{} of {count}", count.saturating_sub(1))).unwrap_or_default())]
+    ShardRange {
+        /// Always `shard_range`.
+        field: &'static str,
+        /// The first shard id.
+        first: u32,
+        /// The last shard id.
+        last: u32,
+        /// The shard count, when known.
+        shard_count: Option<u32>,
+    },
     /// A value that must be a JSON object is not.
     #[error("{field} must be a JSON object")]
     NotObject {
@@ -347,6 +359,7 @@ impl ConfigError {
             | ZeroTimeout { field }
             | ShardId { field, .. }
             | ResumeShard { field, .. }
+            | ShardRange { field, .. }
             | NotObject { field }
             | IdentifyTooLarge { field, .. }
             | Url { field, .. }

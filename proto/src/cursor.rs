@@ -9,16 +9,23 @@
 //!
 //! | source | cursor | after a restart |
 //! |---|---|---|
-//! | Discord | session id, resume URL (from READY) and the `seq` of the last event | resumes the session; Discord replays what came after `seq` |
+//! | Discord | session id, resume URL (from READY) and the `seq` of the last event, per shard | resumes each session; Discord replays what came after `seq` |
 //! | GitHub | validators and the seen `(thread, updated_at)` keys | polls with the validators; what changed while down is news, nothing else |
 //! | Slack | event ids of the last 15 minutes | a redelivery of a kept event is acknowledged, not emitted again |
 //! | cron | each schedule's last fire time | catches up by [`CatchUp`] |
 //! | webhooks | GitHub and custom deliveries of the last days | a sender's redelivery of a kept event is answered 200, not emitted again |
 //!
+//! A bot with several shards has a session per shard: its events carry `meta.shard` =
+//! `"ID/COUNT"`, and each shard's cursor is kept under a key of its own,
+//! [`Cursors::shard_key`] (`discord:3/8`), beside the plain `discord` of a bot with one shard. So
+//! processes that run disjoint shard ranges into one store never overwrite each other's
+//! sessions, and a range moved to another process finds its shards' sessions by key.
+//!
 //! [`Output::Checkpoint`]: crate::Output::Checkpoint
 
 use crate::{Event, Item, UnixMillis};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A source's state worth keeping across runs: stored as JSON, read back into its configuration
@@ -41,9 +48,17 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Checkpoint {
-    /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window.
+    /// A Discord session to resume (`DiscordConfig::resume`), within Discord's resume window:
+    /// a bot's one shard under the key `discord`, or one shard of several under
+    /// [`Cursors::shard_key`].
     #[cfg(feature = "discord")]
     DiscordSession(crate::discord::ResumeState),
+    /// The sessions of a [`DiscordGateway`](crate::discord::DiscordGateway)'s shards, as it left
+    /// them at a shutdown that kept them (`DiscordGatewayConfig::resume`): what
+    /// [`Machine::checkpoint`](crate::Machine::checkpoint) gives for a gateway. Stored cursors
+    /// keep each shard under its own key instead.
+    #[cfg(feature = "discord")]
+    DiscordShards(DiscordShardsCursor),
     /// GitHub's validators and seen notifications (`GithubConfig::resume`).
     Github(GithubCursor),
     /// Slack's recent event ids (`SlackConfig::resume`).
@@ -52,6 +67,24 @@ pub enum Checkpoint {
     Cron(CronCursor),
     /// The webhook ingress's recent GitHub and custom deliveries (`WebhookConfig::resume`).
     Webhooks(WebhookCursor),
+}
+
+/// The resumable sessions of a bot's shards, by shard id, all under one shard count.
+///
+/// ```
+/// use openflume_proto::DiscordShardsCursor;
+/// let cursor: DiscordShardsCursor = serde_json::from_str(
+///     r#"{"shard_count":8,"sessions":{"3":{"session_id":"s3","resume_gateway_url":"wss://r.example","seq":9}}}"#,
+/// ).unwrap();
+/// assert_eq!(cursor.sessions[&3].seq, 9);
+/// ```
+#[cfg(feature = "discord")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscordShardsCursor {
+    /// The bot's shard count the sessions were made under.
+    pub shard_count: u32,
+    /// Each shard's session, by shard id.
+    pub sessions: BTreeMap<u32, crate::discord::ResumeState>,
 }
 
 /// Where the GitHub poller stands: the validators of its last complete cycle, and the
@@ -270,6 +303,32 @@ impl Cursors {
         self.by_source.get(source)
     }
 
+    /// Every cursor with its key, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Checkpoint)> {
+        self.by_source
+            .iter()
+            .map(|(key, checkpoint)| (key.as_str(), checkpoint))
+    }
+
+    /// The key of one shard's cursor: `source`, a colon, and the shard's `meta.shard`
+    /// (`"ID/COUNT"`).
+    ///
+    /// ```
+    /// use openflume_proto::Cursors;
+    /// assert_eq!(Cursors::shard_key("discord", "3/8"), "discord:3/8");
+    /// assert_eq!(Cursors::parse_shard_key("discord", "discord:3/8"), Some((3, 8)));
+    /// assert_eq!(Cursors::parse_shard_key("discord", "discord"), None);
+    /// ```
+    pub fn shard_key(source: &str, shard: &str) -> String {
+        format!("{source}:{shard}")
+    }
+
+    /// `(shard id, shard count)` of a [`shard_key`](Self::shard_key) of `source`.
+    pub fn parse_shard_key(source: &str, key: &str) -> Option<(u32, u32)> {
+        let shard = key.strip_prefix(source)?.strip_prefix(':')?;
+        parse_shard(shard)
+    }
+
     /// A machine's checkpoint (`Output::Checkpoint`) replaces its source's cursor.
     pub fn apply(&mut self, source: &str, checkpoint: Checkpoint) {
         self.by_source.insert(source.to_owned(), checkpoint);
@@ -293,15 +352,20 @@ impl Cursors {
             Some(key) => {
                 let owner = crate::webhook::SOURCE;
                 (
-                    owner,
+                    Cow::Borrowed(owner),
                     fold_delivery(self.by_source.get_mut(owner), &key, event),
                 )
             }
             None => {
-                let owner = event.source.as_ref();
-                (owner, fold(self.by_source.get_mut(owner), event))
+                let owner = match event.meta.get("shard").filter(|s| parse_shard(s).is_some()) {
+                    Some(shard) => Cow::Owned(Cursors::shard_key(&event.source, shard)),
+                    None => Cow::Borrowed(event.source.as_ref()),
+                };
+                let folded = fold(self.by_source.get_mut(owner.as_ref()), event);
+                (owner, folded)
             }
         };
+        let owner = owner.as_ref();
         let changed = match folded {
             Fold::Unchanged => false,
             Fold::Updated => true,
@@ -325,6 +389,13 @@ impl Cursors {
             })
             .collect()
     }
+}
+
+/// `(id, count)` of a `meta.shard` (`"ID/COUNT"`, id below count).
+fn parse_shard(shard: &str) -> Option<(u32, u32)> {
+    let (id, count) = shard.split_once('/')?;
+    let (id, count) = (id.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
+    (id < count).then_some((id, count))
 }
 
 enum Fold {
@@ -464,6 +535,60 @@ mod tests {
             "the seq of the last held event"
         );
         assert_eq!(session.resume_gateway_url, "wss://r.example");
+    }
+
+    #[cfg(feature = "discord")]
+    #[test]
+    fn each_shard_keeps_its_own_session() {
+        let mut cursors = Cursors::default();
+        let ready =
+            |id: &str| format!(r#"{{"session_id":"{id}","resume_gateway_url":"wss://r.example"}}"#);
+        cursors.observe(&event(
+            "discord",
+            "READY",
+            &ready("s0"),
+            &[("seq", "1"), ("shard", "0/2")],
+        ));
+        cursors.observe(&event(
+            "discord",
+            "READY",
+            &ready("s1"),
+            &[("seq", "1"), ("shard", "1/2")],
+        ));
+        cursors.observe(&event(
+            "discord",
+            "MESSAGE_CREATE",
+            "{}",
+            &[("seq", "5"), ("shard", "1/2")],
+        ));
+        cursors.observe(&event(
+            "discord",
+            "MESSAGE_CREATE",
+            "{}",
+            &[("seq", "2"), ("shard", "0/2")],
+        ));
+        let mut changed = cursors.take_changed();
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        let sessions: Vec<(&str, &str, u64)> = changed
+            .iter()
+            .map(|(key, checkpoint)| match checkpoint {
+                Checkpoint::DiscordSession(s) => (key.as_str(), s.session_id.as_str(), s.seq),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sessions,
+            [("discord:0/2", "s0", 2), ("discord:1/2", "s1", 5)]
+        );
+        assert!(cursors.get("discord").is_none(), "no single-shard cursor");
+        // A malformed shard falls back to the source's own key.
+        cursors.observe(&event(
+            "discord",
+            "READY",
+            &ready("x"),
+            &[("seq", "1"), ("shard", "2/2")],
+        ));
+        assert!(cursors.get("discord").is_some());
     }
 
     #[test]

@@ -308,8 +308,8 @@ fn check<M: Machine>(sim: &Simulator<M>, from: usize) -> usize {
 }
 
 #[cfg(feature = "discord")]
-/// The Discord shard over arbitrary inputs; the first byte picks compression and whether a
-/// gateway URL skips `/gateway/bot`.
+/// The Discord shard over arbitrary inputs; the first byte picks compression (and which) and
+/// whether a gateway URL skips `/gateway/bot`.
 pub fn discord_machine(data: &[u8]) {
     use crate::discord::{DiscordConfig, DiscordShard};
     let Some((&flags, rest)) = data.split_first() else {
@@ -317,6 +317,9 @@ pub fn discord_machine(data: &[u8]) {
     };
     let mut config = DiscordConfig::new(FUZZ_TOKEN);
     config.compress = flags & 1 == 1;
+    if flags & 4 == 4 {
+        config.compression = crate::discord::TransportCompression::ZstdStream;
+    }
     config.gateway_url = (flags & 2 == 2).then(|| "wss://gateway.example".to_owned());
     config.api_base = "https://discord.example/api/v10".to_owned();
     config.max_message_bytes = 1 << 20;
@@ -479,6 +482,61 @@ pub fn discord_envelope(data: &[u8]) {
         let envelope =
             Envelope::parse(&frame).unwrap_or_else(|e| panic!("rejected a valid d ({e}): {text}"));
         agrees(&frame, &envelope, &value);
+    }
+}
+
+#[cfg(feature = "discord")]
+/// One connection's zstd-stream decoder. The first byte picks the output cap (1 KiB to 1 MiB)
+/// and the mode: raw messages, where the decoder must never panic or return more than the cap,
+/// and must keep failing once failed as the machine never feeds it again; or payloads compressed
+/// here as the Gateway does (one stream, flushed after each), which must come back exactly.
+pub fn zstd_stream(data: &[u8]) {
+    use crate::discord::ZstdStream;
+    use zstd::stream::raw::{Encoder, InBuffer, Operation, OutBuffer};
+    let mut reader = Reader { data };
+    let flags = reader.byte();
+    let cap = 1024usize << (flags & 0x0f).min(10);
+    let Ok(mut decoder) = ZstdStream::new(cap) else {
+        return;
+    };
+    if flags & 0x80 == 0 {
+        while !reader.is_empty() {
+            let message = reader.bytes(4096);
+            match decoder.push(message) {
+                Ok(payload) => assert!(payload.len() <= cap, "{} > cap {cap}", payload.len()),
+                // The machine replaces the connection: nothing more is fed.
+                Err(_) => return,
+            }
+        }
+        return;
+    }
+    let Ok(mut encoder) = Encoder::new(i32::from(flags >> 4 & 0x07)) else {
+        return;
+    };
+    while !reader.is_empty() {
+        // Half the cap: incompressible bytes grow a little, and must stay below it.
+        let payload = reader.bytes(cap / 2);
+        let mut wire = Vec::with_capacity(payload.len() + 64);
+        let mut input = InBuffer::around(payload);
+        while input.pos() < payload.len() {
+            wire.reserve(4096);
+            let pos = wire.len();
+            let ran = encoder.run(&mut input, &mut OutBuffer::around_pos(&mut wire, pos));
+            assert!(ran.is_ok(), "the encoder failed: {ran:?}");
+        }
+        loop {
+            wire.reserve(4096);
+            let pos = wire.len();
+            match encoder.flush(&mut OutBuffer::around_pos(&mut wire, pos)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => panic!("the encoder failed to flush: {e}"),
+            }
+        }
+        match decoder.push(&wire) {
+            Ok(back) => assert_eq!(back, payload, "a payload did not come back"),
+            Err(e) => panic!("a valid stream failed: {e}"),
+        }
     }
 }
 
@@ -678,5 +736,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cron_machine", cron_machine),
     #[cfg(feature = "discord")]
     ("discord_envelope", discord_envelope),
+    #[cfg(feature = "discord")]
+    ("zstd_stream", zstd_stream),
     ("webhook_ingress", webhook_ingress),
 ];

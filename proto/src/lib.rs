@@ -77,6 +77,8 @@ pub mod webhook;
 pub use backoff::{Backoff, ReconnectPolicy};
 pub use bytes::Bytes;
 pub use config_error::ConfigError;
+#[cfg(feature = "discord")]
+pub use cursor::DiscordShardsCursor;
 pub use cursor::{
     CatchUp, Checkpoint, CronCursor, Cursors, GithubCursor, SlackCursor, WebhookCursor,
 };

@@ -380,6 +380,18 @@ pub enum Input {
         /// The id from `Output::Emit`.
         delivery: DeliveryId,
     },
+    /// An external identify queue lets Discord shard `shard` send its IDENTIFY now: the answer to
+    /// its [`Output::IdentifyRequest`] (see [`IdentifyQueue`](crate::discord::IdentifyQueue)).
+    ///
+    /// ```
+    /// use openflume_proto::Input;
+    /// let line = r#"{"identify_granted":{"shard":3}}"#;
+    /// assert_eq!(serde_json::from_str::<Input>(line).unwrap(), Input::IdentifyGranted { shard: 3 });
+    /// ```
+    IdentifyGranted {
+        /// The shard id of the request.
+        shard: u32,
+    },
     /// Stop. `keep_session` asks to leave a resumable session behind (Discord closes with 4000).
     Shutdown {
         /// Keep the upstream session resumable.
@@ -513,6 +525,31 @@ pub enum Output {
     /// place in the firehose after those items, and replaces the source's cursor where they are
     /// stored (see [`Cursors`](crate::Cursors)).
     Checkpoint(Checkpoint),
+    /// A part of the source with a status of its own changed status: a shard of a Discord
+    /// gateway, named `"ID/COUNT"`. The source's own [`Output::Status`] is the aggregate; the
+    /// driver keeps the parts' statuses beside it, for a reader to see which part is down.
+    ///
+    /// ```
+    /// use openflume_proto::{Output, Status};
+    /// let part = Output::PartStatus { part: "3/8".into(), status: Status::Connected, reason: None };
+    /// assert_eq!(
+    ///     serde_json::to_string(&part).unwrap(),
+    ///     r#"{"part_status":{"part":"3/8","status":"connected","reason":null}}"#
+    /// );
+    /// ```
+    PartStatus {
+        /// The part's name.
+        part: String,
+        /// Its new status.
+        status: Status,
+        /// Why, when there is a reason.
+        reason: Option<String>,
+    },
+    /// A Discord shard with an external identify queue asks for leave to IDENTIFY; answer with
+    /// [`Input::IdentifyGranted`] when the coordinator grants it (see
+    /// [`IdentifyQueue`](crate::discord::IdentifyQueue) for the contract).
+    #[cfg(feature = "discord")]
+    IdentifyRequest(crate::discord::IdentifyRequest),
 }
 
 impl fmt::Debug for Output {
@@ -568,6 +605,20 @@ impl fmt::Debug for Output {
             Output::Checkpoint(checkpoint) => {
                 f.debug_tuple("Checkpoint").field(checkpoint).finish()
             }
+            Output::PartStatus {
+                part,
+                status,
+                reason,
+            } => f
+                .debug_struct("PartStatus")
+                .field("part", part)
+                .field("status", status)
+                .field("reason", reason)
+                .finish(),
+            #[cfg(feature = "discord")]
+            Output::IdentifyRequest(request) => {
+                f.debug_tuple("IdentifyRequest").field(request).finish()
+            }
         }
     }
 }
@@ -596,6 +647,10 @@ pub enum Misuse {
     /// `Received` for a machine that opens connections but serves none.
     #[error("this machine reads no byte streams: Input::Received is for a machine that serves")]
     NotServing,
+    /// An `IdentifyGranted` for a shard this machine does not run, or to a machine that asks
+    /// for no IDENTIFY grants.
+    #[error("no identify request of shard {0}: this machine does not run it, or paces itself")]
+    NoIdentifyRequest(u32),
     /// A `Delivered` for an id the machine never handed out.
     #[error("unknown delivery id {0:?}")]
     UnknownDelivery(DeliveryId),

@@ -640,6 +640,7 @@ fn input_name(input: &Input) -> &'static str {
         Input::ReadingPaused => "reading_paused",
         Input::ReadingResumed => "reading_resumed",
         Input::Delivered { .. } => "delivered",
+        Input::IdentifyGranted { .. } => "identify_granted",
         Input::Shutdown { .. } => "shutdown",
     }
 }
@@ -656,6 +657,7 @@ impl Machine for CronMachine {
             // Cron never asks for confirmation, so no delivery id is ours.
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
+            Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
             other => {
                 let message = format!(
                     "the cron source opens no connections or requests; ignored a {} input",

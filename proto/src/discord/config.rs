@@ -1,6 +1,7 @@
 //! What a Discord shard needs to know: credentials, intents, shard, where to connect, timeouts.
 
 use super::heartbeat::Liveness;
+use super::identify::IdentifyQueue;
 use super::ratelimit::MAX_PAYLOAD_BYTES;
 use super::session::ResumeState;
 use super::wire;
@@ -113,6 +114,43 @@ pub mod intents {
     }
 }
 
+/// Discord's transport compressions: the whole connection is one compressed stream, with one
+/// decompression context per connection.
+///
+/// ```
+/// use openflume_proto::discord::TransportCompression;
+/// let zstd: TransportCompression = serde_json::from_str(r#""zstd-stream""#).unwrap();
+/// assert_eq!(zstd, TransportCompression::ZstdStream);
+/// assert_eq!(zstd.as_str(), "zstd-stream");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TransportCompression {
+    /// `compress=zlib-stream`: a payload may span several binary messages and ends with
+    /// `00 00 ff ff`.
+    #[default]
+    ZlibStream,
+    /// `compress=zstd-stream`: every binary message is one payload (the zstd frame stays open
+    /// across them). Smaller and cheaper to decompress than zlib at the same level.
+    ZstdStream,
+}
+
+impl TransportCompression {
+    /// The value of the `compress` query parameter.
+    ///
+    /// ```
+    /// use openflume_proto::discord::TransportCompression;
+    /// assert_eq!(TransportCompression::ZlibStream.as_str(), "zlib-stream");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportCompression::ZlibStream => "zlib-stream",
+            TransportCompression::ZstdStream => "zstd-stream",
+        }
+    }
+}
+
 /// Configuration of one Discord shard. Every field has a default except `token`.
 ///
 /// ```
@@ -141,8 +179,13 @@ pub struct DiscordConfig {
     pub gateway_url: Option<String>,
     /// IDENTIFY buckets when `gateway_url` is set (otherwise `/gateway/bot` says); default 1.
     pub max_concurrency: u32,
-    /// Transport compression `zlib-stream`; default true.
+    /// Transport compression, of the kind `compression` names; default true.
     pub compress: bool,
+    /// Which transport compression `compress` turns on; default `zlib-stream`.
+    pub compression: TransportCompression,
+    /// Who paces IDENTIFYs: this machine's own limiter, or an external queue the driver asks
+    /// (see [`IdentifyQueue`]); default the machine's own.
+    pub identify_queue: IdentifyQueue,
     /// `properties.os` in IDENTIFY; default the operating system compiled for.
     pub os: String,
     /// IDENTIFY `presence` object, sent as given; default none.
@@ -181,6 +224,8 @@ impl Default for DiscordConfig {
             gateway_url: None,
             max_concurrency: 1,
             compress: true,
+            compression: TransportCompression::default(),
+            identify_queue: IdentifyQueue::default(),
             os: std::env::consts::OS.to_owned(),
             presence: None,
             large_threshold: None,
@@ -203,6 +248,11 @@ impl DiscordConfig {
             token: Secret::new(token),
             ..DiscordConfig::default()
         }
+    }
+
+    /// The transport compression in use, if any.
+    pub(crate) fn transport(&self) -> Option<TransportCompression> {
+        self.compress.then_some(self.compression)
     }
 
     /// The token without a `Bot ` prefix, as IDENTIFY and RESUME carry it.
@@ -259,7 +309,7 @@ impl DiscordConfig {
         }
         match &self.gateway_url {
             Some(url) => {
-                if let Err(why) = wire::connect_url(url, self.compress) {
+                if let Err(why) = wire::connect_url(url, self.transport()) {
                     return bad(ConfigError::Url {
                         field: "gateway_url",
                         reason: why,

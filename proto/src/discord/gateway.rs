@@ -2,14 +2,24 @@
 //! by every shard (so a process never identifies faster than Discord allows, however many shards
 //! start at once), and connection ids that stay unique across shards.
 //!
+//! A gateway runs every shard of the count, or a range of them ([`ShardRange`]): a bot too big
+//! for one process runs one process per range, each with `shard_count` the bot's total. The
+//! processes then share one identify queue ([`IdentifyQueue::External`](super::IdentifyQueue)),
+//! so that their IDENTIFYs together keep to the buckets.
+//!
 //! Each shard is a full [`DiscordShard`]; the gateway routes inputs to it by connection id,
-//! lends it the shared limiter, and merges its outputs in shard order. Shard status changes
-//! become `shard.status` logs; the gateway's own status is the aggregate (connected when every
-//! shard is). A fatal close on any shard is fatal for the bot (bad token, intents, shard
-//! layout), so the gateway then closes the other shards and fails.
+//! lends it the shared limiter, and merges its outputs in shard order. A shard's events carry
+//! `meta.shard` = `"ID/COUNT"` (when the count is above 1), so that cursors keep a session per
+//! shard. Shard status changes become `shard.status` logs and an [`Output::PartStatus`] named
+//! `"ID/COUNT"`; the gateway's own status is the aggregate (connected when every shard is). A
+//! fatal close on any shard is fatal for the bot (bad token, intents, shard layout), so the
+//! gateway then closes the other shards and fails.
 
-use super::{DiscordConfig, DiscordShard, IdentifyLimiter, ResumeState, SOURCE, gateway_bot};
+use super::{
+    DiscordConfig, DiscordShard, IdentifyLimiter, IdentifyQueue, ResumeState, SOURCE, gateway_bot,
+};
 use crate::core::{Core, answered_by_core};
+use crate::cursor::DiscordShardsCursor;
 use crate::{
     Backoff, ConfigError, ConnId, HttpResponse, IdCounter, Input, Level, Machine, Millis, Misuse,
     Now, Output, ReqId, Status, TimerKind,
@@ -37,10 +47,68 @@ pub struct DiscordGatewayConfig {
     /// `shard_count` and `resume` are replaced per shard; with `gateway_url` set, `/gateway/bot`
     /// is skipped and `max_concurrency` paces IDENTIFYs.
     pub shard: DiscordConfig,
-    /// Number of shards; default none = the count `/gateway/bot` recommends.
+    /// Number of shards of the bot; default none = the count `/gateway/bot` recommends.
     pub shard_count: Option<u32>,
+    /// The shards this gateway runs, of `shard_count`; default none = all of them.
+    pub shard_range: Option<ShardRange>,
     /// Sessions kept from a previous run, by shard id; default none.
     pub resume: BTreeMap<u32, ResumeState>,
+    /// The shard count the sessions in `resume` belong to; default none = `shard_count`. When
+    /// the count the gateway runs differs (`/gateway/bot` recommends another after a
+    /// resharding), the sessions are dropped, logged, and every shard identifies: a session
+    /// resumed under another count would carry another shard's guilds.
+    pub resume_shard_count: Option<u32>,
+}
+
+/// The shards a [`DiscordGateway`] runs: `first` to `last`, both included.
+///
+/// ```
+/// use openflume_proto::discord::ShardRange;
+/// let range = ShardRange { first: 0, last: 15 };
+/// assert_eq!(range.len(), 16);
+/// assert_eq!(range.to_string(), "0-15");
+/// assert_eq!(ShardRange { first: 3, last: 3 }.to_string(), "3");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    /// The first shard id.
+    pub first: u32,
+    /// The last shard id, included.
+    pub last: u32,
+}
+
+impl ShardRange {
+    /// How many shards: `last - first + 1` (0 when `last < first`).
+    pub fn len(self) -> u32 {
+        self.last
+            .checked_sub(self.first)
+            .map_or(0, |span| span.saturating_add(1))
+    }
+
+    /// True when the range holds no shard (`last < first`).
+    ///
+    /// ```
+    /// use openflume_proto::discord::ShardRange;
+    /// assert!(ShardRange { first: 2, last: 1 }.is_empty());
+    /// ```
+    pub fn is_empty(self) -> bool {
+        self.last < self.first
+    }
+
+    /// The shard ids, in order.
+    pub fn ids(self) -> std::ops::RangeInclusive<u32> {
+        self.first..=self.last
+    }
+}
+
+impl fmt::Display for ShardRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
 }
 
 impl fmt::Debug for DiscordGatewayConfig {
@@ -48,7 +116,9 @@ impl fmt::Debug for DiscordGatewayConfig {
         f.debug_struct("DiscordGatewayConfig")
             .field("shard", &self.shard)
             .field("shard_count", &self.shard_count)
+            .field("shard_range", &self.shard_range)
             .field("resume", &self.resume)
+            .field("resume_shard_count", &self.resume_shard_count)
             .finish()
     }
 }
@@ -73,8 +143,21 @@ impl DiscordGatewayConfig {
             }
             _ => {}
         }
-        if let (Some(count), Some(&id)) = (self.shard_count, self.resume.keys().next_back())
-            && id >= count
+        if let Some(range) = self.shard_range {
+            let beyond = self.shard_count.is_some_and(|count| range.last >= count);
+            if range.is_empty() || range.len() > MAX_SHARDS || beyond {
+                return bad(ConfigError::ShardRange {
+                    field: "shard_range",
+                    first: range.first,
+                    last: range.last,
+                    shard_count: self.shard_count,
+                });
+            }
+        }
+        if let (Some(count), Some(&id)) = (
+            self.resume_shard_count.or(self.shard_count),
+            self.resume.keys().next_back(),
+        ) && id >= count
         {
             return bad(ConfigError::ResumeShard {
                 field: "resume",
@@ -232,7 +315,7 @@ impl DiscordGateway {
 
     fn on_response(&mut self, now: Now, req: ReqId, response: &HttpResponse) {
         let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
-        let compress = self.config.shard.compress;
+        let compress = self.config.shard.transport();
         let limiter = &mut self.limiter;
         let read = gateway_bot::read(
             &mut self.core,
@@ -329,19 +412,42 @@ impl DiscordGateway {
         self.core.finish(Status::Failed, Some(why));
     }
 
-    /// Builds and starts the shards.
+    /// Builds and starts the shards of the range (all of `count` without one).
     fn launch(&mut self, now: Now, url: String, count: u32) {
         if count == 0 || count > MAX_SHARDS {
             self.fail(now, format!("{count} shards is not within 1–{MAX_SHARDS}"));
             return;
         }
-        self.core.log(
-            now,
-            Level::Info,
-            "gateway.shards",
-            format!("starting {count} shard(s)"),
-        );
-        for shard_id in 0..count {
+        let range = self.config.shard_range.unwrap_or(ShardRange {
+            first: 0,
+            last: count - 1,
+        });
+        if range.is_empty() || range.last >= count {
+            self.fail(
+                now,
+                format!("shard range {range} is not within the {count} shards of the bot"),
+            );
+            return;
+        }
+        let resume_count = self.config.resume_shard_count.unwrap_or(count);
+        if resume_count != count && !self.config.resume.is_empty() {
+            self.core.log(
+                now,
+                Level::Warn,
+                "session.reset",
+                format!(
+                    "the kept sessions are of {resume_count} shards, the bot now runs {count}: every shard identifies"
+                ),
+            );
+            self.config.resume.clear();
+        }
+        let message = if range.len() == count {
+            format!("starting {count} shard(s)")
+        } else {
+            format!("starting shards {range} of {count}")
+        };
+        self.core.log(now, Level::Info, "gateway.shards", message);
+        for shard_id in range.ids() {
             let config = DiscordConfig {
                 shard_id,
                 shard_count: count,
@@ -362,6 +468,26 @@ impl DiscordGateway {
         for index in 0..self.shards.len() {
             self.feed(now, index, Input::Start);
         }
+    }
+
+    /// `"ID/COUNT"` of shard `index`: its `meta.shard` and its part name.
+    fn label(&self, index: usize) -> String {
+        match self.shards.get(index).map(DiscordShard::shard) {
+            Some([id, count]) => format!("{id}/{count}"),
+            None => format!("#{index}"),
+        }
+    }
+
+    /// An external identify queue's grant for shard `shard`, to the shard that asked.
+    fn on_identify_granted(&mut self, now: Now, shard: u32) -> Result<(), Misuse> {
+        let index = self
+            .shards
+            .iter()
+            .position(|s| s.shard()[0] == shard)
+            .filter(|_| self.config.shard.identify_queue == IdentifyQueue::External)
+            .ok_or(Misuse::NoIdentifyRequest(shard))?;
+        self.feed(now, index, Input::IdentifyGranted { shard });
+        Ok(())
     }
 
     /// The id the driver sees for shard `index`'s connection `local`.
@@ -401,6 +527,12 @@ impl DiscordGateway {
                 format!("shard {index}: {misuse}"),
             );
         }
+        self.drain_shard(now, index);
+    }
+
+    /// Forwards shard `index`'s outputs in the driver's connection ids, its status as a
+    /// `shard.status` log and a part status, then updates the aggregate.
+    fn drain_shard(&mut self, now: Now, index: usize) {
         while let Some(output) = self
             .shards
             .get_mut(index)
@@ -421,13 +553,22 @@ impl DiscordGateway {
                     reason,
                 },
                 Output::Status(change) => {
+                    let label = self.label(index);
                     let mut log = change.to_log(SOURCE, now.wall);
                     log.action = "shard.status".to_owned();
-                    log.message = format!("shard {index}/{}: {}", self.shards.len(), log.message);
+                    log.message = format!("shard {label}: {}", log.message);
+                    if let Some(serde_json::Value::Object(detail)) = &mut log.detail {
+                        detail.insert("shard".to_owned(), label.clone().into());
+                    }
                     if let Some(reason) = self.reasons.get_mut(index) {
                         reason.clone_from(&change.reason);
                     }
-                    Output::Log(log)
+                    self.core.emit(Output::Log(log));
+                    Output::PartStatus {
+                        part: label,
+                        status: change.to,
+                        reason: change.reason,
+                    }
                 }
                 other => other,
             };
@@ -450,9 +591,9 @@ impl DiscordGateway {
         }
         let reason_of = |gateway: &DiscordGateway, index: usize, fallback: &str| {
             let reason = gateway.reasons.get(index).cloned().flatten();
-            let n = gateway.shards.len();
             format!(
-                "shard {index}/{n}: {}",
+                "shard {}: {}",
+                gateway.label(index),
                 reason.unwrap_or_else(|| fallback.to_owned())
             )
         };
@@ -529,6 +670,7 @@ impl Machine for DiscordGateway {
             }
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
+            Input::IdentifyGranted { shard } => return self.on_identify_granted(now, shard),
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())
@@ -543,4 +685,13 @@ impl Machine for DiscordGateway {
     }
 
     answered_by_core!(all but timers);
+
+    fn checkpoint(&self) -> Option<crate::Checkpoint> {
+        let shard_count = self.shards.first()?.shard()[1];
+        let sessions = self.sessions();
+        (!sessions.is_empty()).then_some(crate::Checkpoint::DiscordShards(DiscordShardsCursor {
+            shard_count,
+            sessions,
+        }))
+    }
 }

@@ -1,8 +1,8 @@
 //! `GET /gateway/bot`: where to connect, how many shards Discord recommends, and the IDENTIFY
 //! limits. One request serves a standalone shard or a whole [`DiscordGateway`](super::DiscordGateway).
 
-use super::IdentifyLimiter;
 use super::wire::{self, GatewayBot};
+use super::{IdentifyLimiter, TransportCompression};
 use crate::core::Core;
 use crate::{HttpRequest, HttpResponse, Level, Now, Output, ReqId, TimerKind};
 
@@ -50,7 +50,7 @@ pub(crate) fn read<K: TimerKind>(
     req: ReqId,
     response: &HttpResponse,
     awaited: bool,
-    compress: bool,
+    compress: Option<TransportCompression>,
     limiter: &mut IdentifyLimiter,
 ) -> Option<Outcome> {
     if !awaited {
@@ -83,7 +83,7 @@ fn request(api_base: &str, token: &str) -> HttpRequest {
 
 /// Reads a response: 2xx with a usable URL is ready; 401 and 403 are fatal; anything else is
 /// retried (429 after its `Retry-After`).
-fn outcome(response: &HttpResponse, compress: bool) -> Outcome {
+fn outcome(response: &HttpResponse, compress: Option<TransportCompression>) -> Outcome {
     match response.status {
         200..=299 => {}
         401 | 403 => {
@@ -154,10 +154,10 @@ mod tests {
     fn outcomes() {
         let ok = r#"{"url":"wss://gateway.discord.gg","shards":2,"session_start_limit":{"total":1000,"remaining":5,"reset_after":10,"max_concurrency":1}}"#;
         assert!(
-            matches!(outcome(&response(200, &[], ok), true), Outcome::Ready(b) if b.shards == Some(2))
+            matches!(outcome(&response(200, &[], ok), Some(TransportCompression::ZlibStream)), Outcome::Ready(b) if b.shards == Some(2))
         );
         assert!(matches!(
-            outcome(&response(200, &[], r#"{"url":"wss://g"}"#), true),
+            outcome(&response(200, &[], r#"{"url":"wss://g"}"#), Some(TransportCompression::ZlibStream)),
             Outcome::Ready(b) if b.session_start_limit.is_none()
         ));
         /// (status, headers, body, retry delay; `None` = fatal)
@@ -174,7 +174,7 @@ mod tests {
             (200, &[], r#"{"shards":1}"#, Some(0)),
         ];
         for &(status, headers, body, expected) in cases {
-            let got = match outcome(&response(status, headers, body), false) {
+            let got = match outcome(&response(status, headers, body), None) {
                 Outcome::Fatal(_) => None,
                 Outcome::Retry { after_ms, .. } => Some(after_ms),
                 Outcome::Ready(_) => panic!("{status} {body}"),

@@ -5,6 +5,27 @@
 //! One limiter must serve every shard of a bot, so it is a plain value: a standalone
 //! [`DiscordShard`](super::DiscordShard) owns one, and [`DiscordGateway`](super::DiscordGateway)
 //! lends one shared limiter to all of its shards.
+//!
+//! Shards of one bot in several processes need one queue across them all. Then the machine does
+//! not decide; it asks ([`IdentifyQueue::External`]):
+//!
+//! 1. After HELLO, when a new session must start, the shard emits
+//!    [`Output::IdentifyRequest`](crate::Output::IdentifyRequest) with its
+//!    [`IdentifyRequest`] (shard, bucket `shard_id % max_concurrency`, `max_concurrency`) and waits,
+//!    heartbeating. It asks once: while a request is outstanding it asks no more, over reconnects
+//!    too.
+//! 2. The coordinator (the driver's; a Redis lock, say) grants at most one IDENTIFY per bucket
+//!    per [`IDENTIFY_SPACING_MS`], buckets of every process together, and counts each grant
+//!    against the daily `session_start_limit` of `GET /gateway/bot` (when `remaining` is 0 it
+//!    holds the grants until `reset_after`; never grants past it: an exhausted budget resets the
+//!    token). It answers with [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard }`.
+//! 3. The shard sends IDENTIFY at once on the grant. A grant that finds the shard not waiting
+//!    (its connection dropped meanwhile) is spent: it is logged, and the next HELLO asks again.
+//!    A grant is used at most once, so the coordinator's count holds.
+//!
+//! RESUMEs are never asked for: they count against neither limit. Without an external
+//! coordinator ([`IdentifyQueue::InProcess`], the default) the [`IdentifyLimiter`] does all this
+//! in the machine, for the shards of one process.
 
 use crate::Millis;
 use serde::{Deserialize, Serialize};
@@ -12,6 +33,52 @@ use std::collections::BTreeMap;
 
 /// Minimum spacing of two IDENTIFYs in one bucket.
 pub const IDENTIFY_SPACING_MS: u64 = 5_000;
+
+/// Who paces a shard's IDENTIFYs (see the [module docs](self)).
+///
+/// ```
+/// use openflume_proto::discord::IdentifyQueue;
+/// let queue: IdentifyQueue = serde_json::from_str(r#""external""#).unwrap();
+/// assert_eq!(queue, IdentifyQueue::External);
+/// assert_eq!(IdentifyQueue::default(), IdentifyQueue::InProcess);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IdentifyQueue {
+    /// The machine's own [`IdentifyLimiter`] (shared by a gateway's shards): right for one process.
+    #[default]
+    InProcess,
+    /// A coordinator outside the machine: every IDENTIFY waits for
+    /// [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) after an
+    /// [`Output::IdentifyRequest`](crate::Output::IdentifyRequest). Only for a driver that grants.
+    External,
+}
+
+/// A shard asks an external coordinator for leave to IDENTIFY
+/// ([`Output::IdentifyRequest`](crate::Output::IdentifyRequest)); answer with
+/// [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard: shard_id }`.
+///
+/// ```
+/// use openflume_proto::discord::IdentifyRequest;
+/// let request = IdentifyRequest { shard_id: 5, shard_count: 16, bucket: 1, max_concurrency: 4 };
+/// assert_eq!(
+///     serde_json::to_string(&request).unwrap(),
+///     r#"{"shard_id":5,"shard_count":16,"bucket":1,"max_concurrency":4}"#
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifyRequest {
+    /// The shard that would identify.
+    pub shard_id: u32,
+    /// The bot's shard count.
+    pub shard_count: u32,
+    /// Its rate-limit key, `shard_id % max_concurrency`: one IDENTIFY per bucket per 5 s.
+    pub bucket: u32,
+    /// `session_start_limit.max_concurrency` as the machine knows it (from `/gateway/bot`, or
+    /// the configuration); 0 means no bucket limit (a gateway proxy that paces itself).
+    pub max_concurrency: u32,
+}
 
 /// How long a session-start budget lasts once refilled: 24 h.
 const BUDGET_PERIOD_MS: u64 = 24 * 60 * 60 * 1000;
@@ -126,6 +193,11 @@ impl IdentifyLimiter {
             remaining: limit.remaining,
             reset_at: now + limit.reset_after,
         });
+    }
+
+    /// `max_concurrency`: the number of buckets (0: no bucket limit).
+    pub fn max_concurrency(&self) -> u32 {
+        self.max_concurrency
     }
 
     /// The bucket of `shard_id`: `shard_id % max_concurrency`.

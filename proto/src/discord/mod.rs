@@ -48,19 +48,25 @@ mod ratelimit;
 mod scan;
 mod session;
 mod shard;
+mod transport;
 mod wire;
+mod zstd_stream;
 
 pub use close_codes::{CloseAction, CloseVerdict, close_action};
-pub use config::{DiscordConfig, intents};
+pub use config::{DiscordConfig, TransportCompression, intents};
 pub use dispatch_names::DISPATCH_NAMES;
-pub use gateway::{DiscordGateway, DiscordGatewayConfig, MAX_SHARDS};
+pub use gateway::{DiscordGateway, DiscordGatewayConfig, MAX_SHARDS, ShardRange};
 pub use heartbeat::Liveness;
-pub use identify::{IDENTIFY_SPACING_MS, IdentifyLimiter, IdentifyWait, SessionStartLimit};
+pub use identify::{
+    IDENTIFY_SPACING_MS, IdentifyLimiter, IdentifyQueue, IdentifyRequest, IdentifyWait,
+    SessionStartLimit,
+};
 pub use inflate::{InflateError, ZlibStream};
 pub use message::DiscordMessage;
 pub use ratelimit::{MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SendClass, SendLimiter, WINDOW_MS};
 pub use session::ResumeState;
 pub use shard::DiscordShard;
+pub use zstd_stream::{MAX_WINDOW_LOG, ZstdError, ZstdStream};
 
 /// The source name on every item a Discord machine produces.
 pub const SOURCE: &str = "discord";

@@ -135,8 +135,11 @@ pub(crate) struct GatewayBot {
 
 /// The WebSocket URL for a Gateway base URL: host and path as given (a bare host gets `/`), any
 /// query parameters other than `v`, `encoding` and `compress` kept, and
-/// `v=10&encoding=json[&compress=zlib-stream]` added.
-pub(crate) fn connect_url(base: &str, compress: bool) -> Result<String, String> {
+/// `v=10&encoding=json[&compress=zlib-stream|zstd-stream]` added.
+pub(crate) fn connect_url(
+    base: &str,
+    compress: Option<super::TransportCompression>,
+) -> Result<String, String> {
     let parsed = Url::parse(base).map_err(|e| e.to_string())?;
     if !matches!(parsed.scheme.as_str(), "ws" | "wss") {
         return Err(format!(
@@ -154,8 +157,9 @@ pub(crate) fn connect_url(base: &str, compress: bool) -> Result<String, String> 
         url.push('/');
     }
     let mut params = vec!["v=10", "encoding=json"];
-    if compress {
-        params.push("compress=zlib-stream");
+    let compress = compress.map(|kind| format!("compress={}", kind.as_str()));
+    if let Some(compress) = &compress {
+        params.push(compress);
     }
     params.extend(query.split('&').filter(|pair| {
         let key = pair.split('=').next().unwrap_or_default();
@@ -201,29 +205,35 @@ mod tests {
 
     #[test]
     fn connect_urls() {
-        let cases: &[(&str, bool, Result<&str, ()>)] = &[
+        use super::super::TransportCompression::{ZlibStream, ZstdStream};
+        let cases: &[(&str, Option<_>, Result<&str, ()>)] = &[
             (
                 "wss://gateway.discord.gg",
-                false,
+                None,
                 Ok("wss://gateway.discord.gg/?v=10&encoding=json"),
             ),
             (
                 "wss://gateway.discord.gg/",
-                true,
+                Some(ZlibStream),
                 Ok("wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream"),
             ),
             (
+                "wss://gateway.discord.gg/?compress=zlib-stream",
+                Some(ZstdStream),
+                Ok("wss://gateway.discord.gg/?v=10&encoding=json&compress=zstd-stream"),
+            ),
+            (
                 "wss://gateway-us-east1-b.discord.gg/path?v=9&x=1&compress=zstd-stream#f",
-                false,
+                None,
                 Ok("wss://gateway-us-east1-b.discord.gg/path?v=10&encoding=json&x=1"),
             ),
             (
                 "ws://127.0.0.1:9000",
-                false,
+                None,
                 Ok("ws://127.0.0.1:9000/?v=10&encoding=json"),
             ),
-            ("https://discord.com", false, Err(())),
-            ("gateway.discord.gg", false, Err(())),
+            ("https://discord.com", None, Err(())),
+            ("gateway.discord.gg", None, Err(())),
         ];
         for &(base, compress, expected) in cases {
             assert_eq!(

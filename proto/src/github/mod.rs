@@ -534,6 +534,7 @@ impl Machine for GithubMachine {
             // on one.
             Input::ReadingPaused | Input::ReadingResumed => {}
             Input::Received { .. } => return Err(Misuse::NotServing),
+            Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
             Input::Opened { .. }
             | Input::Frame { .. }
             | Input::Closed { .. }

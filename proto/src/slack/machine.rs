@@ -590,6 +590,7 @@ impl Machine for SlackMachine {
             Input::ReadingResumed => self.pool.resume(now.mono),
             Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
             Input::Received { .. } => return Err(Misuse::NotServing),
+            Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
         }
         match self.pool.next_deadline() {
             Some(at) if !self.core.is_finished() => self

@@ -10,7 +10,8 @@ use crate::discord::envelope::{DispatchMeta, Envelope};
 use crate::discord::heartbeat::Heartbeat;
 use crate::discord::wire::{self, op};
 use crate::discord::{
-    IdentifyLimiter, MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SOURCE, SendClass, WINDOW_MS,
+    IdentifyLimiter, IdentifyQueue, IdentifyRequest, MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SOURCE,
+    SendClass, WINDOW_MS,
 };
 use crate::{ConnId, Event, Frame, Level, Millis, Now, Output, RawJson, Status, redact};
 use std::ops::Range;
@@ -27,6 +28,7 @@ impl DiscordShard {
             self.stale(now, "a frame", id);
             return;
         }
+        let max_bytes = self.config.max_message_bytes;
         let Some(conn) = self.conn() else { return };
         if let Some(heartbeat) = &mut conn.heartbeat {
             heartbeat.frame_received(now.mono);
@@ -34,7 +36,7 @@ impl DiscordShard {
         match frame {
             Frame::Text(text) => self.on_payload(now, text, limiter),
             Frame::Binary(bytes) => {
-                let Some(inflate) = conn.inflate.as_mut() else {
+                let Some(decompress) = conn.decompress.as_mut() else {
                     self.core.log(
                         now,
                         Level::Warn,
@@ -46,7 +48,8 @@ impl DiscordShard {
                     );
                     return;
                 };
-                match inflate.push(bytes.as_slice()) {
+                let stream = decompress.name();
+                match decompress.push(bytes.as_slice(), max_bytes) {
                     Ok(None) => {}
                     Ok(Some(payload)) => match String::from_utf8(payload) {
                         Ok(text) => self.on_payload(now, text, limiter),
@@ -54,7 +57,7 @@ impl DiscordShard {
                             now,
                             Level::Warn,
                             "ws.parse.error",
-                            "skipped an inflated payload that is not UTF-8".to_owned(),
+                            "skipped a decompressed payload that is not UTF-8".to_owned(),
                         ),
                     },
                     Err(error) => {
@@ -62,7 +65,7 @@ impl DiscordShard {
                             now,
                             Level::Warn,
                             "inflate.error",
-                            format!("zlib-stream broken ({error}): reconnecting"),
+                            format!("{stream} broken ({error}): reconnecting"),
                         );
                         self.close(
                             now,
@@ -202,6 +205,10 @@ impl DiscordShard {
     }
 
     pub(super) fn try_identify(&mut self, now: Now, limiter: &mut IdentifyLimiter) {
+        if self.config.identify_queue == IdentifyQueue::External {
+            self.request_identify(now, limiter);
+            return;
+        }
         match limiter.try_acquire(self.config.shard_id, now.mono) {
             Ok(()) => self.send_identify(now),
             Err(wait) => {
@@ -219,6 +226,69 @@ impl DiscordShard {
                 self.arm_at(Timer::IdentifyPermit, now, wait.until());
             }
         }
+    }
+
+    /// Asks the external identify queue for leave to IDENTIFY, unless a request is out already
+    /// (its grant serves this connection too), and waits in [`Stage::WaitingPermit`].
+    fn request_identify(&mut self, now: Now, limiter: &IdentifyLimiter) {
+        if let Some(conn) = self.conn() {
+            conn.stage = Stage::WaitingPermit;
+        }
+        if self.identify_requested {
+            self.core.log(
+                now,
+                Level::Debug,
+                "identify.request",
+                "still waiting for the identify grant asked for earlier".to_owned(),
+            );
+            return;
+        }
+        self.identify_requested = true;
+        let request = IdentifyRequest {
+            shard_id: self.config.shard_id,
+            shard_count: self.config.shard_count,
+            bucket: limiter.bucket(self.config.shard_id),
+            max_concurrency: limiter.max_concurrency(),
+        };
+        self.core.log_with(
+            now,
+            Level::Info,
+            "identify.request",
+            format!(
+                "asking the identify queue for a grant (bucket {})",
+                request.bucket
+            ),
+            serde_json::json!({ "bucket": request.bucket, "maxConcurrency": request.max_concurrency }),
+        );
+        self.core.emit(Output::IdentifyRequest(request));
+    }
+
+    /// The external identify queue's grant: IDENTIFY now if a connection waits for it, else
+    /// the grant is spent (the next HELLO asks again).
+    pub(super) fn on_identify_granted(
+        &mut self,
+        now: Now,
+        shard: u32,
+    ) -> Result<(), crate::Misuse> {
+        if shard != self.config.shard_id || self.config.identify_queue != IdentifyQueue::External {
+            return Err(crate::Misuse::NoIdentifyRequest(shard));
+        }
+        self.identify_requested = false;
+        let waiting = matches!(
+            self.conn().map(|conn| &conn.stage),
+            Some(Stage::WaitingPermit)
+        );
+        if waiting && !self.session.is_resumable() {
+            self.send_identify(now);
+        } else {
+            self.core.log(
+                now,
+                Level::Info,
+                "identify.grant_unused",
+                "an identify grant came while no connection waits for it: it is spent".to_owned(),
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn send_identify(&mut self, now: Now) {
@@ -394,6 +464,10 @@ impl DiscordShard {
             .insert("event_type".into(), event.event_type.clone());
         if let Some(seq) = dispatch.seq {
             event.meta.insert("seq".into(), seq.to_string());
+        }
+        // Which session `seq` belongs to, when the bot has several: cursors are kept per shard.
+        if let Some(label) = &self.shard_label {
+            event.meta.insert("shard".into(), label.clone());
         }
         if let Some(key) = meta
             .channel_id

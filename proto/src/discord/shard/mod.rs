@@ -9,8 +9,9 @@ mod lifecycle;
 
 use super::heartbeat::Heartbeat;
 use super::session::Session;
+use super::transport::Decompressor;
 use super::{
-    DiscordConfig, IdentifyLimiter, IdentifyWait, ResumeState, SOURCE, SendLimiter, ZlibStream,
+    DiscordConfig, IdentifyLimiter, IdentifyQueue, IdentifyWait, ResumeState, SOURCE, SendLimiter,
     gateway_bot, wire,
 };
 use crate::core::{Core, answered_by_core};
@@ -120,8 +121,8 @@ struct Conn {
     limiter: SendLimiter,
     /// An answer to the server's op 1 waits for a send permit.
     reply_pending: bool,
-    /// The zlib-stream context when compression is on.
-    inflate: Option<ZlibStream>,
+    /// The zlib-stream or zstd-stream context when compression is on.
+    decompress: Option<Decompressor>,
 }
 
 /// Where the shard is between connections; before `Start` and once finished it is `Waiting`
@@ -186,6 +187,10 @@ pub struct DiscordShard {
     phase: Phase,
     /// Round trip of the last acknowledged heartbeat, in ms.
     heartbeat_rtt: Option<u64>,
+    /// With an external identify queue: an `IdentifyRequest` is out and not yet granted.
+    identify_requested: bool,
+    /// `meta.shard` of every event, `"ID/COUNT"`, when the bot has several shards.
+    shard_label: Option<String>,
 }
 
 impl DiscordShard {
@@ -198,11 +203,12 @@ impl DiscordShard {
             .clone()
             .map(Session::restore)
             .unwrap_or_default();
-        let log_prefix = if config.shard_count > 1 {
-            format!("shard {}/{}: ", config.shard_id, config.shard_count)
-        } else {
-            String::new()
-        };
+        let shard_label =
+            (config.shard_count > 1).then(|| format!("{}/{}", config.shard_id, config.shard_count));
+        let log_prefix = shard_label
+            .as_ref()
+            .map(|label| format!("shard {label}: "))
+            .unwrap_or_default();
         Ok(DiscordShard {
             rng: fastrand::Rng::with_seed(seed),
             core: Core::new(SOURCE).with_log_prefix(log_prefix),
@@ -214,6 +220,8 @@ impl DiscordShard {
             gateway_url: config.gateway_url.clone(),
             phase: Phase::Waiting,
             heartbeat_rtt: None,
+            identify_requested: false,
+            shard_label,
             config,
         })
     }
@@ -294,6 +302,7 @@ impl DiscordShard {
             Input::ReadingResumed => self.on_reading_resumed(now),
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
+            Input::IdentifyGranted { shard } => self.on_identify_granted(now, shard)?,
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())
@@ -337,7 +346,9 @@ impl DiscordShard {
             self.request_gateway(now);
             return;
         };
+        // An external queue paces by its grants, after HELLO.
         if !self.session.is_resumable()
+            && self.config.identify_queue == IdentifyQueue::InProcess
             && let Some(wait) = limiter.wait(self.config.shard_id, now.mono)
         {
             let ms = wait.until() - now.mono;
@@ -372,7 +383,7 @@ impl DiscordShard {
         limiter: &mut IdentifyLimiter,
     ) {
         let awaited = matches!(self.phase, Phase::Requesting { req: current } if current == req);
-        let compress = self.config.compress;
+        let compress = self.config.transport();
         let read = gateway_bot::read(
             &mut self.core,
             now,
@@ -408,7 +419,7 @@ impl DiscordShard {
         };
         let mut target = None;
         if let Some(resume_url) = resume_url {
-            match wire::connect_url(&resume_url, self.config.compress) {
+            match wire::connect_url(&resume_url, self.config.transport()) {
                 Ok(url) => target = Some((url, true)),
                 Err(error) => {
                     self.core.log(
@@ -423,7 +434,7 @@ impl DiscordShard {
         }
         let (url, via_resume_url) = match target {
             Some(target) => target,
-            None => match wire::connect_url(gateway_url, self.config.compress) {
+            None => match wire::connect_url(gateway_url, self.config.transport()) {
                 Ok(url) => (url, false),
                 Err(error) => {
                     self.fail(
@@ -436,10 +447,10 @@ impl DiscordShard {
             },
         };
         let id = ConnId(self.conn_ids.next());
-        let inflate = self
+        let decompress = self
             .config
-            .compress
-            .then(|| ZlibStream::new(self.config.max_message_bytes));
+            .transport()
+            .map(|kind| Decompressor::new(kind, self.config.max_message_bytes));
         self.phase = Phase::Live(Box::new(Conn {
             id,
             via_resume_url,
@@ -447,7 +458,7 @@ impl DiscordShard {
             heartbeat: None,
             limiter: SendLimiter::new(),
             reply_pending: false,
-            inflate,
+            decompress,
         }));
         self.arm(Timer::HelloTimeout, now, self.config.hello_timeout_ms);
         self.core.log(
