@@ -55,7 +55,16 @@ pub(crate) struct StopRequest {
 }
 
 /// The live status of one source, shared with `Running::statuses`.
-pub(crate) type StatusCell = Arc<Mutex<(Status, Option<String>)>>;
+pub(crate) type StatusCell = Arc<Mutex<LiveStatus>>;
+
+/// A source's status and reason, and its parts' (a Discord gateway's shards).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LiveStatus {
+    pub(crate) status: Status,
+    pub(crate) reason: Option<String>,
+    /// In the order the parts first reported.
+    pub(crate) parts: Vec<crate::PartStatus>,
+}
 
 /// Sockets and requests in flight for one machine.
 struct Io {
@@ -298,8 +307,8 @@ pub(crate) async fn drive(
     {
         // A machine cut off by the grace period never reported its end: record one.
         let mut cell = lock(&status);
-        if !cell.0.is_terminal() {
-            cell.0 = Status::Disconnected;
+        if !cell.status.is_terminal() {
+            cell.status = Status::Disconnected;
         }
     }
     changed.notify(usize::MAX);
@@ -562,13 +571,46 @@ impl Io {
             }
             Output::Status(change) => {
                 // The status is live at once; its log takes its turn in the lane.
-                *lock(status) = (change.to, change.reason.clone());
+                {
+                    let mut cell = lock(status);
+                    cell.status = change.to;
+                    cell.reason.clone_from(&change.reason);
+                }
                 self.changed.notify(usize::MAX);
                 self.lane.meters().status(change.to);
                 let log = change.to_log(source, now.wall);
                 self.deliver(Item::Log(log), None);
             }
             Output::Checkpoint(checkpoint) => self.lane.checkpoint(source, checkpoint),
+            // A shard's status: kept beside the source's (the machine logs it itself).
+            Output::PartStatus {
+                part,
+                status: to,
+                reason,
+            } => {
+                let mut cell = lock(status);
+                match cell.parts.iter_mut().find(|p| p.part == part) {
+                    Some(known) => (known.status, known.reason) = (to, reason),
+                    None => cell.parts.push(crate::PartStatus {
+                        part,
+                        status: to,
+                        reason,
+                    }),
+                }
+                drop(cell);
+                self.changed.notify(usize::MAX);
+            }
+            // Only a machine configured with an external identify queue asks, and this driver
+            // has no coordinator to ask: say so loudly rather than let the shard wait unseen.
+            Output::IdentifyRequest(request) => self.log(
+                Level::Error,
+                source,
+                "identify.no_queue",
+                format!(
+                    "shard {}/{} asks an external identify queue, but none is configured: it will not identify",
+                    request.shard_id, request.shard_count
+                ),
+            ),
             // An output newer than this driver (`Output` is `#[non_exhaustive]`, so a new
             // protocol feature does not break the build of every driver). Ignoring it is the
             // safe reading: an output this loop cannot carry out is one it was never asked for,

@@ -862,6 +862,29 @@ impl Running {
         self.watch.statuses()
     }
 
+    /// The statuses of `source`'s parts, in the order they first reported: each shard of a
+    /// Discord gateway ([`Source::discord_gateway`](crate::Source::discord_gateway)), named
+    /// `"ID/COUNT"`, whose aggregate is the source's own status. Empty for a source without
+    /// parts.
+    ///
+    /// ```
+    /// # use openflume::{Flume, Source};
+    /// # use openflume_proto::cron::{CronConfig, CronMachine};
+    /// # let cron = Source::custom("time", |seed| {
+    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
+    /// # });
+    /// # smol::block_on(async {
+    /// let running = Flume::builder().source(cron).build().open().await?;
+    /// assert!(running.part_statuses("time").is_empty());
+    /// # running.close().await;
+    /// # Ok::<(), openflume::StartError>(())
+    /// # })?;
+    /// # Ok::<(), openflume::StartError>(())
+    /// ```
+    pub fn part_statuses(&self, source: &str) -> Vec<crate::PartStatus> {
+        self.watch.part_statuses(source)
+    }
+
     /// A snapshot of every source's counters: its status, the events it delivered, its
     /// reconnects, the items lost on their way to a consumer, its rate-limit waits and (Discord)
     /// the last heartbeat round trip. Reading it takes no lock the sources wait on; the counting

@@ -67,5 +67,5 @@ pub use net::TlsError;
 #[cfg(feature = "log")]
 pub use openflume_log as log;
 pub use source::Source;
-pub use sources::{SourceFailure, SourceStatus, StartError};
+pub use sources::{PartStatus, SourceFailure, SourceStatus, StartError};
 pub use stream::{ItemStream, Overflow, StreamCheckpoint};

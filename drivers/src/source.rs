@@ -2,7 +2,7 @@
 //! the `source` of every item it produces and of its statuses.
 
 use openflume_proto::cron::{CronConfig, CronMachine};
-use openflume_proto::discord::{DiscordConfig, DiscordShard};
+use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::webhook::{WebhookConfig, WebhookIngress};
@@ -97,6 +97,29 @@ impl Source {
     pub fn discord(config: DiscordConfig) -> Source {
         Source::named(Cow::Borrowed("discord"), move |seed| {
             DiscordShard::new(config, seed)
+        })
+    }
+
+    /// Several shards of one Discord bot, named `discord`: all of them, or a range of a total
+    /// ([`DiscordGatewayConfig::shard_range`]), under one `/gateway/bot` call and one identify
+    /// limiter. Each event carries its shard in `meta.shard` (`"ID/COUNT"`), each shard's status
+    /// is in [`Running::part_statuses`](crate::Running::part_statuses), and the source's status
+    /// is connected once every shard is.
+    ///
+    /// ```
+    /// use openflume::Source;
+    /// use openflume_proto::discord::{DiscordConfig, DiscordGatewayConfig, ShardRange};
+    /// let config = DiscordGatewayConfig {
+    ///     shard: DiscordConfig::new("my.bot.token"),
+    ///     shard_count: Some(64),
+    ///     shard_range: Some(ShardRange { first: 0, last: 15 }),
+    ///     ..DiscordGatewayConfig::default()
+    /// };
+    /// assert_eq!(Source::discord_gateway(config).name(), "discord");
+    /// ```
+    pub fn discord_gateway(config: DiscordGatewayConfig) -> Source {
+        Source::named(Cow::Borrowed("discord"), move |seed| {
+            DiscordGateway::new(config, seed)
         })
     }
 

@@ -3,7 +3,7 @@
 
 use crate::Source;
 use crate::clock::os_seed;
-use crate::driver::{self, DriverEnv, StatusCell, StopRequest};
+use crate::driver::{self, DriverEnv, LiveStatus, StatusCell, StopRequest};
 use crate::lock::lock;
 use crate::serve::Listener;
 use event_listener::Event;
@@ -38,6 +38,34 @@ impl std::fmt::Display for SourceStatus {
         match &self.reason {
             Some(reason) => write!(f, "{}: {} ({reason})", self.source, self.status),
             None => write!(f, "{}: {}", self.source, self.status),
+        }
+    }
+}
+
+/// The status of one part of a source that reports its parts: a shard of a Discord gateway
+/// (named `"ID/COUNT"`), as [`Running::part_statuses`](crate::Running::part_statuses) gives it.
+///
+/// ```
+/// use openflume::PartStatus;
+/// use openflume_proto::Status;
+/// let shard = PartStatus { part: "3/8".into(), status: Status::Reconnecting, reason: Some("close 4000".into()) };
+/// assert_eq!(shard.to_string(), "3/8: reconnecting (close 4000)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartStatus {
+    /// The part's name.
+    pub part: String,
+    /// Its status.
+    pub status: Status,
+    /// Why, for `failed`, `reconnecting` and the like.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for PartStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => write!(f, "{}: {} ({reason})", self.part, self.status),
+            None => write!(f, "{}: {}", self.part, self.status),
         }
     }
 }
@@ -110,7 +138,11 @@ impl StatusWatch {
         loop {
             // Listen before checking, so a change between the check and the wait is not missed.
             let listener = self.changed.listen();
-            let statuses: Vec<Status> = self.cells.iter().map(|(_, cell)| lock(cell).0).collect();
+            let statuses: Vec<Status> = self
+                .cells
+                .iter()
+                .map(|(_, cell)| lock(cell).status)
+                .collect();
             if done(&statuses) {
                 return;
             }
@@ -187,16 +219,25 @@ impl StatusWatch {
         }
     }
 
+    /// The parts' statuses of the member named `name` (empty for a source without parts).
+    pub(crate) fn part_statuses(&self, name: &str) -> Vec<PartStatus> {
+        self.cells
+            .iter()
+            .filter(|(member, _)| member == name)
+            .flat_map(|(_, cell)| lock(cell).parts.clone())
+            .collect()
+    }
+
     /// Every member's status, read now.
     pub(crate) fn statuses(&self) -> Vec<SourceStatus> {
         self.cells
             .iter()
             .map(|(name, cell)| {
-                let (status, reason) = lock(cell).clone();
+                let cell = lock(cell);
                 SourceStatus {
                     source: name.clone(),
-                    status,
-                    reason,
+                    status: cell.status,
+                    reason: cell.reason.clone(),
                 }
             })
             .collect()
@@ -306,7 +347,7 @@ fn spawn(
     changed: Arc<Event>,
     listener: Option<Listener>,
 ) -> Member {
-    let status: StatusCell = Arc::new(Mutex::new((Status::Idle, None)));
+    let status: StatusCell = Arc::new(Mutex::new(LiveStatus::default()));
     let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     let (stop, stop_rx) = smol::channel::bounded(1);
     let task = smol::spawn(driver::drive(

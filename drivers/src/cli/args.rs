@@ -272,6 +272,8 @@ pub(crate) enum LogLevel {
 pub(crate) enum Compression {
     /// zlib-stream transport compression (less bandwidth).
     ZlibStream,
+    /// zstd-stream transport compression (smaller still, and cheaper to decompress).
+    ZstdStream,
     /// Plain JSON text frames.
     None,
 }
@@ -290,6 +292,50 @@ pub(crate) enum Bootstrap {
 pub(crate) struct Shard {
     pub(crate) id: u32,
     pub(crate) count: u32,
+}
+
+/// `--discord-shards`: a range of a total, or the count `/gateway/bot` recommends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shards {
+    /// `auto`: every shard of the recommended count.
+    Auto,
+    /// `FIRST-LAST/TOTAL` or `ID/TOTAL`.
+    Range { first: u32, last: u32, total: u32 },
+}
+
+pub(crate) fn parse_shards(text: &str) -> Result<Shards, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Shards::Auto);
+    }
+    let (range, total) = text.split_once('/').ok_or_else(|| {
+        format!("expected FIRST-LAST/TOTAL, ID/TOTAL or auto (e.g. 0-15/64), got {text:?}")
+    })?;
+    let number = |what: &str, value: &str| {
+        value
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{what} {value:?} is not a number"))
+    };
+    let total = number("shard total", total)?;
+    let (first, last) = match range.split_once('-') {
+        Some((first, last)) => (number("first shard", first)?, number("last shard", last)?),
+        None => {
+            let id = number("shard id", range)?;
+            (id, id)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "the range must not run backwards (got {first}-{last})"
+        ));
+    }
+    if total == 0 || last >= total {
+        return Err(format!(
+            "shard ids must be below the total (got {range}/{total})"
+        ));
+    }
+    Ok(Shards::Range { first, last, total })
 }
 
 pub(crate) fn parse_shard(text: &str) -> Result<Shard, String> {
@@ -444,9 +490,15 @@ pub(crate) struct SourceArgs {
     /// DIRECT_MESSAGES, MESSAGE_CONTENT (37377).
     #[arg(long, value_name = "NAMES|BITS", value_parser = parse_intents, env = "OPENFLUME_DISCORD_INTENTS", help_heading = "Discord")]
     pub(crate) discord_intents: Option<u64>,
-    /// Shard as ID/COUNT.
-    #[arg(long, value_parser = parse_shard, default_value = "0/1", env = "OPENFLUME_DISCORD_SHARD", help_heading = "Discord")]
-    pub(crate) discord_shard: Shard,
+    /// Shards to run in this process: FIRST-LAST/TOTAL (e.g. 0-15/64, one process per range,
+    /// all with the bot's TOTAL), ID/TOTAL for one, or auto for every shard of the count
+    /// GET /gateway/bot recommends. Events carry meta.shard = "ID/TOTAL" (when TOTAL > 1).
+    /// Default: one shard, 0/1.
+    #[arg(long, value_name = "RANGE/TOTAL|auto", value_parser = parse_shards, env = "OPENFLUME_DISCORD_SHARDS", help_heading = "Discord")]
+    pub(crate) discord_shards: Option<Shards>,
+    /// Deprecated: the same as --discord-shards ID/COUNT.
+    #[arg(long, value_name = "ID/COUNT", value_parser = parse_shard, conflicts_with = "discord_shards", env = "OPENFLUME_DISCORD_SHARD", help_heading = "Discord")]
+    pub(crate) discord_shard: Option<Shard>,
     /// Only receive these dispatch types (case-insensitive, comma-separated, e.g.
     /// MESSAGE_CREATE,READY); the others are dropped in the machine. Unknown names are warned
     /// about.
@@ -769,6 +821,17 @@ mod tests {
         assert!(unknown.contains("GUILD_PRESENCES"), "{unknown}");
         assert!(parse_intents("").is_err());
         assert!(parse_intents("99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn shards_parsing() {
+        let range = |first, last, total| Ok(Shards::Range { first, last, total });
+        assert_eq!(parse_shards("0-15/64"), range(0, 15, 64));
+        assert_eq!(parse_shards("3/64"), range(3, 3, 64));
+        assert_eq!(parse_shards(" AUTO "), Ok(Shards::Auto));
+        for bad in ["15-0/64", "0-64/64", "0/0", "x/4", "0-15", "1-x/4", ""] {
+            assert!(parse_shards(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

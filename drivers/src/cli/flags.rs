@@ -148,7 +148,7 @@ fn flag_for(source: &str, field: &str) -> Option<&'static str> {
     Some(match (source, field) {
         ("discord", "gateway_url") => "--discord-gateway-url",
         ("discord", "api_base") => "--discord-api-url",
-        ("discord", "shard_id" | "shard_count") => "--discord-shard",
+        ("discord", "shard_id" | "shard_count" | "shard_range") => "--discord-shards",
         ("discord", "token") => "--discord-token",
         ("discord", "intents") => "--discord-intents",
         ("slack", "app_token") => "--slack-app-token",

@@ -1,7 +1,7 @@
 //! `openflume listen`: sources from flags and environment, the firehose to stdout.
 
-use super::args::{Bootstrap, ColorChoice, Compression, LogLevel, LogRoute, SourceArgs};
-use super::filter::{self, EventFilter};
+use super::args::{Bootstrap, ColorChoice, LogLevel, LogRoute, SourceArgs};
+use super::filter::EventFilter;
 use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
@@ -11,7 +11,6 @@ use crate::{Flume, FlumeBuilder, Overflow, Running, Source, StartError, StreamCu
 use async_signal::{Signal, Signals};
 use futures_lite::{StreamExt, future};
 use openflume_proto::cron::{CronConfig, Schedule};
-use openflume_proto::discord::{DiscordConfig, DiscordShard};
 use openflume_proto::github::{self, GithubConfig, GithubMachine};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::webhook::{CustomSender, WebhookConfig, WebhookIngress};
@@ -62,27 +61,7 @@ pub(crate) fn upstream(args: &SourceArgs, resume: &Cursors) -> Result<Vec<Source
     };
     let mut sources = Vec::new();
     if let Some(token) = non_empty(&args.discord_token) {
-        let mut config = DiscordConfig::new(token);
-        if let Some(intents) = args.discord_intents {
-            config.intents = intents;
-        }
-        config.shard_id = args.discord_shard.id;
-        config.shard_count = args.discord_shard.count;
-        config.events = args.discord_events.as_ref().map(|events| {
-            filter::discord_events(events, |warning| report(format_args!("{warning}")))
-                .into_iter()
-                .collect()
-        });
-        config.compress = args.discord_compress == Compression::ZlibStream;
-        config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
-        config.gateway_url = args.discord_gateway_url.clone();
-        config.reconnect = reconnect;
-        if let Some(Checkpoint::DiscordSession(session)) = resume.get("discord") {
-            config.resume = Some(session.clone());
-        }
-        let probe = DiscordShard::new(config.clone(), 0).map_err(|e| misuse_error("discord", e))?;
-        drop(probe);
-        sources.push(Source::discord(config));
+        sources.push(super::discord::source(token, args, resume, reconnect)?);
     }
     if let Some(token) = non_empty(&args.slack_app_token) {
         let mut config = SlackConfig::new(token);
@@ -219,7 +198,7 @@ pub(crate) fn network(args: &SourceArgs) -> Result<Vec<Vec<u8>>, UsageError> {
     crate::net::parse_pem_roots(&pem).map_err(|e| UsageError::flag(&flag, e))
 }
 
-fn non_empty(value: &Option<String>) -> Option<&str> {
+pub(crate) fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 

@@ -3,6 +3,7 @@
 mod args;
 mod cron;
 mod demo;
+mod discord;
 mod filter;
 mod flags;
 mod forward;

@@ -155,7 +155,8 @@ impl Server {
         }
     }
 
-    /// 200 when every source is connected, else 503; the body lists each source's status.
+    /// 200 when every source is connected, else 503; the body lists each source's status, and
+    /// each part's of a source that has parts (`"parts"`: a Discord gateway's shards).
     fn readiness(&self) -> Answer {
         let statuses = self
             .running
@@ -165,14 +166,21 @@ impl Server {
         let ready = !statuses.is_empty()
             && !self.stopping.load(Ordering::Acquire)
             && statuses.iter().all(|s| s.status == Status::Connected);
+        let running = self.running.get();
         let sources: Vec<serde_json::Value> = statuses
             .iter()
             .map(|s| {
-                serde_json::json!({
+                let mut source = serde_json::json!({
                     "source": s.source,
                     "status": s.status.to_string(),
                     "reason": s.reason,
-                })
+                });
+                // A Discord gateway's shards, each with its own status.
+                let parts = running.map(|r| r.part_statuses(&s.source));
+                if let Some(parts) = parts.filter(|parts| !parts.is_empty()) {
+                    source["parts"] = serde_json::json!(parts);
+                }
+                source
             })
             .collect();
         let body = serde_json::json!({ "ready": ready, "sources": sources }).to_string() + "\n";

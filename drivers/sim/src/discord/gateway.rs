@@ -46,7 +46,16 @@ pub(super) async fn serve(sim: &Discord, request: ReceivedRequest, ws: Ws, shutd
         });
         conn
     };
-    let compress = query_value(&query, "compress") == Some("zlib-stream");
+    let compressor = match query_value(&query, "compress") {
+        Some("zlib-stream") => Some(Compressor::Zlib(Compress::new(
+            Compression::default(),
+            true,
+        ))),
+        Some("zstd-stream") => zstd::stream::raw::Encoder::new(zstd::DEFAULT_COMPRESSION_LEVEL)
+            .ok()
+            .map(|encoder| Compressor::Zstd(Box::new(encoder))),
+        _ => None,
+    };
     let cork = ws.get_ref().cork();
     let (sender, receiver) = ws.split();
     let mut gateway = Gateway {
@@ -57,7 +66,7 @@ pub(super) async fn serve(sim: &Discord, request: ReceivedRequest, ws: Ws, shutd
         cork,
         arrived: VecDeque::new(),
         commands: rx,
-        compressor: compress.then(|| Compress::new(Compression::default(), true)),
+        compressor,
         session: None,
         sent_seq: 0,
         replay_until: 0,
@@ -95,7 +104,7 @@ pub(super) struct Gateway<'a> {
     /// Messages read while a write waited, with when they arrived, to handle in order.
     pub(super) arrived: VecDeque<(Duration, Message)>,
     pub(super) commands: Receiver<Command>,
-    pub(super) compressor: Option<Compress>,
+    pub(super) compressor: Option<Compressor>,
     /// The session attached to this connection, once IDENTIFY or RESUME succeeded.
     pub(super) session: Option<Arc<str>>,
     /// Last sequence number written here.
@@ -231,13 +240,17 @@ impl Gateway<'_> {
         Flow::Continue
     }
 
-    /// Sends a payload as text, or as a zlib-stream binary frame when compression is on. While
+    /// Sends a payload as text, or as a zlib-stream or zstd-stream binary frame when compression
+    /// is on. While
     /// the write waits for the client to read, what the client sends is read and kept for later.
     pub(super) async fn send_text(&mut self, payload: impl Into<Utf8Bytes>) -> Result<(), ()> {
         let payload: Utf8Bytes = payload.into();
         let message = match &mut self.compressor {
-            Some(compressor) => Message::Binary(WsBytes::from(
+            Some(Compressor::Zlib(compressor)) => Message::Binary(WsBytes::from(
                 deflate_sync(compressor, payload.as_bytes()).ok_or(())?,
+            )),
+            Some(Compressor::Zstd(encoder)) => Message::Binary(WsBytes::from(
+                zstd_flushed(encoder, payload.as_bytes()).ok_or(())?,
             )),
             None => Message::Text(payload),
         };
@@ -301,6 +314,40 @@ impl Gateway<'_> {
 
     pub(super) fn record_client_close(&self, code: Option<u16>, reason: &str) {
         self.sim.core.record_client_close(self.conn, code, reason);
+    }
+}
+
+/// One connection's transport compression: a single stream for all its payloads.
+pub(super) enum Compressor {
+    Zlib(Compress),
+    Zstd(Box<zstd::stream::raw::Encoder<'static>>),
+}
+
+/// Compresses `input` into the connection's zstd stream and flushes it without ending the
+/// frame, as the Gateway does: every message is one whole payload, and the frame stays open.
+fn zstd_flushed(
+    encoder: &mut zstd::stream::raw::Encoder<'static>,
+    input: &[u8],
+) -> Option<Vec<u8>> {
+    use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+    let mut out = Vec::with_capacity(input.len() / 3 + 64);
+    let mut source = InBuffer::around(input);
+    while source.pos() < input.len() {
+        out.reserve(out.capacity().max(256));
+        let pos = out.len();
+        encoder
+            .run(&mut source, &mut OutBuffer::around_pos(&mut out, pos))
+            .ok()?;
+    }
+    loop {
+        out.reserve(out.capacity().max(256));
+        let pos = out.len();
+        let left = encoder
+            .flush(&mut OutBuffer::around_pos(&mut out, pos))
+            .ok()?;
+        if left == 0 {
+            return Some(out);
+        }
     }
 }
 

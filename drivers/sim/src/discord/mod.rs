@@ -12,7 +12,9 @@
 //! future); client payloads over 4096 bytes → 4002, more than 120 in 60 s → 4008; a client close
 //! with 1000/1001 ends the session, any other close or a dropped socket keeps it resumable for
 //! [`DiscordSimConfig::resume_window`]. With `compress=zlib-stream` every payload is a binary frame
-//! from one zlib stream per connection, sync-flushed so each ends with `00 00 ff ff`.
+//! from one zlib stream per connection, sync-flushed so each ends with `00 00 ff ff`; with
+//! `compress=zstd-stream` every payload is a binary frame of one zstd stream per connection,
+//! flushed and the frame left open.
 //!
 //! Simplifications: JSON encoding only (another `encoding` is closed with 4002), payload
 //! compression (`identify.compress`) is not applied, the daily session-start budget is only
@@ -304,9 +306,14 @@ impl Discord {
             increment += 1;
             fake::snowflake(now, increment)
         };
+        // Each guild created a millisecond apart: a guild's shard is `(id >> 22) % shards`, the
+        // id's timestamp, so guilds of one instant would all land on one shard.
         let guilds = (0..config.guilds.min(100))
-            .map(|_| Guild {
-                id: flake(),
+            .map(|i| Guild {
+                id: fake::snowflake(
+                    now - jiff::SignedDuration::from_millis(i64::from(i)),
+                    u64::from(i),
+                ),
                 channels: [flake(), flake()],
                 role: flake(),
             })

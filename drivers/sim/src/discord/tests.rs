@@ -407,6 +407,42 @@ fn zlib_stream_frames_inflate_to_the_payloads() {
 }
 
 #[test]
+fn zstd_stream_messages_are_one_payload_each() {
+    smol::block_on(async {
+        let sim = start(DiscordSimConfig::default()).await;
+        let mut ws = ws_connect(&format!(
+            "{}/?v=10&encoding=json&compress=zstd-stream",
+            sim.gateway_url()
+        ))
+        .await;
+        let mut decoder = openflume_proto::discord::ZstdStream::new(1 << 20).unwrap();
+        let mut next = async |ws: &mut crate::testkit::Ws| -> Value {
+            let Some(Message::Binary(bytes)) = next_message(ws).await else {
+                panic!("expected a binary frame")
+            };
+            serde_json::from_slice(&decoder.push(&bytes).unwrap()).unwrap()
+        };
+        assert_eq!(next(&mut ws).await["op"], 10);
+        send_json(&mut ws, identify(sim.token())).await;
+        assert_eq!(next(&mut ws).await["t"], "READY");
+        assert_eq!(next(&mut ws).await["t"], "GUILD_CREATE");
+        sim.inject(DiscordAction::Messages(2));
+        for seq in [3, 4] {
+            assert_eq!(next(&mut ws).await["s"], seq);
+        }
+        assert_eq!(
+            sim.records()
+                .connections
+                .last()
+                .unwrap()
+                .compress
+                .as_deref(),
+            Some("zstd-stream")
+        );
+    });
+}
+
+#[test]
 fn faults_reach_the_connection() {
     smol::block_on(async {
         let sim = start(DiscordSimConfig::default()).await;
