@@ -46,6 +46,8 @@ pub(crate) struct DriverEnv {
     pub(crate) clock: Clock,
     /// How long a shutting-down machine gets to finish its close handshakes.
     pub(crate) shutdown_grace: Duration,
+    /// The source's Discord identify gate, when its shards ask one.
+    pub(crate) identify_gate: Option<Arc<dyn crate::IdentifyGate>>,
 }
 
 /// How a running source is asked to stop.
@@ -600,17 +602,30 @@ impl Io {
                 drop(cell);
                 self.changed.notify(usize::MAX);
             }
-            // Only a machine configured with an external identify queue asks, and this driver
-            // has no coordinator to ask: say so loudly rather than let the shard wait unseen.
-            Output::IdentifyRequest(request) => self.log(
-                Level::Error,
-                source,
-                "identify.no_queue",
-                format!(
-                    "shard {}/{} asks an external identify queue, but none is configured: it will not identify",
-                    request.shard_id, request.shard_count
+            // A shard with an external identify queue asks: the gate's grant comes back as an
+            // input. Without a gate, say so loudly rather than let the shard wait unseen.
+            Output::IdentifyRequest(request) => match self.env.identify_gate.as_ref() {
+                Some(gate) => {
+                    let grant = gate.grant(request);
+                    let inputs = self.inputs_tx.clone();
+                    let shard = request.shard_id;
+                    // Ends with the driver's input channel if the source stops first.
+                    smol::spawn(async move {
+                        grant.await;
+                        let _ = inputs.send(Input::IdentifyGranted { shard }).await;
+                    })
+                    .detach();
+                }
+                None => self.log(
+                    Level::Error,
+                    source,
+                    "identify.no_queue",
+                    format!(
+                        "shard {}/{} asks an external identify queue, but none is configured: it will not identify",
+                        request.shard_id, request.shard_count
+                    ),
                 ),
-            ),
+            },
             // An output newer than this driver (`Output` is `#[non_exhaustive]`, so a new
             // protocol feature does not break the build of every driver). Ignoring it is the
             // safe reading: an output this loop cannot carry out is one it was never asked for,

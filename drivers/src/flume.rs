@@ -67,6 +67,7 @@ impl Settings {
             ws: self.ws.clone(),
             clock: Clock::new(),
             shutdown_grace: self.shutdown_grace,
+            identify_gate: None,
         }
     }
 }

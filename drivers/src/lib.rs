@@ -40,6 +40,7 @@ mod flume;
 mod forward;
 mod http;
 mod hub;
+mod identify;
 mod lock;
 mod metrics;
 mod net;
@@ -61,6 +62,7 @@ pub use forward::{
     ForwardError, ForwardLogCallback, ForwardOptions, ForwardStatus, ForwardTarget, Forwarder,
 };
 pub use hub::{ErrorCallback, ItemCallback};
+pub use identify::{Grant, IdentifyGate, SharedIdentifyQueue};
 pub use metrics::{Metrics, SourceMetrics};
 pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.

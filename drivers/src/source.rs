@@ -1,6 +1,7 @@
 //! A source: a named recipe for a machine, built with a seed when the flume opens. Its name is
 //! the `source` of every item it produces and of its statuses.
 
+use crate::IdentifyGate;
 use openflume_proto::cron::{CronConfig, CronMachine};
 use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
@@ -9,6 +10,7 @@ use openflume_proto::webhook::{WebhookConfig, WebhookIngress};
 use openflume_proto::{Machine, Misuse};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 type Build = Box<dyn FnOnce(u64) -> Result<Box<dyn Machine + Send>, Misuse> + Send>;
 
@@ -32,6 +34,8 @@ pub struct Source {
     listen: Option<SocketAddr>,
     /// For a machine that serves: who serves the connections it hands off.
     handoff: Option<crate::serve::HandoffHandler>,
+    /// For Discord shards with an external identify queue: who grants their IDENTIFYs.
+    identify_gate: Option<Arc<dyn IdentifyGate>>,
 }
 
 impl Source {
@@ -83,6 +87,7 @@ impl Source {
             }),
             listen: None,
             handoff: None,
+            identify_gate: None,
         }
     }
 
@@ -234,6 +239,40 @@ impl Source {
 
     pub(crate) fn handoff(&self) -> Option<crate::serve::HandoffHandler> {
         self.handoff.clone()
+    }
+
+    /// Grants the IDENTIFYs of this source's Discord shards through `gate`: for a machine
+    /// configured with [`IdentifyQueue::External`](openflume_proto::discord::IdentifyQueue)
+    /// (its `Output::IdentifyRequest`s go to the gate, its grants come back as
+    /// `Input::IdentifyGranted`). One gate shared by several sources, or processes, keeps their
+    /// IDENTIFYs together within Discord's buckets.
+    ///
+    /// ```
+    /// use openflume::{SharedIdentifyQueue, Source};
+    /// use openflume_proto::discord::{DiscordConfig, DiscordGatewayConfig, IdentifyQueue, ShardRange};
+    /// use std::sync::Arc;
+    /// let queue = Arc::new(SharedIdentifyQueue::new());
+    /// let range = |first, last| {
+    ///     let mut shard = DiscordConfig::new("my.bot.token");
+    ///     shard.identify_queue = IdentifyQueue::External;
+    ///     let config = DiscordGatewayConfig {
+    ///         shard,
+    ///         shard_count: Some(8),
+    ///         shard_range: Some(ShardRange { first, last }),
+    ///         ..DiscordGatewayConfig::default()
+    ///     };
+    ///     Source::discord_gateway(config).with_identify_gate(queue.clone())
+    /// };
+    /// let (low, high) = (range(0, 3), range(4, 7));
+    /// # let _ = (low, high);
+    /// ```
+    pub fn with_identify_gate(mut self, gate: Arc<dyn IdentifyGate>) -> Source {
+        self.identify_gate = Some(gate);
+        self
+    }
+
+    pub(crate) fn identify_gate(&self) -> Option<Arc<dyn IdentifyGate>> {
+        self.identify_gate.clone()
     }
 
     /// The name and the machine built with `seed`.

@@ -265,8 +265,12 @@ impl SourceSet {
                     .map(|l| l.with_handoff(source.handoff()))
                     .map_err(|error| format!("cannot listen on {addr}: {error}"))
             });
+            let mut source_env = env.clone();
+            source_env.identify_gate = source.identify_gate();
             match (source.build(os_seed()), listener.transpose()) {
-                ((name, Ok(machine)), Ok(listener)) => machines.push((name, machine, listener)),
+                ((name, Ok(machine)), Ok(listener)) => {
+                    machines.push((name, machine, listener, source_env))
+                }
                 ((name, Err(misuse)), _) => failures.push(SourceFailure {
                     source: name.into_owned(),
                     reason: misuse.to_string(),
@@ -283,8 +287,8 @@ impl SourceSet {
         let changed = Arc::new(Event::new());
         let members = machines
             .into_iter()
-            .map(|(name, machine, listener)| {
-                spawn(name, machine, env.clone(), changed.clone(), listener)
+            .map(|(name, machine, listener, env)| {
+                spawn(name, machine, env, changed.clone(), listener)
             })
             .collect();
         Ok(SourceSet { members, changed })

@@ -351,3 +351,70 @@ fn two_shards_killed_mid_burst_resume_both_sessions() {
         .count();
     assert_eq!(resumed, 2, "both shards resumed");
 }
+
+/// Two gateways with disjoint ranges sharing one identify gate (the library form of two
+/// processes sharing one queue): the simulator keeps Discord's rule, one IDENTIFY per bucket per
+/// 5 s, and refuses a closer one with op 9, so both READYs with no op 9 prove the spacing.
+#[test]
+fn a_shared_identify_gate_spaces_the_identifies_of_two_gateways() {
+    use openflume::{Flume, SharedIdentifyQueue, Source};
+    use openflume_proto::discord::{
+        DiscordConfig, DiscordGatewayConfig, IdentifyQueue, ShardRange,
+    };
+    use std::sync::Arc;
+
+    let discord = discord_sim(DiscordSimConfig {
+        shards: 2,
+        max_concurrency: 1,
+        ..DiscordSimConfig::default()
+    });
+    let queue = Arc::new(SharedIdentifyQueue::new());
+    let gateway = |shard_id: u32| {
+        let mut shard = DiscordConfig::new(discord.token());
+        shard.api_base = discord.api_url();
+        shard.identify_queue = IdentifyQueue::External;
+        let config = DiscordGatewayConfig {
+            shard,
+            shard_count: Some(2),
+            shard_range: Some(ShardRange {
+                first: shard_id,
+                last: shard_id,
+            }),
+            ..DiscordGatewayConfig::default()
+        };
+        Flume::builder()
+            .source(Source::discord_gateway(config).with_identify_gate(queue.clone()))
+            .start_timeout(Some(Duration::from_secs(30)))
+            .build()
+    };
+    let (low, high) = (gateway(0), gateway(1));
+    let (low, high) = openflume_tests::block_on(WAIT, "both gateways connect", async {
+        futures_lite::future::zip(low.open(), high.open()).await
+    });
+    let (low, high) = (low.unwrap(), high.unwrap());
+    for running in [&low, &high] {
+        assert_eq!(running.part_statuses("discord").len(), 1);
+        assert_eq!(
+            running.part_statuses("discord")[0].status,
+            openflume_proto::Status::Connected
+        );
+    }
+    let identifies = discord.records().identifies;
+    let outcomes: Vec<_> = identifies
+        .iter()
+        .map(|i| (i.shard, i.outcome.clone()))
+        .collect();
+    assert_eq!(identifies.len(), 2, "no refused IDENTIFY: {outcomes:?}");
+    assert!(
+        identifies
+            .iter()
+            .all(|i| matches!(i.outcome, IdentifyOutcome::Ready { .. })),
+        "{outcomes:?}"
+    );
+    let at: Vec<Duration> = identifies.iter().map(|i| i.at).collect();
+    assert!(at[1] >= at[0] + Duration::from_millis(4_900), "{at:?}");
+    openflume_tests::block_on(WAIT, "both close", async {
+        low.close().await;
+        high.close().await;
+    });
+}
