@@ -3,9 +3,10 @@
 //!
 //! The machine asks with `Output::IdentifyRequest`; the driver hands the request to the source's
 //! [`IdentifyGate`] and, when its future resolves, feeds `Input::IdentifyGranted` back. The
-//! contract a gate keeps is in [`openflume_proto::discord`]'s identify docs: one IDENTIFY per
-//! bucket (`shard_id % max_concurrency`) per 5 s across every shard that shares the gate, and
-//! none past the daily `session_start_limit`. [`SharedIdentifyQueue`] keeps the bucket rule for
+//! contract a gate keeps is in the docs of
+//! [`IdentifyQueue`](openflume_proto::discord::IdentifyQueue): one IDENTIFY per bucket
+//! (`shard_id % max_concurrency`) per 5 s across every shard that shares the gate, and none
+//! past the daily `session_start_limit`. [`SharedIdentifyQueue`] keeps the bucket rule for
 //! the sources of one process; a gate shared by several processes (a Redis lock, say) implements
 //! the same trait.
 
@@ -19,7 +20,14 @@ use std::time::{Duration, Instant};
 /// A future a gate returns: resolves when the shard may IDENTIFY.
 pub type Grant = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// Grants Discord IDENTIFYs for shards that ask (see the [module docs](self)).
+/// Grants Discord IDENTIFYs for shards that ask: a shard configured with
+/// [`IdentifyQueue::External`](openflume_proto::discord::IdentifyQueue) emits
+/// `Output::IdentifyRequest`, the driver calls `grant`, and feeds `Input::IdentifyGranted` once
+/// the future resolves ([`Source::with_identify_gate`](crate::Source::with_identify_gate)). A
+/// gate keeps the contract in the docs of
+/// [`IdentifyQueue`](openflume_proto::discord::IdentifyQueue): one IDENTIFY per bucket
+/// (`shard_id % max_concurrency`) per 5 s across every shard that shares it, and none past the
+/// daily `session_start_limit`.
 ///
 /// `grant` is called once per request, in the driver's task; the future it returns runs on its
 /// own and must own what it needs. The shard IDENTIFYs as soon as it resolves, and uses a grant

@@ -6,26 +6,8 @@
 //! [`DiscordShard`](super::DiscordShard) owns one, and [`DiscordGateway`](super::DiscordGateway)
 //! lends one shared limiter to all of its shards.
 //!
-//! Shards of one bot in several processes need one queue across them all. Then the machine does
-//! not decide; it asks ([`IdentifyQueue::External`]):
-//!
-//! 1. After HELLO, when a new session must start, the shard emits
-//!    [`Output::IdentifyRequest`](crate::Output::IdentifyRequest) with its
-//!    [`IdentifyRequest`] (shard, bucket `shard_id % max_concurrency`, `max_concurrency`) and waits,
-//!    heartbeating. It asks once: while a request is outstanding it asks no more, over reconnects
-//!    too.
-//! 2. The coordinator (the driver's; a Redis lock, say) grants at most one IDENTIFY per bucket
-//!    per [`IDENTIFY_SPACING_MS`], buckets of every process together, and counts each grant
-//!    against the daily `session_start_limit` of `GET /gateway/bot` (when `remaining` is 0 it
-//!    holds the grants until `reset_after`; never grants past it: an exhausted budget resets the
-//!    token). It answers with [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard }`.
-//! 3. The shard sends IDENTIFY at once on the grant. A grant that finds the shard not waiting
-//!    (its connection dropped meanwhile) is spent: it is logged, and the next HELLO asks again.
-//!    A grant is used at most once, so the coordinator's count holds.
-//!
-//! RESUMEs are never asked for: they count against neither limit. Without an external
-//! coordinator ([`IdentifyQueue::InProcess`], the default) the [`IdentifyLimiter`] does all this
-//! in the machine, for the shards of one process.
+//! Shards of one bot in several processes need one queue across them all: see
+//! [`IdentifyQueue`] for the contract of an external one.
 
 use crate::Millis;
 use serde::{Deserialize, Serialize};
@@ -34,7 +16,28 @@ use std::collections::BTreeMap;
 /// Minimum spacing of two IDENTIFYs in one bucket.
 pub const IDENTIFY_SPACING_MS: u64 = 5_000;
 
-/// Who paces a shard's IDENTIFYs (see the [module docs](self)).
+/// Who paces a shard's IDENTIFYs.
+///
+/// Shards of one bot in several processes need one queue across them all. Then the machine does
+/// not decide; it asks ([`IdentifyQueue::External`]):
+///
+/// 1. After HELLO, when a new session must start, the shard emits
+///    [`Output::IdentifyRequest`](crate::Output::IdentifyRequest) with its
+///    [`IdentifyRequest`] (shard, bucket `shard_id % max_concurrency`, `max_concurrency`) and waits,
+///    heartbeating. It asks once: while a request is outstanding it asks no more, over reconnects
+///    too.
+/// 2. The coordinator (the driver's; a Redis lock, say) grants at most one IDENTIFY per bucket
+///    per [`IDENTIFY_SPACING_MS`], buckets of every process together, and counts each grant
+///    against the daily `session_start_limit` of `GET /gateway/bot` (when `remaining` is 0 it
+///    holds the grants until `reset_after`; never grants past it: an exhausted budget resets the
+///    token). It answers with [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard }`.
+/// 3. The shard sends IDENTIFY at once on the grant. A grant that finds the shard not waiting
+///    (its connection dropped meanwhile) is spent: it is logged, and the next HELLO asks again.
+///    A grant is used at most once, so the coordinator's count holds.
+///
+/// RESUMEs are never asked for: they count against neither limit. Without an external
+/// coordinator ([`IdentifyQueue::InProcess`], the default) the [`IdentifyLimiter`] does all this
+/// in the machine, for the shards of one process.
 ///
 /// ```
 /// use openflume_proto::discord::IdentifyQueue;
