@@ -5,7 +5,8 @@
 //! 2. decode floor: the same plus `serde_json::from_str::<serde_json::Value>` per frame;
 //! 3. the `DiscordShard` machine alone, fed recorded frames from memory (its share of 4.);
 //! 4. openflume (library): driver → machine → firehose → a consumer counting events;
-//! 5. openflume listen: the binary writing JSON Lines to /dev/null;
+//! 5. openflume listen: the binary writing JSON Lines to /dev/null, with plain frames and with
+//!    each transport compression (zlib-stream, zstd-stream; the simulator compresses);
 //! 6. openflume listen into a pipe read by a separate process that only counts lines, the real
 //!    case of an agent reading stdout: the CPU of both processes together.
 //!
@@ -17,8 +18,9 @@
 //! hanging.
 //!
 //! `cargo bench -p openflume --bench gateway` (env `BENCH_EVENTS` sets N, default 100000;
-//! `BENCH_RUNS` the rounds, default 3, each running every case once; `BENCH_ONLY` one of
-//! transport, decode, machine, library, listen, pipe, github runs that case alone).
+//! `BENCH_RUNS` the rounds, default 3, each running every case once; `BENCH_ONLY` one or more
+//! of transport, decode, machine, library, listen, listen-zlib, listen-zstd, pipe, github,
+//! comma-separated, runs those cases alone).
 
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -47,7 +49,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     println!(
-        "Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames"
+        "Discord gateway, {events} MESSAGE_CREATE dispatches (~1.2 KB) over loopback, plain JSON frames unless a case names its compression"
     );
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
@@ -61,7 +63,10 @@ fn main() {
     // `BENCH_ONLY=library` (say) runs that one case alone, for a profiler; the table then has
     // no baseline beside it.
     let only = std::env::var("BENCH_ONLY").ok();
-    let wanted = |case: &str| only.as_deref().is_none_or(|only| only == case);
+    let wanted = |case: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|only| only == case))
+    };
     type Case = Box<dyn Fn(u64) -> Row>;
     let cases: Vec<(&str, Case)> = vec![
         (
@@ -77,7 +82,15 @@ fn main() {
             "library",
             Box::new(|n| measure("openflume library (Flume stream)", "library", n)),
         ),
-        ("listen", Box::new(measure_listen)),
+        ("listen", Box::new(|n| measure_listen(n, "none"))),
+        (
+            "listen-zlib",
+            Box::new(|n| measure_listen(n, "zlib-stream")),
+        ),
+        (
+            "listen-zstd",
+            Box::new(|n| measure_listen(n, "zstd-stream")),
+        ),
         ("pipe", Box::new(measure_pipe)),
     ];
     let cases: Vec<&(&str, Case)> = cases.iter().filter(|(name, _)| wanted(name)).collect();
@@ -183,8 +196,9 @@ fn run_client() {
     );
 }
 
-/// `openflume listen --format json > /dev/null`, measured as a child process.
-fn measure_listen(events: u64) -> Row {
+/// `openflume listen --format json > /dev/null`, measured as a child process, with the transport
+/// compression `compress` (`none`, `zlib-stream` or `zstd-stream`; the simulator compresses).
+fn measure_listen(events: u64, compress: &str) -> Row {
     let (mut sim, url) = start_simulator(events);
     let cpu_before = cpu_time(true);
     let start = Instant::now();
@@ -196,7 +210,7 @@ fn measure_listen(events: u64) -> Row {
             "--log-level",
             "warn",
             "--discord-compress",
-            "none",
+            compress,
         ])
         .args([
             "--discord-events",
@@ -212,9 +226,12 @@ fn measure_listen(events: u64) -> Row {
     let status_path = format!("/proc/{}/status", child.id());
     let io_path = format!("/proc/{}/io", child.id());
     let mut peak_rss_kb = 0;
+    // Bytes it read (its socket, almost all of it): what each compression saves on the wire.
+    let mut read = 0;
     let deadline = deadline(events);
     let status = loop {
         peak_rss_kb = peak_rss_kb.max(proc_number(&status_path, "VmHWM:"));
+        read = read.max(proc_number(&io_path, "rchar:"));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
@@ -238,8 +255,16 @@ fn measure_listen(events: u64) -> Row {
     assert!(status.success(), "openflume listen failed: {status}");
     let cpu = cpu_time(true) - cpu_before;
     stop_simulator(&mut sim);
+    println!(
+        "listen --discord-compress {compress}: {} bytes read per event",
+        read / events.max(1)
+    );
+    let name = match compress {
+        "none" => "openflume listen --format json > /dev/null".to_owned(),
+        other => format!("listen {other}, {} B/event read", read / events.max(1)),
+    };
     Row {
-        name: "openflume listen --format json > /dev/null".to_owned(),
+        name,
         events,
         wall,
         cpu,
