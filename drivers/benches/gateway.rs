@@ -198,8 +198,11 @@ fn run_client() {
 
 /// `openflume listen --format json > /dev/null`, measured as a child process, with the transport
 /// compression `compress` (`none`, `zlib-stream` or `zstd-stream`; the simulator compresses).
+/// A compressed case gets a distinct body for every event: zstd's window would find the
+/// repeats of the simulator's usual pool of 1024 and flatter it.
 fn measure_listen(events: u64, compress: &str) -> Row {
-    let (mut sim, url) = start_simulator(events);
+    let pool = if compress == "none" { 1024 } else { events };
+    let (mut sim, url) = start_simulator_with(events, pool);
     let cpu_before = cpu_time(true);
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
@@ -226,12 +229,9 @@ fn measure_listen(events: u64, compress: &str) -> Row {
     let status_path = format!("/proc/{}/status", child.id());
     let io_path = format!("/proc/{}/io", child.id());
     let mut peak_rss_kb = 0;
-    // Bytes it read (its socket, almost all of it): what each compression saves on the wire.
-    let mut read = 0;
     let deadline = deadline(events);
     let status = loop {
         peak_rss_kb = peak_rss_kb.max(proc_number(&status_path, "VmHWM:"));
-        read = read.max(proc_number(&io_path, "rchar:"));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
@@ -254,15 +254,20 @@ fn measure_listen(events: u64, compress: &str) -> Row {
     let wall = start.elapsed();
     assert!(status.success(), "openflume listen failed: {status}");
     let cpu = cpu_time(true) - cpu_before;
+    // What each compression saves on the wire: the bytes of the messages the simulator wrote.
+    let wire = ask_simulator(&mut sim, "bytes").parse::<u64>().unwrap_or(0);
     stop_simulator(&mut sim);
-    println!(
-        "listen --discord-compress {compress}: {} bytes read per event",
-        read / events.max(1)
-    );
     let name = match compress {
         "none" => "openflume listen --format json > /dev/null".to_owned(),
-        other => format!("listen {other}, {} B/event read", read / events.max(1)),
+        other => format!(
+            "listen {other} ({} B/event on the wire)",
+            wire / events.max(1)
+        ),
     };
+    println!(
+        "listen --discord-compress {compress}: {} bytes on the wire per event",
+        wire / events.max(1)
+    );
     Row {
         name,
         events,
@@ -702,9 +707,15 @@ fn notification_page(page: u64) -> String {
 // ---- the simulator child process ----------------------------------------------------------
 
 fn start_simulator(events: u64) -> (Child, String) {
+    start_simulator_with(events, 1024)
+}
+
+/// A simulator child cycling through `blast_pool` distinct message bodies.
+fn start_simulator_with(events: u64, blast_pool: u64) -> (Child, String) {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .env(ROLE, "sim")
         .env("BENCH_EVENTS", events.to_string())
+        .env("BENCH_BLAST_POOL", blast_pool.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -723,10 +734,15 @@ fn stop_simulator(child: &mut Child) {
 
 /// How many dispatches the simulator child has sent, for a case that did not see them all.
 fn simulator_sent(child: &mut Child) -> String {
+    ask_simulator(child, "sent")
+}
+
+/// Asks the simulator child `question` (`sent`, `bytes`) and reads its one-line answer.
+fn ask_simulator(child: &mut Child, question: &str) -> String {
     let Some(stdin) = child.stdin.as_mut() else {
         return "?".to_owned();
     };
-    if writeln!(stdin, "sent")
+    if writeln!(stdin, "{question}")
         .and_then(|()| stdin.flush())
         .is_err()
     {
@@ -742,16 +758,23 @@ fn simulator_sent(child: &mut Child) -> String {
     }
 }
 
-/// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session,
-/// answering `sent` on stdin with how many it has sent, until stdin closes.
+/// The child: a Discord simulator blasting `BENCH_EVENTS` dispatches to its first session
+/// (cycling through `BENCH_BLAST_POOL` distinct bodies, default 1024), answering `sent` on stdin
+/// with how many it has sent and `bytes` with the bytes of the messages it wrote, until stdin
+/// closes.
 fn run_simulator() {
     let events: u64 = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     smol::block_on(async {
+        let blast_pool = std::env::var("BENCH_BLAST_POOL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024);
         let sim = DiscordSim::start(DiscordSimConfig {
             scenario: Scenario::blast(events),
+            blast_pool,
             // The blast writes in batches of 64 that the replay buffer must hold; records are
             // not needed here.
             max_records: 1024,
@@ -773,6 +796,10 @@ fn run_simulator() {
                 Ok((_, line)) if line.trim() == "sent" => {
                     let sent = sim.records().dispatches.total();
                     writeln!(out, "{sent}").expect("print the count");
+                    out.flush().expect("flush");
+                }
+                Ok((_, line)) if line.trim() == "bytes" => {
+                    writeln!(out, "{}", sim.bytes_sent()).expect("print the bytes");
                     out.flush().expect("flush");
                 }
                 Ok(_) => {}

@@ -254,6 +254,14 @@ impl Gateway<'_> {
             )),
             None => Message::Text(payload),
         };
+        let bytes = match &message {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        self.sim
+            .bytes_sent
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let send = self.sender.send(message);
         let (receiver, arrived, sim) = (&mut self.receiver, &mut self.arrived, self.sim);
         let read_meanwhile = async {

@@ -107,6 +107,11 @@ pub struct DiscordSimConfig {
     /// Accept IDENTIFY and then say nothing: no READY, no GUILD_CREATE (a gateway that stalls
     /// mid-handshake). Heartbeats are still acknowledged. Default false.
     pub withhold_ready: bool,
+    /// Distinct MESSAGE_CREATE bodies a [`Scenario::blast`] cycles through, made as it goes.
+    /// Default 1024: the blast outpaces the client it measures. A pool as large as the blast
+    /// makes every body distinct, which a measure of transport compression needs (zstd's
+    /// window would find the repeats of a small pool).
+    pub blast_pool: usize,
     /// Records kept per log. Default 100 000.
     pub max_records: usize,
     /// Seed for generated texts and ids.
@@ -132,6 +137,7 @@ impl Default for DiscordSimConfig {
             guilds: 1,
             messages_after_ready: 0,
             withhold_ready: false,
+            blast_pool: session::BLAST_POOL,
             max_records: super::records::DEFAULT_MAX_RECORDS,
             seed: 0x5eed,
             scenario: Scenario::manual(),
@@ -237,6 +243,15 @@ impl DiscordSim {
         self.host.shared().inject(action)
     }
 
+    /// Bytes of the Gateway messages written so far, as sent (compressed when the connection
+    /// asked for it), without the WebSocket framing: what transport compression saves.
+    pub fn bytes_sent(&self) -> u64 {
+        self.host
+            .shared()
+            .bytes_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Time since the simulator started: now, on the clock of the records' `at` fields (to
     /// measure the silence after the last heartbeat, say).
     pub fn elapsed(&self) -> Duration {
@@ -259,6 +274,9 @@ struct Discord {
     /// Fired by the first READY: the steady rate starts then, so no event is produced before a
     /// session exists to receive it.
     first_session: Signal,
+    /// Bytes of the Gateway messages written (payloads as sent, compressed or not; without the
+    /// WebSocket framing).
+    bytes_sent: std::sync::atomic::AtomicU64,
     core: Core<State>,
 }
 
@@ -348,6 +366,7 @@ impl Discord {
             author_ids,
             joined_at: now,
             first_session: Signal::new(),
+            bytes_sent: std::sync::atomic::AtomicU64::new(0),
             core: Core::new(state),
             config,
         }

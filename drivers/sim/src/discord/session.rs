@@ -120,9 +120,10 @@ impl Gateway<'_> {
         let state = &mut *guard;
         for _ in 0..state.blast_left.min(64) {
             state.blast_left -= 1;
-            let reused = state.blast_left as usize % BLAST_POOL;
+            let pool = self.sim.config.blast_pool.max(1);
+            let reused = state.blast_left as usize % pool;
             let data = match state.blast_pool.get(reused) {
-                Some(data) if state.blast_pool.len() == BLAST_POOL => data.clone(),
+                Some(data) if state.blast_pool.len() == pool => data.clone(),
                 _ => {
                     let (_, data) = self.sim.message_create(state);
                     state.blast_pool.push(data.clone());
