@@ -10,6 +10,7 @@
 //! decoder's window is bounded too ([`MAX_WINDOW_LOG`]): a frame header cannot make it allocate
 //! more. An error leaves the stream unusable, so the connection is replaced (close 4000, resume).
 
+use super::inflate::fitted;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// Output is grown in steps of this size, so a small payload never allocates the whole cap.
@@ -130,7 +131,7 @@ impl ZstdStream {
             // Done once every byte is in and the decoder stopped short of filling the buffer:
             // then it has flushed all it can (zstd's own rule for `ZSTD_decompressStream`).
             if input.pos() == message.len() && out.len() < out.capacity() {
-                return Ok(out);
+                return Ok(fitted(out));
             }
             if input.pos() == in_before && out.len() == out_before && out.len() < out.capacity() {
                 return Err(ZstdError::Corrupt("no progress".to_owned()));
