@@ -401,3 +401,26 @@ fn sigterm_closes_hub_clients_with_1001_and_exits_0() {
     assert_eq!(code, Some(1001));
     assert_eq!(serve.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn retention_flags_reach_the_log() {
+    let serve = Serve::spawn(&["--retention-age", "1s"], &[]);
+    for n in 0..3 {
+        assert_eq!(serve.post_event(n), 200);
+    }
+    let first = serve.tailed_ids();
+    assert_eq!(first.len(), 3);
+    // Retention runs between the writer's groups: keep appending until the first three go.
+    let deadline = Instant::now() + WAIT;
+    let mut n = 3;
+    loop {
+        assert_eq!(serve.post_event(n), 200);
+        n += 1;
+        let ids = serve.tailed_ids();
+        if !ids.contains(&first[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing older than 1 s was deleted: {ids:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

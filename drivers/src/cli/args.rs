@@ -89,6 +89,28 @@ pub(crate) struct ServeArgs {
         help_heading = "Serve"
     )]
     pub(crate) token_file: Option<std::path::PathBuf>,
+    /// Delete the log's items received longer ago than this (e.g. 7d, 24h), oldest first; at
+    /// most once a second. Default: kept for ever. Named consumers behind it miss what it deletes
+    /// (a warn log says so).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        env = "OPENFLUME_RETENTION_AGE",
+        help_heading = "Serve"
+    )]
+    pub(crate) retention_age: Option<std::time::Duration>,
+    /// Delete the log's oldest items while the database holds more than this (e.g. 10G, 512M,
+    /// 1000000 bytes), down to 90% of it; the file keeps its size and reuses the pages. Default:
+    /// no limit.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_size,
+        env = "OPENFLUME_RETENTION_SIZE",
+        help_heading = "Serve"
+    )]
+    pub(crate) retention_size: Option<u64>,
     /// Lowest log level appended to the log (logs below it are dropped at the source).
     #[arg(
         long,
@@ -195,6 +217,30 @@ pub(crate) fn parse_forward(text: &str) -> Result<ForwardSpec, String> {
         }
     }
     Ok(spec)
+}
+
+/// A size in bytes: a number, optionally with K, M, G or T (powers of 1024, `B` or `iB` after
+/// it allowed); above zero.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let number = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match number.chars().last() {
+        Some('K') => (&number[..number.len() - 1], 10),
+        Some('M') => (&number[..number.len() - 1], 20),
+        Some('G') => (&number[..number.len() - 1], 30),
+        Some('T') => (&number[..number.len() - 1], 40),
+        _ => (number, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{trimmed:?} is not a size (e.g. 10G, 512M, 1000000)"))?;
+    match value.checked_mul(1 << shift) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        Some(_) => Err(format!("the size must be above zero, got {trimmed:?}")),
+        None => Err(format!("{trimmed:?} is too large")),
+    }
 }
 
 /// A duration such as `24h`, `90m`, `2d`, `1h30m` or ISO 8601's `PT24H` (a day is 24 hours);
@@ -738,6 +784,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_size("1000000"), Ok(1_000_000));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        for bad in ["", "0", "ten", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     /// Every `listen` flag can be set from the environment, and `--help` shows the variable.

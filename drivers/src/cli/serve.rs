@@ -297,7 +297,12 @@ pub(crate) fn main(
     };
     let forward_targets = super::forward::targets(args)?;
     // The sources start where the log's cursors say the kept items end.
-    let (log, resume) = match EventLog::open(&dir, LogOptions::default())
+    let retention = LogOptions {
+        max_age: args.retention_age,
+        max_bytes: args.retention_size,
+        ..LogOptions::default()
+    };
+    let (log, resume) = match EventLog::open(&dir, retention)
         .and_then(|log| Ok((stored_cursors(&log)?, log)))
     {
         Ok((resume, log)) => (log, resume),
