@@ -361,6 +361,23 @@ fn health_and_readiness() {
     );
     drop(serve);
 
+    // With --allow-partial, the connected webhook ingress is enough: ready, and partial.
+    let serve = Serve::spawn(
+        &["--slack-api-url", &dead_url, "--allow-partial"],
+        &[("SLACK_APP_TOKEN", "xapp-1-test")],
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = serve.get("/readyz", &[]);
+        if status == 200 {
+            assert!(body.contains(r#""partial":true"#), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(serve);
+
     let slack = block_on(
         WAIT,
         "start the Slack simulator",
@@ -420,7 +437,10 @@ fn retention_flags_reach_the_log() {
         if !ids.contains(&first[0]) {
             break;
         }
-        assert!(Instant::now() < deadline, "nothing older than 1 s was deleted: {ids:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing older than 1 s was deleted: {ids:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Server {
     pub(crate) left: event_listener::Event,
     /// What `/metrics` and `/status.json` read besides the flume and the log.
     pub(crate) ops: Ops,
+    /// `--allow-partial`: ready while at least one source is connected, not only all of them.
+    allow_partial: bool,
 }
 
 impl Server {
@@ -162,9 +164,13 @@ impl Server {
             .get()
             .map(|running| running.statuses())
             .unwrap_or_default();
-        let ready = !statuses.is_empty()
-            && !self.stopping.load(Ordering::Acquire)
-            && statuses.iter().all(|s| s.status == Status::Connected);
+        let connected = |s: &&crate::SourceStatus| s.status == Status::Connected;
+        let enough = if self.allow_partial {
+            statuses.iter().any(|s| connected(&s))
+        } else {
+            statuses.iter().all(|s| connected(&s))
+        };
+        let ready = !statuses.is_empty() && !self.stopping.load(Ordering::Acquire) && enough;
         let sources: Vec<serde_json::Value> = statuses
             .iter()
             .map(|s| {
@@ -175,7 +181,10 @@ impl Server {
                 })
             })
             .collect();
-        let body = serde_json::json!({ "ready": ready, "sources": sources }).to_string() + "\n";
+        let partial = ready && !statuses.iter().all(|s| connected(&s));
+        let body = serde_json::json!({ "ready": ready, "partial": partial, "sources": sources })
+            .to_string()
+            + "\n";
         let (status, reason) = if ready {
             (200, "OK")
         } else {
@@ -302,15 +311,14 @@ pub(crate) fn main(
         max_bytes: args.retention_size,
         ..LogOptions::default()
     };
-    let (log, resume) = match EventLog::open(&dir, retention)
-        .and_then(|log| Ok((stored_cursors(&log)?, log)))
-    {
-        Ok((resume, log)) => (log, resume),
-        Err(error) => {
-            report(format_args!("{error}"));
-            return Ok(1);
-        }
-    };
+    let (log, resume) =
+        match EventLog::open(&dir, retention).and_then(|log| Ok((stored_cursors(&log)?, log))) {
+            Ok((resume, log)) => (log, resume),
+            Err(error) => {
+                report(format_args!("{error}"));
+                return Ok(1);
+            }
+        };
     let mut webhooks = listen::webhook_config(&args.source)?;
     webhooks.resume = listen::redelivery_keys(&resume);
     webhooks.handoff_paths = [
@@ -348,6 +356,7 @@ pub(crate) fn main(
         clients: AtomicUsize::new(0),
         left: event_listener::Event::new(),
         ops: Ops::new(),
+        allow_partial: args.source.allow_partial,
     });
     let handler: HandoffHandler = {
         let server = server.clone();
