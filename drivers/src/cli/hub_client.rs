@@ -4,7 +4,13 @@
 //! The session decides everything (hello, replay, the seam, acks, close codes); this task only
 //! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
 //! log commits more ([`EventLog::committed_beyond`]), and keeps its timer.
+//!
+//! The session's bounds and timers come from the environment, read once at start
+//! ([`config_from_env`]): `OPENFLUME_HUB_SEND_QUEUE` (frames), `OPENFLUME_HUB_STALL_TIMEOUT_MS`,
+//! `OPENFLUME_HUB_PING_INTERVAL_MS` and `OPENFLUME_HUB_HELLO_TIMEOUT_MS`; the defaults are
+//! [`HubConfig`]'s.
 
+use super::UsageError;
 use super::serve::{Answer, Server, answer};
 use async_io::Async;
 use async_tungstenite::WebSocketStream;
@@ -46,6 +52,36 @@ impl Token {
     pub(crate) fn matches(&self, candidate: &str) -> bool {
         ring::hmac::verify(&self.key, candidate.as_bytes(), self.tag.as_ref()).is_ok()
     }
+}
+
+/// The sessions' configuration: [`HubConfig`]'s defaults, named `instance_id`, with the
+/// `OPENFLUME_HUB_*` variables that are set (see the module docs).
+pub(crate) fn config_from_env(instance_id: String) -> Result<HubConfig, UsageError> {
+    let read = |name: &str| -> Result<Option<u64>, UsageError> {
+        let Ok(text) = std::env::var(name) else {
+            return Ok(None);
+        };
+        match text.trim().parse::<u64>() {
+            Ok(value) if value > 0 => Ok(Some(value)),
+            _ => Err(UsageError(format!(
+                "{name}: {text:?} is not a positive whole number"
+            ))),
+        }
+    };
+    let mut config = HubConfig::new(instance_id);
+    if let Some(frames) = read("OPENFLUME_HUB_SEND_QUEUE")? {
+        config.send_queue = usize::try_from(frames).unwrap_or(usize::MAX);
+    }
+    if let Some(ms) = read("OPENFLUME_HUB_STALL_TIMEOUT_MS")? {
+        config.stall_timeout_ms = ms;
+    }
+    if let Some(ms) = read("OPENFLUME_HUB_PING_INTERVAL_MS")? {
+        config.ping_interval_ms = ms;
+    }
+    if let Some(ms) = read("OPENFLUME_HUB_HELLO_TIMEOUT_MS")? {
+        config.hello_timeout_ms = ms;
+    }
+    Ok(config)
 }
 
 /// Upgrades the connection and runs the client's session until it closes.
@@ -94,7 +130,7 @@ async fn run(server: &Server, socket: WebSocketStream<Async<TcpStream>>) {
     let clock = crate::clock::Clock::new();
     let log = &server.log;
     let (mut sender, mut receiver) = socket.split();
-    let mut session = HubSession::new(HubConfig::new(server.instance_id.clone()));
+    let mut session = HubSession::new(server.hub.clone());
     let mut told = log.committed_id().0;
     let mut inputs = VecDeque::from([HubInput::Start { committed: told }]);
     let mut shut_down = false;

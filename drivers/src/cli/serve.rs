@@ -48,7 +48,8 @@ pub(crate) struct Server {
     token: Option<hub_client::Token>,
     /// Set once the flume started: `/readyz` answers 503 until then.
     running: OnceLock<Arc<Running>>,
-    pub(crate) instance_id: String,
+    /// The hub sessions' configuration, named after this instance.
+    pub(crate) hub: openflume_proto::hub::HubConfig,
     /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: event_listener::Event,
@@ -208,6 +209,7 @@ pub(crate) fn main(
         return Err(UsageError::flag("--http", "an address is required"));
     };
     let token = hub_token(args.token_file.as_deref())?;
+    let hub = hub_client::config_from_env(format!("openflume-{:016x}", crate::clock::os_seed()))?;
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(UsageError::flag(
             "--http",
@@ -250,7 +252,7 @@ pub(crate) fn main(
         log,
         token,
         running: OnceLock::new(),
-        instance_id: format!("openflume-{:016x}", crate::clock::os_seed()),
+        hub,
         stopping: AtomicBool::new(false),
         stopped: event_listener::Event::new(),
         clients: AtomicUsize::new(0),
