@@ -21,6 +21,7 @@ use super::listen::report;
 use super::serve::{Answer, Server, answer};
 use async_io::Async;
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
@@ -37,8 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Largest client message: the session closes with 1009 above its own limit (64 KiB) already.
-const MAX_MESSAGE: usize = 1 << 20;
 /// After the close frame was written, how long the client gets to answer it and close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the frames queued before a close, and the close frame, get to be written: a client
@@ -126,9 +125,13 @@ pub(crate) async fn serve(
     if stream.write_all(head.as_bytes()).await.is_err() {
         return;
     }
+    // The transport reads no client message larger than the session accepts, so a client cannot
+    // make the hub buffer more than that; above it the session closes with 1009
+    // (`HubInput::Oversized`).
+    let limit = server.hub.max_frame_bytes;
     let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
     let socket =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     server.clients.fetch_add(1, Ordering::AcqRel);
@@ -315,6 +318,10 @@ async fn run(server: &Server, socket: WebSocketStream<Socket>, peer: &str) {
                     return;
                 }
             },
+            Wake::Client(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
+                size,
+                ..
+            })))) => inputs.push_back(HubInput::Oversized { size }),
             Wake::Client(_) | Wake::Written(None) => return,
             Wake::Written(Some(first)) => {
                 let mut count = first;

@@ -29,7 +29,8 @@
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
 //! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
 //! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
-//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`]; 1001 at shutdown and when
+//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`] (or one the transport refused,
+//! [`HubInput::Oversized`]); 1001 at shutdown and when
 //! no pong came for two ping intervals; 1002 for a hello that does not come in time.
 
 mod filter;
@@ -117,6 +118,13 @@ pub enum HubInput {
     Text(String),
     /// A binary frame from the client (refused).
     Binary,
+    /// A client frame the transport would not read whole: larger than its own limit (which a
+    /// driver sets near [`HubConfig::max_frame_bytes`], so a client cannot make it buffer more).
+    /// Closed with 1009, as a [`HubInput::Text`] over the limit is.
+    Oversized {
+        /// The size the frame announced, in bytes.
+        size: usize,
+    },
     /// A pong from the client.
     Pong,
     /// The answer to [`HubOutput::ReadLog`]: the matching items, and the highest id the read
@@ -335,6 +343,10 @@ impl HubSession {
             HubInput::Committed { last_id } => self.committed = self.committed.max(last_id),
             HubInput::Text(text) => self.on_text(now, &text),
             HubInput::Binary => self.close(1003, "binary frames are not supported".into()),
+            HubInput::Oversized { .. } => self.close(
+                1009,
+                format!("frame larger than {} bytes", self.config.max_frame_bytes),
+            ),
             HubInput::Pong => self.ping_outstanding = None,
             HubInput::Read { items, up_to } => self.on_read(now, items, up_to),
             HubInput::Consumer { acked } => self.on_consumer(acked),
