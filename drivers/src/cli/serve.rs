@@ -94,10 +94,12 @@ impl Server {
         let Some(token) = &self.token else {
             return Ok(());
         };
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer TOKEN` is as good.
         let given = request
             .header("Authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim());
         match given {
             Some(given) if token.matches(given) => Ok(()),
             _ => Err(
