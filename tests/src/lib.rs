@@ -5,6 +5,7 @@
 // Test helpers fail the test by panicking: that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod serve;
 pub mod tls;
 
 use openflume_proto::Item;
