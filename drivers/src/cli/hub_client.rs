@@ -45,6 +45,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 
+/// The transport's read buffer per client; a larger message is read in several reads.
+const READ_BUFFER: usize = 4096;
+
 type Socket = Async<TcpStream>;
 
 /// The hub's bearer token, kept as an HMAC tag: a candidate is checked with `ring::hmac::verify`,
@@ -127,9 +130,12 @@ pub(crate) async fn serve(
     }
     // The transport reads no client message larger than the session accepts, so a client cannot
     // make the hub buffer more than that; above it the session closes with 1009
-    // (`HubInput::Oversized`).
+    // (`HubInput::Oversized`). Its read buffer is small: clients send a hello, acks and
+    // subscription changes, and tungstenite's default (128 KiB, zero-filled, so resident) made
+    // most of a subscriber's memory.
     let limit = server.hub.max_frame_bytes;
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let socket =
