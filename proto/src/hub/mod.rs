@@ -23,8 +23,9 @@
 //! same name resumes after its last `ack`, so a crashed agent needs to remember nothing; a new
 //! consumer starts at `after_event_id`, or at the end). Omitted subscriptions mean everything;
 //! an empty list means nothing. `subscribe`/`unsubscribe` add or remove values from the lists;
-//! a change applies to items after `since` or after the last item sent, whichever is later,
-//! so order is kept (a client that wants older items says hello again).
+//! a change applies to items after `since`, or after the last item sent (or asked of the log
+//! already), whichever is later, so order is kept (a client that wants older items says hello
+//! again); `subscribed` names that point.
 //!
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
 //! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
@@ -496,10 +497,13 @@ impl HubSession {
             .map_or(&self.filter, |(_, filter)| filter)
     }
 
-    /// Puts `next` in force for ids after `since` (or after the last one sent, if later).
+    /// Puts `next` in force for ids after `since`, or after the last one sent, or after the end
+    /// of the read in flight, whichever is latest: that read was asked of the log with the old
+    /// filter, so it cannot hold what the new one adds.
     fn change(&mut self, since: u64, next: Filter) {
         let point = since
             .max(self.sent_up_to)
+            .max(self.reading.unwrap_or(0))
             .max(self.changes.back().map_or(0, |(at, _)| *at));
         self.changes.push_back((point, next));
         self.promote_changes();
