@@ -59,7 +59,8 @@ pub(crate) struct Server {
     token: Option<hub_client::Token>,
     /// Set once the flume started: `/readyz` answers 503 until then.
     running: OnceLock<Arc<Running>>,
-    pub(crate) instance_id: String,
+    /// The hub sessions' configuration, named after this instance.
+    pub(crate) hub: openflume_proto::hub::HubConfig,
     /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: event_listener::Event,
@@ -119,7 +120,7 @@ impl Server {
                     return;
                 }
                 let running = self.running.get().map(|running| &**running);
-                let snapshot = self.ops.snapshot(&self.log, running, &self.instance_id);
+                let snapshot = self.ops.snapshot(&self.log, running, &self.hub.instance_id);
                 let reply = match path {
                     METRICS => Answer::typed(metrics::CONTENT_TYPE, &metrics::render(&snapshot)),
                     _ => Answer::typed("application/json", &status_page::status_json(&snapshot)),
@@ -138,10 +139,12 @@ impl Server {
         let Some(token) = &self.token else {
             return Ok(());
         };
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer TOKEN` is as good.
         let bearer = request
             .header("Authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|value| value.trim().to_owned());
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim().to_owned());
         let given = match via {
             Via::Header => bearer,
             Via::HeaderOrProtocol => bearer.or_else(|| {
@@ -289,6 +292,7 @@ pub(crate) fn main(
         return Err(UsageError::flag("--http", "an address is required"));
     };
     let token = hub_token(args.token_file.as_deref())?;
+    let hub = hub_client::config_from_env(format!("openflume-{:016x}", crate::clock::os_seed()))?;
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(UsageError::flag(
             "--http",
@@ -350,7 +354,7 @@ pub(crate) fn main(
         log,
         token,
         running: OnceLock::new(),
-        instance_id: format!("openflume-{:016x}", crate::clock::os_seed()),
+        hub,
         stopping: AtomicBool::new(false),
         stopped: event_listener::Event::new(),
         clients: AtomicUsize::new(0),

@@ -23,13 +23,15 @@
 //! same name resumes after its last `ack`, so a crashed agent needs to remember nothing; a new
 //! consumer starts at `after_event_id`, or at the end). Omitted subscriptions mean everything;
 //! an empty list means nothing. `subscribe`/`unsubscribe` add or remove values from the lists;
-//! a change applies to items after `since` or after the last item sent, whichever is later,
-//! so order is kept (a client that wants older items says hello again).
+//! a change applies to items after `since`, or after the last item sent (or asked of the log
+//! already), whichever is later, so order is kept (a client that wants older items says hello
+//! again); `subscribed` names that point.
 //!
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
 //! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
 //! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
-//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`]; 1001 at shutdown and when
+//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`] (or one the transport refused,
+//! [`HubInput::Oversized`]); 1001 at shutdown and when
 //! no pong came for two ping intervals; 1002 for a hello that does not come in time.
 
 mod filter;
@@ -117,6 +119,13 @@ pub enum HubInput {
     Text(String),
     /// A binary frame from the client (refused).
     Binary,
+    /// A client frame the transport would not read whole: larger than its own limit (which a
+    /// driver sets near [`HubConfig::max_frame_bytes`], so a client cannot make it buffer more).
+    /// Closed with 1009, as a [`HubInput::Text`] over the limit is.
+    Oversized {
+        /// The size the frame announced, in bytes.
+        size: usize,
+    },
     /// A pong from the client.
     Pong,
     /// The answer to [`HubOutput::ReadLog`]: the matching items, and the highest id the read
@@ -368,6 +377,10 @@ impl HubSession {
             HubInput::Committed { last_id } => self.committed = self.committed.max(last_id),
             HubInput::Text(text) => self.on_text(now, &text),
             HubInput::Binary => self.close(1003, "binary frames are not supported".into()),
+            HubInput::Oversized { .. } => self.close(
+                1009,
+                format!("frame larger than {} bytes", self.config.max_frame_bytes),
+            ),
             HubInput::Pong => self.ping_outstanding = None,
             HubInput::Read { items, up_to } => self.on_read(now, items, up_to),
             HubInput::Consumer { acked } => self.on_consumer(acked),
@@ -517,10 +530,13 @@ impl HubSession {
             .map_or(&self.filter, |(_, filter)| filter)
     }
 
-    /// Puts `next` in force for ids after `since` (or after the last one sent, if later).
+    /// Puts `next` in force for ids after `since`, or after the last one sent, or after the end
+    /// of the read in flight, whichever is latest: that read was asked of the log with the old
+    /// filter, so it cannot hold what the new one adds.
     fn change(&mut self, since: u64, next: Filter) {
         let point = since
             .max(self.sent_up_to)
+            .max(self.reading.unwrap_or(0))
             .max(self.changes.back().map_or(0, |(at, _)| *at));
         self.changes.push_back((point, next));
         self.promote_changes();
