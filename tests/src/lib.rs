@@ -7,7 +7,6 @@
 
 pub mod browser;
 pub mod serve;
-pub mod serving;
 pub mod tls;
 
 use openflume_proto::Item;

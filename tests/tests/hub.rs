@@ -237,13 +237,16 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 fn deploy(serve: &Serve, n: u64) {
     assert_eq!(
-        serve.post_custom("deploys", &format!(r#"{{"n":{n}}}"#)),
+        post_custom(serve.addr, "deploys", &format!(r#"{{"n":{n}}}"#)),
         200
     );
 }
 
 fn alert(serve: &Serve, n: u64) {
-    assert_eq!(serve.post_custom("alerts", &format!(r#"{{"n":{n}}}"#)), 200);
+    assert_eq!(
+        post_custom(serve.addr, "alerts", &format!(r#"{{"n":{n}}}"#)),
+        200
+    );
 }
 
 fn issue(serve: &Serve, number: u64, n: u64) {
@@ -271,7 +274,7 @@ enum Start {
 /// its start: strictly increasing, no gap, no duplicate, wherever the replay turned into live.
 #[test]
 fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
-    let serve = Serve::spawn(&["deploys", "alerts"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys", "alerts"], &[], &[]);
     let posted = Arc::new(AtomicU64::new(0));
     let joined = Arc::new(AtomicU64::new(0));
     const CLIENTS: u64 = 5;
@@ -407,7 +410,7 @@ fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
 /// until a `subscribe` adds to it (from then on only: what was passed over is not sent).
 #[test]
 fn subscriptions_select_by_source_type_and_conversation_key() {
-    let serve = Serve::spawn(&["deploys", "alerts"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys", "alerts"], &[], &[]);
     for n in 1..=2 {
         deploy(&serve, n);
         alert(&serve, n);
@@ -521,7 +524,7 @@ fn subscriptions_select_by_source_type_and_conversation_key() {
 /// given (everything) is refused with 1008.
 #[test]
 fn subscribe_and_unsubscribe_change_the_stream_from_their_point_on() {
-    let serve = Serve::spawn(&["deploys", "alerts"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys", "alerts"], &[], &[]);
     deploy(&serve, 1);
     alert(&serve, 1);
     let mut ws = client(&serve);
@@ -602,7 +605,7 @@ fn subscribe_and_unsubscribe_change_the_stream_from_their_point_on() {
 /// gap. A client beside it that keeps reading is not held up.
 #[test]
 fn a_client_that_stops_reading_is_closed_with_1008_and_resumes_without_a_gap() {
-    let mut serve = Serve::spawn(
+    let mut serve = Serve::with_senders(
         &["deploys"],
         &[],
         &[
@@ -696,7 +699,7 @@ fn a_client_that_stops_reading_is_closed_with_1008_and_resumes_without_a_gap() {
 /// far larger that the transport refuses to buffer.
 #[test]
 fn an_oversized_client_frame_gets_1009() {
-    let serve = Serve::spawn(&["deploys"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys"], &[], &[]);
     for size in [100 * 1024, 4 * 1024 * 1024] {
         let mut ws = client(&serve);
         hello(&mut ws, r#"{"type":"hello"}"#);
@@ -712,7 +715,7 @@ fn an_oversized_client_frame_gets_1009() {
 /// Invalid JSON, an unknown message, a binary frame, or a first frame that is not a hello: 1003.
 #[test]
 fn invalid_json_or_a_first_frame_that_is_not_hello_gets_1003() {
-    let serve = Serve::spawn(&["deploys"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys"], &[], &[]);
     let first_frames = [
         Message::text("not json"),
         Message::text(r#"{"type":"ack","event_id":1}"#),
@@ -748,7 +751,7 @@ fn invalid_json_or_a_first_frame_that_is_not_hello_gets_1003() {
 /// (RFC 9110 §11.1).
 #[test]
 fn a_missing_or_wrong_token_gets_401_before_the_upgrade() {
-    let serve = Serve::spawn(&["deploys"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys"], &[], &[]);
     let refused = [
         None,
         Some("Bearer wrong-token".to_owned()),
@@ -774,7 +777,7 @@ fn a_missing_or_wrong_token_gets_401_before_the_upgrade() {
         }
     }
     // The token in the query string is not looked at either.
-    let (status, _) = openflume_tests::serve::request(
+    let status = openflume_tests::serve::http_request(
         serve.addr,
         "GET",
         &format!("/ws?access_token={HUB_TOKEN}"),
@@ -785,7 +788,8 @@ fn a_missing_or_wrong_token_gets_401_before_the_upgrade() {
             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ],
         b"",
-    );
+    )
+    .status;
     assert_eq!(status, 401);
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let mut ws = connect(serve.addr, Some(&format!("{scheme} {HUB_TOKEN}")))
@@ -803,7 +807,7 @@ fn a_missing_or_wrong_token_gets_401_before_the_upgrade() {
 /// several intervals and still gets events.
 #[test]
 fn pings_both_ways_keep_an_idle_connection_alive() {
-    let serve = Serve::spawn(
+    let serve = Serve::with_senders(
         &["deploys"],
         &[],
         &[("OPENFLUME_HUB_PING_INTERVAL_MS", "200")],
@@ -838,7 +842,7 @@ fn pings_both_ways_keep_an_idle_connection_alive() {
 /// passed without a pong.
 #[test]
 fn a_client_that_never_answers_pings_is_closed() {
-    let serve = Serve::spawn(
+    let serve = Serve::with_senders(
         &["deploys"],
         &[],
         &[("OPENFLUME_HUB_PING_INTERVAL_MS", "200")],
@@ -893,7 +897,7 @@ fn raw_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
 /// Without a hello in time the hub closes (1002).
 #[test]
 fn a_client_that_never_says_hello_is_closed() {
-    let serve = Serve::spawn(
+    let serve = Serve::with_senders(
         &["deploys"],
         &[],
         &[("OPENFLUME_HUB_HELLO_TIMEOUT_MS", "200")],
@@ -912,7 +916,7 @@ fn a_client_that_never_says_hello_is_closed() {
 /// `after_event_id` it gives, and nothing before.
 #[test]
 fn a_named_consumer_gets_its_unacked_items_again_after_a_reconnect() {
-    let serve = Serve::spawn(&["deploys"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys"], &[], &[]);
     for n in 1..=6 {
         deploy(&serve, n);
     }
@@ -979,7 +983,7 @@ fn a_named_consumer_gets_its_unacked_items_again_after_a_reconnect() {
 /// An ack without a consumer, or of an id beyond what was sent, is refused with 1008.
 #[test]
 fn acks_beyond_what_was_sent_or_without_a_consumer_get_1008() {
-    let serve = Serve::spawn(&["deploys"], &[], &[]);
+    let serve = Serve::with_senders(&["deploys"], &[], &[]);
     deploy(&serve, 1);
     let mut ws = client(&serve);
     hello(&mut ws, r#"{"type":"hello","after_event_id":0}"#);

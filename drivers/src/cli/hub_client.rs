@@ -16,9 +16,9 @@
 //! `OPENFLUME_HUB_PING_INTERVAL_MS` and `OPENFLUME_HUB_HELLO_TIMEOUT_MS`; the defaults are
 //! [`HubConfig`]'s.
 
-use super::ops::Subscription;
 use super::UsageError;
 use super::listen::report;
+use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
 use async_io::Async;
 use async_tungstenite::WebSocketStream;
