@@ -66,7 +66,9 @@ pub enum FixtureError {
         line: usize,
     },
     /// A header of a newer recording format than this version reads.
-    #[error("fixture line {line}: format {found} is newer than this version reads (format {supported})")]
+    #[error(
+        "fixture line {line}: format {found} is newer than this version reads (format {supported})"
+    )]
     NewerFormat {
         /// 1-based line number.
         line: usize,

@@ -49,6 +49,64 @@ pub(crate) enum Command {
     /// Run the sources into the durable log and serve the hub (/ws), the webhook channels and
     /// the health endpoints on one port.
     Serve(Box<ServeArgs>),
+    /// Replay a recording (`listen --record FILE`): the same machines over the recorded inputs,
+    /// printing the firehose the live run printed.
+    Replay(Box<ReplayArgs>),
+}
+
+/// `openflume replay`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The machines run with the recorded seeds, configurations and inputs, in virtual time: at once by default, or at the recorded pace with --realtime. The items are the live run's (timestamps included); those the drivers add themselves (`listening on`, late timers) are not replayed.
+
+Secrets come from the environment again, as for the live run: SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET and --webhook NAME=ENV_VAR check the recorded webhook signatures (a recording of the webhook ingress needs them); the tokens are not needed.
+
+A recording is the fixture format of the repository's fixtures/, one section per source (see the README, \"Record and replay\"). A line that does not parse, or a newer format, is refused with its line number.
+
+Exit status: 0 once replayed (or --count reached, or stdout's reader went away); 1 when the recording is refused (the reason is on stderr); 2 for a usage error."
+)]
+pub(crate) struct ReplayArgs {
+    /// The recording, written by `openflume listen --record FILE`.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: std::path::PathBuf,
+    /// Replay at the recorded pace instead of at once.
+    #[arg(long, env = "OPENFLUME_REPLAY_REALTIME")]
+    pub(crate) realtime: bool,
+    /// A custom sender NAME whose secret is in the environment variable ENV_VAR (repeatable),
+    /// as for `listen`: the recorded signatures are checked again.
+    #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, env = "OPENFLUME_WEBHOOK")]
+    pub(crate) webhook: Vec<(String, String)>,
+    /// Only print events from these sources (case-insensitive, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SOURCES",
+        env = "OPENFLUME_SOURCES"
+    )]
+    pub(crate) sources: Option<Vec<String>>,
+    /// Only print events of these types (case-insensitive, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TYPES",
+        env = "OPENFLUME_TYPES"
+    )]
+    pub(crate) types: Option<Vec<String>>,
+    /// Where logs go: stdout, stderr or off.
+    #[arg(long, value_enum, default_value = "stdout", env = "OPENFLUME_LOGS")]
+    pub(crate) logs: LogRoute,
+    /// Lowest log level printed (as the live run's --log-level).
+    #[arg(long, value_enum, default_value = "info", env = "OPENFLUME_LOG_LEVEL")]
+    pub(crate) log_level: LogLevel,
+    /// Output format. Default: pretty on a terminal, json otherwise.
+    #[arg(long, value_enum, env = "OPENFLUME_FORMAT")]
+    pub(crate) format: Option<Format>,
+    /// Colour in pretty output: auto, always, or never.
+    #[arg(long, value_enum, default_value = "auto", env = "OPENFLUME_COLOR")]
+    pub(crate) color: ColorChoice,
+    /// Exit 0 after this many printed events.
+    #[arg(long, env = "OPENFLUME_COUNT")]
+    pub(crate) count: Option<u64>,
 }
 
 /// `openflume serve`.
@@ -425,6 +483,28 @@ pub(crate) struct ListenArgs {
     /// filtered-out events do not).
     #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
     pub(crate) count: Option<u64>,
+
+    /// Record every input the sources receive into FILE, for `openflume replay FILE`, `openflume
+    /// sim --replay FILE` or a test fixture. Secrets are replaced by placeholders (tokens,
+    /// signing secrets, Slack tickets, Authorization headers); the contents of messages are
+    /// kept unless --record-drop-content.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENFLUME_RECORD",
+        help_heading = "Record"
+    )]
+    pub(crate) record: Option<std::path::PathBuf>,
+    /// With --record: empty the message contents (Discord content, Slack text, GitHub
+    /// notification titles), keeping the structure. Webhook request bodies are kept: their
+    /// signatures cover them.
+    #[arg(
+        long,
+        requires = "record",
+        env = "OPENFLUME_RECORD_DROP_CONTENT",
+        help_heading = "Record"
+    )]
+    pub(crate) record_drop_content: bool,
 }
 
 /// The source flags `listen` and `serve` share: credentials, each source's settings, the
@@ -728,6 +808,12 @@ pub(crate) struct SimArgs {
     /// 20000).
     #[arg(long, default_value_t = 1.0, env = "OPENFLUME_SIM_RATE")]
     pub(crate) rate: f64,
+    /// Serve a recording (`openflume listen --record FILE`) instead: each recorded Discord,
+    /// Slack and GitHub source gets a simulator that plays back what the service sent (frames
+    /// in order on each recorded connection, answering the client's frames as recorded;
+    /// HTTP responses in order per path). --rate and stdin's faults do not apply.
+    #[arg(long, value_name = "FILE", env = "OPENFLUME_SIM_REPLAY")]
+    pub(crate) replay: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -238,6 +238,8 @@ pub(crate) struct RunOptions {
     /// `--data`: where the cursors are kept, and those it held at start. A SIGTERM then keeps
     /// the Discord session for the next start to resume.
     pub(crate) data: Option<(EventLog, StreamCursors)>,
+    /// `--record`: where every input the sources receive is recorded.
+    pub(crate) record: Option<crate::Recorder>,
 }
 
 /// Items buffered between the sources and the stdout thread: enough for the writer to take a
@@ -318,6 +320,10 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     let builder = match builder_trusting(options.extra_roots) {
         Ok(builder) => builder,
         Err(code) => return code,
+    };
+    let builder = match &options.record {
+        Some(recorder) => builder.record(recorder),
+        None => builder,
     };
     let flume = builder
         .sources(sources)

@@ -309,7 +309,9 @@ impl MachineConfig {
                 Box::new(crate::discord::DiscordShard::new(config, seed)?)
             }
             #[cfg(feature = "slack")]
-            MachineConfig::Slack(config) => Box::new(crate::slack::SlackMachine::new(config, seed)?),
+            MachineConfig::Slack(config) => {
+                Box::new(crate::slack::SlackMachine::new(config, seed)?)
+            }
             #[cfg(feature = "github")]
             MachineConfig::Github(config) => {
                 Box::new(crate::github::GithubMachine::new(config, seed)?)

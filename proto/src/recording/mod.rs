@@ -403,8 +403,8 @@ impl Recording {
             let Some(section) = sections.last_mut() else {
                 return Err(RecordingError::NoHeader { line });
             };
-            let step: Step =
-                serde_json::from_value(value).map_err(|error| RecordingError::Line { line, error })?;
+            let step: Step = serde_json::from_value(value)
+                .map_err(|error| RecordingError::Line { line, error })?;
             if section.steps.last().is_some_and(|prev| prev.at > step.at) {
                 return Err(RecordingError::Backwards { line });
             }

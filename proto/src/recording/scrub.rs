@@ -358,13 +358,18 @@ mod tests {
             let mut head = HeadScrub::default();
             let mut out = head.scrub(a);
             out.extend(head.scrub(b));
-            assert_eq!(String::from_utf8(out).unwrap(), expected, "split at {split}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "split at {split}"
+            );
         }
     }
 
     #[test]
     fn tickets_are_redacted_in_escaped_json_too() {
-        let line = r#"{"body":"{\"url\":\"wss:\\/\\/x.slack.com\\/link\\/?ticket=abc-123&app_id=A\"}"}"#;
+        let line =
+            r#"{"body":"{\"url\":\"wss:\\/\\/x.slack.com\\/link\\/?ticket=abc-123&app_id=A\"}"}"#;
         let out = redact_tickets(line);
         assert!(!out.contains("abc-123"), "{out}");
         assert!(out.contains("ticket=REDACTED&app_id=A"), "{out}");
