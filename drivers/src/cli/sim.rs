@@ -224,6 +224,7 @@ fn replay(path: &std::path::Path, bind: std::net::IpAddr) -> Result<i32, UsageEr
         for (name, value) in sims.env() {
             let _ = writeln!(out, "export {name}={value}");
         }
+        let _ = writeln!(out, "# Serving the recording until SIGINT or SIGTERM");
         let _ = out.flush();
         drop(out);
         let mut signals =
