@@ -78,7 +78,7 @@ pub enum RecordError {
 /// ```
 /// use openflume::RecordSummary;
 /// let summary = RecordSummary { sections: 2, inputs: 120, lost: 0 };
-/// assert_eq!(summary.to_string(), "2 source(s), 120 inputs recorded");
+/// assert_eq!(summary.to_string(), "2 source(s), 120 inputs");
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordSummary {
@@ -92,11 +92,7 @@ pub struct RecordSummary {
 
 impl std::fmt::Display for RecordSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} source(s), {} inputs recorded",
-            self.sections, self.inputs
-        )?;
+        write!(f, "{} source(s), {} inputs", self.sections, self.inputs)?;
         if self.lost > 0 {
             write!(f, ", {} not recorded", self.lost)?;
         }

@@ -78,8 +78,8 @@ pub enum ReplayError {
         source_name: String,
         /// Its header line.
         line: usize,
-        /// Why.
-        misuse: Misuse,
+        /// Why (boxed: a misuse carries a whole configuration error).
+        misuse: Box<Misuse>,
     },
 }
 
@@ -296,7 +296,7 @@ impl Replay {
             return build(section.header.seed).map_err(|misuse| ReplayError::Build {
                 source_name: source,
                 line: section.line,
-                misuse,
+                misuse: Box::new(misuse),
             });
         }
         let mut config = MachineConfig::from_section(section)?;
@@ -328,7 +328,7 @@ impl Replay {
             .map_err(|misuse| ReplayError::Build {
                 source_name: source,
                 line: section.line,
-                misuse,
+                misuse: Box::new(misuse),
             })
     }
 }

@@ -657,22 +657,19 @@ impl Connection<'_> {
                 }
                 ScriptStep::End(code) => {
                     self.read_until(due).await;
-                    match code {
-                        Some(code) => {
-                            let _ = self
-                                .ws
-                                .close(Some(CloseFrame {
-                                    code: CloseCode::from(*code),
-                                    reason: "".into(),
-                                }))
-                                .await;
-                            let deadline = Instant::now() + Duration::from_secs(1);
-                            while !self.client_gone && Instant::now() < deadline {
-                                self.read_one(deadline).await;
-                            }
+                    // A recorded drop, or a close the client started: nothing to send.
+                    if let Some(code) = code {
+                        let _ = self
+                            .ws
+                            .close(Some(CloseFrame {
+                                code: CloseCode::from(*code),
+                                reason: "".into(),
+                            }))
+                            .await;
+                        let deadline = Instant::now() + Duration::from_secs(1);
+                        while !self.client_gone && Instant::now() < deadline {
+                            self.read_one(deadline).await;
                         }
-                        // The recorded connection dropped, or the client closed it.
-                        None => {}
                     }
                     return;
                 }

@@ -57,7 +57,7 @@ pub(crate) enum Command {
 /// `openflume replay`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The machines run with the recorded seeds, configurations and inputs, in virtual time: at once by default, or at the recorded pace with --realtime. The items are the live run's (timestamps included); those the drivers add themselves (`listening on`, late timers) are not replayed.
+    after_help = "The machines run with the recorded seeds, configurations and inputs, in virtual time: at once by default, or at the recorded pace with --realtime. The items are the live run's, with their recorded times; those the drivers add themselves (`listening on`, late timers) are not replayed.
 
 Secrets come from the environment again, as for the live run: SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET and --webhook NAME=ENV_VAR check the recorded webhook signatures (a recording of the webhook ingress needs them); the tokens are not needed.
 

@@ -387,11 +387,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     };
     match stop {
         Stop::Signal { keep_sessions } => {
-            // A second SIGINT means now.
+            // A second SIGINT means now (a recording is put together first: that is quick).
+            let recorder = options.record.clone();
             let impatient = smol::spawn(async move {
                 while let Some(Ok(signal)) = signals.next().await {
                     if signal == Signal::Int {
-                        std::process::exit(130);
+                        std::process::exit(super::replay::finish_recording(recorder, 130));
                     }
                 }
             });
