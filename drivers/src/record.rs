@@ -20,6 +20,7 @@ use crate::lock::lock;
 use openflume_proto::recording::scrub::Scrubber;
 use openflume_proto::recording::{Header, MachineConfig, MachineKind, Step};
 use openflume_proto::{Input, Level, Log, Now};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ const WARN_EVERY_MS: u64 = 10_000;
 ///
 /// ```
 /// use openflume::RecordOptions;
-/// let options = RecordOptions { drop_content: true, ..RecordOptions::default() };
+/// let options = RecordOptions::default().with_drop_content(true);
 /// assert!(options.drop_content);
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -48,7 +49,27 @@ pub struct RecordOptions {
     pub drop_content: bool,
 }
 
+impl RecordOptions {
+    /// Empties message contents (or not), as `listen --record-drop-content` does.
+    ///
+    /// ```
+    /// let options = openflume::RecordOptions::default().with_drop_content(true);
+    /// assert!(options.drop_content);
+    /// ```
+    pub fn with_drop_content(mut self, drop_content: bool) -> RecordOptions {
+        self.drop_content = drop_content;
+        self
+    }
+}
+
 /// Why a recording could not be made.
+///
+/// ```
+/// use openflume::{RecordError, Recorder};
+/// let refused = Recorder::create("/nonexistent/dir/r.jsonl", Default::default()).unwrap_err();
+/// assert!(matches!(refused, RecordError::Create { .. }));
+/// assert!(refused.to_string().starts_with("cannot create the recording /nonexistent/dir/r.jsonl"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
@@ -174,6 +195,14 @@ enum Message {
 impl Recorder {
     /// Creates `path` (truncating it) and starts the writer thread.
     ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let recorder = openflume::Recorder::create(dir.path().join("r.jsonl"), Default::default())?;
+    /// // Nothing recorded: the file is empty, and a replay refuses it.
+    /// assert_eq!(recorder.finish()?.sections, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`RecordError::Create`] when the file cannot be created.
@@ -218,6 +247,14 @@ impl Recorder {
 
     /// Waits for every queued input to be written and puts the sections together into the
     /// file. Inputs fed after this (a source still stopping) are not recorded.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let recorder = openflume::Recorder::create(dir.path().join("r.jsonl"), Default::default())?;
+    /// recorder.finish()?;
+    /// assert!(matches!(recorder.finish(), Err(openflume::RecordError::Finished)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -314,7 +351,8 @@ impl Recorder {
 struct Writer {
     path: PathBuf,
     file: File,
-    sections: Vec<Spool>,
+    /// By section number: sections begin in the order their sources start.
+    sections: BTreeMap<usize, Spool>,
     inputs: u64,
     failed: Option<io::Error>,
 }
@@ -336,7 +374,7 @@ impl Writer {
         Writer {
             path,
             file,
-            sections: Vec::new(),
+            sections: BTreeMap::new(),
             inputs: 0,
             failed: None,
         }
@@ -372,21 +410,24 @@ impl Writer {
             .unwrap_or_else(|| "recording".to_owned());
         let path = self.path.with_file_name(format!("{name}.{section}.part"));
         match File::create(&path) {
-            Ok(file) => self.sections.push(Spool {
-                path,
-                out: BufWriter::new(file),
-                header,
-                scrubber,
-                lost,
-                clock: None,
-            }),
+            Ok(file) => {
+                let spool = Spool {
+                    path,
+                    out: BufWriter::new(file),
+                    header,
+                    scrubber,
+                    lost,
+                    clock: None,
+                };
+                self.sections.insert(section, spool);
+            }
             Err(error) => self.fail(error),
         }
     }
 
     fn input(&mut self, section: usize, now: Now, input: Input) {
         let failed = self.failed.is_some();
-        let Some(spool) = self.sections.get_mut(section) else {
+        let Some(spool) = self.sections.get_mut(&section) else {
             return;
         };
         if failed {
@@ -411,7 +452,7 @@ impl Writer {
     fn assemble(mut self) -> Result<RecordSummary, RecordError> {
         let mut lost = 0;
         let mut out = BufWriter::new(&self.file);
-        for spool in &mut self.sections {
+        for spool in self.sections.values_mut() {
             let written = spool.finish(&mut out);
             lost += spool.lost.load(Ordering::Relaxed);
             match written {
@@ -495,4 +536,118 @@ fn write_line(out: &mut impl Write, header: &Header) -> io::Result<()> {
     let line = serde_json::to_string(header).map_err(io::Error::other)?;
     out.write_all(line.as_bytes())?;
     out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openflume_proto::recording::Recording;
+    use openflume_proto::{Millis, UnixMillis};
+
+    fn now(mono: u64, wall: i64) -> Now {
+        Now {
+            mono: Millis(mono),
+            wall: UnixMillis(wall),
+        }
+    }
+
+    /// A recorder whose writer never drains: its queue holds `capacity` messages.
+    fn stalled(capacity: usize) -> (Recorder, Receiver<Message>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
+        let recorder = Recorder {
+            shared: Arc::new(Shared {
+                path: PathBuf::from("unused.jsonl"),
+                drop_content: false,
+                sender,
+                sections: AtomicU64::new(0),
+                writer: Mutex::new(None),
+            }),
+            tap: None,
+        };
+        (recorder, receiver)
+    }
+
+    #[test]
+    fn a_full_queue_drops_inputs_counts_them_and_warns_now_and_then() {
+        let (recorder, receiver) = stalled(2);
+        let tap = recorder.section("github", None, 7, now(0, 1_000));
+        // A recorder without a section records nothing (the flume-level copy).
+        assert!(recorder.record(now(1, 1_001), &Input::Timer).is_none());
+        assert!(tap.record(now(1, 1_001), &Input::Start).is_none());
+        let warning = tap.record(now(2, 1_002), &Input::Timer).expect("a warning");
+        assert_eq!(
+            (warning.level, warning.action.as_str()),
+            (Level::Warn, "record.lost")
+        );
+        assert_eq!(warning.source, "github");
+        assert!(
+            warning.message.contains("1 input(s)"),
+            "{}",
+            warning.message
+        );
+        // Counted every time, said at most every ten seconds.
+        assert!(tap.record(now(3, 1_003), &Input::Timer).is_none());
+        let later = tap
+            .record(now(10_002, 11_002), &Input::Timer)
+            .expect("again");
+        assert!(later.message.contains("3 input(s)"), "{}", later.message);
+        let lost = match receiver.try_recv() {
+            Ok(Message::Begin { lost, .. }) => lost,
+            _ => panic!("the section begins first"),
+        };
+        assert_eq!(lost.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn sections_are_put_together_with_their_lost_inputs_and_wall_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let (sender, receiver) = std::sync::mpsc::sync_channel(16);
+        let file = File::create(&path).unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || Writer::new(path, file).run(receiver))
+        };
+        let begin = |section: usize, source: &str, lost: u64| Message::Begin {
+            section,
+            header: Box::new(Header::recorded(
+                source,
+                MachineKind::Custom,
+                3,
+                now(0, 0),
+                serde_json::Value::Null,
+            )),
+            scrubber: Box::new(Scrubber::new(MachineKind::Custom, Vec::new(), false)),
+            lost: Arc::new(AtomicU64::new(lost)),
+        };
+        // The second section begins first: the file keeps the section numbers' order.
+        sender.send(begin(1, "b", 0)).unwrap();
+        sender.send(begin(0, "a", 2)).unwrap();
+        let input = |section: usize, now: Now, input: Input| Message::Input {
+            section,
+            now,
+            input,
+        };
+        sender.send(input(0, now(5, 1_005), Input::Start)).unwrap();
+        sender.send(input(1, now(6, 1_006), Input::Start)).unwrap();
+        // Kept pace: no wall. Stepped (an NTP step): the wall is written.
+        sender.send(input(0, now(10, 1_010), Input::Timer)).unwrap();
+        sender.send(input(0, now(20, 5_000), Input::Timer)).unwrap();
+        sender.send(Message::Finish).unwrap();
+        let summary = writer.join().unwrap().unwrap();
+        assert_eq!((summary.sections, summary.inputs, summary.lost), (2, 4, 2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recording = Recording::parse(&text).unwrap();
+        let [a, b] = recording.sections.as_slice() else {
+            panic!("two sections: {text}");
+        };
+        assert_eq!((a.source(), b.source()), ("a", "b"));
+        assert_eq!(a.header.lost_inputs, 2);
+        assert_eq!(a.header.start, now(5, 1_005));
+        let walls: Vec<Option<UnixMillis>> = a.steps.iter().map(|s| s.wall).collect();
+        assert_eq!(walls, [None, None, Some(UnixMillis(5_000))]);
+        assert_eq!(b.steps.len(), 1);
+        // No spool is left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

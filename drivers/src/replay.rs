@@ -51,6 +51,14 @@ pub fn replay_file(path: impl AsRef<Path>) -> Result<Vec<Item>, ReplayError> {
 }
 
 /// Why a recording does not replay.
+///
+/// ```
+/// use openflume::replay::{Replay, ReplayError};
+/// let text = "{\"source\":\"webhooks\",\"machine\":\"webhooks\",\"config\":{\"github_secret\":\"${GITHUB_WEBHOOK_SECRET}\"}}\n";
+/// let refused = Replay::parse(text)?.secrets_from_env(false).run().unwrap_err();
+/// assert!(matches!(&refused, ReplayError::MissingSecret { name, .. } if name == "GITHUB_WEBHOOK_SECRET"));
+/// # Ok::<(), ReplayError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
@@ -134,6 +142,11 @@ impl std::fmt::Debug for Replay {
 
 impl Replay {
     /// Reads a recording file (or a fixture that names its machine).
+    ///
+    /// ```
+    /// let missing = openflume::replay::Replay::load("/nonexistent.jsonl").unwrap_err();
+    /// assert!(missing.to_string().starts_with("cannot read the recording"));
+    /// ```
     ///
     /// # Errors
     ///
@@ -269,6 +282,7 @@ impl Replay {
 
     /// Replays every section and returns the items in the order the live firehose had them
     /// (by the time of their input; sections in file order at the same instant).
+    /// [`Replay`] shows one.
     ///
     /// # Errors
     ///

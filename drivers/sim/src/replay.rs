@@ -51,6 +51,16 @@ const ANSWER_WAIT: Duration = Duration::from_secs(60);
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a recording cannot be served.
+///
+/// ```
+/// use openflume_proto::recording::Recording;
+/// use openflume_sim::replay::{ReplaySimError, ReplaySims};
+/// // A cron recording: nothing a simulator serves.
+/// let recording = Recording::parse("{\"source\":\"time\",\"machine\":\"cron\"}\n")?;
+/// let refused = smol::block_on(ReplaySims::start(&recording, [127, 0, 0, 1].into())).unwrap_err();
+/// assert!(matches!(refused, ReplaySimError::Nothing));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplaySimError {
@@ -111,6 +121,7 @@ struct Served {
 impl ReplaySims {
     /// Starts a simulator on a free port of `bind` for each Discord, Slack and GitHub section
     /// of `recording` (the others are not served: cron needs none, webhooks come from senders).
+    /// See [`ReplaySims`] for an example.
     ///
     /// # Errors
     ///
@@ -237,6 +248,14 @@ impl ReplaySims {
     }
 
     /// Stops every simulator (open connections get a close frame first).
+    ///
+    /// ```no_run
+    /// # async fn f(sims: openflume_sim::replay::ReplaySims) {
+    /// let addresses: Vec<_> = sims.addresses().into_iter().map(|(_, addr)| addr).collect();
+    /// sims.stop().await;
+    /// assert!(addresses.iter().all(|addr| std::net::TcpStream::connect(addr).is_err()));
+    /// # }
+    /// ```
     pub async fn stop(self) {
         for served in self.served {
             served.server.stop().await;

@@ -234,6 +234,14 @@ pub struct Step {
 }
 
 /// One machine's part of a recording: a fixture.
+///
+/// ```
+/// use openflume_proto::recording::Recording;
+/// let recording = Recording::parse("{\"source\":\"time\",\"machine\":\"cron\"}\n// x\n{\"at\":3,\"input\":\"start\"}\n")?;
+/// let section = &recording.sections[0];
+/// assert_eq!((section.line, section.steps.len(), section.steps[0].at.0), (1, 1, 3));
+/// # Ok::<(), openflume_proto::recording::RecordingError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Section {
     /// Its header.
@@ -292,6 +300,15 @@ impl Section {
 }
 
 /// A parsed recording: its sections in file order.
+///
+/// ```
+/// use openflume_proto::recording::Recording;
+/// let text = "{\"source\":\"a\",\"machine\":\"cron\"}\n{\"source\":\"b\",\"machine\":\"github\"}\n";
+/// let recording = Recording::parse(text)?;
+/// let sources: Vec<&str> = recording.sections.iter().map(|s| s.source()).collect();
+/// assert_eq!(sources, ["a", "b"]);
+/// # Ok::<(), openflume_proto::recording::RecordingError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recording {
     /// One per machine.
@@ -299,6 +316,13 @@ pub struct Recording {
 }
 
 /// A recording that cannot be read or replayed. Each names the line at fault.
+///
+/// ```
+/// use openflume_proto::recording::{Recording, RecordingError};
+/// let error = Recording::parse("{\"at\":0,\"input\":\"start\"}\n").unwrap_err();
+/// assert!(matches!(error, RecordingError::NoHeader { line: 1 }));
+/// assert_eq!(error.to_string(), "recording line 1: an input before the first header line");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordingError {
@@ -355,6 +379,12 @@ pub enum RecordingError {
 
 impl Recording {
     /// Reads a recording (or a fixture) file.
+    ///
+    /// ```
+    /// use openflume_proto::recording::{Recording, RecordingError};
+    /// let missing = Recording::load("/nonexistent/recording.jsonl").unwrap_err();
+    /// assert!(matches!(missing, RecordingError::Io(_)));
+    /// ```
     ///
     /// # Errors
     ///

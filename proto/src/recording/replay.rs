@@ -9,6 +9,18 @@ const MAX_FIRES_PER_GAP: usize = 10_000;
 
 /// One line of what a replay did, in order: an input fed (recorded, a confirmation, or for a
 /// fixture a timer the replay fired), an output the machine produced, or a misuse it refused.
+///
+/// ```
+/// use openflume_proto::recording::{MachineConfig, Played, Recording};
+/// use openflume_proto::Input;
+/// // A second start is the caller's misuse: it shows as one.
+/// let section = &Recording::parse("{\"machine\":\"cron\",\"config\":{\"expression\":\"@daily\"}}\n{\"at\":0,\"input\":\"start\"}\n{\"at\":1,\"input\":\"start\"}\n")?.sections[0];
+/// let mut machine = MachineConfig::from_section(section)?.build(0).unwrap();
+/// let played = section.replay(&mut machine);
+/// assert!(matches!(played[0], Played::In { input: Input::Start, .. }));
+/// assert!(matches!(played.last(), Some(Played::Misuse { .. })));
+/// # Ok::<(), openflume_proto::recording::RecordingError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Played {

@@ -56,6 +56,14 @@ pub struct Scrubber {
 impl Scrubber {
     /// A scrubber for a `kind` machine configured with `secrets` (each with its placeholder, as
     /// [`MachineConfig::redacted`](super::MachineConfig::redacted) returns them).
+    ///
+    /// ```
+    /// use openflume_proto::recording::scrub::Scrubber;
+    /// use openflume_proto::recording::MachineKind;
+    /// use openflume_proto::Secret;
+    /// let scrubber = Scrubber::new(MachineKind::Github, vec![(Secret::new("ghp_0123456789"), "${GITHUB_TOKEN}".into())], false);
+    /// assert_eq!(scrubber.scrub_text("token ghp_0123456789"), "token ${GITHUB_TOKEN}");
+    /// ```
     pub fn new(kind: MachineKind, secrets: Vec<(Secret, String)>, drop_content: bool) -> Scrubber {
         let secrets = secrets
             .into_iter()
@@ -83,6 +91,17 @@ impl Scrubber {
 
     /// The line to write for `step`; `None` while a compressed payload is incomplete with
     /// contents dropped (its message is written whole, once complete).
+    ///
+    /// ```
+    /// use openflume_proto::recording::scrub::Scrubber;
+    /// use openflume_proto::recording::{MachineKind, Step};
+    /// use openflume_proto::{Bytes, ConnId, Input, Millis};
+    /// let mut scrubber = Scrubber::new(MachineKind::Webhooks, Vec::new(), false);
+    /// let bytes = Bytes::from("POST /channels/custom/x HTTP/1.1\r\nAuthorization: Bearer abc\r\n\r\n");
+    /// let step = Step { at: Millis(1), wall: None, input: Input::Received { conn: ConnId(1), bytes } };
+    /// let line = scrubber.line(step).unwrap();
+    /// assert!(line.contains("Authorization: REDACTED") && !line.contains("abc"), "{line}");
+    /// ```
     pub fn line(&mut self, mut step: Step) -> Option<String> {
         self.scrub_input(&mut step.input)?;
         let line = serde_json::to_string(&step).ok()?;

@@ -38,6 +38,11 @@ impl std::fmt::Debug for Deflater {
 
 impl Deflater {
     /// `payload` as the next message of the stream.
+    ///
+    /// ```
+    /// let wire = openflume_proto::recording::zlib::Deflater::default().deflate(b"{}");
+    /// assert!(wire.ends_with(&[0, 0, 0xff, 0xff]));
+    /// ```
     pub fn deflate(&mut self, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(payload.len() / 3 + 64);
         let mut consumed = 0usize;
@@ -99,6 +104,12 @@ impl Recompress {
     /// Adds one recorded binary message; when it completes a payload, returns the payload after
     /// `edit`, deflated into the new stream.
     ///
+    /// ```
+    /// use openflume_proto::recording::zlib::Recompress;
+    /// // Not a zlib stream: refused, as the shard refuses it.
+    /// assert!(Recompress::default().push(b"not zlib\0\0\xff\xff", |p| p).is_err());
+    /// ```
+    ///
     /// # Errors
     ///
     /// The recorded stream does not inflate ([`InflateError`]): the stream is unusable after.
@@ -114,6 +125,12 @@ impl Recompress {
     }
 
     /// Inflates one recorded message without re-encoding: the payload when it completes one.
+    ///
+    /// ```
+    /// use openflume_proto::recording::zlib::{Deflater, Recompress};
+    /// let wire = Deflater::default().deflate(br#"{"op":11}"#);
+    /// assert_eq!(Recompress::default().inflate(&wire).unwrap().unwrap(), br#"{"op":11}"#);
+    /// ```
     ///
     /// # Errors
     ///
