@@ -313,21 +313,33 @@ fn dropped_contents_keep_the_structure() {
     }
 }
 
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn sim_replay_serves_a_recording_to_a_live_listen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("served.jsonl");
     let recorded = record_faulty_session(&path, &[]);
 
-    let mut sim = Command::new(openflume_bin())
-        .args(["sim", "--replay", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sim = Killed(
+        Command::new(openflume_bin())
+            .args(["sim", "--replay", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut env = Vec::new();
-    for line in BufReader::new(sim.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(sim.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some((name, value)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
             env.push((name.to_owned(), value.to_owned()));
@@ -380,10 +392,29 @@ fn sim_replay_serves_a_recording_to_a_live_listen() {
             got.push(event);
         }
     }
+    // The faults came back with the traffic: the live client saw them again, by itself.
+    let seen: Vec<Value> = cli
+        .seen
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (source, action) in [
+        ("discord", "ws.reconnect.requested"),
+        ("discord", "heartbeat.zombie"),
+        ("slack", "ws.rotated"),
+    ] {
+        assert!(
+            seen.iter().any(|line| is_log_json(line, source, action)),
+            "{source}: no {action} against the replay"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|line| is_status_json(line, "github", "reconnecting"))
+    );
     cli.terminate();
     let _ = cli.wait_exit(WAIT);
-    let _ = sim.kill();
-    let _ = sim.wait();
+    drop(sim);
     // Each source's events in the recorded order.
     for source in ["discord", "slack", "github"] {
         let of = |events: &[(String, String, String)]| -> Vec<(String, String, String)> {
