@@ -4,7 +4,7 @@
 //! `--sources`/`--types`, `--logs`, `--log-level`, `--count` mean what they mean for `listen`).
 
 use super::UsageError;
-use super::args::{ColorChoice, ListenArgs, LogLevel, LogRoute, ReplayArgs};
+use super::args::{ColorChoice, ListenArgs, LogLevel, LogRoute, parse_webhook};
 use super::filter::EventFilter;
 use super::listen::report;
 use super::output::{Format, ItemWriter};
@@ -13,6 +13,61 @@ use crate::{RecordOptions, Recorder, Source};
 use openflume_proto::{Item, Level};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// `openflume replay`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The machines run with the recorded seeds, configurations and inputs, in virtual time: at once by default, or at the recorded pace with --realtime. The items are the live run's, with their recorded times; those the drivers add themselves (`listening on`, late timers) are not replayed.
+
+Secrets come from the environment again, as for the live run: SLACK_SIGNING_SECRET, GITHUB_WEBHOOK_SECRET and --webhook NAME=ENV_VAR check the recorded webhook signatures (a recording of the webhook ingress needs them); the tokens are not needed.
+
+A recording is the fixture format of the repository's fixtures/, one section per source (see the README, \"Record and replay\"). A line that does not parse, or a newer format, is refused with its line number.
+
+Exit status: 0 once replayed (or --count reached, or stdout's reader went away); 1 when the recording is refused (the reason is on stderr); 2 for a usage error."
+)]
+pub(crate) struct ReplayArgs {
+    /// The recording, written by `openflume listen --record FILE`.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: std::path::PathBuf,
+    /// Replay at the recorded pace instead of at once.
+    #[arg(long, env = "OPENFLUME_REPLAY_REALTIME")]
+    pub(crate) realtime: bool,
+    /// A custom sender NAME whose secret is in the environment variable ENV_VAR (repeatable),
+    /// as for `listen`: the recorded signatures are checked again.
+    #[arg(long, value_name = "NAME=ENV_VAR", value_parser = parse_webhook, env = "OPENFLUME_WEBHOOK")]
+    pub(crate) webhook: Vec<(String, String)>,
+    /// Only print events from these sources (case-insensitive, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SOURCES",
+        env = "OPENFLUME_SOURCES"
+    )]
+    pub(crate) sources: Option<Vec<String>>,
+    /// Only print events of these types (case-insensitive, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TYPES",
+        env = "OPENFLUME_TYPES"
+    )]
+    pub(crate) types: Option<Vec<String>>,
+    /// Where logs go: stdout, stderr or off.
+    #[arg(long, value_enum, default_value = "stdout", env = "OPENFLUME_LOGS")]
+    pub(crate) logs: LogRoute,
+    /// Lowest log level printed (as the live run's --log-level).
+    #[arg(long, value_enum, default_value = "info", env = "OPENFLUME_LOG_LEVEL")]
+    pub(crate) log_level: LogLevel,
+    /// Output format. Default: pretty on a terminal, json otherwise.
+    #[arg(long, value_enum, env = "OPENFLUME_FORMAT")]
+    pub(crate) format: Option<Format>,
+    /// Colour in pretty output: auto, always, or never.
+    #[arg(long, value_enum, default_value = "auto", env = "OPENFLUME_COLOR")]
+    pub(crate) color: ColorChoice,
+    /// Exit 0 after this many printed events.
+    #[arg(long, env = "OPENFLUME_COUNT")]
+    pub(crate) count: Option<u64>,
+}
 
 /// The recorder `--record` asks for, its file created (an unwritable path is a usage error).
 pub(crate) fn recorder(
