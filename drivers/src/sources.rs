@@ -225,7 +225,8 @@ impl SourceSet {
                     .map_err(|error| format!("cannot listen on {addr}: {error}"))
             });
             let seed = os_seed();
-            let recipe = source.recipe().cloned();
+            // The configuration goes into the recording's header, when recording.
+            let recipe = env.recorder.as_ref().and_then(|_| source.recipe().cloned());
             match (source.build(seed), listener.transpose()) {
                 ((name, Ok(machine)), Ok(listener)) => {
                     machines.push((name, machine, listener, (recipe, seed)))
