@@ -44,6 +44,8 @@ mod lock;
 mod metrics;
 mod net;
 mod proxy;
+mod record;
+pub mod replay;
 mod serve;
 mod source;
 mod sources;
@@ -66,6 +68,7 @@ pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.
 #[cfg(feature = "log")]
 pub use openflume_log as log;
+pub use record::{RecordError, RecordOptions, RecordSummary, Recorder};
 pub use source::Source;
 pub use sources::{SourceFailure, SourceStatus, StartError};
 pub use stream::{ItemStream, Overflow, StreamCheckpoint};

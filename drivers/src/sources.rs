@@ -224,8 +224,13 @@ impl SourceSet {
                     .map(|l| l.with_handoff(source.handoff()))
                     .map_err(|error| format!("cannot listen on {addr}: {error}"))
             });
-            match (source.build(os_seed()), listener.transpose()) {
-                ((name, Ok(machine)), Ok(listener)) => machines.push((name, machine, listener)),
+            let seed = os_seed();
+            // The configuration goes into the recording's header, when recording.
+            let recipe = env.recorder.as_ref().and_then(|_| source.recipe().cloned());
+            match (source.build(seed), listener.transpose()) {
+                ((name, Ok(machine)), Ok(listener)) => {
+                    machines.push((name, machine, listener, (recipe, seed)))
+                }
                 ((name, Err(misuse)), _) => failures.push(SourceFailure {
                     source: name.into_owned(),
                     reason: misuse.to_string(),
@@ -242,8 +247,13 @@ impl SourceSet {
         let changed = Arc::new(Event::new());
         let members = machines
             .into_iter()
-            .map(|(name, machine, listener)| {
-                spawn(name, machine, env.clone(), changed.clone(), listener)
+            .map(|(name, machine, listener, (recipe, seed))| {
+                let mut env = env.clone();
+                // Each source's driver records into a section of its own.
+                env.recorder = env.recorder.map(|recorder| {
+                    recorder.section(&name, recipe.as_ref(), seed, env.clock.now())
+                });
+                spawn(name, machine, env, changed.clone(), listener)
             })
             .collect();
         Ok(SourceSet { members, changed })

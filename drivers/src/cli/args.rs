@@ -49,6 +49,9 @@ pub(crate) enum Command {
     /// Run the sources into the durable log and serve the hub (/ws), the webhook channels and
     /// the health endpoints on one port.
     Serve(Box<ServeArgs>),
+    /// Replay a recording (`listen --record FILE`): the same machines over the recorded inputs,
+    /// printing the firehose the live run printed.
+    Replay(Box<super::replay::ReplayArgs>),
 }
 
 /// `openflume serve`.
@@ -471,6 +474,28 @@ pub(crate) struct ListenArgs {
     /// filtered-out events do not).
     #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
     pub(crate) count: Option<u64>,
+
+    /// Record every input the sources receive into FILE, for `openflume replay FILE`, `openflume
+    /// sim --replay FILE` or a test fixture. Secrets are replaced by placeholders (tokens,
+    /// signing secrets, Slack tickets, Authorization headers); the contents of messages are
+    /// kept unless --record-drop-content.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENFLUME_RECORD",
+        help_heading = "Record"
+    )]
+    pub(crate) record: Option<std::path::PathBuf>,
+    /// With --record: empty the message contents (Discord content, Slack text, GitHub
+    /// notification titles), keeping the structure. Webhook request bodies are kept: their
+    /// signatures cover them.
+    #[arg(
+        long,
+        requires = "record",
+        env = "OPENFLUME_RECORD_DROP_CONTENT",
+        help_heading = "Record"
+    )]
+    pub(crate) record_drop_content: bool,
 }
 
 /// The source flags `listen` and `serve` share: credentials, each source's settings, the
@@ -774,6 +799,12 @@ pub(crate) struct SimArgs {
     /// 20000).
     #[arg(long, default_value_t = 1.0, env = "OPENFLUME_SIM_RATE")]
     pub(crate) rate: f64,
+    /// Serve a recording (`openflume listen --record FILE`) instead: each recorded Discord,
+    /// Slack and GitHub source gets a simulator that plays back what the service sent (frames
+    /// in order on each recorded connection, answering the client's frames as recorded;
+    /// HTTP responses in order per path). --rate and stdin's faults do not apply.
+    #[arg(long, value_name = "FILE", env = "OPENFLUME_SIM_REPLAY")]
+    pub(crate) replay: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The `openflume` command line: `listen`, `serve`, `cron next`, `demo`, `sim`, `log tail`.
+//! The `openflume` command line: `listen`, `serve`, `replay`, `cron next`, `demo`, `sim`, `log tail`.
 
 mod args;
 mod cron;
@@ -12,6 +12,7 @@ mod log;
 mod metrics;
 mod ops;
 mod output;
+mod replay;
 mod serve;
 mod sim;
 mod sim_control;
@@ -55,6 +56,7 @@ pub fn main() -> i32 {
         Command::Man { command } => man(command.as_deref()),
         Command::Log(LogCommand::Tail(args)) => log::tail(&args),
         Command::Serve(mut args) => serve::main(&mut args, matches.subcommand_matches("serve")),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -95,7 +97,8 @@ fn listen_main(
         .unwrap_or_default();
     let sources = listen::sources(&args.source, &resume)?;
     let extra_roots = listen::network(&args.source)?;
-    Ok(smol::block_on(listen::run(
+    let recorder = replay::recorder(args, &sources)?;
+    let code = smol::block_on(listen::run(
         sources,
         listen::RunOptions {
             format: args.format,
@@ -108,8 +111,10 @@ fn listen_main(
             allow_partial: args.source.allow_partial,
             extra_roots,
             data: data.map(|(cursors, log)| (log, crate::StreamCursors::new(cursors))),
+            record: recorder.clone(),
         },
-    )))
+    ));
+    Ok(replay::finish_recording(recorder, code))
 }
 
 /// `openflume man [COMMAND]`: the roff page of the whole command, or of one subcommand, from
