@@ -12,7 +12,7 @@ use openflume_sim::{
     DisconnectReason, DiscordAction, DiscordSim, DiscordSimConfig, GithubAction, GithubSim,
     GithubSimConfig, HttpFault, SlackAction, SlackSim, SlackSimConfig,
 };
-use openflume_tests::serving::http_request;
+use openflume_tests::serve::http_request;
 use openflume_tests::{
     Openflume, Reader, block_on, is_event_json, is_log_json, is_status_json, listen, openflume_bin,
 };
