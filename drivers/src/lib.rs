@@ -44,6 +44,8 @@ mod lock;
 mod metrics;
 mod net;
 mod proxy;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod serve;
 mod source;
 mod sources;

@@ -3,7 +3,9 @@
 //!
 //! The session decides everything (hello, replay, the seam, acks, close codes); this task only
 //! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
-//! log commits more ([`EventLog::committed_beyond`]), and keeps its timer.
+//! log commits more ([`EventLog::committed_beyond`]), and keeps its timer. The log is a
+//! [`HubStore`]: the SQLite log here, or a Redis Stream (`serve --sink redis://…`,
+//! [`crate::redis::hub`]).
 
 use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
@@ -13,9 +15,11 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Message};
 use futures_lite::{AsyncWriteExt, StreamExt, future};
-use openflume_log::{EventId, Filter as LogFilter};
+use openflume_log::{EventId, EventLog, Filter as LogFilter};
 use openflume_proto::http::ReceivedRequest;
-use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession, StoredItem};
+use openflume_proto::hub::{
+    Filter, HubConfig, HubInput, HubOutput, HubPosition, HubSession, StoredItem,
+};
 use openflume_proto::{Item, Now};
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -119,10 +123,108 @@ pub(crate) async fn serve(
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     server.clients.fetch_add(1, Ordering::AcqRel);
     let subscription = server.ops.subscribers.join(peer);
-    run(&server, socket, &subscription).await;
+    match &server.redis_hub {
+        Some(stream) => run(&server, socket, &subscription, &**stream).await,
+        None => run(&server, socket, &subscription, &server.log).await,
+    }
     drop(subscription);
     server.clients.fetch_sub(1, Ordering::AcqRel);
     server.left.notify(usize::MAX);
+}
+
+/// Where a hub session reads: the items in order, what is committed, and the named consumers'
+/// cursors, all counted in one kind of position.
+pub(crate) trait HubStore {
+    /// The log's positions.
+    type Position: HubPosition;
+
+    /// The last committed position, as far as this process knows.
+    fn committed(&self) -> Self::Position;
+
+    /// Resolves once something beyond `after` is committed (or may be: a spurious wake costs one
+    /// read).
+    async fn committed_beyond(&self, after: Self::Position);
+
+    /// The answer to [`HubOutput::ReadLog`]: a [`HubInput::Read`], or why the log cannot be
+    /// read.
+    async fn read(
+        &self,
+        after: Self::Position,
+        until: Self::Position,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<HubInput<Self::Position>, String>;
+
+    /// A named consumer's last acknowledged position, `None` for a new one.
+    async fn consumer(&self, name: &str) -> Option<Self::Position>;
+
+    /// Stores a named consumer's cumulative acknowledgement.
+    async fn ack_consumer(&self, name: &str, position: Self::Position);
+
+    /// The position as `/metrics` counts a client's lag, if it can.
+    fn metric(position: Self::Position) -> Option<u64>;
+}
+
+impl HubStore for EventLog {
+    type Position = u64;
+
+    fn committed(&self) -> u64 {
+        self.committed_id().0
+    }
+
+    async fn committed_beyond(&self, after: u64) {
+        EventLog::committed_beyond(self, EventId(after)).await;
+    }
+
+    async fn read(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<HubInput, String> {
+        let log_filter = LogFilter {
+            sources: filter.sources.clone(),
+            types: None,
+        };
+        let reader = self.clone();
+        let entries = smol::unblock(move || reader.read_after(EventId(after), limit, &log_filter))
+            .await
+            .map_err(|_| format!("cannot read the log; resume after event {after}"))?;
+        let full = entries.len() >= limit;
+        let mut items = Vec::with_capacity(entries.len());
+        let mut cut = false;
+        for entry in entries {
+            if entry.event_id.0 > until {
+                cut = true;
+                break;
+            }
+            // The stored line is an item `listen` printed: it parses back.
+            if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
+                items.push(StoredItem {
+                    event_id: entry.event_id.0,
+                    item,
+                });
+            }
+        }
+        let up_to = match items.last() {
+            Some(last) if full && !cut => last.event_id,
+            _ => until,
+        };
+        Ok(HubInput::Read { items, up_to })
+    }
+
+    async fn consumer(&self, name: &str) -> Option<u64> {
+        EventLog::consumer(self, name).ok().flatten().map(|id| id.0)
+    }
+
+    async fn ack_consumer(&self, name: &str, position: u64) {
+        let _ = EventLog::ack_consumer(self, name, EventId(position));
+    }
+
+    fn metric(position: u64) -> Option<u64> {
+        Some(position)
+    }
 }
 
 /// What woke the session.
@@ -133,16 +235,17 @@ enum Wake {
     Shutdown,
 }
 
-async fn run(
+async fn run<S: HubStore>(
     server: &Server,
     socket: WebSocketStream<Async<TcpStream>>,
     subscription: &Subscription<'_>,
+    log: &S,
 ) {
     let clock = crate::clock::Clock::new();
-    let log = &server.log;
     let (mut sender, mut receiver) = socket.split();
-    let mut session = HubSession::new(HubConfig::new(server.instance_id.clone()));
-    let mut told = log.committed_id().0;
+    let mut session =
+        HubSession::<S::Position>::counting(HubConfig::new(server.instance_id.clone()));
+    let mut told = log.committed();
     let mut inputs = VecDeque::from([HubInput::Start { committed: told }]);
     let mut shut_down = false;
     loop {
@@ -181,53 +284,23 @@ async fn run(
                         until,
                         limit,
                         filter,
-                    } => {
-                        let log_filter = LogFilter {
-                            sources: filter.sources.clone(),
-                            types: None,
-                        };
-                        let reader = log.clone();
-                        let read = smol::unblock(move || {
-                            reader.read_after(EventId(after), limit, &log_filter)
-                        })
-                        .await;
-                        let Ok(entries) = read else {
+                    } => match log.read(after, until, limit, &filter).await {
+                        Ok(read) => inputs.push_back(read),
+                        Err(reason) => {
                             let frame = CloseFrame {
                                 code: CloseCode::from(1011),
-                                reason: format!("cannot read the log; resume after event {after}")
-                                    .into(),
+                                reason: reason.into(),
                             };
                             let _ = sender.close(Some(frame)).await;
                             return;
-                        };
-                        let full = entries.len() >= limit;
-                        let mut items = Vec::with_capacity(entries.len());
-                        let mut cut = false;
-                        for entry in entries {
-                            if entry.event_id.0 > until {
-                                cut = true;
-                                break;
-                            }
-                            // The stored line is an item `listen` printed: it parses back.
-                            if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
-                                items.push(StoredItem {
-                                    event_id: entry.event_id.0,
-                                    item,
-                                });
-                            }
                         }
-                        let up_to = match items.last() {
-                            Some(last) if full && !cut => last.event_id,
-                            _ => until,
-                        };
-                        inputs.push_back(HubInput::Read { items, up_to });
-                    }
+                    },
                     HubOutput::LookupConsumer { name } => {
-                        let acked = log.consumer(&name).ok().flatten().map(|id| id.0);
+                        let acked = log.consumer(&name).await;
                         inputs.push_back(HubInput::Consumer { acked });
                     }
                     HubOutput::AckConsumer { name, event_id } => {
-                        let _ = log.ack_consumer(&name, EventId(event_id));
+                        log.ack_consumer(&name, event_id).await;
                     }
                 }
             }
@@ -236,13 +309,13 @@ async fn run(
             return;
         }
         // For /metrics: how far this client got.
-        subscription.publish(session.position(), session.consumer());
+        subscription.publish(session.position().and_then(S::metric), session.consumer());
         let deadline = session.poll_timeout();
         let wake = future::or(
             async { Wake::Client(receiver.next().await) },
             future::or(
                 async {
-                    log.committed_beyond(EventId(told)).await;
+                    log.committed_beyond(told).await;
                     Wake::Committed
                 },
                 future::or(
@@ -283,7 +356,7 @@ async fn run(
             },
             Wake::Client(_) => return,
             Wake::Committed => {
-                told = log.committed_id().0;
+                told = log.committed();
                 inputs.push_back(HubInput::Committed { last_id: told });
             }
             Wake::Timer => inputs.push_back(HubInput::Timer),

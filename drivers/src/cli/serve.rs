@@ -15,6 +15,9 @@
 //! acknowledgement (a Slack ack, GitHub's validators, a webhook's 200) waits for the log. Hub
 //! clients read from the log only ([`hub_client`](super::hub_client)), never from memory, so a
 //! client that reconnects after its last id misses nothing.
+//!
+//! With `--sink redis://…/STREAM` the Redis Stream takes the log's place for the items, the
+//! cursors and the hub (see [`crate::redis`]); the data directory's log stays empty.
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
@@ -55,6 +58,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the handed-off connections share.
 pub(crate) struct Server {
     pub(crate) log: EventLog,
+    /// With `--sink redis://…`: the stream the hub reads instead of the log.
+    pub(crate) redis_hub: Option<Arc<crate::redis::hub::RedisHub>>,
     /// The hub's bearer token, kept as its HMAC so it is compared in constant time.
     token: Option<hub_client::Token>,
     /// Set once the flume started: `/readyz` answers 503 until then.
@@ -296,6 +301,7 @@ pub(crate) fn main(
         ));
     };
     let forward_targets = super::forward::targets(args)?;
+    let redis = redis_sink(args, !forward_targets.is_empty())?;
     // The sources start where the log's cursors say the kept items end.
     let (log, resume) = match EventLog::open(&dir, LogOptions::default())
         .and_then(|log| Ok((stored_cursors(&log)?, log)))
@@ -304,6 +310,27 @@ pub(crate) fn main(
         Err(error) => {
             report(format_args!("{error}"));
             return Ok(1);
+        }
+    };
+    // With a Redis sink, its cursors: they go wherever the shard range goes.
+    let (resume, redis_hub) = match &redis {
+        None => (resume, None),
+        Some(sink) => {
+            let target = sink.target.clone();
+            let started = smol::block_on(async move {
+                let resume = crate::redis::RedisSink::stored_cursors(&target).await?;
+                Ok::<_, crate::redis::RedisError>((
+                    resume,
+                    crate::redis::hub::RedisHub::start(target).await?,
+                ))
+            });
+            match started {
+                Ok((resume, hub)) => (resume, Some(hub)),
+                Err(error) => {
+                    report(format_args!("--sink {}: {error}", sink.target));
+                    return Ok(1);
+                }
+            }
         }
     };
     let mut webhooks = listen::webhook_config(&args.source)?;
@@ -335,6 +362,7 @@ pub(crate) fn main(
     let extra_roots = listen::network(&args.source)?;
     let server = Arc::new(Server {
         log,
+        redis_hub,
         token,
         running: OnceLock::new(),
         instance_id: format!("openflume-{:016x}", crate::clock::os_seed()),
@@ -369,11 +397,84 @@ pub(crate) fn main(
     for (target, depth) in forwarder.depth_readers() {
         server.ops.forward.register(&target, depth);
     }
-    let code = smol::block_on(run(server, sources, min_level, extra_roots, forwarder));
+    let redis = redis.map(|sink| (sink, resume));
+    let code = smol::block_on(run(
+        server,
+        sources,
+        min_level,
+        extra_roots,
+        forwarder,
+        redis,
+    ));
     if let Some(demo) = demo {
         demo.finish();
     }
     Ok(code)
+}
+
+/// `--sink redis://…`: where and how to append instead of the log.
+struct RedisSinkArgs {
+    target: crate::redis::RedisTarget,
+    max_len: u64,
+}
+
+fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkArgs>, UsageError> {
+    let Some(url) = args.sink.as_deref() else {
+        return Ok(None);
+    };
+    let target = url
+        .parse::<crate::redis::RedisTarget>()
+        .map_err(|e| UsageError::flag("--sink", e))?;
+    if forwarding {
+        return Err(UsageError(
+            "--forward reads the log in --data: it does not work with --sink redis://… (yet)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(RedisSinkArgs {
+        target,
+        max_len: args.redis_maxlen,
+    }))
+}
+
+/// Where the items go: the log, or a Redis Stream.
+enum Sink {
+    Log(crate::LogSink),
+    Redis(crate::redis::RedisSink),
+}
+
+impl Sink {
+    /// Attached before the start: the sink holds everything from the first status on.
+    fn attach(
+        flume: &crate::Flume,
+        log: &EventLog,
+        redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
+    ) -> Result<Sink, String> {
+        match redis {
+            None => flume
+                .log_into(log.clone(), LOG_STREAM)
+                .map(Sink::Log)
+                .map_err(|e| e.to_string()),
+            Some((sink, resume)) => {
+                let options = crate::redis::RedisSinkOptions {
+                    max_len: sink.max_len,
+                    on_notice: Some(Arc::new(|notice| report(format_args!("{notice}")))),
+                    ..crate::redis::RedisSinkOptions::default()
+                };
+                flume
+                    .redis_into(sink.target, resume, LOG_STREAM, options)
+                    .map(Sink::Redis)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn finished(self) -> Result<u64, String> {
+        match self {
+            Sink::Log(sink) => sink.finished().await.map_err(|e| e.to_string()),
+            Sink::Redis(sink) => sink.finished().await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
@@ -415,6 +516,7 @@ async fn run(
     min_level: Level,
     extra_roots: Vec<Vec<u8>>,
     forwarder: crate::Forwarder,
+    redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
 ) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -433,7 +535,7 @@ async fn run(
         .start_timeout(None)
         .build();
     // Attached before the start: the log holds everything from the first status on.
-    let sink = match flume.log_into(server.log.clone(), LOG_STREAM) {
+    let sink = match Sink::attach(&flume, &server.log, redis) {
         Ok(sink) => sink,
         Err(error) => {
             report(format_args!("{error}"));
