@@ -20,6 +20,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Configuration after the defaults.
+    config: Vec<String>,
 }
 
 impl RedisServer {
@@ -29,6 +31,12 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` is not on the `PATH`, or does not come up in time.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more configuration (`--name value` pairs, after the
+    /// defaults, so they win): the benchmark measures `--appendfsync everysec` too.
+    pub fn start_with(config: &[&str]) -> RedisServer {
         let version = Command::new("redis-server").arg("--version").output();
         if !version.is_ok_and(|output| output.status.success()) {
             panic!(
@@ -48,6 +56,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            config: config.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -114,6 +123,7 @@ impl RedisServer {
                 "--logfile",
                 "redis.log",
             ])
+            .args(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

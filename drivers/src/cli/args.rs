@@ -92,7 +92,7 @@ pub(crate) struct ConsumeArgs {
                127.0.0.1). The status page (/), /healthz, /readyz, /metrics and /ws (the hub) \
                are always served; each webhook channel when its secret is set. A non-loopback \
                address needs a hub token.")),
-    after_help = "Every item is appended to the durable log in --data; an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
+    after_help = "Every item is appended to the durable log in --data (with --sink redis://…, to a Redis Stream instead); an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
 
 The hub: connect to ws://ADDR/ws with `Authorization: Bearer TOKEN` (when a token is set), send {\"type\":\"hello\",\"after_event_id\":N} (or \"consumer\":\"NAME\"), and receive {\"type\":\"item\",\"event_id\":…,\"item\":…} frames: the replay from the log, then live items, with no gap and no duplicate.
 

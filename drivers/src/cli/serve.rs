@@ -125,7 +125,13 @@ impl Server {
                 let snapshot = self.ops.snapshot(&self.log, running, &self.instance_id);
                 let reply = match path {
                     METRICS => Answer::typed(metrics::CONTENT_TYPE, &metrics::render(&snapshot)),
-                    _ => Answer::typed("application/json", &status_page::status_json(&snapshot)),
+                    _ => {
+                        let mut status = status_page::status_json(&snapshot);
+                        if self.redis_hub.is_some() {
+                            status = without_log_position(&status);
+                        }
+                        Answer::typed("application/json", &status)
+                    }
                 };
                 answer(&mut stream, reply).await;
             }
@@ -190,6 +196,19 @@ impl Server {
         answer.content_type = "application/json";
         answer
     }
+}
+
+/// `/status.json` with the hub on a Redis Stream: the SQLite log's last id (0, nothing is
+/// appended there) means nothing to the hub, so it is `null`, and the status page then asks the
+/// hub for new items only instead of replaying the whole stream.
+fn without_log_position(status: &str) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(status) else {
+        return status.to_owned();
+    };
+    if let Some(log) = value.get_mut("log").and_then(|log| log.as_object_mut()) {
+        log.insert("last_event_id".to_owned(), serde_json::Value::Null);
+    }
+    value.to_string() + "\n"
 }
 
 /// Where a request may carry the hub token.
@@ -459,7 +478,6 @@ impl Sink {
                 let options = crate::redis::RedisSinkOptions {
                     max_len: sink.max_len,
                     on_notice: Some(Arc::new(|notice| report(format_args!("{notice}")))),
-                    ..crate::redis::RedisSinkOptions::default()
                 };
                 flume
                     .redis_into(sink.target, resume, LOG_STREAM, options)
@@ -542,6 +560,16 @@ async fn run(
             return 1;
         }
     };
+    // A sink that stops before the flume closed failed: nothing more can be kept, so serve
+    // stops too rather than run on without a log.
+    let (sink_failed, failure) = smol::channel::bounded::<()>(1);
+    let sink = smol::spawn(async move {
+        let result = sink.finished().await;
+        if result.is_err() {
+            let _ = sink_failed.try_send(());
+        }
+        result
+    });
     let running = match flume.start() {
         Ok(running) => Arc::new(running),
         Err(error) => {
@@ -569,7 +597,15 @@ async fn run(
         name == "SIGTERM"
     };
     let ended = async {
-        running.wait().await;
+        future::or(
+            async {
+                running.wait().await;
+            },
+            async {
+                let _ = failure.recv().await;
+            },
+        )
+        .await;
         false
     };
     let keep_sessions = future::or(signalled, ended).await;
@@ -602,7 +638,7 @@ async fn run(
     })
     .await;
     drop(running);
-    match future::or(async { Some(sink.finished().await) }, async {
+    match future::or(async { Some(sink.await) }, async {
         async_io::Timer::after(STOP_GRACE).await;
         None
     })

@@ -66,7 +66,6 @@ pub(crate) async fn run(options: &ConsumeOptions) -> Stop {
             Err(error) => return Stop::Redis(error),
         },
         conn: None,
-        out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
         own_pending: true,
         claim_cursor: "0-0".to_owned(),
         next_claim: Instant::now(),
@@ -103,7 +102,6 @@ struct Member<'a> {
     options: &'a ConsumeOptions,
     client: ::redis::Client,
     conn: Option<MultiplexedConnection>,
-    out: io::BufWriter<io::Stdout>,
     /// This consumer's own pending entries are still to be read (a restart under its name).
     own_pending: bool,
     /// Where the current `XAUTOCLAIM` scan is.
@@ -195,14 +193,25 @@ impl Member<'_> {
     }
 
     async fn print_and_ack(&mut self, entries: Vec<Entry>) -> Result<(), Failure> {
+        let mut text = String::new();
         let mut trimmed = 0;
         for entry in &entries {
             match entry.line() {
-                Some(line) => writeln!(self.out, "{line}").map_err(Failure::Stdout)?,
+                Some(line) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
                 None => trimmed += 1,
             }
         }
-        self.out.flush().map_err(Failure::Stdout)?;
+        // On a thread of its own: a reader that stalls blocks the write, not the signals.
+        smol::unblock(move || {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        })
+        .await
+        .map_err(Failure::Stdout)?;
         self.note_trimmed(trimmed);
         let mut ack = ::redis::cmd("XACK");
         ack.arg(self.options.target.stream())

@@ -2,16 +2,10 @@
 //! as JSON), written in the transaction of the items they cover and read back at start, so a
 //! process started anywhere (another machine, an empty data directory) resumes where the kept
 //! items end.
-//!
-//! The same hash holds each sink's batch marker (fields starting with [`MARKER_PREFIX`]), which
-//! are not cursors.
 
 use super::{RedisError, RedisTarget};
 use ::redis::Value;
 use openflume_proto::{Checkpoint, Cursors};
-
-/// Fields of the cursors hash that are batch markers, not cursors.
-pub(crate) const MARKER_PREFIX: &str = "openflume.batch.";
 
 /// Reads every stored cursor of `target`'s stream; one this build cannot read (written by a
 /// newer one) is left out, and its source starts as on a first start.
@@ -25,9 +19,6 @@ pub(crate) async fn load_cursors(target: &RedisTarget) -> Result<Cursors, RedisE
         .map_err(|e| RedisError::command("HGETALL", &e))?;
     let mut cursors = Cursors::default();
     for (source, json) in pairs(&reply) {
-        if source.starts_with(MARKER_PREFIX) {
-            continue;
-        }
         if let Ok(checkpoint) = serde_json::from_str::<Checkpoint>(&json) {
             cursors.restore(source, checkpoint);
         }

@@ -5,26 +5,30 @@
 //!
 //! 1. A source's item goes to the [`RedisSink`] through a back-pressure stream that
 //!    [holds until commit](crate::ItemStream::holds_until_commit).
-//! 2. The sink appends what is ready as one atomic step: a short Lua script (`EVAL`) that runs an
-//!    `XADD STREAM MAXLEN ~ N * item JSON` per item, then one `HSET` of the cursors the items
-//!    were folded into (see [`StreamCursors`](crate::StreamCursors)) and of the batch's number.
-//!    Redis runs a script whole, with no other client's command in between, like `MULTI`/`EXEC`;
-//!    unlike a transaction, the script first checks the batch number it stored last, so a batch
-//!    sent again (after a lost reply) or a stale copy of it that reaches Redis late is a no-op.
-//! 3. Only once the script's reply comes back does the sink commit the stream: then the upstream
+//! 2. The sink appends what is ready as one transaction (`MULTI` … `EXEC`): an `XADD STREAM
+//!    MAXLEN ~ N * item JSON` per item, one `HSET` of the cursors the items were folded into (see
+//!    [`StreamCursors`](crate::StreamCursors)) into `STREAM:cursors`, and the batch's number into
+//!    this run's marker key. Redis runs a transaction whole, with no other client's command in
+//!    between. Before it, the sink `WATCH`es the marker and reads it: a batch whose number is
+//!    there already was appended by an attempt whose reply was lost, and a stale copy of the
+//!    batch that reaches Redis after the check makes `EXEC` refuse this one. So a batch is
+//!    appended once, never twice.
+//! 3. Only once `EXEC`'s reply is back does the sink commit its stream: then the upstream
 //!    acknowledgement goes out (a Slack ack, GitHub's validators, a webhook's 200).
 //! 4. Consumers read the stream: `openflume consume` through a consumer group, `XACK`ing each
 //!    entry once its line is flushed to stdout; `serve`'s hub with `XRANGE`.
 //!
 //! While Redis is down or refuses writes (a restart, `maxmemory`), the sink keeps the batch,
 //! reconnects with backoff and sends it again: its stream fills, the sources stop reading
-//! (back-pressure) and nothing is acknowledged. When the connection drops after the script was
-//! sent, the sink cannot know whether it ran; sending it again is safe (the batch number), so a
-//! batch is appended once, never twice. An acknowledged item is as durable as the
+//! (back-pressure) and nothing is acknowledged. If a transaction ran in part (a command of it
+//! failed, say a key of the wrong type), the sink stops rather than acknowledge what it cannot
+//! know was kept, and `serve` exits 1. An acknowledged item is as durable as the
 //! Redis server keeps it: with `appendonly yes` and `appendfsync always` it survives a crash of
 //! the server; with the default `everysec`, up to a second of writes can be lost to one.
 
 mod cursors;
+// Read back by `consume` and the hub (the CLI); the library alone reads only cursors.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod entries;
 mod sink;
 mod target;
@@ -65,6 +69,13 @@ pub enum RedisError {
         /// The command.
         doing: &'static str,
         /// Why.
+        reason: String,
+    },
+    /// Some commands of a transaction ran and some failed (a key of the wrong type): the sink
+    /// stops rather than acknowledge what it cannot know was kept.
+    #[error("redis: the append ran in part and failed in part: {reason}")]
+    Partial {
+        /// The first failure.
         reason: String,
     },
     /// The sink's thread could not start, or it went away.

@@ -1,44 +1,22 @@
 //! The Redis Stream as a Flume consumer: every item appended with `XADD`, an event held only once
 //! Redis replied (see the [module docs](super) for the chain).
 
-use super::cursors::{MARKER_PREFIX, cursor_fields};
+use super::cursors::cursor_fields;
+use super::entries::ITEM_FIELD;
 use super::{Backoff, RedisError, RedisTarget};
 use crate::cursors::StreamCursors;
 use crate::stream::ItemStream;
 use crate::{Flume, Overflow};
 use ::redis::Value;
+use ::redis::aio::MultiplexedConnection;
 use openflume_log::Record;
 use openflume_proto::Cursors;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// The append, run by Redis as one step: it checks the batch number stored last by this sink
-/// (a batch sent again is a no-op), checks the keys' types (so that no command can fail half-way
-/// through), appends every item, then stores the cursors and the batch number.
-///
-/// KEYS: the stream, the cursors hash. ARGV: the marker field, the batch number, MAXLEN, the
-/// count of cursor fields N, N field/value pairs, then the items' JSON. Returns the count
-/// appended and the last id (0 and "" for a batch already appended).
-const APPEND_SCRIPT: &str = r"
-local function kind(key) return redis.call('TYPE', key)['ok'] end
-if kind(KEYS[1]) ~= 'stream' and kind(KEYS[1]) ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. kind(KEYS[1]) .. ', not a stream')
-end
-if kind(KEYS[2]) ~= 'hash' and kind(KEYS[2]) ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kind(KEYS[2]) .. ', not a hash')
-end
-local done = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if done >= tonumber(ARGV[2]) then return {0, ''} end
-local pairs_end = 4 + 2 * tonumber(ARGV[4])
-local last = ''
-for i = pairs_end + 1, #ARGV do
-  last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'item', ARGV[i])
-end
-local fields = {ARGV[1], ARGV[2]}
-for i = 5, pairs_end do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-return {#ARGV - pairs_end, last}
-";
+/// How long a sink's batch marker outlives its last batch: long enough for any stale copy of a
+/// batch still on its way to meet it, short enough that crashed runs leave nothing for good.
+const MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// How a [`RedisSink`] appends.
 ///
@@ -169,12 +147,13 @@ impl Flume {
             .holds_until_commit()
             .with_checkpoints();
         let (done_tx, done) = smol::channel::bounded(1);
+        let marker = target.marker_key(crate::clock::os_seed());
         let appender = Appender {
             client,
             target,
             options,
             cursors: StreamCursors::new(resume),
-            marker: format!("{MARKER_PREFIX}{:016x}", crate::clock::os_seed()),
+            marker,
             batches: 0,
         };
         std::thread::Builder::new()
@@ -230,11 +209,19 @@ struct Appender {
     target: RedisTarget,
     options: RedisSinkOptions,
     cursors: StreamCursors,
-    /// This run's marker field in the cursors hash: a fresh one each start, so batch numbers
-    /// never compare across runs.
+    /// This run's marker key (the number of the last batch appended): a fresh one each start,
+    /// so batch numbers never compare across runs.
     marker: String,
     /// Batches numbered so far.
     batches: u64,
+}
+
+/// How one attempt at a batch ended.
+enum Attempt {
+    /// Redis has the batch (now, or from an earlier attempt whose reply was lost).
+    Appended,
+    /// The batch was not appended: try again after a backoff.
+    Failed(RedisError),
 }
 
 impl Appender {
@@ -259,24 +246,22 @@ impl Appender {
                 items.push(Record::from_item(&item).json);
             }
             let count = items.len() as u64;
-            let script = self.script(items);
+            self.batches += 1;
+            let transaction = self.transaction(items);
             // The same batch until Redis has it: the sources wait meanwhile.
             loop {
-                let result = match conn.as_mut() {
-                    Some(connection) => script
-                        .query_async::<Value>(connection)
-                        .await
-                        .map_err(|e| RedisError::command("EVAL (XADD)", &e)),
+                let attempt = match conn.as_mut() {
+                    Some(connection) => self.attempt(connection, &transaction).await?,
                     None => match super::connect(&self.client).await {
                         Ok(connection) => {
                             conn = Some(connection);
                             continue;
                         }
-                        Err(error) => Err(error),
+                        Err(error) => Attempt::Failed(error),
                     },
                 };
-                match result {
-                    Ok(_) => {
+                match attempt {
+                    Attempt::Appended => {
                         stream.commit();
                         appended += count;
                         if backoff.failures() > 0 {
@@ -287,9 +272,9 @@ impl Appender {
                         backoff.reset();
                         break;
                     }
-                    Err(error) => {
-                        // Whatever broke, a fresh connection: a dropped one never comes back,
-                        // and a new one costs little next to the backoff.
+                    Attempt::Failed(error) => {
+                        // Whatever broke, a fresh connection (and so a fresh WATCH): a dropped
+                        // one never comes back, and a new one costs little next to the backoff.
                         conn = None;
                         let wait = backoff.next_wait();
                         self.notice(SinkNotice::Failing {
@@ -303,8 +288,7 @@ impl Appender {
         }
         // This run's marker is not needed once everything is appended.
         if let Some(connection) = conn.as_mut() {
-            let _: Result<Value, _> = ::redis::cmd("HDEL")
-                .arg(self.target.cursors_key())
+            let _: Result<Value, _> = ::redis::cmd("DEL")
                 .arg(&self.marker)
                 .query_async(connection)
                 .await;
@@ -312,26 +296,85 @@ impl Appender {
         Ok(appended)
     }
 
-    /// The script's call for the next batch: its items, and the cursors that moved.
-    fn script(&mut self, items: Vec<String>) -> ::redis::Cmd {
-        self.batches += 1;
+    /// One attempt: `WATCH` the marker and read it (the batch may be in already, from an
+    /// attempt whose reply was lost), then the transaction. A stale copy of the batch that
+    /// reaches Redis between the two changes the marker, so `EXEC` refuses this one.
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        transaction: &::redis::Pipeline,
+    ) -> Result<Attempt, RedisError> {
+        loop {
+            let mut check = ::redis::pipe();
+            check.cmd("WATCH").arg(&self.marker).ignore();
+            check.cmd("GET").arg(&self.marker);
+            let stored: Result<(Option<u64>,), _> = check.query_async(conn).await;
+            match stored {
+                Err(error) => return Ok(Attempt::Failed(RedisError::command("WATCH", &error))),
+                Ok((Some(done),)) if done >= self.batches => return Ok(Attempt::Appended),
+                Ok(_) => {}
+            }
+            match transaction.query_async::<Value>(conn).await {
+                Err(error) => {
+                    return Ok(Attempt::Failed(RedisError::command(
+                        "MULTI/XADD/EXEC",
+                        &error,
+                    )));
+                }
+                // The marker moved after the WATCH: look again.
+                Ok(Value::Nil) => continue,
+                Ok(Value::Array(replies)) => {
+                    if let Some(error) = replies.iter().find_map(|reply| match reply {
+                        Value::ServerError(error) => Some(error.to_string()),
+                        _ => None,
+                    }) {
+                        // Some commands ran: the marker says the batch is in, but not all of it
+                        // may be. Nothing of it is acknowledged; the sink stops.
+                        return Err(RedisError::Partial { reason: error });
+                    }
+                    return Ok(Attempt::Appended);
+                }
+                Ok(other) => {
+                    return Ok(Attempt::Failed(RedisError::Command {
+                        doing: "EXEC",
+                        reason: format!("an unexpected reply: {other:?}")
+                            .chars()
+                            .take(200)
+                            .collect(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The transaction of the next batch: its items, the cursors that moved, and the batch's
+    /// number in this run's marker.
+    fn transaction(&mut self, items: Vec<String>) -> ::redis::Pipeline {
         let fields = cursor_fields(self.cursors.take_changed());
-        let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(APPEND_SCRIPT)
-            .arg(2)
-            .arg(self.target.stream())
-            .arg(self.target.cursors_key())
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().ignore_errors();
+        for item in items {
+            pipe.cmd("XADD")
+                .arg(self.target.stream())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.options.max_len)
+                .arg("*")
+                .arg(ITEM_FIELD)
+                .arg(item);
+        }
+        if !fields.is_empty() {
+            let hset = pipe.cmd("HSET").arg(self.target.cursors_key());
+            for (field, value) in fields {
+                hset.arg(field).arg(value);
+            }
+        }
+        pipe.cmd("SET")
             .arg(&self.marker)
             .arg(self.batches)
-            .arg(self.options.max_len)
-            .arg(fields.len());
-        for (field, value) in fields {
-            cmd.arg(field).arg(value);
-        }
-        for item in items {
-            cmd.arg(item);
-        }
-        cmd
+            .arg("EX")
+            .arg(MARKER_TTL_SECS);
+        pipe
     }
 
     fn notice(&self, notice: SinkNotice) {

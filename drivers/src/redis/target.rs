@@ -77,9 +77,14 @@ impl RedisTarget {
         self.database
     }
 
-    /// The key of the hash that holds the sink's cursors and batch markers: `STREAM:cursors`.
+    /// The key of the hash that holds the sink's cursors: `STREAM:cursors`.
     pub fn cursors_key(&self) -> String {
         format!("{}:cursors", self.stream)
+    }
+
+    /// The key of a sink run's batch marker: `STREAM:sink:RUN` (RUN in hex).
+    pub(crate) fn marker_key(&self, run: u64) -> String {
+        format!("{}:sink:{run:016x}", self.stream)
     }
 
     /// The key of the hash that holds the hub's named consumers: `STREAM:hub-consumers`.
