@@ -275,8 +275,8 @@ fn redis_restarting_under_load_loses_nothing_and_acks_only_what_was_appended() {
 }
 
 /// A serve with a Discord session is killed (SIGKILL) and another starts with an empty data
-/// directory on the same Redis: it reads the session from Redis and resumes it, and every
-/// message is in the stream once.
+/// directory on the same Redis, with the same cursors hash (named for the shard range): it reads
+/// the session from Redis and resumes it, and every message is in the stream once.
 #[test]
 fn a_shard_started_elsewhere_resumes_its_discord_session_from_redis() {
     let redis = RedisServer::start();
@@ -285,7 +285,8 @@ fn a_shard_started_elsewhere_resumes_its_discord_session_from_redis() {
         ("DISCORD_BOT_TOKEN", discord.token().to_owned()),
         ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
     ];
-    let first = serve(&redis, &[], &env);
+    let range = ["--redis-cursors", "events:cursors:shards-0-0"];
+    let first = serve(&redis, &range, &env);
     wait_until("Discord is connected", || {
         has_status(&redis, "discord", "connected")
     });
@@ -297,7 +298,17 @@ fn a_shard_started_elsewhere_resumes_its_discord_session_from_redis() {
     discord.inject(DiscordAction::Messages(50));
 
     // Another process, another data directory: only Redis is shared.
-    let second = serve(&redis, &[], &env);
+    let mut conn = redis.connection();
+    let session: Option<String> = redis::cmd("HGET")
+        .arg("events:cursors:shards-0-0")
+        .arg("discord")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        session.is_some(),
+        "the session is in the range's cursors hash"
+    );
+    let second = serve(&redis, &range, &env);
     wait_until("every message is in the stream", || {
         counts(&redis, "discord", "MESSAGE_CREATE", "/data/id").len() == 250
     });

@@ -167,6 +167,16 @@ pub(crate) struct ServeArgs {
         help_heading = "Redis"
     )]
     pub(crate) redis_maxlen: u64,
+    /// With --sink redis://…: the hash this process keeps its sources' cursors in (default
+    /// STREAM:cursors). Each process appending to the same stream needs its own, named for what
+    /// it runs (e.g. events:cursors:shards-0-15), so that it resumes wherever it starts.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OPENFLUME_REDIS_CURSORS",
+        help_heading = "Redis"
+    )]
+    pub(crate) redis_cursors: Option<String>,
     /// Give up a delivery still failing this long after its first attempt (e.g. 24h, 90m, 2d),
     /// with an error log, and go on with the next event.
     #[arg(

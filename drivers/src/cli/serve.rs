@@ -441,9 +441,15 @@ fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkArgs
     let Some(url) = args.sink.as_deref() else {
         return Ok(None);
     };
-    let target = url
+    let mut target = url
         .parse::<crate::redis::RedisTarget>()
         .map_err(|e| UsageError::flag("--sink", e))?;
+    if let Some(key) = &args.redis_cursors {
+        if key.is_empty() {
+            return Err(UsageError::flag("--redis-cursors", "the key is empty"));
+        }
+        target = target.with_cursors_key(key.clone());
+    }
     if forwarding {
         return Err(UsageError(
             "--forward reads the log in --data: it does not work with --sink redis://… (yet)"

@@ -25,6 +25,8 @@ pub struct RedisTarget {
     password: Option<(usize, usize)>,
     database: u32,
     stream: String,
+    /// The cursors hash, when not `STREAM:cursors`.
+    cursors: Option<String>,
 }
 
 /// Why a text is not a [`RedisTarget`].
@@ -77,9 +79,30 @@ impl RedisTarget {
         self.database
     }
 
-    /// The key of the hash that holds the sink's cursors: `STREAM:cursors`.
+    /// The key of the hash that holds the sink's cursors: `STREAM:cursors` unless
+    /// [`with_cursors_key`](Self::with_cursors_key) named another.
     pub fn cursors_key(&self) -> String {
-        format!("{}:cursors", self.stream)
+        match &self.cursors {
+            Some(key) => key.clone(),
+            None => format!("{}:cursors", self.stream),
+        }
+    }
+
+    /// Keeps the cursors in the hash `key` instead of `STREAM:cursors`: each process that
+    /// appends to one stream needs a hash of its own (its sources' names are the fields), named
+    /// for what it runs rather than where, so that it resumes wherever it starts.
+    ///
+    /// ```
+    /// use openflume::redis::RedisTarget;
+    /// let target: RedisTarget = "redis://cache/events".parse()?;
+    /// let shards = target.with_cursors_key("events:cursors:shards-0-15");
+    /// assert_eq!(shards.cursors_key(), "events:cursors:shards-0-15");
+    /// # Ok::<(), openflume::redis::TargetError>(())
+    /// ```
+    #[must_use]
+    pub fn with_cursors_key(mut self, key: impl Into<String>) -> RedisTarget {
+        self.cursors = Some(key.into());
+        self
     }
 
     /// The key of a sink run's batch marker: `STREAM:sink:RUN` (RUN in hex).
@@ -165,6 +188,7 @@ impl std::str::FromStr for RedisTarget {
             password,
             database,
             stream: stream.to_owned(),
+            cursors: None,
         })
     }
 }
