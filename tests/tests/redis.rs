@@ -532,4 +532,29 @@ fn two_serves_on_one_stream_give_the_same_hub_replay() {
         from_one[4].0
     );
     assert_eq!(replay(&two, &after, 5), from_one[5..].to_vec());
+
+    // A named consumer acks on one instance and resumes on the other.
+    let named = r#"{"type":"hello","consumer":"triage","after_event_id":0,"subscriptions":{"sources":["custom"]}}"#;
+    let (mut socket, _) = tungstenite::connect(format!("ws://{}/ws", one.addr)).unwrap();
+    socket.send(Message::text(named)).unwrap();
+    let mut seen = 0;
+    while seen < 3 {
+        if let Message::Text(text) = socket.read().unwrap() {
+            let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            seen += usize::from(frame["type"] == "item");
+        }
+    }
+    let third = &from_one[2].0;
+    let ack = format!(r#"{{"type":"ack","event_id":"{third}"}}"#);
+    socket.send(Message::text(ack)).unwrap();
+    wait_until("the ack is stored", || {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(format!("{STREAM}:hub-consumers"))
+            .arg("triage")
+            .query(&mut redis.connection())
+            .unwrap();
+        stored.as_ref() == Some(third)
+    });
+    drop(socket);
+    assert_eq!(replay(&two, named, 7), from_one[3..].to_vec());
 }

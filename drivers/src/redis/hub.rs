@@ -148,6 +148,21 @@ async fn follow(hub: std::sync::Weak<RedisHub>) {
     }
 }
 
+/// A named consumer's cumulative ack: stored only if it is past the stored one, so two sessions
+/// under one name (on two instances) never move it back. Stream ids compare as (ms, seq); a
+/// Lua number holds either exactly (below 2^53).
+const ACK_SCRIPT: &str = r"
+local function parse(id)
+  local ms, seq = string.match(id or '', '^(%d+)%-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local held_ms, held_seq = parse(redis.call('HGET', KEYS[1], ARGV[1]))
+local ms, seq = parse(ARGV[2])
+if held_ms and (held_ms > ms or (held_ms == ms and held_seq >= seq)) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// `XREVRANGE STREAM + - COUNT 1`: the newest entry.
 fn newest(stream: &str) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd("XREVRANGE");
@@ -225,7 +240,9 @@ impl HubStore for RedisHub {
     async fn ack_consumer(&self, name: &str, position: StreamId) {
         let _ = self
             .query(
-                ::redis::cmd("HSET")
+                ::redis::cmd("EVAL")
+                    .arg(ACK_SCRIPT)
+                    .arg(1)
                     .arg(self.target.hub_consumers_key())
                     .arg(name)
                     .arg(position.to_string()),
