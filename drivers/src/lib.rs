@@ -45,6 +45,8 @@ mod metrics;
 mod net;
 mod proxy;
 mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod replay;
 mod serve;
 mod source;

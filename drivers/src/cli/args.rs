@@ -52,6 +52,38 @@ pub(crate) enum Command {
     /// Replay a recording (`listen --record FILE`): the same machines over the recorded inputs,
     /// printing the firehose the live run printed.
     Replay(Box<super::replay::ReplayArgs>),
+    /// Print a Redis consumer group's items as JSON Lines, acknowledging each once written: one
+    /// worker of the group (see `serve --sink redis://…`).
+    Consume(ConsumeArgs),
+}
+
+/// `openflume consume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each item is printed exactly as `listen` prints it, with a top-level \"event_id\" added first: the Redis stream id, a string such as \"1764100000000-0\". An entry is acknowledged (XACK) only after its line was flushed to stdout, so delivery is at least once: a consumer killed before its XACK leaves the entry pending, and after --claim-idle another member of the group claims it (XAUTOCLAIM) and prints it again. Readers that must not act twice key on event_id.
+
+A missing group is created at the stream's first entry (XGROUP CREATE … 0 MKSTREAM): a new group reads everything the stream still holds. To start a group at the end instead, create it first: `redis-cli XGROUP CREATE STREAM GROUP $ MKSTREAM`.
+
+Exit status: 0 after SIGINT or SIGTERM, or when stdout's reader goes away; 1 when Redis kept failing for 30 s (or stdout cannot be written); 2 for a usage error."
+)]
+pub(crate) struct ConsumeArgs {
+    /// The Redis server: redis://[USER:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL", env = "OPENFLUME_REDIS")]
+    pub(crate) redis: String,
+    /// The stream's key (what `serve --sink redis://HOST/STREAM` appends to).
+    #[arg(long, value_name = "S")]
+    pub(crate) stream: String,
+    /// The consumer group: its members share the stream, each entry going to one of them.
+    #[arg(long, value_name = "G")]
+    pub(crate) group: String,
+    /// This member's name in the group. Default: HOSTNAME-PID, a new member each run; give a
+    /// stable name to have a restart print its own unacknowledged entries first.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) consumer: Option<String>,
+    /// Claim entries another member has held unacknowledged this long (a dead worker's), e.g.
+    /// 30s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) claim_idle: std::time::Duration,
 }
 
 /// `openflume serve`.
@@ -63,7 +95,7 @@ pub(crate) enum Command {
                127.0.0.1). The status page (/), /healthz, /readyz, /metrics and /ws (the hub) \
                are always served; each webhook channel when its secret is set. A non-loopback \
                address needs a hub token.")),
-    after_help = "Every item is appended to the durable log in --data; an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
+    after_help = "Every item is appended to the durable log in --data (with --sink redis://…, to a Redis Stream instead); an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
 
 The hub: connect to ws://ADDR/ws with `Authorization: Bearer TOKEN` (when a token is set), send {\"type\":\"hello\",\"after_event_id\":N} (or \"consumer\":\"NAME\"), and receive {\"type\":\"item\",\"event_id\":…,\"item\":…} frames: the replay from the log, then live items, with no gap and no duplicate.
 
@@ -138,6 +170,38 @@ pub(crate) struct ServeArgs {
         help_heading = "Forward"
     )]
     pub(crate) forward: Vec<ForwardSpec>,
+    /// Append the items to a Redis Stream instead of the log in --data:
+    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB]/STREAM. The sources' cursors go to the hash
+    /// STREAM:cursors in the same atomic step and are read from there at start, so this process
+    /// can move to another machine; the hub (/ws) replays from the stream, its ids strings such
+    /// as "1764100000000-0". Not with --forward.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "OPENFLUME_SINK",
+        help_heading = "Redis"
+    )]
+    pub(crate) sink: Option<String>,
+    /// With --sink redis://…: keep about this many entries in the stream (XADD MAXLEN ~ N).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        env = "OPENFLUME_REDIS_MAXLEN",
+        help_heading = "Redis"
+    )]
+    pub(crate) redis_maxlen: u64,
+    /// With --sink redis://…: the hash this process keeps its sources' cursors in (default
+    /// STREAM:cursors). Each process appending to the same stream needs its own, named for what
+    /// it runs (e.g. events:cursors:shards-0-15), so that it resumes wherever it starts.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OPENFLUME_REDIS_CURSORS",
+        help_heading = "Redis"
+    )]
+    pub(crate) redis_cursors: Option<String>,
     /// Give up a delivery still failing this long after its first attempt (e.g. 24h, 90m, 2d),
     /// with an error log, and go on with the next event.
     #[arg(

@@ -3,7 +3,9 @@
 //!
 //! The session decides everything (hello, replay, the seam, acks, close codes); this task only
 //! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
-//! log commits more ([`EventLog::committed_beyond`]), and keeps its timer.
+//! log commits more ([`EventLog::committed_beyond`]), and keeps its timer. The log is a
+//! [`HubStore`]: the SQLite log here, or a Redis Stream (`serve --sink redis://…`,
+//! [`crate::redis::hub`]).
 //!
 //! Frames are written by a task of their own, so a client that stops reading holds up only
 //! that task: the session sees its send queue fill ([`HubInput::Sent`] stops coming), stops
@@ -28,9 +30,11 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
-use openflume_log::{EventId, Filter as LogFilter};
+use openflume_log::{EventId, EventLog, Filter as LogFilter};
 use openflume_proto::http::ReceivedRequest;
-use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession, StoredItem};
+use openflume_proto::hub::{
+    Filter, HubConfig, HubInput, HubOutput, HubPosition, HubSession, StoredItem,
+};
 use openflume_proto::{Item, Now};
 use smol::channel::{Receiver, Sender};
 use std::collections::VecDeque;
@@ -184,10 +188,119 @@ pub(crate) async fn serve(
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     server.clients.fetch_add(1, Ordering::AcqRel);
     let subscription = server.ops.subscribers.join(addr);
-    run(&server, socket, &peer, &subscription).await;
+    match &server.redis_hub {
+        Some(stream) => run(&server, socket, &peer, &subscription, &**stream).await,
+        None => run(&server, socket, &peer, &subscription, &server.log).await,
+    }
     drop(subscription);
     server.clients.fetch_sub(1, Ordering::AcqRel);
     server.left.notify(usize::MAX);
+}
+
+/// Where a hub session reads: the items in order, what is committed, and the named consumers'
+/// cursors, all counted in one kind of position.
+pub(crate) trait HubStore {
+    /// The log's positions.
+    type Position: HubPosition;
+
+    /// The last committed position, as far as this process knows.
+    fn committed(&self) -> Self::Position;
+
+    /// Resolves once something beyond `after` is committed (or may be: a spurious wake costs one
+    /// read).
+    async fn committed_beyond(&self, after: Self::Position);
+
+    /// The answer to [`HubOutput::ReadLog`]: a [`HubInput::Read`], or why the log cannot be
+    /// read.
+    async fn read(
+        &self,
+        after: Self::Position,
+        until: Self::Position,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<HubInput<Self::Position>, String>;
+
+    /// A named consumer's last acknowledged position, `None` for a new one; `Err` (why) when it
+    /// cannot be read: the session then closes (1011) rather than start the consumer at the end
+    /// and skip what it has not acknowledged.
+    async fn consumer(&self, name: &str) -> Result<Option<Self::Position>, String>;
+
+    /// Stores a named consumer's cumulative acknowledgement; `Err` (why) when it was not stored
+    /// (not fatal: the consumer gets those items again after a reconnect).
+    async fn ack_consumer(&self, name: &str, position: Self::Position) -> Result<(), String>;
+
+    /// The position as `/metrics` counts a client's lag, if it can.
+    fn metric(position: Self::Position) -> Option<u64>;
+}
+
+impl HubStore for EventLog {
+    type Position = u64;
+
+    fn committed(&self) -> u64 {
+        self.committed_id().0
+    }
+
+    async fn committed_beyond(&self, after: u64) {
+        EventLog::committed_beyond(self, EventId(after)).await;
+    }
+
+    async fn read(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<HubInput, String> {
+        let log_filter = LogFilter {
+            sources: filter.sources.clone(),
+            types: None,
+        };
+        let reader = self.clone();
+        let entries = smol::unblock(move || reader.read_after(EventId(after), limit, &log_filter))
+            .await
+            .map_err(|_| format!("cannot read the log; resume after event {after}"))?;
+        let full = entries.len() >= limit;
+        let mut items = Vec::with_capacity(entries.len());
+        let mut cut = false;
+        for entry in entries {
+            if entry.event_id.0 > until {
+                cut = true;
+                break;
+            }
+            // The stored line is an item `listen` printed: it parses back.
+            if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
+                items.push(StoredItem {
+                    event_id: entry.event_id.0,
+                    item,
+                });
+            }
+        }
+        let up_to = match items.last() {
+            Some(last) if full && !cut => last.event_id,
+            _ => until,
+        };
+        Ok(HubInput::Read { items, up_to })
+    }
+
+    async fn consumer(&self, name: &str) -> Result<Option<u64>, String> {
+        let (reader, name) = (self.clone(), name.to_owned());
+        smol::unblock(move || reader.consumer(&name))
+            .await
+            .map(|acked| acked.map(|id| id.0))
+            .map_err(|error| error.to_string())
+    }
+
+    async fn ack_consumer(&self, name: &str, position: u64) -> Result<(), String> {
+        let (reader, name) = (self.clone(), name.to_owned());
+        smol::unblock(move || reader.ack_consumer(&name, EventId(position)))
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    fn metric(position: u64) -> Option<u64> {
+        Some(position)
+    }
 }
 
 /// What woke the session.
@@ -200,22 +313,22 @@ enum Wake {
     Shutdown,
 }
 
-async fn run(
+async fn run<S: HubStore>(
     server: &Server,
     socket: WebSocketStream<Socket>,
     peer: &str,
     subscription: &Subscription<'_>,
+    log: &S,
 ) {
     let clock = crate::clock::Clock::new();
-    let log = &server.log;
     let (sender, mut receiver) = socket.split();
     // Unbounded, but the session queues at most its send queue of frames (plus a ping and the
     // close) before `Sent` comes back.
     let (frames, queue) = smol::channel::unbounded();
     let (written_tx, written) = smol::channel::unbounded();
     let writer = smol::spawn(write_frames(sender, queue, written_tx));
-    let mut session = HubSession::new(server.hub.clone());
-    let mut told = log.committed_id().0;
+    let mut session = HubSession::<S::Position>::counting(server.hub.clone());
+    let mut told = log.committed();
     let mut inputs = VecDeque::from([HubInput::Start { committed: told }]);
     let mut shut_down = false;
     loop {
@@ -250,53 +363,31 @@ async fn run(
                         until,
                         limit,
                         filter,
-                    } => {
-                        let log_filter = LogFilter {
-                            sources: filter.sources.clone(),
-                            types: None,
-                        };
-                        let reader = log.clone();
-                        let read = smol::unblock(move || {
-                            reader.read_after(EventId(after), limit, &log_filter)
-                        })
-                        .await;
-                        match read {
-                            Ok(entries) => {
-                                inputs.push_back(read_answer(entries, until, limit));
-                                continue;
-                            }
-                            Err(error) => {
-                                report(format_args!("hub client {peer}: {error}"));
-                                let reason =
-                                    format!("cannot read the log; resume after event {after}");
-                                (1011, reason)
-                            }
+                    } => match log.read(after, until, limit, &filter).await {
+                        Ok(read) => {
+                            inputs.push_back(read);
+                            continue;
                         }
-                    }
-                    HubOutput::LookupConsumer { name } => {
-                        let reader = log.clone();
-                        match smol::unblock(move || reader.consumer(&name)).await {
-                            Ok(acked) => {
-                                inputs.push_back(HubInput::Consumer {
-                                    acked: acked.map(|id| id.0),
-                                });
-                                continue;
-                            }
-                            // Not "a new consumer": that would start it at the end and skip
-                            // what it has not acknowledged. It tries again later.
-                            Err(error) => {
-                                report(format_args!("hub client {peer}: {error}"));
-                                (1011, "cannot read the consumer's cursor".to_owned())
-                            }
+                        Err(reason) => {
+                            report(format_args!("hub client {peer}: {reason}"));
+                            (1011, reason)
                         }
-                    }
+                    },
+                    HubOutput::LookupConsumer { name } => match log.consumer(&name).await {
+                        Ok(acked) => {
+                            inputs.push_back(HubInput::Consumer { acked });
+                            continue;
+                        }
+                        // Not "a new consumer": that would start it at the end and skip what
+                        // it has not acknowledged. It tries again later.
+                        Err(error) => {
+                            report(format_args!("hub client {peer}: {error}"));
+                            (1011, "cannot read the consumer's cursor".to_owned())
+                        }
+                    },
                     HubOutput::AckConsumer { name, event_id } => {
-                        let reader = log.clone();
-                        let stored =
-                            smol::unblock(move || reader.ack_consumer(&name, EventId(event_id)))
-                                .await;
                         // Not fatal: the consumer gets those items again after a reconnect.
-                        if let Err(error) = stored {
+                        if let Err(error) = log.ack_consumer(&name, event_id).await {
                             report(format_args!(
                                 "hub client {peer}: the ack was not stored: {error}"
                             ));
@@ -314,7 +405,7 @@ async fn run(
             }
         }
         // For /metrics: how far this client got.
-        subscription.publish(session.position(), session.consumer());
+        subscription.publish(session.position().and_then(S::metric), session.consumer());
         let deadline = session.poll_timeout();
         let wake = future::or(
             async { Wake::Client(receiver.next().await) },
@@ -322,7 +413,7 @@ async fn run(
                 async { Wake::Written(written.recv().await.ok()) },
                 future::or(
                     async {
-                        log.committed_beyond(EventId(told)).await;
+                        log.committed_beyond(told).await;
                         Wake::Committed
                     },
                     future::or(
@@ -388,7 +479,7 @@ async fn run(
                 inputs.push_back(HubInput::Sent { frames: count });
             }
             Wake::Committed => {
-                told = log.committed_id().0;
+                told = log.committed();
                 inputs.push_back(HubInput::Committed { last_id: told });
             }
             Wake::Timer => inputs.push_back(HubInput::Timer),
@@ -398,31 +489,6 @@ async fn run(
             }
         }
     }
-}
-
-/// The session's [`HubInput::Read`] for what the log returned for `ReadLog { until, limit }`.
-fn read_answer(entries: Vec<openflume_log::Entry>, until: u64, limit: usize) -> HubInput {
-    let full = entries.len() >= limit;
-    let mut items = Vec::with_capacity(entries.len());
-    let mut cut = false;
-    for entry in entries {
-        if entry.event_id.0 > until {
-            cut = true;
-            break;
-        }
-        // The stored line is an item `listen` printed: it parses back.
-        if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
-            items.push(StoredItem {
-                event_id: entry.event_id.0,
-                item,
-            });
-        }
-    }
-    let up_to = match items.last() {
-        Some(last) if full && !cut => last.event_id,
-        _ => until,
-    };
-    HubInput::Read { items, up_to }
 }
 
 /// Writes the session's frames in order, and counts the text frames written on `written` (the
