@@ -8,7 +8,10 @@
 //! 5. openflume listen: the binary writing JSON Lines to /dev/null, with plain frames and with
 //!    each transport compression (zlib-stream, zstd-stream; the simulator compresses);
 //! 6. openflume listen into a pipe read by a separate process that only counts lines, the real
-//!    case of an agent reading stdout: the CPU of both processes together.
+//!    case of an agent reading stdout: the CPU of both processes together;
+//! 7. openflume serve: the same blast appended to the durable log (SQLite, WAL,
+//!    `synchronous=FULL`), each batch committed before it counts as held (issue 17's durable
+//!    append); the wall time runs until the log holds every event.
 //!
 //! The simulator and each client run in child processes (this binary, re-executed), so the CPU
 //! and peak RSS figures are each client's alone. Also a GitHub case: parsing and deduplicating 50-item notification pages.
@@ -92,6 +95,7 @@ fn main() {
             Box::new(|n| measure_listen(n, "zstd-stream")),
         ),
         ("pipe", Box::new(measure_pipe)),
+        ("serve", Box::new(measure_serve)),
     ];
     let cases: Vec<&(&str, Case)> = cases.iter().filter(|(name, _)| wanted(name)).collect();
     // Rounds rather than one case after another: this machine's speed drifts over minutes, and
@@ -270,6 +274,98 @@ fn measure_listen(events: u64, compress: &str) -> Row {
     );
     Row {
         name,
+        events,
+        wall,
+        cpu,
+        peak_rss_kb,
+    }
+}
+
+/// `openflume serve` appending the blast to its durable log: the wall time until the log holds
+/// every event (read beside it, as `openflume log tail` does), the CPU of serve alone (reaped
+/// after a SIGTERM).
+fn measure_serve(events: u64) -> Row {
+    let (mut sim, url) = start_simulator(events);
+    let base = std::env::var_os("BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("bench-serve")
+        });
+    let dir = base.join(format!("serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cpu_before = cpu_time(true);
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
+        .args(["serve", "--http", "127.0.0.1:0", "--log-level", "warn"])
+        .args([
+            "--discord-compress",
+            "none",
+            "--discord-events",
+            "MESSAGE_CREATE",
+        ])
+        .arg("--data")
+        .arg(&dir)
+        .env("DISCORD_BOT_TOKEN", openflume_sim::DISCORD_TOKEN)
+        .env("OPENFLUME_DISCORD_GATEWAY_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openflume serve");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kb = 0;
+    let deadline = deadline(events);
+    // Only the events reach the log (logs below warn are dropped at the source), so the last
+    // id says how many are in; they are counted one by one after the clock stopped.
+    let mut logged = 0;
+    while logged < events {
+        peak_rss_kb = peak_rss_kb.max(proc_number(&status_path, "VmHWM:"));
+        if let Ok(reader) = openflume::log::LogReader::open(&dir) {
+            logged = reader.last_id().map_or(0, |id| id.0);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let sent = simulator_sent(&mut sim);
+            stop_simulator(&mut sim);
+            panic!(
+                "openflume serve logged {logged} of {events} events within {deadline:?}; the \
+                 simulator sent {sent}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = start.elapsed();
+    let pid = rustix::process::Pid::from_child(&child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let status = child.wait().expect("wait for serve");
+    assert!(status.success(), "openflume serve failed: {status}");
+    let cpu = cpu_time(true) - cpu_before;
+    stop_simulator(&mut sim);
+    let reader = openflume::log::LogReader::open(&dir).expect("the log");
+    let filter = openflume::log::Filter {
+        types: Some(vec!["MESSAGE_CREATE".to_owned()]),
+        ..openflume::log::Filter::default()
+    };
+    let (mut counted, mut after) = (0u64, openflume::log::EventId(0));
+    loop {
+        let batch = reader
+            .read_after(after, 10_000, &filter)
+            .expect("read the log");
+        let Some(last) = batch.last() else { break };
+        after = last.event_id;
+        counted += batch.len() as u64;
+    }
+    assert!(
+        counted >= events,
+        "the log holds {counted} of {events} events"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        name: "openflume serve (durable log, commit before ack)".to_owned(),
         events,
         wall,
         cpu,

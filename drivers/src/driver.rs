@@ -12,6 +12,7 @@ use crate::delivery::Lane;
 use crate::http::HttpClient;
 use crate::hub::Hub;
 use crate::lock::lock;
+use crate::record::Recorder;
 use crate::serve::{
     Flushed, HANDED_OFF, HandedOff, HandoffHandler, Listener, StreamCommand, Streams,
 };
@@ -46,6 +47,8 @@ pub(crate) struct DriverEnv {
     pub(crate) clock: Clock,
     /// How long a shutting-down machine gets to finish its close handshakes.
     pub(crate) shutdown_grace: Duration,
+    /// Records every input fed to the machine, when recording (`listen --record`).
+    pub(crate) recorder: Option<Recorder>,
     /// The source's Discord identify gate, when its shards ask one.
     pub(crate) identify_gate: Option<Arc<dyn crate::IdentifyGate>>,
 }
@@ -158,6 +161,11 @@ pub(crate) async fn drive(
         while let Some(input) = pending.pop_front() {
             io.forget_finished(&input);
             now = clock.now();
+            if let Some(recorder) = &io.env.recorder
+                && let Some(warning) = recorder.record(now, &input)
+            {
+                io.deliver(Item::Log(warning), None);
+            }
             if let Err(misuse) = machine.handle_input(now, input) {
                 io.log(
                     Level::Error,

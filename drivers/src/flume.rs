@@ -9,6 +9,7 @@ use crate::hub::{self, ErrorCallback, Hub, ItemCallback, Subscribers};
 use crate::lock::lock;
 use crate::metrics::{Meters, Metrics};
 use crate::net::{self, TlsError};
+use crate::record::Recorder;
 use crate::sources::{SourceSet, SourceStatus, StartError, StartRules, StatusWatch};
 use crate::stream::{ItemStream, Overflow};
 use crate::ws::WsSettings;
@@ -26,6 +27,7 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) ws: WsSettings,
     pub(crate) http: HttpSettings,
+    pub(crate) recorder: Option<Recorder>,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(5),
             ws: WsSettings::default(),
             http: HttpSettings::default(),
+            recorder: None,
         }
     }
 }
@@ -67,6 +70,7 @@ impl Settings {
             ws: self.ws.clone(),
             clock: Clock::new(),
             shutdown_grace: self.shutdown_grace,
+            recorder: self.recorder.clone(),
             identify_gate: None,
         }
     }
@@ -204,6 +208,30 @@ impl FlumeBuilder {
     /// ```
     pub fn min_log_level(mut self, level: Level) -> Self {
         self.settings.min_level = level;
+        self
+    }
+
+    /// Records every input the sources' machines are fed into `recorder`'s file, to replay
+    /// the session later ([`replay`](crate::replay), `openflume replay`), serve it from the
+    /// simulators, or keep it as a fixture. Secrets are left out. Call
+    /// [`Recorder::finish`] once the flume is closed.
+    ///
+    /// ```
+    /// use openflume::{Flume, RecordOptions, Recorder, Source};
+    /// use openflume_proto::cron::CronConfig;
+    /// # let dir = tempfile::tempdir()?;
+    /// let recorder = Recorder::create(dir.path().join("cron.jsonl"), RecordOptions::default())?;
+    /// let flume = Flume::builder()
+    ///     .source(Source::cron(CronConfig::new("@daily"), jiff::tz::TimeZone::UTC))
+    ///     .record(&recorder)
+    ///     .build();
+    /// smol::block_on(async { flume.open().await?.close().await; Ok::<_, openflume::StartError>(()) })?;
+    /// // The start and the shutdown, at least.
+    /// assert!(recorder.finish()?.inputs >= 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record(mut self, recorder: &Recorder) -> Self {
+        self.settings.recorder = Some(recorder.clone());
         self
     }
 

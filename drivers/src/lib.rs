@@ -45,6 +45,10 @@ mod lock;
 mod metrics;
 mod net;
 mod proxy;
+mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
+pub mod replay;
 mod serve;
 mod source;
 mod sources;
@@ -68,6 +72,7 @@ pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.
 #[cfg(feature = "log")]
 pub use openflume_log as log;
+pub use record::{RecordError, RecordOptions, RecordSummary, Recorder};
 pub use source::Source;
 pub use sources::{PartStatus, SourceFailure, SourceStatus, StartError};
 pub use stream::{ItemStream, Overflow, StreamCheckpoint};

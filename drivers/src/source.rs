@@ -5,6 +5,7 @@ use crate::IdentifyGate;
 use openflume_proto::cron::{CronConfig, CronMachine};
 use openflume_proto::discord::{DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard};
 use openflume_proto::github::{GithubConfig, GithubMachine};
+use openflume_proto::recording::MachineConfig;
 use openflume_proto::slack::{SlackConfig, SlackMachine};
 use openflume_proto::webhook::{WebhookConfig, WebhookIngress};
 use openflume_proto::{Machine, Misuse};
@@ -34,6 +35,8 @@ pub struct Source {
     listen: Option<SocketAddr>,
     /// For a machine that serves: who serves the connections it hands off.
     handoff: Option<crate::serve::HandoffHandler>,
+    /// A built-in machine's configuration, for a recording's section header.
+    recipe: Option<MachineConfig>,
     /// For Discord shards with an external identify queue: who grants their IDENTIFYs.
     identify_gate: Option<Arc<dyn IdentifyGate>>,
 }
@@ -87,8 +90,15 @@ impl Source {
             }),
             listen: None,
             handoff: None,
+            recipe: None,
             identify_gate: None,
         }
+    }
+
+    /// Notes the configuration a built-in source was made from, for recordings.
+    fn recorded_as(mut self, recipe: MachineConfig) -> Source {
+        self.recipe = Some(recipe);
+        self
     }
 
     /// One Discord Gateway shard, named `discord`.
@@ -100,9 +110,11 @@ impl Source {
     /// assert_eq!(source.name(), "discord");
     /// ```
     pub fn discord(config: DiscordConfig) -> Source {
+        let recipe = MachineConfig::Discord(config.clone());
         Source::named(Cow::Borrowed("discord"), move |seed| {
             DiscordShard::new(config, seed)
         })
+        .recorded_as(recipe)
     }
 
     /// Several shards of one Discord bot, named `discord`: all of them, or a range of a total
@@ -137,9 +149,11 @@ impl Source {
     /// assert_eq!(source.name(), "slack");
     /// ```
     pub fn slack(config: SlackConfig) -> Source {
+        let recipe = MachineConfig::Slack(config.clone());
         Source::named(Cow::Borrowed("slack"), move |seed| {
             SlackMachine::new(config, seed)
         })
+        .recorded_as(recipe)
     }
 
     /// The GitHub notifications poller, named `github`.
@@ -151,9 +165,11 @@ impl Source {
     /// assert_eq!(Source::github(config).name(), "github");
     /// ```
     pub fn github(config: GithubConfig) -> Source {
+        let recipe = MachineConfig::Github(config.clone());
         Source::named(Cow::Borrowed("github"), move |seed| {
             GithubMachine::new(config, seed)
         })
+        .recorded_as(recipe)
     }
 
     /// A cron schedule in `zone`, named `time` (the item format's name for cron ticks); use
@@ -166,9 +182,14 @@ impl Source {
     /// assert_eq!(source.name(), "time");
     /// ```
     pub fn cron(config: CronConfig, zone: jiff::tz::TimeZone) -> Source {
+        let recipe = MachineConfig::Cron {
+            config: config.clone(),
+            zone: zone.clone(),
+        };
         Source::named(Cow::Borrowed("time"), move |seed| {
             CronMachine::new(config, zone, seed)
         })
+        .recorded_as(recipe)
     }
 
     /// The verified webhook ingress (Slack Events API, GitHub webhooks, signed custom
@@ -199,9 +220,11 @@ impl Source {
     /// });
     /// ```
     pub fn webhooks(config: WebhookConfig, addr: SocketAddr) -> Source {
+        let recipe = MachineConfig::Webhooks(config.clone());
         let mut source = Source::named(Cow::Borrowed("webhooks"), move |_seed| {
             WebhookIngress::new(config)
-        });
+        })
+        .recorded_as(recipe);
         source.listen = Some(addr);
         source
     }
@@ -273,6 +296,11 @@ impl Source {
 
     pub(crate) fn identify_gate(&self) -> Option<Arc<dyn IdentifyGate>> {
         self.identify_gate.clone()
+    }
+
+    /// The configuration of a built-in source (`None` for a custom one).
+    pub(crate) fn recipe(&self) -> Option<&MachineConfig> {
+        self.recipe.as_ref()
     }
 
     /// The name and the machine built with `seed`.

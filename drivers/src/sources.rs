@@ -265,11 +265,13 @@ impl SourceSet {
                     .map(|l| l.with_handoff(source.handoff()))
                     .map_err(|error| format!("cannot listen on {addr}: {error}"))
             });
-            let mut source_env = env.clone();
-            source_env.identify_gate = source.identify_gate();
-            match (source.build(os_seed()), listener.transpose()) {
+            let seed = os_seed();
+            // The configuration goes into the recording's header, when recording.
+            let recipe = env.recorder.as_ref().and_then(|_| source.recipe().cloned());
+            let identify_gate = source.identify_gate();
+            match (source.build(seed), listener.transpose()) {
                 ((name, Ok(machine)), Ok(listener)) => {
-                    machines.push((name, machine, listener, source_env))
+                    machines.push((name, machine, listener, (recipe, seed, identify_gate)))
                 }
                 ((name, Err(misuse)), _) => failures.push(SourceFailure {
                     source: name.into_owned(),
@@ -287,7 +289,13 @@ impl SourceSet {
         let changed = Arc::new(Event::new());
         let members = machines
             .into_iter()
-            .map(|(name, machine, listener, env)| {
+            .map(|(name, machine, listener, (recipe, seed, identify_gate))| {
+                let mut env = env.clone();
+                env.identify_gate = identify_gate;
+                // Each source's driver records into a section of its own.
+                env.recorder = env.recorder.map(|recorder| {
+                    recorder.section(&name, recipe.as_ref(), seed, env.clock.now())
+                });
                 spawn(name, machine, env, changed.clone(), listener)
             })
             .collect();

@@ -89,6 +89,8 @@ fn help_of_every_subcommand_matches_its_snapshot() {
         &["log"],
         &["log", "tail"],
         &["serve"],
+        &["replay"],
+        &["consume"],
     ];
     for command in commands {
         let name = if command.is_empty() {

@@ -62,6 +62,7 @@ pub mod hub;
 mod item;
 mod machine;
 pub mod outbox;
+pub mod recording;
 pub mod redact;
 mod secret;
 pub mod slack;

@@ -15,50 +15,23 @@
 //! the last input it keeps firing them until `until`. Each emitted event that asks for confirmation
 //! is confirmed right after the drain, as the in-memory firehose does, unless the header says
 //! `"auto_confirm": false`. Blank lines and lines starting with `//` are comments.
+//!
+//! A recording (see [`crate::recording`]) is made of such files, one section per machine, and
+//! each section reads as a fixture: its header names the recording fields too (`format`,
+//! `source`, `machine`), and `"recorded_timers": true` says every timer input is among the
+//! lines, so the simulator fires none of its own.
 
-use crate::{Input, Machine, Millis, Misuse, Now, Output, UnixMillis};
+use crate::recording::HeaderError;
+use crate::{Input, Machine, Millis, Misuse, Now, Output};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use std::path::Path;
 
-/// The first line of a fixture.
-#[derive(Clone, Debug, Deserialize)]
-pub struct FixtureHeader {
-    /// Seed for the machine's RNG.
-    #[serde(default)]
-    pub seed: u64,
-    /// Both clocks at the start.
-    #[serde(default)]
-    pub start: Now,
-    /// Machine configuration, read by the protocol's own test.
-    #[serde(default)]
-    pub config: serde_json::Value,
-    /// Keep firing timers until this monotonic instant after the last input.
-    #[serde(default)]
-    pub until: Option<Millis>,
-    /// Confirm deliveries automatically (default true).
-    #[serde(default = "yes")]
-    pub auto_confirm: bool,
-    /// What the fixture shows, for the reader.
-    #[serde(default)]
-    pub description: Option<String>,
-}
+/// The first line of a fixture: a recording's section header, whose recording fields (`format`,
+/// `source`, `machine`, `recorded_timers`, `lost_inputs`) a hand-written fixture leaves out.
+pub type FixtureHeader = crate::recording::Header;
 
-fn yes() -> bool {
-    true
-}
-
-/// One scripted input.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Step {
-    /// Monotonic time.
-    pub at: Millis,
-    /// Wall-clock time, when the script steps it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wall: Option<UnixMillis>,
-    /// The input.
-    pub input: Input,
-}
+pub use crate::recording::Step;
 
 /// A parsed fixture.
 #[derive(Clone, Debug)]
@@ -92,6 +65,18 @@ pub enum FixtureError {
         /// 1-based line number.
         line: usize,
     },
+    /// A header of a newer recording format than this version reads.
+    #[error(
+        "fixture line {line}: format {found} is newer than this version reads (format {supported})"
+    )]
+    NewerFormat {
+        /// 1-based line number.
+        line: usize,
+        /// The header's format.
+        found: u64,
+        /// [`crate::recording::FORMAT`].
+        supported: u32,
+    },
 }
 
 impl Fixture {
@@ -114,8 +99,14 @@ impl Fixture {
             .map(|(i, l)| (i + 1, l.trim()))
             .filter(|(_, l)| !l.is_empty() && !l.starts_with("//"));
         let (line, first) = lines.next().ok_or(FixtureError::Empty)?;
-        let header: FixtureHeader =
-            serde_json::from_str(first).map_err(|error| FixtureError::Line { line, error })?;
+        let header = FixtureHeader::read(first).map_err(|error| match error {
+            HeaderError::Newer(found) => FixtureError::NewerFormat {
+                line,
+                found,
+                supported: crate::recording::FORMAT,
+            },
+            HeaderError::Json(error) => FixtureError::Line { line, error },
+        })?;
         let mut steps: Vec<Step> = Vec::new();
         for (line, text) in lines {
             let step: Step =
@@ -244,15 +235,23 @@ impl<M: Machine> Simulator<M> {
     /// When the machine keeps re-arming a timer that is already due (a busy loop): a test failure.
     pub fn run(machine: M, fixture: &Fixture) -> (M, Transcript) {
         let mut sim = Simulator::new(machine, fixture.header.start, fixture.header.auto_confirm);
+        // A recording holds every timer input the driver fed: none is fired besides them.
+        let recorded_timers = fixture.header.recorded_timers;
         for step in &fixture.steps {
-            sim.advance_to(step.at);
+            if recorded_timers {
+                sim.set_mono(step.at.max(sim.clock.mono));
+            } else {
+                sim.advance_to(step.at);
+            }
             if let Some(wall) = step.wall {
                 sim.clock.wall = wall;
             }
             // A scripted misuse is part of the fixture: it shows in the transcript.
             let _ = sim.feed(step.input.clone());
         }
-        if let Some(until) = fixture.header.until {
+        if let Some(until) = fixture.header.until
+            && !recorded_timers
+        {
             sim.advance_to(until);
         }
         (sim.machine, sim.transcript)

@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
-pub mod serving;
+pub mod redis;
+pub mod serve;
 pub mod tls;
 
 use openflume_proto::Item;

@@ -8,7 +8,7 @@
 
 use openflume_sim::{DiscordSim, DiscordSimConfig};
 use openflume_tests::block_on;
-use openflume_tests::serving::ServeProcess;
+use openflume_tests::serve::Serve;
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -196,7 +196,7 @@ fn family_of(sample: &str, kinds: &HashMap<String, String>) -> Option<String> {
     })
 }
 
-fn scrape(serve: &ServeProcess) -> Exposition {
+fn scrape(serve: &Serve) -> Exposition {
     let answer = serve.get("/metrics", &[]);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let content_type = answer.header("content-type").unwrap_or_default();
@@ -208,11 +208,7 @@ fn scrape(serve: &ServeProcess) -> Exposition {
 }
 
 /// Scrapes until `done` holds, within [`WAIT`]; the last scrape.
-fn scrape_until(
-    serve: &ServeProcess,
-    what: &str,
-    done: impl Fn(&Exposition) -> bool,
-) -> Exposition {
+fn scrape_until(serve: &Serve, what: &str, done: impl Fn(&Exposition) -> bool) -> Exposition {
     let deadline = Instant::now() + WAIT;
     loop {
         let exposition = scrape(serve);
@@ -248,7 +244,7 @@ fn check_histogram(exposition: &Exposition, name: &str) -> f64 {
     count
 }
 
-fn post_deploy(serve: &ServeProcess, n: u32) {
+fn post_deploy(serve: &Serve, n: u32) {
     let body = format!(r#"{{"deploy":{n}}}"#);
     assert_eq!(serve.post_custom("deploys", SECRET, &body), 200);
 }
@@ -261,7 +257,7 @@ fn the_exposition_parses_and_its_counters_move() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/api", closed.local_addr().unwrap());
     drop(closed);
-    let serve = ServeProcess::spawn(
+    let serve = Serve::spawn(
         &[
             "--webhook",
             "deploys=DEPLOY_SECRET",
@@ -390,7 +386,7 @@ fn the_discord_heartbeat_round_trip_is_exported() {
         DiscordSim::start(config),
     )
     .expect("discord sim");
-    let serve = ServeProcess::spawn(
+    let serve = Serve::spawn(
         &[
             "--discord-api-url",
             &discord.api_url(),

@@ -7,7 +7,7 @@
 
 use openflume_log::{EventId, Filter, LogReader, Record};
 use openflume_sim::{DiscordAction, DiscordSimConfig, IdentifyOutcome, ResumeOutcome};
-use openflume_tests::serving::http_request;
+use openflume_tests::serve::http_request;
 use openflume_tests::{
     Openflume, Reader, discord_env, discord_sim, is_event_json, is_log_json, listen, openflume_bin,
 };

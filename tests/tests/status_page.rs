@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_tests::browser::Browser;
-use openflume_tests::serving::ServeProcess;
+use openflume_tests::serve::Serve;
 use std::net::TcpStream;
 use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
@@ -18,15 +18,15 @@ const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "status-page-test-secret";
 const TOKEN: &str = "status-page-test-token";
 
-fn serve(token: Option<&str>) -> ServeProcess {
+fn serve(token: Option<&str>) -> Serve {
     let mut env = vec![("DEPLOY_SECRET", SECRET)];
     if let Some(token) = token {
         env.push(("OPENFLUME_HUB_TOKEN", token));
     }
-    ServeProcess::spawn(&["--webhook", "deploys=DEPLOY_SECRET"], &env)
+    Serve::spawn(&["--webhook", "deploys=DEPLOY_SECRET"], &env)
 }
 
-fn post_deploy(serve: &ServeProcess, n: u32) {
+fn post_deploy(serve: &Serve, n: u32) {
     let body = format!(r#"{{"deploy":{n}}}"#);
     assert_eq!(serve.post_custom("deploys", SECRET, &body), 200);
 }

@@ -39,6 +39,7 @@ mod fake;
 mod github;
 mod host;
 mod records;
+pub mod replay;
 mod scenario;
 mod server;
 mod slack;

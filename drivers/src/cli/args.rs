@@ -49,6 +49,41 @@ pub(crate) enum Command {
     /// Run the sources into the durable log and serve the hub (/ws), the webhook channels and
     /// the health endpoints on one port.
     Serve(Box<ServeArgs>),
+    /// Replay a recording (`listen --record FILE`): the same machines over the recorded inputs,
+    /// printing the firehose the live run printed.
+    Replay(Box<super::replay::ReplayArgs>),
+    /// Print a Redis consumer group's items as JSON Lines, acknowledging each once written: one
+    /// worker of the group (see `serve --sink redis://…`).
+    Consume(ConsumeArgs),
+}
+
+/// `openflume consume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each item is printed exactly as `listen` prints it, with a top-level \"event_id\" added first: the Redis stream id, a string such as \"1764100000000-0\". An entry is acknowledged (XACK) only after its line was flushed to stdout, so delivery is at least once: a consumer killed before its XACK leaves the entry pending, and after --claim-idle another member of the group claims it (XAUTOCLAIM) and prints it again. Readers that must not act twice key on event_id.
+
+A missing group is created at the stream's first entry (XGROUP CREATE … 0 MKSTREAM): a new group reads everything the stream still holds. To start a group at the end instead, create it first: `redis-cli XGROUP CREATE STREAM GROUP $ MKSTREAM`.
+
+Exit status: 0 after SIGINT or SIGTERM, or when stdout's reader goes away; 1 when Redis kept failing for 30 s (or stdout cannot be written); 2 for a usage error."
+)]
+pub(crate) struct ConsumeArgs {
+    /// The Redis server: redis://[USER:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL", env = "OPENFLUME_REDIS")]
+    pub(crate) redis: String,
+    /// The stream's key (what `serve --sink redis://HOST/STREAM` appends to).
+    #[arg(long, value_name = "S")]
+    pub(crate) stream: String,
+    /// The consumer group: its members share the stream, each entry going to one of them.
+    #[arg(long, value_name = "G")]
+    pub(crate) group: String,
+    /// This member's name in the group. Default: HOSTNAME-PID, a new member each run; give a
+    /// stable name to have a restart print its own unacknowledged entries first.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) consumer: Option<String>,
+    /// Claim entries another member has held unacknowledged this long (a dead worker's), e.g.
+    /// 30s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) claim_idle: std::time::Duration,
 }
 
 /// `openflume serve`.
@@ -60,7 +95,7 @@ pub(crate) enum Command {
                127.0.0.1). The status page (/), /healthz, /readyz, /metrics and /ws (the hub) \
                are always served; each webhook channel when its secret is set. A non-loopback \
                address needs a hub token.")),
-    after_help = "Every item is appended to the durable log in --data; an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
+    after_help = "Every item is appended to the durable log in --data (with --sink redis://…, to a Redis Stream instead); an event is acknowledged upstream (a Slack ack, a GitHub cursor, a webhook's 200) only once its append is committed. Nothing is printed on stdout; read the log with `openflume log tail` or the hub.
 
 The hub: connect to ws://ADDR/ws with `Authorization: Bearer TOKEN` (when a token is set), send {\"type\":\"hello\",\"after_event_id\":N} (or \"consumer\":\"NAME\"), and receive {\"type\":\"item\",\"event_id\":…,\"item\":…} frames: the replay from the log, then live items, with no gap and no duplicate.
 
@@ -89,6 +124,28 @@ pub(crate) struct ServeArgs {
         help_heading = "Serve"
     )]
     pub(crate) token_file: Option<std::path::PathBuf>,
+    /// Delete the log's items received longer ago than this (e.g. 7d, 24h), oldest first; at
+    /// most once a second. Default: kept for ever. Named consumers behind it miss what it deletes
+    /// (a warn log says so).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        env = "OPENFLUME_RETENTION_AGE",
+        help_heading = "Serve"
+    )]
+    pub(crate) retention_age: Option<std::time::Duration>,
+    /// Delete the log's oldest items while the database holds more than this (e.g. 10G, 512M,
+    /// 1000000 bytes), down to 90% of it; the file keeps its size and reuses the pages. Default:
+    /// no limit.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_size,
+        env = "OPENFLUME_RETENTION_SIZE",
+        help_heading = "Serve"
+    )]
+    pub(crate) retention_size: Option<u64>,
     /// Lowest log level appended to the log (logs below it are dropped at the source).
     #[arg(
         long,
@@ -113,6 +170,38 @@ pub(crate) struct ServeArgs {
         help_heading = "Forward"
     )]
     pub(crate) forward: Vec<ForwardSpec>,
+    /// Append the items to a Redis Stream instead of the log in --data:
+    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB]/STREAM. The sources' cursors go to the hash
+    /// STREAM:cursors in the same atomic step and are read from there at start, so this process
+    /// can move to another machine; the hub (/ws) replays from the stream, its ids strings such
+    /// as "1764100000000-0". Not with --forward.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "OPENFLUME_SINK",
+        help_heading = "Redis"
+    )]
+    pub(crate) sink: Option<String>,
+    /// With --sink redis://…: keep about this many entries in the stream (XADD MAXLEN ~ N).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        env = "OPENFLUME_REDIS_MAXLEN",
+        help_heading = "Redis"
+    )]
+    pub(crate) redis_maxlen: u64,
+    /// With --sink redis://…: the hash this process keeps its sources' cursors in (default
+    /// STREAM:cursors). Each process appending to the same stream needs its own, named for what
+    /// it runs (e.g. events:cursors:shards-0-15), so that it resumes wherever it starts.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OPENFLUME_REDIS_CURSORS",
+        help_heading = "Redis"
+    )]
+    pub(crate) redis_cursors: Option<String>,
     /// Give up a delivery still failing this long after its first attempt (e.g. 24h, 90m, 2d),
     /// with an error log, and go on with the next event.
     #[arg(
@@ -195,6 +284,30 @@ pub(crate) fn parse_forward(text: &str) -> Result<ForwardSpec, String> {
         }
     }
     Ok(spec)
+}
+
+/// A size in bytes: a number, optionally with K, M, G or T (powers of 1024, `B` or `iB` after
+/// it allowed); above zero.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let number = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match number.chars().last() {
+        Some('K') => (&number[..number.len() - 1], 10),
+        Some('M') => (&number[..number.len() - 1], 20),
+        Some('G') => (&number[..number.len() - 1], 30),
+        Some('T') => (&number[..number.len() - 1], 40),
+        _ => (number, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{trimmed:?} is not a size (e.g. 10G, 512M, 1000000)"))?;
+    match value.checked_mul(1 << shift) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        Some(_) => Err(format!("the size must be above zero, got {trimmed:?}")),
+        None => Err(format!("{trimmed:?} is too large")),
+    }
 }
 
 /// A duration such as `24h`, `90m`, `2d`, `1h30m` or ISO 8601's `PT24H` (a day is 24 hours);
@@ -471,6 +584,28 @@ pub(crate) struct ListenArgs {
     /// filtered-out events do not).
     #[arg(long, env = "OPENFLUME_COUNT", help_heading = "Output")]
     pub(crate) count: Option<u64>,
+
+    /// Record every input the sources receive into FILE, for `openflume replay FILE`, `openflume
+    /// sim --replay FILE` or a test fixture. Secrets are replaced by placeholders (tokens,
+    /// signing secrets, Slack tickets, Authorization headers); the contents of messages are
+    /// kept unless --record-drop-content.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPENFLUME_RECORD",
+        help_heading = "Record"
+    )]
+    pub(crate) record: Option<std::path::PathBuf>,
+    /// With --record: empty the message contents (Discord content, Slack text, GitHub
+    /// notification titles), keeping the structure. Webhook request bodies are kept: their
+    /// signatures cover them.
+    #[arg(
+        long,
+        requires = "record",
+        env = "OPENFLUME_RECORD_DROP_CONTENT",
+        help_heading = "Record"
+    )]
+    pub(crate) record_drop_content: bool,
 }
 
 /// The source flags `listen` and `serve` share: credentials, each source's settings, the
@@ -780,6 +915,12 @@ pub(crate) struct SimArgs {
     /// 20000).
     #[arg(long, default_value_t = 1.0, env = "OPENFLUME_SIM_RATE")]
     pub(crate) rate: f64,
+    /// Serve a recording (`openflume listen --record FILE`) instead: each recorded Discord,
+    /// Slack and GitHub source gets a simulator that plays back what the service sent (frames
+    /// in order on each recorded connection, answering the client's frames as recorded;
+    /// HTTP responses in order per path). --rate and stdin's faults do not apply.
+    #[arg(long, value_name = "FILE", env = "OPENFLUME_SIM_REPLAY")]
+    pub(crate) replay: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -790,6 +931,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_size("1000000"), Ok(1_000_000));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        for bad in ["", "0", "ten", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     /// Every `listen` flag can be set from the environment, and `--help` shows the variable.

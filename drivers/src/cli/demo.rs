@@ -122,6 +122,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
                 allow_partial: listen_args.source.allow_partial,
                 extra_roots: Vec::new(),
                 data: None,
+                record: None,
             },
         )
         .await;

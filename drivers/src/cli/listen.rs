@@ -217,6 +217,8 @@ pub(crate) struct RunOptions {
     /// `--data`: where the cursors are kept, and those it held at start. A SIGTERM then keeps
     /// the Discord session for the next start to resume.
     pub(crate) data: Option<(EventLog, StreamCursors)>,
+    /// `--record`: where every input the sources receive is recorded.
+    pub(crate) record: Option<crate::Recorder>,
 }
 
 /// Items buffered between the sources and the stdout thread: enough for the writer to take a
@@ -298,6 +300,10 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         Ok(builder) => builder,
         Err(code) => return code,
     };
+    let builder = match &options.record {
+        Some(recorder) => builder.record(recorder),
+        None => builder,
+    };
     let flume = builder
         .sources(sources)
         .min_log_level(min_level)
@@ -360,11 +366,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
     };
     match stop {
         Stop::Signal { keep_sessions } => {
-            // A second SIGINT means now.
+            // A second SIGINT means now (a recording is put together first: that is quick).
+            let recorder = options.record.clone();
             let impatient = smol::spawn(async move {
                 while let Some(Ok(signal)) = signals.next().await {
                     if signal == Signal::Int {
-                        std::process::exit(130);
+                        std::process::exit(super::replay::finish_recording(recorder, 130));
                     }
                 }
             });

@@ -1,4 +1,5 @@
-//! The `openflume` command line: `listen`, `serve`, `cron next`, `demo`, `sim`, `log tail`.
+//! The `openflume` command line: `listen`, `serve`, `consume`, `replay`, `cron next`, `demo`,
+//! `sim`, `log tail`.
 
 mod args;
 mod cron;
@@ -7,12 +8,13 @@ mod discord;
 mod filter;
 mod flags;
 mod forward;
-mod hub_client;
+pub(crate) mod hub_client;
 mod listen;
 mod log;
 mod metrics;
 mod ops;
 mod output;
+mod replay;
 mod serve;
 mod sim;
 mod sim_control;
@@ -21,6 +23,7 @@ mod writer;
 
 use args::{Cli, Command, CronCommand, LogCommand};
 use clap::{CommandFactory, FromArgMatches};
+pub(crate) use listen::report;
 use std::io::Write;
 
 /// A usage or configuration error: exit 2 with a message that names the flag.
@@ -56,6 +59,8 @@ pub fn main() -> i32 {
         Command::Man { command } => man(command.as_deref()),
         Command::Log(LogCommand::Tail(args)) => log::tail(&args),
         Command::Serve(mut args) => serve::main(&mut args, matches.subcommand_matches("serve")),
+        Command::Replay(args) => replay::run(&args),
+        Command::Consume(args) => consume_main(args),
     };
     match result {
         Ok(code) => code,
@@ -96,7 +101,8 @@ fn listen_main(
         .unwrap_or_default();
     let sources = listen::sources(&args.source, &resume)?;
     let extra_roots = listen::network(&args.source)?;
-    Ok(smol::block_on(listen::run(
+    let recorder = replay::recorder(args, &sources)?;
+    let code = smol::block_on(listen::run(
         sources,
         listen::RunOptions {
             format: args.format,
@@ -109,8 +115,57 @@ fn listen_main(
             allow_partial: args.source.allow_partial,
             extra_roots,
             data: data.map(|(cursors, log)| (log, crate::StreamCursors::new(cursors))),
+            record: recorder.clone(),
         },
-    )))
+    ));
+    Ok(replay::finish_recording(recorder, code))
+}
+
+/// `openflume consume`: one member of a Redis consumer group until a signal, stdout's end, or
+/// Redis failing for good.
+fn consume_main(args: args::ConsumeArgs) -> Result<i32, UsageError> {
+    use crate::redis::consume::{self, ConsumeOptions, Stop};
+    let target = crate::redis::RedisTarget::server(&args.redis, &args.stream)
+        .map_err(|e| UsageError::flag("--redis", e))?;
+    let consumer = args.consumer.unwrap_or_else(consume::default_consumer_name);
+    if args.group.is_empty() || consumer.is_empty() {
+        return Err(UsageError(
+            "--group and --consumer must not be empty".to_owned(),
+        ));
+    }
+    let options = ConsumeOptions {
+        target,
+        group: args.group,
+        consumer,
+        claim_idle: args.claim_idle,
+    };
+    let mut signals =
+        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
+            Ok(signals) => signals,
+            Err(error) => {
+                report(format_args!("cannot watch signals: {error}"));
+                return Ok(1);
+            }
+        };
+    let stop = smol::block_on(futures_lite::future::or(
+        async { Some(consume::run(&options).await) },
+        async {
+            futures_lite::StreamExt::next(&mut signals).await;
+            None
+        },
+    ));
+    Ok(match stop {
+        None => 0,
+        Some(Stop::Stdout(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Some(Stop::Stdout(error)) => {
+            report(format_args!("cannot write stdout: {error}"));
+            1
+        }
+        Some(Stop::Redis(error)) => {
+            report(format_args!("{error}"));
+            1
+        }
+    })
 }
 
 /// `openflume man [COMMAND]`: the roff page of the whole command, or of one subcommand, from

@@ -15,6 +15,9 @@
 //! acknowledgement (a Slack ack, GitHub's validators, a webhook's 200) waits for the log. Hub
 //! clients read from the log only ([`hub_client`](super::hub_client)), never from memory, so a
 //! client that reconnects after its last id misses nothing.
+//!
+//! With `--sink redis://…/STREAM` the Redis Stream takes the log's place for the items, the
+//! cursors and the hub (see [`crate::redis`]); the data directory's log stays empty.
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
@@ -55,11 +58,14 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the handed-off connections share.
 pub(crate) struct Server {
     pub(crate) log: EventLog,
+    /// With `--sink redis://…`: the stream the hub reads instead of the log.
+    pub(crate) redis_hub: Option<Arc<crate::redis::hub::RedisHub>>,
     /// The hub's bearer token, kept as its HMAC so it is compared in constant time.
     token: Option<hub_client::Token>,
     /// Set once the flume started: `/readyz` answers 503 until then.
     running: OnceLock<Arc<Running>>,
-    pub(crate) instance_id: String,
+    /// The hub sessions' configuration, named after this instance.
+    pub(crate) hub: openflume_proto::hub::HubConfig,
     /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: event_listener::Event,
@@ -68,6 +74,8 @@ pub(crate) struct Server {
     pub(crate) left: event_listener::Event,
     /// What `/metrics` and `/status.json` read besides the flume and the log.
     pub(crate) ops: Ops,
+    /// `--allow-partial`: ready while at least one source is connected, not only all of them.
+    allow_partial: bool,
 }
 
 impl Server {
@@ -117,10 +125,16 @@ impl Server {
                     return;
                 }
                 let running = self.running.get().map(|running| &**running);
-                let snapshot = self.ops.snapshot(&self.log, running, &self.instance_id);
+                let snapshot = self.ops.snapshot(&self.log, running, &self.hub.instance_id);
                 let reply = match path {
                     METRICS => Answer::typed(metrics::CONTENT_TYPE, &metrics::render(&snapshot)),
-                    _ => Answer::typed("application/json", &status_page::status_json(&snapshot)),
+                    _ => {
+                        let mut status = status_page::status_json(&snapshot);
+                        if self.redis_hub.is_some() {
+                            status = without_log_position(&status);
+                        }
+                        Answer::typed("application/json", &status)
+                    }
                 };
                 answer(&mut stream, reply).await;
             }
@@ -136,10 +150,12 @@ impl Server {
         let Some(token) = &self.token else {
             return Ok(());
         };
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer TOKEN` is as good.
         let bearer = request
             .header("Authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|value| value.trim().to_owned());
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim().to_owned());
         let given = match via {
             Via::Header => bearer,
             Via::HeaderOrProtocol => bearer.or_else(|| {
@@ -163,9 +179,13 @@ impl Server {
             .get()
             .map(|running| running.statuses())
             .unwrap_or_default();
-        let ready = !statuses.is_empty()
-            && !self.stopping.load(Ordering::Acquire)
-            && statuses.iter().all(|s| s.status == Status::Connected);
+        let connected = |s: &&crate::SourceStatus| s.status == Status::Connected;
+        let enough = if self.allow_partial {
+            statuses.iter().any(|s| connected(&s))
+        } else {
+            statuses.iter().all(|s| connected(&s))
+        };
+        let ready = !statuses.is_empty() && !self.stopping.load(Ordering::Acquire) && enough;
         let running = self.running.get();
         let sources: Vec<serde_json::Value> = statuses
             .iter()
@@ -183,7 +203,10 @@ impl Server {
                 source
             })
             .collect();
-        let body = serde_json::json!({ "ready": ready, "sources": sources }).to_string() + "\n";
+        let partial = ready && !statuses.iter().all(|s| connected(&s));
+        let body = serde_json::json!({ "ready": ready, "partial": partial, "sources": sources })
+            .to_string()
+            + "\n";
         let (status, reason) = if ready {
             (200, "OK")
         } else {
@@ -193,6 +216,19 @@ impl Server {
         answer.content_type = "application/json";
         answer
     }
+}
+
+/// `/status.json` with the hub on a Redis Stream: the SQLite log's last id (0, nothing is
+/// appended there) means nothing to the hub, so it is `null`, and the status page then asks the
+/// hub for new items only instead of replaying the whole stream.
+fn without_log_position(status: &str) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(status) else {
+        return status.to_owned();
+    };
+    if let Some(log) = value.get_mut("log").and_then(|log| log.as_object_mut()) {
+        log.insert("last_event_id".to_owned(), serde_json::Value::Null);
+    }
+    value.to_string() + "\n"
 }
 
 /// Where a request may carry the hub token.
@@ -288,6 +324,7 @@ pub(crate) fn main(
         return Err(UsageError::flag("--http", "an address is required"));
     };
     let token = hub_token(args.token_file.as_deref())?;
+    let hub = hub_client::config_from_env(format!("openflume-{:016x}", crate::clock::os_seed()))?;
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(UsageError::flag(
             "--http",
@@ -304,14 +341,40 @@ pub(crate) fn main(
         ));
     };
     let forward_targets = super::forward::targets(args)?;
+    let redis = redis_sink(args, !forward_targets.is_empty())?;
     // The sources start where the log's cursors say the kept items end.
-    let (log, resume) = match EventLog::open(&dir, LogOptions::default())
-        .and_then(|log| Ok((stored_cursors(&log)?, log)))
-    {
-        Ok((resume, log)) => (log, resume),
-        Err(error) => {
-            report(format_args!("{error}"));
-            return Ok(1);
+    let retention = LogOptions {
+        max_age: args.retention_age,
+        max_bytes: args.retention_size,
+        ..LogOptions::default()
+    };
+    let (log, resume) =
+        match EventLog::open(&dir, retention).and_then(|log| Ok((stored_cursors(&log)?, log))) {
+            Ok((resume, log)) => (log, resume),
+            Err(error) => {
+                report(format_args!("{error}"));
+                return Ok(1);
+            }
+        };
+    // With a Redis sink, its cursors: they go wherever the shard range goes.
+    let (resume, redis_hub) = match &redis {
+        None => (resume, None),
+        Some(sink) => {
+            let target = sink.target.clone();
+            let started = smol::block_on(async move {
+                let resume = crate::redis::RedisSink::stored_cursors(&target).await?;
+                Ok::<_, crate::redis::RedisError>((
+                    resume,
+                    crate::redis::hub::RedisHub::start(target).await?,
+                ))
+            });
+            match started {
+                Ok((resume, hub)) => (resume, Some(hub)),
+                Err(error) => {
+                    report(format_args!("--sink {}: {error}", sink.target));
+                    return Ok(1);
+                }
+            }
         }
     };
     let mut webhooks = listen::webhook_config(&args.source)?;
@@ -343,14 +406,16 @@ pub(crate) fn main(
     let extra_roots = listen::network(&args.source)?;
     let server = Arc::new(Server {
         log,
+        redis_hub,
         token,
         running: OnceLock::new(),
-        instance_id: format!("openflume-{:016x}", crate::clock::os_seed()),
+        hub,
         stopping: AtomicBool::new(false),
         stopped: event_listener::Event::new(),
         clients: AtomicUsize::new(0),
         left: event_listener::Event::new(),
         ops: Ops::new(),
+        allow_partial: args.source.allow_partial,
     });
     let handler: HandoffHandler = {
         let server = server.clone();
@@ -377,11 +442,89 @@ pub(crate) fn main(
     for (target, depth) in forwarder.depth_readers() {
         server.ops.forward.register(&target, depth);
     }
-    let code = smol::block_on(run(server, sources, min_level, extra_roots, forwarder));
+    let redis = redis.map(|sink| (sink, resume));
+    let code = smol::block_on(run(
+        server,
+        sources,
+        min_level,
+        extra_roots,
+        forwarder,
+        redis,
+    ));
     if let Some(demo) = demo {
         demo.finish();
     }
     Ok(code)
+}
+
+/// `--sink redis://…`: where and how to append instead of the log.
+struct RedisSinkArgs {
+    target: crate::redis::RedisTarget,
+    max_len: u64,
+}
+
+fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkArgs>, UsageError> {
+    let Some(url) = args.sink.as_deref() else {
+        return Ok(None);
+    };
+    let mut target = url
+        .parse::<crate::redis::RedisTarget>()
+        .map_err(|e| UsageError::flag("--sink", e))?;
+    if let Some(key) = &args.redis_cursors {
+        if key.is_empty() {
+            return Err(UsageError::flag("--redis-cursors", "the key is empty"));
+        }
+        target = target.with_cursors_key(key.clone());
+    }
+    if forwarding {
+        return Err(UsageError(
+            "--forward reads the log in --data: it does not work with --sink redis://… (yet)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(RedisSinkArgs {
+        target,
+        max_len: args.redis_maxlen,
+    }))
+}
+
+/// Where the items go: the log, or a Redis Stream.
+enum Sink {
+    Log(crate::LogSink),
+    Redis(crate::redis::RedisSink),
+}
+
+impl Sink {
+    /// Attached before the start: the sink holds everything from the first status on.
+    fn attach(
+        flume: &crate::Flume,
+        log: &EventLog,
+        redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
+    ) -> Result<Sink, String> {
+        match redis {
+            None => flume
+                .log_into(log.clone(), LOG_STREAM)
+                .map(Sink::Log)
+                .map_err(|e| e.to_string()),
+            Some((sink, resume)) => {
+                let options = crate::redis::RedisSinkOptions {
+                    max_len: sink.max_len,
+                    on_notice: Some(Arc::new(|notice| report(format_args!("{notice}")))),
+                };
+                flume
+                    .redis_into(sink.target, resume, LOG_STREAM, options)
+                    .map(Sink::Redis)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn finished(self) -> Result<u64, String> {
+        match self {
+            Sink::Log(sink) => sink.finished().await.map_err(|e| e.to_string()),
+            Sink::Redis(sink) => sink.finished().await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The hub token from `--token-file` or `OPENFLUME_HUB_TOKEN` (not both).
@@ -423,6 +566,7 @@ async fn run(
     min_level: Level,
     extra_roots: Vec<Vec<u8>>,
     forwarder: crate::Forwarder,
+    redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
 ) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -441,13 +585,23 @@ async fn run(
         .start_timeout(None)
         .build();
     // Attached before the start: the log holds everything from the first status on.
-    let sink = match flume.log_into(server.log.clone(), LOG_STREAM) {
+    let sink = match Sink::attach(&flume, &server.log, redis) {
         Ok(sink) => sink,
         Err(error) => {
             report(format_args!("{error}"));
             return 1;
         }
     };
+    // A sink that stops before the flume closed failed: nothing more can be kept, so serve
+    // stops too rather than run on without a log.
+    let (sink_failed, failure) = smol::channel::bounded::<()>(1);
+    let sink = smol::spawn(async move {
+        let result = sink.finished().await;
+        if result.is_err() {
+            let _ = sink_failed.try_send(());
+        }
+        result
+    });
     let running = match flume.start() {
         Ok(running) => Arc::new(running),
         Err(error) => {
@@ -475,7 +629,15 @@ async fn run(
         name == "SIGTERM"
     };
     let ended = async {
-        running.wait().await;
+        future::or(
+            async {
+                running.wait().await;
+            },
+            async {
+                let _ = failure.recv().await;
+            },
+        )
+        .await;
         false
     };
     let keep_sessions = future::or(signalled, ended).await;
@@ -508,7 +670,7 @@ async fn run(
     })
     .await;
     drop(running);
-    match future::or(async { Some(sink.finished().await) }, async {
+    match future::or(async { Some(sink.await) }, async {
         async_io::Timer::after(STOP_GRACE).await;
         None
     })

@@ -13,6 +13,9 @@ use std::time::Duration;
 const MAX_RATE: f64 = 20_000.0;
 
 pub(crate) fn run(args: SimArgs) -> Result<i32, UsageError> {
+    if let Some(path) = &args.replay {
+        return replay(path, args.bind);
+    }
     if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= MAX_RATE) {
         return Err(UsageError::flag(
             "--rate",
@@ -191,4 +194,64 @@ fn apply(sims: &openflume_sim::Handles, line: &str) {
         }
         Err(why) => super::listen::report(format_args!("{why}")),
     }
+}
+
+/// `openflume sim --replay FILE`: the recording served until a signal.
+fn replay(path: &std::path::Path, bind: std::net::IpAddr) -> Result<i32, UsageError> {
+    let recording = match openflume_proto::recording::Recording::load(path) {
+        Ok(recording) => recording,
+        Err(error) => {
+            super::listen::report(format_args!("{}: {error}", path.display()));
+            return Ok(1);
+        }
+    };
+    smol::block_on(async {
+        let sims = match openflume_sim::replay::ReplaySims::start(&recording, bind).await {
+            Ok(sims) => sims,
+            Err(error) => {
+                super::listen::report(format_args!("{}: {error}", path.display()));
+                return Ok(1);
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        for (source, addr) in sims.addresses() {
+            let _ = writeln!(out, "# {source} replayed on {addr}");
+        }
+        let _ = writeln!(
+            out,
+            "# Point `openflume listen` at them (stand-in tokens: the replay accepts any):"
+        );
+        for (name, value) in sims.env() {
+            let _ = writeln!(out, "export {name}={value}");
+        }
+        let _ = writeln!(out, "# Serving the recording until SIGINT or SIGTERM");
+        let _ = out.flush();
+        drop(out);
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+                .map_err(|e| UsageError(format!("cannot watch signals: {e}")))?;
+        let mut told = false;
+        loop {
+            let signalled = futures_lite::future::or(
+                async {
+                    futures_lite::StreamExt::next(&mut signals).await;
+                    true
+                },
+                async {
+                    async_io::Timer::after(Duration::from_millis(250)).await;
+                    false
+                },
+            )
+            .await;
+            if signalled {
+                break;
+            }
+            if !told && sims.played_out() {
+                told = true;
+                super::listen::report(format_args!("the whole recording was served"));
+            }
+        }
+        sims.stop().await;
+        Ok(0)
+    })
 }

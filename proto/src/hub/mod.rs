@@ -23,18 +23,29 @@
 //! same name resumes after its last `ack`, so a crashed agent needs to remember nothing; a new
 //! consumer starts at `after_event_id`, or at the end). Omitted subscriptions mean everything;
 //! an empty list means nothing. `subscribe`/`unsubscribe` add or remove values from the lists;
-//! a change applies to items after `since` or after the last item sent, whichever is later,
-//! so order is kept (a client that wants older items says hello again).
+//! a change applies to items after `since`, or after the last item sent (or asked of the log
+//! already), whichever is later, so order is kept (a client that wants older items says hello
+//! again); `subscribed` names that point.
+//!
+//! **Positions.** A hub over the SQLite log counts in its integer ids (above). A hub over a
+//! Redis Stream (`serve --sink redis://…`) counts in the stream's entry ids, written as strings
+//! (`"event_id":"1764100000000-0"`, and the same in `after_event_id`, `ack`, `since`,
+//! `replay_until` and `effective_after`); there an integer `N` in a client frame reads as
+//! `"N-0"`, so `"after_event_id":0` still means everything. The session is generic over the
+//! position ([`HubPosition`]): its rules compare positions and never count them.
 //!
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
 //! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
 //! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
-//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`]; 1001 at shutdown and when
+//! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`] (or one the transport refused,
+//! [`HubInput::Oversized`]); 1001 at shutdown and when
 //! no pong came for two ping intervals; 1002 for a hello that does not come in time.
 
 mod filter;
+mod position;
 
 pub use filter::Filter;
+pub use position::{BadStreamId, HubPosition, StreamId};
 
 use crate::{Item, Millis, Now};
 use serde::{Deserialize, Serialize};
@@ -90,11 +101,12 @@ impl HubConfig {
     }
 }
 
-/// An item as the log stores it.
+/// An item as the log stores it, with its position `P` (the SQLite log's integer id, or a
+/// Redis Stream's [`StreamId`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredItem {
+pub struct StoredItem<P = u64> {
     /// The log's id for it.
-    pub event_id: u64,
+    pub event_id: P,
     /// The item.
     pub item: Item,
 }
@@ -102,35 +114,42 @@ pub struct StoredItem {
 /// What the driver tells a session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HubInput {
+pub enum HubInput<P = u64> {
     /// The connection was upgraded; `committed` is the log's last committed id.
     Start {
         /// The last committed id.
-        committed: u64,
+        committed: P,
     },
     /// The log committed up to this id.
     Committed {
         /// The last committed id.
-        last_id: u64,
+        last_id: P,
     },
     /// A text frame from the client.
     Text(String),
     /// A binary frame from the client (refused).
     Binary,
+    /// A client frame the transport would not read whole: larger than its own limit (which a
+    /// driver sets near [`HubConfig::max_frame_bytes`], so a client cannot make it buffer more).
+    /// Closed with 1009, as a [`HubInput::Text`] over the limit is.
+    Oversized {
+        /// The size the frame announced, in bytes.
+        size: usize,
+    },
     /// A pong from the client.
     Pong,
     /// The answer to [`HubOutput::ReadLog`]: the matching items, and the highest id the read
     /// covered (beyond the last item when the rest did not match).
     Read {
         /// Matching items, ids ascending.
-        items: Vec<StoredItem>,
+        items: Vec<StoredItem<P>>,
         /// Every id up to this one was looked at.
-        up_to: u64,
+        up_to: P,
     },
     /// The answer to [`HubOutput::LookupConsumer`].
     Consumer {
         /// The consumer's last acked id, `None` for a new consumer.
-        acked: Option<u64>,
+        acked: Option<P>,
     },
     /// The transport wrote this many queued frames to the client.
     Sent {
@@ -146,7 +165,7 @@ pub enum HubInput {
 /// What a session asks of the driver.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HubOutput {
+pub enum HubOutput<P = u64> {
     /// Send this text frame.
     Send(String),
     /// Send a ping.
@@ -162,9 +181,9 @@ pub enum HubOutput {
     /// [`HubInput::Read`].
     ReadLog {
         /// Exclusive lower bound.
-        after: u64,
+        after: P,
         /// Inclusive upper bound: what is committed.
-        until: u64,
+        until: P,
         /// Most items.
         limit: usize,
         /// Which items.
@@ -180,17 +199,17 @@ pub enum HubOutput {
         /// The name.
         name: String,
         /// Everything up to this id is acknowledged.
-        event_id: u64,
+        event_id: P,
     },
 }
 
 /// Where the session is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Phase {
+enum Phase<P> {
     AwaitingHello,
     /// A consumer's cursor was asked for; the hello's position and filter wait for it.
     AwaitingConsumer {
-        after: Option<u64>,
+        after: Option<P>,
     },
     Streaming,
     Closed,
@@ -199,27 +218,28 @@ enum Phase {
 /// A client message.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
+#[serde(bound = "P: HubPosition")]
+enum ClientMessage<P> {
     Hello {
         #[serde(default)]
-        after_event_id: Option<u64>,
+        after_event_id: Option<P>,
         #[serde(default)]
         consumer: Option<String>,
         #[serde(default)]
         subscriptions: Filter,
     },
     Ack {
-        event_id: u64,
+        event_id: P,
     },
     Subscribe {
         subscriptions: Filter,
         #[serde(default)]
-        since: u64,
+        since: P,
     },
     Unsubscribe {
         subscriptions: Filter,
         #[serde(default)]
-        since: u64,
+        since: P,
     },
 }
 
@@ -243,20 +263,20 @@ enum ClientMessage {
 /// assert!(frame.starts_with(r#"{"type":"item","event_id":1,"#));
 /// ```
 #[derive(Debug)]
-pub struct HubSession {
+pub struct HubSession<P = u64> {
     config: HubConfig,
-    phase: Phase,
+    phase: Phase<P>,
     filter: Filter,
     /// Subscription changes not in force yet: each applies to ids after its point.
-    changes: VecDeque<(u64, Filter)>,
+    changes: VecDeque<(P, Filter)>,
     consumer: Option<String>,
     /// The last id the client was sent or passed over (everything up to it is done).
-    sent_up_to: u64,
+    sent_up_to: P,
     /// The highest id acked by the consumer.
-    acked: u64,
-    committed: u64,
+    acked: P,
+    committed: P,
     /// The upper bound of the read in flight.
-    reading: Option<u64>,
+    reading: Option<P>,
     /// Frames handed to the transport and not yet written.
     queued: usize,
     /// Since when the send queue has been full.
@@ -265,21 +285,47 @@ pub struct HubSession {
     next_ping: Option<Millis>,
     /// A pong is owed since this ping.
     ping_outstanding: Option<Millis>,
-    out: VecDeque<HubOutput>,
+    out: VecDeque<HubOutput<P>>,
 }
 
 impl HubSession {
-    /// A session before the upgrade.
+    /// A session before the upgrade, counting in the SQLite log's integer ids.
     pub fn new(config: HubConfig) -> HubSession {
+        HubSession::counting(config)
+    }
+
+    /// How far behind the log the client is: committed ids not yet sent or passed over.
+    pub fn lag(&self) -> u64 {
+        self.committed.saturating_sub(self.sent_up_to)
+    }
+}
+
+impl<P: HubPosition> HubSession<P> {
+    /// A session before the upgrade, counting in positions `P`: `u64` for the SQLite log (as
+    /// [`new`](HubSession::new)), [`StreamId`] for a Redis Stream, whose ids the frames then
+    /// carry as strings (`"event_id":"1764100000000-0"`).
+    ///
+    /// ```
+    /// use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession, StreamId};
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+    /// let mut session = HubSession::<StreamId>::counting(HubConfig::new("i-1"));
+    /// let committed = "1764100000000-4".parse().unwrap();
+    /// session.handle_input(now, HubInput::Start { committed });
+    /// session.handle_input(now, HubInput::Text(r#"{"type":"hello","after_event_id":"1764100000000-1"}"#.into()));
+    /// let Some(HubOutput::Send(hello_ok)) = session.poll_output() else { panic!() };
+    /// assert!(hello_ok.contains(r#""replay_until":"1764100000000-4""#));
+    /// ```
+    pub fn counting(config: HubConfig) -> HubSession<P> {
         HubSession {
             config,
             phase: Phase::AwaitingHello,
             filter: Filter::default(),
             changes: VecDeque::new(),
             consumer: None,
-            sent_up_to: 0,
-            acked: 0,
-            committed: 0,
+            sent_up_to: P::default(),
+            acked: P::default(),
+            committed: P::default(),
             reading: None,
             queued: 0,
             full_since: None,
@@ -291,7 +337,7 @@ impl HubSession {
     }
 
     /// The next thing to do, until `None`.
-    pub fn poll_output(&mut self) -> Option<HubOutput> {
+    pub fn poll_output(&mut self) -> Option<HubOutput<P>> {
         self.out.pop_front()
     }
 
@@ -317,11 +363,6 @@ impl HubSession {
         self.phase == Phase::Closed
     }
 
-    /// How far behind the log the client is: committed ids not yet sent or passed over.
-    pub fn lag(&self) -> u64 {
-        self.committed.saturating_sub(self.sent_up_to)
-    }
-
     /// The last id the client was sent or passed over (its subscriptions did not match), once
     /// the hello is answered: a driver compares it with the log's last id to report the
     /// client's lag (`/metrics`) without waiting for the session to be told of each commit.
@@ -336,7 +377,7 @@ impl HubSession {
     /// session.handle_input(now, HubInput::Text(r#"{"type":"hello","after_event_id":4}"#.into()));
     /// assert_eq!(session.position(), Some(4));
     /// ```
-    pub fn position(&self) -> Option<u64> {
+    pub fn position(&self) -> Option<P> {
         (self.phase == Phase::Streaming).then_some(self.sent_up_to)
     }
 
@@ -356,7 +397,7 @@ impl HubSession {
     }
 
     /// Handles one input at `now`. Input after the close is ignored.
-    pub fn handle_input(&mut self, now: Now, input: HubInput) {
+    pub fn handle_input(&mut self, now: Now, input: HubInput<P>) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -368,6 +409,10 @@ impl HubSession {
             HubInput::Committed { last_id } => self.committed = self.committed.max(last_id),
             HubInput::Text(text) => self.on_text(now, &text),
             HubInput::Binary => self.close(1003, "binary frames are not supported".into()),
+            HubInput::Oversized { .. } => self.close(
+                1009,
+                format!("frame larger than {} bytes", self.config.max_frame_bytes),
+            ),
             HubInput::Pong => self.ping_outstanding = None,
             HubInput::Read { items, up_to } => self.on_read(now, items, up_to),
             HubInput::Consumer { acked } => self.on_consumer(acked),
@@ -396,7 +441,7 @@ impl HubSession {
                 format!("frame larger than {} bytes", self.config.max_frame_bytes),
             );
         }
-        let message = match serde_json::from_str::<ClientMessage>(text) {
+        let message = match serde_json::from_str::<ClientMessage<P>>(text) {
             Ok(message) => message,
             Err(error) => {
                 let what = if self.phase == Phase::AwaitingHello {
@@ -470,15 +515,15 @@ impl HubSession {
         }
     }
 
-    fn on_consumer(&mut self, acked: Option<u64>) {
+    fn on_consumer(&mut self, acked: Option<P>) {
         if let Phase::AwaitingConsumer { after } = self.phase {
-            self.acked = acked.unwrap_or(0);
+            self.acked = acked.unwrap_or_default();
             self.stream_from(acked.or(after).unwrap_or(self.committed));
         }
     }
 
     /// Answers the hello and starts reading after `after`.
-    fn stream_from(&mut self, after: u64) {
+    fn stream_from(&mut self, after: P) {
         self.phase = Phase::Streaming;
         self.sent_up_to = after;
         let hello_ok = frame(&HelloOk {
@@ -489,7 +534,7 @@ impl HubSession {
         self.send(hello_ok);
     }
 
-    fn on_ack(&mut self, event_id: u64) {
+    fn on_ack(&mut self, event_id: P) {
         let Some(name) = self.consumer.clone() else {
             return self.close(1008, "ack without a consumer".into());
         };
@@ -517,11 +562,14 @@ impl HubSession {
             .map_or(&self.filter, |(_, filter)| filter)
     }
 
-    /// Puts `next` in force for ids after `since` (or after the last one sent, if later).
-    fn change(&mut self, since: u64, next: Filter) {
+    /// Puts `next` in force for ids after `since`, or after the last one sent, or after the end
+    /// of the read in flight, whichever is latest: that read was asked of the log with the old
+    /// filter, so it cannot hold what the new one adds.
+    fn change(&mut self, since: P, next: Filter) {
         let point = since
             .max(self.sent_up_to)
-            .max(self.changes.back().map_or(0, |(at, _)| *at));
+            .max(self.reading.unwrap_or_default())
+            .max(self.changes.back().map_or(P::default(), |(at, _)| *at));
         self.changes.push_back((point, next));
         self.promote_changes();
         let subscribed = frame(&Subscribed {
@@ -541,7 +589,7 @@ impl HubSession {
         }
     }
 
-    fn on_read(&mut self, now: Now, items: Vec<StoredItem>, up_to: u64) {
+    fn on_read(&mut self, now: Now, items: Vec<StoredItem<P>>, up_to: P) {
         let Some(until) = self.reading.take() else {
             // No read was asked for: a driver bug, nothing to send.
             return;
@@ -631,27 +679,27 @@ impl HubSession {
 
 /// `hello_ok`, fields in the documented order.
 #[derive(Serialize)]
-struct HelloOk<'a> {
+struct HelloOk<'a, P> {
     #[serde(rename = "type")]
     kind: &'static str,
-    replay_until: u64,
+    replay_until: P,
     instance_id: &'a str,
 }
 
 /// `subscribed`.
 #[derive(Serialize)]
-struct Subscribed {
+struct Subscribed<P> {
     #[serde(rename = "type")]
     kind: &'static str,
-    effective_after: u64,
+    effective_after: P,
 }
 
 /// `item`: the item exactly as the JSON Lines output prints it.
 #[derive(Serialize)]
-struct ItemFrame<'a> {
+struct ItemFrame<'a, P> {
     #[serde(rename = "type")]
     kind: &'static str,
-    event_id: u64,
+    event_id: P,
     item: &'a Item,
 }
 

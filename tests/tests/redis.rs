@@ -1,0 +1,547 @@
+//! Redis Streams as the shared log (issue 18), through the real binary against a real
+//! `redis-server` each test starts for itself (`openflume_tests::redis`): `serve --sink
+//! redis://…` acks upstream only after Redis has the item, survives Redis restarting under load,
+//! keeps its cursors in Redis so a shard range resumes anywhere, serves the same hub replay from
+//! any instance; `openflume consume` splits a group and loses nothing to a killed member.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openflume_proto::webhook::sign_github;
+use openflume_sim::{DiscordAction, DiscordSimConfig, SlackAction, SlackSim, SlackSimConfig};
+use openflume_tests::redis::RedisServer;
+use openflume_tests::serve::{Serve as ServeProcess, http_request};
+use openflume_tests::{Openflume, Reader, Signal, block_on, discord_sim};
+use redis::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+const STREAM: &str = "events";
+const SECRET: &str = "redis-test-deploy-secret";
+
+/// Every entry of the stream: its id and the item.
+fn entries(redis: &RedisServer) -> Vec<(String, serde_json::Value)> {
+    let mut conn = redis.connection();
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else {
+                panic!("an entry: {entry:?}")
+            };
+            let id: String = redis::from_redis_value_ref(&parts[0]).unwrap();
+            let fields: Vec<String> = redis::from_redis_value_ref(&parts[1]).unwrap();
+            assert_eq!(fields[0], "item", "the entry's field");
+            (id, serde_json::from_str(&fields[1]).unwrap())
+        })
+        .collect()
+}
+
+/// The events of `source` (and `event_type`) in the stream, counted by the value at `key`.
+fn counts(redis: &RedisServer, source: &str, event_type: &str, key: &str) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for (_, item) in entries(redis) {
+        let event = &item["event"];
+        if event["source"] == source && event["type"] == event_type {
+            *counts
+                .entry(event.pointer(key).unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn has_status(redis: &RedisServer, source: &str, to: &str) -> bool {
+    entries(redis).iter().any(|(_, item)| {
+        let log = &item["log"];
+        log["source"] == source && log["action"] == "status" && log["detail"]["to"] == to
+    })
+}
+
+/// Waits (at most [`WAIT`]) until `done`, checking again every few milliseconds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sink_args(redis: &RedisServer) -> Vec<String> {
+    vec!["--sink".to_owned(), redis.sink_url(STREAM)]
+}
+
+fn serve(redis: &RedisServer, extra: &[&str], env: &[(&str, String)]) -> ServeProcess {
+    let mut args = sink_args(redis);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("OPENFLUME_RECONNECT_BASE_MS", "250"));
+    env.push(("OPENFLUME_RECONNECT_MAX_MS", "500"));
+    ServeProcess::spawn(&args, &env)
+}
+
+/// While Redis refuses writes (`CLIENT PAUSE … WRITE`), Slack's envelopes reach the listener but
+/// none is acked and nothing is in the stream; once writes go through, every envelope is acked,
+/// each acked one is in the stream, and each event is there once.
+#[test]
+fn the_redis_sink_acks_slack_only_after_the_xadd_and_appends_each_event_once() {
+    const ENVELOPES: u32 = 40;
+    let redis = RedisServer::start();
+    let slack = block_on(
+        WAIT,
+        "start the Slack simulator",
+        SlackSim::start(SlackSimConfig {
+            ack_deadline: Duration::from_secs(60),
+            ..SlackSimConfig::default()
+        }),
+    )
+    .unwrap();
+    let _serve = serve(
+        &redis,
+        &[],
+        &[
+            ("SLACK_APP_TOKEN", slack.app_token().to_owned()),
+            ("OPENFLUME_SLACK_API_URL", slack.api_url()),
+        ],
+    );
+    wait_until("Slack's connected status is in the stream", || {
+        has_status(&redis, "slack", "connected")
+    });
+
+    let mut control = redis.connection();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut control)
+        .unwrap();
+    slack.inject(SlackAction::Messages(ENVELOPES));
+    block_on(
+        WAIT,
+        "envelopes sent",
+        slack.wait_for(WAIT, |r| {
+            (r.envelopes.len() >= ENVELOPES as usize).then_some(())
+        }),
+    )
+    .expect("every envelope sent");
+    // Give the listener every chance to ack too early.
+    let early = openflume_tests::block_on_until(
+        Instant::now() + Duration::from_secs(2),
+        slack.wait_for(Duration::from_secs(2), |r| {
+            (!r.acks.is_empty()).then_some(())
+        }),
+    );
+    assert!(
+        !matches!(early, Some(Ok(()))),
+        "an envelope was acked while Redis refused the XADD"
+    );
+    assert!(counts(&redis, "slack", "events_api", "/meta/event_id").is_empty());
+
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut control)
+        .unwrap();
+    block_on(
+        WAIT,
+        "the acks",
+        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
+    )
+    .expect("every envelope acked once appended");
+    let records = slack.records();
+    let appended = counts(&redis, "slack", "events_api", "/meta/event_id");
+    for ack in records.acks.iter() {
+        let event_id = records
+            .envelopes
+            .iter()
+            .find(|e| e.envelope_id == ack.envelope_id)
+            .and_then(|e| e.event_id.clone())
+            .unwrap();
+        assert_eq!(
+            appended.get(&format!("\"{event_id}\"")),
+            Some(&1),
+            "{event_id} acked: in the stream once"
+        );
+    }
+    assert_eq!(appended.len(), ENVELOPES as usize);
+    // The cursors went with the items.
+    let mut conn = redis.connection();
+    let slack_cursor: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:cursors"))
+        .arg("slack")
+        .query(&mut conn)
+        .unwrap();
+    assert!(slack_cursor.is_some(), "the Slack cursor is in Redis");
+}
+
+/// Posts one signed custom webhook with its delivery id; the status, 0 when no answer came.
+fn post(addr: std::net::SocketAddr, n: usize) -> u16 {
+    let body = format!(r#"{{"deploy":{n}}}"#);
+    let signature = sign_github(SECRET.as_bytes(), body.as_bytes());
+    let id = format!("delivery-{n}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Signature-256", signature.as_str()),
+        ("webhook-id", id.as_str()),
+    ];
+    std::panic::catch_unwind(|| {
+        http_request(
+            addr,
+            "POST",
+            "/channels/custom/deploys",
+            &headers,
+            body.as_bytes(),
+        )
+        .status
+    })
+    .unwrap_or(0)
+}
+
+/// Webhooks keep coming while Redis is killed and started again: the sink says it is waiting,
+/// no 200 is lost (every delivery answered 200 is in the stream after the restart, which kept
+/// everything it acknowledged), and each delivery is in the stream exactly once.
+#[test]
+fn redis_restarting_under_load_loses_nothing_and_acks_only_what_was_appended() {
+    const DELIVERIES: usize = 300;
+    let mut redis = RedisServer::start();
+    let mut serve = serve(
+        &redis,
+        &["--webhook", "deploys=DEPLOY_SECRET"],
+        &[("DEPLOY_SECRET", SECRET.to_owned())],
+    );
+    let addr = serve.addr;
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let poster = {
+        let (accepted, sent) = (accepted.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for n in 0..DELIVERIES {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                // A sender retries until a 200, as webhook senders do.
+                while post(addr, n) != 200 {
+                    assert!(Instant::now() < deadline, "delivery {n} never answered 200");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                accepted.lock().unwrap().push(n);
+                sent.store(n + 1, Ordering::Release);
+            }
+        })
+    };
+    wait_until("a third of the deliveries are accepted", || {
+        sent.load(Ordering::Acquire) >= DELIVERIES / 3
+    });
+    redis.kill();
+    serve.wait_for_stderr(WAIT, |line| line.contains("nothing is acknowledged"));
+    let accepted_while_down = accepted.lock().unwrap().clone();
+    redis.start_again();
+    // Everything answered 200 before the restart was kept by Redis.
+    let kept = counts(&redis, "custom", "deploys", "/data/deploy");
+    for n in &accepted_while_down {
+        assert!(
+            kept.contains_key(&n.to_string()),
+            "delivery {n} was answered 200 but is not in the stream"
+        );
+    }
+    poster.join().expect("every delivery answered 200");
+    let appended = counts(&redis, "custom", "deploys", "/data/deploy");
+    let twice: Vec<_> = appended.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "appended twice: {twice:?}");
+    assert_eq!(appended.len(), DELIVERIES, "every delivery once");
+    // The sink says it recovered.
+    serve.wait_for_stderr(WAIT, |line| line.contains("appending again"));
+}
+
+/// A serve with a Discord session is killed (SIGKILL) and another starts with an empty data
+/// directory on the same Redis, with the same cursors hash (named for the shard range): it reads
+/// the session from Redis and resumes it, and every message is in the stream once.
+#[test]
+fn a_shard_started_elsewhere_resumes_its_discord_session_from_redis() {
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig::default());
+    let env = vec![
+        ("DISCORD_BOT_TOKEN", discord.token().to_owned()),
+        ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
+    ];
+    let range = ["--redis-cursors", "events:cursors:shards-0-0"];
+    let first = serve(&redis, &range, &env);
+    wait_until("Discord is connected", || {
+        has_status(&redis, "discord", "connected")
+    });
+    discord.inject(DiscordAction::Messages(200));
+    wait_until("part of the burst is in the stream", || {
+        counts(&redis, "discord", "MESSAGE_CREATE", "/data/id").len() >= 50
+    });
+    drop(first); // SIGKILL
+    discord.inject(DiscordAction::Messages(50));
+
+    // Another process, another data directory: only Redis is shared.
+    let mut conn = redis.connection();
+    let session: Option<String> = redis::cmd("HGET")
+        .arg("events:cursors:shards-0-0")
+        .arg("discord")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        session.is_some(),
+        "the session is in the range's cursors hash"
+    );
+    let second = serve(&redis, &range, &env);
+    wait_until("every message is in the stream", || {
+        counts(&redis, "discord", "MESSAGE_CREATE", "/data/id").len() == 250
+    });
+    let messages = counts(&redis, "discord", "MESSAGE_CREATE", "/data/id");
+    let twice: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the stream twice: {twice:?}");
+    let records = discord.records();
+    assert_eq!(records.sessions().len(), 1, "one session, resumed");
+    assert!(
+        records
+            .resumes
+            .iter()
+            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
+        "the second process resumed: {:?}",
+        records.resumes.iter().collect::<Vec<_>>()
+    );
+    drop(second);
+}
+
+/// Appends `count` tick events straight to the stream, numbered from `from`.
+fn fill(redis: &RedisServer, from: usize, count: usize) {
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for n in from..from + count {
+        let item = format!(
+            r#"{{"kind":"event","event":{{"source":"time","type":"tick","data":{{"n":{n}}},"meta":{{}},"receivedAt":0}}}}"#
+        );
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("item")
+            .arg(item)
+            .ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+}
+
+fn consumer(redis: &RedisServer, name: &str, reader: Reader) -> Openflume {
+    let url = redis.url();
+    let args = [
+        "consume",
+        "--redis",
+        &url,
+        "--stream",
+        STREAM,
+        "--group",
+        "workers",
+        "--consumer",
+        name,
+        "--claim-idle",
+        "1s",
+    ];
+    Openflume::spawn_with(&args, &[], reader)
+}
+
+/// The `n` of each line; the last line of a killed consumer may be cut short, and is left out.
+fn numbers(lines: &[String]) -> Vec<u64> {
+    let whole = match lines.last() {
+        Some(last) if serde_json::from_str::<serde_json::Value>(last).is_err() => {
+            &lines[..lines.len() - 1]
+        }
+        _ => lines,
+    };
+    whole
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(value["event_id"].is_string(), "a stream id: {line}");
+            value["event"]["data"]["n"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Pending entries of one member of the group.
+fn pending_of(redis: &RedisServer, name: &str) -> Vec<String> {
+    let mut conn = redis.connection();
+    // NOGROUP until the first consumer created the group: nothing is pending then.
+    let reply: Result<Value, _> = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(10_000)
+        .arg(name)
+        .query(&mut conn);
+    let Ok(Value::Array(rows)) = reply else {
+        return Vec::new();
+    };
+    rows.iter()
+        .map(|row| {
+            let Value::Array(parts) = row else { panic!() };
+            redis::from_redis_value_ref(&parts[0]).unwrap()
+        })
+        .collect()
+}
+
+/// Two members of one group share the stream; one stops reading its stdout (its entries stay
+/// pending) and is killed with SIGKILL; the other claims its pending entries after
+/// `--claim-idle` and goes on with new ones: every entry is printed by one of them.
+#[test]
+fn two_consumers_split_the_group_and_a_killed_ones_entries_are_claimed() {
+    const FIRST: usize = 1500;
+    const MORE: usize = 500;
+    let redis = RedisServer::start();
+    fill(&redis, 0, FIRST);
+    // `a`'s stdout is never read: it fills its pipe and blocks with a batch unacknowledged.
+    let mut a = consumer(&redis, "a", Reader::Pull);
+    let mut b = consumer(&redis, "b", Reader::Eager);
+    // What b printed: each entry's number and stream id.
+    let mut by_b: HashMap<u64, String> = HashMap::new();
+    let mut read_b = |b: &mut Openflume, until: &dyn Fn(&HashMap<u64, String>) -> bool| {
+        if until(&by_b) {
+            return by_b.clone();
+        }
+        let result = b.try_wait_for_json(WAIT, |line| {
+            let n = line["event"]["data"]["n"].as_u64().unwrap();
+            by_b.insert(n, line["event_id"].as_str().unwrap().to_owned());
+            until(&by_b)
+        });
+        result.unwrap_or_else(|why| panic!("{why}; b printed {}", by_b.len()));
+        by_b.clone()
+    };
+    wait_until("a is stuck writing with entries unacknowledged", || {
+        a.blocked_writing() && !pending_of(&redis, "a").is_empty()
+    });
+    let a_pending_at_kill = pending_of(&redis, "a");
+    a.signal(Signal::KILL);
+    let (_, a_lines, _) = a.wait_exit(WAIT);
+    let printed_by_a: HashSet<u64> = numbers(&a_lines).into_iter().collect();
+    // The stream goes on.
+    fill(&redis, FIRST, MORE);
+
+    let all: HashSet<u64> = (0..(FIRST + MORE) as u64).collect();
+    let by_b = read_b(&mut b, &|seen| {
+        all.iter()
+            .all(|n| seen.contains_key(n) || printed_by_a.contains(n))
+    });
+    let ids_by_b: HashSet<&String> = by_b.values().collect();
+    let unclaimed: Vec<&String> = a_pending_at_kill
+        .iter()
+        .filter(|id| !ids_by_b.contains(id))
+        .collect();
+    assert!(
+        unclaimed.is_empty(),
+        "a's pending entries were claimed and printed by b: {} of {} were not",
+        unclaimed.len(),
+        a_pending_at_kill.len()
+    );
+    wait_until("nothing is pending", || {
+        pending_of(&redis, "a").is_empty() && pending_of(&redis, "b").is_empty()
+    });
+    b.terminate();
+    let (status, _, stderr) = b.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A URL that is not redis:// is a usage error naming the flag.
+#[test]
+fn consume_exit_codes() {
+    let mut bad = Openflume::spawn(
+        &[
+            "consume", "--redis", "http://x", "--stream", "s", "--group", "g",
+        ],
+        &[],
+    );
+    let (status, _, stderr) = bad.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--redis"), "{stderr}");
+}
+
+/// Two `serve` instances on one stream (each with its own data directory): a hub client gets
+/// the same replay from either, its ids stream ids (strings), and `after_event_id` resumes
+/// after one of them on the other instance.
+#[test]
+fn two_serves_on_one_stream_give_the_same_hub_replay() {
+    use tungstenite::Message;
+    let redis = RedisServer::start();
+    let env = [("DEPLOY_SECRET", SECRET.to_owned())];
+    let one = serve(&redis, &["--webhook", "deploys=DEPLOY_SECRET"], &env);
+    let two = serve(&redis, &["--webhook", "deploys=DEPLOY_SECRET"], &env);
+    for n in 0..10 {
+        let server = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(post(server.addr, n), 200);
+    }
+    let replay = |server: &ServeProcess, hello: &str, want: usize| -> Vec<(String, u64)> {
+        let (mut socket, _) =
+            tungstenite::connect(format!("ws://{}/ws", server.addr)).expect("the hub");
+        socket.send(Message::text(hello)).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while got.len() < want {
+            assert!(Instant::now() < deadline, "replay: {got:?}");
+            let Message::Text(text) = socket.read().unwrap() else {
+                continue;
+            };
+            let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if frame["type"] == "hello_ok" {
+                assert!(frame["replay_until"].is_string(), "{frame}");
+            }
+            if frame["type"] == "item" && frame["item"]["event"]["source"] == "custom" {
+                let id = frame["event_id"].as_str().unwrap().to_owned();
+                got.push((
+                    id,
+                    frame["item"]["event"]["data"]["deploy"].as_u64().unwrap(),
+                ));
+            }
+        }
+        got
+    };
+    let everything =
+        r#"{"type":"hello","after_event_id":0,"subscriptions":{"sources":["custom"]}}"#;
+    let from_one = replay(&one, everything, 10);
+    let from_two = replay(&two, everything, 10);
+    assert_eq!(from_one, from_two);
+    let mut deploys: Vec<u64> = from_one.iter().map(|(_, n)| *n).collect();
+    deploys.sort_unstable();
+    assert_eq!(deploys, (0..10).collect::<Vec<_>>());
+    // Resuming after the fifth id on the other instance gives the last five.
+    let after = format!(
+        r#"{{"type":"hello","after_event_id":"{}","subscriptions":{{"sources":["custom"]}}}}"#,
+        from_one[4].0
+    );
+    assert_eq!(replay(&two, &after, 5), from_one[5..].to_vec());
+
+    // A named consumer acks on one instance and resumes on the other.
+    let named = r#"{"type":"hello","consumer":"triage","after_event_id":0,"subscriptions":{"sources":["custom"]}}"#;
+    let (mut socket, _) = tungstenite::connect(format!("ws://{}/ws", one.addr)).unwrap();
+    socket.send(Message::text(named)).unwrap();
+    let mut seen = 0;
+    while seen < 3 {
+        if let Message::Text(text) = socket.read().unwrap() {
+            let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            seen += usize::from(frame["type"] == "item");
+        }
+    }
+    let third = &from_one[2].0;
+    let ack = format!(r#"{{"type":"ack","event_id":"{third}"}}"#);
+    socket.send(Message::text(ack)).unwrap();
+    wait_until("the ack is stored", || {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(format!("{STREAM}:hub-consumers"))
+            .arg("triage")
+            .query(&mut redis.connection())
+            .unwrap();
+        stored.as_ref() == Some(third)
+    });
+    drop(socket);
+    assert_eq!(replay(&two, named, 7), from_one[3..].to_vec());
+}
