@@ -135,9 +135,11 @@ impl Source {
     /// assert_eq!(Source::discord_gateway(config).name(), "discord");
     /// ```
     pub fn discord_gateway(config: DiscordGatewayConfig) -> Source {
+        let recipe = MachineConfig::DiscordGateway(config.clone());
         Source::named(Cow::Borrowed("discord"), move |seed| {
             DiscordGateway::new(config, seed)
         })
+        .recorded_as(recipe)
     }
 
     /// Slack Socket Mode, named `slack`.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 /// The fixture directories of the machines a recording can build.
 const DIRS: &[(&str, MachineKind)] = &[
     ("discord", MachineKind::Discord),
+    ("discord_gateway", MachineKind::DiscordGateway),
     ("slack", MachineKind::Slack),
     ("github", MachineKind::Github),
     ("cron", MachineKind::Cron),

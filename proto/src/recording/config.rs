@@ -22,6 +22,9 @@ pub enum MachineConfig {
     /// One Discord Gateway shard.
     #[cfg(feature = "discord")]
     Discord(crate::discord::DiscordConfig),
+    /// Several shards of one Discord bot (a range of them).
+    #[cfg(feature = "discord")]
+    DiscordGateway(crate::discord::DiscordGatewayConfig),
     /// Slack Socket Mode.
     #[cfg(feature = "slack")]
     Slack(crate::slack::SlackConfig),
@@ -88,6 +91,8 @@ impl MachineConfig {
         match self {
             #[cfg(feature = "discord")]
             MachineConfig::Discord(_) => MachineKind::Discord,
+            #[cfg(feature = "discord")]
+            MachineConfig::DiscordGateway(_) => MachineKind::DiscordGateway,
             #[cfg(feature = "slack")]
             MachineConfig::Slack(_) => MachineKind::Slack,
             #[cfg(feature = "github")]
@@ -110,6 +115,10 @@ impl MachineConfig {
             #[cfg(feature = "discord")]
             MachineConfig::Discord(config) => {
                 vec![slot("DISCORD_BOT_TOKEN", false, &mut config.token)]
+            }
+            #[cfg(feature = "discord")]
+            MachineConfig::DiscordGateway(config) => {
+                vec![slot("DISCORD_BOT_TOKEN", false, &mut config.shard.token)]
             }
             #[cfg(feature = "slack")]
             MachineConfig::Slack(config) => {
@@ -172,6 +181,8 @@ impl MachineConfig {
         let json = match &copy {
             #[cfg(feature = "discord")]
             MachineConfig::Discord(config) => serde_json::to_value(config),
+            #[cfg(feature = "discord")]
+            MachineConfig::DiscordGateway(config) => serde_json::to_value(config),
             #[cfg(feature = "slack")]
             MachineConfig::Slack(config) => serde_json::to_value(config),
             #[cfg(feature = "github")]
@@ -223,6 +234,10 @@ impl MachineConfig {
             )),
             #[cfg(feature = "discord")]
             Some(MachineKind::Discord) => Ok(MachineConfig::Discord(
+                serde_json::from_value(config).map_err(read)?,
+            )),
+            #[cfg(feature = "discord")]
+            Some(MachineKind::DiscordGateway) => Ok(MachineConfig::DiscordGateway(
                 serde_json::from_value(config).map_err(read)?,
             )),
             #[cfg(feature = "slack")]
@@ -307,6 +322,10 @@ impl MachineConfig {
             #[cfg(feature = "discord")]
             MachineConfig::Discord(config) => {
                 Box::new(crate::discord::DiscordShard::new(config, seed)?)
+            }
+            #[cfg(feature = "discord")]
+            MachineConfig::DiscordGateway(config) => {
+                Box::new(crate::discord::DiscordGateway::new(config, seed)?)
             }
             #[cfg(feature = "slack")]
             MachineConfig::Slack(config) => {

@@ -59,6 +59,8 @@ pub const FORMAT: u32 = 1;
 pub enum MachineKind {
     /// One Discord Gateway shard ([`crate::discord::DiscordShard`]).
     Discord,
+    /// Several shards of one bot ([`crate::discord::DiscordGateway`]).
+    DiscordGateway,
     /// Slack Socket Mode.
     Slack,
     /// The GitHub notifications poller.
@@ -289,7 +291,7 @@ impl Section {
     pub fn source(&self) -> &str {
         match (&self.header.source, self.header.machine) {
             (Some(source), _) => source,
-            (None, Some(MachineKind::Discord)) => "discord",
+            (None, Some(MachineKind::Discord | MachineKind::DiscordGateway)) => "discord",
             (None, Some(MachineKind::Slack)) => "slack",
             (None, Some(MachineKind::Github)) => "github",
             (None, Some(MachineKind::Cron)) => "time",

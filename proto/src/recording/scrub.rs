@@ -166,7 +166,7 @@ impl Scrubber {
 
     fn drop_frame_content(&mut self, conn: ConnId, frame: &mut Frame) -> Option<()> {
         let key = match self.kind {
-            MachineKind::Discord => "content",
+            MachineKind::Discord | MachineKind::DiscordGateway => "content",
             MachineKind::Slack => "text",
             _ => return Some(()),
         };
@@ -177,7 +177,12 @@ impl Scrubber {
                 }
             }
             #[cfg(feature = "discord")]
-            Frame::Binary(bytes) if self.kind == MachineKind::Discord => {
+            Frame::Binary(bytes)
+                if matches!(
+                    self.kind,
+                    MachineKind::Discord | MachineKind::DiscordGateway
+                ) =>
+            {
                 let stream = self.streams.entry(conn).or_default();
                 let edit = |payload: Vec<u8>| match std::str::from_utf8(&payload)
                     .ok()

@@ -2,9 +2,17 @@
 //! that serves a recording at another address, must change payloads that travel inside one
 //! compressed stream per connection. Each inflates the recorded stream with [`ZlibStream`] and
 //! deflates the changed payloads into a stream of its own, one sync-flushed message per payload.
+//!
+//! A connection recorded with zstd-stream is recognised by its first message (a zstd frame's
+//! magic number, which no zlib stream starts with) and re-encoded the same way, as zstd: its
+//! payloads are decompressed with [`ZstdStream`] and compressed into a stream of its own, one
+//! flushed message per payload, the frame left open as the Gateway leaves it.
 
-use crate::discord::{InflateError, ZlibStream};
+use crate::discord::{InflateError, ZlibStream, ZstdStream};
 use flate2::{Compress, Compression, FlushCompress};
+
+/// The magic number that starts every zstd frame (RFC 8878 §3.1.1), little-endian 0xFD2FB528.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Largest payload re-encoded; a larger one is refused as the shard refuses it.
 const MAX_PAYLOAD: usize = 16 << 20;
@@ -70,7 +78,8 @@ impl Deflater {
 }
 
 /// One recorded connection's stream re-encoded: recorded binary messages in, changed payloads
-/// out as messages of a new stream.
+/// out as messages of a new stream, of the recorded one's kind (zlib-stream, or zstd-stream
+/// when its first message is a zstd frame).
 ///
 /// ```
 /// use openflume_proto::recording::zlib::{Deflater, Recompress};
@@ -85,24 +94,46 @@ impl Deflater {
 /// let mut client = ZlibStream::new(1 << 20);
 /// assert_eq!(client.push(&changed).unwrap().unwrap(), br#"{"op":0,"d":{"content":""}}"#);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Recompress {
-    inflater: ZlibStream,
-    deflater: Deflater,
+    /// Chosen by the first message.
+    codec: Option<Codec>,
 }
 
-impl Default for Recompress {
-    fn default() -> Self {
-        Recompress {
-            inflater: ZlibStream::new(MAX_PAYLOAD),
-            deflater: Deflater::default(),
-        }
-    }
+#[derive(Debug)]
+enum Codec {
+    Zlib {
+        inflater: ZlibStream,
+        deflater: Deflater,
+    },
+    Zstd {
+        decoder: Box<ZstdStream>,
+        encoder: Box<ZstdEncoder>,
+    },
 }
 
 impl Recompress {
+    /// The codec for a stream whose first message is `message`.
+    fn codec(&mut self, message: &[u8]) -> Result<&mut Codec, InflateError> {
+        let codec = match self.codec.take() {
+            Some(codec) => codec,
+            None if message.starts_with(&ZSTD_MAGIC) => Codec::Zstd {
+                decoder: Box::new(
+                    ZstdStream::new(MAX_PAYLOAD)
+                        .map_err(|e| InflateError::Corrupt(e.to_string()))?,
+                ),
+                encoder: Box::new(ZstdEncoder::new()?),
+            },
+            None => Codec::Zlib {
+                inflater: ZlibStream::new(MAX_PAYLOAD),
+                deflater: Deflater::default(),
+            },
+        };
+        Ok(self.codec.insert(codec))
+    }
+
     /// Adds one recorded binary message; when it completes a payload, returns the payload after
-    /// `edit`, deflated into the new stream.
+    /// `edit`, compressed into the new stream.
     ///
     /// ```
     /// use openflume_proto::recording::zlib::Recompress;
@@ -112,19 +143,26 @@ impl Recompress {
     ///
     /// # Errors
     ///
-    /// The recorded stream does not inflate ([`InflateError`]): the stream is unusable after.
+    /// The recorded stream does not decompress ([`InflateError`]): the stream is unusable after.
     pub fn push(
         &mut self,
         message: &[u8],
         edit: impl FnOnce(Vec<u8>) -> Vec<u8>,
     ) -> Result<Option<Vec<u8>>, InflateError> {
-        Ok(self
-            .inflater
-            .push(message)?
-            .map(|payload| self.deflater.deflate(&edit(payload))))
+        match self.codec(message)? {
+            Codec::Zlib { inflater, deflater } => Ok(inflater
+                .push(message)?
+                .map(|payload| deflater.deflate(&edit(payload)))),
+            Codec::Zstd { decoder, encoder } => {
+                let payload = decoder
+                    .push(message)
+                    .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+                encoder.compress(&edit(payload)).map(Some)
+            }
+        }
     }
 
-    /// Inflates one recorded message without re-encoding: the payload when it completes one.
+    /// Decompresses one recorded message without re-encoding: the payload when it completes one.
     ///
     /// ```
     /// use openflume_proto::recording::zlib::{Deflater, Recompress};
@@ -134,8 +172,95 @@ impl Recompress {
     ///
     /// # Errors
     ///
-    /// The recorded stream does not inflate.
+    /// The recorded stream does not decompress.
     pub fn inflate(&mut self, message: &[u8]) -> Result<Option<Vec<u8>>, InflateError> {
-        self.inflater.push(message)
+        match self.codec(message)? {
+            Codec::Zlib { inflater, .. } => inflater.push(message),
+            Codec::Zstd { decoder, .. } => decoder
+                .push(message)
+                .map(Some)
+                .map_err(|e| InflateError::Corrupt(e.to_string())),
+        }
+    }
+}
+
+/// One connection's outgoing zstd stream: each payload compressed and flushed, the frame left
+/// open, as the Gateway sends zstd-stream.
+struct ZstdEncoder(zstd::stream::raw::Encoder<'static>);
+
+impl std::fmt::Debug for ZstdEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ZstdEncoder")
+    }
+}
+
+impl ZstdEncoder {
+    fn new() -> Result<ZstdEncoder, InflateError> {
+        zstd::stream::raw::Encoder::new(zstd::DEFAULT_COMPRESSION_LEVEL)
+            .map(ZstdEncoder)
+            .map_err(|e| InflateError::Corrupt(e.to_string()))
+    }
+
+    fn compress(&mut self, payload: &[u8]) -> Result<Vec<u8>, InflateError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let failed = |e: std::io::Error| InflateError::Corrupt(e.to_string());
+        let mut out = Vec::with_capacity(payload.len() / 3 + 64);
+        let mut input = InBuffer::around(payload);
+        while input.pos() < payload.len() {
+            out.reserve(out.capacity().max(256));
+            let pos = out.len();
+            self.0
+                .run(&mut input, &mut OutBuffer::around_pos(&mut out, pos))
+                .map_err(failed)?;
+        }
+        loop {
+            out.reserve(out.capacity().max(256));
+            let pos = out.len();
+            let left = self
+                .0
+                .flush(&mut OutBuffer::around_pos(&mut out, pos))
+                .map_err(failed)?;
+            if left == 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zstd_stream_is_re_encoded_as_zstd() {
+        let mut original = ZstdEncoder::new().unwrap();
+        let recorded: Vec<Vec<u8>> = [
+            &br#"{"op":10}"#[..],
+            br#"{"op":0,"d":{"content":"secret words"}}"#,
+        ]
+        .iter()
+        .map(|payload| original.compress(payload).unwrap())
+        .collect();
+        let mut recompress = Recompress::default();
+        let mut client = ZstdStream::new(1 << 20).unwrap();
+        let drop_words = |p: Vec<u8>| {
+            String::from_utf8(p)
+                .unwrap()
+                .replace("secret words", "")
+                .into_bytes()
+        };
+        let hello = recompress.push(&recorded[0], drop_words).unwrap().unwrap();
+        assert!(hello.starts_with(&ZSTD_MAGIC), "zstd out, as in");
+        assert_eq!(client.push(&hello).unwrap(), br#"{"op":10}"#);
+        let message = recompress.push(&recorded[1], drop_words).unwrap().unwrap();
+        assert_eq!(
+            client.push(&message).unwrap(),
+            br#"{"op":0,"d":{"content":""}}"#
+        );
+        let mut plain = Recompress::default();
+        assert_eq!(
+            plain.inflate(&recorded[0]).unwrap().unwrap(),
+            br#"{"op":10}"#
+        );
     }
 }
