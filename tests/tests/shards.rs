@@ -418,3 +418,57 @@ fn a_shared_identify_gate_spaces_the_identifies_of_two_gateways() {
         high.close().await;
     });
 }
+
+/// A two-shard zstd-stream session recorded with `--record-drop-content` replays event for
+/// event, the message contents dropped inside the recorded zstd stream (re-encoded as zstd).
+#[test]
+fn a_sharded_zstd_session_records_and_replays_without_its_contents() {
+    let discord = sim(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shards.jsonl");
+    let record = path.to_str().unwrap();
+    let mut live = listen(
+        &[
+            "--discord-shards",
+            "0-1/2",
+            "--discord-compress",
+            "zstd-stream",
+            "--record",
+            record,
+            "--record-drop-content",
+        ],
+        &discord_env(&discord),
+        Reader::Eager,
+    );
+    wait_shards_connected(&mut live, &["0/2", "1/2"]);
+    discord.inject(DiscordAction::Messages(20));
+    let mut messages = 0;
+    live.wait_for_json(WAIT, |line| {
+        messages += usize::from(is_event_json(line, "discord", "MESSAGE_CREATE"));
+        messages == 20
+    });
+    live.terminate();
+    let (status, printed, stderr) = live.wait_exit(WAIT);
+    assert!(status.success(), "{stderr}");
+
+    let mut replay = Openflume::spawn(&["replay", record, "--format", "json"], &[]);
+    let (status, replayed, stderr) = replay.wait_exit(WAIT);
+    assert!(status.success(), "replay failed: {stderr}");
+    let messages = |lines: &[String]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .map(|line| json(line))
+            .filter(|line| is_event_json(line, "discord", "MESSAGE_CREATE"))
+            .map(|line| line["event"].clone())
+            .collect()
+    };
+    let (before, after) = (messages(&printed), messages(&replayed));
+    assert_eq!(before.len(), 20);
+    assert_eq!(after.len(), 20, "every message replays");
+    for (before, after) in before.iter().zip(&after) {
+        assert_eq!(before["data"]["id"], after["data"]["id"], "in order");
+        assert_eq!(before["meta"]["shard"], after["meta"]["shard"]);
+        assert_ne!(before["data"]["content"], "");
+        assert_eq!(after["data"]["content"], "", "the content was dropped");
+    }
+}
