@@ -2,8 +2,10 @@
 //! ingress handed off, then a [`HubSession`] driven against the durable log.
 //!
 //! The session decides everything (hello, replay, the seam, acks, close codes); this task only
-//! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
-//! log commits more ([`EventLog::committed_beyond`]), and keeps its timer.
+//! moves frames, answers its reads ([`HubOutput::ReadLog`], from the shared
+//! [`hub_feed`](super::hub_feed) or the log), wakes the session when the feed has read more of
+//! the log ([`HubFeed::covered_beyond`](super::hub_feed::HubFeed::covered_beyond)), and keeps its
+//! timer.
 //!
 //! Frames are written by a task of their own, so a client that stops reading holds up only
 //! that task: the session sees its send queue fill ([`HubInput::Sent`] stops coming), stops
@@ -16,9 +18,9 @@
 //! `OPENFLUME_HUB_PING_INTERVAL_MS` and `OPENFLUME_HUB_HELLO_TIMEOUT_MS`; the defaults are
 //! [`HubConfig`]'s.
 
-use super::ops::Subscription;
 use super::UsageError;
 use super::listen::report;
+use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
 use async_io::Async;
 use async_tungstenite::WebSocketStream;
@@ -28,10 +30,10 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
-use openflume_log::{EventId, Filter as LogFilter};
+use openflume_log::EventId;
+use openflume_proto::Now;
 use openflume_proto::http::ReceivedRequest;
-use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession, StoredItem};
-use openflume_proto::{Item, Now};
+use openflume_proto::hub::{HubConfig, HubInput, HubOutput, HubSession};
 use smol::channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -226,7 +228,10 @@ async fn run(
             while let Some(output) = session.poll_output() {
                 let close = match output {
                     HubOutput::Send(text) => {
-                        if frames.try_send(Message::Text(text.into())).is_err() {
+                        if frames
+                            .try_send(super::hub_feed::text_message(text))
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -251,18 +256,10 @@ async fn run(
                         limit,
                         filter,
                     } => {
-                        let log_filter = LogFilter {
-                            sources: filter.sources.clone(),
-                            types: None,
-                        };
-                        let reader = log.clone();
-                        let read = smol::unblock(move || {
-                            reader.read_after(EventId(after), limit, &log_filter)
-                        })
-                        .await;
+                        let read = server.feed.answer(log, after, until, limit, &filter).await;
                         match read {
-                            Ok(entries) => {
-                                inputs.push_back(read_answer(entries, until, limit));
+                            Ok(answer) => {
+                                inputs.push_back(answer);
                                 continue;
                             }
                             Err(error) => {
@@ -322,7 +319,7 @@ async fn run(
                 async { Wake::Written(written.recv().await.ok()) },
                 future::or(
                     async {
-                        log.committed_beyond(EventId(told)).await;
+                        server.feed.covered_beyond(told).await;
                         Wake::Committed
                     },
                     future::or(
@@ -388,7 +385,7 @@ async fn run(
                 inputs.push_back(HubInput::Sent { frames: count });
             }
             Wake::Committed => {
-                told = log.committed_id().0;
+                told = server.feed.covered();
                 inputs.push_back(HubInput::Committed { last_id: told });
             }
             Wake::Timer => inputs.push_back(HubInput::Timer),
@@ -398,31 +395,6 @@ async fn run(
             }
         }
     }
-}
-
-/// The session's [`HubInput::Read`] for what the log returned for `ReadLog { until, limit }`.
-fn read_answer(entries: Vec<openflume_log::Entry>, until: u64, limit: usize) -> HubInput {
-    let full = entries.len() >= limit;
-    let mut items = Vec::with_capacity(entries.len());
-    let mut cut = false;
-    for entry in entries {
-        if entry.event_id.0 > until {
-            cut = true;
-            break;
-        }
-        // The stored line is an item `listen` printed: it parses back.
-        if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
-            items.push(StoredItem {
-                event_id: entry.event_id.0,
-                item,
-            });
-        }
-    }
-    let up_to = match items.last() {
-        Some(last) if full && !cut => last.event_id,
-        _ => until,
-    };
-    HubInput::Read { items, up_to }
 }
 
 /// Writes the session's frames in order, and counts the text frames written on `written` (the

@@ -7,6 +7,7 @@ mod filter;
 mod flags;
 mod forward;
 mod hub_client;
+mod hub_feed;
 mod listen;
 mod log;
 mod metrics;

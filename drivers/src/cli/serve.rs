@@ -18,6 +18,7 @@
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
+use super::hub_feed::HubFeed;
 use super::listen::{self, report};
 use super::log::default_data_dir;
 use super::ops::Ops;
@@ -61,6 +62,9 @@ pub(crate) struct Server {
     running: OnceLock<Arc<Running>>,
     /// The hub sessions' configuration, named after this instance.
     pub(crate) hub: openflume_proto::hub::HubConfig,
+    /// Live items read and rendered once for every hub session ([`HubFeed::follow`] runs while
+    /// `run` does).
+    pub(crate) feed: Arc<HubFeed>,
     /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: event_listener::Event,
@@ -350,8 +354,10 @@ pub(crate) fn main(
         ));
     }
     let extra_roots = listen::network(&args.source)?;
+    let feed = Arc::new(HubFeed::new(log.committed_id().0));
     let server = Arc::new(Server {
         log,
+        feed,
         token,
         running: OnceLock::new(),
         hub,
@@ -450,6 +456,8 @@ async fn run(
         .min_log_level(min_level)
         .start_timeout(None)
         .build();
+    // Following before any hub client can connect; cancelled when this returns.
+    let _feed = smol::spawn(server.feed.clone().follow(server.log.clone()));
     // Attached before the start: the log holds everything from the first status on.
     let sink = match flume.log_into(server.log.clone(), LOG_STREAM) {
         Ok(sink) => sink,
