@@ -13,8 +13,9 @@
 //! Who holds an event: a source's item goes to the log through `Flume::log_into` (a
 //! back-pressure stream that holds until the append is committed and fsynced), so an upstream
 //! acknowledgement (a Slack ack, GitHub's validators, a webhook's 200) waits for the log. Hub
-//! clients read from the log only ([`hub_client`](super::hub_client)), never from memory, so a
-//! client that reconnects after its last id misses nothing.
+//! clients read only what the log committed ([`hub_client`](super::hub_client)): the newest
+//! items from the [`hub_feed`](super::hub_feed)'s bounded window of them, anything older from the
+//! log itself, so a client that reconnects after its last id misses nothing.
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;

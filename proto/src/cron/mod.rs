@@ -61,7 +61,7 @@ pub struct CronConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fire: Option<i64>,
     /// What a start after `last_fire` does with the fire times missed meanwhile, at most 24 h
-    /// back. Default: [`CatchUp::Last`](crate::CatchUp::Last).
+    /// back. Default: [`CatchUp::Last`].
     #[serde(default)]
     pub catch_up: crate::CatchUp,
 }

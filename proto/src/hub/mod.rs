@@ -16,7 +16,8 @@
 //! The log is the source of truth for replay and live alike: the session asks the driver for the
 //! items after the last one it sent ([`HubOutput::ReadLog`]) whenever the log has committed more
 //! and the client's send queue has room, so the seam between replay and live is the same read,
-//! a slow subscriber reads from the log (never from memory), and nothing is skipped or repeated.
+//! a slow subscriber reads from the log (never from a growing buffer), and nothing is skipped or
+//! repeated.
 //!
 //! A hello names either a position (`after_event_id`, default: the end of the log, so only new
 //! items) or a durable consumer (`consumer`, whose cursor the log keeps: a reconnect under the
