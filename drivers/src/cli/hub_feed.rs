@@ -18,7 +18,7 @@
 //! committed item of, so an answer from memory is the answer the log would give.
 //!
 //! Who holds an item: the log, durably, from its commit (the source of truth); the ring holds
-//! a shared copy of the newest [`RING_ITEMS`] (at most [`RING_BYTES`] of frames) and may forget
+//! a shared copy of the newest [`RING_ITEMS`] (at most [`RING_BYTES`]) and may forget
 //! any of them at any time, since a session that needs an older one reads the log. Sessions are
 //! woken by the feed ([`HubFeed::covered_beyond`]), not by the log, so a live read almost
 //! always finds its items in the ring.
@@ -36,10 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Items the ring keeps: four seconds at 1 000 events/s, and sixteen pages of a session's read.
-pub(crate) const RING_ITEMS: usize = 4096;
-/// Bytes of frames the ring keeps at most, whatever their number.
-pub(crate) const RING_BYTES: usize = 16 << 20;
+/// Items the ring keeps: sixteen seconds at 1 000 events/s, so a session that a loaded machine
+/// holds back for a few seconds still reads from memory (a session behind the ring reads the
+/// log, parsing and rendering for itself, which costs the more CPU the more are behind).
+pub(crate) const RING_ITEMS: usize = 16 * 1024;
+/// Bytes the ring keeps at most (frames and their keys), whatever their number: shared by all
+/// sessions, so it does not grow with them.
+pub(crate) const RING_BYTES: usize = 8 << 20;
 /// Log reads for sessions behind the ring, at once; the others wait their turn.
 pub(crate) const LOG_READS: usize = 8;
 /// Rows the feed asks of the log at once.
