@@ -401,6 +401,94 @@ fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
     }
 }
 
+/// Many clients at once: `serve` reads and renders each live item once and shares it among
+/// the sessions (its hub feed), while clients that start in the past replay from the log. 200
+/// clients (a quarter from the beginning, a quarter from the end, a quarter of each with a type
+/// filter) all receive exactly the log's matching ids after their start, in order, with no gap
+/// or repeat, while two senders post.
+#[test]
+fn two_hundred_clients_at_once_each_get_every_item_in_order() {
+    const CLIENTS: usize = 200;
+    const EACH: u64 = 60;
+    let serve = Serve::with_senders(&["deploys", "alerts"], &[], &[]);
+    for n in 1..=10 {
+        deploy(&serve, n);
+    }
+    type Wants = fn(&Got) -> bool;
+    let everything: Wants = |_| true;
+    let deploys: Wants = |g| g.kind == "deploys";
+    let alerts: Wants = |g| g.kind == "alerts";
+    let plans: [(&str, &str, Wants, usize); 4] = [
+        (r#","after_event_id":0"#, "", everything, 2),
+        ("", "", everything, 2),
+        (
+            r#","after_event_id":0"#,
+            r#","subscriptions":{"types":["deploys"]}"#,
+            deploys,
+            1,
+        ),
+        ("", r#","subscriptions":{"types":["alerts"]}"#, alerts, 1),
+    ];
+    let mut clients = Vec::new();
+    for k in 0..CLIENTS {
+        let (position, subscriptions, wants, lasts_wanted) = plans[k % plans.len()];
+        let mut ws = client(&serve);
+        let ok = hello(
+            &mut ws,
+            &format!(r#"{{"type":"hello"{position}{subscriptions}}}"#),
+        );
+        let start_id = if position.is_empty() {
+            ok["replay_until"].as_u64().unwrap()
+        } else {
+            0
+        };
+        clients.push(std::thread::spawn(move || {
+            let items = items_until(&mut ws, |items| {
+                items.iter().filter(|g| g.last).count() == lasts_wanted
+            });
+            (start_id, wants, items)
+        }));
+    }
+    let senders: Vec<_> = ["deploys", "alerts"]
+        .into_iter()
+        .map(|sender| {
+            let addr = serve.addr;
+            std::thread::spawn(move || {
+                for n in 1..=EACH {
+                    let last = if n == EACH { r#","last":true"# } else { "" };
+                    let body = format!(r#"{{"n":{n}{last}}}"#);
+                    assert_eq!(post_custom(addr, sender, &body), 200);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let log = logged(&serve);
+    for (k, client) in clients.into_iter().enumerate() {
+        let (start_id, wants, items) = client.join().unwrap();
+        let end = items.last().unwrap().id;
+        let expected: Vec<Got> = log
+            .iter()
+            .filter(|g| g.id > start_id && g.id <= end && wants(g))
+            .cloned()
+            .collect();
+        assert_eq!(
+            ids(&items),
+            ids(&expected),
+            "client {k} (after {start_id}) got a different sequence than the log holds"
+        );
+        assert_eq!(labels(&items), labels(&expected), "client {k}");
+        let posted = items.iter().filter(|g| g.source == "custom").count() as u64;
+        let least = if k % 4 < 2 { 2 * EACH } else { EACH };
+        assert!(
+            posted >= least,
+            "client {k} got {posted} of the posted events"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Subscriptions.
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 //! [`HubConfig`]'s.
 
 use super::UsageError;
+use super::hub_feed::HubFeed;
 use super::listen::report;
 use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
@@ -190,7 +191,13 @@ pub(crate) async fn serve(
     let subscription = server.ops.subscribers.join(addr);
     match &server.redis_hub {
         Some(stream) => run(&server, socket, &peer, &subscription, &**stream).await,
-        None => run(&server, socket, &peer, &subscription, &server.log).await,
+        None => {
+            let store = FedLog {
+                log: &server.log,
+                feed: &server.feed,
+            };
+            run(&server, socket, &peer, &subscription, &store).await
+        }
     }
     drop(subscription);
     server.clients.fetch_sub(1, Ordering::AcqRel);
@@ -303,6 +310,51 @@ impl HubStore for EventLog {
     }
 }
 
+/// The SQLite log as `serve`'s sessions read it: through the shared [`HubFeed`] (live items read
+/// and rendered once for every session; older ones from the log, a few reads at a time).
+pub(crate) struct FedLog<'a> {
+    pub(crate) log: &'a EventLog,
+    pub(crate) feed: &'a HubFeed,
+}
+
+impl HubStore for FedLog<'_> {
+    type Position = u64;
+
+    /// What the feed has read: a session is told of what it can be answered from the ring.
+    fn committed(&self) -> u64 {
+        self.feed.covered()
+    }
+
+    async fn committed_beyond(&self, after: u64) {
+        self.feed.covered_beyond(after).await;
+    }
+
+    async fn read(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<HubInput, String> {
+        self.feed
+            .answer(self.log, after, until, limit, filter)
+            .await
+            .map_err(|error| format!("cannot read the log ({error}); resume after event {after}"))
+    }
+
+    async fn consumer(&self, name: &str) -> Result<Option<u64>, String> {
+        HubStore::consumer(self.log, name).await
+    }
+
+    async fn ack_consumer(&self, name: &str, position: u64) -> Result<(), String> {
+        HubStore::ack_consumer(self.log, name, position).await
+    }
+
+    fn metric(position: u64) -> Option<u64> {
+        Some(position)
+    }
+}
+
 /// What woke the session.
 enum Wake {
     Client(Option<Result<Message, WsError>>),
@@ -339,7 +391,10 @@ async fn run<S: HubStore>(
             while let Some(output) = session.poll_output() {
                 let close = match output {
                     HubOutput::Send(text) => {
-                        if frames.try_send(Message::Text(text.into())).is_err() {
+                        if frames
+                            .try_send(super::hub_feed::text_message(text))
+                            .is_err()
+                        {
                             return;
                         }
                         continue;

@@ -9,6 +9,7 @@ mod filter;
 mod flags;
 mod forward;
 pub(crate) mod hub_client;
+mod hub_feed;
 mod listen;
 mod log;
 mod metrics;

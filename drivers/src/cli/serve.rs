@@ -13,14 +13,16 @@
 //! Who holds an event: a source's item goes to the log through `Flume::log_into` (a
 //! back-pressure stream that holds until the append is committed and fsynced), so an upstream
 //! acknowledgement (a Slack ack, GitHub's validators, a webhook's 200) waits for the log. Hub
-//! clients read from the log only ([`hub_client`](super::hub_client)), never from memory, so a
-//! client that reconnects after its last id misses nothing.
+//! clients read only what the log committed ([`hub_client`](super::hub_client)): the newest
+//! items from the [`hub_feed`](super::hub_feed)'s bounded window of them, anything older from the
+//! log itself, so a client that reconnects after its last id misses nothing.
 //!
 //! With `--sink redis://…/STREAM` the Redis Stream takes the log's place for the items, the
 //! cursors and the hub (see [`crate::redis`]); the data directory's log stays empty.
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
+use super::hub_feed::HubFeed;
 use super::listen::{self, report};
 use super::log::default_data_dir;
 use super::ops::Ops;
@@ -66,6 +68,9 @@ pub(crate) struct Server {
     running: OnceLock<Arc<Running>>,
     /// The hub sessions' configuration, named after this instance.
     pub(crate) hub: openflume_proto::hub::HubConfig,
+    /// Live items read and rendered once for every hub session ([`HubFeed::follow`] runs while
+    /// `run` does).
+    pub(crate) feed: Arc<HubFeed>,
     /// Set at SIGTERM; `stopped` wakes the hub clients to close with 1001.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: event_listener::Event,
@@ -404,9 +409,11 @@ pub(crate) fn main(
         ));
     }
     let extra_roots = listen::network(&args.source)?;
+    let feed = Arc::new(HubFeed::new(log.committed_id().0));
     let server = Arc::new(Server {
         log,
         redis_hub,
+        feed,
         token,
         running: OnceLock::new(),
         hub,
@@ -584,6 +591,8 @@ async fn run(
         .min_log_level(min_level)
         .start_timeout(None)
         .build();
+    // Following before any hub client can connect; cancelled when this returns.
+    let _feed = smol::spawn(server.feed.clone().follow(server.log.clone()));
     // Attached before the start: the log holds everything from the first status on.
     let sink = match Sink::attach(&flume, &server.log, redis) {
         Ok(sink) => sink,

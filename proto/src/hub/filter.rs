@@ -32,6 +32,17 @@ pub struct Filter {
     pub conversation_keys: Option<Vec<String>>,
 }
 
+/// An item's type as filters name it (`log` for every log) and its conversation key.
+pub(crate) fn keys(item: &Item) -> (&str, Option<&str>) {
+    match item {
+        Item::Event(event) => (
+            event.event_type.as_str(),
+            event.meta.get("conversation_key").map(String::as_str),
+        ),
+        Item::Log(_) => ("log", None),
+    }
+}
+
 fn passes(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
     match list {
         None => true,
@@ -50,16 +61,23 @@ impl Filter {
     /// assert!(logs.matches(&log));
     /// ```
     pub fn matches(&self, item: &Item) -> bool {
-        let (kind, key) = match item {
-            Item::Event(event) => (
-                event.event_type.as_str(),
-                event.meta.get("conversation_key").map(String::as_str),
-            ),
-            Item::Log(_) => ("log", None),
-        };
-        passes(&self.sources, Some(item.source()))
+        let (kind, key) = keys(item);
+        self.matches_keys(item.source(), kind, key)
+    }
+
+    /// Whether an item with these keys is wanted: [`matches`](Self::matches) for an item whose
+    /// keys were taken out once (a [`RenderedItem`](super::RenderedItem) shared by sessions).
+    ///
+    /// ```
+    /// use openflume_proto::hub::Filter;
+    /// let slack_only = Filter { sources: Some(vec!["slack".into()]), ..Filter::default() };
+    /// assert!(slack_only.matches_keys("slack", "events_api", Some("slack:v1:T:C:1.2")));
+    /// assert!(!slack_only.matches_keys("discord", "MESSAGE_CREATE", None));
+    /// ```
+    pub fn matches_keys(&self, source: &str, kind: &str, conversation_key: Option<&str>) -> bool {
+        passes(&self.sources, Some(source))
             && passes(&self.types, Some(kind))
-            && passes(&self.conversation_keys, key)
+            && passes(&self.conversation_keys, conversation_key)
     }
 
     /// Adds every value of `more` (a list given where this one has none stays "everything").

@@ -34,6 +34,11 @@
 //! `"N-0"`, so `"after_event_id":0` still means everything. The session is generic over the
 //! position ([`HubPosition`]): its rules compare positions and never count them.
 //!
+//! A driver that serves many sessions can read and render each live item once and share it:
+//! [`RenderedItem::render`] makes the frame and takes out what filters look at, and
+//! [`HubInput::ReadRendered`] answers a [`HubOutput::ReadLog`] with such items. The session
+//! still filters, orders and counts them itself, exactly as it does a [`HubInput::Read`].
+//!
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
 //! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
 //! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
@@ -50,6 +55,7 @@ pub use position::{BadStreamId, HubPosition, StreamId};
 use crate::{Item, Millis, Now};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Bounds and timing of a session.
 ///
@@ -111,6 +117,61 @@ pub struct StoredItem<P = u64> {
     pub item: Item,
 }
 
+/// An item rendered once, to be shared by every session it goes to: its `item` frame and what
+/// subscriptions filter on. Cloning it copies no text.
+///
+/// ```
+/// use openflume_proto::hub::RenderedItem;
+/// use openflume_proto::{Event, Item, RawJson, UnixMillis};
+/// let mut event = Event::new("slack", "events_api", RawJson::null(), UnixMillis(0));
+/// event.meta.insert("conversation_key".into(), "slack:v1:T:C:1.2".into());
+/// let rendered = RenderedItem::render(7, &Item::Event(event));
+/// assert!(rendered.frame.starts_with(r#"{"type":"item","event_id":7,"item":{"#));
+/// assert_eq!(&*rendered.source, "slack");
+/// assert_eq!(&*rendered.kind, "events_api");
+/// assert_eq!(rendered.conversation_key.as_deref(), Some("slack:v1:T:C:1.2"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedItem<P = u64> {
+    /// The log's id for it.
+    pub event_id: P,
+    /// The item's source.
+    #[serde(with = "shared_text")]
+    pub source: Arc<str>,
+    /// The event's type, or `log` for a log (as [`Filter::types`] names it).
+    #[serde(rename = "type", with = "shared_text")]
+    pub kind: Arc<str>,
+    /// An event's `meta.conversation_key`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "shared_text::optional"
+    )]
+    pub conversation_key: Option<Arc<str>>,
+    /// The whole `item` frame, as the session would write it.
+    #[serde(with = "shared_text")]
+    pub frame: Arc<str>,
+}
+
+impl<P: Serialize + Copy> RenderedItem<P> {
+    /// Renders the frame of `item` (stored as `event_id`) and takes out its filter keys.
+    pub fn render(event_id: P, item: &Item) -> RenderedItem<P> {
+        let (kind, key) = filter::keys(item);
+        RenderedItem {
+            event_id,
+            source: item.source().into(),
+            kind: kind.into(),
+            conversation_key: key.map(Arc::from),
+            frame: frame(&ItemFrame {
+                kind: "item",
+                event_id,
+                item,
+            })
+            .into(),
+        }
+    }
+}
+
 /// What the driver tells a session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +207,14 @@ pub enum HubInput<P = u64> {
         /// Every id up to this one was looked at.
         up_to: P,
     },
+    /// [`HubInput::Read`] with items already rendered (see [`RenderedItem`]): the matching items,
+    /// and the highest id the read covered.
+    ReadRendered {
+        /// Matching items, ids ascending.
+        items: Vec<RenderedItem<P>>,
+        /// Every id up to this one was looked at.
+        up_to: P,
+    },
     /// The answer to [`HubOutput::LookupConsumer`].
     Consumer {
         /// The consumer's last acked id, `None` for a new consumer.
@@ -166,8 +235,8 @@ pub enum HubInput<P = u64> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HubOutput<P = u64> {
-    /// Send this text frame.
-    Send(String),
+    /// Send this text frame (shared: an item's frame is rendered once for every session).
+    Send(#[serde(with = "shared_text")] Arc<str>),
     /// Send a ping.
     Ping,
     /// Close with this code; the session is over.
@@ -414,7 +483,17 @@ impl<P: HubPosition> HubSession<P> {
                 format!("frame larger than {} bytes", self.config.max_frame_bytes),
             ),
             HubInput::Pong => self.ping_outstanding = None,
-            HubInput::Read { items, up_to } => self.on_read(now, items, up_to),
+            HubInput::Read { items, up_to } => {
+                // Rendered only when sent, as before: a passed-over item costs no frame.
+                let after = self.sent_up_to;
+                let wanted = items
+                    .into_iter()
+                    .filter(|stored| stored.event_id > after && self.filter.matches(&stored.item))
+                    .map(|stored| RenderedItem::render(stored.event_id, &stored.item))
+                    .collect();
+                self.on_read(now, wanted, up_to);
+            }
+            HubInput::ReadRendered { items, up_to } => self.on_read(now, items, up_to),
             HubInput::Consumer { acked } => self.on_consumer(acked),
             HubInput::Sent { frames } => {
                 self.queued = self.queued.saturating_sub(frames);
@@ -589,22 +668,20 @@ impl<P: HubPosition> HubSession<P> {
         }
     }
 
-    fn on_read(&mut self, now: Now, items: Vec<StoredItem<P>>, up_to: P) {
+    fn on_read(&mut self, now: Now, items: Vec<RenderedItem<P>>, up_to: P) {
         let Some(until) = self.reading.take() else {
             // No read was asked for: a driver bug, nothing to send.
             return;
         };
-        for stored in items {
-            if stored.event_id <= self.sent_up_to || !self.filter.matches(&stored.item) {
+        for item in items {
+            let keys = (&*item.source, &*item.kind, item.conversation_key.as_deref());
+            if item.event_id <= self.sent_up_to || !self.filter.matches_keys(keys.0, keys.1, keys.2)
+            {
                 continue;
             }
-            let item = frame(&ItemFrame {
-                kind: "item",
-                event_id: stored.event_id,
-                item: &stored.item,
-            });
-            self.send(item);
-            self.sent_up_to = stored.event_id;
+            self.queued += 1;
+            self.out.push_back(HubOutput::Send(item.frame));
+            self.sent_up_to = item.event_id;
         }
         self.sent_up_to = self.sent_up_to.max(up_to.min(until));
         self.promote_changes();
@@ -668,7 +745,7 @@ impl<P: HubPosition> HubSession<P> {
 
     fn send(&mut self, frame: String) {
         self.queued += 1;
-        self.out.push_back(HubOutput::Send(frame));
+        self.out.push_back(HubOutput::Send(frame.into()));
     }
 
     fn close(&mut self, code: u16, reason: String) {
@@ -706,6 +783,41 @@ struct ItemFrame<'a, P> {
 /// A frame's text; the frames are plain structs of strings and numbers, so this cannot fail.
 fn frame(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Shared text (`Arc<str>`) as a JSON string, without serde's `rc` feature for the whole
+/// workspace.
+mod shared_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub(super) fn serialize<S: Serializer>(text: &Arc<str>, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(from).map(Arc::from)
+    }
+
+    pub(super) mod optional {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            text: &Option<Arc<str>>,
+            to: S,
+        ) -> Result<S::Ok, S::Error> {
+            match text {
+                Some(text) => to.serialize_some(&**text),
+                None => to.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            from: D,
+        ) -> Result<Option<Arc<str>>, D::Error> {
+            Option::<String>::deserialize(from).map(|text| text.map(Arc::from))
+        }
+    }
 }
 
 /// A parse error cut to fit a close reason (123 bytes in all).
