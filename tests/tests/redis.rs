@@ -545,3 +545,49 @@ fn two_serves_on_one_stream_give_the_same_hub_replay() {
     drop(socket);
     assert_eq!(replay(&two, named, 7), from_one[3..].to_vec());
 }
+
+/// Two processes with disjoint shard ranges of one bot, sharing one identify queue in Redis:
+/// no bucket (here one, `max_concurrency` 1) gets two IDENTIFYs within 5 s, by the simulator's
+/// own log of the IDENTIFYs it received.
+#[test]
+fn two_processes_share_one_identify_queue_in_redis() {
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig {
+        shards: 2,
+        max_concurrency: 1,
+        ..DiscordSimConfig::default()
+    });
+    let env = vec![
+        ("DISCORD_BOT_TOKEN", discord.token().to_owned()),
+        ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
+    ];
+    let url = redis.url();
+    let start = |range: &str| {
+        openflume_tests::listen(
+            &["--discord-shards", range, "--discord-identify-redis", &url],
+            &env,
+            Reader::Eager,
+        )
+    };
+    let mut low = start("0/2");
+    let mut high = start("1/2");
+    for process in [&mut low, &mut high] {
+        process.wait_for_json(WAIT + WAIT, |line| {
+            openflume_tests::is_log_json(line, "discord", "shard.status")
+                && line["log"]["detail"]["to"] == "connected"
+        });
+    }
+    let identifies: Vec<_> = discord.records().identifies.iter().cloned().collect();
+    assert_eq!(identifies.len(), 2, "one IDENTIFY a shard: {identifies:?}");
+    assert!(
+        identifies
+            .iter()
+            .all(|i| matches!(i.outcome, openflume_sim::IdentifyOutcome::Ready { .. })),
+        "{identifies:?}"
+    );
+    let gap = identifies[1].at.saturating_sub(identifies[0].at);
+    assert!(
+        gap >= Duration::from_millis(4_900),
+        "two IDENTIFYs in one bucket {gap:?} apart"
+    );
+}

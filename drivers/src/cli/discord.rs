@@ -12,13 +12,15 @@ use super::args::{Compression, Shards, SourceArgs};
 use super::flags::misuse_error;
 use super::listen::report;
 use super::{UsageError, filter};
-use crate::Source;
+use crate::redis::RedisIdentifyGate;
+use crate::{IdentifyGate, Source};
 use openflume_proto::discord::{
-    DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard, ResumeState, ShardRange,
-    TransportCompression,
+    DiscordConfig, DiscordGateway, DiscordGatewayConfig, DiscordShard, IdentifyQueue, ResumeState,
+    ShardRange, TransportCompression,
 };
 use openflume_proto::{Checkpoint, Cursors, ReconnectPolicy};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The source name, and the prefix of its shards' cursor keys.
 const SOURCE: &str = openflume_proto::discord::SOURCE;
@@ -48,6 +50,10 @@ pub(crate) fn source(
     config.api_base = args.discord_api_url.trim_end_matches('/').to_owned();
     config.gateway_url = args.discord_gateway_url.clone();
     config.reconnect = reconnect;
+    let gate = identify_gate(token, args)?;
+    if gate.is_some() {
+        config.identify_queue = IdentifyQueue::External;
+    }
     let shards = match (args.discord_shards, args.discord_shard) {
         (Some(shards), _) => shards,
         (None, Some(shard)) => {
@@ -74,7 +80,7 @@ pub(crate) fn source(
                 config.resume = Some(session.clone());
             }
             DiscordShard::new(config.clone(), 0).map_err(|e| misuse_error(SOURCE, e))?;
-            Ok(Source::discord(config))
+            Ok(with_gate(Source::discord(config), gate))
         }
         Shards::Range { first, last, total } => {
             let sessions = kept_sessions(resume);
@@ -85,7 +91,7 @@ pub(crate) fn source(
                 resume: sessions.get(&total).cloned().unwrap_or_default(),
                 resume_shard_count: None,
             };
-            gateway_source(gateway)
+            gateway_source(gateway).map(|source| with_gate(source, gate))
         }
         Shards::Auto => {
             if config.gateway_url.is_some() {
@@ -107,8 +113,31 @@ pub(crate) fn source(
                 resume,
                 resume_shard_count,
             };
-            gateway_source(gateway)
+            gateway_source(gateway).map(|source| with_gate(source, gate))
         }
+    }
+}
+
+/// The cross-process identify gate of `--discord-identify-redis`, its keys named by the bot
+/// (the token's first part is the bot's id, not a secret), so every process of one bot shares
+/// them and no other bot's.
+fn identify_gate(
+    token: &str,
+    args: &SourceArgs,
+) -> Result<Option<Arc<dyn IdentifyGate>>, UsageError> {
+    let Some(url) = &args.discord_identify_redis else {
+        return Ok(None);
+    };
+    let bot = token.split('.').next().unwrap_or_default();
+    let gate = RedisIdentifyGate::new(url, format!("openflume:identify:{bot}"))
+        .map_err(|error| UsageError::flag("--discord-identify-redis", error))?;
+    Ok(Some(Arc::new(gate)))
+}
+
+fn with_gate(source: Source, gate: Option<Arc<dyn IdentifyGate>>) -> Source {
+    match gate {
+        Some(gate) => source.with_identify_gate(gate),
+        None => source,
     }
 }
 

@@ -30,6 +30,7 @@ mod cursors;
 // Read back by `consume` and the hub (the CLI); the library alone reads only cursors.
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
 mod entries;
+mod identify;
 mod sink;
 mod target;
 
@@ -39,6 +40,7 @@ pub(crate) mod consume;
 pub(crate) mod hub;
 
 pub(crate) use cursors::load_cursors;
+pub use identify::RedisIdentifyGate;
 pub use sink::{RedisSink, RedisSinkOptions, SinkNotice};
 pub use target::{RedisTarget, TargetError};
 
