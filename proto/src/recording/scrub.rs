@@ -151,8 +151,17 @@ impl Scrubber {
                     }
                 }
             }
-            Input::Frame { conn, frame, .. } if self.drop_content => {
-                return self.drop_frame_content(*conn, frame);
+            Input::Frame { conn, frame, .. } => {
+                // Slack puts the app's legacy verification token in every payload (`token`).
+                if self.kind == MachineKind::Slack
+                    && let Frame::Text(text) = frame
+                    && let Cow::Owned(redacted) = redact_json_strings(text, "token")
+                {
+                    *text = redacted;
+                }
+                if self.drop_content {
+                    return self.drop_frame_content(*conn, frame);
+                }
             }
             Input::Closed { conn, .. } | Input::ConnectFailed { conn, .. } => {
                 self.heads.remove(conn);
@@ -225,6 +234,40 @@ fn redact_tickets(text: &str) -> Cow<'_, str> {
             out.push_str(REDACTED);
         }
         rest = after.split_at(end).1;
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// The JSON `text` with the string value of every `"key":` replaced by [`REDACTED`], in place:
+/// the rest of the text, its key order included, stays byte for byte.
+fn redact_json_strings<'a>(text: &'a str, key: &str) -> Cow<'a, str> {
+    let pattern = format!("\"{key}\":\"");
+    if !text.contains(&pattern) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&pattern) {
+        let (before, after) = rest.split_at(at + pattern.len());
+        out.push_str(before);
+        // The value ends at the first quote no backslash escapes.
+        let mut end = after.len();
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = i;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        if end > 0 {
+            out.push_str(REDACTED);
+        }
+        rest = &after[end..];
     }
     out.push_str(rest);
     Cow::Owned(out)
@@ -388,6 +431,22 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[test]
+    fn slack_s_verification_token_is_redacted_and_nothing_else_moves() {
+        let frame = r#"{"envelope_id":"e1","payload":{"token":"XXYYZZ\"q","team_id":"T1","event":{"text":"hi"}},"type":"events_api"}"#;
+        let redacted = redact_json_strings(frame, "token");
+        assert!(!redacted.contains("XXYYZZ"), "{redacted}");
+        assert_eq!(
+            redacted,
+            frame.replace(r#"XXYYZZ\"q"#, REDACTED),
+            "the rest byte for byte"
+        );
+        assert!(matches!(
+            redact_json_strings("{}", "token"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
