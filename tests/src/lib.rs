@@ -977,3 +977,24 @@ pub fn listen(extra: &[&str], env: &[(&str, String)], reader: Reader) -> Openflu
     let all: Vec<&str> = LISTEN.iter().chain(extra).copied().collect();
     Openflume::spawn_with(&all, env, reader)
 }
+
+/// Every record in the durable log in `dir`, read while another process may be appending; none
+/// while there is no log yet.
+pub fn logged(dir: &std::path::Path) -> Vec<openflume_log::Record> {
+    use openflume_log::{EventId, Filter, LogReader};
+    let Ok(reader) = LogReader::open(dir) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    let mut after = EventId(0);
+    loop {
+        let batch = reader
+            .read_after(after, 10_000, &Filter::default())
+            .expect("read the log");
+        let Some(last) = batch.last() else {
+            return records;
+        };
+        after = last.event_id;
+        records.extend(batch.into_iter().map(|entry| entry.record));
+    }
+}

@@ -7,12 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume_log::{EventId, EventLog, Filter, LogOptions, LogReader, Record};
+use openflume_log::{EventLog, LogOptions, LogReader, Record};
 use openflume_sim::{
     DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig, SlackAction, SlackSim,
     SlackSimConfig,
 };
-use openflume_tests::{block_on, discord_sim, is_event_json, is_status_json, openflume_bin};
+use openflume_tests::{
+    block_on, discord_sim, is_event_json, is_status_json, logged, openflume_bin,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -88,25 +90,6 @@ fn serve(dir: &Path, sims: &Sims) -> Child {
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
     child
-}
-
-/// Everything in the log, read while another process may be appending.
-fn logged(dir: &Path) -> Vec<Record> {
-    let Ok(reader) = LogReader::open(dir) else {
-        return Vec::new();
-    };
-    let mut records = Vec::new();
-    let mut after = EventId(0);
-    loop {
-        let batch = reader
-            .read_after(after, 10_000, &Filter::default())
-            .unwrap();
-        let Some(last) = batch.last() else {
-            return records;
-        };
-        after = last.event_id;
-        records.extend(batch.into_iter().map(|entry| entry.record));
-    }
 }
 
 fn item(record: &Record) -> serde_json::Value {

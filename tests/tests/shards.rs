@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use openflume_log::{EventId, Filter, LogReader, Record};
+use openflume_log::LogReader;
 use openflume_sim::{DiscordAction, DiscordSimConfig, IdentifyOutcome, ResumeOutcome};
 use openflume_tests::serve::http_request;
 use openflume_tests::{
-    Openflume, Reader, discord_env, discord_sim, is_event_json, is_log_json, listen, openflume_bin,
+    Openflume, Reader, discord_env, discord_sim, is_event_json, is_log_json, listen, logged,
+    openflume_bin,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -252,25 +253,6 @@ fn ready(addr: SocketAddr) -> serde_json::Value {
         response.status == 200
     });
     body
-}
-
-/// Every logged record, read while another process may be appending.
-fn logged(dir: &Path) -> Vec<Record> {
-    let Ok(reader) = LogReader::open(dir) else {
-        return Vec::new();
-    };
-    let mut records = Vec::new();
-    let mut after = EventId(0);
-    loop {
-        let batch = reader
-            .read_after(after, 10_000, &Filter::default())
-            .unwrap();
-        let Some(last) = batch.last() else {
-            return records;
-        };
-        after = last.event_id;
-        records.extend(batch.into_iter().map(|entry| entry.record));
-    }
 }
 
 /// How many times each MESSAGE_CREATE (by its id) was logged.

@@ -4,7 +4,7 @@
 //! The session decides everything (hello, replay, the seam, acks, close codes); this task only
 //! moves frames, reads the log when asked ([`HubOutput::ReadLog`]), wakes the session when the
 //! log commits more ([`EventLog::committed_beyond`]), and keeps its timer. The log is a
-//! [`HubStore`]: the SQLite log here, or a Redis Stream (`serve --sink redis://…`,
+//! [`HubStore`]: the SQLite log through the shared feed ([`FedLog`]), or a Redis Stream (`serve --sink redis://…`,
 //! [`crate::redis::hub`]).
 //!
 //! Frames are written by a task of their own, so a client that stops reading holds up only
@@ -31,12 +31,10 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
-use openflume_log::{EventId, EventLog, Filter as LogFilter};
+use openflume_log::{EventId, EventLog};
+use openflume_proto::Now;
 use openflume_proto::http::ReceivedRequest;
-use openflume_proto::hub::{
-    Filter, HubConfig, HubInput, HubOutput, HubPosition, HubSession, StoredItem,
-};
-use openflume_proto::{Item, Now};
+use openflume_proto::hub::{Filter, HubConfig, HubInput, HubOutput, HubPosition, HubSession};
 use smol::channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -240,76 +238,6 @@ pub(crate) trait HubStore {
     fn metric(position: Self::Position) -> Option<u64>;
 }
 
-impl HubStore for EventLog {
-    type Position = u64;
-
-    fn committed(&self) -> u64 {
-        self.committed_id().0
-    }
-
-    async fn committed_beyond(&self, after: u64) {
-        EventLog::committed_beyond(self, EventId(after)).await;
-    }
-
-    async fn read(
-        &self,
-        after: u64,
-        until: u64,
-        limit: usize,
-        filter: &Filter,
-    ) -> Result<HubInput, String> {
-        let log_filter = LogFilter {
-            sources: filter.sources.clone(),
-            types: None,
-        };
-        let reader = self.clone();
-        let entries = smol::unblock(move || reader.read_after(EventId(after), limit, &log_filter))
-            .await
-            .map_err(|_| format!("cannot read the log; resume after event {after}"))?;
-        let full = entries.len() >= limit;
-        let mut items = Vec::with_capacity(entries.len());
-        let mut cut = false;
-        for entry in entries {
-            if entry.event_id.0 > until {
-                cut = true;
-                break;
-            }
-            // The stored line is an item `listen` printed: it parses back.
-            if let Ok(item) = serde_json::from_str::<Item>(&entry.record.json) {
-                items.push(StoredItem {
-                    event_id: entry.event_id.0,
-                    item,
-                });
-            }
-        }
-        let up_to = match items.last() {
-            Some(last) if full && !cut => last.event_id,
-            _ => until,
-        };
-        Ok(HubInput::Read { items, up_to })
-    }
-
-    async fn consumer(&self, name: &str) -> Result<Option<u64>, String> {
-        let (reader, name) = (self.clone(), name.to_owned());
-        smol::unblock(move || reader.consumer(&name))
-            .await
-            .map(|acked| acked.map(|id| id.0))
-            .map_err(|error| error.to_string())
-    }
-
-    async fn ack_consumer(&self, name: &str, position: u64) -> Result<(), String> {
-        let (reader, name) = (self.clone(), name.to_owned());
-        smol::unblock(move || reader.ack_consumer(&name, EventId(position)))
-            .await
-            .map(drop)
-            .map_err(|error| error.to_string())
-    }
-
-    fn metric(position: u64) -> Option<u64> {
-        Some(position)
-    }
-}
-
 /// The SQLite log as `serve`'s sessions read it: through the shared [`HubFeed`] (live items read
 /// and rendered once for every session; older ones from the log, a few reads at a time).
 pub(crate) struct FedLog<'a> {
@@ -343,11 +271,19 @@ impl HubStore for FedLog<'_> {
     }
 
     async fn consumer(&self, name: &str) -> Result<Option<u64>, String> {
-        HubStore::consumer(self.log, name).await
+        let (reader, name) = (self.log.clone(), name.to_owned());
+        smol::unblock(move || reader.consumer(&name))
+            .await
+            .map(|acked| acked.map(|id| id.0))
+            .map_err(|error| error.to_string())
     }
 
     async fn ack_consumer(&self, name: &str, position: u64) -> Result<(), String> {
-        HubStore::ack_consumer(self.log, name, position).await
+        let (reader, name) = (self.log.clone(), name.to_owned());
+        smol::unblock(move || reader.ack_consumer(&name, EventId(position)))
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
     }
 
     fn metric(position: u64) -> Option<u64> {
