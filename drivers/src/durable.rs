@@ -29,7 +29,10 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// Appends what `stream` (a back-pressure stream) carries from now on. The sink holds an
+    /// item only once its append committed, and stores the checkpoints among the items.
     pub(crate) fn spawn(stream: ItemStream, log: EventLog) -> Result<LogSink, LogError> {
+        let stream = stream.holds_until_commit().with_checkpoints();
         let (done_tx, done) = smol::channel::bounded(1);
         let path = log.path().to_owned();
         // Stored cursors are the base the new items fold into (a Slack cursor keeps its ids).

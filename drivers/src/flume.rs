@@ -624,11 +624,7 @@ impl Flume {
         log: openflume_log::EventLog,
         capacity: usize,
     ) -> Result<crate::LogSink, openflume_log::LogError> {
-        let stream = self
-            .stream(capacity, Overflow::Backpressure)
-            .holds_until_commit()
-            .with_checkpoints();
-        crate::LogSink::spawn(stream, log)
+        crate::LogSink::spawn(self.stream(capacity, Overflow::Backpressure), log)
     }
 
     /// Starts every source and returns at once; [`Running::started`] waits for the first
@@ -864,11 +860,7 @@ impl Running {
         log: openflume_log::EventLog,
         capacity: usize,
     ) -> Result<crate::LogSink, openflume_log::LogError> {
-        let stream = self
-            .stream(capacity, Overflow::Backpressure)
-            .holds_until_commit()
-            .with_checkpoints();
-        crate::LogSink::spawn(stream, log)
+        crate::LogSink::spawn(self.stream(capacity, Overflow::Backpressure), log)
     }
 
     /// A live snapshot of every source's status.
