@@ -25,7 +25,9 @@ pub struct Serve {
     /// Where it serves.
     pub addr: SocketAddr,
     stderr: mpsc::Receiver<String>,
-    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    /// The temporary data directory, when [`spawn`](Serve::spawn) made one.
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl Serve {
@@ -33,10 +35,18 @@ impl Serve {
     /// token unless `env` gives `OPENFLUME_HUB_TOKEN`); returns once it says where it serves.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().expect("a temporary data directory");
+        let mut serve = Serve::spawn_in(dir.path(), args, env);
+        serve._temporary = Some(dir);
+        serve
+    }
+
+    /// [`spawn`](Self::spawn) on the data directory `data`, which the caller keeps (a restart
+    /// on the same log).
+    pub fn spawn_in(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut command = Command::new(crate::openflume_bin());
         command
             .args(["serve", "--http", "127.0.0.1:0", "--data"])
-            .arg(dir.path())
+            .arg(data)
             .args(args)
             .env_remove("OPENFLUME_HUB_TOKEN")
             .env_remove("OPENFLUME_HUB_TOKEN_FILE")
@@ -60,7 +70,8 @@ impl Serve {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
-            dir,
+            data: data.to_owned(),
+            _temporary: None,
         };
         let line = serve.wait_for_stderr(WAIT, |line| line.contains("serving on http://"));
         serve.addr = line
@@ -93,7 +104,7 @@ impl Serve {
 
     /// The data directory (the log is `log.sqlite` in it).
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     /// The process id.
@@ -117,6 +128,12 @@ impl Serve {
                 ),
             }
         }
+    }
+
+    /// Kills serve with SIGKILL (a crash) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends `signal` to serve.

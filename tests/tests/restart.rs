@@ -12,6 +12,7 @@ use openflume_sim::{
     DiscordAction, DiscordSim, DiscordSimConfig, GithubSim, GithubSimConfig, SlackAction, SlackSim,
     SlackSimConfig,
 };
+use openflume_tests::serve::Serve;
 use openflume_tests::{
     block_on, discord_sim, is_event_json, is_status_json, logged, openflume_bin,
 };
@@ -365,26 +366,9 @@ fn listen_with_data_resumes_discord_after_a_sigterm() {
     );
 }
 
-/// `openflume serve` with only the GitHub webhook channel, and where it serves.
-fn serve_github_webhooks(dir: &Path, secret: &str) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(openflume_bin())
-        .args(["serve", "--http", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .env("GITHUB_WEBHOOK_SECRET", secret)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve says where it serves").unwrap();
-        if let Some(rest) = line.split("serving on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+/// `openflume serve` on `dir` with only the GitHub webhook channel.
+fn serve_github_webhooks(dir: &Path, secret: &str) -> Serve {
+    Serve::spawn_in(dir, &[], &[("GITHUB_WEBHOOK_SECRET", secret)])
 }
 
 /// Posts a signed GitHub `push` delivery; returns the status code.
@@ -414,17 +398,19 @@ fn post_delivery(addr: std::net::SocketAddr, secret: &str, delivery: &str) -> u1
 fn a_webhook_redelivered_after_a_kill_is_logged_once() {
     const SECRET: &str = "restart-webhook-test-secret";
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = serve_github_webhooks(dir.path(), SECRET);
-    assert_eq!(post_delivery(addr, SECRET, "delivery-1"), 200);
+    let mut first = serve_github_webhooks(dir.path(), SECRET);
+    assert_eq!(post_delivery(first.addr, SECRET, "delivery-1"), 200);
     // Killed before the sender saw its 200 (as the sender sees it: it retries).
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
 
-    let (mut second, addr) = serve_github_webhooks(dir.path(), SECRET);
-    assert_eq!(post_delivery(addr, SECRET, "delivery-1"), 200, "answered");
-    assert_eq!(post_delivery(addr, SECRET, "delivery-2"), 200);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    let mut second = serve_github_webhooks(dir.path(), SECRET);
+    assert_eq!(
+        post_delivery(second.addr, SECRET, "delivery-1"),
+        200,
+        "answered"
+    );
+    assert_eq!(post_delivery(second.addr, SECRET, "delivery-2"), 200);
+    second.kill();
     let pushes = counts(&logged(dir.path()), "github", "push", "/meta/delivery_id");
     assert_eq!(
         pushes,

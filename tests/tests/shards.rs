@@ -7,16 +7,13 @@
 
 use openflume_log::LogReader;
 use openflume_sim::{DiscordAction, DiscordSimConfig, IdentifyOutcome, ResumeOutcome};
-use openflume_tests::serve::http_request;
+use openflume_tests::serve::{Serve, http_request};
 use openflume_tests::{
     Openflume, Reader, discord_env, discord_sim, is_event_json, is_log_json, listen, logged,
-    openflume_bin,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -211,37 +208,19 @@ fn zstd_stream_end_to_end() {
     );
 }
 
-/// `openflume serve --discord-shards 0-1/2` on `dir`, and where it serves; stderr is drained.
-fn serve_two_shards(dir: &Path, discord: &openflume_sim::DiscordSim) -> (Child, SocketAddr) {
-    let mut child = Command::new(openflume_bin())
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--discord-shards",
-            "0-1/2",
-            "--data",
-        ])
-        .arg(dir)
-        .env("DISCORD_BOT_TOKEN", discord.token())
-        .env("OPENFLUME_DISCORD_API_URL", discord.api_url())
-        .env("OPENFLUME_RECONNECT_BASE_MS", "250")
-        .env("OPENFLUME_RECONNECT_MAX_MS", "500")
-        .env_remove("OPENFLUME_HUB_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve says where it serves").unwrap();
-        if let Some(rest) = line.split("serving on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+/// `openflume serve --discord-shards 0-1/2` on `dir`.
+fn serve_two_shards(dir: &Path, discord: &openflume_sim::DiscordSim) -> Serve {
+    let (token, api) = (discord.token().to_owned(), discord.api_url());
+    Serve::spawn_in(
+        dir,
+        &["--discord-shards", "0-1/2"],
+        &[
+            ("DISCORD_BOT_TOKEN", &token),
+            ("OPENFLUME_DISCORD_API_URL", &api),
+            ("OPENFLUME_RECONNECT_BASE_MS", "250"),
+            ("OPENFLUME_RECONNECT_MAX_MS", "500"),
+        ],
+    )
 }
 
 /// `/readyz`'s body once it answers 200.
@@ -273,8 +252,8 @@ fn logged_messages(dir: &Path) -> BTreeMap<String, u32> {
 fn two_shards_killed_mid_burst_resume_both_sessions() {
     let discord = sim(2);
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = serve_two_shards(dir.path(), &discord);
-    let readyz = ready(addr);
+    let mut first = serve_two_shards(dir.path(), &discord);
+    let readyz = ready(first.addr);
     let parts = &readyz["sources"][0]["parts"];
     let shards: Vec<(&str, &str)> = parts
         .as_array()
@@ -292,8 +271,7 @@ fn two_shards_killed_mid_burst_resume_both_sessions() {
     wait_until("part of the burst is logged", || {
         logged_messages(dir.path()).len() >= 200
     });
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let at_kill = logged_messages(dir.path()).len();
     assert!(
         at_kill < 2_000,
@@ -309,13 +287,12 @@ fn two_shards_killed_mid_burst_resume_both_sessions() {
     drop(reader);
 
     discord.inject(DiscordAction::Messages(100));
-    let (mut second, addr) = serve_two_shards(dir.path(), &discord);
-    ready(addr);
+    let mut second = serve_two_shards(dir.path(), &discord);
+    ready(second.addr);
     wait_until("every message is logged after the restart", || {
         logged_messages(dir.path()).len() == 2_100
     });
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 
     let counts = logged_messages(dir.path());
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
