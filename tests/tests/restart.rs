@@ -17,9 +17,8 @@ use openflume_tests::{
     block_on, discord_sim, is_event_json, is_status_json, logged, openflume_bin,
 };
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -75,22 +74,14 @@ impl Sims {
     }
 }
 
-/// `openflume serve` on a free port with `dir` as its data directory; stderr is drained.
-fn serve(dir: &Path, sims: &Sims) -> Child {
-    let mut command = Command::new(openflume_bin());
-    command
-        .args(["serve", "--http", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (name, value) in sims.env() {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("spawn openflume serve");
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-    child
+/// `openflume serve` on a free port with `dir` as its data directory, pointed at `sims`.
+fn serve(dir: &Path, sims: &Sims) -> Serve {
+    let env = sims.env();
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    Serve::spawn_in(dir, &[], &env)
 }
 
 fn item(record: &Record) -> serde_json::Value {
@@ -150,8 +141,7 @@ fn serve_killed_mid_burst_restarts_without_loss_or_duplicates() {
         let records = logged(dir.path());
         counts(&records, "discord", "MESSAGE_CREATE", "/data/id").len() >= 300
     });
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let at_kill = logged(dir.path());
     let discord_at_kill = counts(&at_kill, "discord", "MESSAGE_CREATE", "/data/id").len();
     assert!(
@@ -180,8 +170,7 @@ fn serve_killed_mid_burst_restarts_without_loss_or_duplicates() {
     wait_until("every Slack envelope is acked", || {
         sims.slack.records().unacked().is_empty()
     });
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 
     let records = logged(dir.path());
     for (source, event_type, key, expected) in [
@@ -278,29 +267,21 @@ fn a_restart_catches_up_on_the_cron_fire_it_missed() {
 fn sigterm_keeps_the_discord_session_for_the_next_start() {
     let discord = discord_sim(DiscordSimConfig::default());
     let dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let mut command = Command::new(openflume_bin());
-        command
-            .args(["serve", "--http", "127.0.0.1:0", "--data"])
-            .arg(dir.path())
-            .env("DISCORD_BOT_TOKEN", discord.token())
-            .env("OPENFLUME_DISCORD_API_URL", discord.api_url())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command.spawn().unwrap()
-    };
+    let (token, api) = (discord.token().to_owned(), discord.api_url());
+    let env = [
+        ("DISCORD_BOT_TOKEN", token.as_str()),
+        ("OPENFLUME_DISCORD_API_URL", api.as_str()),
+    ];
+    let start = || Serve::spawn_in(dir.path(), &[], &env);
     let messages = || counts(&logged(dir.path()), "discord", "MESSAGE_CREATE", "/data/id");
-    let first = start();
+    let mut first = start();
     wait_until("Discord is connected", || {
         has_status(&logged(dir.path()), "discord", "connected")
     });
     discord.inject(DiscordAction::Messages(10));
     wait_until("the messages are logged", || messages().len() == 10);
-    let pid = rustix::process::Pid::from_child(&first);
-    rustix::process::kill_process(pid, openflume_tests::Signal::TERM).unwrap();
-    let mut first = first;
-    assert!(first.wait().unwrap().success());
+    first.signal(openflume_tests::Signal::TERM);
+    assert!(first.wait_exit(WAIT).success());
     let closes = discord.records().client_closes;
     assert!(
         closes.iter().all(|close| close.code != Some(1000)),
@@ -313,8 +294,7 @@ fn sigterm_keeps_the_discord_session_for_the_next_start() {
     wait_until("the messages sent while stopped are logged", || {
         messages().len() == 15
     });
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     assert!(messages().values().all(|n| *n == 1));
     let records = discord.records();
     assert_eq!(records.sessions().len(), 1, "no new IDENTIFY");
