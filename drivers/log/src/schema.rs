@@ -17,7 +17,11 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 pub(crate) const FILE_NAME: &str = "log.sqlite";
 
 /// The page size of a new database file.
-const PAGE_SIZE: i64 = 16 * 1024;
+const PAGE_SIZE: i64 = 64 * 1024;
+
+/// Pages the WAL may hold before a commit checkpoints it: 16 MiB at [`PAGE_SIZE`], so the WAL
+/// file stays the size it had with SQLite's default of 1 000 pages of 16 KiB.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 256;
 
 /// How long a connection waits for another's lock (a reader's checkpoint, another process
 /// acknowledging a consumer) before it reports the database busy.
@@ -76,9 +80,10 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
     let err = open_error(path);
     let conn = Connection::open(path).map_err(&err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
-    // 16 KiB pages for a new file (an existing one keeps its size): an item is ~1–2 KB of JSON,
-    // and fewer, larger pages cost fewer WAL frames, checksums and writes per item (the append
-    // benchmark: about a quarter less CPU per event than the default 4 KiB).
+    // 64 KiB pages for a new file (an existing one keeps its size): an item is ~1–2 KB of JSON,
+    // and fewer, larger pages cost fewer WAL frames, checksums, page-cache folios and writes
+    // per item. Measured on 1.5 KB rows in groups of 4 000 (WAL, synchronous=FULL): 5.7 µs of
+    // CPU a row with 4 KiB pages, 3.2–4.2 with 16 KiB, 2.2–2.7 with 64 KiB, SQLite's largest.
     conn.pragma_update(None, "page_size", PAGE_SIZE)
         .map_err(&err)?;
     let mode: String = conn
@@ -91,6 +96,8 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, LogError> {
         });
     }
     conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(&err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(&err)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
     let set_up = (|| {

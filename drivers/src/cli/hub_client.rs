@@ -19,7 +19,7 @@
 //! [`HubConfig`]'s.
 
 use super::UsageError;
-use super::hub_feed::HubFeed;
+use super::hub_feed::{Attached, HubFeed};
 use super::listen::report;
 use super::ops::Subscription;
 use super::serve::{Answer, Server, answer};
@@ -193,6 +193,7 @@ pub(crate) async fn serve(
             let store = FedLog {
                 log: &server.log,
                 feed: &server.feed,
+                _attached: server.feed.attach(),
             };
             run(&server, socket, &peer, &subscription, &store).await
         }
@@ -243,6 +244,8 @@ pub(crate) trait HubStore {
 pub(crate) struct FedLog<'a> {
     pub(crate) log: &'a EventLog,
     pub(crate) feed: &'a HubFeed,
+    /// Keeps the feed reading while this session lives.
+    pub(crate) _attached: Attached<'a>,
 }
 
 impl HubStore for FedLog<'_> {

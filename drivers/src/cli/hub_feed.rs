@@ -32,7 +32,7 @@ use openflume_proto::Item;
 use openflume_proto::hub::{Filter, HubInput, RenderedItem, StoredItem};
 use smol::lock::Semaphore;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -159,6 +159,17 @@ pub(crate) struct HubFeed {
     advanced: event_listener::Event,
     /// Permits for log reads of sessions behind the ring.
     log_reads: Semaphore,
+    /// Sessions attached ([`Attached`]): the feed reads only while there is one.
+    attached: AtomicUsize,
+}
+
+/// A session's hold on the feed: while any is held, the feed reads and renders each commit.
+pub(crate) struct Attached<'a>(&'a HubFeed);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.attached.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl HubFeed {
@@ -170,7 +181,14 @@ impl HubFeed {
             covered: AtomicU64::new(start),
             advanced: event_listener::Event::new(),
             log_reads: Semaphore::new(LOG_READS),
+            attached: AtomicUsize::new(0),
         }
+    }
+
+    /// Makes the feed read from the next commit on, until the hold is dropped.
+    pub(crate) fn attach(&self) -> Attached<'_> {
+        self.attached.fetch_add(1, Ordering::AcqRel);
+        Attached(self)
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
@@ -197,12 +215,21 @@ impl HubFeed {
     /// Follows the log for as long as the task runs: after each commit, reads the new rows
     /// once, renders them into the ring and wakes the sessions. A failed read is reported and
     /// tried again later; meanwhile sessions are not woken (what they have is still right).
+    /// With no session attached, the commit is skipped unread.
     pub(crate) async fn follow(self: Arc<Self>, log: EventLog) {
         let mut retry = RETRY_MIN;
         loop {
             let top = self.covered();
             log.committed_beyond(EventId(top)).await;
             let committed = log.committed_id().0;
+            if self.attached.load(Ordering::Acquire) == 0 {
+                let mut ring = self.ring();
+                ring.skip_to(committed);
+                self.covered.store(ring.top(), Ordering::Release);
+                drop(ring);
+                self.advanced.notify(usize::MAX);
+                continue;
+            }
             // Only the newest RING_ITEMS can stay in the ring: a longer burst is not read whole.
             let from = top.max(committed.saturating_sub(RING_ITEMS as u64));
             let reader = log.clone();
@@ -412,5 +439,54 @@ mod tests {
             Message::Text(text) => assert_eq!(text.as_str(), &*frame),
             other => panic!("not text: {other:?}"),
         }
+    }
+
+    /// Waits (with a deadline) until the feed has covered `id`.
+    fn wait_covered(feed: &HubFeed, id: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        smol::block_on(async {
+            let covered = feed.covered_beyond(id - 1);
+            let late = async {
+                async_io::Timer::at(deadline).await;
+                panic!("the feed did not reach {id} (at {})", feed.covered());
+            };
+            futures_lite::future::or(covered, late).await;
+        });
+    }
+
+    fn append(log: &EventLog, source: &'static str) {
+        let records = vec![openflume_log::Record::from_item(&Item::Event(Event::new(
+            source,
+            "tick",
+            RawJson::null(),
+            UnixMillis(0),
+        )))];
+        log.append(records, Vec::new())
+            .expect("append")
+            .wait()
+            .expect("committed");
+    }
+
+    #[test]
+    fn the_feed_reads_only_while_a_session_is_attached() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = EventLog::open(dir.path(), openflume_log::LogOptions::default()).expect("log");
+        let feed = Arc::new(HubFeed::new(0));
+        let _task = smol::spawn(feed.clone().follow(log.clone()));
+        append(&log, "a");
+        wait_covered(&feed, 1);
+        // Skipped unread: the ring does not answer for it, so a session would read the log.
+        assert_eq!(ids(feed.ring().answer(0, 1, 10, &Filter::default())), None);
+        let attached = feed.attach();
+        append(&log, "b");
+        wait_covered(&feed, 2);
+        assert_eq!(
+            ids(feed.ring().answer(1, 2, 10, &Filter::default())),
+            Some((vec![2], 2))
+        );
+        drop(attached);
+        append(&log, "c");
+        wait_covered(&feed, 3);
+        assert_eq!(ids(feed.ring().answer(2, 3, 10, &Filter::default())), None);
     }
 }
