@@ -266,6 +266,17 @@ fn two_shards_killed_mid_burst_resume_both_sessions() {
         [("0/2", "connected"), ("1/2", "connected")],
         "{readyz}"
     );
+    // Each shard's status is a state set in /metrics too, and listed in /status.json.
+    let metrics = first.get("/metrics", &[]).body;
+    for shard in ["0/2", "1/2"] {
+        let connected = format!(
+            "openflume_source_part_status{{source=\"discord\",part=\"{shard}\",status=\"connected\"}} 1"
+        );
+        assert!(metrics.contains(&connected), "{connected} in:\n{metrics}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&first.get("/status.json", &[]).body).unwrap();
+    assert_eq!(status["sources"][0]["parts"][1]["part"], "1/2", "{status}");
 
     discord.inject(DiscordAction::Messages(2_000));
     wait_until("part of the burst is logged", || {

@@ -109,20 +109,21 @@ fn sources(out: &mut Exposition, snapshot: &Snapshot) {
             continue;
         };
         let name = source.source.as_str();
-        for status in STATUSES {
-            let value = u64::from(status == current);
-            out.sample(
-                "openflume_source_status",
-                &[("source", name), ("status", status.as_str())],
-                value,
-            );
-        }
-        // A status newer than this list still shows as the current one.
-        if !STATUSES.contains(&current) {
-            out.sample(
-                "openflume_source_status",
-                &[("source", name), ("status", current.as_str())],
-                1,
+        state_set(out, "openflume_source_status", &[("source", name)], current);
+    }
+    out.family(
+        "openflume_source_part_status",
+        "gauge",
+        "For a source with parts (a Discord gateway's shards, part=\"ID/TOTAL\"): 1 for the \
+         part's current status, 0 for the others, as openflume_source_status.",
+    );
+    for (source, parts) in &snapshot.parts {
+        for part in parts {
+            state_set(
+                out,
+                "openflume_source_part_status",
+                &[("source", source.as_str()), ("part", part.part.as_str())],
+                part.status,
             );
         }
     }
@@ -168,6 +169,21 @@ fn sources(out: &mut Exposition, snapshot: &Snapshot) {
                 rtt.as_secs_f64(),
             );
         }
+    }
+}
+
+/// One series per known status under `labels`: 1 for `current`, 0 for the others.
+fn state_set(out: &mut Exposition, name: &str, labels: &[(&str, &str)], current: Status) {
+    for status in STATUSES {
+        let mut labels = labels.to_vec();
+        labels.push(("status", status.as_str()));
+        out.sample(name, &labels, u64::from(status == current));
+    }
+    // A status newer than this list still shows as the current one.
+    if !STATUSES.contains(&current) {
+        let mut labels = labels.to_vec();
+        labels.push(("status", current.as_str()));
+        out.sample(name, &labels, 1);
     }
 }
 
@@ -288,6 +304,21 @@ mod tests {
                 status: Status::Connected,
                 reason: None,
             }],
+            parts: vec![(
+                "discord".into(),
+                vec![
+                    crate::PartStatus {
+                        part: "0/2".into(),
+                        status: Status::Connected,
+                        reason: None,
+                    },
+                    crate::PartStatus {
+                        part: "1/2".into(),
+                        status: Status::Reconnecting,
+                        reason: Some("zombie".into()),
+                    },
+                ],
+            )],
             metrics: Metrics {
                 sources: vec![
                     source("discord", Some(Status::Connected), 12, Some(42)),

@@ -11,7 +11,7 @@
 //! `openflume_forward_queue_depth{target="NAME"}` series and a row on the status page.
 
 use crate::lock::lock;
-use crate::{Metrics, Running, SourceStatus};
+use crate::{Metrics, PartStatus, Running, SourceStatus};
 use openflume_log::{EventLog, LatencyHistogram};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -54,6 +54,15 @@ impl Ops {
     ) -> Snapshot {
         let metrics = running.map(Running::metrics).unwrap_or_default();
         let statuses = running.map(Running::statuses).unwrap_or_default();
+        let parts = running
+            .map(|running| {
+                statuses
+                    .iter()
+                    .map(|s| (s.source.clone(), running.part_statuses(&s.source)))
+                    .filter(|(_, parts)| !parts.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let stats = log.stats();
         let last_event_id = log.committed_id().0;
         Snapshot {
@@ -61,6 +70,7 @@ impl Ops {
             uptime: self.started.elapsed(),
             rates: self.rates(&metrics),
             statuses,
+            parts,
             metrics,
             log: LogFigures {
                 last_event_id,
@@ -269,6 +279,8 @@ pub(crate) struct Snapshot {
     pub(crate) instance_id: String,
     pub(crate) uptime: Duration,
     pub(crate) statuses: Vec<SourceStatus>,
+    /// The parts of each source that has them (a Discord gateway's shards), by source name.
+    pub(crate) parts: Vec<(String, Vec<PartStatus>)>,
     pub(crate) metrics: Metrics,
     /// Events per second, in the order of `metrics.sources` (`/status.json` only).
     pub(crate) rates: Vec<Option<f64>>,

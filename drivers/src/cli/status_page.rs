@@ -56,6 +56,11 @@ pub(crate) fn status_json(snapshot: &Snapshot) -> String {
                 "drops_total": source.drops,
                 "rate_limit_waits_total": source.rate_limit_waits,
                 "heartbeat_rtt_seconds": source.heartbeat_rtt.map(|d| d.as_secs_f64()),
+                "parts": snapshot
+                    .parts
+                    .iter()
+                    .find(|(name, _)| *name == source.source)
+                    .map(|(_, parts)| parts),
             })
         })
         .collect();
@@ -141,6 +146,11 @@ mod tests {
         };
         let value: serde_json::Value = serde_json::from_str(&status_json(&snapshot)).unwrap();
         let slack = &value["sources"][0];
+        assert_eq!(
+            slack["parts"],
+            serde_json::Value::Null,
+            "slack has no parts"
+        );
         assert_eq!(slack["status"], "reconnecting");
         assert_eq!(slack["reason"], "HTTP 502");
         assert_eq!(slack["events_per_second"], 0.5);
