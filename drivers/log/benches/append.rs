@@ -11,6 +11,11 @@
 //! (`synchronous=FULL`: an fsync per group). CPU is user+sys of this process from /proc, per
 //! event; the log's file lives under `BENCH_DIR` (default: the target directory, on disk, not a
 //! tmpfs where fsync would cost nothing).
+//!
+//! A third case is the floor any WAL-mode store pays for the same bytes: each batch's lines are
+//! written to a plain file and fdatasynced, and every 16 MiB the file is read back, appended to
+//! a second file, fdatasynced, and written again from its start (what a checkpoint and the WAL's
+//! restart do), with no database at all. What the durable log costs above it is SQLite's own work.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,8 +47,13 @@ fn main() {
     );
     let mut memory = Vec::new();
     let mut durable = Vec::new();
+    let mut files = Vec::new();
     for round in 0..runs {
         memory.push(run(events, &template, Sink::Memory(Vec::new())));
+        let dir = base.join(format!("files-{round}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        files.push(run(events, &template, Sink::Files(FileFloor::create(&dir))));
+        let _ = std::fs::remove_dir_all(&dir);
         let dir = base.join(format!("round-{round}"));
         let _ = std::fs::remove_dir_all(&dir);
         let log = EventLog::open(&dir, LogOptions::default()).unwrap();
@@ -98,6 +108,19 @@ fn main() {
         "-",
         "-"
     );
+    let file_ratios: Vec<f64> = memory
+        .iter()
+        .zip(&files)
+        .map(|(m, f)| f.cpu.as_secs_f64() / m.cpu.as_secs_f64())
+        .collect();
+    println!(
+        "| file floor (write, sync, copy, sync)   | {:>10.0} | {:>12.2} | {:>12.2} | {:>7} | {:>13} |",
+        rate(&files),
+        cpu(&files),
+        median(&mut file_ratios.clone()),
+        "-",
+        "-"
+    );
     let groups = median(&mut durable.iter().map(|m| m.groups as f64).collect());
     println!(
         "| durable log, commit before ack         | {:>10.0} | {:>12.2} | {:>12.2} | {:>7.0} | {:>13.0} |",
@@ -112,7 +135,62 @@ fn main() {
 
 enum Sink {
     Memory(Vec<String>),
+    Files(FileFloor),
     Log(EventLog),
+}
+
+/// The bytes a WAL-mode store moves, with no database: see the module docs.
+struct FileFloor {
+    wal: std::fs::File,
+    db: std::fs::File,
+    wal_len: u64,
+    db_len: u64,
+}
+
+impl FileFloor {
+    /// The WAL's new bytes are copied into the second file past this many.
+    const CHECKPOINT_BYTES: u64 = 16 << 20;
+
+    fn create(dir: &std::path::Path) -> FileFloor {
+        std::fs::create_dir_all(dir).unwrap();
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(name))
+                .unwrap()
+        };
+        FileFloor {
+            wal: open("wal"),
+            db: open("db"),
+            wal_len: 0,
+            db_len: 0,
+        }
+    }
+
+    fn append(&mut self, records: &[Record]) {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = Vec::with_capacity(records.iter().map(|r| r.json.len() + 1).sum());
+        for record in records {
+            bytes.extend_from_slice(record.json.as_bytes());
+            bytes.push(b'\n');
+        }
+        self.wal.write_all_at(&bytes, self.wal_len).unwrap();
+        self.wal_len += bytes.len() as u64;
+        self.wal.sync_data().unwrap();
+        if self.wal_len >= Self::CHECKPOINT_BYTES {
+            let mut copy = vec![0; usize::try_from(self.wal_len).unwrap()];
+            self.wal.read_exact_at(&mut copy, 0).unwrap();
+            self.db.write_all_at(&copy, self.db_len).unwrap();
+            self.db_len += self.wal_len;
+            self.db.sync_data().unwrap();
+            // As SQLite does after a checkpoint: the WAL is written again from its start, over
+            // blocks the file system already holds.
+            self.wal_len = 0;
+        }
+    }
 }
 
 struct Measured {
@@ -177,6 +255,10 @@ fn consume(rx: &Receiver<Item>, sink: &mut Sink) -> u64 {
             Sink::Memory(kept) => {
                 kept.clear();
                 kept.extend(records.into_iter().map(|r| r.json));
+                None
+            }
+            Sink::Files(files) => {
+                files.append(&records);
                 None
             }
             Sink::Log(log) => Some(log.append(records, Vec::new()).unwrap()),
