@@ -823,46 +823,6 @@ impl Running {
         self.subscribers.subscribe(capacity, overflow)
     }
 
-    /// Appends every item to the durable `log`, from the first status log on, and makes every
-    /// upstream acknowledgement wait for the append: a Slack envelope is acked, GitHub's
-    /// validators advance, a webhook gets its 200, only once the item's append has committed
-    /// (fsynced) in the log. Attach it before [`start`](Flume::start), like a stream.
-    ///
-    /// It is a back-pressure stream of `capacity` items that
-    /// [holds until commit](ItemStream::holds_until_commit), read by a thread that appends what
-    /// is ready as one batch and commits the stream once the log committed it; while the log is
-    /// slow the sources wait. [`LogSink::finished`](crate::LogSink::finished) reports how it
-    /// ended. Fails only when its thread cannot start.
-    ///
-    /// ```
-    /// # use openflume::{Flume, Source};
-    /// # use openflume_proto::cron::{CronConfig, CronMachine};
-    /// # let cron = Source::custom("time", |seed| {
-    /// #     CronMachine::new(CronConfig::new("@hourly"), jiff::tz::TimeZone::UTC, seed)
-    /// # });
-    /// use openflume::log::{EventId, EventLog, Filter, LogOptions};
-    /// # let dir = std::env::temp_dir().join(format!("openflume-doc-{}", std::process::id()));
-    /// let log = EventLog::open(&dir, LogOptions::default())?;
-    /// let flume = Flume::builder().source(cron).build();
-    /// let sink = flume.log_into(log.clone(), 4096)?;
-    /// # smol::block_on(async {
-    /// flume.open().await?.close().await;
-    /// let appended = sink.finished().await?; // the status logs of opening and closing, at least
-    /// assert_eq!(log.read_after(EventId(0), 100, &Filter::default())?.len() as u64, appended);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
-    /// # std::fs::remove_dir_all(&dir).ok();
-    /// # Ok::<(), openflume::log::LogError>(())
-    /// ```
-    #[cfg(feature = "log")]
-    pub fn log_into(
-        &self,
-        log: openflume_log::EventLog,
-        capacity: usize,
-    ) -> Result<crate::LogSink, openflume_log::LogError> {
-        crate::LogSink::spawn(self.stream(capacity, Overflow::Backpressure), log)
-    }
-
     /// A live snapshot of every source's status.
     ///
     /// ```
