@@ -25,6 +25,8 @@ pub struct Serve {
     /// Where it serves.
     pub addr: SocketAddr,
     stderr: mpsc::Receiver<String>,
+    /// Every stderr line received so far, in order.
+    said: Vec<String>,
     data: std::path::PathBuf,
     /// The temporary data directory, when [`spawn`](Serve::spawn) made one.
     _temporary: Option<tempfile::TempDir>,
@@ -50,6 +52,7 @@ impl Serve {
             .args(args)
             .env_remove("OPENFLUME_HUB_TOKEN")
             .env_remove("OPENFLUME_HUB_TOKEN_FILE")
+            .env_remove("OPENFLUME_FORWARD_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -70,6 +73,7 @@ impl Serve {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
+            said: Vec::new(),
             data: data.to_owned(),
             _temporary: None,
         };
@@ -112,22 +116,43 @@ impl Serve {
         self.child.id()
     }
 
-    /// Waits for a stderr line that `pred` accepts; fails the test with what was said after
+    /// Waits for a new stderr line that `pred` accepts; fails the test with what was said after
     /// `timeout`.
     pub fn wait_for_stderr(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
-        let mut said = Vec::new();
+        let start = self.said.len();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(line) => said.push(line),
+                Ok(line) => {
+                    self.said.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
                 Err(_) => panic!(
                     "serve did not say it within {timeout:?}; it said:\n{}",
-                    said.join("\n")
+                    self.said[start..].join("\n")
                 ),
             }
         }
+    }
+
+    /// The first stderr line, said already or to come (within `timeout`), that `pred` accepts.
+    pub fn wait_for_said(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.stderr_lines();
+        match self.said.iter().find(|line| pred(line)) {
+            Some(line) => line.clone(),
+            None => self.wait_for_stderr(timeout, pred),
+        }
+    }
+
+    /// Every stderr line serve has said so far.
+    pub fn stderr_lines(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.said.push(line);
+        }
+        self.said.clone()
     }
 
     /// Kills serve with SIGKILL (a crash) and waits until it is gone.

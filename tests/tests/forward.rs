@@ -14,13 +14,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_proto::outbox::TargetState;
-use openflume_proto::webhook::{base64_encode, sign_github};
+use openflume_proto::webhook::base64_encode;
 use openflume_tests::openflume_bin;
+use openflume_tests::serve::Serve;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -210,112 +211,19 @@ fn verify(
     Ok(())
 }
 
-/// A running `openflume serve` with the custom webhook `deploys`, and its stderr lines.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
+/// `openflume serve` on `data` with the custom webhook `deploys` (signed with [`DEPLOY_SECRET`]).
+fn spawn_serve(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
+    let mut args = vec!["--webhook", "deploys=DEPLOY_SECRET"];
+    args.extend_from_slice(extra);
+    let mut env = env.to_vec();
+    env.push(("DEPLOY_SECRET", DEPLOY_SECRET));
+    Serve::spawn_in(data, &args, &env)
 }
 
-impl Serve {
-    fn spawn(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut command = Command::new(openflume_bin());
-        command
-            .args(["serve", "--http", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(["--webhook", "deploys=DEPLOY_SECRET"])
-            .args(extra)
-            .env("DEPLOY_SECRET", DEPLOY_SECRET)
-            .env_remove("OPENFLUME_FORWARD_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("spawn openflume serve");
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut serve = Serve {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            stderr,
-            seen: Vec::new(),
-        };
-        let line = serve.wait_stderr(|line| line.contains("serving on http://"));
-        let rest = line.split("serving on http://").nth(1).unwrap();
-        serve.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-        serve
-    }
-
-    /// The first stderr line (seen already or coming) that `pred` accepts.
-    fn wait_stderr(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no such line on stderr: {:?}", self.seen));
-            self.seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
-    }
-
-    /// Every stderr line so far.
-    fn stderr_lines(&mut self) -> Vec<String> {
-        while let Ok(line) = self.stderr.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.clone()
-    }
-
-    /// Posts deploy `n`, signed; returns once serve answered 200 (the event is in the log).
-    fn post(&self, n: u64) {
-        let body = format!(r#"{{"deploy":{n}}}"#);
-        let signature = sign_github(DEPLOY_SECRET.as_bytes(), body.as_bytes());
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let head = format!(
-            "POST /channels/custom/deploys HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nX-Signature-256: {signature}\r\n\
-             Content-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Posts deploy `n`, signed; returns once serve answered 200 (the event is in the log).
+fn post(serve: &Serve, n: u64) {
+    let status = serve.post_custom("deploys", DEPLOY_SECRET, &format!(r#"{{"deploy":{n}}}"#));
+    assert_eq!(status, 200, "deploy {n}");
 }
 
 /// `openflume log tail` of `data`: every line as JSON.
@@ -386,14 +294,14 @@ fn every_event_arrives_in_order_through_failures_and_a_kill() {
     );
     let forward = format!("{},secret=FWD_SECRET,sources=custom", receiver.url());
     let env = [("FWD_SECRET", FORWARD_SECRET)];
-    let mut serve = Serve::spawn(data.path(), &["--forward", &forward], &env);
+    let mut serve = spawn_serve(data.path(), &["--forward", &forward], &env);
     for n in 1..=3 {
-        serve.post(n);
+        post(&serve, n);
     }
     let before = receiver.wait_until("two failed attempts of deploy 3", |r| {
         r.iter().filter(|r| r.deploy == 3).count() >= 2
     });
-    let retry = serve.wait_stderr(|l| l.contains("failed (attempt 2)"));
+    let retry = serve.wait_for_said(WAIT, |l| l.contains("failed (attempt 2)"));
     assert!(retry.contains("HTTP 500"), "{retry}");
     // Between two attempts: the second failure and its backoff are stored.
     wait_stored(data.path(), &receiver.url(), "the second failure", |s| {
@@ -404,9 +312,9 @@ fn every_event_arrives_in_order_through_failures_and_a_kill() {
     assert!(delivered(&before, 1) && delivered(&before, 2));
 
     receiver.set_policy(Box::new(|_, _| 200));
-    let mut serve = Serve::spawn(data.path(), &["--forward", &forward], &env);
+    let mut serve = spawn_serve(data.path(), &["--forward", &forward], &env);
     for n in 4..=6 {
-        serve.post(n);
+        post(&serve, n);
     }
     let all = receiver.wait_until("deploys 1 to 6 delivered", |r| {
         (1..=6).all(|n| delivered(r, n))
@@ -451,11 +359,11 @@ fn a_410_disables_the_target_for_good() {
         ("FWD_SECRET", FORWARD_SECRET),
         ("OPENFLUME_FORWARD_SECRET", whsec.as_str()),
     ];
-    let mut serve = Serve::spawn(data.path(), &args, &env);
+    let mut serve = spawn_serve(data.path(), &args, &env);
     for n in 1..=3 {
-        serve.post(n);
+        post(&serve, n);
     }
-    let line = serve.wait_stderr(|l| l.contains("410 Gone"));
+    let line = serve.wait_for_said(WAIT, |l| l.contains("410 Gone"));
     assert!(
         line.contains(&gone.url()) && line.contains("disabled"),
         "{line}"
@@ -487,9 +395,9 @@ fn a_410_disables_the_target_for_good() {
     serve.kill();
 
     // Disabled across the restart: said so at the start, and nothing sent.
-    let mut serve = Serve::spawn(data.path(), &args, &env);
-    serve.wait_stderr(|l| l.contains("is disabled (it answered 410 Gone)"));
-    serve.post(4);
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    serve.wait_for_said(WAIT, |l| l.contains("is disabled (it answered 410 Gone)"));
+    post(&serve, 4);
     healthy.wait_until("deploy 4 at the healthy target", |r| delivered(r, 4));
     assert_eq!(gone.received().len(), 1);
     assert_in_order(&healthy.received());
@@ -511,14 +419,14 @@ fn a_delivery_is_given_up_after_the_max_age() {
         Box::new(|deploy, _| if deploy == 1 { 503 } else { 200 }),
     );
     let forward = format!("{},sources=custom", receiver.url());
-    let mut serve = Serve::spawn(
+    let mut serve = spawn_serve(
         data.path(),
         &["--forward", &forward, "--forward-max-age", "2s"],
         &[("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)],
     );
     let started = Instant::now();
-    serve.post(1);
-    serve.post(2);
+    post(&serve, 1);
+    post(&serve, 2);
     let all = receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -529,7 +437,7 @@ fn a_delivery_is_given_up_after_the_max_age() {
     assert!(attempts >= 2, "retried before giving up: {all:?}");
     assert!(!delivered(&all, 1));
     let event_id = all[0].event_id;
-    let line = serve.wait_stderr(|l| l.contains("gave up on event"));
+    let line = serve.wait_for_said(WAIT, |l| l.contains("gave up on event"));
     assert!(
         line.contains(&format!("event {event_id}")) && line.contains(&receiver.url()),
         "{line}"
