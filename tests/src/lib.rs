@@ -718,6 +718,58 @@ pub fn block_on<F: Future>(timeout: Duration, what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|| panic!("timed out after {timeout:?}: {what}"))
 }
 
+/// Injects `envelopes` Slack messages, waits until the simulator sent them all, then gives the
+/// client two seconds to ack any of them and fails the test (saying `held`: what holds the
+/// appends back) if it did: an envelope must not be acked before its item is appended.
+pub fn inject_and_expect_no_ack(slack: &openflume_sim::SlackSim, envelopes: u32, held: &str) {
+    slack.inject(openflume_sim::SlackAction::Messages(envelopes));
+    block_on(
+        Duration::from_secs(30),
+        "envelopes sent",
+        slack.wait_for(Duration::from_secs(30), |r| {
+            (r.envelopes.len() >= envelopes as usize).then_some(())
+        }),
+    )
+    .expect("every envelope sent");
+    let early = block_on_until(
+        Instant::now() + Duration::from_secs(2),
+        slack.wait_for(Duration::from_secs(2), |r| {
+            (!r.acks.is_empty()).then_some(())
+        }),
+    );
+    assert!(
+        !matches!(early, Some(Ok(()))),
+        "an envelope was acked while {held}: {:?}",
+        slack.records().acks.iter().next().map(|a| &a.envelope_id)
+    );
+}
+
+/// Waits until at least `envelopes` acks came, and returns the Slack `event_id` of each acked
+/// envelope.
+pub fn acked_event_ids(slack: &openflume_sim::SlackSim, envelopes: u32) -> Vec<String> {
+    block_on(
+        Duration::from_secs(30),
+        "the acks",
+        slack.wait_for(Duration::from_secs(30), |r| {
+            (r.acks.len() >= envelopes as usize).then_some(())
+        }),
+    )
+    .expect("every envelope acked once appended");
+    let records = slack.records();
+    records
+        .acks
+        .iter()
+        .map(|ack| {
+            records
+                .envelopes
+                .iter()
+                .find(|e| e.envelope_id == ack.envelope_id)
+                .and_then(|e| e.event_id.clone())
+                .expect("an acked envelope was sent, with an event id")
+        })
+        .collect()
+}
+
 /// Fails the test if the JSON form of `item` contains any of `secrets`.
 pub fn assert_no_secret(item: &Item, secrets: &[String]) {
     let json = serde_json::to_string(item).expect("items serialize");

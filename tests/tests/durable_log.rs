@@ -7,8 +7,10 @@ use openflume::{Flume, Running, Source};
 use openflume_log::{EventId, EventLog, Filter, LogOptions, Record};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::{Event, Item, RawJson, ReconnectPolicy, UnixMillis};
-use openflume_sim::{SlackAction, SlackSim, SlackSimConfig};
-use openflume_tests::{block_on, block_on_until, openflume_bin};
+use openflume_sim::{SlackSim, SlackSimConfig};
+use openflume_tests::{
+    acked_event_ids, block_on, block_on_until, inject_and_expect_no_ack, openflume_bin,
+};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -94,45 +96,13 @@ fn a_slack_envelope_is_acked_only_after_its_item_is_committed_to_the_log() {
         log.wait_committed_beyond(log.committed_id(), Duration::from_millis(100));
     }
     log.testing_hold_commits(true);
-    slack.inject(SlackAction::Messages(ENVELOPES));
-    block_on(
-        WAIT,
-        "envelopes sent",
-        slack.wait_for(WAIT, |r| {
-            (r.envelopes.len() >= ENVELOPES as usize).then_some(())
-        }),
-    )
-    .expect("every envelope sent");
-    // Give the client every chance to ack too early: no ack may come while commits are held.
-    let early = block_on_until(
-        Instant::now() + Duration::from_secs(2),
-        slack.wait_for(Duration::from_secs(2), |r| {
-            (!r.acks.is_empty()).then_some(())
-        }),
-    );
-    assert!(
-        !matches!(early, Some(Ok(()))),
-        "an envelope was acked before its item was committed: {:?}",
-        slack.records().acks.iter().next().map(|a| &a.envelope_id)
-    );
+    inject_and_expect_no_ack(&slack, ENVELOPES, "the log's commits were held");
     assert!(logged_slack_events(&log).is_empty());
 
     log.testing_hold_commits(false);
-    block_on(
-        WAIT,
-        "the acks",
-        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
-    )
-    .expect("every envelope acked once committed");
-    let records = slack.records();
+    let acked = acked_event_ids(&slack, ENVELOPES);
     let logged = logged_slack_events(&log);
-    for ack in records.acks.iter() {
-        let event_id = records
-            .envelopes
-            .iter()
-            .find(|e| e.envelope_id == ack.envelope_id)
-            .and_then(|e| e.event_id.clone())
-            .unwrap();
+    for event_id in acked {
         assert!(
             logged.contains(&event_id),
             "{event_id} acked, not in the log"

@@ -7,10 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_proto::webhook::sign_github;
-use openflume_sim::{DiscordAction, DiscordSimConfig, SlackAction, SlackSim, SlackSimConfig};
+use openflume_sim::{DiscordAction, DiscordSimConfig, SlackSim, SlackSimConfig};
 use openflume_tests::redis::RedisServer;
 use openflume_tests::serve::{Serve as ServeProcess, http_request};
-use openflume_tests::{Openflume, Reader, Signal, block_on, discord_sim};
+use openflume_tests::{
+    Openflume, Reader, Signal, acked_event_ids, block_on, discord_sim, inject_and_expect_no_ack,
+};
 use redis::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,47 +128,16 @@ fn the_redis_sink_acks_slack_only_after_the_xadd_and_appends_each_event_once() {
         .arg("WRITE")
         .query(&mut control)
         .unwrap();
-    slack.inject(SlackAction::Messages(ENVELOPES));
-    block_on(
-        WAIT,
-        "envelopes sent",
-        slack.wait_for(WAIT, |r| {
-            (r.envelopes.len() >= ENVELOPES as usize).then_some(())
-        }),
-    )
-    .expect("every envelope sent");
-    // Give the listener every chance to ack too early.
-    let early = openflume_tests::block_on_until(
-        Instant::now() + Duration::from_secs(2),
-        slack.wait_for(Duration::from_secs(2), |r| {
-            (!r.acks.is_empty()).then_some(())
-        }),
-    );
-    assert!(
-        !matches!(early, Some(Ok(()))),
-        "an envelope was acked while Redis refused the XADD"
-    );
+    inject_and_expect_no_ack(&slack, ENVELOPES, "Redis refused the XADD");
     assert!(counts(&redis, "slack", "events_api", "/meta/event_id").is_empty());
 
     let () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut control)
         .unwrap();
-    block_on(
-        WAIT,
-        "the acks",
-        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
-    )
-    .expect("every envelope acked once appended");
-    let records = slack.records();
+    let acked = acked_event_ids(&slack, ENVELOPES);
     let appended = counts(&redis, "slack", "events_api", "/meta/event_id");
-    for ack in records.acks.iter() {
-        let event_id = records
-            .envelopes
-            .iter()
-            .find(|e| e.envelope_id == ack.envelope_id)
-            .and_then(|e| e.event_id.clone())
-            .unwrap();
+    for event_id in acked {
         assert_eq!(
             appended.get(&format!("\"{event_id}\"")),
             Some(&1),
