@@ -38,6 +38,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod procfs;
+use procfs::{Cpu, cpu_time, proc_number};
+
 const ROLE: &str = "OPENFLUME_BENCH_ROLE";
 
 fn main() {
@@ -185,14 +188,14 @@ fn run_client() {
         .expect("BENCH_EVENTS");
     let client = std::env::var("BENCH_CLIENT").unwrap_or_default();
     watchdog(format!("the {client} client"), events);
-    let cpu_before = cpu_time(false);
+    let cpu_before = cpu_time("self", Cpu::Own);
     match client.as_str() {
         "transport" => tungstenite_client(&url, events, false),
         "decode" => tungstenite_client(&url, events, true),
         "library" => library_pipeline(&url, events),
         other => panic!("unknown client {other:?}"),
     }
-    let cpu = cpu_time(false) - cpu_before;
+    let cpu = cpu_time("self", Cpu::Own) - cpu_before;
     println!(
         "{} {}",
         cpu.as_micros(),
@@ -207,7 +210,7 @@ fn run_client() {
 fn measure_listen(events: u64, compress: &str) -> Row {
     let pool = if compress == "none" { 1024 } else { events };
     let (mut sim, url) = start_simulator_with(events, pool);
-    let cpu_before = cpu_time(true);
+    let cpu_before = cpu_time("self", Cpu::Children);
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
         .args([
@@ -257,7 +260,7 @@ fn measure_listen(events: u64, compress: &str) -> Row {
     };
     let wall = start.elapsed();
     assert!(status.success(), "openflume listen failed: {status}");
-    let cpu = cpu_time(true) - cpu_before;
+    let cpu = cpu_time("self", Cpu::Children) - cpu_before;
     // What each compression saves on the wire: the bytes of the messages the simulator wrote.
     let wire = ask_simulator(&mut sim, "bytes").parse::<u64>().unwrap_or(0);
     stop_simulator(&mut sim);
@@ -297,7 +300,7 @@ fn measure_serve(events: u64) -> Row {
         });
     let dir = base.join(format!("serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cpu_before = cpu_time(true);
+    let cpu_before = cpu_time("self", Cpu::Children);
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_openflume"))
         .args(["serve", "--http", "127.0.0.1:0", "--log-level", "warn"])
@@ -350,7 +353,7 @@ fn measure_serve(events: u64) -> Row {
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let status = child.wait().expect("wait for serve");
     assert!(status.success(), "openflume serve failed: {status}");
-    let cpu = cpu_time(true) - cpu_before;
+    let cpu = cpu_time("self", Cpu::Children) - cpu_before;
     stop_simulator(&mut sim);
     let reader = openflume::log::LogReader::open(&dir).expect("the log");
     let filter = openflume::log::Filter {
@@ -385,7 +388,7 @@ fn measure_serve(events: u64) -> Row {
 /// work. Logs are off, so every line is an event.
 fn measure_pipe(events: u64) -> Row {
     let (mut sim, url) = start_simulator(events);
-    let cpu_before = cpu_time(true);
+    let cpu_before = cpu_time("self", Cpu::Children);
     let start = Instant::now();
     let mut listen = Command::new(env!("CARGO_BIN_EXE_openflume"))
         .args([
@@ -450,7 +453,7 @@ fn measure_pipe(events: u64) -> Row {
         listen_status.success(),
         "openflume listen failed: {listen_status}"
     );
-    let cpu = cpu_time(true) - cpu_before;
+    let cpu = cpu_time("self", Cpu::Children) - cpu_before;
     stop_simulator(&mut sim);
     Row {
         name: "openflume listen, pipe, line reader (both)".to_owned(),
@@ -672,11 +675,11 @@ fn machine_alone(events: u64) -> Row {
     );
     let before = emitted.get();
     let start = Instant::now();
-    let cpu_before = cpu_time(false);
+    let cpu_before = cpu_time("self", Cpu::Own);
     for frame in frames.iter().cycle().take(events as usize) {
         feed(&mut shard, text(frame));
     }
-    let cpu = cpu_time(false) - cpu_before;
+    let cpu = cpu_time("self", Cpu::Own) - cpu_before;
     assert_eq!(emitted.get() - before, events, "every dispatch emitted");
     Row {
         name: "DiscordShard alone (frames in memory)".to_owned(),
@@ -719,12 +722,12 @@ fn record_dispatches(url: &str, count: usize) -> Vec<String> {
 fn github_pages() {
     const PAGES: u64 = 2000;
     let pages: Vec<String> = (0..PAGES).map(notification_page).collect();
-    let start_cpu = cpu_time(false);
+    let start_cpu = cpu_time("self", Cpu::Own);
     for page in &pages {
         let value: serde_json::Value = serde_json::from_str(page).expect("json");
         std::hint::black_box(value);
     }
-    let baseline = cpu_time(false) - start_cpu;
+    let baseline = cpu_time("self", Cpu::Own) - start_cpu;
 
     let config = GithubConfig {
         api_url: "https://api.github.com".into(),
@@ -740,7 +743,7 @@ fn github_pages() {
     };
     let mut events = 0;
     let mut req = step(&mut machine, now, Input::Start, &mut events);
-    let start_cpu = cpu_time(false);
+    let start_cpu = cpu_time("self", Cpu::Own);
     for page in &pages {
         let id = req.take().expect("a poll request pending");
         let response = HttpResponse {
@@ -758,7 +761,7 @@ fn github_pages() {
         now.wall = UnixMillis(now.wall.0 + 1000);
         req = req.or(step(&mut machine, now, Input::Timer, &mut events));
     }
-    let machine_cpu = cpu_time(false) - start_cpu;
+    let machine_cpu = cpu_time("self", Cpu::Own) - start_cpu;
     println!();
     println!("GitHub: {PAGES} pages of 50 notifications ({events} events emitted)");
     println!(
@@ -914,37 +917,3 @@ fn run_simulator() {
 }
 
 // ---- measuring this process ---------------------------------------------------------------
-
-/// User + system CPU of this process (or of its waited-for children), from /proc/self/stat.
-fn cpu_time(children: bool) -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime is field 14 of the whole line.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let (user, system) = if children { (13, 14) } else { (11, 12) };
-    let ticks = fields.get(user).copied().unwrap_or(0) + fields.get(system).copied().unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// The number after `key` in a /proc file (kB in `status`, bytes in `io`).
-fn proc_number(path: &str, key: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}

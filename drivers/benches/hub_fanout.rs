@@ -41,6 +41,9 @@
 // A benchmark aborts on any failure: a panic with the cause is the right report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod procfs;
+use procfs::{Cpu, cpu_time, proc_number};
+
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -209,11 +212,11 @@ impl Plan {
         let origin = Instant::now();
         let mut warm_up = Feed::new(target, serve.addr);
         warm_up.send(r#"{"n":-1}"#);
-        let rss_idle_kb = proc_kb(serve.pid(), "VmRSS:");
+        let rss_idle_kb = proc_number(&format!("/proc/{}/status", serve.pid()), "VmRSS:");
 
         let executor = smol::LocalExecutor::new();
         let sockets = smol::block_on(executor.run(connect_all(serve.addr, subscribers)));
-        let rss_connected_kb = proc_kb(serve.pid(), "VmRSS:");
+        let rss_connected_kb = proc_number(&format!("/proc/{}/status", serve.pid()), "VmRSS:");
 
         let cpu_before = serve.cpu();
         let started = Instant::now();
@@ -258,8 +261,8 @@ impl Plan {
         for sender in posting {
             sender.join().unwrap();
         }
-        let rss_after_kb = proc_kb(serve.pid(), "VmRSS:");
-        let peak_kb = proc_kb(serve.pid(), "VmHWM:");
+        let rss_after_kb = proc_number(&format!("/proc/{}/status", serve.pid()), "VmRSS:");
+        let peak_kb = proc_number(&format!("/proc/{}/status", serve.pid()), "VmHWM:");
         drop(serve);
         let _ = std::fs::remove_dir_all(&dir);
 
@@ -525,15 +528,7 @@ impl Serve {
 
     /// User + system time so far, from /proc.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are 14 and 15 of the line.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<u64> = after
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+        cpu_time(&self.pid().to_string(), Cpu::Own)
     }
 }
 
@@ -542,26 +537,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// A number in kB from /proc/PID/status.
-fn proc_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Raises the soft limit of open files to the hard one (inherited by `serve`); the new soft
