@@ -546,14 +546,16 @@ fn two_serves_on_one_stream_give_the_same_hub_replay() {
     assert_eq!(replay(&two, named, 7), from_one[3..].to_vec());
 }
 
-/// Two processes with disjoint shard ranges of one bot, sharing one identify queue in Redis:
+/// Three processes with disjoint shard ranges of one bot, sharing one identify queue in Redis:
 /// no bucket (here one, `max_concurrency` 1) gets two IDENTIFYs within 5 s, by the simulator's
-/// own log of the IDENTIFYs it received.
+/// own log of the IDENTIFYs it received. The processes name the server each its own way:
+/// `--redis`, its alias `--discord-identify-redis`, and the deprecated variable
+/// `OPENFLUME_DISCORD_IDENTIFY_REDIS` (warned about, the URL not printed).
 #[test]
-fn two_processes_share_one_identify_queue_in_redis() {
+fn three_processes_share_one_identify_queue_in_redis() {
     let redis = RedisServer::start();
     let discord = discord_sim(DiscordSimConfig {
-        shards: 2,
+        shards: 3,
         max_concurrency: 1,
         ..DiscordSimConfig::default()
     });
@@ -562,32 +564,39 @@ fn two_processes_share_one_identify_queue_in_redis() {
         ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
     ];
     let url = redis.url();
-    let start = |range: &str| {
-        openflume_tests::listen(
-            &["--discord-shards", range, "--discord-identify-redis", &url],
-            &env,
-            Reader::Eager,
-        )
+    let start = |range: &str, flags: &[&str], env: &[(&str, String)]| {
+        let mut args = vec!["--discord-shards", range];
+        args.extend(flags);
+        openflume_tests::listen(&args, env, Reader::Eager)
     };
-    let mut low = start("0/2");
-    let mut high = start("1/2");
-    for process in [&mut low, &mut high] {
+    let mut by_flag = start("0/3", &["--redis", &url], &env);
+    let mut by_alias = start("1/3", &["--discord-identify-redis", &url], &env);
+    let mut old_env = env.clone();
+    old_env.push(("OPENFLUME_DISCORD_IDENTIFY_REDIS", url.clone()));
+    let mut by_old_var = start("2/3", &[], &old_env);
+    let warning = by_old_var.wait_for_stderr(WAIT, |line| {
+        line.contains("OPENFLUME_DISCORD_IDENTIFY_REDIS is deprecated")
+    });
+    assert!(!warning.contains(&url), "the URL is not printed: {warning}");
+    for process in [&mut by_flag, &mut by_alias, &mut by_old_var] {
         process.wait_for_json(WAIT + WAIT, |line| {
             openflume_tests::is_log_json(line, "discord", "shard.status")
                 && line["log"]["detail"]["to"] == "connected"
         });
     }
     let identifies: Vec<_> = discord.records().identifies.iter().cloned().collect();
-    assert_eq!(identifies.len(), 2, "one IDENTIFY a shard: {identifies:?}");
+    assert_eq!(identifies.len(), 3, "one IDENTIFY a shard: {identifies:?}");
     assert!(
         identifies
             .iter()
             .all(|i| matches!(i.outcome, openflume_sim::IdentifyOutcome::Ready { .. })),
         "{identifies:?}"
     );
-    let gap = identifies[1].at.saturating_sub(identifies[0].at);
-    assert!(
-        gap >= Duration::from_millis(4_900),
-        "two IDENTIFYs in one bucket {gap:?} apart"
-    );
+    for pair in identifies.windows(2) {
+        let gap = pair[1].at.saturating_sub(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(4_900),
+            "two IDENTIFYs in one bucket {gap:?} apart"
+        );
+    }
 }

@@ -634,17 +634,20 @@ pub(crate) struct SourceArgs {
     /// Deprecated: the same as --discord-shards ID/COUNT.
     #[arg(long, value_name = "ID/COUNT", value_parser = parse_shard, conflicts_with = "discord_shards", env = "OPENFLUME_DISCORD_SHARD", help_heading = "Discord")]
     pub(crate) discord_shard: Option<Shard>,
-    /// Coordinate this bot's IDENTIFYs with every other process through this Redis server
-    /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB]): one per max_concurrency bucket per 5 s across
-    /// all of them (a key set with SET NX PX per bucket). Without it, each process paces only
-    /// its own shards; processes with disjoint --discord-shards ranges of one bot should share one.
+    /// Send this bot's IDENTIFYs through a queue in this Redis server
+    /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB]) shared by every process given the same one:
+    /// one per max_concurrency bucket per 5 s across all of them (a key set with SET NX PX per
+    /// bucket). Without it, each process paces only its own shards; processes with disjoint
+    /// --discord-shards ranges of one bot should share one. The variable's earlier name,
+    /// OPENFLUME_DISCORD_IDENTIFY_REDIS, is still read (deprecated).
     #[arg(
-        long = "discord-identify-redis",
+        long = "redis",
+        visible_alias = "discord-identify-redis",
         value_name = "URL",
-        env = "OPENFLUME_DISCORD_IDENTIFY_REDIS",
+        env = "OPENFLUME_REDIS",
         help_heading = "Discord"
     )]
-    pub(crate) discord_identify_redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// Only receive these dispatch types (case-insensitive, comma-separated, e.g.
     /// MESSAGE_CREATE,READY); the others are dropped in the machine. Unknown names are warned
     /// about.

@@ -78,6 +78,9 @@ fn listen_main(
     matches: Option<&clap::ArgMatches>,
 ) -> Result<i32, UsageError> {
     flags::read_secret_files(&mut args.source)?;
+    flags::read_renamed_vars(&mut args.source, |warning| {
+        listen::report(format_args!("{warning}"));
+    });
     if let Some(matches) = matches {
         flags::warn_idle_flags(&args.source, "listen", matches, |warning| {
             listen::report(format_args!("{warning}"));

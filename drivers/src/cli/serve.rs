@@ -314,6 +314,9 @@ pub(crate) fn main(
     matches: Option<&clap::ArgMatches>,
 ) -> Result<i32, UsageError> {
     flags::read_secret_files(&mut args.source)?;
+    flags::read_renamed_vars(&mut args.source, |warning| {
+        report(format_args!("{warning}"));
+    });
     if let Some(matches) = matches {
         flags::warn_idle_flags(&args.source, "serve", matches, |warning| {
             report(format_args!("{warning}"));
