@@ -600,3 +600,111 @@ fn three_processes_share_one_identify_queue_in_redis() {
         );
     }
 }
+
+/// Two processes of one bot, each with two of its four shards, sharing one identify queue in
+/// Redis, and a daily budget of two session starts left. Before they start, the test takes every
+/// bucket's turn for 3 s (as if another process had just identified), so that both read
+/// `/gateway/bot`'s `remaining` 2 before any IDENTIFY: each on its own would identify both its
+/// shards. Together they identify two shards, by the simulator's log, and the other two shards
+/// wait for the refill, each saying so (`identify.budget`); the count in Redis is spent.
+#[test]
+fn two_processes_count_one_session_start_budget_in_redis() {
+    const BUDGET: u32 = 2;
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig {
+        shards: 4,
+        max_concurrency: 4,
+        session_start_remaining: BUDGET,
+        ..DiscordSimConfig::default()
+    });
+    let env = vec![
+        ("DISCORD_BOT_TOKEN", discord.token().to_owned()),
+        ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
+    ];
+    // The gate's keys, as the README names them: the bot is the token's first part.
+    let bot = discord.token().split('.').next().unwrap().to_owned();
+    let prefix = format!("openflume:identify:{bot}");
+    let mut conn = redis.connection();
+    for bucket in 0..4 {
+        let () = redis::cmd("SET")
+            .arg(format!("{prefix}:4:{bucket}"))
+            .arg("test")
+            .arg("PX")
+            .arg(3_000)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let url = redis.url();
+    let start = |range: &str| {
+        openflume_tests::listen(
+            &["--discord-shards", range, "--redis", &url],
+            &env,
+            Reader::Eager,
+        )
+    };
+    let mut processes = [start("0-1/4"), start("2-3/4")];
+    let ready = || {
+        discord
+            .records()
+            .identifies
+            .iter()
+            .filter(|i| matches!(i.outcome, openflume_sim::IdentifyOutcome::Ready { .. }))
+            .count()
+    };
+    let logged = |process: &Openflume, action: &str| {
+        process
+            .seen
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| openflume_tests::is_log_json(line, "discord", action))
+            .count()
+    };
+    wait_until("two shards identified and two wait for the budget", || {
+        for process in processes.iter_mut() {
+            // Whatever has been printed by now (nothing matches: this only reads).
+            let _ = process.try_wait_for_json(Duration::from_millis(20), |_| false);
+        }
+        let held: usize = processes.iter().map(|p| logged(p, "identify.budget")).sum();
+        ready() >= BUDGET as usize && held >= 2
+    });
+    assert_eq!(
+        discord.records().identifies.len(),
+        BUDGET as usize,
+        "two IDENTIFYs in all: {:?}",
+        discord.records().identifies.iter().collect::<Vec<_>>()
+    );
+    for process in &processes {
+        // The buckets were busy at first: each shard was told, once.
+        assert_eq!(
+            logged(process, "identify.wait"),
+            2,
+            "{}",
+            process.seen.join("\n")
+        );
+        for line in &process.seen {
+            assert!(!line.contains(&url), "the Redis URL is not printed: {line}");
+        }
+    }
+    let budget_line = processes
+        .iter()
+        .flat_map(|p| p.seen.iter())
+        .find(|line| line.contains("\"identify.budget\""))
+        .unwrap();
+    let budget_line: serde_json::Value = serde_json::from_str(budget_line).unwrap();
+    assert_eq!(budget_line["log"]["level"], "warn");
+    assert!(
+        budget_line["log"]["detail"]["waitMs"].as_u64().unwrap() > 3_600_000,
+        "the refill is most of a day away: {budget_line}"
+    );
+    let left: Option<u32> = redis::cmd("HGET")
+        .arg(format!("{prefix}:budget"))
+        .arg("remaining")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(left, Some(0), "the count in Redis is spent");
+    let granted: u32 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:budget:grants"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(granted, BUDGET, "each grant is remembered");
+}

@@ -636,9 +636,11 @@ pub(crate) struct SourceArgs {
     pub(crate) discord_shard: Option<Shard>,
     /// Send this bot's IDENTIFYs through a queue in this Redis server
     /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB]) shared by every process given the same one:
-    /// one per max_concurrency bucket per 5 s across all of them (a key set with SET NX PX per
-    /// bucket). Without it, each process paces only its own shards; processes with disjoint
-    /// --discord-shards ranges of one bot should share one. The variable's earlier name,
+    /// one per max_concurrency bucket per 5 s across all of them, and none past the daily
+    /// session_start_limit of GET /gateway/bot, counted once for all of them (a shard waits for
+    /// the refill, with a warning, when it is spent). Without it, each process paces and counts
+    /// only its own shards; processes with disjoint --discord-shards ranges of one bot should
+    /// share one. The variable's earlier name,
     /// OPENFLUME_DISCORD_IDENTIFY_REDIS, is still read (deprecated).
     #[arg(
         long = "redis",
