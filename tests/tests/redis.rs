@@ -184,6 +184,221 @@ fn the_redis_sink_acks_slack_only_after_the_xadd_and_appends_each_event_once() {
     assert!(slack_cursor.is_some(), "the Slack cursor is in Redis");
 }
 
+/// `openflume listen --sink redis://…/events` with `env`, its stdout read as it comes.
+fn listen_sink(redis: &RedisServer, extra: &[&str], env: &[(&str, String)]) -> Openflume {
+    let url = redis.sink_url(STREAM);
+    let mut args = vec!["--sink", url.as_str()];
+    args.extend(extra);
+    openflume_tests::listen(&args, env, Reader::Eager)
+}
+
+/// The items `listen` printed, parsed.
+fn printed(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// `listen --sink`: while Redis refuses writes, Slack's envelopes reach the listener but none
+/// is acked and none is printed; once writes go through, every envelope is acked and printed,
+/// each acked one is in the stream once, and what stdout carried is, line for line, what the
+/// stream holds (the first status log to the last, after a SIGTERM).
+#[test]
+fn listen_with_a_redis_sink_prints_and_acks_only_what_redis_holds() {
+    const ENVELOPES: u32 = 40;
+    let redis = RedisServer::start();
+    let slack = block_on(
+        WAIT,
+        "start the Slack simulator",
+        SlackSim::start(SlackSimConfig {
+            ack_deadline: Duration::from_secs(60),
+            ..SlackSimConfig::default()
+        }),
+    )
+    .unwrap();
+    let mut listen = listen_sink(
+        &redis,
+        &[],
+        &[
+            ("SLACK_APP_TOKEN", slack.app_token().to_owned()),
+            ("OPENFLUME_SLACK_API_URL", slack.api_url()),
+        ],
+    );
+    listen.wait_for_json(WAIT, |line| {
+        openflume_tests::is_status_json(line, "slack", "connected")
+    });
+    assert!(
+        has_status(&redis, "slack", "connected"),
+        "printed: in Redis"
+    );
+
+    let mut control = redis.connection();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut control)
+        .unwrap();
+    slack.inject(SlackAction::Messages(ENVELOPES));
+    block_on(
+        WAIT,
+        "envelopes sent",
+        slack.wait_for(WAIT, |r| {
+            (r.envelopes.len() >= ENVELOPES as usize).then_some(())
+        }),
+    )
+    .expect("every envelope sent");
+    // Give the listener every chance to ack, or print, too early.
+    let early = listen.try_wait_for_json(Duration::from_secs(2), |line| {
+        openflume_tests::is_event_json(line, "slack", "events_api")
+    });
+    assert!(
+        early.is_err(),
+        "an event was printed while Redis refused the XADD: {early:?}"
+    );
+    assert!(
+        slack.records().acks.is_empty(),
+        "an envelope was acked while Redis refused the XADD"
+    );
+
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut control)
+        .unwrap();
+    let mut events = 0;
+    listen.wait_for_json(WAIT, |line| {
+        events += usize::from(openflume_tests::is_event_json(line, "slack", "events_api"));
+        events == ENVELOPES as usize
+    });
+    block_on(
+        WAIT,
+        "the acks",
+        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
+    )
+    .expect("every envelope acked once appended");
+    let records = slack.records();
+    let appended = counts(&redis, "slack", "events_api", "/meta/event_id");
+    for ack in records.acks.iter() {
+        let event_id = records
+            .envelopes
+            .iter()
+            .find(|e| e.envelope_id == ack.envelope_id)
+            .and_then(|e| e.event_id.clone())
+            .unwrap();
+        assert_eq!(
+            appended.get(&format!("\"{event_id}\"")),
+            Some(&1),
+            "{event_id} acked: in the stream once"
+        );
+    }
+    assert_eq!(appended.len(), ENVELOPES as usize);
+
+    listen.terminate();
+    let (status, lines, stderr) = listen.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stream: Vec<serde_json::Value> =
+        entries(&redis).into_iter().map(|(_, item)| item).collect();
+    let printed = printed(&lines);
+    assert!(
+        printed
+            .iter()
+            .any(|item| openflume_tests::is_status_json(item, "slack", "disconnected")),
+        "the last status is printed too"
+    );
+    assert_eq!(printed.len(), stream.len(), "every entry printed, no more");
+    assert_eq!(printed, stream, "stdout is the stream, line for line");
+    let slack_cursor: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:cursors"))
+        .arg("slack")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(slack_cursor.is_some(), "the Slack cursor is in Redis");
+}
+
+/// `listen --sink` keeps the sources' cursors in Redis: stopped with SIGTERM (the Discord
+/// session kept resumable) and started again, it resumes the session from Redis, and the
+/// messages sent while it was down are printed and in the stream, each once.
+#[test]
+fn listen_with_a_redis_sink_resumes_from_the_cursors_in_redis() {
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig::default());
+    let env = openflume_tests::discord_env(&discord);
+    let mut first = listen_sink(&redis, &[], &env);
+    first.wait_for_json(WAIT, |line| {
+        openflume_tests::is_status_json(line, "discord", "connected")
+    });
+    discord.inject(DiscordAction::Messages(30));
+    let mut seen = 0;
+    first.wait_for_json(WAIT, |line| {
+        seen += usize::from(openflume_tests::is_event_json(
+            line,
+            "discord",
+            "MESSAGE_CREATE",
+        ));
+        seen == 30
+    });
+    first.terminate();
+    let (status, _, stderr) = first.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let session: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:cursors"))
+        .arg("discord")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(session.is_some(), "the session is in Redis");
+    // Sent while nobody listens: the session's replay brings them.
+    discord.inject(DiscordAction::Messages(20));
+
+    let mut second = listen_sink(&redis, &[], &env);
+    let mut again = 0;
+    second.wait_for_json(WAIT, |line| {
+        again += usize::from(openflume_tests::is_event_json(
+            line,
+            "discord",
+            "MESSAGE_CREATE",
+        ));
+        again == 20
+    });
+    let records = discord.records();
+    assert_eq!(records.sessions().len(), 1, "one session, resumed");
+    assert!(
+        records
+            .resumes
+            .iter()
+            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
+        "the second listen resumed: {:?}",
+        records.resumes.iter().collect::<Vec<_>>()
+    );
+    let messages = counts(&redis, "discord", "MESSAGE_CREATE", "/data/id");
+    assert_eq!(messages.len(), 50, "every message in the stream");
+    let twice: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the stream twice: {twice:?}");
+    drop(second);
+}
+
+/// `listen` takes the cursors from one place: `--data` with `--sink` is a usage error.
+#[test]
+fn listen_refuses_data_with_a_redis_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let mut listen = Openflume::spawn(
+        &[
+            "listen",
+            "--cron",
+            "@hourly",
+            "--sink",
+            "redis://127.0.0.1:1/0/events",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
+    let (status, _, stderr) = listen.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--data and --sink"), "{stderr}");
+}
+
 /// Posts one signed custom webhook with its delivery id; the status, 0 when no answer came.
 fn post(addr: std::net::SocketAddr, n: usize) -> u16 {
     let body = format!(r#"{{"deploy":{n}}}"#);
