@@ -53,6 +53,22 @@ pub(crate) struct DriverEnv {
     pub(crate) identify_gate: Option<Arc<dyn crate::IdentifyGate>>,
 }
 
+/// Hands a gate's holds to shard `shard` as `Input::IdentifyWaiting`, its wait placed on the
+/// machine's clock; never blocks the gate (a full input queue drops the word).
+fn hold_reporter(inputs: Sender<Input>, clock: Clock, shard: u32) -> crate::identify::HoldReporter {
+    use crate::identify::Hold;
+    use openflume_proto::discord::IdentifyWait;
+    crate::identify::HoldReporter::new(move |hold| {
+        let wait_ms = u64::try_from(hold.wait().as_millis()).unwrap_or(u64::MAX);
+        let until = clock.mono() + wait_ms;
+        let wait = match hold {
+            Hold::SessionStartLimit { .. } => IdentifyWait::Budget { until },
+            _ => IdentifyWait::Bucket { until },
+        };
+        let _ = inputs.try_send(Input::IdentifyWaiting { shard, wait });
+    })
+}
+
 /// How a running source is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StopRequest {
@@ -611,12 +627,14 @@ impl Io {
                 self.changed.notify(usize::MAX);
             }
             // A shard with an external identify queue asks: the gate's grant comes back as an
-            // input. Without a gate, say so loudly rather than let the shard wait unseen.
+            // input, and so does its word on why the shard waits. Without a gate, say so loudly
+            // rather than let the shard wait unseen.
             Output::IdentifyRequest(request) => match self.env.identify_gate.as_ref() {
                 Some(gate) => {
-                    let grant = gate.grant(request);
-                    let inputs = self.inputs_tx.clone();
                     let shard = request.shard_id;
+                    let holds = hold_reporter(self.inputs_tx.clone(), self.env.clock, shard);
+                    let grant = gate.grant(request, holds);
+                    let inputs = self.inputs_tx.clone();
                     // Ends with the driver's input channel if the source stops first.
                     smol::spawn(async move {
                         grant.await;

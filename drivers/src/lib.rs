@@ -66,7 +66,7 @@ pub use forward::{
     ForwardError, ForwardLogCallback, ForwardOptions, ForwardStatus, ForwardTarget, Forwarder,
 };
 pub use hub::{ErrorCallback, ItemCallback};
-pub use identify::{Grant, IdentifyGate, SharedIdentifyQueue};
+pub use identify::{Grant, Hold, HoldReporter, IdentifyGate, SharedIdentifyQueue};
 pub use metrics::{Metrics, SourceMetrics};
 pub use net::TlsError;
 /// The durable event log (feature `log`): the `openflume-log` crate.

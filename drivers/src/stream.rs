@@ -696,3 +696,94 @@ impl Buffer {
         self.progressed.notify(usize::MAX);
     }
 }
+
+/// A stream fed by a consumer instead of the hub: the Redis sink of `listen --sink` hands each
+/// item on once Redis has it, and the stdout writer reads them from the [`ItemStream`] this
+/// feeds, in order and with back-pressure (a reader that does not keep up holds the sink, and so
+/// the sources). Dropping the relay ends the stream once it is drained.
+#[cfg(feature = "redis")]
+pub(crate) struct Relay {
+    buffer: Arc<Buffer>,
+}
+
+#[cfg(feature = "redis")]
+impl Relay {
+    /// A relay and the stream it feeds, holding at most `capacity` items.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn new(capacity: usize) -> (Relay, ItemStream) {
+        let buffer = Arc::new(Buffer::new(capacity, Overflow::Backpressure, false));
+        (
+            Relay {
+                buffer: buffer.clone(),
+            },
+            ItemStream::new(buffer),
+        )
+    }
+
+    /// Hands `items` on in order, each once there is room; once the reader went away the rest
+    /// are dropped (nobody is left to read them, and they are in Redis).
+    pub(crate) async fn send(&self, items: impl IntoIterator<Item = Item>) {
+        for mut item in items {
+            loop {
+                if self.buffer.reader_gone() {
+                    return;
+                }
+                match self.buffer.push(item) {
+                    Pushed::Full(back) => {
+                        // Whatever was pushed so far, the reader may take now.
+                        self.buffer.announce();
+                        self.buffer.writable().await;
+                        item = back;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.buffer.announce();
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.buffer.close();
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod relay_tests {
+    use super::*;
+    use openflume_proto::{Level, Log, UnixMillis};
+
+    fn item(n: u64) -> Item {
+        Item::Log(Log::new(
+            Level::Info,
+            "t",
+            "n",
+            n.to_string(),
+            UnixMillis(0),
+        ))
+    }
+
+    /// In order, past a full buffer (the reader takes as the relay waits), then the end.
+    #[test]
+    fn items_go_on_in_order_with_back_pressure_and_the_stream_ends_with_the_relay() {
+        let (relay, mut stream) = Relay::new(2);
+        let sender = std::thread::spawn(move || {
+            futures_lite::future::block_on(relay.send((0..10).map(item)));
+        });
+        let mut got = Vec::new();
+        while let Some(item) = futures_lite::future::block_on(stream.next()) {
+            got.push(item);
+        }
+        sender.join().unwrap();
+        assert_eq!(got, (0..10).map(item).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_gone_reader_drops_the_rest() {
+        let (relay, stream) = Relay::new(1);
+        drop(stream);
+        futures_lite::future::block_on(relay.send((0..5).map(item)));
+    }
+}

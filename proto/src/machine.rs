@@ -392,6 +392,26 @@ pub enum Input {
         /// The shard id of the request.
         shard: u32,
     },
+    /// An external identify queue holds Discord shard `shard`'s IDENTIFY back, and says why and
+    /// until about when: the shard logs it (a spent daily budget as a warning). The grant still
+    /// comes as [`Input::IdentifyGranted`]; the queue may say this again, or never.
+    ///
+    /// ```
+    /// use openflume_proto::discord::IdentifyWait;
+    /// use openflume_proto::{Input, Millis};
+    /// let line = r#"{"identify_waiting":{"shard":3,"wait":{"budget":{"until":90000}}}}"#;
+    /// assert_eq!(
+    ///     serde_json::from_str::<Input>(line).unwrap(),
+    ///     Input::IdentifyWaiting { shard: 3, wait: IdentifyWait::Budget { until: Millis(90_000) } }
+    /// );
+    /// ```
+    #[cfg(feature = "discord")]
+    IdentifyWaiting {
+        /// The shard id of the request.
+        shard: u32,
+        /// Why, and until when on the clock of `now`.
+        wait: crate::discord::IdentifyWait,
+    },
     /// Stop. `keep_session` asks to leave a resumable session behind (Discord closes with 4000).
     Shutdown {
         /// Keep the upstream session resumable.
@@ -647,8 +667,8 @@ pub enum Misuse {
     /// `Received` for a machine that opens connections but serves none.
     #[error("this machine reads no byte streams: Input::Received is for a machine that serves")]
     NotServing,
-    /// An `IdentifyGranted` for a shard this machine does not run, or to a machine that asks
-    /// for no IDENTIFY grants.
+    /// An `IdentifyGranted` (or `IdentifyWaiting`) for a shard this machine does not run, or to
+    /// a machine that asks for no IDENTIFY grants.
     #[error("no identify request of shard {0}: this machine does not run it, or paces itself")]
     NoIdentifyRequest(u32),
     /// A `Delivered` for an id the machine never handed out.

@@ -318,6 +318,10 @@ impl Openflume {
             "OPENFLUME_DISCORD_GATEWAY_URL",
             "OPENFLUME_SLACK_API_URL",
             "OPENFLUME_GITHUB_API_URL",
+            // A Redis of the machine's own (6379, say) is never the tests' to use.
+            "OPENFLUME_REDIS",
+            "OPENFLUME_DISCORD_IDENTIFY_REDIS",
+            "OPENFLUME_SINK",
             // The machine's own network settings would send the simulators' traffic elsewhere.
             "OPENFLUME_CA_CERT",
             "HTTPS_PROXY",

@@ -155,6 +155,221 @@ fn the_redis_sink_acks_slack_only_after_the_xadd_and_appends_each_event_once() {
     assert!(slack_cursor.is_some(), "the Slack cursor is in Redis");
 }
 
+/// `openflume listen --sink redis://…/events` with `env`, its stdout read as it comes.
+fn listen_sink(redis: &RedisServer, extra: &[&str], env: &[(&str, String)]) -> Openflume {
+    let url = redis.sink_url(STREAM);
+    let mut args = vec!["--sink", url.as_str()];
+    args.extend(extra);
+    openflume_tests::listen(&args, env, Reader::Eager)
+}
+
+/// The items `listen` printed, parsed.
+fn printed(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// `listen --sink`: while Redis refuses writes, Slack's envelopes reach the listener but none
+/// is acked and none is printed; once writes go through, every envelope is acked and printed,
+/// each acked one is in the stream once, and what stdout carried is, line for line, what the
+/// stream holds (the first status log to the last, after a SIGTERM).
+#[test]
+fn listen_with_a_redis_sink_prints_and_acks_only_what_redis_holds() {
+    const ENVELOPES: u32 = 40;
+    let redis = RedisServer::start();
+    let slack = block_on(
+        WAIT,
+        "start the Slack simulator",
+        SlackSim::start(SlackSimConfig {
+            ack_deadline: Duration::from_secs(60),
+            ..SlackSimConfig::default()
+        }),
+    )
+    .unwrap();
+    let mut listen = listen_sink(
+        &redis,
+        &[],
+        &[
+            ("SLACK_APP_TOKEN", slack.app_token().to_owned()),
+            ("OPENFLUME_SLACK_API_URL", slack.api_url()),
+        ],
+    );
+    listen.wait_for_json(WAIT, |line| {
+        openflume_tests::is_status_json(line, "slack", "connected")
+    });
+    assert!(
+        has_status(&redis, "slack", "connected"),
+        "printed: in Redis"
+    );
+
+    let mut control = redis.connection();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut control)
+        .unwrap();
+    slack.inject(SlackAction::Messages(ENVELOPES));
+    block_on(
+        WAIT,
+        "envelopes sent",
+        slack.wait_for(WAIT, |r| {
+            (r.envelopes.len() >= ENVELOPES as usize).then_some(())
+        }),
+    )
+    .expect("every envelope sent");
+    // Give the listener every chance to ack, or print, too early.
+    let early = listen.try_wait_for_json(Duration::from_secs(2), |line| {
+        openflume_tests::is_event_json(line, "slack", "events_api")
+    });
+    assert!(
+        early.is_err(),
+        "an event was printed while Redis refused the XADD: {early:?}"
+    );
+    assert!(
+        slack.records().acks.is_empty(),
+        "an envelope was acked while Redis refused the XADD"
+    );
+
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut control)
+        .unwrap();
+    let mut events = 0;
+    listen.wait_for_json(WAIT, |line| {
+        events += usize::from(openflume_tests::is_event_json(line, "slack", "events_api"));
+        events == ENVELOPES as usize
+    });
+    block_on(
+        WAIT,
+        "the acks",
+        slack.wait_for(WAIT, |r| (r.acks.len() >= ENVELOPES as usize).then_some(())),
+    )
+    .expect("every envelope acked once appended");
+    let records = slack.records();
+    let appended = counts(&redis, "slack", "events_api", "/meta/event_id");
+    for ack in records.acks.iter() {
+        let event_id = records
+            .envelopes
+            .iter()
+            .find(|e| e.envelope_id == ack.envelope_id)
+            .and_then(|e| e.event_id.clone())
+            .unwrap();
+        assert_eq!(
+            appended.get(&format!("\"{event_id}\"")),
+            Some(&1),
+            "{event_id} acked: in the stream once"
+        );
+    }
+    assert_eq!(appended.len(), ENVELOPES as usize);
+
+    listen.terminate();
+    let (status, lines, stderr) = listen.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stream: Vec<serde_json::Value> =
+        entries(&redis).into_iter().map(|(_, item)| item).collect();
+    let printed = printed(&lines);
+    assert!(
+        printed
+            .iter()
+            .any(|item| openflume_tests::is_status_json(item, "slack", "disconnected")),
+        "the last status is printed too"
+    );
+    assert_eq!(printed.len(), stream.len(), "every entry printed, no more");
+    assert_eq!(printed, stream, "stdout is the stream, line for line");
+    let slack_cursor: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:cursors"))
+        .arg("slack")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(slack_cursor.is_some(), "the Slack cursor is in Redis");
+}
+
+/// `listen --sink` keeps the sources' cursors in Redis: stopped with SIGTERM (the Discord
+/// session kept resumable) and started again, it resumes the session from Redis, and the
+/// messages sent while it was down are printed and in the stream, each once.
+#[test]
+fn listen_with_a_redis_sink_resumes_from_the_cursors_in_redis() {
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig::default());
+    let env = openflume_tests::discord_env(&discord);
+    let mut first = listen_sink(&redis, &[], &env);
+    first.wait_for_json(WAIT, |line| {
+        openflume_tests::is_status_json(line, "discord", "connected")
+    });
+    discord.inject(DiscordAction::Messages(30));
+    let mut seen = 0;
+    first.wait_for_json(WAIT, |line| {
+        seen += usize::from(openflume_tests::is_event_json(
+            line,
+            "discord",
+            "MESSAGE_CREATE",
+        ));
+        seen == 30
+    });
+    first.terminate();
+    let (status, _, stderr) = first.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let session: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:cursors"))
+        .arg("discord")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(session.is_some(), "the session is in Redis");
+    // Sent while nobody listens: the session's replay brings them.
+    discord.inject(DiscordAction::Messages(20));
+
+    let mut second = listen_sink(&redis, &[], &env);
+    let mut again = 0;
+    second.wait_for_json(WAIT, |line| {
+        again += usize::from(openflume_tests::is_event_json(
+            line,
+            "discord",
+            "MESSAGE_CREATE",
+        ));
+        again == 20
+    });
+    let records = discord.records();
+    assert_eq!(records.sessions().len(), 1, "one session, resumed");
+    assert!(
+        records
+            .resumes
+            .iter()
+            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
+        "the second listen resumed: {:?}",
+        records.resumes.iter().collect::<Vec<_>>()
+    );
+    let messages = counts(&redis, "discord", "MESSAGE_CREATE", "/data/id");
+    assert_eq!(messages.len(), 50, "every message in the stream");
+    let twice: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the stream twice: {twice:?}");
+    drop(second);
+}
+
+/// `listen` takes the cursors from one place: `--data` with `--sink` is a usage error.
+#[test]
+fn listen_refuses_data_with_a_redis_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let mut listen = Openflume::spawn(
+        &[
+            "listen",
+            "--cron",
+            "@hourly",
+            "--sink",
+            "redis://127.0.0.1:1/0/events",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
+    let (status, _, stderr) = listen.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--data and --sink"), "{stderr}");
+}
+
 /// Posts one signed custom webhook with its delivery id; the status, 0 when no answer came.
 fn post(addr: std::net::SocketAddr, n: usize) -> u16 {
     let body = format!(r#"{{"deploy":{n}}}"#);
@@ -517,14 +732,16 @@ fn two_serves_on_one_stream_give_the_same_hub_replay() {
     assert_eq!(replay(&two, named, 7), from_one[3..].to_vec());
 }
 
-/// Two processes with disjoint shard ranges of one bot, sharing one identify queue in Redis:
+/// Three processes with disjoint shard ranges of one bot, sharing one identify queue in Redis:
 /// no bucket (here one, `max_concurrency` 1) gets two IDENTIFYs within 5 s, by the simulator's
-/// own log of the IDENTIFYs it received.
+/// own log of the IDENTIFYs it received. The processes name the server each its own way:
+/// `--redis`, its alias `--discord-identify-redis`, and the deprecated variable
+/// `OPENFLUME_DISCORD_IDENTIFY_REDIS` (warned about, the URL not printed).
 #[test]
-fn two_processes_share_one_identify_queue_in_redis() {
+fn three_processes_share_one_identify_queue_in_redis() {
     let redis = RedisServer::start();
     let discord = discord_sim(DiscordSimConfig {
-        shards: 2,
+        shards: 3,
         max_concurrency: 1,
         ..DiscordSimConfig::default()
     });
@@ -533,32 +750,147 @@ fn two_processes_share_one_identify_queue_in_redis() {
         ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
     ];
     let url = redis.url();
-    let start = |range: &str| {
-        openflume_tests::listen(
-            &["--discord-shards", range, "--discord-identify-redis", &url],
-            &env,
-            Reader::Eager,
-        )
+    let start = |range: &str, flags: &[&str], env: &[(&str, String)]| {
+        let mut args = vec!["--discord-shards", range];
+        args.extend(flags);
+        openflume_tests::listen(&args, env, Reader::Eager)
     };
-    let mut low = start("0/2");
-    let mut high = start("1/2");
-    for process in [&mut low, &mut high] {
+    let mut by_flag = start("0/3", &["--redis", &url], &env);
+    let mut by_alias = start("1/3", &["--discord-identify-redis", &url], &env);
+    let mut old_env = env.clone();
+    old_env.push(("OPENFLUME_DISCORD_IDENTIFY_REDIS", url.clone()));
+    let mut by_old_var = start("2/3", &[], &old_env);
+    let warning = by_old_var.wait_for_stderr(WAIT, |line| {
+        line.contains("OPENFLUME_DISCORD_IDENTIFY_REDIS is deprecated")
+    });
+    assert!(!warning.contains(&url), "the URL is not printed: {warning}");
+    for process in [&mut by_flag, &mut by_alias, &mut by_old_var] {
         process.wait_for_json(WAIT + WAIT, |line| {
             openflume_tests::is_log_json(line, "discord", "shard.status")
                 && line["log"]["detail"]["to"] == "connected"
         });
     }
     let identifies: Vec<_> = discord.records().identifies.iter().cloned().collect();
-    assert_eq!(identifies.len(), 2, "one IDENTIFY a shard: {identifies:?}");
+    assert_eq!(identifies.len(), 3, "one IDENTIFY a shard: {identifies:?}");
     assert!(
         identifies
             .iter()
             .all(|i| matches!(i.outcome, openflume_sim::IdentifyOutcome::Ready { .. })),
         "{identifies:?}"
     );
-    let gap = identifies[1].at.saturating_sub(identifies[0].at);
-    assert!(
-        gap >= Duration::from_millis(4_900),
-        "two IDENTIFYs in one bucket {gap:?} apart"
+    for pair in identifies.windows(2) {
+        let gap = pair[1].at.saturating_sub(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(4_900),
+            "two IDENTIFYs in one bucket {gap:?} apart"
+        );
+    }
+}
+
+/// Two processes of one bot, each with two of its four shards, sharing one identify queue in
+/// Redis, and a daily budget of two session starts left. Before they start, the test takes every
+/// bucket's turn for 3 s (as if another process had just identified), so that both read
+/// `/gateway/bot`'s `remaining` 2 before any IDENTIFY: each on its own would identify both its
+/// shards. Together they identify two shards, by the simulator's log, and the other two shards
+/// wait for the refill, each saying so (`identify.budget`); the count in Redis is spent.
+#[test]
+fn two_processes_count_one_session_start_budget_in_redis() {
+    const BUDGET: u32 = 2;
+    let redis = RedisServer::start();
+    let discord = discord_sim(DiscordSimConfig {
+        shards: 4,
+        max_concurrency: 4,
+        session_start_remaining: BUDGET,
+        ..DiscordSimConfig::default()
+    });
+    let env = vec![
+        ("DISCORD_BOT_TOKEN", discord.token().to_owned()),
+        ("OPENFLUME_DISCORD_API_URL", discord.api_url()),
+    ];
+    // The gate's keys, as the README names them: the bot is the token's first part.
+    let bot = discord.token().split('.').next().unwrap().to_owned();
+    let prefix = format!("openflume:identify:{bot}");
+    let mut conn = redis.connection();
+    for bucket in 0..4 {
+        let () = redis::cmd("SET")
+            .arg(format!("{prefix}:4:{bucket}"))
+            .arg("test")
+            .arg("PX")
+            .arg(3_000)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let url = redis.url();
+    let start = |range: &str| {
+        openflume_tests::listen(
+            &["--discord-shards", range, "--redis", &url],
+            &env,
+            Reader::Eager,
+        )
+    };
+    let mut processes = [start("0-1/4"), start("2-3/4")];
+    let ready = || {
+        discord
+            .records()
+            .identifies
+            .iter()
+            .filter(|i| matches!(i.outcome, openflume_sim::IdentifyOutcome::Ready { .. }))
+            .count()
+    };
+    let logged = |process: &Openflume, action: &str| {
+        process
+            .seen
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| openflume_tests::is_log_json(line, "discord", action))
+            .count()
+    };
+    wait_until("two shards identified and two wait for the budget", || {
+        for process in processes.iter_mut() {
+            // Whatever has been printed by now (nothing matches: this only reads).
+            let _ = process.try_wait_for_json(Duration::from_millis(20), |_| false);
+        }
+        let held: usize = processes.iter().map(|p| logged(p, "identify.budget")).sum();
+        ready() >= BUDGET as usize && held >= 2
+    });
+    assert_eq!(
+        discord.records().identifies.len(),
+        BUDGET as usize,
+        "two IDENTIFYs in all: {:?}",
+        discord.records().identifies.iter().collect::<Vec<_>>()
     );
+    for process in &processes {
+        // The buckets were busy at first: each shard was told, once.
+        assert_eq!(
+            logged(process, "identify.wait"),
+            2,
+            "{}",
+            process.seen.join("\n")
+        );
+        for line in &process.seen {
+            assert!(!line.contains(&url), "the Redis URL is not printed: {line}");
+        }
+    }
+    let budget_line = processes
+        .iter()
+        .flat_map(|p| p.seen.iter())
+        .find(|line| line.contains("\"identify.budget\""))
+        .unwrap();
+    let budget_line: serde_json::Value = serde_json::from_str(budget_line).unwrap();
+    assert_eq!(budget_line["log"]["level"], "warn");
+    assert!(
+        budget_line["log"]["detail"]["waitMs"].as_u64().unwrap() > 3_600_000,
+        "the refill is most of a day away: {budget_line}"
+    );
+    let left: Option<u32> = redis::cmd("HGET")
+        .arg(format!("{prefix}:budget"))
+        .arg("remaining")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(left, Some(0), "the count in Redis is spent");
+    let granted: u32 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:budget:grants"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(granted, BUDGET, "each grant is remembered");
 }

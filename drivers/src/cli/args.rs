@@ -171,38 +171,8 @@ pub(crate) struct ServeArgs {
         help_heading = "Forward"
     )]
     pub(crate) forward: Vec<ForwardSpec>,
-    /// Append the items to a Redis Stream instead of the log in --data:
-    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB]/STREAM. The sources' cursors go to the hash
-    /// STREAM:cursors in the same atomic step and are read from there at start, so this process
-    /// can move to another machine; the hub (/ws) replays from the stream, its ids strings such
-    /// as "1764100000000-0". Not with --forward.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "OPENFLUME_SINK",
-        help_heading = "Redis"
-    )]
-    pub(crate) sink: Option<String>,
-    /// With --sink redis://…: keep about this many entries in the stream (XADD MAXLEN ~ N).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 100_000,
-        value_parser = clap::value_parser!(u64).range(1..),
-        env = "OPENFLUME_REDIS_MAXLEN",
-        help_heading = "Redis"
-    )]
-    pub(crate) redis_maxlen: u64,
-    /// With --sink redis://…: the hash this process keeps its sources' cursors in (default
-    /// STREAM:cursors). Each process appending to the same stream needs its own, named for what
-    /// it runs (e.g. events:cursors:shards-0-15), so that it resumes wherever it starts.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "OPENFLUME_REDIS_CURSORS",
-        help_heading = "Redis"
-    )]
-    pub(crate) redis_cursors: Option<String>,
+    #[command(flatten)]
+    pub(crate) redis_sink: super::redis_sink::RedisSinkArgs,
     /// Give up a delivery still failing this long after its first attempt (e.g. 24h, 90m, 2d),
     /// with an error log, and go on with the next event.
     #[arg(
@@ -506,7 +476,7 @@ pub(crate) fn parse_webhook(text: &str) -> Result<(String, String), String> {
 
 Flags under a source's heading (Discord, Slack, GitHub, Webhooks, Time) apply to that source only: one given while its source is not enabled is warned about on stderr, and so is a flag that does nothing for an enabled source.
 
-Items are printed as they happen, from the first status log on. Nothing is dropped: a slow reader slows the sources down (heartbeats and pings still go out), and a Slack envelope is acknowledged, or a GitHub cursor advanced, only once its line was written to stdout.
+Items are printed as they happen, from the first status log on. Nothing is dropped: a slow reader slows the sources down (heartbeats and pings still go out), and a Slack envelope is acknowledged, or a GitHub cursor advanced, only once its line was written to stdout. With --sink redis://…/STREAM every item is appended to the Redis Stream first, with the sources' cursors, and printed once Redis has it; an acknowledgement then waits for the append, and the sources start from the cursors in Redis.
 
 Exit status: 0 after SIGINT, SIGTERM or SIGHUP (a second SIGINT exits 130 at once), after --count events, or when stdout's reader went away; 1 when the start failed, every source failed, or stdout could not be written (the reason is on stderr); 2 for a usage error."
 )]
@@ -525,6 +495,8 @@ pub(crate) struct ListenArgs {
         help_heading = "Durability"
     )]
     pub(crate) data: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) redis_sink: super::redis_sink::RedisSinkArgs,
 
     /// Only print events from these sources (case-insensitive, comma-separated): discord, slack,
     /// github, time, custom. The others are still acknowledged upstream (a Slack ack, a GitHub
@@ -635,17 +607,22 @@ pub(crate) struct SourceArgs {
     /// Deprecated: the same as --discord-shards ID/COUNT.
     #[arg(long, value_name = "ID/COUNT", value_parser = parse_shard, conflicts_with = "discord_shards", env = "OPENFLUME_DISCORD_SHARD", help_heading = "Discord")]
     pub(crate) discord_shard: Option<Shard>,
-    /// Coordinate this bot's IDENTIFYs with every other process through this Redis server
-    /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB]): one per max_concurrency bucket per 5 s across
-    /// all of them (a key set with SET NX PX per bucket). Without it, each process paces only
-    /// its own shards; processes with disjoint --discord-shards ranges of one bot should share one.
+    /// Send this bot's IDENTIFYs through a queue in this Redis server
+    /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB]) shared by every process given the same one:
+    /// one per max_concurrency bucket per 5 s across all of them, and none past the daily
+    /// session_start_limit of GET /gateway/bot, counted once for all of them (a shard waits for
+    /// the refill, with a warning, when it is spent). Without it, each process paces and counts
+    /// only its own shards; processes with disjoint --discord-shards ranges of one bot should
+    /// share one. The variable's earlier name,
+    /// OPENFLUME_DISCORD_IDENTIFY_REDIS, is still read (deprecated).
     #[arg(
-        long = "discord-identify-redis",
+        long = "redis",
+        visible_alias = "discord-identify-redis",
         value_name = "URL",
-        env = "OPENFLUME_DISCORD_IDENTIFY_REDIS",
+        env = "OPENFLUME_REDIS",
         help_heading = "Discord"
     )]
-    pub(crate) discord_identify_redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// Only receive these dispatch types (case-insensitive, comma-separated, e.g.
     /// MESSAGE_CREATE,READY); the others are dropped in the machine. Unknown names are warned
     /// about.

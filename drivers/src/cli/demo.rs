@@ -123,6 +123,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<i32, UsageError> {
                 extra_roots: Vec::new(),
                 data: None,
                 record: None,
+                sink: None,
             },
         )
         .await;

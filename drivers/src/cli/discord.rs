@@ -118,19 +118,19 @@ pub(crate) fn source(
     }
 }
 
-/// The cross-process identify gate of `--discord-identify-redis`, its keys named by the bot
+/// The cross-process identify gate of `--redis`, its keys named by the bot
 /// (the token's first part is the bot's id, not a secret), so every process of one bot shares
 /// them and no other bot's.
 fn identify_gate(
     token: &str,
     args: &SourceArgs,
 ) -> Result<Option<Arc<dyn IdentifyGate>>, UsageError> {
-    let Some(url) = &args.discord_identify_redis else {
+    let Some(url) = &args.redis else {
         return Ok(None);
     };
     let bot = token.split('.').next().unwrap_or_default();
     let gate = RedisIdentifyGate::new(url, format!("openflume:identify:{bot}"))
-        .map_err(|error| UsageError::flag("--discord-identify-redis", error))?;
+        .map_err(|error| UsageError::flag("--redis", error))?;
     Ok(Some(Arc::new(gate)))
 }
 

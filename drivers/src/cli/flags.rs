@@ -70,6 +70,25 @@ pub(crate) fn read_secret_files(args: &mut SourceArgs) -> Result<(), UsageError>
     Ok(())
 }
 
+/// The variable `--redis` had before it was renamed (as `--discord-identify-redis`, still its
+/// alias): read when neither the flag nor OPENFLUME_REDIS is given, so that existing scripts
+/// keep their identify queue. The warning names the variables, never the value (a URL may carry
+/// a password).
+pub(crate) fn read_renamed_vars(args: &mut SourceArgs, warn: impl Fn(String)) {
+    const OLD: &str = "OPENFLUME_DISCORD_IDENTIFY_REDIS";
+    let Some(url) = std::env::var(OLD).ok().filter(|url| !url.trim().is_empty()) else {
+        return;
+    };
+    if args.redis.is_some() {
+        warn(format!(
+            "{OLD} is ignored: --redis (or OPENFLUME_REDIS) is given"
+        ));
+    } else {
+        warn(format!("{OLD} is deprecated: set OPENFLUME_REDIS instead"));
+        args.redis = Some(url);
+    }
+}
+
 /// Warns about each flag given (on the command line, or through its `OPENFLUME_*` variable) for
 /// a source that is not enabled, and about flags that do nothing for an enabled source.
 /// Shared variables (`SLACK_BOT_TOKEN`, the webhook secrets) are not warned about when they come
@@ -114,7 +133,10 @@ pub(crate) fn warn_idle_flags(
         let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
         let given = match matches.value_source(arg.get_id().as_str()) {
             Some(ValueSource::CommandLine) => format!("--{long}"),
-            Some(ValueSource::EnvVariable) if env.starts_with("OPENFLUME_") => {
+            // OPENFLUME_REDIS is `consume --redis` too: it may be set for the workers.
+            Some(ValueSource::EnvVariable)
+                if env.starts_with("OPENFLUME_") && env != "OPENFLUME_REDIS" =>
+            {
                 format!("--{long} (from {env})")
             }
             _ => continue,

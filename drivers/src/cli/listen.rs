@@ -4,6 +4,7 @@ use super::args::{Bootstrap, ColorChoice, LogLevel, LogRoute, SourceArgs};
 use super::filter::EventFilter;
 use super::flags::{config_error, misuse_error};
 use super::output::{Format, neutral};
+use super::redis_sink::RedisSinkPlan;
 use super::writer::{LogSink, Writer, WriterEnd, WriterOptions};
 use super::{UsageError, resolve_zone};
 use crate::log::EventLog;
@@ -219,6 +220,9 @@ pub(crate) struct RunOptions {
     pub(crate) data: Option<(EventLog, StreamCursors)>,
     /// `--record`: where every input the sources receive is recorded.
     pub(crate) record: Option<crate::Recorder>,
+    /// `--sink redis://…`: the stream every item goes to before it is printed, and the cursors
+    /// stored there at start. A SIGTERM then keeps the Discord session too.
+    pub(crate) sink: Option<(RedisSinkPlan, Cursors)>,
 }
 
 /// Items buffered between the sources and the stdout thread: enough for the writer to take a
@@ -234,6 +238,12 @@ const DRAIN_DEADLINE: Duration = Duration::from_millis(700);
 const SERVING_STOP_DEADLINE: Duration =
     Duration::from_millis(openflume_proto::webhook::SHUTDOWN_ANSWER_MS + 300);
 
+/// With `--sink`, items between the sources and the Redis sink: room for the sink to append
+/// thousands in one transaction while the sources fill the next batch (as `serve`'s).
+const SINK_STREAM: usize = 4096;
+/// After the writer drained, how long the Redis sink gets to report how it ended.
+const SINK_END_WAIT: Duration = Duration::from_millis(500);
+
 /// Why `run` stops.
 enum Stop {
     /// With `keep_sessions`, Discord closes resumably (a SIGTERM with `--data`).
@@ -243,6 +253,9 @@ enum Stop {
     Writer,
     SourcesEnded,
     StartFailed(StartError),
+    /// The Redis sink stopped for good (a transaction that ran in part): nothing more can be
+    /// appended, so nothing more is printed or acknowledged.
+    SinkFailed(String),
 }
 
 /// Starts the flume over `sources`, prints items from the first status log on until a signal,
@@ -279,7 +292,8 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         count: options.count,
         cursors: options.data,
     };
-    let keep_sessions_on_term = writer_options.cursors.is_some();
+    // Cursors kept (in --data or in Redis): the next start resumes what a SIGTERM leaves.
+    let keep_sessions_on_term = writer_options.cursors.is_some() || options.sink.is_some();
     // Signals are watched before anything starts: a stop while connecting is a clean stop too.
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,
@@ -310,13 +324,40 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
         .start_timeout(Some(options.start_timeout))
         .allow_partial(options.allow_partial)
         .build();
-    // Attached before the start, so the very first status log is printed.
-    let mut stream = flume
-        .stream(STREAM_CAPACITY, Overflow::Backpressure)
-        .holds_until_commit();
-    if keep_sessions_on_term {
-        stream = stream.with_checkpoints();
-    }
+    // Attached before the start, so the very first status log is printed (and, with --sink,
+    // appended first).
+    let (stream, sink) = match options.sink {
+        None => {
+            let mut stream = flume
+                .stream(STREAM_CAPACITY, Overflow::Backpressure)
+                .holds_until_commit();
+            if writer_options.cursors.is_some() {
+                stream = stream.with_checkpoints();
+            }
+            (stream, None)
+        }
+        Some((plan, resume)) => match flume.redis_into_relaying(
+            plan.target.clone(),
+            resume,
+            SINK_STREAM,
+            plan.options(),
+            STREAM_CAPACITY,
+        ) {
+            Ok((sink, appended)) => (appended, Some((sink, plan))),
+            Err(error) => {
+                report(format_args!("{}", plan.failed(&error)));
+                return 1;
+            }
+        },
+    };
+    // How the sink ended: an error before the flume closed stops `listen`.
+    let (sink_end_tx, sink_end) = smol::channel::bounded::<Result<u64, String>>(1);
+    let _sink = sink.map(|(sink, plan)| {
+        smol::spawn(async move {
+            let result = sink.finished().await.map_err(|error| plan.failed(&error));
+            let _ = sink_end_tx.send(result).await;
+        })
+    });
     let writer = match Writer::spawn(stream, writer_options) {
         Ok(writer) => writer,
         Err(error) => {
@@ -362,7 +403,18 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             }
             Stop::Writer
         };
-        future::or(signalled, future::or(writer_stopped, lifetime)).await
+        let sink_failed = async {
+            match sink_end.recv().await {
+                Ok(Err(error)) => Stop::SinkFailed(error),
+                // Done once the flume closed, or no sink: the other arms say why.
+                _ => future::pending().await,
+            }
+        };
+        future::or(
+            signalled,
+            future::or(writer_stopped, future::or(sink_failed, lifetime)),
+        )
+        .await
     };
     match stop {
         Stop::Signal { keep_sessions } => {
@@ -377,7 +429,7 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             });
             close_and_drain(&running, &writer, stop_deadline, keep_sessions).await;
             drop(impatient);
-            0
+            sink_end_code(&sink_end).await
         }
         Stop::Writer => {
             // The stream is gone with the writer: closing waits for no consumer.
@@ -396,6 +448,12 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
             report(format_args!("{error}"));
             1
         }
+        Stop::SinkFailed(error) => {
+            // What Redis holds is printed; the rest was never acknowledged.
+            close_and_drain(&running, &writer, stop_deadline, false).await;
+            report(format_args!("{error}"));
+            1
+        }
         Stop::SourcesEnded => {
             close_and_drain(&running, &writer, stop_deadline, false).await;
             let closed = running.close().await;
@@ -410,8 +468,26 @@ pub(crate) async fn run(sources: Vec<Source>, options: RunOptions) -> i32 {
                 }
                 return 1;
             }
-            0
+            sink_end_code(&sink_end).await
         }
+    }
+}
+
+/// After the writer drained: 1 when the Redis sink ended with an error (reported), else 0. A
+/// sink still appending (Redis down at the stop) is not waited for past [`SINK_END_WAIT`]:
+/// what it did not append was never printed nor acknowledged.
+async fn sink_end_code(sink_end: &smol::channel::Receiver<Result<u64, String>>) -> i32 {
+    let ended = future::or(async { sink_end.recv().await.ok() }, async {
+        async_io::Timer::after(SINK_END_WAIT).await;
+        None
+    })
+    .await;
+    match ended {
+        Some(Err(error)) => {
+            report(format_args!("{error}"));
+            1
+        }
+        _ => 0,
     }
 }
 

@@ -15,6 +15,7 @@ mod log;
 mod metrics;
 mod ops;
 mod output;
+mod redis_sink;
 mod replay;
 mod serve;
 mod sim;
@@ -78,12 +79,21 @@ fn listen_main(
     matches: Option<&clap::ArgMatches>,
 ) -> Result<i32, UsageError> {
     flags::read_secret_files(&mut args.source)?;
+    flags::read_renamed_vars(&mut args.source, |warning| {
+        listen::report(format_args!("{warning}"));
+    });
     if let Some(matches) = matches {
         flags::warn_idle_flags(&args.source, "listen", matches, |warning| {
             listen::report(format_args!("{warning}"));
         });
     }
     let filter = filter::EventFilter::new(args.sources.as_deref(), args.types.as_deref())?;
+    let sink = args.redis_sink.plan()?;
+    if sink.is_some() && args.data.is_some() {
+        return Err(UsageError(
+            "--data and --sink both keep the cursors (in SQLite, in Redis): give one".to_owned(),
+        ));
+    }
     let data = match &args.data {
         Some(dir) => match crate::log::EventLog::open(dir, crate::log::LogOptions::default())
             .and_then(|log| Ok((crate::cursors::stored_cursors(&log)?, log)))
@@ -96,10 +106,21 @@ fn listen_main(
         },
         None => None,
     };
-    let resume = data
-        .as_ref()
-        .map(|(cursors, _)| cursors.clone())
-        .unwrap_or_default();
+    // The sources start from the cursors kept in --data, or in Redis with --sink.
+    let sink = match sink {
+        Some(plan) => match smol::block_on(plan.stored_cursors()) {
+            Ok(resume) => Some((plan, resume)),
+            Err(error) => {
+                listen::report(format_args!("{error}"));
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
+    let resume = match (&data, &sink) {
+        (Some((cursors, _)), _) | (None, Some((_, cursors))) => cursors.clone(),
+        (None, None) => Default::default(),
+    };
     let sources = listen::sources(&args.source, &resume)?;
     let extra_roots = listen::network(&args.source)?;
     let recorder = replay::recorder(args, &sources)?;
@@ -117,6 +138,7 @@ fn listen_main(
             extra_roots,
             data: data.map(|(cursors, log)| (log, crate::StreamCursors::new(cursors))),
             record: recorder.clone(),
+            sink,
         },
     ));
     Ok(replay::finish_recording(recorder, code))

@@ -26,6 +26,7 @@ use super::hub_feed::HubFeed;
 use super::listen::{self, report};
 use super::log::default_data_dir;
 use super::ops::Ops;
+use super::redis_sink::RedisSinkPlan;
 use super::{UsageError, flags, metrics, status_page};
 use crate::cursors::stored_cursors;
 use crate::serve::{HandedOff, HandoffHandler};
@@ -314,6 +315,9 @@ pub(crate) fn main(
     matches: Option<&clap::ArgMatches>,
 ) -> Result<i32, UsageError> {
     flags::read_secret_files(&mut args.source)?;
+    flags::read_renamed_vars(&mut args.source, |warning| {
+        report(format_args!("{warning}"));
+    });
     if let Some(matches) = matches {
         flags::warn_idle_flags(&args.source, "serve", matches, |warning| {
             report(format_args!("{warning}"));
@@ -365,18 +369,17 @@ pub(crate) fn main(
     let (resume, redis_hub) = match &redis {
         None => (resume, None),
         Some(sink) => {
-            let target = sink.target.clone();
-            let started = smol::block_on(async move {
-                let resume = crate::redis::RedisSink::stored_cursors(&target).await?;
-                Ok::<_, crate::redis::RedisError>((
-                    resume,
-                    crate::redis::hub::RedisHub::start(target).await?,
-                ))
+            let started = smol::block_on(async {
+                let resume = sink.stored_cursors().await?;
+                let hub = crate::redis::hub::RedisHub::start(sink.target.clone())
+                    .await
+                    .map_err(|error| sink.failed(&error))?;
+                Ok::<_, String>((resume, hub))
             });
             match started {
                 Ok((resume, hub)) => (resume, Some(hub)),
                 Err(error) => {
-                    report(format_args!("--sink {}: {error}", sink.target));
+                    report(format_args!("{error}"));
                     return Ok(1);
                 }
             }
@@ -464,35 +467,16 @@ pub(crate) fn main(
     Ok(code)
 }
 
-/// `--sink redis://…`: where and how to append instead of the log.
-struct RedisSinkArgs {
-    target: crate::redis::RedisTarget,
-    max_len: u64,
-}
-
-fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkArgs>, UsageError> {
-    let Some(url) = args.sink.as_deref() else {
-        return Ok(None);
-    };
-    let mut target = url
-        .parse::<crate::redis::RedisTarget>()
-        .map_err(|e| UsageError::flag("--sink", e))?;
-    if let Some(key) = &args.redis_cursors {
-        if key.is_empty() {
-            return Err(UsageError::flag("--redis-cursors", "the key is empty"));
-        }
-        target = target.with_cursors_key(key.clone());
-    }
-    if forwarding {
+/// `--sink redis://…` for serve: not with `--forward`, which reads the log in `--data`.
+fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkPlan>, UsageError> {
+    let plan = args.redis_sink.plan()?;
+    if plan.is_some() && forwarding {
         return Err(UsageError(
             "--forward reads the log in --data: it does not work with --sink redis://… (yet)"
                 .to_owned(),
         ));
     }
-    Ok(Some(RedisSinkArgs {
-        target,
-        max_len: args.redis_maxlen,
-    }))
+    Ok(plan)
 }
 
 /// Where the items go: the log, or a Redis Stream.
@@ -506,23 +490,17 @@ impl Sink {
     fn attach(
         flume: &crate::Flume,
         log: &EventLog,
-        redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
+        redis: Option<(RedisSinkPlan, openflume_proto::Cursors)>,
     ) -> Result<Sink, String> {
         match redis {
             None => flume
                 .log_into(log.clone(), LOG_STREAM)
                 .map(Sink::Log)
                 .map_err(|e| e.to_string()),
-            Some((sink, resume)) => {
-                let options = crate::redis::RedisSinkOptions {
-                    max_len: sink.max_len,
-                    on_notice: Some(Arc::new(|notice| report(format_args!("{notice}")))),
-                };
-                flume
-                    .redis_into(sink.target, resume, LOG_STREAM, options)
-                    .map(Sink::Redis)
-                    .map_err(|e| e.to_string())
-            }
+            Some((sink, resume)) => flume
+                .redis_into(sink.target.clone(), resume, LOG_STREAM, sink.options())
+                .map(Sink::Redis)
+                .map_err(|e| sink.failed(&e)),
         }
     }
 
@@ -573,7 +551,7 @@ async fn run(
     min_level: Level,
     extra_roots: Vec<Vec<u8>>,
     forwarder: crate::Forwarder,
-    redis: Option<(RedisSinkArgs, openflume_proto::Cursors)>,
+    redis: Option<(RedisSinkPlan, openflume_proto::Cursors)>,
 ) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term, Signal::Hup]) {
         Ok(signals) => signals,

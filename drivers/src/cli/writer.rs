@@ -4,7 +4,9 @@
 //! It reads a back-pressure stream that holds items until commit, and commits after each batch
 //! is flushed into stdout: a Slack envelope is acked, a GitHub cursor advanced, only once its
 //! line was written. When stdout breaks it stops and drops the stream, so nothing more is
-//! acknowledged and the services redeliver the rest to the next run.
+//! acknowledged and the services redeliver the rest to the next run. With `--sink redis://…` it
+//! reads what the Redis sink relays once appended instead: the sink acknowledged those already,
+//! and the writer's commits hold nothing upstream.
 //!
 //! With `--data`, it also keeps the sources' cursors ([`StreamCursors`]): folded from every item
 //! it took, and stored (at most once a second, and at the end) only once those items were

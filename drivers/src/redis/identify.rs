@@ -1,19 +1,45 @@
-//! Discord IDENTIFYs coordinated across processes through Redis: one per bucket per 5 s for
-//! every process of a bot that shares the Redis server (`--redis URL`).
+//! Discord IDENTIFYs coordinated across processes through Redis (`--redis URL`): one per bucket
+//! per 5 s, and the daily session-start budget counted once for every process of a bot that
+//! shares the Redis server.
 //!
-//! A bucket's turn is a key set with `SET … NX PX 5000`: whoever sets it may IDENTIFY now, and
-//! the key expiring is the bucket's next turn. The server keeps the time, so the processes'
-//! clocks do not matter; a process that dies after its turn loses nothing but the turn. While
-//! Redis cannot be reached no turn is given (no IDENTIFY at all, rather than two in a bucket):
-//! the shard keeps heartbeating and waits.
+//! Three keys per bot, under the gate's prefix:
+//!
+//! - `PREFIX:MAX_CONCURRENCY:BUCKET`, a bucket's turn: set with `PX 5000` by whoever may
+//!   IDENTIFY now; its expiry is the bucket's next turn.
+//! - `PREFIX:budget`, the session starts left (a hash: `remaining`, and `basis`, `read` or
+//!   `assumed`), expiring when Discord refills the budget. The first request that carries a
+//!   `/gateway/bot` reading makes it; later readings only lower it, by the rules of
+//!   [`SessionBudget`].
+//! - `PREFIX:budget:grants`, when each grant of the last 24 h went (a sorted set by the server's
+//!   milliseconds): a reading is counted down by the grants made after it.
+//!
+//! Each look `WATCH`es the three, reads them and the server's `TIME`, decides (the pure
+//! [`SessionBudget`] rules), and writes the turn, the count and the grant in one `MULTI`/`EXEC`:
+//! a change by another process in between makes `EXEC` refuse, and the gate looks again. So two
+//! processes never take one bucket's turn or one session start, and the server keeps the time
+//! (the processes' clocks do not matter). A process that dies after its grant loses nothing but
+//! the session start. While Redis cannot be reached no turn is given (no IDENTIFY at all, rather
+//! than two in a bucket or one past the budget): the shard keeps heartbeating and waits. A spent
+//! budget holds every shard until the count expires; the shard is told (a warning in its log).
+//! Nothing the gate says names the server (its URL may carry a password).
 
-use super::{Backoff, connect};
-use crate::identify::{Grant, IdentifyGate};
-use openflume_proto::discord::{IDENTIFY_SPACING_MS, IdentifyRequest};
-use std::time::Duration;
+use super::{Backoff, RedisError, connect};
+use crate::identify::{Grant, Hold, HoldReporter, IdentifyGate};
+use ::redis::Value;
+use ::redis::aio::MultiplexedConnection;
+use openflume_proto::Millis;
+use openflume_proto::discord::{
+    BudgetBasis, BudgetReading, IDENTIFY_SPACING_MS, IdentifyRequest, SessionBudget,
+};
+use std::time::{Duration, Instant};
 
 /// The shortest wait before asking for a busy bucket again.
 const MIN_WAIT: Duration = Duration::from_millis(20);
+/// How often a request held for the daily budget looks again: a reading of the current period
+/// can replace a guessed refill time.
+const BUDGET_RECHECK: Duration = Duration::from_secs(60);
+/// How long the grants are remembered: a reading older than a budget period says nothing.
+const GRANTS_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// An [`IdentifyGate`] shared by every process that uses the same Redis server and key prefix.
 ///
@@ -36,14 +62,31 @@ pub struct RedisIdentifyGate {
     prefix: String,
 }
 
+/// The keys one request looks at.
+struct Keys {
+    bucket: String,
+    budget: String,
+    grants: String,
+}
+
+/// What one look decided.
+enum Look {
+    /// The shard may IDENTIFY now.
+    Granted,
+    /// Not yet, and why.
+    Held(Hold),
+    /// Another process wrote in between: look again.
+    Raced,
+}
+
+/// What a look read under `WATCH`.
+type Watched = ((u64, u64), i64, (Option<u32>, Option<String>), i64);
+
 impl RedisIdentifyGate {
     /// A gate on the Redis at `url` (`redis://[USER:PASSWORD@]HOST[:PORT][/DB]`), its keys
-    /// named `PREFIX:MAX_CONCURRENCY:BUCKET`. Fails only on a URL that is not one.
-    pub fn new(
-        url: &str,
-        prefix: impl Into<String>,
-    ) -> Result<RedisIdentifyGate, super::RedisError> {
-        let client = ::redis::Client::open(url).map_err(|error| super::RedisError::Connect {
+    /// named `PREFIX:…` (see the module docs). Fails only on a URL that is not one.
+    pub fn new(url: &str, prefix: impl Into<String>) -> Result<RedisIdentifyGate, RedisError> {
+        let client = ::redis::Client::open(url).map_err(|error| RedisError::Connect {
             reason: super::describe(&error),
         })?;
         Ok(RedisIdentifyGate {
@@ -52,38 +95,176 @@ impl RedisIdentifyGate {
         })
     }
 
-    /// Takes the bucket's turn if it is free; otherwise how long until it may be.
-    async fn try_turn(
-        conn: &mut ::redis::aio::MultiplexedConnection,
-        key: &str,
-    ) -> Result<Option<Duration>, ::redis::RedisError> {
-        let taken: Option<String> = ::redis::cmd("SET")
-            .arg(key)
-            .arg(std::process::id())
-            .arg("NX")
-            .arg("PX")
-            .arg(IDENTIFY_SPACING_MS)
-            .query_async(conn)
-            .await?;
-        if taken.is_some() {
-            return Ok(None);
+    fn keys(&self, request: &IdentifyRequest) -> Keys {
+        let prefix = &self.prefix;
+        Keys {
+            bucket: format!("{prefix}:{}:{}", request.max_concurrency, request.bucket),
+            budget: format!("{prefix}:budget"),
+            grants: format!("{prefix}:budget:grants"),
         }
-        let left: i64 = ::redis::cmd("PTTL").arg(key).query_async(conn).await?;
-        let left = u64::try_from(left).unwrap_or(0);
-        Ok(Some(Duration::from_millis(left).max(MIN_WAIT)))
     }
 }
 
+/// One look: the keys and the server's time read under `WATCH`, the decision, and its writes in
+/// one transaction. `placed` is the request's reading on the server's clock, placed at the first
+/// look and kept.
+async fn look(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    request: &IdentifyRequest,
+    asked: Instant,
+    placed: &mut Option<BudgetReading>,
+) -> Result<Look, ::redis::RedisError> {
+    let mut watch = ::redis::pipe();
+    watch
+        .cmd("WATCH")
+        .arg(&keys.bucket)
+        .arg(&keys.budget)
+        .arg(&keys.grants)
+        .ignore();
+    watch.cmd("TIME");
+    watch.cmd("PTTL").arg(&keys.bucket);
+    watch
+        .cmd("HMGET")
+        .arg(&keys.budget)
+        .arg("remaining")
+        .arg("basis");
+    watch.cmd("PTTL").arg(&keys.budget);
+    let ((secs, micros), bucket_ttl, (remaining, basis), budget_ttl): Watched =
+        watch.query_async(conn).await?;
+    let now = Millis(secs.saturating_mul(1000).saturating_add(micros / 1000));
+    if placed.is_none() {
+        let since_request = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX);
+        *placed = request
+            .session_start_limit
+            .map(|reading| BudgetReading::place(reading, now, since_request));
+    }
+    let uncounted: u32 = match placed {
+        Some(reading) => {
+            ::redis::cmd("ZCOUNT")
+                .arg(&keys.grants)
+                .arg(reading.uncounted_since().0)
+                .arg("+inf")
+                .query_async(conn)
+                .await?
+        }
+        None => 0,
+    };
+    let stored = match (remaining, u64::try_from(budget_ttl)) {
+        (Some(remaining), Ok(ttl)) if ttl > 0 => Some(SessionBudget {
+            remaining,
+            reset_at: now + ttl,
+            basis: match basis.as_deref() {
+                Some("assumed") => BudgetBasis::Assumed,
+                _ => BudgetBasis::Read,
+            },
+        }),
+        _ => None,
+    };
+    let budget = SessionBudget::reconcile(stored, *placed, uncounted, now);
+    let taken = budget.map(SessionBudget::take).transpose();
+    // -2: no key, the bucket is free; -1 (a key without expiry, not the gate's): a turn's length.
+    let bucket_wait = match bucket_ttl {
+        _ if request.max_concurrency == 0 => None,
+        -2 => None,
+        -1 => Some(Duration::from_millis(IDENTIFY_SPACING_MS)),
+        ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)).max(MIN_WAIT)),
+    };
+    let hold = match (&taken, bucket_wait) {
+        (Err(refill), bucket) => {
+            let wait = Duration::from_millis(*refill - now);
+            Some(Hold::SessionStartLimit {
+                wait: bucket.map_or(wait, |bucket| wait.max(bucket)),
+            })
+        }
+        (Ok(_), Some(wait)) => Some(Hold::Bucket { wait }),
+        (Ok(_), None) => None,
+    };
+    let mut transaction = ::redis::pipe();
+    transaction.atomic();
+    if let Some(hold) = hold {
+        // Held: what the look learnt (a first count, a lower one) is kept for the others.
+        match budget.filter(|budget| Some(*budget) != stored) {
+            Some(budget) => write_budget(&mut transaction, keys, budget),
+            None => {
+                let () = ::redis::cmd("UNWATCH").query_async(conn).await?;
+                return Ok(Look::Held(hold));
+            }
+        }
+        return Ok(match transaction.query_async::<Value>(conn).await? {
+            Value::Nil => Look::Raced,
+            _ => Look::Held(hold),
+        });
+    }
+    if request.max_concurrency != 0 {
+        transaction
+            .cmd("SET")
+            .arg(&keys.bucket)
+            .arg(std::process::id())
+            .arg("PX")
+            .arg(IDENTIFY_SPACING_MS)
+            .ignore();
+    }
+    if let Ok(Some(after)) = taken {
+        write_budget(&mut transaction, keys, after);
+    }
+    // The member only has to be unique: a shard asks once at a time.
+    let member = format!("{}:{}:{}", now.0, request.shard_id, std::process::id());
+    transaction
+        .cmd("ZADD")
+        .arg(&keys.grants)
+        .arg(now.0)
+        .arg(member)
+        .ignore();
+    transaction
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(&keys.grants)
+        .arg("-inf")
+        .arg(format!("({}", now.0.saturating_sub(GRANTS_KEPT_MS)))
+        .ignore();
+    transaction
+        .cmd("PEXPIRE")
+        .arg(&keys.grants)
+        .arg(GRANTS_KEPT_MS)
+        .ignore();
+    Ok(match transaction.query_async::<Value>(conn).await? {
+        Value::Nil => Look::Raced,
+        _ => Look::Granted,
+    })
+}
+
+/// The count, expiring when Discord refills the budget.
+fn write_budget(transaction: &mut ::redis::Pipeline, keys: &Keys, budget: SessionBudget) {
+    let basis = match budget.basis {
+        BudgetBasis::Read => "read",
+        BudgetBasis::Assumed => "assumed",
+    };
+    transaction
+        .cmd("HSET")
+        .arg(&keys.budget)
+        .arg("remaining")
+        .arg(budget.remaining)
+        .arg("basis")
+        .arg(basis)
+        .ignore();
+    transaction
+        .cmd("PEXPIREAT")
+        .arg(&keys.budget)
+        .arg(budget.reset_at.0)
+        .ignore();
+}
+
 impl IdentifyGate for RedisIdentifyGate {
-    fn grant(&self, request: IdentifyRequest) -> Grant {
+    fn grant(&self, request: IdentifyRequest, holds: HoldReporter) -> Grant {
         let client = self.client.clone();
-        let key = format!(
-            "{}:{}:{}",
-            self.prefix, request.max_concurrency, request.bucket
-        );
+        let keys = self.keys(&request);
+        let asked = Instant::now();
         Box::pin(async move {
             let mut backoff = Backoff::new();
             let mut conn = None;
+            let mut placed = None;
+            // The shard is told when the reason changes, not at every look.
+            let mut told: Option<std::mem::Discriminant<Hold>> = None;
             loop {
                 let connection = match conn.as_mut() {
                     Some(connection) => connection,
@@ -95,13 +276,24 @@ impl IdentifyGate for RedisIdentifyGate {
                         }
                     },
                 };
-                match RedisIdentifyGate::try_turn(connection, &key).await {
-                    Ok(None) => return,
-                    Ok(Some(wait)) => {
-                        backoff = Backoff::new();
+                match look(connection, &keys, &request, asked, &mut placed).await {
+                    Ok(Look::Granted) => return,
+                    Ok(Look::Raced) => {}
+                    Ok(Look::Held(hold)) => {
+                        backoff.reset();
+                        let reason = std::mem::discriminant(&hold);
+                        if told != Some(reason) {
+                            told = Some(reason);
+                            holds.report(hold);
+                        }
+                        let wait = match hold {
+                            Hold::SessionStartLimit { wait } => wait.min(BUDGET_RECHECK),
+                            other => other.wait(),
+                        };
                         async_io::Timer::after(wait).await;
                     }
                     Err(_) => {
+                        // A fresh connection: a broken one may also hold a stale WATCH.
                         conn = None;
                         async_io::Timer::after(backoff.next_wait()).await;
                     }

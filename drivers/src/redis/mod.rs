@@ -15,7 +15,10 @@
 //!    appended once, never twice.
 //! 3. Only once `EXEC`'s reply is back does the sink commit its stream: then the upstream
 //!    acknowledgement goes out (a Slack ack, GitHub's validators, a webhook's 200).
-//! 4. Consumers read the stream: `openflume consume` through a consumer group, `XACK`ing each
+//! 4. With `listen --sink`, the batch then goes on to stdout, in order: a line is printed only
+//!    once Redis holds its item, and a reader that does not keep up holds the next batch (and
+//!    so the sources), as without a sink.
+//! 5. Consumers read the stream: `openflume consume` through a consumer group, `XACK`ing each
 //!    entry once its line is flushed to stdout; `serve`'s hub with `XRANGE`.
 //!
 //! While Redis is down or refuses writes (a restart, `maxmemory`), the sink keeps the batch,

@@ -5,7 +5,7 @@ use super::cursors::cursor_fields;
 use super::entries::ITEM_FIELD;
 use super::{Backoff, RedisError, RedisTarget};
 use crate::cursors::StreamCursors;
-use crate::stream::ItemStream;
+use crate::stream::{ItemStream, Relay};
 use crate::{Flume, Overflow};
 use ::redis::Value;
 use ::redis::aio::MultiplexedConnection;
@@ -141,6 +141,35 @@ impl Flume {
         capacity: usize,
         options: RedisSinkOptions,
     ) -> Result<RedisSink, RedisError> {
+        self.redis_sink(target, resume, capacity, options, None)
+    }
+
+    /// [`redis_into`](Self::redis_into), each item then handed on through the stream this
+    /// returns once Redis has it (and its upstream acknowledgement went out): `listen --sink`
+    /// prints that stream, so stdout never shows an item Redis does not hold. `relay_capacity`
+    /// bounds what waits for the reader; a full relay holds the sink, and so the sources.
+    #[cfg(feature = "cli")]
+    pub(crate) fn redis_into_relaying(
+        &self,
+        target: RedisTarget,
+        resume: Cursors,
+        capacity: usize,
+        options: RedisSinkOptions,
+        relay_capacity: usize,
+    ) -> Result<(RedisSink, ItemStream), RedisError> {
+        let (relay, relayed) = Relay::new(relay_capacity);
+        let sink = self.redis_sink(target, resume, capacity, options, Some(relay))?;
+        Ok((sink, relayed))
+    }
+
+    fn redis_sink(
+        &self,
+        target: RedisTarget,
+        resume: Cursors,
+        capacity: usize,
+        options: RedisSinkOptions,
+        relay: Option<Relay>,
+    ) -> Result<RedisSink, RedisError> {
         let client = target.client()?;
         let stream = self
             .stream(capacity, Overflow::Backpressure)
@@ -155,6 +184,7 @@ impl Flume {
             cursors: StreamCursors::new(resume),
             marker,
             batches: 0,
+            relay,
         };
         std::thread::Builder::new()
             .name("openflume-redis-sink".to_owned())
@@ -214,6 +244,8 @@ struct Appender {
     marker: String,
     /// Batches numbered so far.
     batches: u64,
+    /// Where the items go once appended (`listen --sink`), if anywhere.
+    relay: Option<Relay>,
 }
 
 /// How one attempt at a batch ended.
@@ -241,9 +273,13 @@ impl Appender {
             }
             self.cursors.take_checkpoints(&mut stream);
             let mut items = Vec::with_capacity(batch.len());
+            let mut appended_items = Vec::new();
             for item in batch.drain(..) {
                 self.cursors.held(&item);
                 items.push(Record::from_item(&item).json);
+                if self.relay.is_some() {
+                    appended_items.push(item);
+                }
             }
             let count = items.len() as u64;
             self.batches += 1;
@@ -270,6 +306,11 @@ impl Appender {
                             });
                         }
                         backoff.reset();
+                        // Redis has them: now they may be printed. A slow reader holds the
+                        // next batch here.
+                        if let Some(relay) = &self.relay {
+                            relay.send(std::mem::take(&mut appended_items)).await;
+                        }
                         break;
                     }
                     Attempt::Failed(error) => {

@@ -641,6 +641,8 @@ fn input_name(input: &Input) -> &'static str {
         Input::ReadingResumed => "reading_resumed",
         Input::Delivered { .. } => "delivered",
         Input::IdentifyGranted { .. } => "identify_granted",
+        #[cfg(feature = "discord")]
+        Input::IdentifyWaiting { .. } => "identify_waiting",
         Input::Shutdown { .. } => "shutdown",
     }
 }
@@ -658,6 +660,8 @@ impl Machine for CronMachine {
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
             Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
+            #[cfg(feature = "discord")]
+            Input::IdentifyWaiting { shard, .. } => return Err(Misuse::NoIdentifyRequest(shard)),
             other => {
                 let message = format!(
                     "the cron source opens no connections or requests; ignored a {} input",

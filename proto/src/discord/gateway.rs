@@ -16,7 +16,8 @@
 //! gateway then closes the other shards and fails.
 
 use super::{
-    DiscordConfig, DiscordShard, IdentifyLimiter, IdentifyQueue, ResumeState, SOURCE, gateway_bot,
+    DiscordConfig, DiscordShard, IdentifyLimiter, IdentifyQueue, IdentifyWait, ResumeState, SOURCE,
+    gateway_bot,
 };
 use crate::core::{Core, answered_by_core};
 use crate::cursor::DiscordShardsCursor;
@@ -490,6 +491,23 @@ impl DiscordGateway {
         Ok(())
     }
 
+    /// An external identify queue's word on why shard `shard` still waits, to that shard.
+    fn on_identify_waiting(
+        &mut self,
+        now: Now,
+        shard: u32,
+        wait: IdentifyWait,
+    ) -> Result<(), Misuse> {
+        let index = self
+            .shards
+            .iter()
+            .position(|s| s.shard()[0] == shard)
+            .filter(|_| self.config.shard.identify_queue == IdentifyQueue::External)
+            .ok_or(Misuse::NoIdentifyRequest(shard))?;
+        self.feed(now, index, Input::IdentifyWaiting { shard, wait });
+        Ok(())
+    }
+
     /// The id the driver sees for shard `index`'s connection `local`.
     fn global_conn(&self, index: usize, local: ConnId) -> ConnId {
         let n = self.shards.len() as u64;
@@ -671,6 +689,9 @@ impl Machine for DiscordGateway {
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
             Input::IdentifyGranted { shard } => return self.on_identify_granted(now, shard),
+            Input::IdentifyWaiting { shard, wait } => {
+                return self.on_identify_waiting(now, shard, wait);
+            }
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())

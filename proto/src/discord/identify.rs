@@ -28,9 +28,13 @@ pub const IDENTIFY_SPACING_MS: u64 = 5_000;
 ///    too.
 /// 2. The coordinator (the driver's; a Redis lock, say) grants at most one IDENTIFY per bucket
 ///    per [`IDENTIFY_SPACING_MS`], buckets of every process together, and counts each grant
-///    against the daily `session_start_limit` of `GET /gateway/bot` (when `remaining` is 0 it
-///    holds the grants until `reset_after`; never grants past it: an exhausted budget resets the
-///    token). It answers with [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard }`.
+///    against the daily `session_start_limit` of `GET /gateway/bot`, which each request carries
+///    as its machine last read it (when none is left it holds the grants until the refill;
+///    never grants past it: an exhausted budget resets the token). [`SessionBudget`](super::SessionBudget)
+///    has the counting rules. It answers with
+///    [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard }`, and may say
+///    meanwhile why it holds the request
+///    ([`Input::IdentifyWaiting`](crate::Input::IdentifyWaiting)), which the shard logs.
 /// 3. The shard sends IDENTIFY at once on the grant. A grant that finds the shard not waiting
 ///    (its connection dropped meanwhile) is spent: it is logged, and the next HELLO asks again.
 ///    A grant is used at most once, so the coordinator's count holds.
@@ -63,12 +67,23 @@ pub enum IdentifyQueue {
 /// [`Input::IdentifyGranted`](crate::Input::IdentifyGranted) `{ shard: shard_id }`.
 ///
 /// ```
-/// use openflume_proto::discord::IdentifyRequest;
-/// let request = IdentifyRequest { shard_id: 5, shard_count: 16, bucket: 1, max_concurrency: 4 };
+/// use openflume_proto::discord::{IdentifyRequest, SessionStartReading};
+/// let mut request = IdentifyRequest {
+///     shard_id: 5,
+///     shard_count: 16,
+///     bucket: 1,
+///     max_concurrency: 4,
+///     session_start_limit: None,
+/// };
 /// assert_eq!(
 ///     serde_json::to_string(&request).unwrap(),
 ///     r#"{"shard_id":5,"shard_count":16,"bucket":1,"max_concurrency":4}"#
 /// );
+/// request.session_start_limit =
+///     Some(SessionStartReading { total: 1000, remaining: 7, reset_after: 60_000, age: 250 });
+/// assert!(serde_json::to_string(&request).unwrap().ends_with(
+///     r#""session_start_limit":{"total":1000,"remaining":7,"reset_after":60000,"age":250}}"#
+/// ));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentifyRequest {
@@ -81,10 +96,43 @@ pub struct IdentifyRequest {
     /// `session_start_limit.max_concurrency` as the machine knows it (from `/gateway/bot`, or
     /// the configuration); 0 means no bucket limit (a gateway proxy that paces itself).
     pub max_concurrency: u32,
+    /// The daily session-start budget as the machine last read it from `/gateway/bot`, so that
+    /// the coordinator can count it across processes; `None` when it never read one (a
+    /// configured gateway URL skips the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_start_limit: Option<SessionStartReading>,
+}
+
+/// `session_start_limit` as a machine read it from `GET /gateway/bot`, aged to the moment it
+/// asks: Discord's figure is the truth at the time it was read, and only the coordinator knows
+/// what was granted since (see [`SessionBudget`](super::SessionBudget)).
+///
+/// ```
+/// use openflume_proto::discord::{IdentifyLimiter, SessionStartLimit, SessionStartReading};
+/// use openflume_proto::Millis;
+/// let mut limiter = IdentifyLimiter::default();
+/// let limit = SessionStartLimit { total: 1000, remaining: 7, reset_after: 60_000, max_concurrency: 1 };
+/// limiter.set_session_start_limit(limit, Millis(100));
+/// assert_eq!(
+///     limiter.reading(Millis(350)),
+///     Some(SessionStartReading { total: 1000, remaining: 7, reset_after: 59_750, age: 250 })
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStartReading {
+    /// Session starts allowed per 24 h.
+    pub total: u32,
+    /// Session starts left when Discord answered (the machine does not count down from it).
+    pub remaining: u32,
+    /// Milliseconds from the request until Discord refills the budget; 0 once that moment has
+    /// passed (the figure is then of an earlier budget period).
+    pub reset_after: u64,
+    /// Milliseconds from Discord's answer to the request.
+    pub age: u64,
 }
 
 /// How long a session-start budget lasts once refilled: 24 h.
-const BUDGET_PERIOD_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const BUDGET_PERIOD_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// `session_start_limit` from `GET /gateway/bot`.
 ///
@@ -107,8 +155,18 @@ pub struct SessionStartLimit {
     pub max_concurrency: u32,
 }
 
-/// Why an IDENTIFY has to wait, and until when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why an IDENTIFY has to wait, and until when: the machine's own limiter says it, and an
+/// external coordinator tells a shard with
+/// [`Input::IdentifyWaiting`](crate::Input::IdentifyWaiting).
+///
+/// ```
+/// use openflume_proto::discord::IdentifyWait;
+/// use openflume_proto::Millis;
+/// let wait: IdentifyWait = serde_json::from_str(r#"{"budget":{"until":9000}}"#).unwrap();
+/// assert_eq!(wait, IdentifyWait::Budget { until: Millis(9_000) });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum IdentifyWait {
     /// The shard's bucket identified less than 5 s ago.
@@ -159,6 +217,8 @@ pub struct IdentifyLimiter {
     /// Last IDENTIFY per bucket; at most `min(max_concurrency, shards)` entries.
     last_identify: BTreeMap<u32, Millis>,
     budget: Option<Budget>,
+    /// `/gateway/bot`'s figure as read, and when: what an external coordinator is told.
+    read: Option<(SessionStartLimit, Millis)>,
 }
 
 impl Default for IdentifyLimiter {
@@ -175,6 +235,7 @@ impl IdentifyLimiter {
             max_concurrency,
             last_identify: BTreeMap::new(),
             budget: None,
+            read: None,
         }
     }
 
@@ -196,6 +257,31 @@ impl IdentifyLimiter {
             remaining: limit.remaining,
             reset_at: now + limit.reset_after,
         });
+        self.read = Some((limit, now));
+    }
+
+    /// The last `/gateway/bot` figure, aged to `now`, for an external coordinator (an
+    /// [`IdentifyRequest`] carries it); `None` before one was read.
+    ///
+    /// ```
+    /// use openflume_proto::discord::{IdentifyLimiter, SessionStartLimit};
+    /// use openflume_proto::Millis;
+    /// let mut limiter = IdentifyLimiter::default();
+    /// assert_eq!(limiter.reading(Millis(0)), None);
+    /// let limit = SessionStartLimit { total: 1000, remaining: 3, reset_after: 1_000, max_concurrency: 1 };
+    /// limiter.set_session_start_limit(limit, Millis(0));
+    /// // Counting down is the coordinator's job: the figure stays Discord's.
+    /// limiter.try_acquire(0, Millis(0)).unwrap();
+    /// let later = limiter.reading(Millis(5_000)).unwrap();
+    /// assert_eq!((later.remaining, later.reset_after, later.age), (3, 0, 5_000));
+    /// ```
+    pub fn reading(&self, now: Millis) -> Option<SessionStartReading> {
+        self.read.map(|(limit, read_at)| SessionStartReading {
+            total: limit.total,
+            remaining: limit.remaining,
+            reset_after: (read_at + limit.reset_after) - now,
+            age: now - read_at,
+        })
     }
 
     /// `max_concurrency`: the number of buckets (0: no bucket limit).

@@ -47,6 +47,7 @@ mod message;
 mod ratelimit;
 mod scan;
 mod session;
+mod session_budget;
 mod shard;
 mod transport;
 mod wire;
@@ -59,12 +60,13 @@ pub use gateway::{DiscordGateway, DiscordGatewayConfig, MAX_SHARDS, ShardRange};
 pub use heartbeat::Liveness;
 pub use identify::{
     IDENTIFY_SPACING_MS, IdentifyLimiter, IdentifyQueue, IdentifyRequest, IdentifyWait,
-    SessionStartLimit,
+    SessionStartLimit, SessionStartReading,
 };
 pub use inflate::{InflateError, ZlibStream};
 pub use message::DiscordMessage;
 pub use ratelimit::{MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SendClass, SendLimiter, WINDOW_MS};
 pub use session::ResumeState;
+pub use session_budget::{BudgetBasis, BudgetReading, READING_LAG_MS, SessionBudget};
 pub use shard::DiscordShard;
 pub use zstd_stream::{MAX_WINDOW_LOG, ZstdError, ZstdStream};
 

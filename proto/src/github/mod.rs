@@ -535,6 +535,8 @@ impl Machine for GithubMachine {
             Input::ReadingPaused | Input::ReadingResumed => {}
             Input::Received { .. } => return Err(Misuse::NotServing),
             Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
+            #[cfg(feature = "discord")]
+            Input::IdentifyWaiting { shard, .. } => return Err(Misuse::NoIdentifyRequest(shard)),
             Input::Opened { .. }
             | Input::Frame { .. }
             | Input::Closed { .. }

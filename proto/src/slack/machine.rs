@@ -591,6 +591,8 @@ impl Machine for SlackMachine {
             Input::Shutdown { .. } => self.finish(Status::Disconnected, None, "shutdown"),
             Input::Received { .. } => return Err(Misuse::NotServing),
             Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
+            #[cfg(feature = "discord")]
+            Input::IdentifyWaiting { shard, .. } => return Err(Misuse::NoIdentifyRequest(shard)),
         }
         match self.pool.next_deadline() {
             Some(at) if !self.core.is_finished() => self

@@ -875,6 +875,8 @@ impl Machine for WebhookIngress {
             }
             Input::Delivered { delivery } => self.on_delivered(now, delivery)?,
             Input::IdentifyGranted { shard } => return Err(Misuse::NoIdentifyRequest(shard)),
+            #[cfg(feature = "discord")]
+            Input::IdentifyWaiting { shard, .. } => return Err(Misuse::NoIdentifyRequest(shard)),
             Input::Shutdown { .. } => self.on_shutdown(now),
             Input::ReadingPaused => {
                 self.paused_since.get_or_insert(now.mono);

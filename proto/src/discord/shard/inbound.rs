@@ -10,8 +10,8 @@ use crate::discord::envelope::{DispatchMeta, Envelope};
 use crate::discord::heartbeat::Heartbeat;
 use crate::discord::wire::{self, op};
 use crate::discord::{
-    IdentifyLimiter, IdentifyQueue, IdentifyRequest, MAX_PAYLOAD_BYTES, SENDS_PER_WINDOW, SOURCE,
-    SendClass, WINDOW_MS,
+    IdentifyLimiter, IdentifyQueue, IdentifyRequest, IdentifyWait, MAX_PAYLOAD_BYTES,
+    SENDS_PER_WINDOW, SOURCE, SendClass, WINDOW_MS,
 };
 use crate::{ConnId, Event, Frame, Level, Millis, Now, Output, RawJson, Status, redact};
 use std::ops::Range;
@@ -249,6 +249,7 @@ impl DiscordShard {
             shard_count: self.config.shard_count,
             bucket: limiter.bucket(self.config.shard_id),
             max_concurrency: limiter.max_concurrency(),
+            session_start_limit: limiter.reading(now.mono),
         };
         self.core.log_with(
             now,
@@ -287,6 +288,49 @@ impl DiscordShard {
                 "identify.grant_unused",
                 "an identify grant came while no connection waits for it: it is spent".to_owned(),
             );
+        }
+        Ok(())
+    }
+
+    /// The external identify queue says why the IDENTIFY still waits: logged as the machine's
+    /// own limiter logs its waits (a spent daily budget as a warning). A word for a request no
+    /// longer out (granted meanwhile) is stale.
+    pub(super) fn on_identify_waiting(
+        &mut self,
+        now: Now,
+        shard: u32,
+        wait: IdentifyWait,
+    ) -> Result<(), crate::Misuse> {
+        if shard != self.config.shard_id || self.config.identify_queue != IdentifyQueue::External {
+            return Err(crate::Misuse::NoIdentifyRequest(shard));
+        }
+        if !self.identify_requested {
+            self.core.log(
+                now,
+                Level::Debug,
+                "identify.stale",
+                "ignored the identify queue's word on a request no longer out".to_owned(),
+            );
+            return Ok(());
+        }
+        let ms = wait.until() - now.mono;
+        match wait {
+            IdentifyWait::Budget { .. } => self.core.log_with(
+                now,
+                Level::Warn,
+                "identify.budget",
+                format!(
+                    "the daily session-start budget is spent (counted by the identify queue for every process of the bot): waiting {ms} ms for Discord to refill it before identifying"
+                ),
+                serde_json::json!({ "waitMs": ms, "queue": "external" }),
+            ),
+            _ => self.core.log_with(
+                now,
+                Level::Info,
+                "identify.wait",
+                format!("the identify queue holds the IDENTIFY {ms} ms for its bucket"),
+                serde_json::json!({ "waitMs": ms, "queue": "external" }),
+            ),
         }
         Ok(())
     }

@@ -303,6 +303,7 @@ impl DiscordShard {
             Input::Delivered { delivery } => return Err(Misuse::UnknownDelivery(delivery)),
             Input::Received { .. } => return Err(Misuse::NotServing),
             Input::IdentifyGranted { shard } => self.on_identify_granted(now, shard)?,
+            Input::IdentifyWaiting { shard, wait } => self.on_identify_waiting(now, shard, wait)?,
             Input::Shutdown { keep_session } => self.on_shutdown(now, keep_session),
         }
         Ok(())
