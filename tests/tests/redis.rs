@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_proto::webhook::sign_github;
-use openflume_sim::{DiscordAction, DiscordSimConfig, SlackSim, SlackSimConfig};
+use openflume_sim::{DiscordAction, DiscordSimConfig, SlackAction, SlackSim, SlackSimConfig};
 use openflume_tests::redis::RedisServer;
 use openflume_tests::serve::{Serve as ServeProcess, http_request};
 use openflume_tests::{
