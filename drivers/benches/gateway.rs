@@ -349,6 +349,14 @@ fn measure_serve(events: u64) -> Row {
     }
     let wall = start.elapsed();
     drop(reader);
+    // Where serve's CPU went, by thread, per event (the threads are gone once it exits).
+    let threads = procfs::thread_cpu(child.id());
+    let by_thread: Vec<String> = threads
+        .iter()
+        .filter(|(_, cpu)| !cpu.is_zero())
+        .map(|(name, cpu)| format!("{name} {:.2}", cpu.as_secs_f64() * 1e6 / events as f64))
+        .collect();
+    eprintln!("serve CPU µs/event by thread: {}", by_thread.join(", "));
     let pid = rustix::process::Pid::from_child(&child);
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let status = child.wait().expect("wait for serve");

@@ -32,6 +32,28 @@ pub fn cpu_time(pid: &str, whose: Cpu) -> Duration {
     Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
+/// Each thread of process `pid`: its name and its user + system CPU so far, summed by name.
+pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
+    let mut threads: Vec<(String, Duration)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let cpu = cpu_time(&format!("{pid}/task/{tid}"), Cpu::Own);
+        match threads.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, total)) => *total += cpu,
+            None => threads.push((name, cpu)),
+        }
+    }
+    threads.sort_by(|a, b| b.1.cmp(&a.1));
+    threads
+}
+
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
