@@ -133,6 +133,32 @@ fn without_a_token_the_page_works_on_loopback() {
     assert!(browser.errors().is_empty(), "{:?}", browser.errors());
 }
 
+/// A sharded Discord source shows each shard's status beside its own.
+#[test]
+fn each_shard_of_a_sharded_source_is_shown_with_its_status() {
+    let discord = openflume_tests::discord_sim(openflume_sim::DiscordSimConfig {
+        shards: 2,
+        max_concurrency: 2,
+        ..openflume_sim::DiscordSimConfig::default()
+    });
+    let (token, api) = (discord.token().to_owned(), discord.api_url());
+    let serve = Serve::spawn(
+        &["--discord-shards", "0-1/2"],
+        &[
+            ("DISCORD_BOT_TOKEN", &token),
+            ("OPENFLUME_DISCORD_API_URL", &api),
+        ],
+    );
+    let mut browser = Browser::launch();
+    browser.open(&format!("http://{}/", serve.addr));
+    browser.wait_for(
+        "both shards shown connected",
+        r#"(() => { const text = (document.querySelector('#sources tr[data-source="discord"]') || {}).textContent || ''; return text.includes('0/2 connected') && text.includes('1/2 connected'); })()"#,
+        WAIT,
+    );
+    assert!(browser.errors().is_empty(), "{:?}", browser.errors());
+}
+
 /// What the page relies on, without a browser: the token as a subprotocol upgrades `/ws` (and
 /// the answer selects only `openflume.v1`, never echoing the token); a wrong one gets 401;
 /// `/metrics` and `/status.json` want the token as a bearer; the page and its script need

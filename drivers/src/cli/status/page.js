@@ -54,13 +54,19 @@
     footer.textContent = text || '';
   }
 
+  // A sharded source's parts, each with its status: " · 0/2 connected, 1/2 reconnecting".
+  function shards(parts) {
+    if (!parts || parts.length === 0) return '';
+    return ' · ' + parts.map((p) => `${p.part} ${p.status}`).join(', ');
+  }
+
   function renderStatus(status) {
     $('instance').textContent = `${status.instance_id} · v${status.version} · up ${seconds(status.uptime_seconds)} · last event id ${status.log.last_event_id}`;
     const sources = $('sources').tBodies[0];
     sources.replaceChildren(...status.sources.map((s) => {
       const tr = row([
         [s.source],
-        [s.status === null ? 'via webhooks' : s.status + (s.reason ? ` (${s.reason})` : ''), null, s.status || undefined],
+        [s.status === null ? 'via webhooks' : s.status + (s.reason ? ` (${s.reason})` : '') + shards(s.parts), null, s.status || undefined],
         [number(s.events_total), 'number'],
         [s.events_per_second === null ? '–' : s.events_per_second.toFixed(2), 'number'],
         [number(s.reconnects_total), 'number'],
