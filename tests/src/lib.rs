@@ -722,6 +722,19 @@ pub fn block_on<F: Future>(timeout: Duration, what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|| panic!("timed out after {timeout:?}: {what}"))
 }
 
+/// A Slack simulator that waits a minute for each ack (longer than any test holds them back).
+pub fn patient_slack_sim() -> openflume_sim::SlackSim {
+    block_on(
+        Duration::from_secs(30),
+        "start the Slack simulator",
+        openflume_sim::SlackSim::start(openflume_sim::SlackSimConfig {
+            ack_deadline: Duration::from_secs(60),
+            ..openflume_sim::SlackSimConfig::default()
+        }),
+    )
+    .expect("start the Slack simulator")
+}
+
 /// Injects `envelopes` Slack messages, waits until the simulator sent them all, then gives the
 /// client two seconds to ack any of them and fails the test (saying `held`: what holds the
 /// appends back) if it did: an envelope must not be acked before its item is appended.

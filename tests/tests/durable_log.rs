@@ -7,9 +7,10 @@ use openflume::{Flume, Running, Source};
 use openflume_log::{EventId, EventLog, Filter, LogOptions, Record};
 use openflume_proto::slack::SlackConfig;
 use openflume_proto::{Event, Item, RawJson, ReconnectPolicy, UnixMillis};
-use openflume_sim::{SlackSim, SlackSimConfig};
+use openflume_sim::SlackSim;
 use openflume_tests::{
     acked_event_ids, block_on, block_on_until, inject_and_expect_no_ack, openflume_bin,
+    patient_slack_sim,
 };
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -19,15 +20,7 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn slack_flume() -> (SlackSim, Flume) {
-    let slack = block_on(
-        WAIT,
-        "start the Slack simulator",
-        SlackSim::start(SlackSimConfig {
-            ack_deadline: Duration::from_secs(60),
-            ..SlackSimConfig::default()
-        }),
-    )
-    .expect("slack sim");
+    let slack = patient_slack_sim();
     let config = SlackConfig {
         api_base: slack.api_url(),
         reconnect: ReconnectPolicy {

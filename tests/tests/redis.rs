@@ -7,11 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openflume_proto::webhook::sign_github;
-use openflume_sim::{DiscordAction, DiscordSimConfig, SlackAction, SlackSim, SlackSimConfig};
+use openflume_sim::{DiscordAction, DiscordSimConfig, SlackAction};
 use openflume_tests::redis::RedisServer;
 use openflume_tests::serve::{Serve as ServeProcess, http_request};
 use openflume_tests::{
     Openflume, Reader, Signal, acked_event_ids, block_on, discord_sim, inject_and_expect_no_ack,
+    patient_slack_sim,
 };
 use redis::Value;
 use std::collections::{HashMap, HashSet};
@@ -100,15 +101,7 @@ fn serve(redis: &RedisServer, extra: &[&str], env: &[(&str, String)]) -> ServePr
 fn the_redis_sink_acks_slack_only_after_the_xadd_and_appends_each_event_once() {
     const ENVELOPES: u32 = 40;
     let redis = RedisServer::start();
-    let slack = block_on(
-        WAIT,
-        "start the Slack simulator",
-        SlackSim::start(SlackSimConfig {
-            ack_deadline: Duration::from_secs(60),
-            ..SlackSimConfig::default()
-        }),
-    )
-    .unwrap();
+    let slack = patient_slack_sim();
     let _serve = serve(
         &redis,
         &[],
@@ -179,15 +172,7 @@ fn printed(lines: &[String]) -> Vec<serde_json::Value> {
 fn listen_with_a_redis_sink_prints_and_acks_only_what_redis_holds() {
     const ENVELOPES: u32 = 40;
     let redis = RedisServer::start();
-    let slack = block_on(
-        WAIT,
-        "start the Slack simulator",
-        SlackSim::start(SlackSimConfig {
-            ack_deadline: Duration::from_secs(60),
-            ..SlackSimConfig::default()
-        }),
-    )
-    .unwrap();
+    let slack = patient_slack_sim();
     let mut listen = listen_sink(
         &redis,
         &[],

@@ -479,14 +479,19 @@ impl DiscordGateway {
         }
     }
 
-    /// An external identify queue's grant for shard `shard`, to the shard that asked.
-    fn on_identify_granted(&mut self, now: Now, shard: u32) -> Result<(), Misuse> {
-        let index = self
-            .shards
+    /// The index of shard `shard`, which an external identify queue may answer; a misuse for a
+    /// shard this gateway does not run, or without an external queue.
+    fn queued_shard(&self, shard: u32) -> Result<usize, Misuse> {
+        self.shards
             .iter()
             .position(|s| s.shard()[0] == shard)
             .filter(|_| self.config.shard.identify_queue == IdentifyQueue::External)
-            .ok_or(Misuse::NoIdentifyRequest(shard))?;
+            .ok_or(Misuse::NoIdentifyRequest(shard))
+    }
+
+    /// An external identify queue's grant for shard `shard`, to the shard that asked.
+    fn on_identify_granted(&mut self, now: Now, shard: u32) -> Result<(), Misuse> {
+        let index = self.queued_shard(shard)?;
         self.feed(now, index, Input::IdentifyGranted { shard });
         Ok(())
     }
@@ -498,12 +503,7 @@ impl DiscordGateway {
         shard: u32,
         wait: IdentifyWait,
     ) -> Result<(), Misuse> {
-        let index = self
-            .shards
-            .iter()
-            .position(|s| s.shard()[0] == shard)
-            .filter(|_| self.config.shard.identify_queue == IdentifyQueue::External)
-            .ok_or(Misuse::NoIdentifyRequest(shard))?;
+        let index = self.queued_shard(shard)?;
         self.feed(now, index, Input::IdentifyWaiting { shard, wait });
         Ok(())
     }
