@@ -50,7 +50,7 @@ pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
             None => threads.push((name, cpu)),
         }
     }
-    threads.sort_by(|a, b| b.1.cmp(&a.1));
+    threads.sort_by_key(|(_, cpu)| std::cmp::Reverse(*cpu));
     threads
 }
 
