@@ -11,7 +11,8 @@
 //! - The first two again with `--sink redis://…/STREAM` against a real `redis-server`
 //!   (`openflume_tests::redis`): events read from the stream, `webhook-id` their stream id, the
 //!   targets' states in the hash `STREAM:forward`, the forwarder's logs in the stream, and the
-//!   queue depth on `/metrics` counting what waits unread.
+//!   queue depth on `/metrics` counting what waits unread; then Redis restarting between two
+//!   deliveries, and Redis refusing a state (nothing is sent past it until it is stored).
 //!
 //! Every wait has a deadline and a condition; none sleeps for a fixed time.
 
@@ -773,4 +774,94 @@ fn a_410_disables_the_target_for_good_with_redis() {
     }
     stderr.extend(serve.stderr_lines());
     assert_no_secret(&stderr);
+}
+
+/// With `--sink redis://…`, Redis restarting (SIGKILL, then up again on its append-only file)
+/// between two deliveries: the target finds the stream again and delivers what came after,
+/// once, in order, and the first delivery is not sent again.
+#[test]
+fn forwarding_carries_on_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let mut args = sink_args(&redis).to_vec();
+    args.extend(["--forward".to_owned(), receiver.url()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)];
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    post(&serve, 1);
+    receiver.wait_until("deploy 1 delivered", |r| delivered(r, 1));
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 1's 2xx", |s| {
+        s.delivered_through == position(&deploy_ids(&redis)[&1])
+    });
+    redis.restart();
+    // Answered once the sink has appended it again, on a new connection.
+    post(&serve, 2);
+    let all = receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
+    assert_in_order(&all);
+    assert_eq!(all.iter().filter(|r| r.deploy == 1).count(), 1, "{all:?}");
+    let ids = deploy_ids(&redis);
+    for request in &all {
+        assert_eq!(Some(&request.event_id), ids.get(&request.deploy));
+    }
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 2's 2xx", |s| {
+        s.delivered_through == position(&ids[&2])
+    });
+    assert_no_secret(&serve.stderr_lines());
+}
+
+/// With `--sink redis://…`, a state that Redis refuses to store (the hash replaced by a string:
+/// `HSET` fails with WRONGTYPE) holds the target: a warning says so, the event after the
+/// delivered one is not sent, and once the state can be stored again it goes, once.
+#[test]
+fn nothing_is_sent_past_a_state_redis_did_not_store() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let mut args = sink_args(&redis).to_vec();
+    args.extend(["--forward".to_owned(), receiver.url()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)];
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    post(&serve, 1);
+    receiver.wait_until("deploy 1 delivered", |r| delivered(r, 1));
+    let ids = deploy_ids(&redis);
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 1's 2xx", |s| {
+        s.delivered_through == position(&ids[&1])
+    });
+    let key = format!("{STREAM}:forward");
+    let mut conn = redis.connection();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a hash")
+        .query(&mut conn)
+        .unwrap();
+    post(&serve, 2);
+    post(&serve, 3);
+    let warning = serve.wait_for_said(WAIT, |l| l.contains("cannot store its state"));
+    assert!(warning.contains("WRONGTYPE"), "{warning}");
+    // Deploy 2 was delivered, its state refused: deploy 3 waits.
+    receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
+    assert!(
+        receiver.received().iter().all(|r| r.deploy != 3),
+        "deploy 3 went before deploy 2's state was stored: {:?}",
+        receiver.received()
+    );
+    let () = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+    let all = receiver.wait_until("deploy 3 delivered", |r| delivered(r, 3));
+    assert_in_order(&all);
+    for n in 1..=3 {
+        assert_eq!(all.iter().filter(|r| r.deploy == n).count(), 1, "{all:?}");
+    }
+    let ids = deploy_ids(&redis);
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 3's 2xx", |s| {
+        s.delivered_through == position(&ids[&3])
+    });
+    let failed = stream_logs(&redis, "forward.store_failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "one warning for the whole outage: {failed:?}"
+    );
+    assert_no_secret(&serve.stderr_lines());
 }
