@@ -3,10 +3,14 @@
 //! outcome persisted before the next send, never a send of an event the persisted cursor has
 //! passed, signatures that verify (recomputed here with ring, not with the crate's helpers), and
 //! the secret in no output.
+//!
+//! A fixture whose header says `"position": "stream_id"` runs an outbox over a Redis Stream's
+//! positions ([`StreamId`]); the same checks hold, `webhook-id` being the stream id.
 
 // Helpers outside #[test] functions panic on broken fixtures on purpose: a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use openflume_proto::hub::{HubPosition, StreamId};
 use openflume_proto::outbox::{Outbox, OutboxConfig, OutboxInput, OutboxOutput, TargetState};
 use openflume_proto::webhook::base64_encode;
 use openflume_proto::{Millis, Now, UnixMillis};
@@ -19,13 +23,27 @@ const WALL: i64 = 1_764_100_000_000;
 struct Header {
     seed: u64,
     config: OutboxConfig,
+    #[serde(default)]
+    position: Position,
+}
+
+/// What the fixture's positions are.
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Position {
+    /// The SQLite log's integer ids.
+    #[default]
+    Integer,
+    /// A Redis Stream's ids (`"1764100000000-0"`).
+    StreamId,
 }
 
 #[derive(Deserialize)]
-struct Step {
+#[serde(bound = "P: HubPosition")]
+struct Step<P: HubPosition> {
     at: u64,
     #[serde(rename = "in")]
-    input: OutboxInput,
+    input: OutboxInput<P>,
 }
 
 fn now(at: u64) -> Now {
@@ -35,15 +53,27 @@ fn now(at: u64) -> Now {
     }
 }
 
-/// Runs a fixture: due timers fire (at their deadline) before each step. Returns the config
-/// and the transcript.
-fn run(path: &std::path::Path) -> (OutboxConfig, String) {
+/// Runs a fixture, counting in the positions its header names, and checks its transcript.
+fn run(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Header = serde_json::from_str(lines.next().unwrap()).unwrap();
-    let mut outbox = Outbox::new(header.config.clone(), header.seed).unwrap();
+    match header.position {
+        Position::Integer => run_counting::<u64>(&header, lines, path),
+        Position::StreamId => run_counting::<StreamId>(&header, lines, path),
+    }
+}
+
+/// Feeds the steps to an outbox counting in `P`: due timers fire (at their deadline) before
+/// each step. Returns the transcript, checked.
+fn run_counting<'a, P: HubPosition>(
+    header: &Header,
+    lines: impl Iterator<Item = &'a str>,
+    path: &std::path::Path,
+) -> String {
+    let mut outbox = Outbox::<P>::counting(header.config.clone(), header.seed).unwrap();
     let mut transcript = String::new();
-    let mut feed = |at: u64, input: OutboxInput, outbox: &mut Outbox| {
+    let mut feed = |at: u64, input: OutboxInput<P>, outbox: &mut Outbox<P>| {
         let line = match outbox.handle_input(now(at), input.clone()) {
             Ok(()) => serde_json::json!({"at": at, "in": input}),
             Err(misuse) => {
@@ -61,7 +91,7 @@ fn run(path: &std::path::Path) -> (OutboxConfig, String) {
         }
     };
     for line in lines {
-        let step: Step = serde_json::from_str(line).unwrap();
+        let step: Step<P> = serde_json::from_str(line).unwrap();
         while let Some(deadline) = outbox.poll_timeout() {
             if deadline.0 > step.at {
                 break;
@@ -70,14 +100,14 @@ fn run(path: &std::path::Path) -> (OutboxConfig, String) {
         }
         feed(step.at, step.input, &mut outbox);
     }
-    (header.config, transcript)
+    check::<P>(&header.config, &transcript, path);
+    transcript
 }
 
 #[test]
 fn replay_outbox_fixtures() {
     insta::glob!("../../fixtures/outbox", "*.jsonl", |path| {
-        let (config, transcript) = run(path);
-        check(&config, &transcript, path);
+        let transcript = run(path);
         insta::assert_snapshot!(transcript);
     });
 }
@@ -96,7 +126,13 @@ enum Disabled {
     Stored,
 }
 
-fn check(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
+/// `value` is a position written as `P` writes it (a number, or a stream id's string).
+fn is_position<P: HubPosition>(value: &serde_json::Value) -> bool {
+    serde_json::from_value::<P>(value.clone())
+        .is_ok_and(|position| serde_json::to_value(position).ok().as_ref() == Some(value))
+}
+
+fn check<P: HubPosition>(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
     let name = path.display();
     let secret = config.secret.expose();
     assert!(
@@ -105,8 +141,8 @@ fn check(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
     );
     // The fixtures use plain secrets: the key is the secret's bytes.
     let key = secret.as_bytes();
-    let mut persisted: Option<TargetState> = None;
-    let mut last_sent = 0;
+    let mut persisted: Option<TargetState<P>> = None;
+    let mut last_sent = P::default();
     let mut sent_since_persist = false;
     let mut disabled = Disabled::No;
     for line in transcript.lines() {
@@ -114,7 +150,7 @@ fn check(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
         let Some(out) = entry.get("out") else {
             continue;
         };
-        let output = serde_json::from_value::<OutboxOutput>(out.clone()).unwrap();
+        let output = serde_json::from_value::<OutboxOutput<P>>(out.clone()).unwrap();
         // After the disabling log, only the disabled state may be stored; then nothing.
         match (&output, disabled) {
             (_, Disabled::No) => {}
@@ -152,7 +188,8 @@ fn check(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
                 let body = request.body.as_slice();
                 let body_json: serde_json::Value = serde_json::from_slice(body).unwrap();
                 assert_eq!(
-                    body_json["event_id"], event_id,
+                    body_json["event_id"],
+                    serde_json::to_value(event_id).unwrap(),
                     "{name}: body of another event"
                 );
                 let hex: String = hmac(key, body).iter().map(|b| format!("{b:02x}")).collect();
@@ -189,7 +226,7 @@ fn check(config: &OutboxConfig, transcript: &str, path: &std::path::Path) {
                     "{name}: a log that does not name its target"
                 );
                 if matches!(log.action.as_str(), "forward.gave_up" | "forward.disabled") {
-                    assert!(detail["event_id"].is_u64(), "{name}: {line}");
+                    assert!(is_position::<P>(&detail["event_id"]), "{name}: {line}");
                 }
                 if log.action == "forward.disabled" {
                     disabled = Disabled::Logged;

@@ -105,6 +105,40 @@ impl RedisServer {
             .expect("connect to the test's redis-server")
     }
 
+    /// Every entry of `stream`, oldest first: its id (`1764100000000-0`) and its item (the
+    /// `item` field's JSON).
+    ///
+    /// # Panics
+    /// When the server does not answer, or an entry is not one the sink writes.
+    pub fn entries(&self, stream: &str) -> Vec<(String, serde_json::Value)> {
+        let mut conn = self.connection();
+        let reply: ::redis::Value = ::redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .expect("XRANGE");
+        let ::redis::Value::Array(entries) = reply else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .map(|entry| {
+                let ::redis::Value::Array(parts) = entry else {
+                    panic!("an entry: {entry:?}")
+                };
+                let id: String = ::redis::from_redis_value_ref(&parts[0]).expect("an entry id");
+                let fields: Vec<String> =
+                    ::redis::from_redis_value_ref(&parts[1]).expect("an entry's fields");
+                assert_eq!(fields[0], "item", "the entry's field");
+                (
+                    id,
+                    serde_json::from_str(&fields[1]).expect("the item's JSON"),
+                )
+            })
+            .collect()
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])

@@ -8,14 +8,21 @@
 //! - A 410 disables the target, with an error log, across a restart too; a healthy second
 //!   target is the witness that the disabled one was given every chance to send more.
 //! - A delivery that keeps failing is given up after `--forward-max-age`, and the next goes.
+//! - The first two again with `--sink redis://…/STREAM` against a real `redis-server`
+//!   (`openflume_tests::redis`): events read from the stream, `webhook-id` their stream id, the
+//!   targets' states in the hash `STREAM:forward`, the forwarder's logs in the stream, and the
+//!   queue depth on `/metrics` counting what waits unread; then Redis restarting between two
+//!   deliveries, and Redis refusing a state (nothing is sent past it until it is stored).
 //!
 //! Every wait has a deadline and a condition; none sleeps for a fixed time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use openflume_proto::hub::StreamId;
 use openflume_proto::outbox::TargetState;
 use openflume_proto::webhook::base64_encode;
 use openflume_tests::openflume_bin;
+use openflume_tests::redis::RedisServer;
 use openflume_tests::serve::Serve;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,7 +38,8 @@ const FORWARD_SECRET: &str = "forward-e2e-SECRET-5c1a";
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 struct Received {
-    event_id: u64,
+    /// The body's `event_id` as text: the log's id (`7`), or a stream id (`1764100000000-0`).
+    event_id: String,
     deploy: u64,
     status: u16,
     /// Both signatures, the ids and the timestamp checked out.
@@ -143,9 +151,9 @@ fn serve_connection(stream: TcpStream, key: &[u8], shared: &(Mutex<ReceiverState
             return;
         }
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let event_id = parsed["event_id"].as_u64().unwrap_or(0);
+        let event_id = text(&parsed["event_id"]);
         let deploy = parsed["event"]["data"]["deploy"].as_u64().unwrap_or(0);
-        let verified = verify(key, &header, &body, event_id);
+        let verified = verify(key, &header, &body, &event_id);
         let status = {
             let (lock, changed) = shared;
             let mut state = lock.lock().unwrap();
@@ -176,7 +184,7 @@ fn verify(
     key: &[u8],
     header: &dyn Fn(&str) -> String,
     body: &[u8],
-    event_id: u64,
+    event_id: &str,
 ) -> Result<(), String> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
     let hex: String = ring::hmac::sign(&key, body)
@@ -191,7 +199,7 @@ fn verify(
         return Err("Content-Type".into());
     }
     let id = header("webhook-id");
-    if id != event_id.to_string() {
+    if id != event_id {
         return Err(format!("webhook-id {id} for event {event_id}"));
     }
     let timestamp = header("webhook-timestamp");
@@ -262,13 +270,26 @@ fn assert_no_secret(texts: &[String]) {
     }
 }
 
+/// A JSON value as text: a string's contents, anything else as JSON (`7`).
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// An event id in log order: the SQLite log's id, or a stream id (both as a stream id).
+fn position(event_id: &str) -> StreamId {
+    event_id.parse().expect("an event id or a stream id")
+}
+
 /// Every request verified, in non-decreasing event order (a retry repeats the same event, the
 /// next event only comes after).
 fn assert_in_order(received: &[Received]) {
     for request in received {
         assert_eq!(request.verified, Ok(()), "{request:?}");
     }
-    let ids: Vec<u64> = received.iter().map(|r| r.event_id).collect();
+    let ids: Vec<StreamId> = received.iter().map(|r| position(&r.event_id)).collect();
     assert!(
         ids.windows(2).all(|w| w[0] <= w[1]),
         "out of order: {ids:?}"
@@ -384,7 +405,10 @@ fn a_410_disables_the_target_for_good() {
         .find(|l| l["log"]["action"] == "forward.disabled")
         .expect("the disabling is logged");
     assert_eq!(disabled["log"]["level"], "error");
-    assert_eq!(disabled["log"]["detail"]["event_id"], refused[0].event_id);
+    assert_eq!(
+        text(&disabled["log"]["detail"]["event_id"]),
+        refused[0].event_id
+    );
     assert_eq!(disabled["log"]["detail"]["target"], gone.url());
     // The error log comes before the state that acts on it: kill only once the state is stored
     // (killed between the two, the next start would try the event once more, and disable again).
@@ -436,7 +460,7 @@ fn a_delivery_is_given_up_after_the_max_age() {
     let attempts = all.iter().filter(|r| r.deploy == 1).count();
     assert!(attempts >= 2, "retried before giving up: {all:?}");
     assert!(!delivered(&all, 1));
-    let event_id = all[0].event_id;
+    let event_id = all[0].event_id.clone();
     let line = serve.wait_for_said(WAIT, |l| l.contains("gave up on event"));
     assert!(
         line.contains(&format!("event {event_id}")) && line.contains(&receiver.url()),
@@ -447,7 +471,7 @@ fn a_delivery_is_given_up_after_the_max_age() {
         .iter()
         .find(|l| l["log"]["action"] == "forward.gave_up")
         .expect("the give-up is logged");
-    assert_eq!(gave_up["log"]["detail"]["event_id"], event_id);
+    assert_eq!(text(&gave_up["log"]["detail"]["event_id"]), event_id);
     assert_eq!(gave_up["log"]["detail"]["attempts"], attempts);
     assert_no_secret(&serve.stderr_lines());
 }
@@ -494,4 +518,350 @@ fn a_target_without_its_secret_is_a_usage_error() {
         stderr.contains("--forward") && !stderr.contains(bad),
         "{stderr}"
     );
+}
+
+/// The stream `serve --sink` appends to in the Redis tests.
+const STREAM: &str = "forward-events";
+
+/// `--sink redis://…/STREAM` on `redis`.
+fn sink_args(redis: &RedisServer) -> [String; 2] {
+    ["--sink".to_owned(), redis.sink_url(STREAM)]
+}
+
+/// The state stored in Redis for the target `url` (the hash `STREAM:forward`), read as another
+/// process would.
+fn redis_state(redis: &RedisServer, url: &str) -> Option<TargetState<StreamId>> {
+    let mut conn = redis.connection();
+    let json: Option<String> = redis::cmd("HGET")
+        .arg(format!("{STREAM}:forward"))
+        .arg(url)
+        .query(&mut conn)
+        .unwrap();
+    json.map(|json| serde_json::from_str(&json).unwrap())
+}
+
+/// Waits until the state stored in Redis for `url` satisfies `done`.
+fn wait_stored_in_redis(
+    redis: &RedisServer,
+    url: &str,
+    what: &str,
+    done: impl Fn(&TargetState<StreamId>) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = redis_state(redis, url);
+        if state.as_ref().is_some_and(&done) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: never stored: {state:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each deploy's stream id, as the stream holds it.
+fn deploy_ids(redis: &RedisServer) -> std::collections::HashMap<u64, String> {
+    redis
+        .entries(STREAM)
+        .into_iter()
+        .filter(|(_, item)| item["event"]["type"] == "deploys")
+        .map(|(id, item)| (item["event"]["data"]["deploy"].as_u64().unwrap(), id))
+        .collect()
+}
+
+/// The forwarder's logs with `action` in the stream.
+fn stream_logs(redis: &RedisServer, action: &str) -> Vec<serde_json::Value> {
+    redis
+        .entries(STREAM)
+        .into_iter()
+        .map(|(_, item)| item)
+        .filter(|item| item["log"]["action"] == action)
+        .collect()
+}
+
+/// The queue depth `/status.json` shows for `url`, and `/metrics`' series of it.
+fn queue_depth(serve: &Serve, url: &str) -> (Option<u64>, Option<u64>) {
+    let status = serve.get("/status.json", &[]);
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let shown = status["forward_targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|target| target["target"] == url)
+        .and_then(|target| target["queue_depth"].as_u64());
+    let series = format!("openflume_forward_queue_depth{{target=\"{url}\"}} ");
+    let metrics = serve.get("/metrics", &[]);
+    let metric = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok());
+    (shown, metric)
+}
+
+/// Waits until `/status.json` and `/metrics` both show `url`'s queue depth satisfying `done`.
+fn wait_depth(serve: &Serve, url: &str, what: &str, done: impl Fn(u64) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (shown, metric) = queue_depth(serve, url);
+        if shown.is_some_and(&done) && metric.is_some_and(&done) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the queue depth is {shown:?} on /status.json, {metric:?} on /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `--sink redis://…` the same as over the SQLite log: deploys 1 and 2 are answered 204;
+/// deploy 3 gets 500 twice, and deploy 4 comes while it fails (it waits unread: the queue depth
+/// counts it). serve is killed (SIGKILL) after the second failure, between two attempts, and
+/// restarted on the same Redis with an empty data directory; then every deploy is answered 200.
+/// All six arrive, in order, signed, each `webhook-id` its entry's stream id; 1 and 2, whose 2xx
+/// were stored before deploy 3 was first sent, are never sent again; deploy 3 is, first.
+#[test]
+fn every_event_arrives_in_order_through_failures_and_a_kill_with_redis() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(
+        FORWARD_SECRET.as_bytes().to_vec(),
+        Box::new(|deploy, _| if deploy == 3 { 500 } else { 204 }),
+    );
+    let forward = format!("{},secret=FWD_SECRET,sources=custom", receiver.url());
+    let mut args = sink_args(&redis).to_vec();
+    args.extend(["--forward".to_owned(), forward]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("FWD_SECRET", FORWARD_SECRET)];
+    let first_data = tempfile::tempdir().unwrap();
+    let mut serve = spawn_serve(first_data.path(), &args, &env);
+    for n in 1..=3 {
+        post(&serve, n);
+    }
+    let before = receiver.wait_until("two failed attempts of deploy 3", |r| {
+        r.iter().filter(|r| r.deploy == 3).count() >= 2
+    });
+    let retry = serve.wait_for_said(WAIT, |l| l.contains("failed (attempt 2)"));
+    assert!(retry.contains("HTTP 500"), "{retry}");
+    // Between two attempts: the second failure and its backoff are stored in Redis.
+    wait_stored_in_redis(&redis, &receiver.url(), "the second failure", |s| {
+        s.attempts == 2 && s.next_attempt_at.is_some()
+    });
+    // Deploy 4 waits behind deploy 3, unread: 3 in the queue, 4 (and the logs since) after it.
+    post(&serve, 4);
+    wait_depth(
+        &serve,
+        &receiver.url(),
+        "deploys 3 and 4 waiting",
+        |depth| depth >= 2,
+    );
+    let mut stderr = serve.stderr_lines();
+    serve.kill();
+    assert!(delivered(&before, 1) && delivered(&before, 2));
+    assert!(!delivered(&before, 4), "deploy 4 went before deploy 3");
+
+    // Another machine, as far as serve can tell: a new data directory, the same stream.
+    receiver.set_policy(Box::new(|_, _| 200));
+    let second_data = tempfile::tempdir().unwrap();
+    let mut serve = spawn_serve(second_data.path(), &args, &env);
+    for n in 5..=6 {
+        post(&serve, n);
+    }
+    let all = receiver.wait_until("deploys 1 to 6 delivered", |r| {
+        (1..=6).all(|n| delivered(r, n))
+    });
+    assert_in_order(&all);
+    let ids = deploy_ids(&redis);
+    for request in &all {
+        assert_eq!(
+            Some(&request.event_id),
+            ids.get(&request.deploy),
+            "webhook-id (verified equal to the body's event_id) is the stream id: {request:?}"
+        );
+    }
+    let after = &all[before.len()..];
+    assert!(
+        after.iter().all(|r| r.deploy >= 3),
+        "a delivered event was sent again after the restart: {after:?}"
+    );
+    assert_eq!(after[0].deploy, 3, "the failing delivery resumes first");
+    for n in 4..=6 {
+        assert_eq!(all.iter().filter(|r| r.deploy == n).count(), 1, "{all:?}");
+    }
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 6 delivered", |s| {
+        s.delivered_through == position(&ids[&6]) && s.attempts == 0
+    });
+    wait_depth(&serve, &receiver.url(), "nothing waiting", |depth| {
+        depth == 0
+    });
+    stderr.extend(serve.stderr_lines());
+    // The forwarder's logs reach the firehose: the stream (the second retry's may have been on
+    // its way at the kill, stderr first).
+    let retries = stream_logs(&redis, "forward.retry");
+    assert!(!retries.is_empty(), "the retries are in the stream");
+    assert_eq!(text(&retries[0]["log"]["detail"]["event_id"]), ids[&3]);
+    let stream: Vec<String> = redis
+        .entries(STREAM)
+        .iter()
+        .map(|(_, item)| item.to_string())
+        .collect();
+    assert_no_secret(&stderr);
+    assert_no_secret(&stream);
+    // Nothing went to the SQLite log in --data.
+    assert!(
+        tail(first_data.path()).is_empty(),
+        "items in the log in --data"
+    );
+}
+
+/// With `--sink redis://…`: a 410 disables its target (an error on stderr and in the stream,
+/// naming it and the event's stream id), stored in Redis, so nothing more is sent to it after a
+/// restart either; the healthy target beside it gets every event.
+#[test]
+fn a_410_disables_the_target_for_good_with_redis() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let gone = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 410));
+    let healthy = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let healthy_target = format!("{},types=deploys", healthy.url());
+    let mut args = sink_args(&redis).to_vec();
+    args.extend([
+        "--forward".to_owned(),
+        gone.url(),
+        "--forward".to_owned(),
+        healthy_target,
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)];
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    for n in 1..=3 {
+        post(&serve, n);
+    }
+    let line = serve.wait_for_said(WAIT, |l| l.contains("410 Gone"));
+    assert!(
+        line.contains(&gone.url()) && line.contains("disabled"),
+        "{line}"
+    );
+    healthy.wait_until("deploys 1 to 3 at the healthy target", |r| {
+        (1..=3).all(|n| delivered(r, n))
+    });
+    let refused = gone.received();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].verified, Ok(()));
+    assert_eq!(refused[0].event_id, deploy_ids(&redis)[&1]);
+    // The error log comes before the state that acts on it: kill once the state is stored.
+    wait_stored_in_redis(&redis, &gone.url(), "the disabled target", |s| s.disabled);
+    let disabled = stream_logs(&redis, "forward.disabled");
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert_eq!(disabled[0]["log"]["level"], "error");
+    assert_eq!(
+        text(&disabled[0]["log"]["detail"]["event_id"]),
+        refused[0].event_id
+    );
+    assert_eq!(disabled[0]["log"]["detail"]["target"], gone.url());
+    let mut stderr = serve.stderr_lines();
+    serve.kill();
+
+    // Disabled across the restart: said so at the start, and nothing sent.
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    serve.wait_for_said(WAIT, |l| l.contains("is disabled (it answered 410 Gone)"));
+    post(&serve, 4);
+    healthy.wait_until("deploy 4 at the healthy target", |r| delivered(r, 4));
+    assert_eq!(gone.received().len(), 1);
+    assert_in_order(&healthy.received());
+    let ids = deploy_ids(&redis);
+    for request in healthy.received() {
+        assert_eq!(Some(&request.event_id), ids.get(&request.deploy));
+    }
+    stderr.extend(serve.stderr_lines());
+    assert_no_secret(&stderr);
+}
+
+/// With `--sink redis://…`, Redis restarting (SIGKILL, then up again on its append-only file)
+/// between two deliveries: the target finds the stream again and delivers what came after,
+/// once, in order, and the first delivery is not sent again.
+#[test]
+fn forwarding_carries_on_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let mut args = sink_args(&redis).to_vec();
+    args.extend(["--forward".to_owned(), receiver.url()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)];
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    post(&serve, 1);
+    receiver.wait_until("deploy 1 delivered", |r| delivered(r, 1));
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 1's 2xx", |s| {
+        s.delivered_through == position(&deploy_ids(&redis)[&1])
+    });
+    redis.restart();
+    // Answered once the sink has appended it again, on a new connection.
+    post(&serve, 2);
+    let all = receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
+    assert_in_order(&all);
+    assert_eq!(all.iter().filter(|r| r.deploy == 1).count(), 1, "{all:?}");
+    let ids = deploy_ids(&redis);
+    for request in &all {
+        assert_eq!(Some(&request.event_id), ids.get(&request.deploy));
+    }
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 2's 2xx", |s| {
+        s.delivered_through == position(&ids[&2])
+    });
+    assert_no_secret(&serve.stderr_lines());
+}
+
+/// With `--sink redis://…`, a state that Redis refuses to store (the hash replaced by a string:
+/// `HSET` fails with WRONGTYPE) holds the target: a warning says so, the event after the
+/// delivered one is not sent, and once the state can be stored again it goes, once.
+#[test]
+fn nothing_is_sent_past_a_state_redis_did_not_store() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(FORWARD_SECRET.as_bytes().to_vec(), Box::new(|_, _| 200));
+    let mut args = sink_args(&redis).to_vec();
+    args.extend(["--forward".to_owned(), receiver.url()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("OPENFLUME_FORWARD_SECRET", FORWARD_SECRET)];
+    let mut serve = spawn_serve(data.path(), &args, &env);
+    post(&serve, 1);
+    receiver.wait_until("deploy 1 delivered", |r| delivered(r, 1));
+    let ids = deploy_ids(&redis);
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 1's 2xx", |s| {
+        s.delivered_through == position(&ids[&1])
+    });
+    let key = format!("{STREAM}:forward");
+    let mut conn = redis.connection();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a hash")
+        .query(&mut conn)
+        .unwrap();
+    post(&serve, 2);
+    post(&serve, 3);
+    let warning = serve.wait_for_said(WAIT, |l| l.contains("cannot store its state"));
+    assert!(warning.contains("WRONGTYPE"), "{warning}");
+    // Deploy 2 was delivered, its state refused: deploy 3 waits.
+    receiver.wait_until("deploy 2 delivered", |r| delivered(r, 2));
+    assert!(
+        receiver.received().iter().all(|r| r.deploy != 3),
+        "deploy 3 went before deploy 2's state was stored: {:?}",
+        receiver.received()
+    );
+    let () = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+    let all = receiver.wait_until("deploy 3 delivered", |r| delivered(r, 3));
+    assert_in_order(&all);
+    for n in 1..=3 {
+        assert_eq!(all.iter().filter(|r| r.deploy == n).count(), 1, "{all:?}");
+    }
+    let ids = deploy_ids(&redis);
+    wait_stored_in_redis(&redis, &receiver.url(), "deploy 3's 2xx", |s| {
+        s.delivered_through == position(&ids[&3])
+    });
+    let failed = stream_logs(&redis, "forward.store_failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "one warning for the whole outage: {failed:?}"
+    );
+    assert_no_secret(&serve.stderr_lines());
 }

@@ -26,28 +26,7 @@ const SECRET: &str = "redis-test-deploy-secret";
 
 /// Every entry of the stream: its id and the item.
 fn entries(redis: &RedisServer) -> Vec<(String, serde_json::Value)> {
-    let mut conn = redis.connection();
-    let reply: Value = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
-    let Value::Array(entries) = reply else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .map(|entry| {
-            let Value::Array(parts) = entry else {
-                panic!("an entry: {entry:?}")
-            };
-            let id: String = redis::from_redis_value_ref(&parts[0]).unwrap();
-            let fields: Vec<String> = redis::from_redis_value_ref(&parts[1]).unwrap();
-            assert_eq!(fields[0], "item", "the entry's field");
-            (id, serde_json::from_str(&fields[1]).unwrap())
-        })
-        .collect()
+    redis.entries(STREAM)
 }
 
 /// The events of `source` (and `event_type`) in the stream, counted by the value at `key`.

@@ -26,6 +26,28 @@ pub struct Filter {
     pub types: Option<Vec<String>>,
 }
 
+impl Filter {
+    /// Whether an item of `source` whose type (an event's type, a log's action) is `item_type`
+    /// passes: the test [`LogReader::read_after`] makes in SQL, for items read from elsewhere (a
+    /// Redis Stream).
+    ///
+    /// ```
+    /// use openflume_log::Filter;
+    /// let deploys = Filter { sources: None, types: Some(vec!["deploys".into()]) };
+    /// assert!(deploys.passes("custom", "deploys"));
+    /// assert!(!deploys.passes("custom", "builds"));
+    /// let nothing = Filter { sources: Some(vec![]), types: None };
+    /// assert!(!nothing.passes("custom", "deploys"));
+    /// ```
+    pub fn passes(&self, source: &str, item_type: &str) -> bool {
+        let within = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref()
+                .is_none_or(|list| list.iter().any(|wanted| wanted == value))
+        };
+        within(&self.sources, source) && within(&self.types, item_type)
+    }
+}
+
 /// One item read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

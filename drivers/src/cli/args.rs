@@ -162,7 +162,9 @@ pub(crate) struct ServeArgs {
     /// after the prefix), any other is used as its bytes. sources= and types= keep only the
     /// events of these sources and types ('+' between names). Delivery is in order per target,
     /// at least once: a failure is retried with backoff until a 2xx or --forward-max-age, and a
-    /// 410 disables the target for good.
+    /// 410 disables the target for good. Each target's state (its cursor and retries) is kept
+    /// beside the log: in --data, or with --sink redis://…/STREAM in the hash STREAM:forward,
+    /// where webhook-id is the event's stream id.
     #[arg(
         long,
         value_name = "URL[,secret=ENV_VAR][,sources=S1+S2][,types=T1+T2]",

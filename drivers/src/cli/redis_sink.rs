@@ -2,9 +2,10 @@
 //! the items and the sources' cursors go to a Redis Stream in one transaction per batch (see
 //! [`crate::redis`]), and the sources start from the cursors stored there.
 //!
-//! `serve` appends there instead of its log, and its hub replays from the stream. `listen` prints
-//! each item once Redis has it (the sink relays it to the stdout writer), so a pipe never shows
-//! an item Redis does not hold; upstream acknowledgements wait for the append, as in `serve`.
+//! `serve` appends there instead of its log, its hub replays from the stream, and `--forward`
+//! forwards from it (see [`crate::redis::forward`]). `listen` prints each item once Redis has it
+//! (the sink relays it to the stdout writer), so a pipe never shows an item Redis does not hold;
+//! upstream acknowledgements wait for the append, as in `serve`.
 
 use super::UsageError;
 use super::listen::report;
@@ -19,9 +20,10 @@ pub(crate) struct RedisSinkArgs {
     /// Append every item to a Redis Stream: redis://[USER:PASSWORD@]HOST[:PORT][/DB]/STREAM. The
     /// sources' cursors go to the hash STREAM:cursors in the same atomic step and are read from
     /// there at start, so this process can move to another machine; an event is acknowledged
-    /// upstream once Redis has it. serve appends there instead of the log in --data, and its hub
-    /// (/ws) replays from the stream, its ids strings such as "1764100000000-0" (not with
-    /// --forward). listen prints each item only once Redis has it (not with --data).
+    /// upstream once Redis has it. serve appends there instead of the log in --data, its hub
+    /// (/ws) replays from the stream, its ids strings such as "1764100000000-0", and --forward
+    /// reads the stream and keeps its targets' states in the hash STREAM:forward. listen prints
+    /// each item only once Redis has it (not with --data).
     #[arg(
         long,
         value_name = "URL",
@@ -87,6 +89,11 @@ impl RedisSinkPlan {
         crate::redis::RedisSink::stored_cursors(&self.target)
             .await
             .map_err(|error| self.failed(&error))
+    }
+
+    /// `--redis-maxlen`: what the sink keeps, and so what `serve --forward`'s own logs say too.
+    pub(crate) fn max_len(&self) -> u64 {
+        self.max_len
     }
 
     /// `--sink TARGET: why`.

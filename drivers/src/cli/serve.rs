@@ -18,7 +18,8 @@
 //! log itself, so a client that reconnects after its last id misses nothing.
 //!
 //! With `--sink redis://…/STREAM` the Redis Stream takes the log's place for the items, the
-//! cursors and the hub (see [`crate::redis`]); the data directory's log stays empty.
+//! cursors, the hub and `--forward` (see [`crate::redis`]; the targets' states are the hash
+//! `STREAM:forward`); the data directory's log stays empty.
 
 use super::args::{LogLevel, ServeArgs};
 use super::hub_client;
@@ -353,7 +354,7 @@ pub(crate) fn main(
         ));
     };
     let forward_targets = super::forward::targets(args)?;
-    let redis = redis_sink(args, !forward_targets.is_empty())?;
+    let redis = args.redis_sink.plan()?;
     // The sources start where the log's cursors say the kept items end.
     let retention = LogOptions {
         max_age: args.retention_age,
@@ -443,9 +444,26 @@ pub(crate) fn main(
         LogLevel::Warn => Level::Warn,
         LogLevel::Error | LogLevel::Off => Level::Error,
     };
-    // Started before the flume: a new target forwards every event of this run.
+    // Started before the flume: a new target forwards every event of this run. With a Redis
+    // sink it reads the stream, and keeps its targets' states beside it.
     let forward_options = super::forward::options(min_level, extra_roots.clone());
-    let forwarder = match crate::Forwarder::start(&server.log, forward_targets, forward_options) {
+    let started = match (&server.redis_hub, &redis) {
+        (Some(hub), Some(sink)) => {
+            let store = crate::redis::forward::RedisForward::new(hub.clone(), sink.max_len());
+            smol::block_on(crate::Forwarder::start_on(
+                Arc::new(store),
+                forward_targets,
+                forward_options,
+            ))
+            .map_err(|error| match error {
+                crate::ForwardError::Redis(error) => sink.failed(&error),
+                other => other.to_string(),
+            })
+        }
+        _ => crate::Forwarder::start(&server.log, forward_targets, forward_options)
+            .map_err(|error| error.to_string()),
+    };
+    let forwarder = match started {
         Ok(forwarder) => forwarder,
         Err(error) => {
             report(format_args!("{error}"));
@@ -468,18 +486,6 @@ pub(crate) fn main(
         demo.finish();
     }
     Ok(code)
-}
-
-/// `--sink redis://…` for serve: not with `--forward`, which reads the log in `--data`.
-fn redis_sink(args: &ServeArgs, forwarding: bool) -> Result<Option<RedisSinkPlan>, UsageError> {
-    let plan = args.redis_sink.plan()?;
-    if plan.is_some() && forwarding {
-        return Err(UsageError(
-            "--forward reads the log in --data: it does not work with --sink redis://… (yet)"
-                .to_owned(),
-        ));
-    }
-    Ok(plan)
 }
 
 /// Where the items go: the log, or a Redis Stream.

@@ -8,6 +8,9 @@
 //! skipped at the seam. An id once visible in a stream is never preceded by a later append
 //! (Redis assigns ids in order, and a batch becomes visible whole), so "everything up to the last
 //! id" is a safe bound. Named consumers' cursors are the hash `STREAM:hub-consumers`.
+//!
+//! `serve --forward`'s targets read the stream through the same hub (its follower, its shared
+//! connection and [`xrange`]), see [`super::forward`].
 
 use super::entries::parse_entries;
 use super::{Backoff, RedisTarget};
@@ -59,24 +62,45 @@ impl RedisHub {
         Ok(hub)
     }
 
-    async fn connection(&self) -> Option<MultiplexedConnection> {
-        if let Some(conn) = lock(&self.shared).clone() {
-            return Some(conn);
-        }
-        let conn = super::connect(&self.client).await.ok()?;
-        *lock(&self.shared) = Some(conn.clone());
-        Some(conn)
+    /// The stream (and server) this hub reads.
+    pub(crate) fn target(&self) -> &RedisTarget {
+        &self.target
     }
 
-    async fn query(&self, cmd: &::redis::Cmd) -> Option<Value> {
-        let mut conn = self.connection().await?;
-        match cmd.query_async(&mut conn).await {
-            Ok(value) => Some(value),
-            Err(_) => {
-                *lock(&self.shared) = None;
-                None
-            }
+    async fn connection(&self) -> Result<MultiplexedConnection, super::RedisError> {
+        if let Some(conn) = lock(&self.shared).clone() {
+            return Ok(conn);
         }
+        let conn = super::connect(&self.client).await?;
+        *lock(&self.shared) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// `cmd` on the shared connection; a failure drops the connection (the next request
+    /// connects again) and names what it was `doing`.
+    pub(crate) async fn query(
+        &self,
+        doing: &'static str,
+        cmd: &::redis::Cmd,
+    ) -> Result<Value, super::RedisError> {
+        let mut conn = self.connection().await?;
+        cmd.query_async(&mut conn).await.map_err(|error| {
+            *lock(&self.shared) = None;
+            super::RedisError::command(doing, &error)
+        })
+    }
+
+    /// [`query`](Self::query) for a pipeline (or a transaction, `MULTI` … `EXEC`).
+    pub(crate) async fn query_pipeline(
+        &self,
+        doing: &'static str,
+        pipe: &::redis::Pipeline,
+    ) -> Result<Value, super::RedisError> {
+        let mut conn = self.connection().await?;
+        pipe.query_async(&mut conn).await.map_err(|error| {
+            *lock(&self.shared) = None;
+            super::RedisError::command(doing, &error)
+        })
     }
 
     fn advance(&self, to: StreamId) {
@@ -163,6 +187,18 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
+/// `XRANGE STREAM (AFTER UNTIL COUNT LIMIT`: up to `limit` entries after `after` (exclusive),
+/// up to `until` (a stream id, or `+` for the end).
+pub(crate) fn xrange(stream: &str, after: StreamId, until: &str, limit: usize) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("XRANGE");
+    cmd.arg(stream)
+        .arg(format!("({after}"))
+        .arg(until)
+        .arg("COUNT")
+        .arg(limit);
+    cmd
+}
+
 /// `XREVRANGE STREAM + - COUNT 1`: the newest entry.
 fn newest(stream: &str) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd("XREVRANGE");
@@ -195,17 +231,11 @@ impl HubStore for RedisHub {
         _filter: &Filter,
     ) -> Result<HubInput<StreamId>, String> {
         // Every entry is read: the session applies its filter (a stream has no index to ask).
+        let range = xrange(self.target.stream(), after, &until.to_string(), limit);
         let reply = self
-            .query(
-                ::redis::cmd("XRANGE")
-                    .arg(self.target.stream())
-                    .arg(format!("({after}"))
-                    .arg(until.to_string())
-                    .arg("COUNT")
-                    .arg(limit),
-            )
+            .query("XRANGE", &range)
             .await
-            .ok_or_else(|| format!("cannot read the stream; resume after event {after}"))?;
+            .map_err(|_| format!("cannot read the stream; resume after event {after}"))?;
         let entries = parse_entries(&reply);
         let full = entries.len() >= limit;
         let last_read = entries.last().map(|entry| entry.id);
@@ -229,18 +259,20 @@ impl HubStore for RedisHub {
     async fn consumer(&self, name: &str) -> Result<Option<StreamId>, String> {
         let reply = self
             .query(
+                "HGET",
                 ::redis::cmd("HGET")
                     .arg(self.target.hub_consumers_key())
                     .arg(name),
             )
             .await
-            .ok_or_else(|| format!("{}: no answer to HGET", self.target))?;
+            .map_err(|_| format!("{}: no answer to HGET", self.target))?;
         // Nil: a consumer never seen.
         Ok(super::entries::text(&reply).and_then(|text| text.parse().ok()))
     }
 
     async fn ack_consumer(&self, name: &str, position: StreamId) -> Result<(), String> {
         self.query(
+            "EVAL",
             ::redis::cmd("EVAL")
                 .arg(ACK_SCRIPT)
                 .arg(1)
@@ -250,7 +282,7 @@ impl HubStore for RedisHub {
         )
         .await
         .map(drop)
-        .ok_or_else(|| format!("{}: no answer to the ack", self.target))
+        .map_err(|_| format!("{}: no answer to the ack", self.target))
     }
 
     fn metric(_position: StreamId) -> Option<u64> {

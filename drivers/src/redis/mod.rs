@@ -40,6 +40,8 @@ mod target;
 #[cfg(feature = "cli")]
 pub(crate) mod consume;
 #[cfg(feature = "cli")]
+pub(crate) mod forward;
+#[cfg(feature = "cli")]
 pub(crate) mod hub;
 
 pub(crate) use cursors::load_cursors;

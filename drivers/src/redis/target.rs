@@ -115,6 +115,19 @@ impl RedisTarget {
         format!("{}:hub-consumers", self.stream)
     }
 
+    /// The key of the hash that holds `serve --forward`'s targets' states: `STREAM:forward`
+    /// (field: the target's URL; value: its state as JSON).
+    ///
+    /// ```
+    /// use openflume::redis::RedisTarget;
+    /// let target: RedisTarget = "redis://cache/events".parse()?;
+    /// assert_eq!(target.forward_key(), "events:forward");
+    /// # Ok::<(), openflume::redis::TargetError>(())
+    /// ```
+    pub fn forward_key(&self) -> String {
+        format!("{}:forward", self.stream)
+    }
+
     /// A client for the server (no connection is made yet).
     pub(crate) fn client(&self) -> Result<::redis::Client, super::RedisError> {
         let url = format!("redis://{}/{}", self.authority, self.database);

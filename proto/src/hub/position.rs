@@ -2,7 +2,7 @@
 //! ids of a Redis Stream (`1764100000000-0`, milliseconds and a sequence number).
 //!
 //! The session only compares positions and names them in frames, so it is generic over
-//! [`HubPosition`]. An integer stays an integer on the wire (the SQLite log's protocol is
+//! [`HubPosition`]; so is the forwarding outbox, for the same reason. An integer stays an integer on the wire (the SQLite log's protocol is
 //! unchanged); a stream id is a string, so it never loses precision in a JavaScript client
 //! (a packed 64-bit integer would, past 2^53).
 
@@ -10,9 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-/// What a hub session needs of an event's position: a total order that matches the log's
-/// order, a zero that comes before every item, and a wire form (serde) and a text form
-/// (`Display`, for close reasons).
+/// What a hub session (and a forwarding [`Outbox`](crate::outbox::Outbox)) needs of an event's
+/// position: a total order that matches the log's order, a zero that comes before every item,
+/// and a wire form (serde) and a text form (`Display`, for close reasons and `webhook-id`).
 ///
 /// ```
 /// use openflume_proto::hub::{HubPosition, StreamId};

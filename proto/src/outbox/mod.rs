@@ -37,6 +37,13 @@
 //! A new target starts after the last committed event (it forwards what comes from now on) and
 //! persists that starting point first, so a crash before its first delivery cannot move it.
 //!
+//! **Positions.** An outbox over the SQLite log counts in its integer ids ([`Outbox::new`]). One
+//! over a Redis Stream (`serve --sink redis://…`) counts in the stream's entry ids
+//! ([`Outbox::counting`] with [`StreamId`](crate::hub::StreamId)): the same rules, since they
+//! only compare positions; `webhook-id` is the position as text (`42`, or `1764100000000-0`),
+//! and the persisted state carries stream ids as strings. The bound is the hub's
+//! [`HubPosition`].
+//!
 //! **The drain rule**, as for every machine here: one input, then [`Outbox::poll_output`] until
 //! `None` (performing each output in order: a `Persist` is stored before the `Send` after it),
 //! then wait for the next input or [`Outbox::poll_timeout`].
@@ -73,6 +80,7 @@ pub use signing::{
 };
 pub use state::TargetState;
 
+use crate::hub::HubPosition;
 use crate::{
     ConfigError, HttpRequest, IdCounter, Level, Log, Millis, Misuse, MonotonicGuard, Now, ReqId,
     Secret,
@@ -192,18 +200,19 @@ impl OutboxConfig {
     }
 }
 
-/// An event waiting to be forwarded, as read from the log.
+/// An event waiting to be forwarded, as read from the log, at position `P`.
 ///
 /// ```
 /// use openflume_proto::outbox::Pending;
 /// let line = r#"{"event_id":9,"kind":"event","event":{}}"#;
-/// let pending = Pending { event_id: 9, body: line.to_owned() };
+/// let pending: Pending = Pending { event_id: 9, body: line.to_owned() };
 /// assert_eq!(serde_json::to_value(&pending).unwrap()["event_id"], 9);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
+#[serde(bound = "P: HubPosition")]
+pub struct Pending<P = u64> {
     /// Its id in the log.
-    pub event_id: u64,
+    pub event_id: P,
     /// The request body, sent byte for byte: the line `openflume log tail` prints (the item as
     /// `listen` prints it, with a top-level `"event_id"` first).
     pub body: String,
@@ -218,29 +227,29 @@ pub struct Pending {
 /// assert_eq!(input, OutboxInput::Response { req: ReqId(3), status: 500 });
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", bound = "P: HubPosition")]
 #[non_exhaustive]
-pub enum OutboxInput {
+pub enum OutboxInput<P = u64> {
     /// Begin, with the state persisted for this target (`None` for a new one) and the log's
     /// last committed id.
     Start {
         /// The stored state.
-        state: Option<TargetState>,
+        state: Option<TargetState<P>>,
         /// The last committed id.
-        committed: u64,
+        committed: P,
     },
     /// The log committed up to this id.
     Committed {
         /// The last committed id.
-        last_id: u64,
+        last_id: P,
     },
     /// The answer to [`OutboxOutput::ReadLog`]: the matching events, ids ascending, and the
     /// highest id the read covered (beyond the last event when the rest did not match).
     Read {
         /// Events to forward.
-        items: Vec<Pending>,
+        items: Vec<Pending<P>>,
         /// Every id up to this one was looked at.
-        up_to: u64,
+        up_to: P,
     },
     /// The target answered `req` with this status.
     Response {
@@ -268,14 +277,14 @@ pub enum OutboxInput {
 /// assert!(serde_json::to_string(&persist).unwrap().starts_with(r#"{"persist":{"delivered_through":2"#));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", bound = "P: HubPosition")]
 #[non_exhaustive]
-pub enum OutboxOutput {
+pub enum OutboxOutput<P = u64> {
     /// Read up to `limit` matching events with ids above `after` and answer with
     /// [`OutboxInput::Read`].
     ReadLog {
         /// Exclusive lower bound.
-        after: u64,
+        after: P,
         /// Most events.
         limit: usize,
     },
@@ -286,12 +295,12 @@ pub enum OutboxOutput {
         /// Request id, fresh for each attempt.
         req: ReqId,
         /// The event delivered.
-        event_id: u64,
+        event_id: P,
         /// The request, signed.
         request: HttpRequest,
     },
     /// Store this state for the target, durably, before performing the next output.
-    Persist(TargetState),
+    Persist(TargetState<P>),
     /// A log line for the firehose.
     Log(Log),
 }
@@ -315,28 +324,30 @@ enum Phase {
     Disabled,
 }
 
-/// One target's outbox. See the [module docs](self) for the protocol and the guarantees.
-pub struct Outbox {
+/// One target's outbox, counting in positions `P` (the SQLite log's ids unless said otherwise,
+/// see [Positions](self#positions)). See the [module docs](self) for the protocol and the
+/// guarantees.
+pub struct Outbox<P = u64> {
     config: OutboxConfig,
     key: SigningKey,
     target: String,
     retry: RetrySchedule,
     rng: fastrand::Rng,
     phase: Phase,
-    state: TargetState,
+    state: TargetState<P>,
     /// Events read and not yet delivered, head first.
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Pending<P>>,
     /// Every id up to this one has been read (queued or passed over).
-    read_up_to: u64,
-    committed: u64,
+    read_up_to: P,
+    committed: P,
     reading: bool,
     attempt: Attempt,
     requests: IdCounter,
     clock: MonotonicGuard,
-    out: VecDeque<OutboxOutput>,
+    out: VecDeque<OutboxOutput<P>>,
 }
 
-impl fmt::Debug for Outbox {
+impl<P: HubPosition> fmt::Debug for Outbox<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
             .field("target", &self.target)
@@ -349,9 +360,9 @@ impl fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// An outbox for one target; `seed` drives the retry jitter. Fails with
-    /// [`Misuse::Config`] for a URL that is not http(s), an empty or malformed secret, or a
-    /// zero limit.
+    /// An outbox for one target, counting in the SQLite log's integer ids; `seed` drives the
+    /// retry jitter. Fails with [`Misuse::Config`] for a URL that is not http(s), an empty or
+    /// malformed secret, or a zero limit.
     ///
     /// ```
     /// use openflume_proto::outbox::{Outbox, OutboxConfig};
@@ -361,6 +372,54 @@ impl Outbox {
     /// assert!(Outbox::new(OutboxConfig::new("https://hooks.example/in", ""), 1).is_err());
     /// ```
     pub fn new(config: OutboxConfig, seed: u64) -> Result<Outbox, Misuse> {
+        Outbox::counting(config, seed)
+    }
+
+    /// The forward queue depth: events read and not yet delivered, plus the committed ids not
+    /// read yet. Exact once the outbox has read up to the end of the log; until then an upper
+    /// bound, since unread ids count whether or not the target's filter will match them.
+    ///
+    /// ```
+    /// use openflume_proto::outbox::{Outbox, OutboxConfig, OutboxInput};
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let mut outbox = Outbox::new(OutboxConfig::new("https://hooks.example/in", "k"), 1).unwrap();
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
+    /// outbox.handle_input(now, OutboxInput::Start { state: None, committed: 10 }).unwrap();
+    /// outbox.handle_input(now, OutboxInput::Committed { last_id: 13 }).unwrap();
+    /// assert_eq!(outbox.queue_depth(), 3); // 11, 12 and 13, unread
+    /// outbox.handle_input(now, OutboxInput::Read { items: vec![], up_to: 13 }).unwrap();
+    /// assert_eq!(outbox.queue_depth(), 0); // none of them matched
+    /// ```
+    pub fn queue_depth(&self) -> u64 {
+        let unread = self.committed.saturating_sub(self.read_up_to);
+        unread.saturating_add(self.queue.len() as u64)
+    }
+}
+
+impl<P: HubPosition> Outbox<P> {
+    /// An outbox for one target counting in positions `P`: `u64` for the SQLite log (as
+    /// [`new`](Outbox::new)), [`StreamId`](crate::hub::StreamId) for a Redis Stream, whose ids
+    /// then make `webhook-id` (`1764100000000-0`). Fails as [`new`](Outbox::new) does.
+    ///
+    /// ```
+    /// use openflume_proto::hub::StreamId;
+    /// use openflume_proto::outbox::{Outbox, OutboxConfig, OutboxInput, OutboxOutput, Pending};
+    /// use openflume_proto::{Millis, Now, UnixMillis};
+    /// let now = Now { mono: Millis(0), wall: UnixMillis(1_764_100_000_000) };
+    /// let config = OutboxConfig::new("https://hooks.example/in", "s3cret");
+    /// let mut outbox = Outbox::<StreamId>::counting(config, 7).unwrap();
+    /// let id = |text: &str| text.parse::<StreamId>().unwrap();
+    /// let start = OutboxInput::Start { state: None, committed: id("1764100000000-0") };
+    /// outbox.handle_input(now, start).unwrap();
+    /// outbox.handle_input(now, OutboxInput::Committed { last_id: id("1764100000005-1") }).unwrap();
+    /// while outbox.poll_output().is_some() {}
+    /// let body = r#"{"event_id":"1764100000005-1","kind":"event","event":{}}"#.to_owned();
+    /// let items = vec![Pending { event_id: id("1764100000005-1"), body }];
+    /// outbox.handle_input(now, OutboxInput::Read { items, up_to: id("1764100000005-1") }).unwrap();
+    /// let Some(OutboxOutput::Send { request, .. }) = outbox.poll_output() else { panic!() };
+    /// assert!(request.headers.contains(&("webhook-id".into(), "1764100000005-1".into())));
+    /// ```
+    pub fn counting(config: OutboxConfig, seed: u64) -> Result<Outbox<P>, Misuse> {
         let key = config
             .check()
             .map_err(|error| Misuse::Config(error.in_scope(SOURCE)))?;
@@ -377,8 +436,8 @@ impl Outbox {
             phase: Phase::NotStarted,
             state: TargetState::default(),
             queue: VecDeque::new(),
-            read_up_to: 0,
-            committed: 0,
+            read_up_to: P::default(),
+            committed: P::default(),
             reading: false,
             attempt: Attempt::Idle,
             requests: IdCounter::default(),
@@ -394,7 +453,7 @@ impl Outbox {
     /// let mut outbox = Outbox::new(OutboxConfig::new("https://hooks.example/in", "k"), 1).unwrap();
     /// assert_eq!(outbox.poll_output(), None); // nothing before Start
     /// ```
-    pub fn poll_output(&mut self) -> Option<OutboxOutput> {
+    pub fn poll_output(&mut self) -> Option<OutboxOutput<P>> {
         self.out.pop_front()
     }
 
@@ -446,28 +505,27 @@ impl Outbox {
     /// let outbox = Outbox::new(OutboxConfig::new("https://hooks.example/in", "k"), 1).unwrap();
     /// assert_eq!(outbox.state().delivered_through, 0);
     /// ```
-    pub fn state(&self) -> &TargetState {
+    pub fn state(&self) -> &TargetState<P> {
         &self.state
     }
 
-    /// The forward queue depth: events read and not yet delivered, plus the committed ids not
-    /// read yet. Exact once the outbox has read up to the end of the log; until then an upper
-    /// bound, since unread ids count whether or not the target's filter will match them.
+    /// Events read and not yet delivered: the part of the queue depth any position can count.
+    /// (A stream id is no count: a driver over a Redis Stream counts what is not read yet
+    /// itself; over the SQLite log, [`queue_depth`](Outbox::queue_depth) adds it.)
     ///
     /// ```
-    /// use openflume_proto::outbox::{Outbox, OutboxConfig, OutboxInput};
+    /// use openflume_proto::outbox::{Outbox, OutboxConfig, OutboxInput, Pending};
     /// use openflume_proto::{Millis, Now, UnixMillis};
     /// let mut outbox = Outbox::new(OutboxConfig::new("https://hooks.example/in", "k"), 1).unwrap();
     /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
-    /// outbox.handle_input(now, OutboxInput::Start { state: None, committed: 10 }).unwrap();
-    /// outbox.handle_input(now, OutboxInput::Committed { last_id: 13 }).unwrap();
-    /// assert_eq!(outbox.queue_depth(), 3); // 11, 12 and 13, unread
-    /// outbox.handle_input(now, OutboxInput::Read { items: vec![], up_to: 13 }).unwrap();
-    /// assert_eq!(outbox.queue_depth(), 0); // none of them matched
+    /// outbox.handle_input(now, OutboxInput::Start { state: None, committed: 3 }).unwrap();
+    /// outbox.handle_input(now, OutboxInput::Committed { last_id: 5 }).unwrap();
+    /// let items = (4..=5).map(|event_id| Pending { event_id, body: "{}".into() }).collect();
+    /// outbox.handle_input(now, OutboxInput::Read { items, up_to: 5 }).unwrap();
+    /// assert_eq!(outbox.queued(), 2); // 4 in flight, 5 behind it
     /// ```
-    pub fn queue_depth(&self) -> u64 {
-        let unread = self.committed.saturating_sub(self.read_up_to);
-        unread.saturating_add(self.queue.len() as u64)
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// Handles one input at `now`. `Err` only for misuse: input before `Start`, a second
@@ -481,7 +539,7 @@ impl Outbox {
     /// let now = Now { mono: Millis(0), wall: UnixMillis(0) };
     /// assert_eq!(outbox.handle_input(now, OutboxInput::Timer), Err(Misuse::NotStarted));
     /// ```
-    pub fn handle_input(&mut self, now: Now, input: OutboxInput) -> Result<(), Misuse> {
+    pub fn handle_input(&mut self, now: Now, input: OutboxInput<P>) -> Result<(), Misuse> {
         let now = self.clock.observe(now);
         match (self.phase, input) {
             (Phase::NotStarted, OutboxInput::Start { state, committed }) => {
@@ -510,7 +568,7 @@ impl Outbox {
         Ok(())
     }
 
-    fn start(&mut self, now: Now, state: Option<TargetState>, committed: u64) {
+    fn start(&mut self, now: Now, state: Option<TargetState<P>>, committed: P) {
         self.phase = Phase::Running;
         self.committed = committed;
         match state {
@@ -554,7 +612,7 @@ impl Outbox {
         self.read_up_to = self.state.delivered_through;
     }
 
-    fn on_read(&mut self, items: Vec<Pending>, up_to: u64) {
+    fn on_read(&mut self, items: Vec<Pending<P>>, up_to: P) {
         self.reading = false;
         for item in items {
             // A read overlapping what was read already changes nothing.
@@ -751,10 +809,11 @@ impl Outbox {
         });
     }
 
-    fn detail(&self, event_id: Option<u64>) -> Option<serde_json::Value> {
+    /// The logs' detail: the target, and the event (a number, or a stream id's string).
+    fn detail(&self, event_id: Option<P>) -> Option<serde_json::Value> {
         let mut detail = serde_json::json!({ "target": self.target });
         if let Some(event_id) = event_id {
-            detail["event_id"] = event_id.into();
+            detail["event_id"] = serde_json::to_value(event_id).unwrap_or_default();
         }
         Some(detail)
     }

@@ -3,10 +3,10 @@
 //!
 //! - `X-Openflume-Signature: sha256=<hex>`: HMAC-SHA256 of the body (GitHub's scheme, the one
 //!   most receivers already check).
-//! - Standard Webhooks (standardwebhooks.com): `webhook-id` (the event's id in the log),
-//!   `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature: v1,<base64>`, the
-//!   HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`. The timestamp is signed, so a
-//!   receiver can refuse old replays.
+//! - Standard Webhooks (standardwebhooks.com): `webhook-id` (the event's id in the log, or its
+//!   Redis Stream id), `webhook-timestamp` (Unix seconds of this attempt) and
+//!   `webhook-signature: v1,<base64>`, the HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`.
+//!   The timestamp is signed, so a receiver can refuse old replays.
 //!
 //! **The key.** A secret that starts with `whsec_` is a Standard Webhooks secret: the key is the
 //! base64 after the prefix (and a secret whose rest is not base64 is refused when the target is
@@ -22,7 +22,8 @@ use std::fmt;
 /// assert_eq!(openflume_proto::outbox::SIGNATURE_HEADER, "X-Openflume-Signature");
 /// ```
 pub const SIGNATURE_HEADER: &str = "X-Openflume-Signature";
-/// The Standard Webhooks message id: the event's id in the log.
+/// The Standard Webhooks message id: the event's id in the log (`42`), or its Redis Stream id
+/// (`1764100000000-0`).
 ///
 /// ```
 /// assert_eq!(openflume_proto::outbox::WEBHOOK_ID, "webhook-id");
@@ -133,11 +134,12 @@ pub fn standard_signature(key: &SigningKey, id: &str, timestamp_s: i64, body: &[
 }
 
 /// The POST of one delivery attempt: `body` (the log line of event `event_id`) to `url`, with
-/// both signatures for `timestamp_s`.
+/// both signatures for `timestamp_s`. `webhook-id` is the event's position as text: an integer
+/// id, or a stream id (`1764100000000-0`).
 pub(crate) fn request(
     url: &str,
     key: &SigningKey,
-    event_id: u64,
+    event_id: impl fmt::Display,
     timestamp_s: i64,
     body: &str,
 ) -> HttpRequest {

@@ -1,6 +1,7 @@
 //! What a target keeps across restarts: small, and written after every attempt's outcome.
 
 use crate::UnixMillis;
+use crate::hub::HubPosition;
 use serde::{Deserialize, Serialize};
 
 /// One target's persisted outbox state. The driver stores it on every
@@ -8,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// [`OutboxInput::Start`](super::OutboxInput::Start) after a restart, so a pending delivery and
 /// its backoff carry on where they stopped.
 ///
-/// Times are wall-clock: a monotonic instant means nothing to the next process.
+/// Times are wall-clock: a monotonic instant means nothing to the next process. Positions are
+/// `P`: the SQLite log's integer ids by default, or a Redis Stream's
+/// [`StreamId`](crate::hub::StreamId)s (written as strings, `"1764100000000-0"`).
 ///
 /// ```
 /// use openflume_proto::outbox::TargetState;
@@ -27,14 +30,14 @@ use serde::{Deserialize, Serialize};
 /// assert!(TargetState::starting_after(9).is_idle());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TargetState {
+#[serde(default, bound = "P: HubPosition")]
+pub struct TargetState<P = u64> {
     /// Every matching event with an id up to this one was delivered (or given up).
-    pub delivered_through: u64,
+    pub delivered_through: P,
     /// The event the attempts below are about: the first pending one. Kept so that a restart
     /// whose first pending event is another one (retention deleted it, the filter changed)
     /// starts that one afresh instead of inheriting its attempts.
-    pub head: Option<u64>,
+    pub head: Option<P>,
     /// Attempts made for `head` whose outcome is known.
     pub attempts: u32,
     /// When `head` was first tried: the age limit counts from here.
@@ -45,15 +48,19 @@ pub struct TargetState {
     pub disabled: bool,
 }
 
-impl TargetState {
+impl<P: Default> TargetState<P> {
     /// A new target's state: it forwards the events after `event_id`.
     ///
     /// ```
     /// use openflume_proto::outbox::TargetState;
     /// let state = TargetState::starting_after(41);
     /// assert_eq!((state.delivered_through, state.head, state.disabled), (41, None, false));
+    /// // Over a Redis Stream: a stream id, stored as a string.
+    /// let id: openflume_proto::hub::StreamId = "1764100000000-0".parse().unwrap();
+    /// let json = serde_json::to_value(TargetState::starting_after(id)).unwrap();
+    /// assert_eq!(json["delivered_through"], "1764100000000-0");
     /// ```
-    pub fn starting_after(event_id: u64) -> TargetState {
+    pub fn starting_after(event_id: P) -> TargetState<P> {
         TargetState {
             delivered_through: event_id,
             ..TargetState::default()

@@ -3,17 +3,22 @@
 //!
 //! The machine decides everything (order, signatures, retries, give-up, 410); this task only
 //! reads the log when asked, sends the request, stores the state, and wakes the machine when the
-//! log commits more ([`EventLog::committed_beyond`]), when the response comes, or at its
-//! deadline. No polling.
+//! log commits more, when the response comes, or at its deadline. No polling.
+//!
+//! **The log** is a [`ForwardStore`] (`store.rs`): the SQLite log ([`Forwarder::start`], states
+//! in its database), or a Redis Stream (`serve --sink redis://…/STREAM`, states in the hash
+//! `STREAM:forward`, see [`crate::redis::forward`]). The rules below hold for both; only the
+//! positions differ (the event's id, or its stream id, which is then `webhook-id`).
 //!
 //! **Who holds an event, and who may forget it.** The log holds every event; a target holds
-//! only its cursor and its head delivery's attempts, stored in the log's database
-//! ([`EventLog::store_outbox_state`]) after every outcome and before the next request (the
-//! outputs are performed in order). So delivery is **at least once, in order, per target**: a
-//! crash loses nothing; the only repeat is an event whose 2xx came back but whose state was not
-//! stored yet, sent again after the restart with the same `webhook-id`. A state that cannot be
-//! stored (or a log that cannot be read) stops that target with an error log rather than sending
-//! on unrecorded: the next start resumes from what was stored.
+//! only its cursor and its head delivery's attempts, stored beside the log
+//! ([`ForwardStore::store_state`]) after every outcome and before the next request (the outputs
+//! are performed in order). So delivery is **at least once, in order, per target**: a crash
+//! loses nothing; the only repeat is an event whose 2xx came back but whose state was not stored
+//! yet, sent again after the restart with the same `webhook-id`. A state that cannot be stored
+//! (or a log that cannot be read) is never sent past: the target waits and tries again while
+//! the failure may pass (Redis restarting, with a warning), or stops with an error log when it
+//! will not (the SQLite log failing): the next start resumes from what was stored.
 //!
 //! **What is forwarded.** The events (never the logs: the forwarder's own logs go to the log
 //! too, and a target must not be sent news about itself) that pass the target's
@@ -21,22 +26,35 @@
 //! after the last event committed when the forwarder starts, which is before the flume starts
 //! (`serve` starts it so): every event of this run is forwarded.
 
+mod store;
+
+#[cfg(feature = "cli")]
+pub(crate) use store::{Count, Page};
+pub(crate) use store::{ForwardStore, StoreError};
+
 use crate::http::{HttpClient, HttpClientError, HttpSettings};
+use crate::lock::lock;
 use crate::net::{self, TlsError};
 use futures_lite::future;
-use openflume_log::{EventId, EventLog, Filter, Kind, LogError, Record};
+use openflume_log::{EventLog, Filter, LogError};
+use openflume_proto::hub::HubPosition;
 use openflume_proto::outbox::{
-    Outbox, OutboxConfig, OutboxInput, OutboxOutput, Pending, SOURCE, TargetState,
+    Outbox, OutboxConfig, OutboxInput, OutboxOutput, SOURCE, TargetState,
 };
-use openflume_proto::{ConfigError, HttpResponse, Item, Level, Log, Misuse, ReqId};
+use openflume_proto::{ConfigError, HttpResponse, Level, Log, Misuse, ReqId};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use store::LogStore;
 
 /// The HTTP client's own response timeout exceeds the machine's by this much: the machine's
 /// deadline is the one that decides.
 const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+/// The first and the longest wait before a store that failed is tried again.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A forwarding target: where, signed how, how patiently ([`OutboxConfig`]), and which events.
 ///
@@ -196,6 +214,20 @@ pub enum ForwardError {
     /// The stored states could not be read.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The stored states could not be read from Redis (`serve --sink redis://…`).
+    #[cfg(feature = "redis")]
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisError),
+}
+
+impl From<StoreError> for ForwardError {
+    fn from(error: StoreError) -> ForwardError {
+        match error {
+            StoreError::Log(error) => ForwardError::Log(error),
+            #[cfg(feature = "cli")]
+            StoreError::Redis(error) => ForwardError::Redis(error),
+        }
+    }
 }
 
 /// One target as the metrics endpoint and status page see it.
@@ -205,7 +237,7 @@ pub enum ForwardError {
 /// let status = ForwardStatus {
 ///     target: "https://hooks.example/in".into(),
 ///     queue_depth: 3,
-///     delivered_through: 41,
+///     delivered_through: "41".into(),
 ///     attempts: 2,
 ///     disabled: false,
 /// };
@@ -215,11 +247,14 @@ pub enum ForwardError {
 pub struct ForwardStatus {
     /// The target's URL, credentials hidden.
     pub target: String,
-    /// Events waiting for this target: read and not delivered, plus the committed ids not read
-    /// yet (an upper bound for those: unread ids count even if the filter skips them).
+    /// Events waiting for this target: read and not delivered, plus the items committed and not
+    /// read yet (an upper bound for those: unread items count even if the filter skips them).
+    /// Over a Redis Stream the unread ones are counted from the stream's `entries-added`
+    /// (Redis 7 and later; before, only the events read are counted).
     pub queue_depth: u64,
-    /// Every matching event up to this id was delivered or given up.
-    pub delivered_through: u64,
+    /// Every matching event up to this position was delivered or given up: the event's id in
+    /// the SQLite log (`41`), or its stream id (`1764100000000-0`).
+    pub delivered_through: String,
     /// Attempts made for the event in delivery (0 when none is failing).
     pub attempts: u32,
     /// The target answered 410 and gets nothing more.
@@ -230,20 +265,55 @@ pub struct ForwardStatus {
 struct Shared {
     target: String,
     queue_depth: AtomicU64,
-    delivered_through: AtomicU64,
+    /// The cursor as text (written only when it moves).
+    delivered_through: Mutex<String>,
     attempts: AtomicU32,
     disabled: AtomicBool,
 }
 
 impl Shared {
-    fn update(&self, outbox: &Outbox) {
+    fn update<P: HubPosition>(&self, outbox: &Outbox<P>, queue_depth: u64) {
         let state = outbox.state();
-        self.queue_depth
-            .store(outbox.queue_depth(), Ordering::Relaxed);
-        self.delivered_through
-            .store(state.delivered_through, Ordering::Relaxed);
+        self.queue_depth.store(queue_depth, Ordering::Relaxed);
+        let through = state.delivered_through.to_string();
+        let mut shown = lock(&self.delivered_through);
+        if *shown != through {
+            *shown = through;
+        }
+        drop(shown);
         self.attempts.store(state.attempts, Ordering::Relaxed);
         self.disabled.store(state.disabled, Ordering::Relaxed);
+    }
+}
+
+/// A target's queue depth, counted in items appended (see `store.rs`): the events its outbox
+/// read and holds, plus the items committed beyond what it read.
+#[derive(Clone, Copy, Debug, Default)]
+struct Depth {
+    /// The count at the outbox's read position.
+    read: Option<u64>,
+    /// The count of everything committed.
+    committed: Option<u64>,
+}
+
+impl Depth {
+    /// A read moved the read position (`Past` counts from the last known one).
+    fn after_read(&mut self, count: store::Count) {
+        self.read = match count {
+            store::Count::At(at) => Some(at),
+            store::Count::Past(more) => self.read.map(|read| read.saturating_add(more)),
+        };
+        self.committed = self.committed.max(self.read);
+    }
+
+    /// The depth, with `queued` events read and not delivered. Unread items are counted only
+    /// when both ends are known.
+    fn value(&self, queued: usize) -> u64 {
+        let unread = match (self.committed, self.read) {
+            (Some(committed), Some(read)) => committed.saturating_sub(read),
+            _ => 0,
+        };
+        unread.saturating_add(queued as u64)
     }
 }
 
@@ -296,25 +366,37 @@ impl Forwarder {
         targets: Vec<ForwardTarget>,
         options: ForwardOptions,
     ) -> Result<Forwarder, ForwardError> {
+        let store = Arc::new(LogStore { log: log.clone() });
+        smol::block_on(Forwarder::start_on(store, targets, options))
+    }
+
+    /// [`start`](Self::start) over any [`ForwardStore`]: the SQLite log, or a Redis Stream
+    /// (`serve --sink redis://…`). Checks every target, reads their stored states, and starts
+    /// one task per target; a new target forwards what comes after the position committed now.
+    pub(crate) async fn start_on<S: ForwardStore>(
+        store: Arc<S>,
+        targets: Vec<ForwardTarget>,
+        options: ForwardOptions,
+    ) -> Result<Forwarder, ForwardError> {
         let tls = if options.extra_roots.is_empty() {
             net::default_tls_config()
         } else {
-            let mut store = rustls::RootCertStore::empty();
+            let mut roots = rustls::RootCertStore::empty();
             for der in &options.extra_roots {
-                net::add_root(&mut store, der.clone())?;
+                net::add_root(&mut roots, der.clone())?;
             }
-            net::tls_config_with(store)
+            net::tls_config_with(roots)
         };
         let mut runs = Vec::with_capacity(targets.len());
         let mut seen = std::collections::HashSet::new();
         // Everything this run appends comes after this: a new target forwards it all.
-        let committed = log.committed_id().0;
+        let committed = store.committed();
         for target in targets {
             let name = target.config.target_name();
             if !seen.insert(target.config.url.clone()) {
                 return Err(ForwardError::Duplicate { target: name });
             }
-            let outbox = match Outbox::new(target.config.clone(), crate::clock::os_seed()) {
+            let outbox = match Outbox::counting(target.config.clone(), crate::clock::os_seed()) {
                 Ok(outbox) => outbox,
                 Err(Misuse::Config(error)) => {
                     return Err(ForwardError::Config {
@@ -332,35 +414,38 @@ impl Forwarder {
                     });
                 }
             };
-            let state = log.outbox_state(&target.config.url)?;
+            let state = store.state(&target.config.url).await?;
             let settings = HttpSettings {
                 tls: tls.clone(),
                 response_timeout: Duration::from_millis(target.config.request_timeout_ms)
                     + CLIENT_TIMEOUT_MARGIN,
                 ..HttpSettings::default()
             };
+            let through = state.as_ref().map_or(committed, |s| s.delivered_through);
             let shared = Arc::new(Shared {
                 target: name,
                 queue_depth: AtomicU64::new(0),
-                delivered_through: AtomicU64::new(
-                    state.as_ref().map_or(committed, |s| s.delivered_through),
-                ),
+                delivered_through: Mutex::new(through.to_string()),
                 attempts: AtomicU32::new(state.as_ref().map_or(0, |s| s.attempts)),
                 disabled: AtomicBool::new(state.as_ref().is_some_and(|s| s.disabled)),
             });
-            runs.push(TargetRun {
-                log: log.clone(),
+            let run = TargetRun {
+                store: store.clone(),
                 client: HttpClient::new(settings),
                 key: target.config.url.clone(),
                 filter: target.filter,
                 outbox,
                 shared,
                 options: options.clone(),
-                start: OutboxInput::Start { state, committed },
-            });
+                depth: Depth::default(),
+            };
+            runs.push((run, state));
         }
-        let shared = runs.iter().map(|run| run.shared.clone()).collect();
-        let tasks = runs.into_iter().map(|run| smol::spawn(run.run())).collect();
+        let shared = runs.iter().map(|(run, _)| run.shared.clone()).collect();
+        let tasks = runs
+            .into_iter()
+            .map(|(run, state)| smol::spawn(run.run(state, committed)))
+            .collect();
         Ok(Forwarder { shared, tasks })
     }
 
@@ -384,7 +469,7 @@ impl Forwarder {
             .map(|shared| ForwardStatus {
                 target: shared.target.clone(),
                 queue_depth: shared.queue_depth.load(Ordering::Relaxed),
-                delivered_through: shared.delivered_through.load(Ordering::Relaxed),
+                delivered_through: lock(&shared.delivered_through).clone(),
                 attempts: shared.attempts.load(Ordering::Relaxed),
                 disabled: shared.disabled.load(Ordering::Relaxed),
             })
@@ -410,7 +495,8 @@ impl Forwarder {
     }
 
     /// Each target (its URL, credentials hidden) with a reader of its queue depth: an atomic
-    /// load, cheap enough for every metrics scrape.
+    /// load, cheap enough for every metrics scrape (`serve`'s `/metrics`, so the CLI's).
+    #[cfg(feature = "cli")]
     pub(crate) fn depth_readers(&self) -> Vec<(String, impl Fn() -> u64 + Send + Sync + 'static)> {
         self.shared
             .iter()
@@ -442,16 +528,16 @@ impl Forwarder {
 }
 
 /// One target's task.
-struct TargetRun {
-    log: EventLog,
+struct TargetRun<S: ForwardStore> {
+    store: Arc<S>,
     client: HttpClient,
     /// The URL its state is stored under.
     key: String,
     filter: Filter,
-    outbox: Outbox,
+    outbox: Outbox<S::Position>,
     shared: Arc<Shared>,
     options: ForwardOptions,
-    start: OutboxInput,
+    depth: Depth,
 }
 
 /// What woke a target.
@@ -461,15 +547,17 @@ enum Wake {
     Timer,
 }
 
-impl TargetRun {
-    async fn run(mut self) {
+impl<S: ForwardStore> TargetRun<S> {
+    /// Drives the outbox from its stored `state` (`None` for a new target, which starts after
+    /// `committed`) until it is disabled, the store fails for good, or the task is cancelled.
+    async fn run(mut self, state: Option<TargetState<S::Position>>, committed: S::Position) {
         let clock = crate::clock::Clock::new();
-        let mut told = match &self.start {
-            OutboxInput::Start { committed, .. } => *committed,
-            _ => 0,
-        };
-        let start = std::mem::replace(&mut self.start, OutboxInput::Timer);
-        let mut inputs = VecDeque::from([start]);
+        let mut told = committed;
+        // The outbox reads from its cursor: the depth counts from there.
+        let from = state.as_ref().map_or(committed, |s| s.delivered_through);
+        self.depth.read = self.store.count_at(from).await;
+        self.depth.committed = self.store.count_committed().await;
+        let mut inputs = VecDeque::from([OutboxInput::Start { state, committed }]);
         let mut in_flight: Option<(ReqId, smol::Task<Result<HttpResponse, HttpClientError>>)> =
             None;
         loop {
@@ -482,8 +570,19 @@ impl TargetRun {
                 while let Some(output) = self.outbox.poll_output() {
                     match output {
                         OutboxOutput::ReadLog { after, limit } => {
-                            match self.read(after, limit).await {
-                                Ok(read) => inputs.push_back(read),
+                            let read = self
+                                .patiently("read the log", || {
+                                    self.store.read(after, limit, &self.filter)
+                                })
+                                .await;
+                            match read {
+                                Ok(page) => {
+                                    self.depth.after_read(page.count);
+                                    inputs.push_back(OutboxInput::Read {
+                                        items: page.items,
+                                        up_to: page.up_to,
+                                    });
+                                }
                                 Err(error) => return self.stop_on(error, "read the log").await,
                             }
                         }
@@ -493,7 +592,12 @@ impl TargetRun {
                             in_flight = Some((req, send));
                         }
                         OutboxOutput::Persist(state) => {
-                            if let Err(error) = self.persist(state).await {
+                            let stored = self
+                                .patiently("store its state", || {
+                                    self.store.store_state(&self.key, &state)
+                                })
+                                .await;
+                            if let Err(error) = stored {
                                 return self.stop_on(error, "store its state").await;
                             }
                         }
@@ -501,7 +605,14 @@ impl TargetRun {
                         _ => {}
                     }
                 }
-                self.shared.update(&self.outbox);
+                if self.outbox.is_finished() {
+                    // Disabled: what it read and dropped waits in the log again, counted from
+                    // the cursor as after a restart.
+                    let through = self.outbox.state().delivered_through;
+                    self.depth.read = self.store.count_at(through).await;
+                }
+                self.shared
+                    .update(&self.outbox, self.depth.value(self.outbox.queued()));
             }
             if self.outbox.is_finished() {
                 return;
@@ -518,7 +629,7 @@ impl TargetRun {
                 }
             };
             let committed = async {
-                self.log.committed_beyond(EventId(told)).await;
+                self.store.committed_beyond(told).await;
                 Wake::Committed
             };
             let timer = async {
@@ -545,7 +656,10 @@ impl TargetRun {
                     });
                 }
                 Wake::Committed => {
-                    told = self.log.committed_id().0;
+                    told = self.store.committed();
+                    if let Some(count) = self.store.count_committed().await {
+                        self.depth.committed = Some(count);
+                    }
                     inputs.push_back(OutboxInput::Committed { last_id: told });
                 }
                 Wake::Timer => inputs.push_back(OutboxInput::Timer),
@@ -553,36 +667,60 @@ impl TargetRun {
         }
     }
 
-    /// The events after `after` the filter passes, at most `limit`, and how far the read
-    /// covered the log.
-    async fn read(&self, after: u64, limit: usize) -> Result<OutboxInput, LogError> {
-        let log = self.log.clone();
-        let filter = self.filter.clone();
-        smol::unblock(move || {
-            // Everything up to `horizon` was committed before the read starts: a short read
-            // has looked at all of it, matching or not.
-            let horizon = log.committed_id().0;
-            let entries = log.read_after(EventId(after), limit, &filter)?;
-            let full = entries.len() >= limit;
-            let last = entries.last().map_or(after, |entry| entry.event_id.0);
-            let up_to = if full { last } else { last.max(horizon) };
-            let items = entries
-                .into_iter()
-                .filter(|entry| entry.record.kind == Kind::Event)
-                .map(|entry| Pending {
-                    event_id: entry.event_id.0,
-                    body: entry.line(),
-                })
-                .collect();
-            Ok(OutboxInput::Read { items, up_to })
-        })
-        .await
+    /// `attempt` until it works, or until it fails in a way that does not pass. A failure
+    /// that may pass (Redis restarting) is tried again after a growing wait, nothing else
+    /// happening meanwhile (so no request goes out before its state is stored), with a warning
+    /// at the first failure and a note once it works again.
+    async fn patiently<T, F>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let mut wait = STORE_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            match attempt().await {
+                Ok(value) => {
+                    if failures > 0 {
+                        let message = format!(
+                            "{}: could {what} again after {failures} failed attempt(s)",
+                            self.shared.target
+                        );
+                        self.note(Level::Info, "forward.store_recovered", message, None)
+                            .await;
+                    }
+                    return Ok(value);
+                }
+                Err(error) if error.passes() => {
+                    failures += 1;
+                    if failures == 1 {
+                        let message = format!(
+                            "{}: cannot {what}; trying again (nothing is sent meanwhile)",
+                            self.shared.target
+                        );
+                        let error = Some(error.to_string());
+                        self.note(Level::Warn, "forward.store_failed", message, error)
+                            .await;
+                    }
+                    async_io::Timer::after(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
-    async fn persist(&self, state: TargetState) -> Result<(), LogError> {
-        let log = self.log.clone();
-        let key = self.key.clone();
-        smol::unblock(move || log.store_outbox_state(&key, &state)).await
+    /// Logs `message` about this target (with `error`, if any) as the outbox's logs go.
+    async fn note(&self, level: Level, action: &str, message: String, error: Option<String>) {
+        let mut log = Log::new(level, SOURCE, action, message, crate::clock::wall_now())
+            .with_detail(serde_json::json!({ "target": self.shared.target }));
+        if let Some(error) = error {
+            log = log.with_error(error);
+        }
+        self.emit_log(log).await;
     }
 
     /// Appends `log` to the log and hands it to the callback, when at or above the level.
@@ -593,31 +731,20 @@ impl TargetRun {
         if let Some(on_log) = &self.options.on_log {
             on_log(&log);
         }
-        let record = Record::from_item(&Item::Log(log));
-        // Committed before the next output is performed: a give-up or a 410 is in the log
-        // before the state that acts on it is stored. (A log that cannot be appended is only
-        // lost: the state alone decides what is sent.)
-        if let Ok(appended) = self.log.append_async(vec![record], Vec::new()).await {
-            let _ = appended.await;
-        }
+        // In the log before the next output is performed: a give-up or a 410 is there before
+        // the state that acts on it is stored.
+        self.store.append_log(&log).await;
     }
 
     /// The log cannot be used: this target stops, with an error log saying so. Its stored state
     /// is where the next start resumes.
-    async fn stop_on(&self, error: LogError, what: &str) {
+    async fn stop_on(&self, error: StoreError, what: &str) {
         let message = format!(
             "{}: cannot {what}; forwarding to it stopped until the next start",
             self.shared.target
         );
-        let log = Log::new(
-            Level::Error,
-            SOURCE,
-            "forward.stopped",
-            message,
-            crate::clock::wall_now(),
-        )
-        .with_error(error.to_string())
-        .with_detail(serde_json::json!({ "target": self.shared.target }));
-        self.emit_log(log).await;
+        let error = Some(error.to_string());
+        self.note(Level::Error, "forward.stopped", message, error)
+            .await;
     }
 }
