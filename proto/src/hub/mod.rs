@@ -748,7 +748,16 @@ impl<P: HubPosition> HubSession<P> {
         self.out.push_back(HubOutput::Send(frame.into()));
     }
 
-    fn close(&mut self, code: u16, reason: String) {
+    fn close(&mut self, code: u16, mut reason: String) {
+        // A reason can quote the client (a parse error names an unknown field): cut by bytes,
+        // on a character boundary, not by characters.
+        if reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
         self.out.push_back(HubOutput::Close { code, reason });
         self.phase = Phase::Closed;
     }
@@ -820,7 +829,15 @@ mod shared_text {
     }
 }
 
-/// A parse error cut to fit a close reason (123 bytes in all).
+/// A parse error cut short for a close reason (which [`HubSession::close`] then cuts to
+/// [`MAX_REASON_BYTES`]).
 fn short(text: &str) -> String {
     text.chars().take(80).collect()
 }
+
+/// The longest close reason: a close frame's payload is at most 125 bytes, 2 of them the code
+/// (RFC 6455 §5.5), so a longer one is a frame peers refuse.
+const MAX_REASON_BYTES: usize = 123;
+
+#[cfg(test)]
+mod tests;
