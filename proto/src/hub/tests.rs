@@ -1,5 +1,5 @@
-//! The session's bounds against a client that misbehaves, each found by the `hub_session` fuzz
-//! target (`fuzz/corpus/hub_session/` keeps the inputs).
+//! The session's bounds against a client that misbehaves, found writing and running the
+//! `hub_session` fuzz target (`fuzz/corpus/hub_session/` keeps inputs that reach each).
 
 use super::*;
 use crate::UnixMillis;
