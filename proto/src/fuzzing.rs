@@ -5,6 +5,9 @@
 //! Each body panics only when an invariant breaks: a machine or parser panicking, a buffer growing
 //! past its limit, a timer armed in the past, an output queue that never drains, a secret in a log.
 
+mod hub;
+mod outbox;
+
 use crate::http::{HttpError, Limits, RequestReader, ResponseReader, Side};
 use crate::testing::Simulator;
 use crate::{
@@ -719,6 +722,65 @@ fn ingress_answers(transcript: &crate::testing::Transcript) {
     }
 }
 
+/// One hub subscriber's session (`HubSession`, what a WebSocket client of `serve`'s `/ws` talks
+/// to) against an in-memory log whose ids, sources, types and conversation keys come from the
+/// data, with a small configuration (a send queue of 1 to 4 frames, pages of 1 to 4, 512-byte
+/// frames). The client sends raw text and well-formed messages with fuzzed values (hellos with
+/// positions or consumers, acks, subscribes and unsubscribes with `since`: huge, negative,
+/// fractional, strings, null), binary and oversized frames and pongs; the log commits more; the
+/// transport writes some of the queued frames; timers fire at their deadline or late, and
+/// spuriously; the server shuts down. Every `ReadLog` is answered as `serve` answers it, from
+/// the shared feed (`ReadRendered`) or from the log (`Read`), sometimes after other inputs;
+/// every `LookupConsumer` from the stored acks. Checks, after every input:
+/// - each item frame is the log's item as rendered, its id above the last sent or passed over
+///   and at most the last commit the session was told, matching the subscriptions in force for
+///   it (the hello's, then each change's after its `effective_after`), and no matching item
+///   before it was skipped; nor was one when the session's position passes over ids. The model
+///   of subscriptions is the documented one (sets; `subscribe` adds to the lists there are,
+///   `unsubscribe` removes, never from "everything"), and each `subscribed` names the point the
+///   docs give: the latest of `since`, the last id sent or passed over, the end of the read in
+///   flight and the previous change's point;
+/// - `hello_ok` answers each accepted hello once, names the last commit, and the position
+///   starts where the hello (or the consumer's stored ack) says; a consumer's acks are
+///   cumulative and never beyond what was sent;
+/// - a read is asked only while the queue has room, for at most that room and a page, of ids
+///   after the position up to the commit and not across a pending change, with the filter in
+///   force;
+/// - text frames not yet written stay within the send queue plus [`crate::hub::MAX_QUEUED_ANSWERS`]
+///   answers, and the session's whole state within what its subscriptions and
+///   [`crate::hub::MAX_WAITING_CHANGES`] waiting changes can hold;
+/// - close codes are the ones the protocol gives for the input that caused them (1001 shutdown
+///   or no pong, 1002 no hello in time, 1003 binary or not a message, 1008 a message not
+///   allowed then or so, or a queue that stayed full, 1009 too big; see `hub::check_close_code`),
+///   with a reason of at most 123 bytes, and nothing is output after the close;
+/// - a message the model cannot read is never taken without a close;
+/// - the timer is never in the past, and a `Timer` leaves no deadline due.
+pub fn hub_session(data: &[u8]) {
+    hub::run(data);
+}
+
+/// One `--forward` target's outbox against an in-memory log that grows with events (and with
+/// the outbox's own logs, as the driver appends them), a receiver answering any status from 0
+/// to 999, connection failures or nothing (the request times out), wall-clock steps either
+/// way, long pauses, and crashes between any two outputs followed by a restart from the state
+/// as stored (a JSON round trip); the first start is a new target or one an earlier process
+/// stored (any attempts and times, even disabled). The signing secret is [`FUZZ_TOKEN`] (plain
+/// or as a `whsec_` secret). Checks:
+/// - every request is for the first event after the target's cursor that its filter passes:
+///   in id order, none skipped, a later one only once the earlier was delivered (2xx) or given
+///   up (with its log), and never one the stored cursor has passed or one answered 2xx;
+/// - a 2xx is stored before anything else; a 410 logs, stores the target disabled, and no
+///   request follows, in this process or the next; a failure is stored as a retry or a give-up;
+/// - the cursor never goes back, every stored state round-trips, no retry is stored in the
+///   past, and the timer is never in the past (a `Timer` leaves no deadline due);
+/// - a read is asked only once everything read was delivered or given up, for a page: at most
+///   a page of events is held;
+/// - neither the secret (nor its key, nor the URL's credential) is in any log, stored state,
+///   header or `Debug` output.
+pub fn outbox(data: &[u8]) {
+    outbox::run(data);
+}
+
 /// Every fuzz target by name, for the corpus regression test and the `fuzz/` crate (a
 /// protocol's targets need its feature).
 pub const TARGETS: &[(&str, Target)] = &[
@@ -739,4 +801,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     #[cfg(feature = "discord")]
     ("zstd_stream", zstd_stream),
     ("webhook_ingress", webhook_ingress),
+    ("hub_session", hub_session),
+    ("outbox", outbox),
 ];

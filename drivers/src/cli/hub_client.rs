@@ -313,8 +313,8 @@ async fn run<S: HubStore>(
 ) {
     let clock = crate::clock::Clock::new();
     let (sender, mut receiver) = socket.split();
-    // Unbounded, but the session queues at most its send queue of frames (plus a ping and the
-    // close) before `Sent` comes back.
+    // Unbounded, but the session queues at most its send queue of frames, plus
+    // `hub::MAX_QUEUED_ANSWERS` answers, its pings and the close, before `Sent` comes back.
     let (frames, queue) = smol::channel::unbounded();
     let (written_tx, written) = smol::channel::unbounded();
     let writer = smol::spawn(write_frames(sender, queue, written_tx));

@@ -3,6 +3,7 @@
 
 use crate::Item;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// A subscriber's subscriptions.
 ///
@@ -81,6 +82,7 @@ impl Filter {
     }
 
     /// Adds every value of `more` (a list given where this one has none stays "everything").
+    /// Lists can hold thousands of values from a client: looked up in a set, not scanned.
     pub(crate) fn extend(&mut self, more: Filter) {
         for (mine, theirs) in [
             (&mut self.sources, more.sources),
@@ -88,8 +90,9 @@ impl Filter {
             (&mut self.conversation_keys, more.conversation_keys),
         ] {
             if let (Some(mine), Some(theirs)) = (mine.as_mut(), theirs) {
+                let mut known: HashSet<String> = mine.iter().cloned().collect();
                 for value in theirs {
-                    if !mine.contains(&value) {
+                    if known.insert(value.clone()) {
                         mine.push(value);
                     }
                 }
@@ -105,9 +108,21 @@ impl Filter {
             (&mut self.conversation_keys, &less.conversation_keys),
         ] {
             if let (Some(mine), Some(theirs)) = (mine.as_mut(), theirs) {
-                mine.retain(|value| !theirs.contains(value));
+                let gone: HashSet<&str> = theirs.iter().map(String::as_str).collect();
+                mine.retain(|value| !gone.contains(value.as_str()));
             }
         }
+    }
+
+    /// The lists' size as JSON carries them at least (each value, its quotes and a comma), so
+    /// subscriptions grown by `subscribe` can be held to what one frame carries.
+    pub(crate) fn size(&self) -> usize {
+        [&self.sources, &self.types, &self.conversation_keys]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|value| value.len() + 3)
+            .sum()
     }
 
     /// True when `less` names a list this filter does not have (it means "everything"), so

@@ -39,8 +39,15 @@
 //! [`HubInput::ReadRendered`] answers a [`HubOutput::ReadLog`] with such items. The session
 //! still filters, orders and counts them itself, exactly as it does a [`HubInput::Read`].
 //!
+//! **Bounds.** A client cannot make a session hold more than its configuration says, whatever
+//! it sends: at most [`HubConfig::send_queue`] item frames queued, plus
+//! [`MAX_QUEUED_ANSWERS`] answers (`hello_ok`, `subscribed`) for a client that asks without
+//! reading; subscriptions of at most [`HubConfig::max_frame_bytes`] (what a hello can carry);
+//! at most [`MAX_WAITING_CHANGES`] changes waiting for a `since` ahead of what was sent.
+//!
 //! Closes: 1003 when the first frame is not a hello, for invalid JSON or a binary frame; 1008 for
-//! an ack beyond what was sent or without a consumer, and for a client whose send queue stayed
+//! an ack beyond what was sent or without a consumer, for a client past one of the bounds
+//! above, and for a client whose send queue stayed
 //! full for [`HubConfig::stall_timeout_ms`] (it resumes later from its last id, named in the
 //! reason); 1009 for a frame over [`HubConfig::max_frame_bytes`] (or one the transport refused,
 //! [`HubInput::Oversized`]); 1001 at shutdown and when
@@ -70,12 +77,14 @@ pub struct HubConfig {
     /// Names this server in `hello_ok`, so a client behind a load balancer knows whose ids it has.
     pub instance_id: String,
     /// Frames queued for the client before the session stops reading the log. Default 1024.
+    /// Answers to the client's own requests may queue up to [`MAX_QUEUED_ANSWERS`] more.
     pub send_queue: usize,
     /// A send queue full this long closes the session with 1008. Default 10 s.
     pub stall_timeout_ms: u64,
     /// Items asked of the log at once. Default 256.
     pub page: usize,
-    /// Largest client frame. Default 64 KiB.
+    /// Largest client frame, and largest subscriptions (a `subscribe` cannot grow them past
+    /// what one frame carries). Default 64 KiB.
     pub max_frame_bytes: usize,
     /// The hello must come this soon after the upgrade. Default 10 s.
     pub hello_timeout_ms: u64,
@@ -106,6 +115,25 @@ impl HubConfig {
         }
     }
 }
+
+/// Subscription changes a session keeps waiting for their point (a `since` ahead of what was
+/// sent): each holds a copy of the subscriptions, so a client that names points ahead again and
+/// again is closed with 1008 past this many rather than kept in memory.
+///
+/// ```
+/// assert_eq!(openflume_proto::hub::MAX_WAITING_CHANGES, 16);
+/// ```
+pub const MAX_WAITING_CHANGES: usize = 16;
+
+/// Answers (`hello_ok`, `subscribed`) a session queues beyond [`HubConfig::send_queue`] item
+/// frames: a client that keeps asking without reading what it is sent is closed with 1008 past
+/// this many rather than buffered for, so a session never queues more than `send_queue +
+/// MAX_QUEUED_ANSWERS` text frames.
+///
+/// ```
+/// assert_eq!(openflume_proto::hub::MAX_QUEUED_ANSWERS, 16);
+/// ```
+pub const MAX_QUEUED_ANSWERS: usize = 16;
 
 /// An item as the log stores it, with its position `P` (the SQLite log's integer id, or a
 /// Redis Stream's [`StreamId`]).
@@ -346,6 +374,8 @@ pub struct HubSession<P = u64> {
     committed: P,
     /// The upper bound of the read in flight.
     reading: Option<P>,
+    /// The room the read in flight holds in the send queue: its limit.
+    reserved: usize,
     /// Frames handed to the transport and not yet written.
     queued: usize,
     /// Since when the send queue has been full.
@@ -396,6 +426,7 @@ impl<P: HubPosition> HubSession<P> {
             acked: P::default(),
             committed: P::default(),
             reading: None,
+            reserved: 0,
             queued: 0,
             full_since: None,
             hello_deadline: None,
@@ -568,6 +599,10 @@ impl<P: HubPosition> HubSession<P> {
             ) => {
                 let mut next = self.latest_filter().clone();
                 next.extend(subscriptions);
+                let max = self.config.max_frame_bytes;
+                if next.size() > max {
+                    return self.close(1008, format!("subscriptions larger than {max} bytes"));
+                }
                 self.change(since, next);
             }
             (
@@ -649,6 +684,20 @@ impl<P: HubPosition> HubSession<P> {
             .max(self.sent_up_to)
             .max(self.reading.unwrap_or_default())
             .max(self.changes.back().map_or(P::default(), |(at, _)| *at));
+        if point > self.sent_up_to && self.changes.len() >= MAX_WAITING_CHANGES {
+            return self.close(
+                1008,
+                format!("more than {MAX_WAITING_CHANGES} subscription changes waiting"),
+            );
+        }
+        // A read in flight may still fill its room: count it, so the bound holds after it too.
+        if self.queued + self.reserved >= self.config.send_queue + MAX_QUEUED_ANSWERS {
+            let reason = format!(
+                "more than {MAX_QUEUED_ANSWERS} answers unread; resume after event {}",
+                self.sent_up_to
+            );
+            return self.close(1008, reason);
+        }
         self.changes.push_back((point, next));
         self.promote_changes();
         let subscribed = frame(&Subscribed {
@@ -673,6 +722,7 @@ impl<P: HubPosition> HubSession<P> {
             // No read was asked for: a driver bug, nothing to send.
             return;
         };
+        self.reserved = 0;
         for item in items {
             let keys = (&*item.source, &*item.kind, item.conversation_key.as_deref());
             if item.event_id <= self.sent_up_to || !self.filter.matches_keys(keys.0, keys.1, keys.2)
@@ -703,15 +753,17 @@ impl<P: HubPosition> HubSession<P> {
         {
             return;
         }
+        let limit = self
+            .config
+            .page
+            .min(self.config.send_queue - self.queued)
+            .max(1);
         self.reading = Some(until);
+        self.reserved = limit;
         self.out.push_back(HubOutput::ReadLog {
             after: self.sent_up_to,
             until,
-            limit: self
-                .config
-                .page
-                .min(self.config.send_queue - self.queued)
-                .max(1),
+            limit,
             filter: self.filter.clone(),
         });
     }
@@ -748,7 +800,16 @@ impl<P: HubPosition> HubSession<P> {
         self.out.push_back(HubOutput::Send(frame.into()));
     }
 
-    fn close(&mut self, code: u16, reason: String) {
+    fn close(&mut self, code: u16, mut reason: String) {
+        // A reason can quote the client (a parse error names an unknown field): cut by bytes,
+        // on a character boundary, not by characters.
+        if reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
         self.out.push_back(HubOutput::Close { code, reason });
         self.phase = Phase::Closed;
     }
@@ -820,7 +881,15 @@ mod shared_text {
     }
 }
 
-/// A parse error cut to fit a close reason (123 bytes in all).
+/// A parse error cut short for a close reason (which [`HubSession::close`] then cuts to
+/// [`MAX_REASON_BYTES`]).
 fn short(text: &str) -> String {
     text.chars().take(80).collect()
 }
+
+/// The longest close reason: a close frame's payload is at most 125 bytes, 2 of them the code
+/// (RFC 6455 §5.5), so a longer one is a frame peers refuse.
+const MAX_REASON_BYTES: usize = 123;
+
+#[cfg(test)]
+mod tests;

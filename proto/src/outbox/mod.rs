@@ -73,6 +73,8 @@
 mod retry;
 mod signing;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use signing::{
     SIGNATURE_HEADER, SigningKey, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, body_signature,
@@ -584,6 +586,9 @@ impl<P: HubPosition> Outbox<P> {
                     ),
                 };
                 self.state = state;
+                // Before the disabled return too: the queue depth a disabled target reports
+                // counts from its cursor, not from the log's first id.
+                self.read_up_to = self.state.delivered_through;
                 if self.state.disabled {
                     self.phase = Phase::Disabled;
                     let message = format!(
@@ -607,9 +612,9 @@ impl<P: HubPosition> Outbox<P> {
                 );
                 let detail = self.detail(None);
                 self.log(now, Level::Info, "forward.start", message, detail);
+                self.read_up_to = self.state.delivered_through;
             }
         }
-        self.read_up_to = self.state.delivered_through;
     }
 
     fn on_read(&mut self, items: Vec<Pending<P>>, up_to: P) {
@@ -696,7 +701,9 @@ impl<P: HubPosition> Outbox<P> {
         self.log(now, Level::Error, "forward.disabled", message, detail);
         self.state.disabled = true;
         self.phase = Phase::Disabled;
+        // The events read and dropped wait in the log again: counted as after a restart.
         self.queue.clear();
+        self.read_up_to = self.state.delivered_through;
         self.out
             .push_back(OutboxOutput::Persist(self.state.clone()));
     }
