@@ -599,16 +599,16 @@ fn library_pipeline(url: &str, events: u64) {
     config.compress = false;
     config.events = Some(["MESSAGE_CREATE".to_owned()].into());
     smol::block_on(async {
-        let running = Flume::builder()
+        let flume = Flume::builder()
             .source(Source::custom("discord", move |seed| {
                 DiscordShard::new(config, seed)
             }))
             .min_log_level(openflume_proto::Level::Warn)
-            .build()
-            .open()
-            .await
-            .expect("open");
-        let mut stream = running.stream(128, Overflow::Backpressure);
+            .build();
+        // Taken before the start: a stream taken from `Running` misses what came before it,
+        // and the simulator's blast may begin as soon as the shard is ready.
+        let mut stream = flume.stream(128, Overflow::Backpressure);
+        let running = flume.open().await.expect("open");
         // The consumer runs on the executor beside the driver, as `openflume listen` does.
         smol::spawn(async move {
             let mut seen = 0;
