@@ -39,7 +39,7 @@ use smol::channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// After the close frame was written, how long the client gets to answer it and close.
@@ -314,10 +314,12 @@ async fn run<S: HubStore>(
     let clock = crate::clock::Clock::new();
     let (sender, mut receiver) = socket.split();
     // Unbounded, but the session queues at most its send queue of frames, plus
-    // `hub::MAX_QUEUED_ANSWERS` answers, its pings and the close, before `Sent` comes back.
+    // `hub::MAX_QUEUED_ANSWERS` answers and the close, before `Sent` comes back, and this task
+    // at most one ping (`ping_queued`).
     let (frames, queue) = smol::channel::unbounded();
     let (written_tx, written) = smol::channel::unbounded();
-    let writer = smol::spawn(write_frames(sender, queue, written_tx));
+    let ping_queued = Arc::new(AtomicBool::new(false));
+    let writer = smol::spawn(write_frames(sender, queue, written_tx, ping_queued.clone()));
     let mut session = HubSession::<S::Position>::counting(server.hub.clone());
     let mut told = log.committed();
     let mut inputs = VecDeque::from([HubInput::Start { committed: told }]);
@@ -339,7 +341,11 @@ async fn run<S: HubStore>(
                         continue;
                     }
                     HubOutput::Ping => {
-                        if frames.try_send(Message::Ping(WsBytes::new())).is_err() {
+                        // A ping still unwritten means the client reads nothing (its pongs
+                        // come unasked): another one would only grow the queue.
+                        if !ping_queued.swap(true, Ordering::AcqRel)
+                            && frames.try_send(Message::Ping(WsBytes::new())).is_err()
+                        {
                             return;
                         }
                         continue;
@@ -492,15 +498,20 @@ async fn write_frames(
     mut sender: WebSocketSender<Socket>,
     queue: Receiver<Message>,
     written: Sender<usize>,
+    ping_queued: Arc<AtomicBool>,
 ) -> WebSocketSender<Socket> {
     while let Ok(message) = queue.recv().await {
         let text = matches!(message, Message::Text(_));
+        let ping = matches!(message, Message::Ping(_));
         let close = matches!(message, Message::Close(_));
         if sender.send(message).await.is_err() || close {
             break;
         }
         if text {
             let _ = written.try_send(1);
+        }
+        if ping {
+            ping_queued.store(false, Ordering::Release);
         }
     }
     sender
