@@ -123,18 +123,7 @@ impl Member<'_> {
         let stream = options.target.stream();
         let entries = if self.own_pending {
             let reply = self
-                .query(
-                    "XREADGROUP",
-                    ::redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(&options.group)
-                        .arg(&options.consumer)
-                        .arg("COUNT")
-                        .arg(PAGE)
-                        .arg("STREAMS")
-                        .arg(stream)
-                        .arg("0"),
-                )
+                .query("XREADGROUP", &read_group(options, None, "0"))
                 .await?;
             let entries = parse_read(&reply);
             self.own_pending = !entries.is_empty();
@@ -157,11 +146,9 @@ impl Member<'_> {
             // Entries deleted while pending leave the pending list with this reply.
             self.note_trimmed(deleted);
             if next == "0-0" {
-                self.claim_cursor = next;
                 self.next_claim = Instant::now() + (options.claim_idle / 2).max(ms(100));
-            } else {
-                self.claim_cursor = next;
             }
+            self.claim_cursor = next;
             entries
         } else {
             let block = self
@@ -169,20 +156,7 @@ impl Member<'_> {
                 .saturating_duration_since(Instant::now())
                 .clamp(ms(1), MAX_BLOCK);
             let reply = self
-                .query(
-                    "XREADGROUP",
-                    ::redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(&options.group)
-                        .arg(&options.consumer)
-                        .arg("COUNT")
-                        .arg(PAGE)
-                        .arg("BLOCK")
-                        .arg(millis(block))
-                        .arg("STREAMS")
-                        .arg(stream)
-                        .arg(">"),
-                )
+                .query("XREADGROUP", &read_group(options, Some(block), ">"))
                 .await?;
             parse_read(&reply)
         };
@@ -284,6 +258,22 @@ fn parse_autoclaim(reply: &Value) -> (String, Vec<Entry>, u64) {
         _ => 0,
     };
     (next, entries, deleted)
+}
+
+/// `XREADGROUP` for this consumer, a page from `from` (`0`: its own pending entries, `>`: new
+/// ones), blocking for `block` when given.
+fn read_group(options: &ConsumeOptions, block: Option<Duration>, from: &str) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&options.group)
+        .arg(&options.consumer)
+        .arg("COUNT")
+        .arg(PAGE);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(millis(block));
+    }
+    cmd.arg("STREAMS").arg(options.target.stream()).arg(from);
+    cmd
 }
 
 fn millis(duration: Duration) -> u64 {
