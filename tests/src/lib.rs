@@ -722,6 +722,20 @@ pub fn block_on<F: Future>(timeout: Duration, what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|| panic!("timed out after {timeout:?}: {what}"))
 }
 
+/// The Discord simulator saw one session, and `who` resumed it rather than identify again.
+pub fn assert_one_session_resumed(discord: &openflume_sim::DiscordSim, who: &str) {
+    let records = discord.records();
+    assert_eq!(records.sessions().len(), 1, "one session, resumed");
+    assert!(
+        records
+            .resumes
+            .iter()
+            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
+        "{who} resumed: {:?}",
+        records.resumes.iter().collect::<Vec<_>>()
+    );
+}
+
 /// A Slack simulator that waits a minute for each ack (longer than any test holds them back).
 pub fn patient_slack_sim() -> openflume_sim::SlackSim {
     block_on(

@@ -298,7 +298,6 @@ fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
         })
         .collect();
 
-    type Wants = fn(&Got) -> bool;
     let everything: Wants = |_| true;
     let deploys: Wants = |g| g.kind == "deploys";
     let custom_alerts: Wants = |g| g.source == "custom" && g.kind == "alerts";
@@ -363,19 +362,8 @@ fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
     let log = logged(&serve);
     for (k, client) in clients.into_iter().enumerate() {
         let (start_id, wants, items) = client.join().unwrap();
+        assert_got_the_log(k, start_id, wants, &items, &log);
         let end = items.last().unwrap().id;
-        let expected: Vec<Got> = log
-            .iter()
-            .filter(|g| g.id > start_id && g.id <= end && wants(g))
-            .cloned()
-            .collect();
-        assert!(!items.is_empty());
-        assert_eq!(
-            ids(&items),
-            ids(&expected),
-            "client {k} (after {start_id}) got a different sequence than the log holds"
-        );
-        assert_eq!(labels(&items), labels(&expected), "client {k}");
         if k == 0 {
             // `openflume log tail` agrees on the custom events of the client that saw them all.
             let output = std::process::Command::new(openflume_bin())
@@ -401,6 +389,26 @@ fn clients_joining_during_a_burst_get_every_matching_id_once_in_order() {
     }
 }
 
+/// Which of the log's items a client subscribed to.
+type Wants = fn(&Got) -> bool;
+
+/// `items`, what client `k` got after `start_id`, are exactly the log's items that `wants`
+/// passes, from there up to the last one it got: in order, each once, none missing.
+fn assert_got_the_log(k: usize, start_id: u64, wants: Wants, items: &[Got], log: &[Got]) {
+    let end = items.last().expect("the client got items").id;
+    let expected: Vec<Got> = log
+        .iter()
+        .filter(|g| g.id > start_id && g.id <= end && wants(g))
+        .cloned()
+        .collect();
+    assert_eq!(
+        ids(items),
+        ids(&expected),
+        "client {k} (after {start_id}) got a different sequence than the log holds"
+    );
+    assert_eq!(labels(items), labels(&expected), "client {k}");
+}
+
 /// Many clients at once: `serve` reads and renders each live item once and shares it among
 /// the sessions (its hub feed), while clients that start in the past replay from the log. 200
 /// clients (a quarter from the beginning, a quarter from the end, a quarter of each with a type
@@ -414,7 +422,6 @@ fn two_hundred_clients_at_once_each_get_every_item_in_order() {
     for n in 1..=10 {
         deploy(&serve, n);
     }
-    type Wants = fn(&Got) -> bool;
     let everything: Wants = |_| true;
     let deploys: Wants = |g| g.kind == "deploys";
     let alerts: Wants = |g| g.kind == "alerts";
@@ -468,18 +475,7 @@ fn two_hundred_clients_at_once_each_get_every_item_in_order() {
     let log = logged(&serve);
     for (k, client) in clients.into_iter().enumerate() {
         let (start_id, wants, items) = client.join().unwrap();
-        let end = items.last().unwrap().id;
-        let expected: Vec<Got> = log
-            .iter()
-            .filter(|g| g.id > start_id && g.id <= end && wants(g))
-            .cloned()
-            .collect();
-        assert_eq!(
-            ids(&items),
-            ids(&expected),
-            "client {k} (after {start_id}) got a different sequence than the log holds"
-        );
-        assert_eq!(labels(&items), labels(&expected), "client {k}");
+        assert_got_the_log(k, start_id, wants, &items, &log);
         let posted = items.iter().filter(|g| g.source == "custom").count() as u64;
         let least = if k % 4 < 2 { 2 * EACH } else { EACH };
         assert!(

@@ -295,16 +295,7 @@ fn listen_with_a_redis_sink_resumes_from_the_cursors_in_redis() {
         ));
         again == 20
     });
-    let records = discord.records();
-    assert_eq!(records.sessions().len(), 1, "one session, resumed");
-    assert!(
-        records
-            .resumes
-            .iter()
-            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
-        "the second listen resumed: {:?}",
-        records.resumes.iter().collect::<Vec<_>>()
-    );
+    openflume_tests::assert_one_session_resumed(&discord, "the second listen");
     let messages = counts(&redis, "discord", "MESSAGE_CREATE", "/data/id");
     assert_eq!(messages.len(), 50, "every message in the stream");
     let twice: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).collect();
@@ -452,16 +443,7 @@ fn a_shard_started_elsewhere_resumes_its_discord_session_from_redis() {
     let messages = counts(&redis, "discord", "MESSAGE_CREATE", "/data/id");
     let twice: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "in the stream twice: {twice:?}");
-    let records = discord.records();
-    assert_eq!(records.sessions().len(), 1, "one session, resumed");
-    assert!(
-        records
-            .resumes
-            .iter()
-            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
-        "the second process resumed: {:?}",
-        records.resumes.iter().collect::<Vec<_>>()
-    );
+    openflume_tests::assert_one_session_resumed(&discord, "the second process");
     drop(second);
 }
 

@@ -195,16 +195,7 @@ fn serve_killed_mid_burst_restarts_without_loss_or_duplicates() {
     }
 
     // Discord resumed the session instead of identifying again.
-    let discord = sims.discord.records();
-    assert_eq!(discord.sessions().len(), 1, "one session, resumed");
-    assert!(
-        discord
-            .resumes
-            .iter()
-            .any(|resume| matches!(resume.outcome, openflume_sim::ResumeOutcome::Resumed { .. })),
-        "the restart resumed: {:?}",
-        discord.resumes.iter().collect::<Vec<_>>()
-    );
+    openflume_tests::assert_one_session_resumed(&sims.discord, "the restart");
 }
 
 #[test]
