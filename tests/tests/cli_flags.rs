@@ -267,6 +267,35 @@ fn configuration_errors_name_the_flag() {
     assert!(!stderr.contains("gateway_url"), "{stderr}");
 }
 
+/// `--webhook NAME=ENV_VAR` whose variable is unset or blank is a usage error naming it.
+#[test]
+fn a_webhook_without_its_secret_exits_2() {
+    for value in [None, Some("  ")] {
+        let env: Vec<(&str, String)> = value
+            .map(|v| ("OPENFLUME_TEST_DEPLOY_SECRET", v.to_owned()))
+            .into_iter()
+            .collect();
+        let mut cli = listen(
+            &[
+                "--http",
+                "127.0.0.1:0",
+                "--webhook",
+                "deploys=OPENFLUME_TEST_DEPLOY_SECRET",
+            ],
+            &env,
+        );
+        let (status, lines, stderr) = cli.wait_exit(WAIT);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(
+            stderr.contains(
+                "--webhook: the environment variable OPENFLUME_TEST_DEPLOY_SECRET (the secret of deploys) is not set"
+            ),
+            "{stderr}"
+        );
+    }
+}
+
 /// A flag for a source that is not enabled, and a reconnect flag with GitHub, are warned about.
 #[test]
 fn idle_flags_are_warned_about() {

@@ -548,6 +548,25 @@ fn a_webhook_ingress_recording_replays_with_its_secrets() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("webhook:deploys"), "{stderr}");
     assert!(stderr.contains("--webhook NAME=ENV_VAR"), "{stderr}");
+
+    // `--webhook` naming a variable that is not set: a usage error naming it.
+    let mut unset = Openflume::spawn(
+        &[
+            "replay",
+            path.to_str().unwrap(),
+            "--webhook",
+            "deploys=OPENFLUME_TEST_UNSET_SECRET",
+        ],
+        &[("GITHUB_WEBHOOK_SECRET", GITHUB_WEBHOOK_SECRET.to_owned())],
+    );
+    let (status, _, stderr) = unset.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--webhook: the environment variable OPENFLUME_TEST_UNSET_SECRET (the secret of deploys) is not set"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -160,20 +160,7 @@ fn webhooks(args: &SourceArgs, resume: &Cursors) -> Result<Option<Source>, Usage
 
 /// The webhook channels the flags and the environment configure (possibly none).
 pub(crate) fn webhook_config(args: &SourceArgs) -> Result<WebhookConfig, UsageError> {
-    let mut senders = Vec::new();
-    for (name, var) in &args.webhook {
-        let secret = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
-        let Some(secret) = secret else {
-            return Err(UsageError::flag(
-                "--webhook",
-                format!("the environment variable {var} (the secret of {name}) is not set"),
-            ));
-        };
-        senders.push(CustomSender {
-            name: name.clone(),
-            secret: secret.into(),
-        });
-    }
+    let senders = webhook_senders(&args.webhook)?;
     let config = WebhookConfig {
         path_prefix: args.http_prefix.clone(),
         slack_signing_secret: non_empty(&args.slack_signing_secret).map(Into::into),
@@ -182,6 +169,29 @@ pub(crate) fn webhook_config(args: &SourceArgs) -> Result<WebhookConfig, UsageEr
         ..WebhookConfig::default()
     };
     Ok(config)
+}
+
+/// The custom senders of `--webhook NAME=ENV_VAR`, each with its secret from the environment: a
+/// variable unset or blank is a usage error naming it, never a secret.
+pub(crate) fn webhook_senders(
+    webhooks: &[(String, String)],
+) -> Result<Vec<CustomSender>, UsageError> {
+    webhooks
+        .iter()
+        .map(|(name, var)| {
+            let secret = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
+            let Some(secret) = secret else {
+                return Err(UsageError::flag(
+                    "--webhook",
+                    format!("the environment variable {var} (the secret of {name}) is not set"),
+                ));
+            };
+            Ok(CustomSender {
+                name: name.clone(),
+                secret: secret.into(),
+            })
+        })
+        .collect()
 }
 
 /// The DER roots of `--ca-cert`, after checking the proxy variables: a bad file or proxy URL is a

@@ -126,15 +126,8 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<i32, UsageError> {
             return Ok(1);
         }
     };
-    for (name, var) in &args.webhook {
-        let secret = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
-        let Some(secret) = secret else {
-            return Err(UsageError::flag(
-                "--webhook",
-                format!("the environment variable {var} (the secret of {name}) is not set"),
-            ));
-        };
-        replay = replay.secret(format!("webhook:{name}"), secret);
+    for sender in super::listen::webhook_senders(&args.webhook)? {
+        replay = replay.secret(format!("webhook:{}", sender.name), sender.secret);
     }
     let min_level = match args.log_level {
         LogLevel::Debug => Level::Debug,
